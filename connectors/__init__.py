@@ -1,0 +1,1 @@
+"""Bank-specific connector plugins: what a dialect file cannot express."""

@@ -1,0 +1,1 @@
+"""kswitch: a bank integration message switch for online payment gateways."""
