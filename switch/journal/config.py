@@ -1,0 +1,85 @@
+"""Journal settings, filled in by the TOML configuration loader."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from switch.journal.errors import KeyConfigError
+
+Backend = Literal["sqlite", "postgresql"]
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+@dataclass(frozen=True)
+class SecretSource:
+    """Where a secret lives: a file (preferred; mode 0600) or an environment variable.
+
+    The secret itself never appears in the configuration file.
+    """
+
+    file: Path | None = None
+    env: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.file is None) == (self.env is None):
+            raise KeyConfigError("a secret source needs exactly one of file or env")
+
+    def describe(self) -> str:
+        return f"file {self.file}" if self.file is not None else f"environment variable {self.env}"
+
+
+@dataclass(frozen=True)
+class JournalConfig:
+    """Journal settings and their defaults.
+
+    backend
+        ``"sqlite"`` (embedded default, one file in the state directory) or ``"postgresql"``.
+    sqlite_path
+        The SQLite database file; relative paths are resolved against the process's
+        working directory, so the config loader should make it absolute under the state directory.
+    pg_dsn, pg_schema
+        libpq connection string and the schema the journal's tables live in (created if missing).
+    pan_keys
+        The AES-256 key ring for PANs kept for later messages: entries ``key_id:base64key``
+        separated by commas or whitespace.
+    pan_current_key_id
+        The key new ciphertexts use; ``None`` means the last entry of the ring.
+    pan_hash_secret
+        Base64 of at least 32 random bytes: the HMAC-SHA-256 key of PAN look-up hashes.
+    max_batch
+        Most writes committed in one database transaction.
+    max_queue
+        Writes waiting for the writer thread before new ones are refused (`JournalOverloaded`).
+    reader_threads
+        Threads (each with its own connection) serving reads.
+    idempotency_ttl
+        How long an idempotency key stays bound to its transaction.
+    """
+
+    backend: Backend = "sqlite"
+    sqlite_path: Path = Path("var/journal.sqlite3")
+    pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/kswitch"
+    pg_schema: str = "kswitch"
+    pan_keys: SecretSource = field(default=SecretSource(env="KSWITCH_PAN_KEYS"))
+    pan_current_key_id: str | None = None
+    pan_hash_secret: SecretSource = field(default=SecretSource(env="KSWITCH_PAN_HASH_SECRET"))
+    max_batch: int = 256
+    max_queue: int = 10_000
+    reader_threads: int = 4
+    idempotency_ttl: timedelta = timedelta(hours=24)
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("sqlite", "postgresql"):
+            raise ValueError(f"journal backend must be 'sqlite' or 'postgresql', got {self.backend!r}")
+        if not _SCHEMA_NAME.fullmatch(self.pg_schema):
+            raise ValueError(f"pg_schema must be a lower-case SQL identifier, got {self.pg_schema!r}")
+        for name in ("max_batch", "max_queue", "reader_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.idempotency_ttl < timedelta(hours=24):
+            raise ValueError("idempotency_ttl must be at least 24 hours")

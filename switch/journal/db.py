@@ -1,0 +1,106 @@
+"""One thin wrapper over a DB-API connection, so SQL is written once for both backends.
+
+SQL in the journal uses ``:name`` parameters and ``{id_pk}`` / ``{bytes}`` DDL
+tokens; a `Dialect` turns them into what its driver expects. Every text and
+bytes parameter passes the card-data guard here, whichever query sends it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from switch.journal.guard import check_value
+
+Row = dict[str, Any]
+Params = Mapping[str, object]
+
+
+class Dialect:
+    """What differs between backends; everything else is shared SQL."""
+
+    name: str = ""
+    begin_sql: str = "BEGIN"
+    ddl_tokens: Mapping[str, str] = {}
+
+    def sql(self, text: str) -> str:
+        return text
+
+    def ddl(self, text: str) -> str:
+        return text.format_map(self.ddl_tokens)
+
+    def connection_broken(self, conn: Any) -> bool:
+        """True when the connection can no longer be used and must be reopened."""
+        return False
+
+    def lock_migrations(self, db: Db) -> None:
+        """Serialise concurrent migrations of the same database (called inside the migration transaction)."""
+
+
+class Db:
+    def __init__(self, conn: Any, dialect: Dialect) -> None:
+        self.conn = conn
+        self.dialect = dialect
+
+    @property
+    def broken(self) -> bool:
+        return self.dialect.connection_broken(self.conn)
+
+    def execute(self, sql: str, params: Params | None = None) -> int:
+        """Run a statement and return the number of rows it changed."""
+        return int(self._run(sql, params).rowcount)
+
+    def one(self, sql: str, params: Params | None = None) -> Row | None:
+        row: Row | None = self._run(sql, params).fetchone()
+        return row
+
+    def all(self, sql: str, params: Params | None = None) -> list[Row]:
+        rows: list[Row] = self._run(sql, params).fetchall()
+        return rows
+
+    def script(self, statements: Iterable[str]) -> None:
+        for statement in statements:
+            self.conn.execute(self.dialect.ddl(statement))
+
+    def begin(self) -> None:
+        self.conn.execute(self.dialect.begin_sql)
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.conn.execute("ROLLBACK")
+
+    def savepoint(self, name: str) -> None:
+        self.conn.execute(f"SAVEPOINT {name}")
+
+    def release(self, name: str) -> None:
+        self.conn.execute(f"RELEASE SAVEPOINT {name}")
+
+    def rollback_to(self, name: str) -> None:
+        self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _run(self, sql: str, params: Params | None) -> Any:
+        bound = dict(params or {})
+        for name, value in bound.items():
+            check_value(name, value)
+        return self.conn.execute(self.dialect.sql(sql), bound)
+
+
+def in_list(prefix: str, values: Sequence[object]) -> tuple[str, dict[str, object]]:
+    """``(:p0, :p1, ...)`` and its parameters, for ``IN`` over a caller's set in portable SQL."""
+    if not values:
+        raise ValueError(f"{prefix}: an IN list needs at least one value")
+    params = {f"{prefix}{index}": value for index, value in enumerate(values)}
+    return "(" + ", ".join(f":{name}" for name in params) + ")", params
+
+
+@functools.lru_cache(maxsize=512)
+def named_to_pyformat(sql: str) -> str:
+    """``:name`` to ``%(name)s``, escaping literal ``%`` (psycopg's parameter style)."""
+    return re.sub(r"(?<![:\w]):([a-z_][a-z0-9_]*)", r"%(\1)s", sql.replace("%", "%%"))

@@ -1,0 +1,163 @@
+"""Exceptions raised by the journal.
+
+Every failure a caller may want to handle differently has its own class, so the
+switch can map them to answers (decline, retry, 409, 404) without parsing
+messages. Messages never contain card data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from switch.journal.luhn import safe_repr
+
+if TYPE_CHECKING:
+    from switch.journal.models import SafItem, Transaction
+
+
+class JournalError(Exception):
+    """Base class for every journal error."""
+
+
+class InvalidRecord(JournalError, ValueError):
+    """A value handed to the journal is malformed (amount, currency, id, JSON ...)."""
+
+
+class CardDataRefused(InvalidRecord):
+    """A value looked like a full PAN or sensitive authentication data and was not stored."""
+
+
+class TransactionNotFound(JournalError, LookupError):
+    def __init__(self, txn_id: str) -> None:
+        super().__init__(f"transaction {safe_repr(txn_id)} not found")
+        self.txn_id = txn_id
+
+
+class TransactionExists(JournalError):
+    def __init__(self, txn_id: str) -> None:
+        super().__init__(f"transaction {safe_repr(txn_id)} already exists")
+        self.txn_id = txn_id
+
+
+class DuplicateIdempotencyKey(JournalError):
+    """The (merchant, idempotency key) pair is already bound to a transaction.
+
+    ``same_request`` tells the caller whether to replay the stored answer (same
+    request hash) or answer a conflict (different hash).
+    """
+
+    def __init__(self, transaction: Transaction, same_request: bool) -> None:
+        verdict = "same request" if same_request else "different request"
+        super().__init__(
+            f"idempotency key {transaction.idempotency_key!r} of merchant {transaction.merchant_id!r} "
+            f"is already used by transaction {transaction.txn_id!r} ({verdict})"
+        )
+        self.transaction = transaction
+        self.same_request = same_request
+
+
+class TransitionRefused(JournalError):
+    """Compare-and-set failed: the transaction is not in one of the expected states."""
+
+    def __init__(self, txn_id: str, current: str, expected: Iterable[str], to: str) -> None:
+        expected_list = ", ".join(sorted(expected))
+        super().__init__(
+            f"transaction {safe_repr(txn_id)} is {current!r}, expected one of [{expected_list}] to move to {to!r}"
+        )
+        self.txn_id = txn_id
+        self.current = current
+        self.expected = frozenset(expected)
+        self.to = to
+
+
+class VersionConflict(JournalError):
+    """The transaction changed since the caller read it (optimistic concurrency)."""
+
+    def __init__(self, txn_id: str, expected_version: int, current_version: int) -> None:
+        super().__init__(
+            f"transaction {safe_repr(txn_id)} is at version {current_version}, caller expected {expected_version}"
+        )
+        self.txn_id = txn_id
+        self.expected_version = expected_version
+        self.current_version = current_version
+
+
+class SafItemNotFound(JournalError, LookupError):
+    def __init__(self, saf_id: int) -> None:
+        super().__init__(f"store-and-forward item {saf_id} not found")
+        self.saf_id = saf_id
+
+
+class SafStateError(JournalError):
+    """An SAF action is not allowed in the item's current state (e.g. retrying a completed item)."""
+
+    def __init__(self, item: SafItem, action: str, allowed: Iterable[str]) -> None:
+        super().__init__(
+            f"cannot {action} store-and-forward item {item.saf_id}: it is {item.state.value!r}, "
+            f"allowed from [{', '.join(sorted(allowed))}]"
+        )
+        self.item = item
+        self.action = action
+
+
+class UnknownEvent(JournalError, LookupError):
+    def __init__(self, event_ids: Iterable[int]) -> None:
+        ids = sorted(event_ids)
+        super().__init__(f"no such event id(s): {ids}")
+        self.event_ids = ids
+
+
+class SchemaError(JournalError):
+    """The database schema cannot be used by this version of kswitch."""
+
+
+class SchemaTooNew(SchemaError):
+    def __init__(self, found: int, supported: int) -> None:
+        super().__init__(
+            f"journal database is at schema version {found}, this kswitch supports up to {supported}: "
+            "it was written by a newer kswitch; upgrade kswitch or restore a backup (no downgrade is attempted)"
+        )
+        self.found = found
+        self.supported = supported
+
+
+class KeyConfigError(JournalError):
+    """PAN encryption or hashing keys are missing or malformed."""
+
+
+class UnknownKeyId(JournalError):
+    def __init__(self, key_id: str, loaded: Iterable[str]) -> None:
+        super().__init__(
+            f"PAN ciphertext was written under key id {key_id!r}, which is not loaded "
+            f"(loaded: {sorted(loaded)}); add the retired key to the key ring to read it"
+        )
+        self.key_id = key_id
+
+
+class PanDecryptionFailed(JournalError):
+    def __init__(self, key_id: str, context: str) -> None:
+        super().__init__(
+            f"PAN ciphertext for {context!r} failed authentication under key id {key_id!r}: "
+            "the key material for that id is wrong, or the ciphertext was altered or moved to another row"
+        )
+        self.key_id = key_id
+
+
+class JournalClosed(JournalError):
+    """A write or read was submitted after the journal was closed."""
+
+
+class JournalOverloaded(JournalError):
+    """The write queue is full; the database is not keeping up. Nothing was written."""
+
+
+class JournalUnavailable(JournalError):
+    """The database could not be reached or failed before commit. Nothing was written."""
+
+
+class CommitOutcomeUnknown(JournalError):
+    """COMMIT itself failed: the write may or may not be durable.
+
+    Treat like a bank timeout: do not answer approved, and reconcile (reverse) later.
+    """

@@ -1,0 +1,34 @@
+"""Transaction ids that sort by creation time (ULID layout, Crockford base32).
+
+Sortable ids keep index inserts append-only and make "what happened around
+then" obvious to an operator reading raw rows.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_RANDOM_BITS = 80
+_lock = threading.Lock()
+_last_ms = -1
+_last_random = 0
+
+
+def new_txn_id() -> str:
+    """A 26-character id: 48 bits of milliseconds then 80 bits that increase within one millisecond."""
+    global _last_ms, _last_random
+    with _lock:
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms <= _last_ms:
+            now_ms = _last_ms
+            _last_random = (_last_random + 1) % (1 << _RANDOM_BITS)
+            if _last_random == 0:
+                now_ms += 1
+        else:
+            _last_random = int.from_bytes(os.urandom(10), "big") >> 1
+        _last_ms = now_ms
+        value = (now_ms << _RANDOM_BITS) | _last_random
+    return "".join(_ALPHABET[(value >> shift) & 31] for shift in range(125, -1, -5))

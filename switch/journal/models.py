@@ -1,0 +1,401 @@
+"""Records the journal stores and hands back.
+
+Amounts are integers in minor units of the ISO 4217 currency; timestamps are UTC
+`datetime` objects in Python and integer microseconds since the Unix epoch in the
+database (the one representation both backends compare and sort the same way).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypedDict
+
+from switch.journal.errors import InvalidRecord
+from switch.journal.luhn import safe_repr
+
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+_EXPIRY = re.compile(r"\d\d(0[1-9]|1[0-2])")
+_PAN = re.compile(r"\d{12,19}")
+_EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
+_MTI = re.compile(r"\d{4}")
+_TEXT_CHANGES = {
+    "stan": re.compile(r"\d{1,12}"),
+    "rrn": re.compile(r"[A-Za-z0-9 ]{1,12}"),
+    "auth_code": re.compile(r"[A-Za-z0-9 ]{1,6}"),
+    "response_code": re.compile(r"[A-Za-z0-9]{2,3}"),
+    "transmission_datetime": re.compile(r"\d{10}"),
+}
+_MAX_REASON = 500
+
+
+class Kind(enum.StrEnum):
+    AUTHORIZATION = "authorization"
+    SALE = "sale"
+    CAPTURE = "capture"
+    VOID = "void"
+    REFUND = "refund"
+    REVERSAL = "reversal"
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DECLINED = "declined"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    REVERSAL_PENDING = "reversal_pending"
+    REVERSED = "reversed"
+    VOIDED = "voided"
+    CAPTURED = "captured"
+    REFUNDED = "refunded"
+    PARTIALLY_REFUNDED = "partially_refunded"
+
+
+# States that have an owner still working on them; crash recovery must resume each.
+IN_FLIGHT_STATUSES: frozenset[Status] = frozenset({Status.PENDING, Status.REVERSAL_PENDING, Status.TIMEOUT})
+
+
+class Direction(enum.StrEnum):
+    IN = "in"
+    OUT = "out"
+
+
+class SafKind(enum.StrEnum):
+    REVERSAL = "reversal"
+    VOID = "void"
+    ADVICE = "advice"
+
+
+class SafState(enum.StrEnum):
+    QUEUED = "queued"
+    DONE = "done"
+    DEAD = "dead"
+    DROPPED = "dropped"
+
+
+def to_us(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise InvalidRecord("timestamps must be timezone-aware (UTC); got a naive datetime")
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(value: int | None) -> datetime | None:
+    if value is None:
+        return None
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def utc_from_seconds(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def require_amount(name: str, value: object) -> int:
+    """Amounts are integers of minor units; floats and Decimals are refused to keep rounding out."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRecord(f"{name} must be an int of minor units, got {type(value).__name__}")
+    if value < 0:
+        raise InvalidRecord(f"{name} must not be negative, got {value}")
+    return value
+
+
+def require_currency(value: object) -> str:
+    if not isinstance(value, str) or not _CURRENCY.fullmatch(value):
+        raise InvalidRecord(f"currency must be an ISO 4217 alphabetic code such as 'EUR', got {safe_repr(value)}")
+    return value
+
+
+def require_id(name: str, value: object) -> str:
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise InvalidRecord(f"{name} must be 1-64 characters of letters, digits and _.:- , got {safe_repr(value)}")
+    return value
+
+
+def require_event_type(value: object) -> str:
+    if not isinstance(value, str) or not _EVENT_TYPE.fullmatch(value):
+        raise InvalidRecord(f"event type must look like 'payment.completed', got {safe_repr(value)}")
+    return value
+
+
+def require_mti(value: object) -> str:
+    if not isinstance(value, str) or not _MTI.fullmatch(value):
+        raise InvalidRecord(f"MTI must be 4 digits, got {safe_repr(value)}")
+    return value
+
+
+class TxnChanges(TypedDict, total=False):
+    """Columns a transition may change besides the status."""
+
+    amount_authorized: int
+    amount_captured: int
+    amount_refunded: int
+    stan: str | None
+    rrn: str | None
+    auth_code: str | None
+    response_code: str | None
+    reason: str | None
+    transmission_datetime: str | None
+    sent_at: datetime | None
+
+
+def prepare_changes(changes: Mapping[str, object]) -> dict[str, object]:
+    """Validate transition changes and convert them to column values."""
+    allowed = TxnChanges.__annotations__
+    prepared: dict[str, object] = {}
+    for name, value in changes.items():
+        if name not in allowed:
+            raise InvalidRecord(f"a transition cannot change {name!r}; changeable: {', '.join(sorted(allowed))}")
+        if name.startswith("amount_"):
+            prepared[name] = require_amount(name, value)
+        elif value is None:
+            prepared[name] = None
+        elif name == "sent_at":
+            if not isinstance(value, datetime):
+                raise InvalidRecord(f"sent_at must be a datetime, got {type(value).__name__}")
+            prepared[name] = to_us(value)
+        elif name == "reason":
+            prepared[name] = require_text(name, value, _MAX_REASON)
+        else:
+            if not isinstance(value, str) or not _TEXT_CHANGES[name].fullmatch(value):
+                raise InvalidRecord(f"{name} has an invalid format: {safe_repr(value)}")
+            prepared[name] = value
+    return prepared
+
+
+def require_text(name: str, value: object, max_length: int) -> str:
+    if not isinstance(value, str) or not value or len(value) > max_length:
+        raise InvalidRecord(f"{name} must be a non-empty string of at most {max_length} characters")
+    return value
+
+
+@dataclass(frozen=True, repr=False)
+class CardData:
+    """A clear PAN and expiry, only ever held in memory.
+
+    There is deliberately no field for CVV, track data or PIN: the journal has no
+    way to receive them. ``repr`` shows the masked PAN so it is safe in logs.
+    """
+
+    pan: str
+    expiry: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pan, str) or not _PAN.fullmatch(self.pan):
+            raise InvalidRecord("PAN must be 12-19 digits")
+        if self.expiry is not None and (not isinstance(self.expiry, str) or not _EXPIRY.fullmatch(self.expiry)):
+            raise InvalidRecord("expiry must be YYMM")
+
+    @property
+    def masked(self) -> str:
+        return mask_pan(self.pan)
+
+    def __repr__(self) -> str:
+        return f"CardData(pan={self.masked!r}, expiry={'set' if self.expiry else None})"
+
+
+def mask_pan(pan: str) -> str:
+    """First six and last four digits, the most PCI DSS 3.4.1 lets anyone see."""
+    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
+
+
+@dataclass(frozen=True)
+class EncryptedCard:
+    """A PAN (and expiry) sealed with AES-GCM.
+
+    ``context`` is the row the ciphertext belongs to; it is authenticated data, so
+    a ciphertext copied onto another row fails to decrypt.
+    """
+
+    key_id: str
+    ciphertext: bytes = field(repr=False)
+    context: str
+
+
+@dataclass(frozen=True)
+class EventDraft:
+    """A notification to append in the same database transaction as a state change."""
+
+    type: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require_event_type(self.type)
+
+
+@dataclass(frozen=True)
+class SafDraft:
+    """A store-and-forward item to enqueue in the same database transaction as a state change.
+
+    ``fields`` are the ISO 8583 fields to send, already masked: field 2 is rebuilt
+    from ``card`` (stored encrypted) when the item is sent.
+    """
+
+    connector: str
+    kind: SafKind
+    mti: str
+    fields: Mapping[str, Any]
+    card: CardData | None = None
+    max_attempts: int = 10
+    due_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        require_id("connector", self.connector)
+        require_mti(self.mti)
+        SafKind(self.kind)
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            raise InvalidRecord(f"max_attempts must be a positive int, got {self.max_attempts!r}")
+
+
+@dataclass(frozen=True)
+class NewTransaction:
+    """What the switch knows when a transaction starts.
+
+    ``retain_card`` keeps the PAN (encrypted) for later messages that need it:
+    reversal, completion, refund. Without it only the masked PAN and keyed hash
+    are kept.
+    """
+
+    kind: Kind
+    merchant_id: str
+    connector: str
+    amount: int
+    currency: str
+    txn_id: str | None = None
+    parent_txn_id: str | None = None
+    store_id: str | None = None
+    order_id: str | None = None
+    card: CardData | None = None
+    retain_card: bool = False
+    stan: str | None = None
+    transmission_datetime: str | None = None
+    idempotency_key: str | None = None
+    request_hash: bytes | None = None
+    status: Status = Status.PENDING
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        Kind(self.kind)
+        Status(self.status)
+        require_id("merchant_id", self.merchant_id)
+        require_id("connector", self.connector)
+        require_amount("amount", self.amount)
+        require_currency(self.currency)
+        for name in ("txn_id", "parent_txn_id", "store_id", "order_id", "idempotency_key"):
+            value = getattr(self, name)
+            if value is not None:
+                require_id(name, value)
+        if (self.idempotency_key is None) != (self.request_hash is None):
+            raise InvalidRecord("idempotency_key and request_hash go together: give both or neither")
+        if self.request_hash is not None and not isinstance(self.request_hash, bytes):
+            raise InvalidRecord("request_hash must be bytes (a digest), not text")
+        if self.retain_card and self.card is None:
+            raise InvalidRecord("retain_card needs card")
+
+
+@dataclass(frozen=True)
+class Transaction:
+    txn_id: str
+    kind: Kind
+    parent_txn_id: str | None
+    merchant_id: str
+    store_id: str | None
+    order_id: str | None
+    connector: str
+    status: Status
+    version: int
+    amount: int
+    currency: str
+    amount_authorized: int
+    amount_captured: int
+    amount_refunded: int
+    stan: str | None
+    rrn: str | None
+    auth_code: str | None
+    response_code: str | None
+    reason: str | None
+    masked_pan: str | None
+    pan_hash: bytes | None = field(repr=False)
+    card: EncryptedCard | None
+    transmission_datetime: str | None
+    sent_at: datetime | None
+    idempotency_key: str | None
+    request_hash: bytes | None = field(repr=False)
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status in IN_FLIGHT_STATUSES
+
+
+@dataclass(frozen=True)
+class TransitionRecord:
+    transition_id: int
+    txn_id: str
+    from_status: Status | None
+    to_status: Status
+    at: datetime
+    reason: str | None
+    changes: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    message_id: int
+    txn_id: str | None
+    direction: Direction
+    connector: str
+    mti: str
+    stan: str | None
+    response_code: str | None
+    fields: Mapping[str, Any]
+    at: datetime
+
+
+@dataclass(frozen=True)
+class SafItem:
+    saf_id: int
+    connector: str
+    txn_id: str
+    kind: SafKind
+    mti: str
+    fields: Mapping[str, Any]
+    card: EncryptedCard | None
+    state: SafState
+    attempts: int
+    max_attempts: int
+    enqueued_at: datetime
+    next_due_at: datetime
+    last_attempt_at: datetime | None
+    last_response_code: str | None
+    last_error: str | None
+    response_code: str | None
+    state_reason: str | None
+    operator: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class SafStats:
+    connector: str
+    depth: int
+    oldest_enqueued_at: datetime | None
+    dead_letters: int
+
+
+@dataclass(frozen=True)
+class Event:
+    event_id: int
+    merchant_id: str
+    txn_id: str | None
+    type: str
+    payload: Mapping[str, Any]
+    created_at: datetime

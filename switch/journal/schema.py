@@ -1,0 +1,208 @@
+"""Schema creation and migration, identical for SQLite and PostgreSQL.
+
+Migrations are an append-only list: a released step is never edited, a change is
+a new step. Opening a database applies the missing steps in one transaction;
+a database stamped with a version newer than the last step is refused rather than
+guessed at. Timestamps are BIGINT microseconds since the Unix epoch (UTC).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from switch.journal.db import Db
+from switch.journal.errors import SchemaError, SchemaTooNew
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "transactions, their transitions and messages, idempotency keys",
+        (
+            """CREATE TABLE transactions (
+                txn_id TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                parent_txn_id TEXT REFERENCES transactions (txn_id),
+                merchant_id TEXT NOT NULL,
+                store_id TEXT,
+                order_id TEXT,
+                connector TEXT NOT NULL,
+                status TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                amount BIGINT NOT NULL CHECK (amount >= 0),
+                currency TEXT NOT NULL,
+                amount_authorized BIGINT NOT NULL CHECK (amount_authorized >= 0),
+                amount_captured BIGINT NOT NULL CHECK (amount_captured >= 0),
+                amount_refunded BIGINT NOT NULL CHECK (amount_refunded >= 0),
+                stan TEXT,
+                rrn TEXT,
+                auth_code TEXT,
+                response_code TEXT,
+                reason TEXT,
+                masked_pan TEXT,
+                pan_hash {bytes},
+                pan_key_id TEXT,
+                pan_ciphertext {bytes},
+                transmission_datetime TEXT,
+                sent_at BIGINT,
+                idempotency_key TEXT,
+                request_hash {bytes},
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                CHECK ((pan_key_id IS NULL) = (pan_ciphertext IS NULL))
+            )""",
+            "CREATE INDEX transactions_merchant_order ON transactions (merchant_id, order_id)",
+            "CREATE INDEX transactions_parent ON transactions (parent_txn_id)",
+            "CREATE INDEX transactions_pan_hash ON transactions (pan_hash)",
+            "CREATE INDEX transactions_connector_stan ON transactions (connector, stan)",
+            """CREATE INDEX transactions_in_flight ON transactions (created_at)
+                WHERE status IN ('pending', 'reversal_pending', 'timeout')""",
+            "CREATE INDEX transactions_pan_key ON transactions (pan_key_id) WHERE pan_key_id IS NOT NULL",
+            """CREATE TABLE transitions (
+                transition_id {id_pk},
+                txn_id TEXT NOT NULL REFERENCES transactions (txn_id),
+                from_status TEXT,
+                to_status TEXT NOT NULL,
+                at BIGINT NOT NULL,
+                reason TEXT,
+                changes TEXT NOT NULL
+            )""",
+            "CREATE INDEX transitions_txn ON transitions (txn_id, transition_id)",
+            """CREATE TABLE messages (
+                message_id {id_pk},
+                txn_id TEXT,
+                direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+                connector TEXT NOT NULL,
+                mti TEXT NOT NULL,
+                stan TEXT,
+                response_code TEXT,
+                fields TEXT NOT NULL,
+                at BIGINT NOT NULL
+            )""",
+            "CREATE INDEX messages_txn ON messages (txn_id, message_id)",
+            """CREATE TABLE idempotency_keys (
+                merchant_id TEXT NOT NULL,
+                idempotency_key TEXT NOT NULL,
+                txn_id TEXT NOT NULL REFERENCES transactions (txn_id),
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (merchant_id, idempotency_key)
+            )""",
+            "CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at)",
+        ),
+    ),
+    Migration(
+        2,
+        "store-and-forward queue",
+        (
+            """CREATE TABLE saf_queue (
+                saf_id {id_pk},
+                connector TEXT NOT NULL,
+                txn_id TEXT NOT NULL REFERENCES transactions (txn_id),
+                kind TEXT NOT NULL,
+                mti TEXT NOT NULL,
+                fields TEXT NOT NULL,
+                pan_key_id TEXT,
+                pan_ciphertext {bytes},
+                state TEXT NOT NULL CHECK (state IN ('queued', 'done', 'dead', 'dropped')),
+                attempts INTEGER NOT NULL,
+                max_attempts INTEGER NOT NULL CHECK (max_attempts > 0),
+                enqueued_at BIGINT NOT NULL,
+                next_due_at BIGINT NOT NULL,
+                last_attempt_at BIGINT,
+                last_response_code TEXT,
+                last_error TEXT,
+                response_code TEXT,
+                state_reason TEXT,
+                operator TEXT,
+                updated_at BIGINT NOT NULL,
+                CHECK ((pan_key_id IS NULL) = (pan_ciphertext IS NULL))
+            )""",
+            "CREATE INDEX saf_queue_state_connector ON saf_queue (state, connector, saf_id)",
+            """CREATE UNIQUE INDEX saf_queue_active_per_txn ON saf_queue (txn_id, kind)
+                WHERE state IN ('queued', 'dead')""",
+            "CREATE INDEX saf_queue_pan_key ON saf_queue (pan_key_id) WHERE pan_key_id IS NOT NULL",
+        ),
+    ),
+    Migration(
+        3,
+        "notification event log and per-client acknowledgements",
+        (
+            """CREATE TABLE events (
+                event_id {id_pk},
+                merchant_id TEXT NOT NULL,
+                txn_id TEXT,
+                type TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                created_at BIGINT NOT NULL
+            )""",
+            "CREATE INDEX events_merchant ON events (merchant_id, event_id)",
+            """CREATE TABLE event_acks (
+                client_id TEXT NOT NULL,
+                event_id BIGINT NOT NULL REFERENCES events (event_id),
+                acked_at BIGINT NOT NULL,
+                PRIMARY KEY (client_id, event_id)
+            )""",
+        ),
+    ),
+)
+
+_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at BIGINT NOT NULL
+)"""
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    from_version: int
+    to_version: int
+
+
+def latest_version(steps: Sequence[Migration] = MIGRATIONS) -> int:
+    return steps[-1].version if steps else 0
+
+
+def current_version(db: Db) -> int:
+    row = db.one("SELECT MAX(version) AS version FROM schema_version")
+    return int(row["version"]) if row and row["version"] is not None else 0
+
+
+def migrate(db: Db, steps: Sequence[Migration] = MIGRATIONS) -> MigrationResult:
+    """Bring the database up to the last step, or refuse a database from a newer kswitch."""
+    _check_steps(steps)
+    target = latest_version(steps)
+    db.begin()
+    try:
+        db.dialect.lock_migrations(db)
+        db.script([_VERSION_TABLE])
+        found = current_version(db)
+        if found > target:
+            raise SchemaTooNew(found, target)
+        for step in steps:
+            if step.version > found:
+                db.script(step.statements)
+                db.execute(
+                    "INSERT INTO schema_version (version, description, applied_at) VALUES (:v, :d, :at)",
+                    {"v": step.version, "d": step.description, "at": time.time_ns() // 1000},
+                )
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
+    return MigrationResult(from_version=found, to_version=max(found, target))
+
+
+def _check_steps(steps: Sequence[Migration]) -> None:
+    for expected, step in enumerate(steps, start=1):
+        if step.version != expected:
+            raise SchemaError(f"migration steps must be numbered 1, 2, 3 ... without gaps; step {expected} is {step.version}")
