@@ -1,0 +1,140 @@
+"""What the socket API needs to know about clients and merchants, as plain dataclasses.
+
+The switch fills these from its TOML configuration; the API never reads files itself,
+which keeps it testable and lets a reload swap the whole `ApiConfig` at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """A web-tier client allowed to connect.
+
+    ``certificate_cn``, when set, additionally requires the connection to come over
+    TLS with a client certificate whose subject common name equals it.
+    """
+
+    name: str
+    token: str = field(repr=False)
+    merchant_ids: frozenset[str]
+    certificate_cn: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.token:
+            raise ValueError("a client needs a non-empty name and token")
+        object.__setattr__(self, "merchant_ids", frozenset(self.merchant_ids))
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """A store (web shop, channel) of a merchant; ``terminal_id`` goes to ISO 8583 field 41."""
+
+    id: str
+    terminal_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantConfig:
+    """A merchant as the acquirer knows it: fields 18 (``mcc``), 42 (``acquirer_merchant_id``) and 43."""
+
+    id: str
+    name: str
+    mcc: str
+    city: str
+    country: str
+    acquirer_merchant_id: str
+    stores: Mapping[str, StoreConfig]
+
+    @classmethod
+    def with_stores(cls, stores: Iterable[StoreConfig], **fields: str) -> MerchantConfig:
+        """Build a merchant from a list of stores, refusing duplicate store ids."""
+        by_id: dict[str, StoreConfig] = {}
+        for store in stores:
+            if store.id in by_id:
+                raise ValueError(f"merchant {fields.get('id')!r} lists store {store.id!r} twice")
+            by_id[store.id] = store
+        return cls(stores=by_id, **fields)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiLimits:
+    """Per-connection and per-listener limits; defaults suit a web tier with connection pools.
+
+    ``hello_timeout`` (seconds, 0 disables) bounds how long a connection may stay
+    unauthenticated, so idle sockets from strangers cannot exhaust file descriptors.
+    """
+
+    max_line_bytes: int = 64 * 1024
+    max_in_flight: int = 256
+    max_connections: int = 1024
+    hello_timeout: float = 30.0
+    max_failed_hellos: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("max_line_bytes", "max_in_flight", "max_connections", "max_failed_hellos"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.hello_timeout < 0:
+            raise ValueError("hello_timeout must not be negative")
+
+
+_NO_SUCH_CLIENT = hashlib.sha256(b"kswitch: no such client").digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """Clients and merchants keyed by name and id; consistency is checked once, at construction."""
+
+    clients: Mapping[str, ClientConfig]
+    merchants: Mapping[str, MerchantConfig]
+    limits: ApiLimits = ApiLimits()
+
+    def __post_init__(self) -> None:
+        problems = [f"client key {k!r} holds client {c.name!r}" for k, c in self.clients.items() if k != c.name]
+        problems += [f"merchant key {k!r} holds merchant {m.id!r}" for k, m in self.merchants.items() if k != m.id]
+        for client in self.clients.values():
+            problems += [
+                f"client {client.name!r} is allowed unknown merchant {merchant_id!r}"
+                for merchant_id in sorted(client.merchant_ids - self.merchants.keys())
+            ]
+        if problems:
+            raise ValueError("inconsistent API configuration: " + "; ".join(problems))
+
+    @classmethod
+    def build(
+        cls,
+        clients: Iterable[ClientConfig],
+        merchants: Iterable[MerchantConfig],
+        limits: ApiLimits = ApiLimits(),
+    ) -> ApiConfig:
+        """Key lists of clients and merchants, refusing duplicates."""
+        return cls(_unique(clients, "client", "name"), _unique(merchants, "merchant", "id"), limits)
+
+    def authenticate(self, name: str, token: str) -> ClientConfig | None:
+        """The client whose name and token match, comparing in constant time.
+
+        Both sides are hashed first so neither the token's length nor whether the
+        client name exists shows in the timing.
+        """
+        client = self.clients.get(name)
+        expected = hashlib.sha256(client.token.encode()).digest() if client else _NO_SUCH_CLIENT
+        offered = hashlib.sha256(token.encode()).digest()
+        if hmac.compare_digest(expected, offered) and client is not None:
+            return client
+        return None
+
+
+def _unique(items: Iterable, kind: str, key: str) -> dict:
+    keyed: dict = {}
+    for item in items:
+        name = getattr(item, key)
+        if name in keyed:
+            raise ValueError(f"{kind} {name!r} is configured twice")
+        keyed[name] = item
+    return keyed

@@ -1,0 +1,224 @@
+"""Turn a decoded JSON request into a canonical request object, or say exactly what is wrong.
+
+Every failure is an `ApiError` naming the field by dotted path and what was
+expected, so a web developer can fix the call from the message alone. Messages
+never repeat card data back.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from typing import Any, cast
+
+from switch import cardcheck
+from switch.api.errors import ApiError, ErrorCode
+from switch.api.model import AuthorizeRequest, CardInstrument, HelloRequest, PingRequest, StatusRequest
+from switch.currency import Currency, by_alpha
+
+ENVELOPE_FIELDS = frozenset({"id", "op"})
+MAX_AMOUNT = 999_999_999_999
+
+IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+IDENTIFIER_EXPECTED = "1-64 characters: letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
+PRINTABLE = re.compile(r"[\x20-\x7e]{1,64}")
+PRINTABLE_EXPECTED = "1-64 printable ASCII characters"
+TOKEN = re.compile(r"[\x21-\x7e]{1,256}")
+TOKEN_EXPECTED = "1-256 printable ASCII characters without spaces"
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,64}")
+IDEMPOTENCY_KEY_EXPECTED = "1-64 printable ASCII characters without spaces"
+CVV = re.compile(r"\d{3,4}", re.ASCII)
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_MISSING = object()
+
+
+def json_type(value: object) -> str:
+    """The JSON name of a decoded value's type, for 'expected X, got Y' messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def invalid(field: str | None, message: str) -> ApiError:
+    return ApiError(ErrorCode.INVALID_REQUEST, message, field=field)
+
+
+class Fields:
+    """Reads the fields of one JSON object, remembering which were read so leftovers can be refused.
+
+    Optional fields may be omitted or sent as null; both mean "not given".
+    """
+
+    def __init__(self, obj: Mapping[str, Any], path: str = "", already_read: frozenset[str] = frozenset()) -> None:
+        self._obj = obj
+        self._path = path
+        self._read = set(already_read)
+
+    def path(self, name: str) -> str:
+        return f"{self._path}.{name}" if self._path else name
+
+    def _take(self, name: str, expected: str, required: bool) -> Any:
+        self._read.add(name)
+        value = self._obj.get(name)
+        if value is None:
+            if required:
+                raise invalid(self.path(name), f"missing required field; expected {expected}{self._near_miss(name)}")
+            return _MISSING
+        return value
+
+    def _near_miss(self, name: str) -> str:
+        candidates = [key for key in self._obj if key not in self._read and _FIELD_NAME.fullmatch(key)]
+        close = difflib.get_close_matches(name, candidates, n=1)
+        return f" (the request has {close[0]!r}: a misspelling?)" if close else ""
+
+    def text(self, name: str, pattern: re.Pattern[str], expected: str) -> str:
+        return cast(str, self._text(name, pattern, expected, required=True))
+
+    def optional_text(self, name: str, pattern: re.Pattern[str], expected: str) -> str | None:
+        return self._text(name, pattern, expected, required=False)
+
+    def _text(self, name: str, pattern: re.Pattern[str], expected: str, *, required: bool) -> str | None:
+        value = self._take(name, expected, required)
+        if value is _MISSING:
+            return None
+        if not isinstance(value, str):
+            raise invalid(self.path(name), f"expected a string of {expected}, got {json_type(value)}")
+        if not pattern.fullmatch(value):
+            raise invalid(self.path(name), f"expected {expected}")
+        return value
+
+    def raw_string(self, name: str, expected: str) -> str:
+        value = self._take(name, expected, True)
+        if not isinstance(value, str):
+            raise invalid(self.path(name), f"expected {expected}, got {json_type(value)}")
+        return value
+
+    def integer(self, name: str, expected: str) -> int:
+        value = self._take(name, expected, True)
+        if isinstance(value, bool) or not isinstance(value, int):
+            got = "a number with a fraction or exponent" if isinstance(value, float) else json_type(value)
+            raise invalid(self.path(name), f"expected {expected}, got {got}")
+        return value
+
+    def boolean(self, name: str, expected: str) -> bool:
+        value = self._take(name, expected, True)
+        if not isinstance(value, bool):
+            raise invalid(self.path(name), f"expected {expected}, got {json_type(value)}")
+        return value
+
+    def nested(self, name: str, expected: str) -> Fields:
+        value = self._take(name, expected, True)
+        if not isinstance(value, dict):
+            raise invalid(self.path(name), f"expected {expected}, got {json_type(value)}")
+        return Fields(value, self.path(name))
+
+    def finish(self) -> None:
+        """Refuse fields nobody read: a misspelt optional field must not be silently ignored."""
+        for name in self._obj:
+            if name in self._read:
+                continue
+            known = ", ".join(sorted(self._read - ENVELOPE_FIELDS))
+            if _FIELD_NAME.fullmatch(name):
+                raise invalid(self.path(name), f"unknown field; expected only: {known}")
+            raise invalid(self._path or None, f"contains a field whose name is not an identifier; expected only: {known}")
+
+
+def _request_fields(obj: Mapping[str, Any]) -> Fields:
+    return Fields(obj, already_read=ENVELOPE_FIELDS)
+
+
+def parse_ping(obj: Mapping[str, Any]) -> PingRequest:
+    _request_fields(obj).finish()
+    return PingRequest()
+
+
+def parse_hello(obj: Mapping[str, Any]) -> HelloRequest:
+    fields = _request_fields(obj)
+    client = fields.text("client", IDENTIFIER, IDENTIFIER_EXPECTED)
+    token = fields.text("token", TOKEN, TOKEN_EXPECTED)
+    fields.finish()
+    return HelloRequest(client, token)
+
+
+def parse_status(obj: Mapping[str, Any]) -> StatusRequest:
+    fields = _request_fields(obj)
+    txn_id = fields.text("txn_id", IDENTIFIER, IDENTIFIER_EXPECTED)
+    fields.finish()
+    return StatusRequest(txn_id)
+
+
+def parse_authorize(obj: Mapping[str, Any]) -> AuthorizeRequest:
+    fields = _request_fields(obj)
+    merchant_id = fields.text("merchant_id", IDENTIFIER, IDENTIFIER_EXPECTED)
+    store_id = fields.text("store_id", IDENTIFIER, IDENTIFIER_EXPECTED)
+    order_id = fields.text("order_id", PRINTABLE, PRINTABLE_EXPECTED)
+    amount = _amount(fields)
+    currency = _currency(fields)
+    capture = fields.boolean("capture", "a boolean: true for a sale, false for a pre-authorization")
+    instrument = _card(fields.nested("instrument", 'an object such as {"type": "card", "pan": ..., "expiry": ...}'))
+    bank = fields.optional_text("bank", IDENTIFIER, IDENTIFIER_EXPECTED)
+    idempotency_key = fields.optional_text("idempotency_key", IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_EXPECTED)
+    fields.finish()
+    return AuthorizeRequest(
+        merchant_id=merchant_id,
+        store_id=store_id,
+        order_id=order_id,
+        amount=amount,
+        currency=currency,
+        capture=capture,
+        instrument=instrument,
+        bank=bank,
+        idempotency_key=idempotency_key,
+    )
+
+
+def _amount(fields: Fields) -> int:
+    expected = "a positive integer in minor units, e.g. 1250 for 12.50 USD"
+    amount = fields.integer("amount", expected)
+    if amount <= 0:
+        raise invalid(fields.path("amount"), f"expected {expected}, got {amount}")
+    if amount > MAX_AMOUNT:
+        raise invalid(fields.path("amount"), f"expected at most 12 digits ({MAX_AMOUNT}), got {len(str(amount))} digits")
+    return amount
+
+
+def _currency(fields: Fields) -> Currency:
+    code = fields.raw_string("currency", "a string holding an ISO 4217 alpha code such as USD")
+    currency = by_alpha(code)
+    if currency is not None:
+        return currency
+    path = fields.path("currency")
+    if code.isascii() and by_alpha(code.upper()) is not None:
+        raise invalid(path, f"currency codes are upper case: expected {code.upper()!r}")
+    if code.isascii() and code.isalpha() and len(code) == 3:
+        raise invalid(path, f"unknown currency {code!r}; expected an active ISO 4217 alpha code such as USD")
+    raise invalid(path, "expected an active ISO 4217 alpha code of three upper-case letters, such as USD")
+
+
+def _card(fields: Fields) -> CardInstrument:
+    kind = fields.raw_string("type", 'the string "card"')
+    if kind != "card":
+        raise invalid(fields.path("type"), 'unsupported instrument type; expected "card"')
+    pan = fields.raw_string("pan", "a string of 12-19 digits")
+    path = fields.path("pan")
+    if not (pan.isascii() and pan.isdigit()):
+        raise invalid(path, "expected a string of 12-19 digits with no spaces or other characters")
+    if not cardcheck.PAN_MIN_DIGITS <= len(pan) <= cardcheck.PAN_MAX_DIGITS:
+        raise invalid(path, f"expected 12-19 digits, got {len(pan)}")
+    if not cardcheck.luhn_valid(pan):
+        raise invalid(path, "card number fails the Luhn check")
+    expiry = fields.raw_string("expiry", "a string YYMM")
+    if not cardcheck.valid_expiry(expiry):
+        raise invalid(fields.path("expiry"), "expected the expiry date as YYMM with month 01-12, e.g. 2812")
+    cvv = fields.optional_text("cvv", CVV, "3 or 4 digits")
+    fields.finish()
+    return CardInstrument(pan=pan, expiry=expiry, cvv=cvv)
