@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import REGISTRY, CollectorRegistry
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
@@ -157,10 +157,7 @@ class ApiProtocol(Protocol):
 
     def _failed(self, reason: Failure, exchange: _Exchange) -> None:
         self._settle(exchange)
-        if reason.check(ApiError):
-            error = reason.value
-        else:
-            error = self._internal_error(exchange, reason.getTraceback())
+        error = reason.value if reason.check(ApiError) else self._internal_error(exchange, reason.getTraceback())
         self._answer(exchange, failure(exchange.request_id, error), error)
 
     def _settle(self, exchange: _Exchange) -> None:

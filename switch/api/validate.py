@@ -129,7 +129,8 @@ class Fields:
             known = ", ".join(sorted(self._read - ENVELOPE_FIELDS))
             if _FIELD_NAME.fullmatch(name):
                 raise invalid(self.path(name), f"unknown field; expected only: {known}")
-            raise invalid(self._path or None, f"contains a field whose name is not an identifier; expected only: {known}")
+            message = f"contains a field whose name is not an identifier; expected only: {known}"
+            raise invalid(self._path or None, message)
 
 
 def _request_fields(obj: Mapping[str, Any]) -> Fields:
@@ -187,7 +188,8 @@ def _amount(fields: Fields) -> int:
     if amount <= 0:
         raise invalid(fields.path("amount"), f"expected {expected}, got {amount}")
     if amount > MAX_AMOUNT:
-        raise invalid(fields.path("amount"), f"expected at most 12 digits ({MAX_AMOUNT}), got {len(str(amount))} digits")
+        message = f"expected at most 12 digits ({MAX_AMOUNT}), got {len(str(amount))} digits"
+        raise invalid(fields.path("amount"), message)
     return amount
 
 

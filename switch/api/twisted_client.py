@@ -1,0 +1,155 @@
+"""The Twisted client for the kswitch socket API; import it as ``switch.client.KSwitchClient``.
+
+Requests are pipelined over one connection and matched to answers by id, so one
+slow authorization does not hold up the others.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.internet.interfaces import IReactorTime
+from twisted.protocols.basic import LineOnlyReceiver
+from twisted.python.failure import Failure
+
+from switch.client import (
+    DEFAULT_CONNECT,
+    MAX_ANSWER_BYTES,
+    Answer,
+    KSwitchConnectionError,
+    KSwitchError,
+    Operations,
+    answer_fields,
+    decode_answer,
+    encode_request,
+    parse_connect,
+)
+
+
+class KSwitchProtocol(LineOnlyReceiver):
+    """Matches answers to requests by id; many requests may be outstanding at once."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = MAX_ANSWER_BYTES
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+        self._pending: dict[int, Deferred[Answer]] = {}
+        self._connection_error: KSwitchError | None = None
+        self.connected_deferred: Deferred[None] = Deferred()
+        self.lost: Deferred[None] = Deferred()
+
+    def send(self, op: str, fields: dict[str, Any]) -> Deferred[Answer]:
+        if self._connection_error is not None or not self.connected:
+            raise self._connection_error or KSwitchConnectionError("connection_lost", "not connected")
+        request_id = next(self._ids)
+        answered: Deferred[Answer] = Deferred(lambda _: self._pending.pop(request_id, None))
+        self._pending[request_id] = answered
+        self.transport.write(encode_request(request_id, op, fields))
+        return answered
+
+    def lineReceived(self, line: bytes) -> None:
+        try:
+            answer = decode_answer(line)
+        except KSwitchError as e:
+            self._connection_error = e
+            self.transport.loseConnection()
+            return
+        answered = self._pending.pop(answer.get("id"), None) if isinstance(answer.get("id"), int) else None
+        if answered is not None:
+            answered.callback(answer)
+        elif answer.get("ok") is False:
+            try:
+                answer_fields(answer)
+            except KSwitchError as e:
+                self._connection_error = e
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._connection_error = KSwitchConnectionError("protocol_error", "the switch sent an over-long line")
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        closed = KSwitchConnectionError("connection_lost", "the connection to the switch closed")
+        error = self._connection_error or closed
+        self._connection_error = error
+        pending, self._pending = self._pending, {}
+        for answered in pending.values():
+            answered.errback(error)
+        self.lost.callback(None)
+
+
+class KSwitchClient(Operations[Deferred[Answer]]):
+    """Twisted client over one connection; methods return Deferreds firing with the answer fields."""
+
+    def __init__(self, protocol: KSwitchProtocol, reactor: IReactorTime | None = None, timeout: float | None = None):
+        self.protocol = protocol
+        self._reactor = reactor
+        self._timeout = timeout
+
+    @classmethod
+    def connect(
+        cls,
+        reactor: Any,
+        description: str = DEFAULT_CONNECT,
+        client: str | None = None,
+        token: str | None = None,
+        timeout: float | None = None,
+    ) -> Deferred[KSwitchClient]:
+        """Connect to a Twisted client endpoint description (``tcp:host=…:port=…``, ``unix:path=…``,
+        or the short ``tcp:HOST:PORT``), and say hello when ``client`` and ``token`` are given."""
+        endpoint = clientFromString(reactor, _twisted_description(description))
+        connected = connectProtocol(endpoint, KSwitchProtocol())
+
+        def made(protocol: KSwitchProtocol) -> Deferred[KSwitchClient] | KSwitchClient:
+            kswitch = cls(protocol, reactor, timeout)
+            if client is None or token is None:
+                return kswitch
+            return kswitch.hello(client, token).addCallbacks(lambda _: kswitch, refused, errbackArgs=(protocol,))
+
+        def refused(reason: Failure, protocol: KSwitchProtocol) -> Failure:
+            protocol.transport.loseConnection()
+            return reason
+
+        def unreachable(reason: Failure) -> Failure:
+            if reason.check(KSwitchError):
+                return reason
+            message = f"cannot connect to {description}: {reason.getErrorMessage()}"
+            raise KSwitchConnectionError("connect_failed", message)
+
+        return connected.addCallback(made).addErrback(unreachable)
+
+    def call(self, op: str, **fields: Any) -> Deferred[Answer]:
+        """Send any op; fires with the answer fields or fails with `KSwitchError`."""
+        try:
+            answered = self.protocol.send(op, fields)
+        except KSwitchError as e:
+            return fail(e)
+        if self._timeout is not None and self._reactor is not None:
+            answered.addTimeout(self._timeout, self._reactor)
+            answered.addErrback(_timed_out, op)
+        return answered.addCallback(answer_fields)
+
+    def close(self) -> Deferred[None]:
+        """Close the connection; fires once it is closed."""
+        self.protocol.transport.loseConnection()
+        return self.protocol.lost
+
+
+def _timed_out(reason: Failure, op: str) -> Failure:
+    reason.trap(DeferredTimeout)
+    raise KSwitchConnectionError("timeout", f"no answer to {op} in time; the outcome is unknown")
+
+
+def _twisted_description(description: str) -> str:
+    """Accept the short ``tcp:HOST:PORT`` / ``unix:PATH`` forms kpay uses as well as Twisted's own."""
+    if "=" in description:
+        return description
+    target = parse_connect(description)
+    if isinstance(target, str):
+        return "unix:path=" + target.replace("\\", "\\\\").replace(":", "\\:")
+    host, port = target
+    return "tcp:host=" + host.replace(":", "\\:") + f":port={port}"

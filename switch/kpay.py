@@ -1,0 +1,188 @@
+"""``kpay``: talk to a running switch from the shell (payments by hand, smoke tests, scripts).
+
+Exit status: 0 answered (and, for authorize, approved); 1 authorize answered but not
+approved; 2 usage error; 3 the switch answered with an error; 4 the switch could
+not be reached or the connection broke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, NoReturn, TextIO
+
+from switch.client import DEFAULT_CONNECT, BlockingClient, KSwitchConnectionError, KSwitchError, parse_connect
+from switch.currency import by_alpha
+
+EXIT_OK, EXIT_NOT_APPROVED, EXIT_USAGE, EXIT_ERROR_ANSWER, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
+DEMO_TOKEN_HINT = "the default configuration's demo client uses demo-token-not-for-production"
+TRANSACTION_ORDER = (
+    "txn_id", "status", "reason", "response_code", "auth_code", "rrn", "stan", "connector",
+    "merchant_id", "store_id", "order_id", "masked_pan",
+)  # fmt: skip
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--connect",
+        default=argparse.SUPPRESS,
+        metavar="tcp:HOST:PORT|unix:PATH",
+        help=f"where the switch listens (default {DEFAULT_CONNECT})",
+    )
+    common.add_argument("--client", default=argparse.SUPPRESS, help="client name for hello (default demo)")
+    common.add_argument("--token", default=argparse.SUPPRESS, help="client token (default: $KSWITCH_TOKEN)")
+    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="seconds to wait (default 60)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the raw JSON answer")
+
+    parser = argparse.ArgumentParser(
+        prog="kpay",
+        parents=[common],
+        description="Send requests to a kswitch socket API.",
+        epilog="Exit status: 0 ok/approved, 1 not approved, 2 usage, 3 error answer, 4 switch unreachable.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    authorize = commands.add_parser("authorize", parents=[common], help="authorize or sell with a card")
+    authorize.add_argument("--amount", type=int, required=True, help="amount in minor units, e.g. 1250 for 12.50 USD")
+    authorize.add_argument("--currency", required=True, help="ISO 4217 alpha code, e.g. USD")
+    authorize.add_argument("--pan", required=True, help="card number, or - to read it from standard input")
+    authorize.add_argument("--expiry", required=True, help="YYMM")
+    authorize.add_argument("--cvv")
+    authorize.add_argument("--merchant", required=True)
+    authorize.add_argument("--store", required=True)
+    authorize.add_argument("--order", help="order id (default: generated)")
+    authorize.add_argument("--preauth", action="store_true", help="pre-authorize only (0100) instead of a sale")
+    authorize.add_argument("--bank", help="force this connector")
+    authorize.add_argument("--idempotency-key", help="repeat a request safely: same key, same answer")
+
+    status = commands.add_parser("status", parents=[common], help="show a transaction")
+    status.add_argument("txn_id")
+
+    commands.add_parser("ping", parents=[common], help="check that the switch answers")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "connect": getattr(args, "connect", DEFAULT_CONNECT),
+        "client": getattr(args, "client", "demo"),
+        "token": getattr(args, "token", None) or os.environ.get("KSWITCH_TOKEN"),
+        "timeout": getattr(args, "timeout", 60.0),
+        "json": getattr(args, "json", False),
+    }
+
+
+def _client(settings: dict[str, Any], authenticate: bool) -> BlockingClient:
+    try:
+        parse_connect(settings["connect"])
+    except ValueError as e:
+        raise UsageError(f"--connect: {e}") from None
+    credentials = {}
+    if authenticate:
+        if not settings["token"]:
+            raise UsageError(f"no token: pass --token or set KSWITCH_TOKEN ({DEMO_TOKEN_HINT})")
+        credentials = {"client": settings["client"], "token": settings["token"]}
+    return BlockingClient.from_description(settings["connect"], timeout=settings["timeout"], **credentials)
+
+
+def _read_pan(value: str, stdin: TextIO) -> str:
+    return stdin.readline().strip() if value == "-" else value
+
+
+def _order_id() -> str:
+    return f"kpay-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _authorize(args: argparse.Namespace, client: BlockingClient, stdin: TextIO) -> dict[str, Any]:
+    return client.authorize(
+        merchant_id=args.merchant,
+        store_id=args.store,
+        order_id=args.order or _order_id(),
+        amount=args.amount,
+        currency=args.currency,
+        pan=_read_pan(args.pan, stdin),
+        expiry=args.expiry,
+        cvv=args.cvv,
+        capture=not args.preauth,
+        bank=args.bank,
+        idempotency_key=args.idempotency_key,
+    )
+
+
+def _format_transaction(answer: dict[str, Any]) -> str:
+    currency = by_alpha(answer.get("currency") or "")
+    amount = answer.get("amount")
+    money = currency.format(amount) if currency and isinstance(amount, int) else ""
+    headline = "  ".join(part for part in (str(answer.get("status", "")).upper(), money) if part)
+    keys = [key for key in TRANSACTION_ORDER if answer.get(key) is not None]
+    keys += sorted(key for key in answer if key not in TRANSACTION_ORDER and key not in ("amount", "currency"))
+    width = max((len(key) for key in keys), default=0)
+    return "\n".join([headline] + [f"  {key:<{width}}  {answer[key]}" for key in keys])
+
+
+def _run(argv: Sequence[str] | None, stdout: TextIO, stdin: TextIO) -> int:
+    args = _parser().parse_args(argv)
+    settings = _settings(args)
+    started = time.monotonic()
+    with _client(settings, authenticate=args.command != "ping") as client:
+        if args.command == "ping":
+            answer = client.ping()
+        elif args.command == "status":
+            answer = client.status(args.txn_id)
+        else:
+            answer = _authorize(args, client, stdin)
+    elapsed_ms = (time.monotonic() - started) * 1000
+    if settings["json"]:
+        print(json.dumps({"ok": True, **answer}, indent=2, sort_keys=True), file=stdout)
+    elif args.command == "ping":
+        print(f"pong from {settings['connect']} in {elapsed_ms:.1f} ms", file=stdout)
+    else:
+        print(_format_transaction(answer), file=stdout)
+    if args.command == "authorize" and answer.get("status") != "approved":
+        return EXIT_NOT_APPROVED
+    return EXIT_OK
+
+
+def _fail(message: str, code: int, stderr: TextIO) -> int:
+    print(f"kpay: {message}", file=stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console entry point; never shows a traceback for a usage, answer or connection problem."""
+    sys.exit(run(argv))
+
+
+def run(
+    argv: Sequence[str] | None = None,
+    stdout: TextIO = sys.stdout,
+    stderr: TextIO = sys.stderr,
+    stdin: TextIO = sys.stdin,
+) -> int:
+    """``main`` without exiting, for tests and embedding."""
+    json_output = argv is not None and "--json" in argv
+    try:
+        return _run(argv, stdout, stdin)
+    except UsageError as e:
+        return _fail(str(e), EXIT_USAGE, stderr)
+    except KSwitchConnectionError as e:
+        return _fail(e.message, EXIT_UNREACHABLE, stderr)
+    except KSwitchError as e:
+        if json_output:
+            error = {"code": e.code, "field": e.field, "message": e.message}
+            print(json.dumps({"ok": False, "error": error}, indent=2, sort_keys=True), file=stdout)
+        where = f" ({e.field})" if e.field else ""
+        return _fail(f"{e.code}{where}: {e.message}", EXIT_ERROR_ANSWER, stderr)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130, stderr)
