@@ -7,14 +7,17 @@ bytes parameter passes the card-data guard here, whichever query sends it.
 
 from __future__ import annotations
 
+import enum
 import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
+from switch.journal.errors import JournalError, JournalUnavailable, StorageError
 from switch.journal.guard import check_value
 
 Row = dict[str, Any]
+T = TypeVar("T")
 Params = Mapping[str, object]
 
 
@@ -86,10 +89,27 @@ class Db:
         self.conn.close()
 
     def _run(self, sql: str, params: Params | None) -> Any:
-        bound = dict(params or {})
+        bound = {name: _plain(value) for name, value in (params or {}).items()}
         for name, value in bound.items():
             check_value(name, value)
         return self.conn.execute(self.dialect.sql(sql), bound)
+
+
+def run(db: Db, work: Callable[[Db], T]) -> T:
+    """Run journal work, turning driver exceptions into journal ones so callers never import a driver."""
+    try:
+        return work(db)
+    except JournalError:
+        raise
+    except Exception as exc:
+        if db.broken:
+            raise JournalUnavailable(f"lost the {db.dialect.name} connection: {exc}") from exc
+        raise StorageError(f"{db.dialect.name} refused a journal statement: {type(exc).__name__}: {exc}") from exc
+
+
+def _plain(value: object) -> object:
+    """Enum members go to the database as their values, whatever the driver's own enum handling."""
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 def in_list(prefix: str, values: Sequence[object]) -> tuple[str, dict[str, object]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from switch.journal.luhn import safe_repr
+from switch.journal.panscan import safe_repr
 
 if TYPE_CHECKING:
     from switch.journal.models import SafItem, Transaction
@@ -154,6 +154,10 @@ class JournalOverloaded(JournalError):
 
 class JournalUnavailable(JournalError):
     """The database could not be reached or failed before commit. Nothing was written."""
+
+
+class StorageError(JournalError):
+    """The database refused a statement for a reason the journal does not model (a bug, or a broken disk)."""
 
 
 class CommitOutcomeUnknown(JournalError):

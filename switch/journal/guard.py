@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from switch.journal.errors import CardDataRefused, InvalidRecord
-from switch.journal.luhn import looks_like_pan, luhn_valid
+from switch.cardcheck import luhn_valid
+from switch.journal.panscan import looks_like_pan
 
 _BYTE_DIGIT_RUN = re.compile(rb"(?<![0-9])[0-9]{13,19}(?![0-9])")
 
@@ -33,6 +34,9 @@ FORBIDDEN_KEYS = frozenset(
         "pin", "pin_block", "pinblock",
     }
 )
+# `switch.masking.mask_full` output ("[37 masked]"): only the length is left, so a
+# masked message may keep the key of a sensitive field.
+_FULLY_MASKED = re.compile(r"\[\d{1,4} masked\]")
 _PAN_KEYS = frozenset({"2", "pan", "card_number"})
 _MASK_CHARS = frozenset("*Xx#")
 
@@ -76,10 +80,10 @@ def _clean(where: str, value: Any) -> Any:
         for key, item in value.items():
             name = _key(where, key)
             path = f"{where}.{name}"
-            if name.lower() in FORBIDDEN_KEYS:
+            if name.lower() in FORBIDDEN_KEYS and not (isinstance(item, str) and _FULLY_MASKED.fullmatch(item)):
                 raise CardDataRefused(
                     f"{path}: sensitive authentication data (CVV, track data, PIN block) is never stored; "
-                    "drop this field before journaling"
+                    "drop the field or mask it with switch.masking before journaling"
                 )
             if name.lower() in _PAN_KEYS and item is not None:
                 _require_masked(path, item)

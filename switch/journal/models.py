@@ -12,15 +12,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
+from switch.cardcheck import mask_pan, valid_expiry, valid_pan
 from switch.journal.errors import InvalidRecord
-from switch.journal.luhn import safe_repr
+from switch.journal.panscan import safe_repr
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
-_EXPIRY = re.compile(r"\d\d(0[1-9]|1[0-2])")
-_PAN = re.compile(r"\d{12,19}")
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 _MTI = re.compile(r"\d{4}")
 _TEXT_CHANGES = {
@@ -85,10 +84,12 @@ def to_us(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def from_us(value: int | None) -> datetime | None:
-    if value is None:
-        return None
+def from_us(value: int) -> datetime:
     return _EPOCH + timedelta(microseconds=value)
+
+
+def optional_from_us(value: int | None) -> datetime | None:
+    return None if value is None else from_us(value)
 
 
 def utc_from_seconds(seconds: float) -> datetime:
@@ -170,6 +171,23 @@ def prepare_changes(changes: Mapping[str, object]) -> dict[str, object]:
     return prepared
 
 
+E = TypeVar("E", bound=enum.Enum)
+
+
+def require_enum(kind: type[E], value: object, name: str) -> E:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(str(member.value) for member in kind)
+        raise InvalidRecord(f"{name} must be one of {allowed}; got {safe_repr(value)}") from None
+
+
+def require_response_code(value: object) -> str:
+    if not isinstance(value, str) or not _TEXT_CHANGES["response_code"].fullmatch(value):
+        raise InvalidRecord(f"response code must be 2-3 letters or digits, got {safe_repr(value)}")
+    return value
+
+
 def require_text(name: str, value: object, max_length: int) -> str:
     if not isinstance(value, str) or not value or len(value) > max_length:
         raise InvalidRecord(f"{name} must be a non-empty string of at most {max_length} characters")
@@ -188,9 +206,9 @@ class CardData:
     expiry: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.pan, str) or not _PAN.fullmatch(self.pan):
-            raise InvalidRecord("PAN must be 12-19 digits")
-        if self.expiry is not None and (not isinstance(self.expiry, str) or not _EXPIRY.fullmatch(self.expiry)):
+        if not isinstance(self.pan, str) or not valid_pan(self.pan):
+            raise InvalidRecord("PAN must be 12-19 digits passing the Luhn check")
+        if self.expiry is not None and (not isinstance(self.expiry, str) or not valid_expiry(self.expiry)):
             raise InvalidRecord("expiry must be YYMM")
 
     @property
@@ -199,11 +217,6 @@ class CardData:
 
     def __repr__(self) -> str:
         return f"CardData(pan={self.masked!r}, expiry={'set' if self.expiry else None})"
-
-
-def mask_pan(pan: str) -> str:
-    """First six and last four digits, the most PCI DSS 3.4.1 lets anyone see."""
-    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
 
 
 @dataclass(frozen=True)
@@ -249,7 +262,7 @@ class SafDraft:
     def __post_init__(self) -> None:
         require_id("connector", self.connector)
         require_mti(self.mti)
-        SafKind(self.kind)
+        require_enum(SafKind, self.kind, "kind")
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
             raise InvalidRecord(f"max_attempts must be a positive int, got {self.max_attempts!r}")
 
@@ -282,8 +295,8 @@ class NewTransaction:
     reason: str | None = None
 
     def __post_init__(self) -> None:
-        Kind(self.kind)
-        Status(self.status)
+        require_enum(Kind, self.kind, "kind")
+        require_enum(Status, self.status, "status")
         require_id("merchant_id", self.merchant_id)
         require_id("connector", self.connector)
         require_amount("amount", self.amount)
@@ -298,6 +311,7 @@ class NewTransaction:
             raise InvalidRecord("request_hash must be bytes (a digest), not text")
         if self.retain_card and self.card is None:
             raise InvalidRecord("retain_card needs card")
+        prepare_changes({"stan": self.stan, "transmission_datetime": self.transmission_datetime, "reason": self.reason})
 
 
 @dataclass(frozen=True)

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import re
 
-_DIGIT_RUN = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
+from switch.cardcheck import luhn_valid
+
+_DIGIT_RUN = re.compile(r"(?<!\d)\d{13,19}(?!\d)", re.ASCII)
 _GROUPED = re.compile(
-    r"(?<![\d])(?:\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{1,3})?|\d{4}([ -])\d{6}\2\d{5})(?![\d])"
+    r"(?<![\d])(?:\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{1,3})?|\d{4}([ -])\d{6}\2\d{5})(?![\d])",
+    re.ASCII,
 )
-
-
-def luhn_valid(digits: str) -> bool:
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = ord(char) - 48
-        if index % 2:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return total % 10 == 0
 
 
 def looks_like_pan(text: str) -> bool:

@@ -1,0 +1,68 @@
+"""Reads on a small pool of threads, each with its own read-only connection.
+
+Reads never run on the reactor thread, and never share the writer's connection,
+so a slow report does not delay a commit. A read issued after a write's
+Deferred fired sees that write.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from switch.journal.db import Db, run
+from switch.journal.errors import JournalClosed
+
+T = TypeVar("T")
+
+
+class ReaderPool:
+    def __init__(self, reactor: Any, open_db: Callable[[], Db], *, size: int, backend: str) -> None:
+        self._reactor = reactor
+        self._open_db = open_db
+        self._pool = ThreadPool(minthreads=0, maxthreads=size, name=f"kswitch-journal-reader-{backend}")
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[Db] = []
+        self._running = False
+
+    def start(self) -> None:
+        self._pool.start()
+        self._running = True
+
+    def read(self, work: Callable[[Db], T]) -> defer.Deferred[T]:
+        if not self._running:
+            return defer.fail(JournalClosed("the journal is closed or not started"))
+        result: defer.Deferred[T] = deferToThreadPool(self._reactor, self._pool, self._run, work)
+        return result
+
+    def stop(self) -> None:
+        """Stop the threads (waiting for reads in progress) and close their connections."""
+        self._running = False
+        self._pool.stop()
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for db in connections:
+            db.close()
+
+    def _run(self, work: Callable[[Db], T]) -> T:
+        db: Db | None = getattr(self._local, "db", None)
+        if db is None or db.broken:
+            if db is not None:
+                self._forget(db)
+            db = self._open_db()
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return run(db, work)
+
+    def _forget(self, db: Db) -> None:
+        with self._lock:
+            if db in self._connections:
+                self._connections.remove(db)
+        db.close()

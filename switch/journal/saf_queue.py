@@ -1,0 +1,229 @@
+"""SQL for the store-and-forward queue: ordered per connector, never silently emptied.
+
+An item is ``queued`` until the bank acknowledges it (``done``). After its
+``max_attempts`` it becomes ``dead`` and a ``saf.dead_letter`` event is written in
+the same transaction; only an operator moves it on, back to ``queued`` (retry) or
+to ``dropped`` with a recorded reason. Rows are never deleted.
+
+Order is ``saf_id`` per connector. A dead item steps out of the line so later
+reversals still flow; a retried one goes back to its original place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+from switch.journal import events
+from switch.journal.cards import card_from_row, saf_context
+from switch.journal.db import Db, Row, in_list
+from switch.journal.errors import SafItemNotFound, SafStateError
+from switch.journal.guard import dump_fields, load_fields
+from switch.journal.models import SafItem, SafKind, SafState, SafStats, from_us, optional_from_us
+
+_INSERT = (
+    "INSERT INTO saf_queue (connector, txn_id, kind, mti, fields, pan_key_id, pan_ciphertext, state, attempts, "
+    "max_attempts, enqueued_at, next_due_at, updated_at) "
+    "VALUES (:connector, :txn_id, :kind, :mti, :fields, :pan_key_id, :pan_ciphertext, 'queued', 0, "
+    ":max_attempts, :now, :due, :now) RETURNING *"
+)
+
+
+def enqueue(db: Db, row: Mapping[str, object]) -> SafItem:
+    """Queue an item; idempotent per (txn_id, kind) while an earlier one is queued or dead."""
+    active = db.one(
+        "SELECT * FROM saf_queue WHERE txn_id = :txn_id AND kind = :kind AND state IN ('queued', 'dead')",
+        {"txn_id": row["txn_id"], "kind": row["kind"]},
+    )
+    if active is not None:
+        return item_from_row(active)
+    inserted = db.one(_INSERT, row)
+    if inserted is None:
+        raise RuntimeError("INSERT ... RETURNING gave no row")
+    return item_from_row(inserted)
+
+
+def get(db: Db, saf_id: int) -> SafItem:
+    row = db.one("SELECT * FROM saf_queue WHERE saf_id = :saf_id", {"saf_id": saf_id})
+    if row is None:
+        raise SafItemNotFound(saf_id)
+    return item_from_row(row)
+
+
+def head(db: Db, connector: str) -> SafItem | None:
+    row = db.one(
+        "SELECT * FROM saf_queue WHERE state = 'queued' AND connector = :connector ORDER BY saf_id LIMIT 1",
+        {"connector": connector},
+    )
+    return item_from_row(row) if row else None
+
+
+def heads(db: Db, due_by: int | None) -> list[SafItem]:
+    """The head of every connector's queue, optionally only those due by then."""
+    due = "" if due_by is None else "AND q.next_due_at <= :due_by "
+    rows = db.all(
+        "SELECT q.* FROM saf_queue q WHERE q.saf_id IN "
+        "(SELECT MIN(saf_id) FROM saf_queue WHERE state = 'queued' GROUP BY connector) "
+        f"{due}ORDER BY q.connector",
+        {"due_by": due_by},
+    )
+    return [item_from_row(row) for row in rows]
+
+
+def record_attempt(
+    db: Db, saf_id: int, *, now: int, next_due: int, response_code: str | None, error: str | None
+) -> SafItem:
+    """Count an attempt that did not complete the item; the last allowed one dead-letters it."""
+    item = _require(db, saf_id, "record an attempt on", {SafState.QUEUED})
+    attempts = item.attempts + 1
+    dead = attempts >= item.max_attempts
+    updated = _update(
+        db,
+        item,
+        {
+            "state": SafState.DEAD if dead else SafState.QUEUED,
+            "attempts": attempts,
+            "last_attempt_at": now,
+            "next_due_at": next_due,
+            "last_response_code": response_code,
+            "last_error": error,
+            "state_reason": f"no final answer after {attempts} attempts" if dead else None,
+            "updated_at": now,
+        },
+    )
+    if dead:
+        _announce_dead_letter(db, updated, now)
+    return updated
+
+
+def complete(db: Db, saf_id: int, *, now: int, response_code: str) -> SafItem:
+    """The bank acknowledged the item (a late answer to a dead item also settles it)."""
+    item = _require(db, saf_id, "complete", {SafState.QUEUED, SafState.DEAD})
+    return _update(
+        db,
+        item,
+        {
+            "state": SafState.DONE,
+            "attempts": item.attempts + 1,
+            "last_attempt_at": now,
+            "response_code": response_code,
+            "updated_at": now,
+        },
+    )
+
+
+def retry(db: Db, saf_id: int, *, now: int, operator: str) -> SafItem:
+    item = _require(db, saf_id, "retry", {SafState.DEAD})
+    return _update(
+        db,
+        item,
+        {
+            "state": SafState.QUEUED,
+            "attempts": 0,
+            "next_due_at": now,
+            "state_reason": "retried by operator",
+            "operator": operator,
+            "updated_at": now,
+        },
+    )
+
+
+def drop(db: Db, saf_id: int, *, now: int, operator: str, reason: str) -> SafItem:
+    item = _require(db, saf_id, "drop", {SafState.QUEUED, SafState.DEAD})
+    return _update(
+        db, item, {"state": SafState.DROPPED, "state_reason": reason, "operator": operator, "updated_at": now}
+    )
+
+
+def list_items(db: Db, connector: str | None, states: Collection[SafState], limit: int) -> list[SafItem]:
+    wanted, params = in_list("s", sorted(states))
+    where = f"state IN {wanted}" + (" AND connector = :connector" if connector is not None else "")
+    rows = db.all(
+        f"SELECT * FROM saf_queue WHERE {where} ORDER BY connector, saf_id LIMIT :limit",
+        {**params, "connector": connector, "limit": limit},
+    )
+    return [item_from_row(row) for row in rows]
+
+
+def stats(db: Db) -> list[SafStats]:
+    rows = db.all(
+        "SELECT connector, "
+        "SUM(CASE WHEN state = 'queued' THEN 1 ELSE 0 END) AS depth, "
+        "MIN(CASE WHEN state = 'queued' THEN enqueued_at END) AS oldest, "
+        "SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END) AS dead "
+        "FROM saf_queue WHERE state IN ('queued', 'dead') GROUP BY connector ORDER BY connector"
+    )
+    return [
+        SafStats(
+            connector=row["connector"],
+            depth=int(row["depth"]),
+            oldest_enqueued_at=optional_from_us(row["oldest"]),
+            dead_letters=int(row["dead"]),
+        )
+        for row in rows
+    ]
+
+
+def _require(db: Db, saf_id: int, action: str, allowed: Collection[SafState]) -> SafItem:
+    item = get(db, saf_id)
+    if item.state not in allowed:
+        raise SafStateError(item, action, allowed)
+    return item
+
+
+def _update(db: Db, item: SafItem, values: Mapping[str, object]) -> SafItem:
+    assignments = ", ".join(f"{column} = :{column}" for column in values)
+    row = db.one(
+        f"UPDATE saf_queue SET {assignments} WHERE saf_id = :saf_id AND state = :seen_state RETURNING *",
+        {**values, "saf_id": item.saf_id, "seen_state": item.state},
+    )
+    if row is None:
+        raise SafStateError(get(db, item.saf_id), "update", {item.state})
+    return item_from_row(row)
+
+
+def _announce_dead_letter(db: Db, item: SafItem, now: int) -> None:
+    owner = db.one("SELECT merchant_id FROM transactions WHERE txn_id = :txn_id", {"txn_id": item.txn_id})
+    if owner is None:
+        return
+    events.append(
+        db,
+        merchant_id=owner["merchant_id"],
+        txn_id=item.txn_id,
+        type="saf.dead_letter",
+        payload=dump_fields(
+            "payload",
+            {
+                "saf_id": item.saf_id,
+                "connector": item.connector,
+                "kind": item.kind.value,
+                "attempts": item.attempts,
+                "last_response_code": item.last_response_code,
+                "last_error": item.last_error,
+            },
+        ),
+        now=now,
+    )
+
+
+def item_from_row(row: Row) -> SafItem:
+    return SafItem(
+        saf_id=row["saf_id"],
+        connector=row["connector"],
+        txn_id=row["txn_id"],
+        kind=SafKind(row["kind"]),
+        mti=row["mti"],
+        fields=load_fields(row["fields"]),
+        card=card_from_row(row, saf_context(row["txn_id"])),
+        state=SafState(row["state"]),
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        enqueued_at=from_us(row["enqueued_at"]),
+        next_due_at=from_us(row["next_due_at"]),
+        last_attempt_at=optional_from_us(row["last_attempt_at"]),
+        last_response_code=row["last_response_code"],
+        last_error=row["last_error"],
+        response_code=row["response_code"],
+        state_reason=row["state_reason"],
+        operator=row["operator"],
+        updated_at=from_us(row["updated_at"]),
+    )

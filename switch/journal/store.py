@@ -1,0 +1,284 @@
+"""SQL for transactions, their transitions, messages and idempotency keys.
+
+Functions here run on a journal thread with a `Db` (the writer's, inside its
+batch transaction, or a reader's) and never see a clear PAN: callers hand over
+rows already masked, hashed and sealed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping
+
+from switch.journal.cards import card_from_row, transaction_context
+from switch.journal.db import Db, Row, in_list
+from switch.journal.errors import (
+    DuplicateIdempotencyKey,
+    TransactionExists,
+    TransactionNotFound,
+    TransitionRefused,
+    VersionConflict,
+)
+from switch.journal.guard import load_fields
+from switch.journal.models import (
+    IN_FLIGHT_STATUSES,
+    Direction,
+    Kind,
+    MessageRecord,
+    Status,
+    Transaction,
+    TransitionRecord,
+    from_us,
+    optional_from_us,
+)
+
+TRANSACTION_COLUMNS = (
+    "txn_id", "kind", "parent_txn_id", "merchant_id", "store_id", "order_id", "connector", "status",
+    "version", "amount", "currency", "amount_authorized", "amount_captured", "amount_refunded",
+    "stan", "rrn", "auth_code", "response_code", "reason", "masked_pan", "pan_hash", "pan_key_id",
+    "pan_ciphertext", "transmission_datetime", "sent_at", "idempotency_key", "request_hash",
+    "created_at", "updated_at",
+)  # fmt: skip
+
+_INSERT_TRANSACTION = (
+    f"INSERT INTO transactions ({', '.join(TRANSACTION_COLUMNS)}) "
+    f"VALUES ({', '.join(':' + c for c in TRANSACTION_COLUMNS)}) "
+    "ON CONFLICT (txn_id) DO NOTHING RETURNING *"
+)
+
+
+def create_transaction(db: Db, row: Mapping[str, object], *, idempotency_cutoff: int) -> Transaction:
+    """Insert a transaction and its first transition; bind its idempotency key if it has one.
+
+    An idempotency key younger than ``idempotency_cutoff`` (microseconds) makes
+    this raise `DuplicateIdempotencyKey` with the transaction it already names; an
+    older one is released and rebound.
+    """
+    key = row["idempotency_key"]
+    if key is not None:
+        _claim_idempotency_key(db, row, idempotency_cutoff)
+    if row["parent_txn_id"] is not None and get_transaction(db, str(row["parent_txn_id"])) is None:
+        raise TransactionNotFound(str(row["parent_txn_id"]))
+    inserted = db.one(_INSERT_TRANSACTION, row)
+    if inserted is None:
+        raise TransactionExists(str(row["txn_id"]))
+    if key is not None:
+        db.execute(
+            "INSERT INTO idempotency_keys (merchant_id, idempotency_key, txn_id, created_at) "
+            "VALUES (:merchant_id, :idempotency_key, :txn_id, :created_at)",
+            {k: row[k] for k in ("merchant_id", "idempotency_key", "txn_id", "created_at")},
+        )
+    _record_transition(db, inserted["txn_id"], None, inserted["status"], inserted["created_at"], inserted["reason"], {})
+    return transaction_from_row(inserted)
+
+
+def _claim_idempotency_key(db: Db, row: Mapping[str, object], cutoff: int) -> None:
+    params = {"merchant_id": row["merchant_id"], "idempotency_key": row["idempotency_key"]}
+    bound = db.one(
+        "SELECT txn_id, created_at FROM idempotency_keys "
+        "WHERE merchant_id = :merchant_id AND idempotency_key = :idempotency_key",
+        params,
+    )
+    if bound is None:
+        return
+    if bound["created_at"] >= cutoff:
+        existing = get_transaction(db, bound["txn_id"])
+        if existing is None:
+            raise TransactionNotFound(bound["txn_id"])
+        raise DuplicateIdempotencyKey(existing, same_request=existing.request_hash == row["request_hash"])
+    db.execute(
+        "DELETE FROM idempotency_keys WHERE merchant_id = :merchant_id AND idempotency_key = :idempotency_key",
+        params,
+    )
+
+
+def transition(
+    db: Db,
+    txn_id: str,
+    *,
+    expected_from: Collection[str],
+    to: str,
+    changes: Mapping[str, object],
+    expected_version: int | None,
+    forget_card: bool,
+    now: int,
+) -> Transaction:
+    """Compare-and-set the status (and the given columns), and record the transition."""
+    current = get_transaction(db, txn_id)
+    if current is None:
+        raise TransactionNotFound(txn_id)
+    if current.status not in expected_from:
+        raise TransitionRefused(txn_id, current.status, expected_from, to)
+    if expected_version is not None and current.version != expected_version:
+        raise VersionConflict(txn_id, expected_version, current.version)
+    assignments = ["status = :to", "version = version + 1", "updated_at = :now"]
+    assignments += [f"{column} = :{column}" for column in changes]
+    if forget_card:
+        assignments += ["pan_key_id = NULL", "pan_ciphertext = NULL"]
+    updated = db.one(
+        f"UPDATE transactions SET {', '.join(assignments)} "
+        "WHERE txn_id = :txn_id AND version = :seen_version RETURNING *",
+        {**changes, "to": to, "now": now, "txn_id": txn_id, "seen_version": current.version},
+    )
+    if updated is None:
+        latest = get_transaction(db, txn_id)
+        raise VersionConflict(txn_id, current.version, latest.version if latest else -1)
+    recorded = dict(changes)
+    if forget_card and current.card is not None:
+        recorded["card"] = "forgotten"
+    _record_transition(db, txn_id, current.status, to, now, changes.get("reason"), recorded)
+    return transaction_from_row(updated)
+
+
+def _record_transition(
+    db: Db, txn_id: str, from_status: str | None, to: str, at: int, reason: object, changes: Mapping[str, object]
+) -> None:
+    db.execute(
+        "INSERT INTO transitions (txn_id, from_status, to_status, at, reason, changes) "
+        "VALUES (:txn_id, :from_status, :to_status, :at, :reason, :changes)",
+        {
+            "txn_id": txn_id,
+            "from_status": from_status,
+            "to_status": to,
+            "at": at,
+            "reason": reason,
+            "changes": json.dumps(changes, sort_keys=True, separators=(",", ":")),
+        },
+    )
+
+
+def get_transaction(db: Db, txn_id: str) -> Transaction | None:
+    row = db.one("SELECT * FROM transactions WHERE txn_id = :txn_id", {"txn_id": txn_id})
+    return transaction_from_row(row) if row else None
+
+
+def find_by_order(db: Db, merchant_id: str, order_id: str) -> list[Transaction]:
+    return _transactions(
+        db,
+        "WHERE merchant_id = :merchant_id AND order_id = :order_id ORDER BY created_at, txn_id",
+        {"merchant_id": merchant_id, "order_id": order_id},
+    )
+
+
+def find_by_idempotency_key(db: Db, merchant_id: str, key: str, cutoff: int) -> Transaction | None:
+    row = db.one(
+        "SELECT t.* FROM idempotency_keys i JOIN transactions t ON t.txn_id = i.txn_id "
+        "WHERE i.merchant_id = :merchant_id AND i.idempotency_key = :key AND i.created_at >= :cutoff",
+        {"merchant_id": merchant_id, "key": key, "cutoff": cutoff},
+    )
+    return transaction_from_row(row) if row else None
+
+
+def find_by_stan(db: Db, connector: str, stan: str, since: int) -> list[Transaction]:
+    return _transactions(
+        db,
+        "WHERE connector = :connector AND stan = :stan AND created_at >= :since ORDER BY created_at, txn_id",
+        {"connector": connector, "stan": stan, "since": since},
+    )
+
+
+def find_by_pan_hash(db: Db, pan_hash: bytes, merchant_id: str | None, since: int, limit: int) -> list[Transaction]:
+    merchant = "AND merchant_id = :merchant_id " if merchant_id is not None else ""
+    return _transactions(
+        db,
+        f"WHERE pan_hash = :pan_hash AND created_at >= :since {merchant}ORDER BY created_at DESC LIMIT :limit",
+        {"pan_hash": pan_hash, "since": since, "merchant_id": merchant_id, "limit": limit},
+    )
+
+
+def children(db: Db, txn_id: str) -> list[Transaction]:
+    return _transactions(db, "WHERE parent_txn_id = :txn_id ORDER BY created_at, txn_id", {"txn_id": txn_id})
+
+
+def in_flight(db: Db, limit: int) -> list[Transaction]:
+    """Transactions an owner was still working on; must match the transactions_in_flight index."""
+    statuses, params = in_list("status", sorted(IN_FLIGHT_STATUSES))
+    return _transactions(db, f"WHERE status IN {statuses} ORDER BY created_at LIMIT :limit", {**params, "limit": limit})
+
+
+def _transactions(db: Db, where: str, params: Mapping[str, object]) -> list[Transaction]:
+    return [transaction_from_row(row) for row in db.all(f"SELECT * FROM transactions {where}", params)]
+
+
+def transitions(db: Db, txn_id: str) -> list[TransitionRecord]:
+    rows = db.all("SELECT * FROM transitions WHERE txn_id = :txn_id ORDER BY transition_id", {"txn_id": txn_id})
+    return [
+        TransitionRecord(
+            transition_id=row["transition_id"],
+            txn_id=row["txn_id"],
+            from_status=Status(row["from_status"]) if row["from_status"] else None,
+            to_status=Status(row["to_status"]),
+            at=from_us(row["at"]),
+            reason=row["reason"],
+            changes=load_fields(row["changes"]),
+        )
+        for row in rows
+    ]
+
+
+def append_message(db: Db, row: Mapping[str, object]) -> int:
+    inserted = db.one(
+        "INSERT INTO messages (txn_id, direction, connector, mti, stan, response_code, fields, at) "
+        "VALUES (:txn_id, :direction, :connector, :mti, :stan, :response_code, :fields, :at) RETURNING message_id",
+        row,
+    )
+    return int(inserted["message_id"]) if inserted else 0
+
+
+def messages(db: Db, txn_id: str) -> list[MessageRecord]:
+    rows = db.all("SELECT * FROM messages WHERE txn_id = :txn_id ORDER BY message_id", {"txn_id": txn_id})
+    return [
+        MessageRecord(
+            message_id=row["message_id"],
+            txn_id=row["txn_id"],
+            direction=Direction(row["direction"]),
+            connector=row["connector"],
+            mti=row["mti"],
+            stan=row["stan"],
+            response_code=row["response_code"],
+            fields=load_fields(row["fields"]),
+            at=from_us(row["at"]),
+        )
+        for row in rows
+    ]
+
+
+def purge_idempotency_keys(db: Db, cutoff: int) -> int:
+    return db.execute("DELETE FROM idempotency_keys WHERE created_at < :cutoff", {"cutoff": cutoff})
+
+
+def transaction_from_row(row: Row) -> Transaction:
+    return Transaction(
+        txn_id=row["txn_id"],
+        kind=Kind(row["kind"]),
+        parent_txn_id=row["parent_txn_id"],
+        merchant_id=row["merchant_id"],
+        store_id=row["store_id"],
+        order_id=row["order_id"],
+        connector=row["connector"],
+        status=Status(row["status"]),
+        version=row["version"],
+        amount=row["amount"],
+        currency=row["currency"],
+        amount_authorized=row["amount_authorized"],
+        amount_captured=row["amount_captured"],
+        amount_refunded=row["amount_refunded"],
+        stan=row["stan"],
+        rrn=row["rrn"],
+        auth_code=row["auth_code"],
+        response_code=row["response_code"],
+        reason=row["reason"],
+        masked_pan=row["masked_pan"],
+        pan_hash=_bytes(row["pan_hash"]),
+        card=card_from_row(row, transaction_context(row["txn_id"])),
+        transmission_datetime=row["transmission_datetime"],
+        sent_at=optional_from_us(row["sent_at"]),
+        idempotency_key=row["idempotency_key"],
+        request_hash=_bytes(row["request_hash"]),
+        created_at=from_us(row["created_at"]),
+        updated_at=from_us(row["updated_at"]),
+    )
+
+
+def _bytes(value: bytes | memoryview | None) -> bytes | None:
+    return bytes(value) if value is not None else None
