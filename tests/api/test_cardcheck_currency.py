@@ -1,0 +1,133 @@
+"""Luhn, PAN masking, expiry, scheme from BIN, and the ISO 4217 table."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from switch import cardcheck
+from switch.currency import CURRENCIES, by_alpha, by_numeric
+
+digits = st.text(alphabet="0123456789", min_size=1, max_size=25)
+
+
+@pytest.mark.parametrize(
+    "pan",
+    ["4111111111111111", "5555555555554444", "378282246310005", "6011111111111117", "3530111333300000", "79927398713"],
+)
+def test_known_numbers_pass_luhn(pan):
+    assert cardcheck.luhn_valid(pan)
+
+
+@pytest.mark.parametrize("text", ["4111111111111112", "", "4111-1111-1111-1111", "41111111111111１1", "abc"])
+def test_wrong_or_non_digit_numbers_fail_luhn(text):
+    assert not cardcheck.luhn_valid(text)
+
+
+@given(digits)
+def test_the_check_digit_completes_any_number(partial):
+    assert cardcheck.luhn_valid(partial + cardcheck.luhn_check_digit(partial))
+
+
+@given(digits, st.data())
+def test_changing_one_digit_breaks_luhn(partial, data):
+    pan = partial + cardcheck.luhn_check_digit(partial)
+    position = data.draw(st.integers(0, len(pan) - 1))
+    replacement = data.draw(st.sampled_from([d for d in "0123456789" if d != pan[position]]))
+    assert not cardcheck.luhn_valid(pan[:position] + replacement + pan[position + 1 :])
+
+
+def test_masking_shows_first_six_and_last_four():
+    assert cardcheck.mask_pan("4111111111111111") == "411111******1111"
+    assert cardcheck.mask_pan("6011000990139424000") == "601100*********4000"
+    assert cardcheck.mask_pan("123456789012") == "********9012"
+    assert cardcheck.mask_pan("1234") == "****"
+
+
+@given(st.text(alphabet="0123456789", max_size=30))
+def test_masking_keeps_the_length_and_reveals_at_most_bin_and_last_four(pan):
+    masked = cardcheck.mask_pan(pan)
+    assert len(masked) == len(pan)
+    shown = [i for i, char in enumerate(masked) if char != "*"]
+    assert all(masked[i] == pan[i] for i in shown)
+    assert len(shown) <= 10 and (not pan or len(shown) < len(pan))
+    assert all(i < 6 or i >= len(pan) - 4 for i in shown)
+
+
+def test_pans_inside_free_text_are_redacted_but_other_numbers_are_not():
+    text = "order 4111111111111111 rrn 000000000042 phone 123456789012"
+    assert cardcheck.redact_pans(text) == "order 411111******1111 rrn 000000000042 phone 123456789012"
+
+
+@pytest.mark.parametrize(
+    "expiry, valid",
+    [
+        ("2812", True),
+        ("0001", True),
+        ("9912", True),
+        ("2800", False),
+        ("2813", False),
+        ("281", False),
+        ("28121", False),
+        ("２８12", False),
+    ],
+)
+def test_expiry_is_yymm_with_a_real_month(expiry, valid):
+    assert cardcheck.valid_expiry(expiry) is valid
+
+
+@pytest.mark.parametrize(
+    "pan, scheme",
+    [
+        ("4111111111111111", "visa"),
+        ("5555555555554444", "mastercard"),
+        ("2221000000000009", "mastercard"),
+        ("2720990000000007", "mastercard"),
+        ("378282246310005", "amex"),
+        ("341111111111111", "amex"),
+        ("3530111333300000", "jcb"),
+        ("6200000000000005", "unionpay"),
+        ("8171999927660000", "unionpay"),
+        ("6011111111111117", "discover"),
+        ("6445644564456445", "discover"),
+        ("6500000000000002", "discover"),
+        ("30569309025904", None),
+        ("9999999999999995", None),
+        ("41", None),
+    ],
+)
+def test_scheme_from_bin(pan, scheme):
+    assert cardcheck.scheme(pan) == scheme
+
+
+@pytest.mark.parametrize(
+    "alpha, numeric, exponent",
+    [("USD", "840", 2), ("EUR", "978", 2), ("JPY", "392", 0), ("KHR", "116", 2), ("THB", "764", 2),
+     ("VND", "704", 0), ("SGD", "702", 2), ("GBP", "826", 2), ("KWD", "414", 3), ("BHD", "048", 3),
+     ("CLF", "990", 4), ("XCG", "532", 2)],
+)  # fmt: skip
+def test_currency_codes_and_exponents(alpha, numeric, exponent):
+    currency = by_alpha(alpha)
+    assert currency is not None
+    assert (currency.numeric, currency.exponent) == (numeric, exponent)
+    assert by_numeric(numeric) is currency and by_numeric(int(numeric)) is currency
+
+
+def test_the_table_is_consistent_and_holds_no_withdrawn_or_unitless_codes():
+    assert len(CURRENCIES) > 150
+    numerics = [c.numeric for c in CURRENCIES.values()]
+    assert len(set(numerics)) == len(numerics)
+    for alpha, currency in CURRENCIES.items():
+        assert alpha == currency.alpha and len(alpha) == 3 and alpha.isupper()
+        assert len(currency.numeric) == 3 and currency.numeric.isdigit()
+        assert currency.exponent in (0, 2, 3, 4)
+    for gone in ("BGN", "HRK", "ANG", "CUC", "SLL", "ZWL", "XAU", "XXX", "XTS", "XDR"):
+        assert by_alpha(gone) is None
+    assert by_alpha("usd") is None
+
+
+def test_amounts_format_with_the_minor_unit():
+    assert CURRENCIES["USD"].format(1250) == "12.50 USD"
+    assert CURRENCIES["JPY"].format(1250) == "1250 JPY"
+    assert CURRENCIES["KWD"].format(5) == "0.005 KWD"
