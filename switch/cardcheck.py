@@ -13,7 +13,7 @@ PAN_MIN_DIGITS = 12
 PAN_MAX_DIGITS = 19
 
 _EXPIRY = re.compile(r"\d\d(0[1-9]|1[0-2])")
-_PAN_LIKE = re.compile(r"(?<!\d)\d{12,19}(?!\d)")
+_PAN_LIKE = re.compile(r"(?<!\d)[1-9]\d{11,18}(?!\d)")
 
 
 def luhn_valid(number: str) -> bool:
@@ -60,7 +60,11 @@ def mask_pan(pan: str) -> str:
 
 
 def redact_pans(text: str) -> str:
-    """Mask every run of 12–19 digits that passes Luhn, for free text bound for a log."""
+    """Mask every run of 12–19 digits that passes Luhn, for free text bound for a log.
+
+    Runs with a leading zero are left alone: no card number starts with 0 (MII 0
+    is not issued), but zero-padded RRNs and amounts do.
+    """
     return _PAN_LIKE.sub(lambda m: mask_pan(m.group()) if luhn_valid(m.group()) else m.group(), text)
 
 
