@@ -9,18 +9,14 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from switch.cardcheck import mask_pan
 from switch.dialect import ALWAYS_SENSITIVE, Dialect
 
-
-def mask_pan(pan: str) -> str:
-    """``4111111111111111`` -> ``411111******1111``; short values keep only the last four."""
-    if len(pan) >= 13:
-        return f"{pan[:6]}{'*' * (len(pan) - 10)}{pan[-4:]}"
-    return mask_last4(pan)
+__all__ = ["mask_pan", "mask_last4", "mask_full", "mask_message"]
 
 
 def mask_last4(value: str) -> str:
-    return "*" * max(len(value) - 4, 0) + value[-4:] if len(value) > 4 else "*" * len(value)
+    return "*" * (len(value) - 4) + value[-4:] if len(value) > 4 else "*" * len(value)
 
 
 def mask_full(value: str) -> str:
