@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from cryptography.x509.oid import NameOID
 from prometheus_client import REGISTRY, CollectorRegistry
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime, ISSLTransport
@@ -256,7 +257,10 @@ class ApiProtocol(Protocol):
         if not self._connected or not ISSLTransport.providedBy(self.transport):
             return None
         certificate = self.transport.getPeerCertificate()
-        return None if certificate is None else certificate.get_subject().commonName
+        if certificate is None:
+            return None
+        names = certificate.to_cryptography().subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return str(names[0].value) if names else None
 
 
 class _Refusal(Protocol):

@@ -13,7 +13,8 @@ import pytest_twisted
 from prometheus_client import CollectorRegistry
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
@@ -216,10 +217,15 @@ def synchronous_result(deferred: Deferred[Any]) -> Any:
 class Server:
     """A listening API with its fake service and a fresh metrics registry."""
 
-    def __init__(self, limits: ApiLimits | None = None, descriptions: tuple[str, ...] = ("tcp:0:interface=127.0.0.1",)):
+    def __init__(
+        self,
+        limits: ApiLimits | None = None,
+        descriptions: tuple[str, ...] = ("tcp:0:interface=127.0.0.1",),
+        config: ApiConfig | None = None,
+    ) -> None:
         self.service = FakePaymentService()
         self.registry = CollectorRegistry()
-        self.factory = ApiFactory(self.service, make_config(limits), reactor, registry=self.registry)
+        self.factory = ApiFactory(self.service, config or make_config(limits), reactor, registry=self.registry)
         self.ports = synchronous_result(listen(reactor, list(descriptions), self.factory))
         self.clients: list[LineClient] = []
 
@@ -227,11 +233,9 @@ class Server:
     def port(self) -> int:
         return self.ports[0].getHost().port
 
-    def connect(self, unix_path: str | None = None) -> Deferred[LineClient]:
-        if unix_path is not None:
-            endpoint = UNIXClientEndpoint(reactor, unix_path)
-        else:
-            endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
+    def connect(self, endpoint: IStreamClientEndpoint | None = None) -> Deferred[LineClient]:
+        """A raw client on ``endpoint``, by default TCP to the first listening port."""
+        endpoint = endpoint or TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
         return connectProtocol(endpoint, LineClient()).addCallback(self._track)
 
     def _track(self, client: LineClient) -> LineClient:
