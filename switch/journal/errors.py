@@ -61,13 +61,14 @@ class TransitionRefused(JournalError):
     """Compare-and-set failed: the transaction is not in one of the expected states."""
 
     def __init__(self, txn_id: str, current: str, expected: Iterable[str], to: str) -> None:
+        current, to, expected = str(current), str(to), frozenset(str(status) for status in expected)
         expected_list = ", ".join(sorted(expected))
         super().__init__(
             f"transaction {safe_repr(txn_id)} is {current!r}, expected one of [{expected_list}] to move to {to!r}"
         )
         self.txn_id = txn_id
         self.current = current
-        self.expected = frozenset(expected)
+        self.expected = expected
         self.to = to
 
 

@@ -99,12 +99,15 @@ def utc_from_seconds(seconds: float) -> datetime:
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+MAX_AMOUNT = 999_999_999_999  # ISO 8583 field 4 is n12
+
+
 def require_amount(name: str, value: object) -> int:
     """Amounts are integers of minor units; floats and Decimals are refused to keep rounding out."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidRecord(f"{name} must be an int of minor units, got {type(value).__name__}")
-    if value < 0:
-        raise InvalidRecord(f"{name} must not be negative, got {value}")
+    if not 0 <= value <= MAX_AMOUNT:
+        raise InvalidRecord(f"{name} must be from 0 to {MAX_AMOUNT} minor units (ISO 8583 field 4 is n12)")
     return value
 
 

@@ -123,7 +123,7 @@ def transition(
     if updated is None:
         latest = get_transaction(db, txn_id)
         raise VersionConflict(txn_id, current.version, latest.version if latest else -1)
-    recorded = dict(changes)
+    recorded = {column: _audit_value(column, value) for column, value in changes.items()}
     if forget_card and current.card is not None:
         recorded["card"] = "forgotten"
     _record_transition(db, txn_id, current.status, to, now, changes.get("reason"), recorded)
@@ -145,6 +145,13 @@ def _record_transition(
             "changes": json.dumps(changes, sort_keys=True, separators=(",", ":")),
         },
     )
+
+
+def _audit_value(column: str, value: object) -> object:
+    """Timestamps go into the JSON audit as ISO 8601 text: epoch numbers would trip the PAN guard."""
+    if column.endswith("_at") and isinstance(value, int):
+        return from_us(value).isoformat()
+    return value
 
 
 def get_transaction(db: Db, txn_id: str) -> Transaction | None:
