@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Mapping
 
+from switch.api.model import CardInstrument
 from switch.dialect import Dialect, Message
 from switch.mti import mti_for, transmission_time
 from switch.responses import ResponseTable
@@ -52,18 +53,6 @@ class AcquirerProfile:
 
 
 @dataclass(frozen=True)
-class CardData:
-    """Card data in memory only; ``cvv`` never goes further than the request message."""
-
-    pan: str
-    expiry: str
-    cvv: str | None = None
-
-    def __repr__(self) -> str:
-        return "CardData(<hidden>)"
-
-
-@dataclass(frozen=True)
 class Acceptor:
     """Who accepts the payment, as the bank knows them (fields 18, 41, 42, 43)."""
 
@@ -93,7 +82,7 @@ def financial_request(
     processing: str,
     amount: int,
     currency_numeric: str,
-    card: CardData,
+    card: CardInstrument,
     acceptor: Acceptor,
     stan: str,
     rrn: str,
@@ -102,6 +91,7 @@ def financial_request(
     """An authorization (0100), sale/refund (0200) or completion (0220) for a card.
 
     ``kind`` is an `switch.mti` kind; ``processing`` the transaction type (00, 20).
+    The CVV, when the card has one, goes in the dialect's ``cvv_field`` and nowhere else.
     """
     version = profile.version
     msg: Message = {

@@ -6,11 +6,12 @@ from datetime import datetime, timezone
 
 from switch.dialect import load_dialect
 from switch.responses import ResponseTable
-from switch.translate import AcquirerProfile, Acceptor, CardData, financial_request, reversal_request
+from switch.api.model import CardInstrument
+from switch.translate import AcquirerProfile, Acceptor, financial_request, reversal_request
 
 NOW = datetime(2026, 11, 23, 11, 30, 5, tzinfo=timezone.utc).timestamp()
 ACCEPTOR = Acceptor("5999", "WEB00001", "000000000100001", "KSWITCH DEMO SHOP", "PHNOM PENH", "KH")
-CARD = CardData("4111111111111111", "3012", "123")
+CARD = CardInstrument("4111111111111111", "3012", "123")
 
 
 def _profile(name: str) -> AcquirerProfile:
