@@ -15,7 +15,8 @@ escaped with a backslash, as in Twisted (``interface=\\:\\:1``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from typing import Any
 
 import structlog
 from cryptography import x509
@@ -97,7 +98,9 @@ def server_endpoint(reactor: object, description: str) -> IStreamServerEndpoint:
 
 
 @inlineCallbacks
-def listen(reactor: object, descriptions: Sequence[str], factory: Factory) -> Deferred[list[IListeningPort]]:
+def listen(
+    reactor: object, descriptions: Sequence[str], factory: Factory
+) -> Generator[Deferred[Any], Any, list[IListeningPort]]:
     """Listen on every description, or on none.
 
     If one address fails, the ports already opened are closed again and the

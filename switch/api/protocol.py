@@ -122,7 +122,7 @@ class ApiProtocol(Protocol):
         self._in_flight[exchange.request_id] = exchange
         self.factory.metrics.in_flight.inc()
         answered = maybeDeferred(operation.handle, request, ctx)
-        answered.addCallbacks(self._succeeded, self._failed, (exchange,), None, (exchange,), None)
+        answered.addCallbacks(self._succeeded, self._failed, callbackArgs=(exchange,), errbackArgs=(exchange,))
         answered.addErrback(lambda reason: log.error("api_answer_failed", traceback=reason.getTraceback()))
         if self.session.client_name is not None:
             self._cancel_hello_timer()
@@ -300,7 +300,7 @@ class ApiFactory(Factory):
         self.operations = operations if operations is not None else default_operations()
         self.connections: set[ApiProtocol] = set()
 
-    def buildProtocol(self, addr: IAddress) -> Protocol:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         if len(self.connections) >= self.config.limits.max_connections:
             log.warning("api_connection_refused", peer=describe_address(addr), reason="max_connections")
             self.metrics.errors.labels(ErrorCode.BUSY.value).inc()

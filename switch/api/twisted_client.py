@@ -47,10 +47,13 @@ class KSwitchProtocol(LineOnlyReceiver):
         if self._connection_error is not None or not self.connected:
             raise self._connection_error or KSwitchConnectionError("connection_lost", "not connected")
         request_id = next(self._ids)
-        answered: Deferred[Answer] = Deferred(lambda _: self._pending.pop(request_id, None))
+        answered: Deferred[Answer] = Deferred(lambda _: self._forget(request_id))
         self._pending[request_id] = answered
         self.transport.write(encode_request(request_id, op, fields))
         return answered
+
+    def _forget(self, request_id: int) -> None:
+        self._pending.pop(request_id, None)
 
     def lineReceived(self, line: bytes) -> None:
         try:
@@ -59,7 +62,8 @@ class KSwitchProtocol(LineOnlyReceiver):
             self._connection_error = e
             self.transport.loseConnection()
             return
-        answered = self._pending.pop(answer.get("id"), None) if isinstance(answer.get("id"), int) else None
+        request_id = answer.get("id")
+        answered = self._pending.pop(request_id, None) if isinstance(request_id, int) else None
         if answered is not None:
             answered.callback(answer)
         elif answer.get("ok") is False:

@@ -32,7 +32,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def decode_line(line: bytes) -> Any:
+def decode_line(line: bytes | bytearray) -> Any:
     """The JSON value on one line (without its newline)."""
     try:
         text = line.decode("utf-8")
