@@ -1,0 +1,121 @@
+"""``banksim``: run a simulated issuer's host on a port, for a switch or an engineer to talk to.
+
+A parent process (a test, the demo) starts it with ``--listen 127.0.0.1:0`` and reads
+the line ``LISTENING <port>`` from standard output; everything else, including the
+same fact as a ``banksim_listening`` event, is structured JSON logging on standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import react
+from twisted.python.failure import Failure
+
+from switch.banksim.accounts import DEFAULT_ACCOUNTS, AccountsError, load_accounts
+from switch.banksim.codes import CVV_MISMATCH, wire_code
+from switch.banksim.faults import Faults
+from switch.banksim.server import BankSim, BankSimOptions
+from switch.banksim.tls import TlsError, TlsFiles, server_tls_options
+from switch.dialect import DialectError, load_dialect
+from switch.framing import FRAMING_NAMES, TPDU_LENGTH, Framing
+from switch.logs import configure
+
+
+def _listen_address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"got {value!r}; expected HOST:PORT such as 127.0.0.1:9601 (port 0 = any free port)")
+    return host.strip("[]"), int(port)
+
+
+def _tpdu(value: str) -> bytes:
+    try:
+        tpdu = bytes.fromhex(value)
+    except ValueError:
+        tpdu = b""
+    if len(tpdu) != TPDU_LENGTH:
+        raise argparse.ArgumentTypeError(f"got {value!r}; expected {TPDU_LENGTH * 2} hex digits such as 6000010000")
+    return tpdu
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="banksim", description="Simulated ISO 8583 issuer host (see README, banksim).")
+    p.add_argument("--listen", type=_listen_address, required=True, metavar="HOST:PORT",
+                   help="address to listen on; port 0 picks a free port, printed as 'LISTENING <port>'")
+    p.add_argument("--dialect", required=True, help="shipped dialect name (iso87ascii ...) or a dialect TOML file")
+    p.add_argument("--framing", required=True, choices=FRAMING_NAMES, help="length header of each message")
+    p.add_argument("--tpdu", nargs="?", const=b"", type=_tpdu, metavar="HEX",
+                   help="messages carry a 5-byte TPDU (answers swap source and destination); with HEX, the TPDU "
+                        "the acquirer addresses this host with: other destinations are logged as misaddressed")
+    p.add_argument("--length-includes-header", action="store_true", help="the length counts its own header bytes")
+    p.add_argument("--accounts", type=Path, default=DEFAULT_ACCOUNTS, help="accounts file (default: %(default)s)")
+    tls = p.add_mutually_exclusive_group(required=True)
+    tls.add_argument("--tls-cert", type=Path, metavar="FILE", help="server certificate (PEM); needs --tls-key, --tls-ca")
+    tls.add_argument("--plain", action="store_true", help="plain TCP, no TLS (tests and local debugging only)")
+    p.add_argument("--tls-key", type=Path, metavar="FILE", help="server private key (PEM)")
+    p.add_argument("--tls-ca", type=Path, metavar="FILE", help="CA whose client certificates are accepted (PEM)")
+    p.add_argument("--response-code-cvv", default=CVV_MISMATCH, metavar="CODE",
+                   help="answer to a wrong CVV (default %(default)s; 129 on a 1993 dialect)")
+    p.add_argument("--name", default="banksim", help="bank name in logs and traces")
+    p.add_argument("--trace", type=Path, metavar="FILE", help="append a masked link trace (read it with isotrace)")
+    faults = p.add_argument_group("fault injection (all off by default)")
+    faults.add_argument("--delay", type=float, default=0.0, metavar="SECONDS", help="wait before every answer")
+    faults.add_argument("--drop-ratio", type=float, default=0.0, metavar="R",
+                        help="fraction of non-network requests processed but never answered")
+    faults.add_argument("--seed", type=int, help="random seed for --drop-ratio (repeatable runs)")
+    faults.add_argument("--disconnect-after", type=int, metavar="N",
+                        help="close a connection on its Nth message, without answering it")
+    faults.add_argument("--garbage-every", type=int, metavar="N", help="replace every Nth answer by an undecodable frame")
+    faults.add_argument("--decline-all", metavar="CODE", help="answer every authorization and financial request with CODE")
+    p.add_argument("--log-format", choices=("json", "console"), default="json", help="log format on standard error")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    return p
+
+
+def _serve(reactor: Any, sim: BankSim, host: str, port: int, tls: TlsFiles | None) -> Deferred:
+    reactor.addSystemEventTrigger("before", "shutdown", sim.close)
+
+    def ready(listening: Any) -> Deferred:
+        print(f"LISTENING {listening.getHost().port}", flush=True)
+        return Deferred()
+
+    def failed(failure: Failure) -> Failure:
+        print(f"banksim: cannot listen on {host}:{port}: {failure.getErrorMessage()}", file=sys.stderr)
+        return Failure(SystemExit(1))
+
+    return sim.listen(port, tls, interface=host).addCallbacks(ready, failed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.tls_cert is not None and (args.tls_key is None or args.tls_ca is None):
+        parser.error("--tls-cert needs --tls-key and --tls-ca (the CA that issues the switch's client certificates)")
+    if args.plain and (args.tls_key is not None or args.tls_ca is not None):
+        parser.error("--plain takes no --tls-key or --tls-ca")
+    configure(args.log_format, sys.stderr, args.log_level)
+    tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert is not None else None
+    try:
+        dialect = load_dialect(args.dialect)
+        framing = Framing(args.framing, tpdu=args.tpdu is not None, includes_header=args.length_includes_header)
+        faults = Faults(args.delay, args.drop_ratio, args.seed, args.disconnect_after, args.garbage_every, args.decline_all)
+        faults.check(dialect.version)
+        wire_code(args.response_code_cvv, dialect.version)
+        options = BankSimOptions(
+            name=args.name, cvv_code=args.response_code_cvv, faults=faults, trace=args.trace,
+            expected_tpdu=args.tpdu or None,
+        )
+        accounts = load_accounts(args.accounts)
+        if tls is not None:
+            server_tls_options(tls)
+    except (DialectError, AccountsError, TlsError, ValueError) as e:
+        print(f"banksim: {e}", file=sys.stderr)
+        return 2
+
+    react(lambda reactor: _serve(reactor, BankSim(reactor, dialect, framing, accounts, options), *args.listen, tls))
+    return 0
