@@ -43,6 +43,8 @@ class ReaderPool:
 
     def stop(self) -> None:
         """Stop the threads (waiting for reads in progress) and close their connections."""
+        if not self._running:
+            return
         self._running = False
         self._pool.stop()
         with self._lock:

@@ -76,7 +76,8 @@ class GroupCommitWriter:
         self._last_open_failure = -_REOPEN_BACKOFF_SECONDS
         self._accepting = False
         self._stop_requested = False
-        self._stopped: defer.Deferred[None] = defer.Deferred()
+        self._finished = False
+        self._stop_waiters: list[defer.Deferred[None]] = []
 
     def start(self, prepare: Callable[[Db], T]) -> defer.Deferred[T]:
         """Open the connection on the writer thread and run ``prepare`` (migration) before any write."""
@@ -105,7 +106,17 @@ class GroupCommitWriter:
         if not self._stop_requested:
             self._stop_requested = True
             self._queue.put(_STOP)
-        return self._stopped
+        if self._finished:
+            return defer.succeed(None)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._stop_waiters.append(waiter)
+        return waiter
+
+    def _thread_finished(self) -> None:
+        self._finished = True
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
     def _main(self, prepare: Callable[[Db], T], started: defer.Deferred[T]) -> None:
         try:
@@ -114,8 +125,8 @@ class GroupCommitWriter:
         except Exception:
             failure = Failure()
             self._discard()
+            self._reactor.callFromThread(self._thread_finished)
             self._reactor.callFromThread(started.errback, failure)
-            self._reactor.callFromThread(self._stopped.callback, None)
             return
         self._accepting = not self._stop_requested
         self._reactor.callFromThread(started.callback, result)
@@ -125,7 +136,7 @@ class GroupCommitWriter:
             if batch:
                 self._commit(batch)
         self._discard()
-        self._reactor.callFromThread(self._stopped.callback, None)
+        self._reactor.callFromThread(self._thread_finished)
 
     def _take(self) -> tuple[list[_Pending], bool]:
         batch: list[_Pending] = []
