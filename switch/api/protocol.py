@@ -9,6 +9,7 @@ Deferred fires, so a slow bank never holds up a quick ``status``.
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from switch import cardcheck
+from switch.api.answers import STATUSES
 from switch.api.config import ApiConfig
 from switch.api.errors import ApiError, ErrorCode
 from switch.api.metrics import ApiMetrics
@@ -118,6 +120,10 @@ class ApiProtocol(Protocol):
         except ApiError as error:
             self._answer(exchange, failure(exchange.request_id, error), error)
             return
+        except Exception:
+            error = self._internal_error(exchange, traceback.format_exc())
+            self._answer(exchange, failure(exchange.request_id, error), error)
+            return
         assert exchange.request_id is not None
         self._in_flight[exchange.request_id] = exchange
         self.factory.metrics.in_flight.inc()
@@ -165,8 +171,8 @@ class ApiProtocol(Protocol):
         del self._in_flight[exchange.request_id]
         self.factory.metrics.in_flight.dec()
 
-    def _internal_error(self, exchange: _Exchange, traceback: str) -> ApiError:
-        log.error("api_internal_error", op=exchange.op, peer=self.session.peer, traceback=traceback)
+    def _internal_error(self, exchange: _Exchange, details: str) -> ApiError:
+        log.error("api_internal_error", op=exchange.op, peer=self.session.peer, traceback=details)
         return ApiError(ErrorCode.INTERNAL, INTERNAL_MESSAGE)
 
     def _answer(self, exchange: _Exchange, answer: dict[str, Any], error: ApiError | None = None) -> None:
@@ -188,7 +194,7 @@ class ApiProtocol(Protocol):
     def _record(self, exchange: _Exchange, answer: dict[str, Any], error: ApiError | None, delivered: bool) -> None:
         metrics = self.factory.metrics
         duration = max(0.0, self.factory.reactor.seconds() - exchange.started)
-        status = "error" if error else answer.get("status", "ok")
+        status = "error" if error else answer.get("status") if answer.get("status") in STATUSES else "ok"
         metrics.requests.labels(exchange.op, status).inc()
         metrics.duration.labels(exchange.op).observe(duration)
         fields: dict[str, object] = {

@@ -496,3 +496,32 @@ def test_one_log_event_per_request_with_masked_card_data_only(server):
     logged = repr(logs)
     assert PAN not in logged
     assert f"'{CVV}'" not in logged and "secret-token" not in logged
+
+
+@inline
+def test_new_ops_are_added_by_registering_them_not_by_changing_the_protocol(server):
+    from switch.api import Operation, PingRequest
+
+    def parse_echo(obj):
+        return PingRequest()
+
+    def handle_echo(request, ctx):
+        return deferLater(reactor, 0.01, lambda: {"client": ctx.session.client_name})
+
+    def parse_broken(obj):
+        raise KeyError("a bug in a validator")
+
+    server.factory.operations.register(Operation("echo", parse_echo, handle_echo))
+    server.factory.operations.register(Operation("broken", parse_broken, handle_echo, requires_hello=False))
+    with pytest.raises(ValueError):
+        server.factory.operations.register(Operation("echo", parse_echo, handle_echo))
+    client = yield server.connect()
+    refused = yield client.request({"id": 1, "op": "echo"})
+    assert error_of(refused) == ("unauthenticated", None)
+    yield client.hello()
+    echoed = yield client.request({"id": 2, "op": "echo"})
+    assert echoed == {"id": 2, "ok": True, "client": "web-1"}
+    broken = yield client.request({"id": 3, "op": "broken"})
+    assert error_of(broken) == ("internal", None)
+    unknown = yield client.request({"id": 4, "op": "refund"})
+    assert "broken, echo, hello" in unknown["error"]["message"]
