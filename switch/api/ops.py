@@ -102,9 +102,14 @@ def handle_ping(request: PingRequest, ctx: OpContext) -> Answer:
 
 
 def handle_hello(request: HelloRequest, ctx: OpContext) -> Answer:
+    """Authenticate the connection; repeating hello as the same client is allowed.
+
+    Repeating it suits clients whose connections outlive the code that opened
+    them (PHP persistent sockets): they can always say hello without tracking it.
+    """
     session = ctx.session
-    if session.client_name is not None:
-        raise invalid(None, f"this connection has already said hello as {session.client_name!r}")
+    if session.client_name not in (None, request.client):
+        raise invalid("client", f"this connection has said hello as {session.client_name!r}; open another one")
     client = ctx.config.authenticate(request.client, request.token)
     if client is None or not _certificate_matches(client, session):
         reason = "credentials" if client is None else "client certificate"
