@@ -547,6 +547,12 @@ def _us(delta: timedelta) -> int:
     return delta // timedelta(microseconds=1)
 
 
+def backend_for(config: JournalConfig) -> Backend:
+    if config.backend == "postgresql":
+        return PostgresBackend(config.pg_dsn, config.pg_schema)
+    return SQLiteBackend(config.sqlite_path)
+
+
 def open_journal(
     config: JournalConfig,
     reactor: Any,
@@ -561,13 +567,9 @@ def open_journal(
     """
     try:
         vault = PanVault.from_config(config)
+        backend = backend_for(config)
     except JournalError:
         return defer.fail()
-    backend: Backend
-    if config.backend == "postgresql":
-        backend = PostgresBackend(config.pg_dsn, config.pg_schema)
-    else:
-        backend = SQLiteBackend(config.sqlite_path)
     journal = Journal(reactor, backend, vault, config=config, metrics=JournalMetrics.on(registry), clock=clock)
     started: defer.Deferred[Journal] = journal.start()
     return started

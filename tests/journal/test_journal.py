@@ -21,6 +21,7 @@ from switch.journal import (
     JournalClosed,
     Kind,
     NewTransaction,
+    PanDecryptionFailed,
     SafDraft,
     SafItemNotFound,
     SafKind,
@@ -32,6 +33,7 @@ from switch.journal import (
     TransitionRefused,
     UnknownEvent,
     VersionConflict,
+    generate_key,
     open_journal,
 )
 from switch.masking import mask_message
@@ -638,3 +640,47 @@ async def test_closed_journal_refuses_work_and_reopens_with_data(config: Any, re
         assert len(await second.in_flight()) == 21
     finally:
         await second.close()
+
+
+# Key rotation
+
+
+@pytest_twisted.ensureDeferred
+async def test_key_rotation_rewrap_and_retirement(config: Any, registry: Any, key_files: Any) -> None:
+    k1 = key_files.ring.read_text().strip().partition(":")[2]
+    first = await open_journal(config, reactor, registry=registry)
+    try:
+        old = await first.create_transaction(sale())
+        await first.saf_enqueue(old.txn_id, reversal(card=CardData(AMEX, "2607")))
+    finally:
+        await first.close()
+
+    k2 = generate_key()
+    key_files.write_ring(("k1", k1), ("k2", k2))
+    second = await open_journal(config, reactor, registry=registry)
+    try:
+        assert second.reveal_card((await second.get_transaction(old.txn_id)).card).pan == VISA
+        fresh = await second.create_transaction(sale(order_id="o-2"))
+        assert fresh.card is not None and fresh.card.key_id == "k2"
+        assert await second.key_usage() == {"k1": 2, "k2": 1}
+        assert await second.rewrap_cards(batch=1) == 2
+        assert await second.key_usage() == {"k2": 3}
+    finally:
+        await second.close()
+
+    key_files.write_ring(("k2", k2))
+    third = await open_journal(config, reactor, registry=registry)
+    try:
+        assert third.reveal_card((await third.get_transaction(old.txn_id)).card) == CardData(VISA, "2712")
+        assert third.reveal_card((await third.saf_head("bank_a")).card) == CardData(AMEX, "2607")
+    finally:
+        await third.close()
+
+    key_files.write_ring(("k2", generate_key()))
+    fourth = await open_journal(config, reactor, registry=registry)
+    try:
+        stored = (await fourth.get_transaction(old.txn_id)).card
+        with pytest.raises(PanDecryptionFailed, match="key id 'k2'"):
+            fourth.reveal_card(stored)
+    finally:
+        await fourth.close()
