@@ -91,7 +91,7 @@ class IsoClient(FramedProtocol):
 
     def connectionLost(self, reason: Any) -> None:
         super().connectionLost(reason)
-        self.lost.callback(reason)
+        self.lost.callback(reason.value)
 
     def send(self, message: Message, tpdu: bytes | None = None) -> None:
         self.sendFrame(self.dialect.encode(message), tpdu)
