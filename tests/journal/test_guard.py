@@ -1,0 +1,98 @@
+"""The card-data guard: full PANs and sensitive authentication data are refused, masked data passes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from switch.cardcheck import luhn_check_digit, mask_pan
+from switch.journal import CardDataRefused, InvalidRecord
+from switch.journal.guard import check_value, dump_fields
+from switch.journal.panscan import looks_like_pan, safe_repr
+from switch.masking import mask_message
+
+VISA = "4111111111111111"
+
+pans = st.text(alphabet="0123456789", min_size=12, max_size=18).map(lambda body: body + luhn_check_digit(body))
+not_digits = st.text(alphabet=st.characters(blacklist_categories=("Nd",)), max_size=20)
+
+
+@given(prefix=not_digits, pan=pans, suffix=not_digits)
+def test_any_full_pan_in_text_is_refused(prefix: str, pan: str, suffix: str) -> None:
+    assert looks_like_pan(prefix + pan + suffix)
+    with pytest.raises(CardDataRefused):
+        check_value("column", prefix + pan + suffix)
+    with pytest.raises(CardDataRefused):
+        check_value("column", (prefix + pan + suffix).encode("utf-8"))
+
+
+@given(pan=pans)
+def test_masked_pans_pass(pan: str) -> None:
+    masked = mask_pan(pan)
+    assert not looks_like_pan(masked)
+    assert json.loads(dump_fields("fields", {"2": masked})) == {"2": masked}
+
+
+@given(run=st.text(alphabet="0123456789", min_size=1, max_size=12) | st.text(alphabet="0123456789", min_size=20, max_size=60))
+def test_digit_runs_outside_13_to_19_are_not_pans(run: str) -> None:
+    assert not looks_like_pan(f"x{run}y")
+
+
+@pytest.mark.parametrize("text", ["4111 1111 1111 1111", "4111-1111-1111-1111", "3782 822463 10005", f"<{VISA}>"])
+def test_grouped_and_embedded_pans(text: str) -> None:
+    assert looks_like_pan(text)
+
+
+def test_luhn_invalid_runs_and_field_90_pass() -> None:
+    assert not looks_like_pan("4111111111111112")
+    assert not looks_like_pan("020000012311231134000000001234500000000000")
+    check_value("ciphertext", b"\x01\xff" * 40)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"35": "[37 masked]", "52": "[16 masked]", "2": "411111******1111"},
+        {2: "411111XXXXXX1111", 4: "000000001250", "nested": {"a": [1, True, None]}},
+        mask_message({"2": VISA, "14": "2712", "35": f"{VISA}=2712101", "45": "B4111^DOE^2712", "52": "A" * 16}),
+    ],
+)
+def test_masked_messages_are_accepted(fields: dict[object, object]) -> None:
+    stored = json.loads(dump_fields("fields", fields))
+    assert set(stored) == {str(key) for key in fields}
+    assert VISA not in json.dumps(stored)
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"2": VISA}, "must be masked"),
+        ({"2": "4111111111"}, "must be masked"),
+        ({"35": f"{VISA}=2712"}, "sensitive authentication data"),
+        ({"52": "1A2B3C4D5E6F7081"}, "sensitive authentication data"),
+        ({"CVV2": "123"}, "sensitive authentication data"),
+        ({"card": {"Track2": "x"}}, "fields.card.Track2"),
+        ({"note": f"see {VISA}"}, "looks like a full card number"),
+        ({"list": ["ok", VISA]}, r"fields.list\[1\]"),
+    ],
+)
+def test_card_data_is_refused(fields: dict[str, object], problem: str) -> None:
+    with pytest.raises(CardDataRefused, match=problem) as refused:
+        dump_fields("fields", fields)
+    assert VISA not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "fields", [{"4": 12.5}, {"x": b"bytes"}, {1.5: "key"}, {"x": {1, 2}}, ["not", "a", "mapping"]]
+)
+def test_unstorable_values_are_refused(fields: object) -> None:
+    with pytest.raises(InvalidRecord):
+        dump_fields("fields", fields)  # type: ignore[arg-type]
+
+
+def test_error_messages_never_echo_a_pan() -> None:
+    assert safe_repr(VISA) == "<str withheld>"
+    assert safe_repr("order-42") == "'order-42'"

@@ -1,0 +1,169 @@
+"""The group-commit writer's failure handling, with a scripted stand-in for the database connection."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest_twisted
+from prometheus_client import CollectorRegistry
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+
+from switch.journal import CommitOutcomeUnknown, JournalOverloaded, JournalUnavailable, TransactionExists
+from switch.journal.db import Dialect
+from switch.journal.metrics import JournalMetrics
+from switch.journal.writer import GroupCommitWriter
+
+
+class ScriptedDb:
+    """Records what the writer asks of it; fails where a test says so."""
+
+    dialect = Dialect()
+
+    def __init__(self, fail_begin: bool = False, fail_commit: bool = False, commit_gate: threading.Event | None = None):
+        self.fail_begin = fail_begin
+        self.fail_commit = fail_commit
+        self.commit_gate = commit_gate
+        self.calls: list[str] = []
+        self.broken = False
+        self.committed = False
+
+    def begin(self) -> None:
+        self.calls.append("begin")
+        if self.fail_begin:
+            self.broken = True
+            raise ConnectionError("server closed the connection")
+
+    def commit(self) -> None:
+        if self.commit_gate is not None:
+            self.commit_gate.wait(10)
+        self.calls.append("commit")
+        if self.fail_commit:
+            raise OSError("I/O error during COMMIT")
+        self.committed = True
+
+    def rollback(self) -> None:
+        self.calls.append("rollback")
+        if self.broken:
+            raise ConnectionError("connection is closed")
+
+    def savepoint(self, name: str) -> None:
+        self.calls.append("savepoint")
+
+    def release(self, name: str) -> None:
+        self.calls.append("release")
+
+    def rollback_to(self, name: str) -> None:
+        self.calls.append("rollback_to")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def start_writer(*connections: ScriptedDb, max_queue: int = 100) -> tuple[GroupCommitWriter, CollectorRegistry]:
+    supply = list(connections)
+    registry = CollectorRegistry()
+
+    def open_db() -> Any:
+        if not supply:
+            raise ConnectionError("connection refused")
+        return supply.pop(0)
+
+    writer = GroupCommitWriter(
+        reactor, open_db, metrics=JournalMetrics.on(registry), backend="scripted", max_batch=64, max_queue=max_queue
+    )
+    return writer, registry
+
+
+async def outcome(d: defer.Deferred[Any]) -> Any:
+    try:
+        return await d
+    except Exception as exc:  # noqa: BLE001 - the test looks at what came back
+        return exc
+
+
+def refuse(db: Any) -> None:
+    raise TransactionExists("t1")
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_deferred_waits_for_the_commit() -> None:
+    gate = threading.Event()
+    db = ScriptedDb(commit_gate=gate)
+    writer, _ = start_writer(db)
+    await writer.start(lambda db: None)
+    write = writer.submit(lambda db: "written")
+    await deferLater(reactor, 0.1, lambda: None)
+    assert not write.called and not db.committed
+    gate.set()
+    assert await write == "written"
+    assert db.committed
+    await writer.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_commit_is_reported_as_unknown() -> None:
+    first, second = ScriptedDb(fail_commit=True), ScriptedDb()
+    writer, registry = start_writer(first, second)
+    await writer.start(lambda db: None)
+    results = [await outcome(d) for d in [writer.submit(lambda db: 1), writer.submit(refuse)]]
+    assert isinstance(results[0], CommitOutcomeUnknown) and "may or may not be durable" in str(results[0])
+    assert isinstance(results[1], TransactionExists)
+    assert "close" in first.calls
+    assert registry.get_sample_value("kswitch_journal_writes_total", {"backend": "scripted", "outcome": "failed"}) == 2
+    assert await writer.submit(lambda db: "again") == "again"
+    assert second.committed
+    await writer.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_lost_before_commit_is_retried_once_on_a_new_one() -> None:
+    lost, fresh = ScriptedDb(fail_begin=True), ScriptedDb()
+    writer, _ = start_writer(lost, fresh)
+    await writer.start(lambda db: None)
+    assert await writer.submit(lambda db: "written") == "written"
+    assert fresh.committed and not lost.committed
+    await writer.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unreachable_database_fails_fast_and_recovers() -> None:
+    writer, _ = start_writer(ScriptedDb(fail_begin=True))
+    await writer.start(lambda db: None)
+    error = await outcome(writer.submit(lambda db: "lost"))
+    assert isinstance(error, JournalUnavailable) and "nothing was written" in str(error)
+    await writer.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_queue_refuses_new_writes() -> None:
+    gate = threading.Event()
+    writer, _ = start_writer(ScriptedDb(), max_queue=2)
+    await writer.start(lambda db: None)
+    blocker = writer.submit(lambda db: gate.wait(10))
+    await deferLater(reactor, 0.1, lambda: None)
+    queued = [writer.submit(lambda db: n) for n in range(2)]
+    overloaded = await outcome(writer.submit(lambda db: "too many"))
+    assert isinstance(overloaded, JournalOverloaded)
+    gate.set()
+    assert await blocker is True
+    assert await defer.gatherResults(queued) == [0, 1]
+    await writer.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_commits_what_is_queued() -> None:
+    db = ScriptedDb()
+    writer, _ = start_writer(db)
+    await writer.start(lambda db: None)
+    pending = [writer.submit(_value(n)) for n in range(10)]
+    await writer.stop()
+    assert await defer.gatherResults(pending) == list(range(10))
+    assert db.calls[-1] == "close"
+    assert await writer.stop() is None
+
+
+def _value(n: int) -> Callable[[Any], int]:
+    return lambda db: n
