@@ -87,9 +87,23 @@ def decode_answer(line: bytes) -> Answer:
         answer = json.loads(line)
     except ValueError:
         raise KSwitchConnectionError("protocol_error", "the switch sent a line that is not JSON") from None
-    if not isinstance(answer, dict) or "ok" not in answer:
-        raise KSwitchConnectionError("protocol_error", "the switch sent an answer without 'ok'")
+    if not isinstance(answer, dict):
+        raise KSwitchConnectionError("protocol_error", "the switch sent a line that is not a JSON object")
     return answer
+
+
+def connection_error(answer: Answer) -> KSwitchError | None:
+    """The error of an answer about the whole connection (``id`` null), such as ``too_large``.
+
+    Other lines whose id was not sent by this client (events of later protocol
+    versions) are not errors: the spec tells clients to ignore them.
+    """
+    if answer.get("id") is None and answer.get("ok") is False:
+        try:
+            answer_fields(answer)
+        except KSwitchError as e:
+            return e
+    return None
 
 
 def answer_fields(answer: Answer) -> Answer:
@@ -244,8 +258,9 @@ class BlockingClient(Operations[Answer]):
                 answer = decode_answer(line)
                 if answer.get("id") == request_id:
                     return answer
-                if answer.get("id") is None and answer.get("ok") is False:
-                    answer_fields(answer)
+                error = connection_error(answer)
+                if error is not None:
+                    raise error
         except TimeoutError:
             self.close()
             message = f"no answer to {op} within {self._timeout:g} s; the outcome is unknown"

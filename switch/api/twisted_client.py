@@ -24,6 +24,7 @@ from switch.client import (
     KSwitchError,
     Operations,
     answer_fields,
+    connection_error,
     decode_answer,
     encode_request,
     parse_connect,
@@ -66,11 +67,8 @@ class KSwitchProtocol(LineOnlyReceiver):
         answered = self._pending.pop(request_id, None) if isinstance(request_id, int) else None
         if answered is not None:
             answered.callback(answer)
-        elif answer.get("ok") is False:
-            try:
-                answer_fields(answer)
-            except KSwitchError as e:
-                self._connection_error = e
+        else:
+            self._connection_error = connection_error(answer) or self._connection_error
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._connection_error = KSwitchConnectionError("protocol_error", "the switch sent an over-long line")
