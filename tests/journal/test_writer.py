@@ -144,7 +144,7 @@ async def test_a_full_queue_refuses_new_writes() -> None:
     await writer.start(lambda db: None)
     blocker = writer.submit(lambda db: gate.wait(10))
     await deferLater(reactor, 0.1, lambda: None)
-    queued = [writer.submit(lambda db: n) for n in range(2)]
+    queued = [writer.submit(_value(n)) for n in range(2)]
     overloaded = await outcome(writer.submit(lambda db: "too many"))
     assert isinstance(overloaded, JournalOverloaded)
     gate.set()
