@@ -20,14 +20,14 @@ class ConfigError(ValueError):
 
 
 class Table:
-    def __init__(self, data: dict[str, Any], file: Path, path: str = "") -> None:
+    def __init__(self, data: dict[str, Any], file: Path, prefix: str = "") -> None:
         self.data = data
         self.file = file
-        self.path = path
+        self.prefix = prefix
         self._read: set[str] = set()
 
     def where(self, key: str | None = None) -> str:
-        dotted = ".".join(p for p in (self.path, key) if p)
+        dotted = ".".join(p for p in (self.prefix, key) if p)
         return f"{self.file}: {dotted or '(top level)'}"
 
     def error(self, key: str | None, message: str) -> ConfigError:
@@ -88,12 +88,12 @@ class Table:
 
     def table(self, key: str, required: bool = False) -> Table:
         value = self._get(key, _MISSING if required else {}, (dict,), "a table")
-        return Table(value, self.file, f"{self.path}.{key}" if self.path else key)
+        return Table(value, self.file, f"{self.prefix}.{key}" if self.prefix else key)
 
     def tables(self, key: str, required: bool = False) -> Iterator[Table]:
         value = self._get(key, _MISSING if required else [], (list,), "an array of tables ([[...]])")
         for i, item in enumerate(value):
-            where = f"{self.path}.{key}[{i}]" if self.path else f"{key}[{i}]"
+            where = f"{self.prefix}.{key}[{i}]" if self.prefix else f"{key}[{i}]"
             if not isinstance(item, dict):
                 raise ConfigError(f"{self.file}: {where}: expected a table")
             yield Table(item, self.file, where)

@@ -14,6 +14,7 @@ from typing import Mapping
 
 from switch.api.model import CardInstrument
 from switch.dialect import Dialect, Message
+from switch.masking import mask_message
 from switch.mti import mti_for, transmission_time
 from switch.responses import ResponseTable
 
@@ -124,6 +125,12 @@ def financial_request(
 
 ORIGINAL_KEYS = ("2", "3", "4", "7", "11", "12", "13", "14", "32", "37", "41", "42", "49")
 """Fields of an original request kept (PAN encrypted) so a reversal can be built after a crash."""
+
+
+def reversal_template(original: Mapping[str, str]) -> dict[str, str]:
+    """The original request's identifying fields, PAN and expiry masked: what a queued
+    reversal keeps in the journal (store-and-forward puts the sealed card back at send time)."""
+    return mask_message({k: v for k, v in original.items() if k in ORIGINAL_KEYS or k == "t"})
 
 
 def original_data_elements(original: Mapping[str, str], profile: AcquirerProfile) -> str:

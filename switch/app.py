@@ -1,0 +1,192 @@
+"""The running switch: every component built from one `SwitchConfig` and started in order.
+
+Start-up order matters for money: the journal opens first, crash recovery queues
+reversals for whatever a previous run left in flight, and only then do the links
+come up and the socket API accept payments.  Shutdown runs the other way: stop
+accepting, let in-flight payments finish (bounded), sign off, close the journal.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import ProcessProtocol
+
+from switch.admin import admin_site
+from switch.api.listen import listen
+from switch.api.protocol import ApiFactory
+from switch.bank import Bank
+from switch.config import SwitchConfig
+from switch.connector import Connector
+from switch.devcerts import make_dev_pki
+from switch.journal import Journal
+from switch.journal.journal import open_journal
+from switch.journal.vault import generate_key
+from switch.numbering import RrnAllocator
+from switch.payments import PaymentService
+from switch.recovery import recover
+from switch.saf import StoreAndForward
+
+log = structlog.get_logger("kswitch.switch")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def ensure_dev_keys(keys_dir: Path) -> None:
+    """Development PAN keys, created once with owner-only permissions. Never for production."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    for name, make in (
+        ("pan-keys", lambda: f"dev1:{generate_key()}\n"),
+        ("pan-hash-secret", lambda: base64.b64encode(secrets.token_bytes(32)).decode() + "\n"),
+    ):
+        path = keys_dir / name
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(make())
+            log.warning("dev_key_created", path=str(path), note="development key; not for production")
+
+
+class _Simulator(ProcessProtocol):
+    """A banksim child process; its log lines are passed through to ours."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ended: Deferred[None] = Deferred()
+
+    def errReceived(self, data: bytes) -> None:
+        sys.stderr.buffer.write(data)
+        sys.stderr.flush()
+
+    def processEnded(self, reason: Any) -> None:
+        log.info("simulator_stopped", simulator=self.name)
+        self.ended.callback(None)
+
+
+class Switch:
+    def __init__(self, config: SwitchConfig, reactor: Any, registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.registry = registry or CollectorRegistry()
+        self.journal: Journal | None = None
+        self.banks: dict[str, Bank] = {}
+        self.saf: StoreAndForward | None = None
+        self.service: PaymentService | None = None
+        self.api_factory: ApiFactory | None = None
+        self.api_ports: list[IListeningPort] = []
+        self.admin_port: IListeningPort | None = None
+        self._simulators: list[tuple[Any, _Simulator]] = []
+
+    # -- start ------------------------------------------------------------------------
+
+    def start(self) -> Deferred[None]:
+        return ensureDeferred(self._start())
+
+    async def _start(self) -> None:
+        cfg = self.config
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.dev_keys:
+            ensure_dev_keys(cfg.state_dir / "keys")
+        if cfg.simulators or any(b.dev_tls for b in cfg.banks.values()):
+            make_dev_pki(cfg.pki_dir)
+        for sim in cfg.simulators:
+            self._start_simulator(sim.connector, sim.accounts, sim.extra_args)
+
+        self.journal = await open_journal(cfg.journal, self.reactor, registry=self.registry,
+                                          clock=self.reactor.seconds)
+        for name, settings in cfg.banks.items():
+            connector = Connector(settings.options, reactor=self.reactor, registry=self.registry)
+            self.banks[name] = Bank(connector, settings.profile, settings.saf,
+                                    RrnAllocator(self.reactor.seconds, node=cfg.node))
+        self.saf = StoreAndForward(self.reactor, self.journal, self.banks, self.registry)
+        self.service = PaymentService(self.reactor, self.journal, self.banks, cfg.router, cfg.api.merchants,
+                                      self.registry)
+        for bank in self.banks.values():
+            bank.connector.mux.on_late_response = self._late_response_hook(bank)
+        recovered = await recover(self.journal, self.banks, self.saf, self.registry)
+        if recovered:
+            log.warning("recovered_in_flight", count=recovered)
+        for bank in self.banks.values():
+            bank.connector.start()
+        self.saf.start()
+        self.api_factory = ApiFactory(self.service, cfg.api, reactor=self.reactor, registry=self.registry)
+        self.api_ports = list(await listen(self.reactor, cfg.api_listen, self.api_factory))
+        self.admin_port = await serverFromString(self.reactor, cfg.admin_listen).listen(
+            admin_site(self.registry, self.link_states)
+        )
+        log.info("switch_started", config=str(cfg.file), api=list(cfg.api_listen), admin=cfg.admin_listen,
+                 connectors=sorted(self.banks), journal=cfg.journal.backend)
+
+    def _late_response_hook(self, bank: Bank) -> Any:
+        def hook(message: dict[str, str]) -> None:
+            assert self.service is not None
+            self.service.late_response(bank, message)
+
+        return hook
+
+    def _start_simulator(self, connector: str, accounts: Path, extra: tuple[str, ...]) -> None:
+        settings = self.config.banks[connector]
+        link = settings.options.links[0]
+        pki = self.config.pki_dir
+        args = [
+            sys.executable, str(REPO / "bin" / "banksim"), "--name", connector,
+            "--listen", f"{link.host}:{link.port}", "--dialect", settings.profile.dialect.source,
+            "--framing", settings.options.framing.header, "--accounts", str(accounts),
+            "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"), "--tls-ca", str(pki / "ca.pem"),
+        ]
+        if settings.options.tpdu is not None:
+            args += ["--tpdu", settings.options.tpdu.hex()]
+        if settings.options.framing.includes_header:
+            args.append("--length-includes-header")
+        args += list(extra)
+        proto = _Simulator(connector)
+        process = self.reactor.spawnProcess(proto, sys.executable, args, env=dict(os.environ),
+                                            childFDs={0: "w", 1: "r", 2: "r"})
+        self._simulators.append((process, proto))
+        log.info("simulator_started", simulator=connector, listen=f"{link.host}:{link.port}")
+
+    # -- observation ----------------------------------------------------------------------
+
+    def link_states(self) -> dict[str, dict[str, str]]:
+        return {name: {link: state.value for link, state in bank.connector.states.items()}
+                for name, bank in self.banks.items()}
+
+    # -- stop -------------------------------------------------------------------------
+
+    def stop(self) -> Deferred[None]:
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        log.info("switch_stopping", grace=self.config.shutdown_grace)
+        await DeferredList([succeed(None)] + [p.stopListening() or succeed(None) for p in self.api_ports])
+        drains = [bank.connector.mux.drain() for bank in self.banks.values()]
+        if drains:
+            grace = DeferredList(drains)
+            timer = self.reactor.callLater(self.config.shutdown_grace, grace.cancel)
+            try:
+                await grace
+            finally:
+                if timer.active():
+                    timer.cancel()
+        if self.saf is not None:
+            self.saf.stop()
+        await DeferredList([bank.connector.stop() for bank in self.banks.values()])
+        if self.admin_port is not None:
+            await (self.admin_port.stopListening() or succeed(None))
+        if self.journal is not None:
+            await self.journal.close()
+        for process, proto in self._simulators:
+            if proto.ended.called:
+                continue
+            process.signalProcess("TERM")
+            await proto.ended
+        log.info("switch_stopped")

@@ -1,0 +1,157 @@
+"""``kswitch``: run the switch, explain routing, check a config, operate the SAF queue.
+
+Every command exits with one clear line on error (config file, key, expectation) and
+never a traceback: operators read these at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from switch import logs
+from switch.config import DEFAULT_CONFIG, SwitchConfig, load_config
+from switch.dialect import DialectError
+from switch.router import RouteQuery
+from switch.settings import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kswitch", description="kswitch: a bank integration message switch")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="start the switch")
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+
+    route = sub.add_parser("route", help="explain which connector a payment would go to (sends nothing)")
+    route.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    route.add_argument("--pan", default="", help="card number (only its first 8 digits are used)")
+    route.add_argument("--amount", type=int, required=True, help="amount in minor units")
+    route.add_argument("--currency", required=True)
+    route.add_argument("--merchant", default="")
+    route.add_argument("--bank", help="the customer's chosen bank code")
+    route.add_argument("--instrument", default="card", choices=("card", "bank_account", "wallet"))
+
+    saf = sub.add_parser("saf", help="store-and-forward queue: list, retry or drop items")
+    saf.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    saf_sub = saf.add_subparsers(dest="action", required=True)
+    lst = saf_sub.add_parser("list", help="list items (dead letters by default)")
+    lst.add_argument("--state", action="append", choices=("queued", "dead", "done", "dropped"))
+    lst.add_argument("--connector")
+    lst.add_argument("--json", action="store_true")
+    retry = saf_sub.add_parser("retry", help="put a dead item back in its queue")
+    retry.add_argument("saf_id", type=int)
+    retry.add_argument("--operator", required=True)
+    drop = saf_sub.add_parser("drop", help="give up on an item (kept as dropped, with who and why)")
+    drop.add_argument("saf_id", type=int)
+    drop.add_argument("--operator", required=True)
+    drop.add_argument("--reason", required=True)
+    return p
+
+
+def _route(cfg: SwitchConfig, args: argparse.Namespace) -> int:
+    from switch.cardcheck import scheme
+
+    pan = args.pan.replace(" ", "")
+    q = RouteQuery(instrument=args.instrument, amount=args.amount, currency=args.currency.upper(),
+                   merchant_id=args.merchant, bin8=pan[:8], scheme=scheme(pan) if pan else None, bank=args.bank)
+    decision = cfg.router.route(q)
+    print(decision.explanation)
+    for name in decision.connectors:
+        bank = cfg.banks[name]
+        print(f"  {name}: dialect {bank.profile.dialect.name}, framing {bank.options.framing.header}, "
+              f"links {', '.join(f'{link.host}:{link.port}' for link in bank.options.links)}")
+    return 0 if decision.connectors else 2
+
+
+def _run(cfg: SwitchConfig) -> int:
+    from twisted.internet import reactor
+
+    from switch.app import Switch
+
+    logs.configure(cfg.log_format, level=cfg.log_level)  # type: ignore[arg-type]
+    switch = Switch(cfg, reactor)
+    status = {"code": 0}
+
+    def failed(f: Any) -> None:
+        sys.stderr.write(f"kswitch: cannot start: {f.getErrorMessage()}\n")
+        status["code"] = 1
+        switch.stop().addBoth(lambda _: reactor.stop())
+
+    def shutdown(signum: int, _frame: Any) -> None:
+        reactor.callFromThread(lambda: switch.stop().addBoth(lambda _: reactor.stop()))
+
+    reactor.callWhenRunning(lambda: switch.start().addErrback(failed))
+    reactor.callWhenRunning(signal.signal, signal.SIGTERM, shutdown)
+    reactor.callWhenRunning(signal.signal, signal.SIGINT, shutdown)
+    reactor.run(installSignalHandlers=False)
+    return status["code"]
+
+
+def _saf(cfg: SwitchConfig, args: argparse.Namespace) -> int:
+    from twisted.internet import task
+    from twisted.internet.defer import ensureDeferred
+
+    from switch.journal.journal import open_journal
+    from switch.journal.models import SafState
+
+    logs.configure("json", level="warning")
+
+    async def work(reactor: Any) -> None:
+        journal = await open_journal(cfg.journal, reactor)
+        try:
+            if args.action == "list":
+                states = tuple(SafState(s) for s in (args.state or ["dead"]))
+                items = await journal.saf_list(connector=args.connector, states=states)
+                rows = [{"saf_id": i.saf_id, "connector": i.connector, "txn_id": i.txn_id, "kind": i.kind.value,
+                         "state": i.state.value, "attempts": i.attempts, "max_attempts": i.max_attempts,
+                         "enqueued_at": i.enqueued_at.isoformat(), "last_error": i.last_error,
+                         "last_response_code": i.last_response_code} for i in items]
+                if args.json:
+                    print(json.dumps(rows, indent=2))
+                else:
+                    for r in rows:
+                        print(f"{r['saf_id']:>6} {r['connector']:<12} {r['kind']:<9} {r['state']:<8} "
+                              f"{r['attempts']}/{r['max_attempts']} {r['txn_id']} {r['last_error'] or ''}")
+                    print(f"{len(rows)} item(s)")
+            elif args.action == "retry":
+                item = await journal.saf_retry(args.saf_id, operator=args.operator)
+                print(f"SAF item {item.saf_id} is {item.state.value} again; the running switch sends it next")
+            else:
+                item = await journal.saf_drop(args.saf_id, operator=args.operator, reason=args.reason)
+                print(f"SAF item {item.saf_id} dropped by {args.operator}")
+        finally:
+            await journal.close()
+
+    try:
+        task.react(lambda reactor: ensureDeferred(work(reactor)))
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except (ConfigError, DialectError) as e:
+        sys.stderr.write(f"kswitch: {e}\n")
+        return 2
+    if args.command == "check-config":
+        print(f"{cfg.file}: OK ({len(cfg.banks)} connectors, {len(cfg.router.rules)} routes)")
+        return 0
+    if args.command == "route":
+        return _route(cfg, args)
+    if args.command == "saf":
+        return _saf(cfg, args)
+    return _run(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""The payment service: one canonical payment in, one final answer out, every step journalled.
+
+The order of work is what keeps money safe:
+
+1. validate and route (nothing written anywhere yet: a failure here is simply ``failed``);
+2. journal the transaction, its card (encrypted) and the outgoing request *durably*,
+   so that a crash from here on leaves a record that recovery will reverse;
+3. write the request to a bank link; a failure before the write is ``failed`` (the bank
+   never saw it), a failure after it (timeout, link lost) is uncertain: answered
+   ``timeout`` and a reversal is queued in the same database transaction;
+4. journal the bank's answer durably, and only then answer the web tier.
+
+Fallback to the next connector of a route happens only in step 1, while no bank has
+seen the request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+
+from switch.api.config import MerchantConfig, StoreConfig
+from switch.api.errors import ApiError
+from switch.api.model import AuthorizeRequest
+from switch.bank import Bank
+from switch.dialect import Message
+from switch.journal import Journal
+from switch.journal.errors import DuplicateIdempotencyKey, TransactionNotFound
+from switch.journal.ids import new_txn_id
+from switch.journal.models import (
+    CardData, Direction, EventDraft, Kind, NewTransaction, SafDraft, SafKind, Status, Transaction, utc_from_seconds,
+)
+from switch.masking import mask_message
+from switch.metrics import MetricBundle
+from switch.mux import LinkLost, MuxBusy, NoLinkAvailable, RequestTimeout
+from switch.router import RouteQuery, Router
+from switch.translate import Acceptor, financial_request, reversal_template
+from switch.mti import mti_for
+
+log = structlog.get_logger("kswitch.payments")
+
+API_STATUS = {
+    Status.PENDING: "pending",
+    Status.APPROVED: "approved",
+    Status.DECLINED: "declined",
+    Status.FAILED: "failed",
+    Status.TIMEOUT: "timeout",
+    Status.REVERSAL_PENDING: "timeout",
+    Status.REVERSED: "reversed",
+    Status.VOIDED: "reversed",
+    Status.CAPTURED: "captured",
+    Status.REFUNDED: "refunded",
+    Status.PARTIALLY_REFUNDED: "partially_refunded",
+}
+
+
+class PaymentMetrics(MetricBundle):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
+        self.outcomes = Counter(
+            "kswitch_payments_total", "Payments by connector, kind and final status",
+            ["connector", "kind", "status"], registry=registry,
+        )
+        self.replays = Counter(
+            "kswitch_idempotent_replays_total", "Requests answered from an earlier request with the same idempotency key",
+            registry=registry,
+        )
+        self.reversals_queued = Counter(
+            "kswitch_reversals_queued_total", "Reversals queued in store-and-forward, by connector and cause",
+            ["connector", "cause"], registry=registry,
+        )
+
+
+def request_hash(req: AuthorizeRequest, pan_hash: bytes) -> bytes:
+    """What makes two requests 'the same' for idempotency; the PAN only as its keyed hash."""
+    canonical = json.dumps(
+        [req.merchant_id, req.store_id, req.order_id, req.amount, req.currency.alpha, req.capture,
+         pan_hash.hex(), req.instrument.expiry, req.bank],
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+def answer(txn: Transaction) -> dict[str, Any]:
+    """The socket API's view of a journalled transaction."""
+    return {
+        "txn_id": txn.txn_id,
+        "status": API_STATUS[txn.status],
+        "reason": txn.reason or txn.status.value,
+        "response_code": txn.response_code,
+        "auth_code": txn.auth_code,
+        "rrn": txn.rrn,
+        "stan": txn.stan,
+        "connector": txn.connector,
+        "masked_pan": txn.masked_pan,
+        "merchant_id": txn.merchant_id,
+        "store_id": txn.store_id,
+        "order_id": txn.order_id,
+        "amount": txn.amount,
+        "currency": txn.currency,
+        "kind": txn.kind.value,
+        "amount_authorized": txn.amount_authorized,
+        "amount_captured": txn.amount_captured,
+        "amount_refunded": txn.amount_refunded,
+    }
+
+
+@dataclass
+class _InFlight:
+    """Callers waiting on the first request with their idempotency key."""
+
+    request_hash: bytes
+    waiters: list[Deferred[dict[str, Any]]]
+
+
+class PaymentService:
+    """Implements `switch.api.service.IPaymentService` over the journal and the connectors."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        journal: Journal,
+        banks: Mapping[str, Bank],
+        router: Router,
+        merchants: Mapping[str, MerchantConfig],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.clock = clock
+        self.journal = journal
+        self.banks = banks
+        self.router = router
+        self.merchants = merchants
+        self.metrics = PaymentMetrics.on(registry)
+        self._in_flight: dict[tuple[str, str], _InFlight] = {}
+
+    # -- authorize ------------------------------------------------------------------
+
+    def authorize(self, request: AuthorizeRequest, client: str) -> Deferred[dict[str, Any]]:
+        return ensureDeferred(self._authorize(request))
+
+    async def _authorize(self, req: AuthorizeRequest) -> dict[str, Any]:
+        h = request_hash(req, self.journal.vault.pan_hash(req.instrument.pan))
+        if req.idempotency_key is None:
+            return await self._authorize_once(req, h)
+        key = (req.merchant_id, req.idempotency_key)
+        running = self._in_flight.get(key)
+        if running is not None:
+            self._check_same(running.request_hash, h)
+            self.metrics.replays.inc()
+            waiter: Deferred[dict[str, Any]] = Deferred()
+            running.waiters.append(waiter)
+            return await waiter
+        running = self._in_flight[key] = _InFlight(h, [])
+        try:
+            result = await self._first_with_key(req, h)
+        except BaseException as e:
+            for w in running.waiters:
+                w.errback(e)
+            raise
+        finally:
+            del self._in_flight[key]
+        for w in running.waiters:
+            w.callback(result)
+        return result
+
+    def _check_same(self, first: bytes | None, this: bytes) -> None:
+        if first != this:
+            raise ApiError(
+                "idempotency_conflict",
+                "this idempotency_key was used for a different request; use a new key for a new payment",
+                field="idempotency_key",
+            )
+
+    async def _first_with_key(self, req: AuthorizeRequest, h: bytes) -> dict[str, Any]:
+        assert req.idempotency_key is not None
+        earlier = await self.journal.find_by_idempotency_key(req.merchant_id, req.idempotency_key)
+        if earlier is not None:
+            self._check_same(earlier.request_hash, h)
+            self.metrics.replays.inc()
+            return answer(earlier)
+        try:
+            return await self._authorize_once(req, h)
+        except DuplicateIdempotencyKey as e:  # another switch node took the key a moment ago
+            self._check_same(e.transaction.request_hash if e.same_request else None, h)
+            self.metrics.replays.inc()
+            return answer(e.transaction)
+
+    def _candidates(self, req: AuthorizeRequest) -> tuple[str, ...]:
+        if req.bank is not None:
+            if req.bank not in self.banks:
+                raise ApiError("invalid_request", f"unknown bank {req.bank!r}; expected one of {sorted(self.banks)}", field="bank")
+            return (req.bank,)
+        decision = self.router.route(
+            RouteQuery(
+                instrument="card",
+                amount=req.amount,
+                currency=req.currency.alpha,
+                merchant_id=req.merchant_id,
+                bin8=req.instrument.pan[:8],
+                scheme=req.instrument.scheme,
+            )
+        )
+        return decision.connectors
+
+    async def _authorize_once(self, req: AuthorizeRequest, h: bytes) -> dict[str, Any]:
+        merchant = self.merchants[req.merchant_id]
+        store = merchant.stores[req.store_id]
+        kind = Kind.SALE if req.capture else Kind.AUTHORIZATION
+        candidates = self._candidates(req)
+        bank = next((self.banks[c] for c in candidates if self.banks[c].ready), None)
+        if bank is None:
+            reason = "no_route" if not candidates else "issuer_unavailable"
+            return await self._refused(req, h, kind, candidates[0] if candidates else "unrouted", reason)
+
+        stan = bank.reserve_stan()
+        txn_id = new_txn_id()
+        message = financial_request(
+            bank.profile, "financial" if req.capture else "authorization", "00", req.amount,
+            req.currency.numeric, req.instrument, _acceptor(merchant, store), stan, bank.next_rrn(),
+            self.clock.seconds(),
+        )
+        try:
+            await self._journal_request(req, h, kind, bank, txn_id, message)
+        except BaseException:
+            bank.release_stan(stan)
+            raise
+        try:
+            response = await bank.request(message)
+        except (NoLinkAvailable, MuxBusy) as e:
+            reason = "issuer_busy" if isinstance(e, MuxBusy) else "issuer_unavailable"
+            return await self._finish(txn_id, kind, bank, Status.FAILED, reason=reason)
+        except (RequestTimeout, LinkLost) as e:
+            return await self._uncertain(txn_id, kind, bank, message, req.instrument.pan, req.instrument.expiry,
+                                         "issuer_timeout" if isinstance(e, RequestTimeout) else "link_lost")
+        return await self._answered(txn_id, kind, bank, req.amount, req.capture, response)
+
+    async def _refused(self, req: AuthorizeRequest, h: bytes, kind: Kind, connector: str, reason: str) -> dict[str, Any]:
+        txn = await self.journal.create_transaction(
+            NewTransaction(
+                kind=kind, merchant_id=req.merchant_id, store_id=req.store_id, order_id=req.order_id,
+                connector=connector, amount=req.amount, currency=req.currency.alpha,
+                card=CardData(req.instrument.pan, req.instrument.expiry), retain_card=False,
+                idempotency_key=req.idempotency_key, request_hash=h if req.idempotency_key else None,
+                status=Status.FAILED, reason=reason,
+            )
+        )
+        self.metrics.outcomes.labels(connector, kind.value, "failed").inc()
+        return answer(txn)
+
+    async def _journal_request(
+        self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, txn_id: str, message: Message
+    ) -> None:
+        """Transaction row and outgoing message, committed (one group commit) before the bank sees anything."""
+        created = self.journal.create_transaction(
+            NewTransaction(
+                txn_id=txn_id, kind=kind, merchant_id=req.merchant_id, store_id=req.store_id,
+                order_id=req.order_id, connector=bank.name, amount=req.amount, currency=req.currency.alpha,
+                card=CardData(req.instrument.pan, req.instrument.expiry), retain_card=True,
+                stan=message["11"], transmission_datetime=message["7"],
+                idempotency_key=req.idempotency_key, request_hash=h if req.idempotency_key else None,
+            )
+        )
+        logged = self.journal.append_message(
+            txn_id=txn_id, direction=Direction.OUT, connector=bank.name, mti=message["t"],
+            fields=mask_message(message, bank.profile.dialect),
+        )
+        await created
+        await logged
+
+    async def _answered(
+        self, txn_id: str, kind: Kind, bank: Bank, amount: int, capture: bool, response: Message
+    ) -> dict[str, Any]:
+        self.journal.append_message(
+            txn_id=txn_id, direction=Direction.IN, connector=bank.name, mti=response["t"],
+            fields=mask_message(response, bank.profile.dialect),
+        )
+        code = response.get("39")
+        outcome = bank.profile.responses.outcome(code)
+        changes: dict[str, Any] = {"response_code": code, "rrn": response.get("37"), "auth_code": response.get("38")}
+        if outcome.status == "approved":
+            changes["amount_authorized"] = amount
+            if capture:
+                changes["amount_captured"] = amount
+            status = Status.APPROVED
+        else:
+            status = Status.DECLINED if outcome.status == "declined" else Status.FAILED
+        return await self._finish(txn_id, kind, bank, status, reason=outcome.reason,
+                                  forget_card=status is not Status.APPROVED, **changes)
+
+    async def _uncertain(
+        self, txn_id: str, kind: Kind, bank: Bank, message: Message, pan: str, expiry: str, cause: str
+    ) -> dict[str, Any]:
+        """The bank may have approved: answer timeout, and queue the reversal in the same commit."""
+        self.metrics.reversals_queued.labels(bank.name, cause).inc()
+        saf = SafDraft(
+            connector=bank.name, kind=SafKind.REVERSAL, mti=mti_for(bank.profile.reversal, bank.profile.version),
+            fields=reversal_template(message), card=CardData(pan, expiry), max_attempts=bank.saf.max_attempts,
+        )
+        return await self._finish(txn_id, kind, bank, Status.TIMEOUT, reason="issuer_timeout", saf=saf)
+
+    async def _finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, **changes: Any) -> dict[str, Any]:
+        txn = await self.journal.transition(txn_id, expected_from=(Status.PENDING,), to=status, **changes)
+        self.metrics.outcomes.labels(bank.name, kind.value, API_STATUS[status]).inc()
+        return answer(txn)
+
+    # -- queries --------------------------------------------------------------------
+
+    def status(self, txn_id: str, merchant_ids: frozenset[str]) -> Deferred[dict[str, Any]]:
+        return ensureDeferred(self._status(txn_id, merchant_ids))
+
+    async def _status(self, txn_id: str, merchant_ids: frozenset[str]) -> dict[str, Any]:
+        try:
+            txn = await self.journal.get_transaction(txn_id)
+        except TransactionNotFound:
+            txn = None
+        if txn is None or txn.merchant_id not in merchant_ids:
+            raise ApiError("not_found", f"no transaction {txn_id!r} for your merchants", field="txn_id")
+        return answer(txn)
+
+    def late_response(self, bank: Bank, message: Message) -> Deferred[None]:
+        """An answer after its request gave up: journal it and tell the web tier.
+
+        A late approval does not cancel the queued reversal: the web tier was told
+        ``timeout`` and the shop acted on that, so the money must go back.
+        """
+        return ensureDeferred(self._late_response(bank, message)).addErrback(
+            lambda f: log.error("late_response_not_journalled", connector=bank.name, error=f.getErrorMessage())
+        )
+
+    async def _late_response(self, bank: Bank, message: Message) -> None:
+        since = utc_from_seconds(self.clock.seconds() - 3600)
+        matches = await self.journal.find_by_stan(bank.name, message.get("11", ""), since=since)
+        txn = next((t for t in matches if t.rrn in (None, message.get("37"))), None)
+        if txn is None:
+            log.warning("late_response_unknown", connector=bank.name, mti=message.get("t"), stan=message.get("11"))
+            return
+        await self.journal.append_message(
+            txn_id=txn.txn_id, direction=Direction.IN, connector=bank.name, mti=message["t"],
+            fields=mask_message(message, bank.profile.dialect),
+        )
+        code = message.get("39")
+        await self.journal.append_event(txn.merchant_id, EventDraft("payment.late_response", {
+            "txn_id": txn.txn_id, "response_code": code, "approved": bank.profile.responses.is_approved(code),
+            "status": API_STATUS[txn.status],
+        }), txn_id=txn.txn_id)
+        log.warning("late_response", txn_id=txn.txn_id, connector=bank.name, response_code=code, status=txn.status.value)
+
+    def answer_undeliverable(self, txn_id: str, client: str) -> None:
+        """Logged for the operator; the web tier learns the outcome by `status` or idempotent replay."""
+        log.warning("answer_undeliverable", txn_id=txn_id, client=client)
+
+
+def _acceptor(merchant: MerchantConfig, store: StoreConfig) -> Acceptor:
+    return Acceptor(
+        mcc=merchant.mcc, terminal_id=store.terminal_id, merchant_id=merchant.acquirer_merchant_id,
+        name=merchant.name, city=merchant.city, country=merchant.country,
+    )

@@ -1,0 +1,66 @@
+"""Crash recovery: every transaction a previous run left in flight gets an owner again.
+
+A transaction still ``pending`` at start-up was (or may have been) written to a bank
+and never answered to the web tier's satisfaction: it is treated exactly like a
+timeout, so a reversal is queued.  ``timeout`` and ``reversal_pending`` ones already
+have their reversal queued; if that reversal was acknowledged just before the crash,
+the transaction is marked reversed now.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter
+
+from switch.journal import Journal
+from switch.journal.models import SafDraft, SafKind, SafState, Status
+from switch.metrics import MetricBundle
+from switch.mti import mti_for
+from switch.saf import StoreAndForward
+from switch.translate import reversal_template
+
+log = structlog.get_logger("kswitch.recovery")
+
+
+class RecoveryMetrics(MetricBundle):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
+        self.recovered = Counter("kswitch_recovered_in_flight_total",
+                                 "Transactions found in flight at start-up, by connector and status",
+                                 ["connector", "status"], registry=registry)
+
+
+async def recover(journal: Journal, banks: Mapping[str, Any], saf: StoreAndForward, registry: CollectorRegistry) -> int:
+    """Queue reversals for everything left in flight; returns how many transactions were recovered."""
+    metrics = RecoveryMetrics.on(registry)
+    found = await journal.in_flight()
+    for txn in found:
+        metrics.recovered.labels(txn.connector, txn.status.value).inc()
+        bank = banks.get(txn.connector)
+        if bank is None:
+            log.error("recovery_unknown_connector", txn_id=txn.txn_id, connector=txn.connector)
+            continue
+        draft = await _reversal_draft(journal, txn, bank)
+        if txn.status is Status.PENDING:
+            await journal.transition(txn.txn_id, expected_from=(Status.PENDING,), to=Status.TIMEOUT,
+                                     reason="issuer_timeout", saf=draft)
+            log.warning("recovered_pending", txn_id=txn.txn_id, connector=txn.connector)
+            continue
+        item = await journal.saf_enqueue(txn.txn_id, draft)
+        if item.state is SafState.DONE:
+            await saf.mark_reversed(item, item.response_code or "")
+    return len(found)
+
+
+async def _reversal_draft(journal: Journal, txn: Any, bank: Any) -> SafDraft:
+    """Rebuild the reversal from the journalled outgoing request (masked) and the sealed card."""
+    messages = await journal.messages(txn.txn_id)
+    request = next(m for m in messages if m.direction.value == "out" and m.mti[2] == "0")
+    template = reversal_template({**request.fields, "t": request.mti})
+    card = journal.reveal_card(txn.card) if txn.card is not None else None
+    return SafDraft(
+        connector=txn.connector, kind=SafKind.REVERSAL, mti=mti_for(bank.profile.reversal, bank.profile.version),
+        fields=template, card=card, max_attempts=bank.saf.max_attempts,
+    )
