@@ -16,7 +16,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from switch.journal.db import Db, run
-from switch.journal.errors import JournalClosed
+from switch.journal.errors import JournalClosed, JournalUnavailable
 
 T = TypeVar("T")
 
@@ -53,15 +53,25 @@ class ReaderPool:
             db.close()
 
     def _run(self, work: Callable[[Db], T]) -> T:
+        """Run a read; one that finds its connection dead is retried once on a new connection."""
+        db = self._connection()
+        try:
+            return run(db, work)
+        except JournalUnavailable:
+            if not db.broken:
+                raise
+            return run(self._connection(), work)
+
+    def _connection(self) -> Db:
         db: Db | None = getattr(self._local, "db", None)
-        if db is None or db.broken:
-            if db is not None:
-                self._forget(db)
-            db = self._open_db()
-            self._local.db = db
-            with self._lock:
-                self._connections.append(db)
-        return run(db, work)
+        if db is not None and not db.broken:
+            return db
+        if db is not None:
+            self._forget(db)
+        self._local.db = db = self._open_db()
+        with self._lock:
+            self._connections.append(db)
+        return db
 
     def _forget(self, db: Db) -> None:
         with self._lock:

@@ -684,3 +684,29 @@ async def test_key_rotation_rewrap_and_retirement(config: Any, registry: Any, ke
             fourth.reveal_card(stored)
     finally:
         await fourth.close()
+
+
+# Connection loss
+
+
+@pytest_twisted.ensureDeferred
+async def test_lost_postgres_connections_are_replaced(journal: Journal, config: Any, backend: str) -> None:
+    if backend != "postgresql":
+        pytest.skip("only a server connection can be cut from outside")
+    txn = await journal.create_transaction(sale())
+    backend_pid = "SELECT pg_backend_pid() AS pid"
+    writer_pid = await journal._writer.submit(lambda db: db.one(backend_pid)["pid"])
+    reader_pids = set()
+    for _ in range(20):
+        reader_pids.add(await journal._readers.read(lambda db: db.one(backend_pid)["pid"]))
+    killer = raw_connect(config)
+    try:
+        for pid in {writer_pid, *reader_pids}:
+            killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    finally:
+        killer.close()
+
+    approved = await journal.transition(txn.txn_id, expected_from={Status.PENDING}, to=Status.APPROVED)
+    assert approved.status == Status.APPROVED
+    for _ in range(5):
+        assert (await journal.get_transaction(txn.txn_id)).status == Status.APPROVED
