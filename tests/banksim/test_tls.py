@@ -6,7 +6,6 @@ the Twisted TLS code the simulator itself uses.
 
 from __future__ import annotations
 
-import socket
 import ssl
 
 import pytest
@@ -16,9 +15,10 @@ from twisted.internet.threads import deferToThread
 from switch.banksim import TlsError, TlsFiles
 from switch.banksim.tls import server_tls_options
 from switch.devcerts import issue, make_ca, make_dev_pki
-from tests.banksim.wire import network
+from switch.framing import Framing
+from tests.banksim.wire import blocking_exchange, network
 
-REFUSED = (ssl.SSLError, ConnectionError, EOFError, socket.timeout)
+REFUSED = (ssl.SSLError, ConnectionError, EOFError, TimeoutError)
 
 
 @pytest.fixture
@@ -42,23 +42,8 @@ def client_context(ca, pair=None, version: ssl.TLSVersion | None = None) -> ssl.
     return context
 
 
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise EOFError(f"connection closed after {len(data)} of {size} bytes")
-        data += chunk
-    return data
-
-
 def tls_exchange(port: int, context: ssl.SSLContext, wire: bytes) -> bytes:
-    """Send one 2b-framed message over TLS and return the answer's payload (blocking: run on a thread)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        with context.wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(wire)
-            length = int.from_bytes(_recv_exact(tls, 2), "big")
-            return _recv_exact(tls, length)
+    return blocking_exchange(port, Framing("2b"), wire, context).payload
 
 
 def echo_wire(bank) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
 from datetime import datetime, timezone
 from typing import Any
 
@@ -113,3 +115,18 @@ class IsoClient(FramedProtocol):
 def connect(port: int, dialect: Dialect, framing: Framing) -> Deferred:
     """A connected `IsoClient`."""
     return connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), IsoClient(dialect, framing))
+
+
+def blocking_exchange(port: int, framing: Framing, wire: bytes, context: ssl.SSLContext | None = None) -> Frame:
+    """Send framed bytes and return the first frame back, without a reactor (run on a thread
+    when the bank runs in this process's reactor)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with (context.wrap_socket(raw, server_hostname="localhost") if context else raw) as sock:
+            sock.sendall(wire)
+            decoder = framing.decoder()
+            while True:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise EOFError("connection closed before an answer")
+                for frame in decoder.feed(chunk):
+                    return frame
