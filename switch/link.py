@@ -247,6 +247,7 @@ class Link:
         self._version = channel.dialect.version
         self._log = log.bind(connector=channel.connector, link=self.name)
         self._state = LinkState.STOPPED
+        self._running = False
         self._observers: list[StateObserver] = []
         self._attempt: Deferred[object] | None = None
         self._protocol: LinkProtocol | None = None
@@ -287,6 +288,8 @@ class Link:
         self._observers.remove(observer)
 
     def _set_state(self, new: LinkState) -> None:
+        """Record and announce a state.  Observers may call back into the link (even
+        stop it), so callers announce last or re-check ``_running`` afterwards."""
         old = self._state
         if new is old:
             return
@@ -307,8 +310,9 @@ class Link:
     # -- life cycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._state is not LinkState.STOPPED or self._protocol is not None or self._attempt is not None:
-            raise RuntimeError(f"link {self.name} is already running ({self._state.value})")
+        if self._running or self._protocol is not None or self._attempt is not None:
+            raise RuntimeError(f"link {self.name} is already running or still closing ({self._state.value})")
+        self._running = True
         if self._creator is None:
             self._log.warning("link_plaintext", host=self.options.host, port=self.options.port,
                               detail="tls is not configured: card data will cross this link unencrypted")
@@ -320,12 +324,13 @@ class Link:
 
         Fires once the connection is closed, within about twice ``echo_timeout``."""
         was_ready = self._state is LinkState.READY
-        self._set_state(LinkState.STOPPED)
+        self._running = False
         self._cancel_timers()
         if self._attempt is not None:
             self._attempt.cancel()
         protocol = self._protocol
         if protocol is None:
+            self._set_state(LinkState.STOPPED)
             return succeed(None)
         closed: Deferred[None] = Deferred()
         self._closed.append(closed)
@@ -335,6 +340,7 @@ class Link:
             answer.addBoth(self._signed_off, protocol)
         else:
             self._close(protocol)
+        self._set_state(LinkState.STOPPED)
         return closed
 
     def _signed_off(self, result: Message | Failure, protocol: LinkProtocol) -> None:
@@ -352,23 +358,21 @@ class Link:
         self._timer = self._clock.callLater(self.options.echo_timeout, protocol.transport.abortConnection)
 
     def _connect(self) -> None:
-        self._set_state(LinkState.CONNECTING)
         self._log.info("link_connecting", host=self.options.host, port=self.options.port, tls=self.tls)
         self._timer = self._clock.callLater(self.options.connect_timeout, self._connect_timed_out)
         endpoint = HostnameEndpoint(self._reactor, self.options.host, self.options.port, timeout=self.options.connect_timeout)
         attempt = (wrapClientTLS(self._creator, endpoint) if self._creator else endpoint).connect(LinkFactory(self))
-        if attempt.called:
-            attempt.addErrback(self._connect_failed)
-            return
         self._attempt = attempt
         attempt.addCallbacks(self._attempt_done, self._connect_failed)
+        if self._attempt is attempt:  # not already failed (a bad host name fails at once)
+            self._set_state(LinkState.CONNECTING)
 
     def _attempt_done(self, protocol: object) -> None:
         self._attempt = None
 
     def _connect_failed(self, failure: Failure) -> None:
         self._attempt = None
-        if self._state is LinkState.STOPPED:
+        if not self._running:
             return
         self._log.warning("link_connect_failed", host=self.options.host, port=self.options.port,
                           reason=failure.getErrorMessage() or failure.type.__name__)
@@ -385,10 +389,10 @@ class Link:
 
     def _retry(self) -> None:
         self._cancel_timers()
-        self._set_state(LinkState.DOWN)
         delay = self._backoff.next_delay()
         self._log.info("link_reconnect_scheduled", delay=round(delay, 3))
         self._timer = self._clock.callLater(delay, self._reconnect)
+        self._set_state(LinkState.DOWN)
 
     def _reconnect(self) -> None:
         self._timer = None
@@ -413,7 +417,9 @@ class Link:
     # -- protocol callbacks -----------------------------------------------------------
 
     def connection_started(self, protocol: LinkProtocol) -> None:
-        """TCP is up (the TLS handshake may still be running)."""
+        """TCP is up (the TLS handshake may still be running): from now on the
+        connection, not the attempt, is what `stop` and timeouts close."""
+        self._attempt = None
         self._protocol = protocol
         self._connected = False
 
@@ -427,7 +433,7 @@ class Link:
         self._timer = None
         self._last_inbound = self._clock.seconds()
         self._log.info("link_connected", peer=str(protocol.transport.getPeer()), **_tls_details(protocol))
-        if self._state is LinkState.STOPPED:
+        if not self._running:
             self._close(protocol)
         elif self.options.sign_on:
             self._sign_on(protocol)
@@ -448,18 +454,20 @@ class Link:
             self._log.error("link_tls_failed", host=self.options.host, port=self.options.port,
                             server_name=(self.options.tls and self.options.tls.server_name) or self.options.host,
                             reason=why)
-        elif self._state is LinkState.STOPPED:
+        elif not self._running:
             self._log.info("link_disconnected", reason=why)
         else:
             self._log.warning("link_disconnected", reason=why)
-        self._owner.link_lost(self, why)
-        if self._state is LinkState.STOPPED:
+        if not self._running:
+            self._owner.link_lost(self, why)
             closed, self._closed = self._closed, []
             self._log.info("link_stopped")
             for d in closed:
                 d.callback(None)
             return
+        # Out of the rotation first, so callers failed by link_lost can retry elsewhere.
         self._retry()
+        self._owner.link_lost(self, why)
 
     def frame_received(self, protocol: LinkProtocol, frame: Frame) -> None:
         if protocol is not self._protocol:
@@ -550,6 +558,8 @@ class Link:
 
     def _sign_on(self, protocol: LinkProtocol) -> None:
         self._set_state(LinkState.SIGNING_ON)
+        if not self._running or protocol is not self._protocol:
+            return
         self._log.info("link_sign_on_sent")
         answer = self._owner.exchange(self, self._network("sign_on", self.options.sign_on_code), self.options.echo_timeout)
         answer.addCallbacks(self._signed_on, self._sign_on_failed, callbackArgs=(protocol,), errbackArgs=(protocol,))
@@ -574,8 +584,8 @@ class Link:
     def _become_ready(self) -> None:
         self._backoff.reset()
         self._echo_failures = 0
-        self._set_state(LinkState.READY)
         self._schedule_echo(self.options.echo_interval)
+        self._set_state(LinkState.READY)
 
     def _schedule_echo(self, delay: float) -> None:
         if self.options.echo_interval > 0:
