@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 
 from switch.client import (
@@ -183,3 +185,51 @@ def test_connect_descriptions():
             parse_connect(wrong)
     with pytest.raises(ValueError):
         BlockingClient("127.0.0.1")
+
+
+class ScriptedSwitch(Protocol):
+    """Answers every request after first pushing a line that is no answer of the client's."""
+
+    def dataReceived(self, data: bytes) -> None:
+        for line in data.splitlines():
+            request = json.loads(line)
+            self.transport.write(b'{"event":"reserved-for-later","txn_id":"T1"}\n{"id":999,"ok":true}\n')
+            self.transport.write(json.dumps({"id": request["id"], "ok": True, "pong": True}).encode() + b"\n")
+
+
+@inline
+def test_clients_ignore_lines_that_answer_nothing_they_sent():
+    port = reactor.listenTCP(0, Factory.forProtocol(ScriptedSwitch), interface="127.0.0.1")
+    number = port.getHost().port
+    try:
+        pong = yield blocking(lambda: BlockingClient("127.0.0.1", number, timeout=5).ping())
+        assert pong == {"pong": True}
+        client = yield KSwitchClient.connect(reactor, f"tcp:127.0.0.1:{number}")
+        pong = yield client.ping()
+        assert pong == {"pong": True}
+        yield client.close()
+    finally:
+        yield port.stopListening()
+
+
+class TooLargeSwitch(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        error = {"code": "too_large", "field": None, "message": "a line may hold at most 10 bytes"}
+        self.transport.write(json.dumps({"id": None, "ok": False, "error": error}).encode() + b"\n")
+        self.transport.loseConnection()
+
+
+@inline
+def test_clients_report_connection_errors_with_the_switch_code():
+    port = reactor.listenTCP(0, Factory.forProtocol(TooLargeSwitch), interface="127.0.0.1")
+    number = port.getHost().port
+    try:
+        with pytest.raises(KSwitchError) as blocking_error:
+            yield blocking(lambda: BlockingClient("127.0.0.1", number, timeout=5).ping())
+        assert blocking_error.value.code == "too_large"
+        client = yield KSwitchClient.connect(reactor, f"tcp:127.0.0.1:{number}")
+        with pytest.raises(KSwitchError) as twisted_error:
+            yield client.ping()
+        assert twisted_error.value.code == "too_large"
+    finally:
+        yield port.stopListening()
