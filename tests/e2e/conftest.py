@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+import pytest_twisted
+
+from tests.e2e.harness import start_env, stop_env
+
+
+@pytest_twisted.async_yield_fixture
+async def env(tmp_path):
+    e = await start_env(tmp_path)
+    yield e
+    await stop_env(e)
