@@ -18,13 +18,10 @@ from pathlib import Path
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from OpenSSL.crypto import FILETYPE_PEM
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import (
     Certificate,
     CertificateOptions,
-    KeyPair,
-    PrivateCertificate,
     TLSVersion,
     optionsForClientTLS,
     trustRootFromCertificates,
@@ -92,48 +89,36 @@ def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _identity(cert_path: Path, key_path: Path) -> tuple[PrivateCertificate, list[x509.Certificate]]:
-    """Our certificate with its key, and any intermediates that followed it in the file."""
+def _identity(cert_path: Path, key_path: Path) -> dict[str, object]:
+    """Our certificate, its key and any intermediates that followed it in the file, as
+    `CertificateOptions` keyword arguments."""
     leaf, *chain = _certificates(cert_path, "certificate")
-    key_pem = _read(key_path, "private key")
     try:
-        key = serialization.load_pem_private_key(key_pem, None)
+        key = serialization.load_pem_private_key(_read(key_path, "private key"), None)
     except (ValueError, TypeError) as e:
         raise TlsConfigError(f"{key_path}: not an unencrypted PEM private key: {e}") from None
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(*spki) != leaf.public_key().public_bytes(*spki):
         raise TlsConfigError(f"{key_path}: this key does not belong to the certificate in {cert_path}")
-    identity = PrivateCertificate.fromCertificateAndKeyPair(
-        Certificate.loadPEM(_pem(leaf)), KeyPair.load(key_pem, FILETYPE_PEM)
-    )
-    return identity, chain
+    return {"certificate": leaf, "privateKey": key, "extraCertChain": chain}
 
 
 def client_connection_creator(options: TlsClientOptions, host: str) -> IOpenSSLClientConnectionCreator:
     """TLS settings for one link: verify the bank as ``server_name`` (or ``host``)."""
     extra: dict[str, object] = {"raiseMinimumTo": MINIMUM_TLS}
-    identity = None
     if options.cert is not None and options.key is not None:
-        identity, chain = _identity(options.cert, options.key)
-        if chain:
-            extra["extraCertChain"] = [Certificate.loadPEM(_pem(c)).original for c in chain]
+        extra.update(_identity(options.cert, options.key))
     trusted = [Certificate.loadPEM(_pem(c)) for c in _certificates(options.ca, "CA bundle")]
     return optionsForClientTLS(
-        options.server_name or host,
-        trustRoot=trustRootFromCertificates(trusted),
-        clientCertificate=identity,
-        extraCertificateOptions=extra,
+        options.server_name or host, trustRoot=trustRootFromCertificates(trusted), extraCertificateOptions=extra
     )
 
 
 def server_tls_options(cert: Path, key: Path, ca: Path, require_client_cert: bool = True) -> CertificateOptions:
     """Server side (bank simulator, inbound listeners): TLS 1.2+, client certificates
     verified against ``ca`` and required unless ``require_client_cert`` is False."""
-    identity, chain = _identity(cert, key)
     return CertificateOptions(
-        privateKey=identity.privateKey.original,
-        certificate=identity.original,
-        extraCertChain=[Certificate.loadPEM(_pem(c)).original for c in chain],
+        **_identity(cert, key),  # type: ignore[arg-type]
         verify=True,
         caCerts=[Certificate.loadPEM(_pem(c)).original for c in _certificates(ca, "CA bundle")],
         requireCertificate=require_client_cert,
