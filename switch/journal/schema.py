@@ -37,6 +37,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 order_id TEXT,
                 connector TEXT NOT NULL,
                 status TEXT NOT NULL,
+                previous_status TEXT,
                 version INTEGER NOT NULL,
                 amount BIGINT NOT NULL CHECK (amount >= 0),
                 currency TEXT NOT NULL,

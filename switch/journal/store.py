@@ -103,31 +103,41 @@ def transition(
     forget_card: bool,
     now: int,
 ) -> Transaction:
-    """Compare-and-set the status (and the given columns), and record the transition."""
-    current = get_transaction(db, txn_id)
-    if current is None:
-        raise TransactionNotFound(txn_id)
-    if current.status not in expected_from:
-        raise TransitionRefused(txn_id, current.status, expected_from, to)
-    if expected_version is not None and current.version != expected_version:
-        raise VersionConflict(txn_id, expected_version, current.version)
-    assignments = ["status = :to", "version = version + 1", "updated_at = :now"]
+    """Compare-and-set the status (and the given columns) in one UPDATE, and record the transition.
+
+    ``previous_status = status`` lets the UPDATE's RETURNING tell which expected
+    state the row was in, on both backends. Only a refused transition pays for a
+    second query, to say why.
+    """
+    statuses, status_params = in_list("expected", sorted(expected_from))
+    assignments = ["previous_status = status", "status = :to", "version = version + 1", "updated_at = :now"]
     assignments += [f"{column} = :{column}" for column in changes]
     if forget_card:
         assignments += ["pan_key_id = NULL", "pan_ciphertext = NULL"]
+    version_check = " AND version = :expected_version" if expected_version is not None else ""
     updated = db.one(
         f"UPDATE transactions SET {', '.join(assignments)} "
-        "WHERE txn_id = :txn_id AND version = :seen_version RETURNING *",
-        {**changes, "to": to, "now": now, "txn_id": txn_id, "seen_version": current.version},
+        f"WHERE txn_id = :txn_id AND status IN {statuses}{version_check} RETURNING *",
+        {**changes, **status_params, "to": to, "now": now, "txn_id": txn_id, "expected_version": expected_version},
     )
     if updated is None:
-        latest = get_transaction(db, txn_id)
-        raise VersionConflict(txn_id, current.version, latest.version if latest else -1)
+        raise _refusal(db, txn_id, expected_from, to, expected_version)
     recorded = {column: _audit_value(column, value) for column, value in changes.items()}
-    if forget_card and current.card is not None:
+    if forget_card:
         recorded["card"] = "forgotten"
-    _record_transition(db, txn_id, current.status, to, now, changes.get("reason"), recorded)
+    _record_transition(db, txn_id, updated["previous_status"], to, now, changes.get("reason"), recorded)
     return transaction_from_row(updated)
+
+
+def _refusal(
+    db: Db, txn_id: str, expected_from: Collection[str], to: str, expected_version: int | None
+) -> Exception:
+    current = get_transaction(db, txn_id)
+    if current is None:
+        return TransactionNotFound(txn_id)
+    if current.status not in expected_from:
+        return TransitionRefused(txn_id, current.status, expected_from, to)
+    return VersionConflict(txn_id, expected_version if expected_version is not None else -1, current.version)
 
 
 def _record_transition(
