@@ -168,7 +168,11 @@ class _Pending:
 
 
 class Mux:
-    """Pending-request table, STAN allocation and timeouts for one connector."""
+    """Pending-request table, STAN allocation and timeouts for one connector.
+
+    ``stans`` is the connector's `StanAllocator`: ``stan in mux.stans`` tells whether a
+    STAN is still pending, reserved or inside the late-response window.
+    """
 
     def __init__(
         self,
@@ -189,7 +193,7 @@ class Mux:
         self._dialect = dialect
         self._pool = pool
         self._clock = clock
-        self._stans = stans
+        self.stans = stans
         self._keys = match_keys or MatchKeys()
         self._timeout = request_timeout
         self._max_in_flight = max_in_flight
@@ -245,14 +249,14 @@ class Mux:
     def reserve_stan(self) -> str:
         """A STAN for a request the caller must journal before it is sent: put it in
         field 11 of the message given to `request`, or give it back with `release_stan`."""
-        stan = self._stans.allocate()
+        stan = self.stans.allocate()
         self._reserved.add(stan)
         return stan
 
     def release_stan(self, stan: str) -> None:
         if stan in self._reserved:
             self._reserved.discard(stan)
-            self._stans.release(stan)
+            self.stans.release(stan)
 
     def drain(self) -> Deferred[None]:
         """Refuse new requests; fire when every written request has its outcome."""
@@ -280,7 +284,7 @@ class Mux:
         if pending is not None:
             if pending.timer is not None and pending.timer.active():
                 pending.timer.cancel()
-            self._stans.release(pending.stan)
+            self.stans.release(pending.stan)
             if pending.routed:
                 self._latency.observe(self._clock.seconds() - pending.started)
             self._finished(pending, "answered")
@@ -323,7 +327,7 @@ class Mux:
             stan = reserved
         else:
             reserved = None
-            stan = self._stans.allocate()
+            stan = self.stans.allocate()
         outbound = {**message, "11": stan}
         key = self._keys.key(outbound)
         failure: Exception | None = None
@@ -342,7 +346,7 @@ class Mux:
                 del self._pending[key]
         if failure is not None:
             if reserved is None:
-                self._stans.release(stan)
+                self.stans.release(stan)
             else:
                 self._reserved.add(stan)
             if routed:
@@ -400,4 +404,4 @@ class Mux:
             _, pending = order.popleft()
             if self._given_up.get(pending.key) is pending:
                 del self._given_up[pending.key]
-            self._stans.release(pending.stan)
+            self.stans.release(pending.stan)
