@@ -142,7 +142,7 @@ class Issuer:
         if kind is None:
             return self._reply(request, codes.INVALID_TRANSACTION)
         missing = [n for n in _REQUIRED[kind] if n not in request]
-        if missing:
+        if missing or not request.get("4", "0").isdigit():
             return self._reply(request, codes.FORMAT_ERROR)
         if decline_all is not None and kind in ("authorization", "financial"):
             return self._reply(request, decline_all)
