@@ -262,6 +262,11 @@ class Link:
         self._metrics = metrics
         self._labels = (channel.connector, self.name)
         self._up = metrics.up.labels(*self._labels)
+        # Created now so that every series exists (at 0) before the first incident.
+        self._reconnects = metrics.reconnects.labels(*self._labels)
+        self._tls_failures = metrics.tls_failures.labels(*self._labels)
+        self._echo_failure_count = metrics.echo_failures.labels(*self._labels)
+        self._bad_frames = metrics.bad_frames.labels(*self._labels)
         self._state_gauges = {s: metrics.state.labels(*self._labels, s.value) for s in LinkState}
         self._message_counters: dict[tuple[str, str], Counter] = {}
         self._publish_state()
@@ -396,7 +401,7 @@ class Link:
 
     def _reconnect(self) -> None:
         self._timer = None
-        self._metrics.reconnects.labels(*self._labels).inc()
+        self._reconnects.inc()
         self._connect()
 
     def _cancel_timers(self) -> None:
@@ -450,7 +455,7 @@ class Link:
         why = self._drop_reason or reason.getErrorMessage() or reason.type.__name__
         self._drop_reason = None
         if reason.check(SSL.Error) or (self.tls and not was_connected):
-            self._metrics.tls_failures.labels(*self._labels).inc()
+            self._tls_failures.inc()
             self._log.error("link_tls_failed", host=self.options.host, port=self.options.port,
                             server_name=(self.options.tls and self.options.tls.server_name) or self.options.host,
                             reason=why)
@@ -481,7 +486,7 @@ class Link:
             if not (len(mti) == 4 and mti.isdigit()):
                 raise MessageError(f"MTI is not four digits ({len(mti)} characters)", "t")
         except MessageError as e:
-            self._metrics.bad_frames.labels(*self._labels).inc()
+            self._bad_frames.inc()
             self._log.error("iso_bad_frame", field=e.field, offset=e.offset, reason=e.reason, length=len(frame.payload))
             return
         self._count("in", mti)
@@ -627,7 +632,7 @@ class Link:
 
     def _echo_missed(self, protocol: LinkProtocol, reason: str) -> None:
         self._echo_failures += 1
-        self._metrics.echo_failures.labels(*self._labels).inc()
+        self._echo_failure_count.inc()
         self._log.warning("link_echo_failed", failures=self._echo_failures, limit=self.options.echo_max_failures, reason=reason)
         if self._echo_failures >= self.options.echo_max_failures:
             self._drop(protocol, f"{self._echo_failures} consecutive echo tests failed")
