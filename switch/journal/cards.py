@@ -42,7 +42,7 @@ def card_from_row(row: Row, context: str) -> EncryptedCard | None:
     return EncryptedCard(key_id=row["pan_key_id"], ciphertext=bytes(row["pan_ciphertext"]), context=context)
 
 
-def stale_cards(db: Db, spec: CardTable, current_key_id: str, limit: int) -> list[tuple[object, EncryptedCard]]:
+def stale_cards(db: Db, *, spec: CardTable, current_key_id: str, limit: int) -> list[tuple[object, EncryptedCard]]:
     """Rows whose card is sealed under a key other than the current one."""
     rows = db.all(
         f"SELECT {spec.id_column} AS row_id, txn_id, pan_key_id, pan_ciphertext FROM {spec.table} "
@@ -73,6 +73,10 @@ def reseal(db: Db, spec: CardTable, row_id: object, old: EncryptedCard, new: Enc
         )
         == 1
     )
+
+
+def reseal_many(db: Db, *, spec: CardTable, items: list[tuple[object, EncryptedCard, EncryptedCard]]) -> int:
+    return sum(reseal(db, spec, row_id, old, new) for row_id, old, new in items)
 
 
 def key_usage(db: Db) -> Mapping[str, int]:

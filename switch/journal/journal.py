@@ -128,10 +128,12 @@ class Journal:
     def metrics(self) -> JournalMetrics:
         return self._metrics
 
-    @defer.inlineCallbacks
-    def start(self) -> Any:
+    def start(self) -> defer.Deferred[Journal]:
         """Open the database, migrate it, and start the writer and readers; fires with the journal."""
-        result = yield self._writer.start(schema.migrate)
+        return defer.ensureDeferred(self._start())
+
+    async def _start(self) -> Journal:
+        result = await self._writer.start(schema.migrate)
         self._readers.start()
         self._shutdown_trigger = self._reactor.addSystemEventTrigger("before", "shutdown", self.close)
         log.info(
@@ -142,14 +144,12 @@ class Journal:
         )
         return self
 
-    @defer.inlineCallbacks
-    def close(self) -> Any:
+    def close(self) -> defer.Deferred[None]:
         """Commit queued writes, then stop the threads and close every connection."""
         if self._shutdown_trigger is not None:
             self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
             self._shutdown_trigger = None
-        yield self._writer.stop()
-        self._readers.stop()
+        return self._writer.stop().addCallback(lambda _: self._readers.stop())
 
     # Transactions
 
@@ -192,9 +192,8 @@ class Journal:
         are written in one database transaction. ``forget_card`` deletes the stored
         PAN ciphertext once no later message will need it.
         """
-        if isinstance(expected_from, str):
-            expected_from = (expected_from,)
-        expected = frozenset(require_enum(Status, status, "expected_from") for status in expected_from)
+        statuses = (expected_from,) if isinstance(expected_from, str) else expected_from
+        expected = frozenset(require_enum(Status, status, "expected_from") for status in statuses)
         if not expected:
             raise InvalidRecord("expected_from must name at least one status")
         target = require_enum(Status, to, "to")
@@ -384,12 +383,14 @@ class Journal:
         """Depth, oldest item and dead letters per connector with anything queued or dead."""
         return self._readers.read(saf_queue.stats)
 
-    @defer.inlineCallbacks
-    def refresh_saf_metrics(self) -> Any:
+    def refresh_saf_metrics(self) -> defer.Deferred[list[SafStats]]:
         """Read `saf_stats` and publish it as the kswitch_saf_* gauges; call it periodically."""
-        stats = yield self.saf_stats()
-        self._metrics.set_saf(stats, utc_from_seconds(self._clock()))
-        return stats
+
+        def publish(stats: list[SafStats]) -> list[SafStats]:
+            self._metrics.set_saf(stats, utc_from_seconds(self._clock()))
+            return stats
+
+        return self.saf_stats().addCallback(publish)
 
     # Events
 
@@ -444,25 +445,23 @@ class Journal:
         """Stored PAN ciphertexts per key id: a retired key can leave the ring once it reads 0."""
         return self._readers.read(cards.key_usage)
 
-    @defer.inlineCallbacks
-    def rewrap_cards(self, batch: int = 500) -> Any:
-        """Re-encrypt every stored PAN under the current key, a batch at a time; fires with the count."""
-        total = 0
+    def rewrap_cards(self, batch: int = 500) -> defer.Deferred[int]:
+        """Re-encrypt every stored PAN under the current key, a batch at a time; fires with the count.
+
+        Run it after adding a new current key; once `key_usage` shows an old key at 0
+        that key can leave the ring.
+        """
+        return defer.ensureDeferred(self._rewrap_cards(batch))
+
+    async def _rewrap_cards(self, batch: int) -> int:
         current = self._vault.current_key_id
+        total = 0
         for spec in cards.CARD_TABLES:
-            while True:
-                stale = yield self._readers.read(lambda db, spec=spec: cards.stale_cards(db, spec, current, batch))
-                if not stale:
-                    break
-                resealed = [
-                    (row_id, old, self._vault.seal(self._vault.open(old), old.context)) for row_id, old in stale
-                ]
-                done = yield self._writer.submit(
-                    lambda db, spec=spec, resealed=resealed: sum(
-                        cards.reseal(db, spec, row_id, old, new) for row_id, old, new in resealed
-                    )
-                )
-                total += done
+            while stale := await self._readers.read(
+                functools.partial(cards.stale_cards, spec=spec, current_key_id=current, limit=batch)
+            ):
+                items = [(row_id, old, self._vault.seal(self._vault.open(old), old.context)) for row_id, old in stale]
+                total += await self._writer.submit(functools.partial(cards.reseal_many, spec=spec, items=items))
         log.info("journal_cards_rewrapped", count=total, key_id=current)
         return total
 
@@ -571,5 +570,4 @@ def open_journal(
     except JournalError:
         return defer.fail()
     journal = Journal(reactor, backend, vault, config=config, metrics=JournalMetrics.on(registry), clock=clock)
-    started: defer.Deferred[Journal] = journal.start()
-    return started
+    return journal.start()
