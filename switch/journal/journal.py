@@ -74,13 +74,13 @@ class Backend(Protocol):
 
 
 def _deferred(method: Callable[P, defer.Deferred[T]]) -> Callable[P, defer.Deferred[T]]:
-    """A journal error raised while validating input becomes a failed Deferred, like any other failure."""
+    """An error raised while validating input becomes a failed Deferred, like any other failure."""
 
     @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> defer.Deferred[T]:
         try:
             return method(*args, **kwargs)
-        except JournalError:
+        except Exception:
             return defer.fail()
 
     return wrapper
@@ -339,9 +339,10 @@ class Journal:
         text = require_text("error", error, 500) if error is not None else None
         code = require_response_code(response_code) if response_code is not None else None
         now = self._now()
-        return self._writer.submit(
+        recorded = self._writer.submit(
             lambda db: saf_queue.record_attempt(db, saf_id, now=now, next_due=due, response_code=code, error=text)
         )
+        return recorded.addCallback(_log_dead_letter)
 
     @_deferred
     def saf_complete(self, saf_id: int, *, response_code: str) -> defer.Deferred[SafItem]:
@@ -428,7 +429,7 @@ class Journal:
     def acknowledge_events(self, client_id: str, event_ids: Iterable[int]) -> defer.Deferred[int]:
         """Record that the client has the events; fires with how many were newly acknowledged."""
         require_id("client_id", client_id)
-        ids = sorted({int(event_id) for event_id in event_ids})
+        ids = sorted({_event_id(event_id) for event_id in event_ids})
         if not ids:
             return defer.succeed(0)
         now = self._now()
@@ -526,6 +527,20 @@ class Journal:
             events.append(db, merchant_id=txn.merchant_id, txn_id=txn.txn_id, type=event.type, payload=payload, now=now)
 
 
+def _log_dead_letter(item: SafItem) -> SafItem:
+    if item.state is SafState.DEAD:
+        log.warning(
+            "saf_dead_letter",
+            saf_id=item.saf_id,
+            connector=item.connector,
+            txn_id=item.txn_id,
+            kind=item.kind.value,
+            attempts=item.attempts,
+            last_response_code=item.last_response_code,
+        )
+    return item
+
+
 def _payload(event: EventDraft | None) -> str | None:
     return dump_fields("payload", event.payload) if event is not None else None
 
@@ -536,10 +551,18 @@ def _field(fields: Mapping[Any, Any], number: str) -> str | None:
 
 
 def _merchants(merchant_ids: Sequence[str]) -> list[str]:
+    if isinstance(merchant_ids, str):
+        raise InvalidRecord("merchant_ids must be a list of merchant ids, not one string")
     merchants = sorted({require_id("merchant_id", merchant) for merchant in merchant_ids})
     if not merchants:
         raise InvalidRecord("give at least one merchant id")
     return merchants
+
+
+def _event_id(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidRecord(f"event ids are positive ints, got {type(value).__name__}")
+    return value
 
 
 def _us(delta: timedelta) -> int:

@@ -39,7 +39,10 @@ class SQLiteBackend:
         return f"sqlite:{self.path}"
 
     def open_writer(self) -> Db:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalUnavailable(f"cannot create the journal directory {self.path.parent}: {exc}") from None
         db = self._connect()
         mode = db.one("PRAGMA journal_mode=WAL")
         if mode is None or str(mode["journal_mode"]).lower() != "wal":

@@ -1,4 +1,4 @@
-"""Configuration defaults and validation, transaction ids, and the PostgreSQL fixture's skip/fail rule."""
+"""Configuration defaults and validation, opening failures, transaction ids, and the PostgreSQL skip/fail rule."""
 
 from __future__ import annotations
 
@@ -6,8 +6,20 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import pytest_twisted
+from prometheus_client import CollectorRegistry
+from twisted.internet import reactor
 
-from switch.journal import JournalConfig, SecretSource, new_txn_id
+from switch.journal import (
+    IN_FLIGHT_STATUSES,
+    JournalConfig,
+    JournalUnavailable,
+    KeyConfigError,
+    SecretSource,
+    new_txn_id,
+    open_journal,
+)
+from switch.journal.schema import MIGRATIONS
 from tests.journal import conftest
 
 
@@ -51,3 +63,29 @@ def test_unreachable_postgres_skips_or_fails(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("KSWITCH_REQUIRE_POSTGRES", "1")
     with pytest.raises(pytest.fail.Exception, match="KSWITCH_REQUIRE_POSTGRES=1"):
         conftest.require_postgres()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unreachable_database_fails_the_open_clearly(tmp_path: Path, key_files: conftest.KeyFiles) -> None:
+    keys = {"pan_keys": SecretSource(file=key_files.ring), "pan_hash_secret": SecretSource(file=key_files.hash_secret)}
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    for config, message in [
+        (JournalConfig(backend="postgresql", pg_dsn="postgresql://postgres@127.0.0.1:1/test", **keys), "cannot connect"),
+        (JournalConfig(sqlite_path=blocker / "journal.sqlite3", **keys), "cannot create the journal directory"),
+    ]:
+        with pytest.raises(JournalUnavailable, match=message):
+            await open_journal(config, reactor, registry=CollectorRegistry())
+
+
+@pytest_twisted.ensureDeferred
+async def test_missing_keys_fail_the_open(tmp_path: Path) -> None:
+    config = JournalConfig(sqlite_path=tmp_path / "j.sqlite3", pan_keys=SecretSource(env="KSWITCH_TEST_ABSENT"))
+    with pytest.raises(KeyConfigError, match="KSWITCH_TEST_ABSENT is not set"):
+        await open_journal(config, reactor, registry=CollectorRegistry())
+    assert not (tmp_path / "j.sqlite3").exists()
+
+
+def test_the_in_flight_index_covers_the_in_flight_statuses() -> None:
+    statuses = ", ".join(f"'{status}'" for status in sorted(IN_FLIGHT_STATUSES))
+    assert any(f"WHERE status IN ({statuses})" in statement for statement in MIGRATIONS[0].statements)

@@ -541,6 +541,7 @@ async def test_events_come_back_in_order_per_merchant_set(journal: Journal) -> N
     assert [e.payload["n"] for e in after] == [4, 6, 7]
     assert [e.payload["n"] for e in await journal.events_after(["m3"], 0, limit=2)] == [2, 5]
     assert isinstance(await failure_of(journal.events_after([])), InvalidRecord)
+    assert isinstance(await failure_of(journal.events_after("m1")), InvalidRecord)
 
 
 @pytest_twisted.ensureDeferred
@@ -557,6 +558,7 @@ async def test_event_acknowledgements_per_client(journal: Journal) -> None:
     assert len(await journal.unacknowledged_events("other-client", ["m1"])) == 2
     unknown = await failure_of(journal.acknowledge_events("hooks", [late.event_id, 10_000]))
     assert isinstance(unknown, UnknownEvent) and unknown.event_ids == [10_000]
+    assert isinstance(await failure_of(journal.acknowledge_events("hooks", ["1"])), InvalidRecord)
     assert [e.event_id for e in await journal.unacknowledged_events("hooks", ["m1"])] == [late.event_id]
 
 
