@@ -691,10 +691,9 @@ async def test_key_rotation_rewrap_and_retirement(config: Any, registry: Any, ke
 # Connection loss
 
 
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 @pytest_twisted.ensureDeferred
-async def test_lost_postgres_connections_are_replaced(journal: Journal, config: Any, backend: str) -> None:
-    if backend != "postgresql":
-        pytest.skip("only a server connection can be cut from outside")
+async def test_lost_postgres_connections_are_replaced(journal: Journal, config: Any) -> None:
     txn = await journal.create_transaction(sale())
     backend_pid = "SELECT pg_backend_pid() AS pid"
     writer_pid = await journal._writer.submit(lambda db: db.one(backend_pid)["pid"])
