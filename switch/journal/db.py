@@ -38,9 +38,6 @@ class Dialect:
         """True when the connection can no longer be used and must be reopened."""
         return False
 
-    def lock_migrations(self, db: Db) -> None:
-        """Serialise concurrent migrations of the same database (called inside the migration transaction)."""
-
 
 class Db:
     def __init__(self, conn: Any, dialect: Dialect) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from twisted.internet import reactor
 
 from switch.journal import (
     JournalConfig,
+    JournalUnavailable,
     SafDraft,
     SafKind,
     SchemaError,
@@ -26,11 +28,19 @@ from switch.journal.schema import MIGRATIONS, Migration, MigrationResult, curren
 LATEST = latest_version()
 
 
+@contextmanager
+def writer_connection(config: JournalConfig) -> Iterator[Db]:
+    opened = backend_for(config).open_writer()
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
 @pytest.fixture
 def db(config: JournalConfig) -> Iterator[Db]:
-    opened = backend_for(config).open_writer()
-    yield opened
-    opened.close()
+    with writer_connection(config) as opened:
+        yield opened
 
 
 def versions(db: Db) -> list[int]:
@@ -44,16 +54,17 @@ def test_fresh_database_gets_every_step(db: Db) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_older_database_is_upgraded_and_keeps_its_data(db: Db, config: JournalConfig, registry: Any) -> None:
-    migrate(db, MIGRATIONS[:1])
-    db.begin()
-    db.execute(
-        "INSERT INTO transactions (txn_id, kind, merchant_id, connector, status, version, amount, currency, "
-        "amount_authorized, amount_captured, amount_refunded, created_at, updated_at) "
-        "VALUES ('old-1', 'sale', 'm1', 'bank_a', 'pending', 1, 500, 'EUR', 0, 0, 0, 1, 1)"
-    )
-    db.commit()
-    assert current_version(db) == 1
+async def test_older_database_is_upgraded_and_keeps_its_data(config: JournalConfig, registry: Any) -> None:
+    with writer_connection(config) as db:
+        migrate(db, MIGRATIONS[:1])
+        db.begin()
+        db.execute(
+            "INSERT INTO transactions (txn_id, kind, merchant_id, connector, status, version, amount, currency, "
+            "amount_authorized, amount_captured, amount_refunded, created_at, updated_at) "
+            "VALUES ('old-1', 'sale', 'm1', 'bank_a', 'pending', 1, 500, 'EUR', 0, 0, 0, 1, 1)"
+        )
+        db.commit()
+        assert current_version(db) == 1
 
     journal = await open_journal(config, reactor, registry=registry)
     try:
@@ -63,13 +74,15 @@ async def test_older_database_is_upgraded_and_keeps_its_data(db: Db, config: Jou
         assert item.txn_id == "old-1"
     finally:
         await journal.close()
-    assert versions(db) == list(range(1, LATEST + 1))
+    with writer_connection(config) as db:
+        assert versions(db) == list(range(1, LATEST + 1))
 
 
 @pytest_twisted.ensureDeferred
-async def test_newer_database_is_refused(db: Db, config: JournalConfig, registry: Any) -> None:
-    migrate(db)
-    db.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (99, 'from the future', 0)")
+async def test_newer_database_is_refused(config: JournalConfig, registry: Any) -> None:
+    with writer_connection(config) as db:
+        migrate(db)
+        db.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (99, 'from the future', 0)")
     try:
         await open_journal(config, reactor, registry=registry)
     except SchemaTooNew as refused:
@@ -77,7 +90,8 @@ async def test_newer_database_is_refused(db: Db, config: JournalConfig, registry
         assert f"schema version 99, this kswitch supports up to {LATEST}" in str(refused)
     else:
         raise AssertionError("a database from a newer kswitch was opened")
-    assert versions(db)[-1] == 99
+    with writer_connection(config) as db:
+        assert versions(db)[-1] == 99
 
 
 def test_a_failing_step_changes_nothing(db: Db) -> None:
@@ -90,3 +104,14 @@ def test_a_failing_step_changes_nothing(db: Db) -> None:
 def test_steps_must_be_numbered_without_gaps(db: Db) -> None:
     with pytest.raises(SchemaError, match="without gaps"):
         migrate(db, (MIGRATIONS[0], Migration(3, "skips two", ())))
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_a_second_postgres_writer_is_refused(db: Db, config: JournalConfig, registry: Any) -> None:
+    try:
+        await open_journal(config, reactor, registry=registry)
+    except JournalUnavailable as refused:
+        assert "another journal writer" in str(refused)
+    else:
+        raise AssertionError("two writers were allowed on one schema")
