@@ -15,11 +15,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, TypedDict, TypeVar
 
 from switch.cardcheck import mask_pan, valid_expiry, valid_pan
+from switch.currency import by_alpha
 from switch.journal.errors import InvalidRecord
 from switch.journal.panscan import safe_repr
 
-_CURRENCY = re.compile(r"[A-Z]{3}")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+_REFERENCE = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,254}")
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 _MTI = re.compile(r"\d{4}")
 _TEXT_CHANGES = {
@@ -112,14 +113,21 @@ def require_amount(name: str, value: object) -> int:
 
 
 def require_currency(value: object) -> str:
-    if not isinstance(value, str) or not _CURRENCY.fullmatch(value):
-        raise InvalidRecord(f"currency must be an ISO 4217 alphabetic code such as 'EUR', got {safe_repr(value)}")
+    if not isinstance(value, str) or by_alpha(value) is None:
+        raise InvalidRecord(f"currency must be a current ISO 4217 alphabetic code such as 'EUR', got {safe_repr(value)}")
     return value
 
 
 def require_id(name: str, value: object) -> str:
     if not isinstance(value, str) or not _ID.fullmatch(value):
         raise InvalidRecord(f"{name} must be 1-64 characters of letters, digits and _.:- , got {safe_repr(value)}")
+    return value
+
+
+def require_reference(name: str, value: object) -> str:
+    """Merchant-chosen references (order id, idempotency key): printable ASCII, up to 255 characters."""
+    if not isinstance(value, str) or not _REFERENCE.fullmatch(value):
+        raise InvalidRecord(f"{name} must be 1-255 printable ASCII characters, got {safe_repr(value)}")
     return value
 
 
@@ -304,10 +312,12 @@ class NewTransaction:
         require_id("connector", self.connector)
         require_amount("amount", self.amount)
         require_currency(self.currency)
-        for name in ("txn_id", "parent_txn_id", "store_id", "order_id", "idempotency_key"):
-            value = getattr(self, name)
-            if value is not None:
-                require_id(name, value)
+        for name in ("txn_id", "parent_txn_id", "store_id"):
+            if getattr(self, name) is not None:
+                require_id(name, getattr(self, name))
+        for name in ("order_id", "idempotency_key"):
+            if getattr(self, name) is not None:
+                require_reference(name, getattr(self, name))
         if (self.idempotency_key is None) != (self.request_hash is None):
             raise InvalidRecord("idempotency_key and request_hash go together: give both or neither")
         if self.request_hash is not None and not isinstance(self.request_hash, bytes):

@@ -106,9 +106,26 @@ async def test_txn_ids_are_unique_and_parents_must_exist(journal: Journal) -> No
     assert isinstance(await failure_of(journal.get_transaction("nope")), TransactionNotFound)
 
 
+@pytest_twisted.ensureDeferred
+async def test_merchant_references_may_be_free_form(journal: Journal) -> None:
+    txn = await journal.create_transaction(sale(order_id="ORD/2026 #17", idempotency_key="a b/c=d", request_hash=b"h"))
+    assert [t.txn_id for t in await journal.find_by_order("m1", "ORD/2026 #17")] == [txn.txn_id]
+    assert await journal.find_by_idempotency_key("m1", "a b/c=d") == txn
+
+
 @pytest.mark.parametrize(
     "overrides",
-    [{"amount": 12.5}, {"amount": -1}, {"amount": 10**12}, {"currency": "eur"}, {"currency": "978"}, {"kind": "loan"}],
+    [
+        {"amount": 12.5},
+        {"amount": -1},
+        {"amount": 10**12},
+        {"currency": "eur"},
+        {"currency": "978"},
+        {"currency": "BGN"},
+        {"kind": "loan"},
+        {"order_id": "line\nbreak"},
+        {"merchant_id": "m 1"},
+    ],
 )
 def test_bad_transactions_refused_before_the_database(overrides: dict[str, Any]) -> None:
     with pytest.raises(InvalidRecord):
