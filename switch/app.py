@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succe
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
 
 from switch.admin import admin_site
 from switch.api.listen import listen
@@ -85,6 +86,7 @@ class Switch:
         self.api_ports: list[IListeningPort] = []
         self.admin_port: IListeningPort | None = None
         self._simulators: list[tuple[Any, _Simulator]] = []
+        self._stopping: Deferred[None] | None = None
 
     # -- start ------------------------------------------------------------------------
 
@@ -109,7 +111,7 @@ class Switch:
                                     RrnAllocator(self.reactor.seconds, node=cfg.node))
         self.saf = StoreAndForward(self.reactor, self.journal, self.banks, self.registry)
         self.service = PaymentService(self.reactor, self.journal, self.banks, cfg.router, cfg.api.merchants,
-                                      self.registry)
+                                      self.saf, self.registry)
         for bank in self.banks.values():
             bank.connector.mux.on_late_response = self._late_response_hook(bank)
         recovered = await recover(self.journal, self.banks, self.saf, self.registry)
@@ -163,20 +165,26 @@ class Switch:
     # -- stop -------------------------------------------------------------------------
 
     def stop(self) -> Deferred[None]:
-        return ensureDeferred(self._stop())
+        """Graceful: stop accepting, answer what is in flight (up to ``shutdown_grace``), then close."""
+        if self._stopping is None:
+            self._stopping = ensureDeferred(self._stop())
+        stopping: Deferred[None] = Deferred()
+        self._stopping.addBoth(lambda r: stopping.callback(None) or r)
+        return stopping
+
+    def _api_in_flight(self) -> int:
+        return sum(len(p._in_flight) for p in self.api_factory.connections) if self.api_factory else 0
 
     async def _stop(self) -> None:
-        log.info("switch_stopping", grace=self.config.shutdown_grace)
-        await DeferredList([succeed(None)] + [p.stopListening() or succeed(None) for p in self.api_ports])
-        drains = [bank.connector.mux.drain() for bank in self.banks.values()]
-        if drains:
-            grace = DeferredList(drains)
-            timer = self.reactor.callLater(self.config.shutdown_grace, grace.cancel)
-            try:
-                await grace
-            finally:
-                if timer.active():
-                    timer.cancel()
+        log.info("switch_stopping", grace=self.config.shutdown_grace, in_flight=self._api_in_flight())
+        await DeferredList([p.stopListening() or succeed(None) for p in self.api_ports])
+        deadline = self.reactor.seconds() + self.config.shutdown_grace
+        while self._api_in_flight() and self.reactor.seconds() < deadline:
+            await deferLater(self.reactor, 0.05, lambda: None)
+        if self._api_in_flight():
+            log.warning("shutdown_grace_expired", in_flight=self._api_in_flight())
+        for protocol in list(self.api_factory.connections if self.api_factory else ()):
+            protocol.transport.loseConnection()
         if self.saf is not None:
             self.saf.stop()
         await DeferredList([bank.connector.stop() for bank in self.banks.values()])
@@ -185,8 +193,7 @@ class Switch:
         if self.journal is not None:
             await self.journal.close()
         for process, proto in self._simulators:
-            if proto.ended.called:
-                continue
-            process.signalProcess("TERM")
-            await proto.ended
+            if not proto.ended.called:
+                process.signalProcess("TERM")
+                await proto.ended
         log.info("switch_stopped")

@@ -42,6 +42,7 @@ from switch.masking import mask_message
 from switch.metrics import MetricBundle
 from switch.mux import LinkLost, MuxBusy, NoLinkAvailable, RequestTimeout
 from switch.router import RouteQuery, Router
+from switch.saf import StoreAndForward
 from switch.translate import Acceptor, financial_request, reversal_template
 from switch.mti import mti_for
 
@@ -131,9 +132,11 @@ class PaymentService:
         banks: Mapping[str, Bank],
         router: Router,
         merchants: Mapping[str, MerchantConfig],
+        saf: StoreAndForward,
         registry: CollectorRegistry,
     ) -> None:
         self.clock = clock
+        self.saf = saf
         self.journal = journal
         self.banks = banks
         self.router = router
@@ -304,7 +307,9 @@ class PaymentService:
             connector=bank.name, kind=SafKind.REVERSAL, mti=mti_for(bank.profile.reversal, bank.profile.version),
             fields=reversal_template(message), card=CardData(pan, expiry), max_attempts=bank.saf.max_attempts,
         )
-        return await self._finish(txn_id, kind, bank, Status.TIMEOUT, reason="issuer_timeout", saf=saf)
+        result = await self._finish(txn_id, kind, bank, Status.TIMEOUT, reason="issuer_timeout", saf=saf)
+        self.saf.kick(bank.name)
+        return result
 
     async def _finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, **changes: Any) -> dict[str, Any]:
         txn = await self.journal.transition(txn_id, expected_from=(Status.PENDING,), to=status, **changes)

@@ -125,7 +125,7 @@ class LineClient(Protocol):
 class Env:
     switch: Switch
     sims: dict[str, BankSim]
-    sim_ports: dict[str, Any]
+    sim_ports: dict[str, int]
     tls: TlsFiles
     registry: CollectorRegistry
     clients: list[LineClient] = field(default_factory=list)
@@ -152,8 +152,7 @@ class Env:
         return proto
 
     async def restart_bank(self, name: str) -> None:
-        port = self.sim_ports[name].getHost().port
-        self.sim_ports[name] = await self.sims[name].listen(port, self.tls)
+        await self.sims[name].listen(self.sim_ports[name], self.tls)
 
 
 def authorize(i: Any = 1, pan: str = "4111111111111111", amount: int = 1250, **extra: Any) -> dict[str, Any]:
@@ -177,12 +176,13 @@ async def start_env(tmp_path: Path, request_timeout: float = 2.0, extra_config: 
         sims[name] = BankSim(reactor, load_dialect(b["dialect"]), framing, load_accounts(), BankSimOptions(name=name))
         ports[name] = await sims[name].listen(0, tls)
     cfg_file = tmp_path / "kswitch.toml"
-    cfg_file.write_text(config_text(state, {n: p.getHost().port for n, p in ports.items()}, request_timeout, extra_config))
+    numbers = {n: p.getHost().port for n, p in ports.items()}
+    cfg_file.write_text(config_text(state, numbers, request_timeout, extra_config))
     registry = CollectorRegistry()
     switch = Switch(load_config(cfg_file), reactor, registry)
     await switch.start()
     await gatherResults([bank.connector.when_ready() for bank in switch.banks.values()])
-    return Env(switch, sims, ports, tls, registry)
+    return Env(switch, sims, numbers, tls, registry)
 
 
 async def stop_env(env: Env) -> None:
@@ -211,3 +211,10 @@ async def eventually(check: Any, timeout: float = 10.0, interval: float = 0.05) 
 
 def run(coro: Any) -> Deferred[Any]:
     return ensureDeferred(coro)
+
+
+async def http_get(port: int, path: str) -> tuple[int, bytes]:
+    from twisted.web.client import Agent, readBody
+
+    response = await Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}{path}".encode())
+    return response.code, await readBody(response)
