@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-STATUSES = ("approved", "declined", "failed", "timeout", "pending")
+STATUSES = (
+    "approved", "declined", "failed", "timeout", "pending",
+    "reversed", "captured", "refunded", "partially_refunded",
+)
 FINAL_STATUSES = frozenset(STATUSES) - {"pending"}
 TRANSACTION_FIELDS = (
     "txn_id",
