@@ -34,6 +34,12 @@ class Dialect:
     def ddl(self, text: str) -> str:
         return text.format_map(self.ddl_tokens)
 
+    def continue_identity(self, db: Db, table: str, column: str) -> None:
+        """After rows were copied in with explicit ids, make new ids continue above them.
+
+        SQLite's AUTOINCREMENT counter already follows the largest id inserted.
+        """
+
     def connection_broken(self, conn: Any) -> bool:
         """True when the connection can no longer be used and must be reopened."""
         return False

@@ -35,6 +35,12 @@ class PostgresDialect(Dialect):
     def sql(self, text: str) -> str:
         return named_to_pyformat(text)
 
+    def continue_identity(self, db: Db, table: str, column: str) -> None:
+        db.execute(
+            f"SELECT setval(pg_get_serial_sequence(:table, :column), (SELECT COALESCE(MAX({column}), 0) + 1 FROM {table}), false)",
+            {"table": table, "column": column},
+        )
+
     def connection_broken(self, conn: psycopg.Connection) -> bool:
         return bool(conn.broken or conn.closed)
 
