@@ -25,6 +25,8 @@ from twisted.internet.task import deferLater
 
 from switch.admin import admin_site
 from switch.api.listen import listen
+from switch.api.lifecycle import register_lifecycle
+from switch.api.ops import default_operations
 from switch.api.protocol import ApiFactory
 from switch.bank import Bank
 from switch.config import SwitchConfig
@@ -111,7 +113,8 @@ class Switch:
                                     RrnAllocator(self.reactor.seconds, node=cfg.node))
         self.saf = StoreAndForward(self.reactor, self.journal, self.banks, self.registry)
         self.service = PaymentService(self.reactor, self.journal, self.banks, cfg.router, cfg.api.merchants,
-                                      self.saf, self.registry)
+                                      self.saf, self.registry,
+                                      {name: b.void_after_capture for name, b in cfg.banks.items()})
         for bank in self.banks.values():
             bank.connector.mux.on_late_response = self._late_response_hook(bank)
         recovered = await recover(self.journal, self.banks, self.saf, self.registry)
@@ -120,7 +123,8 @@ class Switch:
         for bank in self.banks.values():
             bank.connector.start()
         self.saf.start()
-        self.api_factory = ApiFactory(self.service, cfg.api, reactor=self.reactor, registry=self.registry)
+        self.api_factory = ApiFactory(self.service, cfg.api, reactor=self.reactor, registry=self.registry,
+                                      operations=register_lifecycle(default_operations()))
         self.api_ports = list(await listen(self.reactor, cfg.api_listen, self.api_factory))
         self.admin_port = await serverFromString(self.reactor, cfg.admin_listen).listen(
             admin_site(self.registry, self.link_states)

@@ -40,6 +40,7 @@ class BankSettings:
     saf: SafOptions
     plugin: str | None
     dev_tls: bool
+    void_after_capture: bool = False
 
 
 @dataclass(frozen=True)
@@ -320,8 +321,10 @@ def _bank(t: Table, base: Path, state_dir: Path) -> BankSettings:
     )
     saf_t.done()
     plugin = t.str("plugin", None)
+    void_after_capture = t.bool("void_after_capture", False)
     t.done()
-    return BankSettings(options=options, profile=profile, saf=saf, plugin=plugin, dev_tls=dev_tls)
+    return BankSettings(options=options, profile=profile, saf=saf, plugin=plugin, dev_tls=dev_tls,
+                        void_after_capture=void_after_capture)
 
 
 def _link(t: Table, default_name: str, tls: TlsClientOptions | None, defaults: dict[str, Any]) -> LinkOptions:

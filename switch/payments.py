@@ -43,25 +43,12 @@ from switch.metrics import MetricBundle
 from switch.mux import LinkLost, MuxBusy, NoLinkAvailable, RequestTimeout
 from switch.router import RouteQuery, Router
 from switch.saf import StoreAndForward
+from switch.status import API_STATUS, answer
+from switch.lifecycle import Lifecycle, LifecycleRequest
 from switch.translate import Acceptor, financial_request, reversal_template
 from switch.mti import mti_for
 
 log = structlog.get_logger("kswitch.payments")
-
-API_STATUS = {
-    Status.PENDING: "pending",
-    Status.APPROVED: "approved",
-    Status.DECLINED: "declined",
-    Status.FAILED: "failed",
-    Status.TIMEOUT: "timeout",
-    Status.REVERSAL_PENDING: "timeout",
-    Status.REVERSED: "reversed",
-    Status.VOIDED: "reversed",
-    Status.CAPTURED: "captured",
-    Status.REFUNDED: "refunded",
-    Status.PARTIALLY_REFUNDED: "partially_refunded",
-}
-
 
 class PaymentMetrics(MetricBundle):
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -90,30 +77,6 @@ def request_hash(req: AuthorizeRequest, pan_hash: bytes) -> bytes:
     return hashlib.sha256(canonical.encode()).digest()
 
 
-def answer(txn: Transaction) -> dict[str, Any]:
-    """The socket API's view of a journalled transaction."""
-    return {
-        "txn_id": txn.txn_id,
-        "status": API_STATUS[txn.status],
-        "reason": txn.reason or txn.status.value,
-        "response_code": txn.response_code,
-        "auth_code": txn.auth_code,
-        "rrn": txn.rrn,
-        "stan": txn.stan,
-        "connector": txn.connector,
-        "masked_pan": txn.masked_pan,
-        "merchant_id": txn.merchant_id,
-        "store_id": txn.store_id,
-        "order_id": txn.order_id,
-        "amount": txn.amount,
-        "currency": txn.currency,
-        "kind": txn.kind.value,
-        "amount_authorized": txn.amount_authorized,
-        "amount_captured": txn.amount_captured,
-        "amount_refunded": txn.amount_refunded,
-    }
-
-
 @dataclass
 class _InFlight:
     """Callers waiting on the first request with their idempotency key."""
@@ -134,6 +97,7 @@ class PaymentService:
         merchants: Mapping[str, MerchantConfig],
         saf: StoreAndForward,
         registry: CollectorRegistry,
+        void_after_capture: Mapping[str, bool] | None = None,
     ) -> None:
         self.clock = clock
         self.saf = saf
@@ -143,6 +107,7 @@ class PaymentService:
         self.merchants = merchants
         self.metrics = PaymentMetrics.on(registry)
         self._in_flight: dict[tuple[str, str], _InFlight] = {}
+        self.lifecycle = Lifecycle(self, void_after_capture or {})
 
     # -- authorize ------------------------------------------------------------------
 
@@ -329,6 +294,10 @@ class PaymentService:
         if txn is None or txn.merchant_id not in merchant_ids:
             raise ApiError("not_found", f"no transaction {txn_id!r} for your merchants", field="txn_id")
         return answer(txn)
+
+    def lifecycle_op(self, request: LifecycleRequest, merchant_ids: frozenset[str]) -> Deferred[dict[str, Any]]:
+        """capture, void or refund of one of ``merchant_ids``' transactions (see `switch.lifecycle`)."""
+        return ensureDeferred(self.lifecycle.run(request, merchant_ids))
 
     def late_response(self, bank: Bank, message: Message) -> Deferred[None]:
         """An answer after its request gave up: journal it and tell the web tier.

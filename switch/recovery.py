@@ -18,6 +18,7 @@ from switch.journal import Journal
 from switch.journal.models import SafDraft, SafKind, SafState, Status
 from switch.metrics import MetricBundle
 from switch.mti import mti_for
+from switch.lifecycle import journalled_request
 from switch.saf import StoreAndForward
 from switch.translate import reversal_template
 
@@ -55,10 +56,8 @@ async def recover(journal: Journal, banks: Mapping[str, Any], saf: StoreAndForwa
 
 
 async def _reversal_draft(journal: Journal, txn: Any, bank: Any) -> SafDraft:
-    """Rebuild the reversal from the journalled outgoing request (masked) and the sealed card."""
-    messages = await journal.messages(txn.txn_id)
-    request = next(m for m in messages if m.direction.value == "out" and m.mti[2] == "0")
-    template = reversal_template({**request.fields, "t": request.mti})
+    """Rebuild the reversal from the journalled outgoing request and the sealed card."""
+    template = reversal_template(await journalled_request(journal, txn))
     card = journal.reveal_card(txn.card) if txn.card is not None else None
     return SafDraft(
         connector=txn.connector, kind=SafKind.REVERSAL, mti=mti_for(bank.profile.reversal, bank.profile.version),

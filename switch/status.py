@@ -1,0 +1,45 @@
+"""How a journalled transaction looks to the web tier: its status and answer fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from switch.journal.models import Status, Transaction
+
+API_STATUS = {
+    Status.PENDING: "pending",
+    Status.APPROVED: "approved",
+    Status.DECLINED: "declined",
+    Status.FAILED: "failed",
+    Status.TIMEOUT: "timeout",
+    Status.REVERSAL_PENDING: "pending",
+    Status.REVERSED: "reversed",
+    Status.VOIDED: "reversed",
+    Status.CAPTURED: "captured",
+    Status.REFUNDED: "refunded",
+    Status.PARTIALLY_REFUNDED: "partially_refunded",
+}
+
+
+def answer(txn: Transaction) -> dict[str, Any]:
+    """The socket API's view of a journalled transaction."""
+    return {
+        "txn_id": txn.txn_id,
+        "status": API_STATUS[txn.status],
+        "reason": txn.reason or txn.status.value,
+        "response_code": txn.response_code,
+        "auth_code": txn.auth_code,
+        "rrn": txn.rrn,
+        "stan": txn.stan,
+        "connector": txn.connector,
+        "masked_pan": txn.masked_pan,
+        "merchant_id": txn.merchant_id,
+        "store_id": txn.store_id,
+        "order_id": txn.order_id,
+        "amount": txn.amount,
+        "currency": txn.currency,
+        "kind": txn.kind.value,
+        "amount_authorized": txn.amount_authorized,
+        "amount_captured": txn.amount_captured,
+        "amount_refunded": txn.amount_refunded,
+    }
