@@ -15,6 +15,8 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    INVALID_STATE = "invalid_state"
     TOO_LARGE = "too_large"
     BUSY = "busy"
     INTERNAL = "internal"
