@@ -1,0 +1,57 @@
+"""Suite-wide set-up: every structlog line the suite produces is also written to one file,
+and the session fails if any of them holds a full PAN, a CVV or track data."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from switch import logs
+from tests.cardscan import scan
+
+LOG_FILE = Path(os.environ.get("KSWITCH_TEST_LOG", Path(tempfile.gettempdir()) / f"kswitch-test-logs-{os.getpid()}.jsonl"))
+
+
+class _Tee:
+    """Writes to the suite log file and to whatever sys.stdout is now (pytest's capture)."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("w", encoding="utf-8")
+
+    def write(self, text: str) -> int:
+        self.file.write(text)
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        self.file.flush()
+        sys.stdout.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config._kswitch_tee = _Tee(LOG_FILE)  # type: ignore[attr-defined]
+    logs.configure("json", stream=config._kswitch_tee, level="debug")  # type: ignore[attr-defined]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    tee = getattr(session.config, "_kswitch_tee", None)
+    if tee is None:
+        return
+    tee.file.close()
+    with LOG_FILE.open(encoding="utf-8") as f:
+        leaks = list(scan(f))
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if leaks:
+        if reporter is not None:
+            reporter.write_line(f"CARD DATA IN LOGS: {len(leaks)} line(s) of {LOG_FILE} hold card data:", red=True)
+            for number, kinds in leaks[:20]:
+                reporter.write_line(f"  line {number}: {', '.join(kinds)}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif reporter is not None:
+        reporter.write_line(f"card-data scan: no full PAN, CVV or track data in {LOG_FILE}")
