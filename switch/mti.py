@@ -38,8 +38,8 @@ def mti_for(kind: str, version: int) -> str:
 
 
 def response_mti(mti: str) -> str:
-    """0200 -> 0210, 0401 -> 0410, 1804 -> 1814: function digit + 1, origin back to acquirer."""
-    return f"{mti[:2]}{int(mti[2]) + 1}0"
+    """0200 -> 0210, 0401 -> 0410, 1804 -> 1814: function digit + 1, a repeat's origin answered as the original's."""
+    return f"{mti[:2]}{int(mti[2]) + 1}{int(mti[3]) // 2 * 2}"
 
 
 def is_request(mti: str) -> bool:

@@ -287,7 +287,6 @@ def test_network_management_is_approved(dialect, kind):
     assert answer["11"] == "000009"
 
 
-@pytest.mark.xfail(strict=True, reason="switch/mti.py response_mti drops the origin digit: 1804 -> 1810, not 1814")
 def test_1804_is_answered_1814():
     issuer, _ = make_issuer("iso93ascii")
     assert issuer.answer(network(1993))["t"] == "1814"
