@@ -60,15 +60,11 @@ def ensure_dev_keys(keys_dir: Path) -> None:
 
 
 class _Simulator(ProcessProtocol):
-    """A banksim child process; its log lines are passed through to ours."""
+    """A banksim child process. It writes its logs straight to our standard error."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.ended: Deferred[None] = Deferred()
-
-    def errReceived(self, data: bytes) -> None:
-        sys.stderr.buffer.write(data)
-        sys.stderr.flush()
 
     def processEnded(self, reason: Any) -> None:
         log.info("simulator_stopped", simulator=self.name)
@@ -156,7 +152,7 @@ class Switch:
         args += list(extra)
         proto = _Simulator(connector)
         process = self.reactor.spawnProcess(proto, sys.executable, args, env=dict(os.environ),
-                                            childFDs={0: "w", 1: "r", 2: "r"})
+                                            childFDs={0: "w", 1: "r", 2: 2})
         self._simulators.append((process, proto))
         log.info("simulator_started", simulator=connector, listen=f"{link.host}:{link.port}")
 
