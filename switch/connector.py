@@ -41,8 +41,6 @@ __all__ = [
     "MuxError", "NoLinkAvailable", "MuxBusy", "RequestTimeout", "LinkLost",
 ]
 
-log = structlog.get_logger("kswitch.link")
-
 InboundRequestHook = Callable[[Message], "Deferred[Message | None] | Message | None"]
 
 
@@ -120,7 +118,7 @@ class Connector:
         self.options = options
         self.name = options.name
         self.on_inbound_request: InboundRequestHook = on_inbound_request or self._unhandled_request
-        self._log = log.bind(connector=self.name)
+        self._log = structlog.get_logger("kswitch.link", connector=self.name)
         channel = Channel(options.name, options.dialect, options.framing, options.tpdu)
         self.links = tuple(
             Link(link, channel, self, reactor=reactor, clock=clock, rng=rng, registry=registry) for link in options.links

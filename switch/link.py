@@ -15,6 +15,7 @@ clock that tests can drive.
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from enum import Enum
@@ -36,8 +37,6 @@ from switch.masking import mask_message
 from switch.metrics import MetricBundle
 from switch.mti import approved_code, is_network, is_request, network_kind, network_request, network_response
 from switch.tls import TlsClientOptions, client_connection_creator
-
-log = structlog.get_logger("kswitch.link")
 
 # Network-management requests from the bank that the link answers itself.
 _ANSWERED_NETWORK_KINDS = ("echo", "sign_on", "sign_off")
@@ -191,6 +190,9 @@ class LinkProtocol(FramedProtocol):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            no_delay(True)  # a small request must not wait for Nagle's algorithm to fill a packet
         if not self.link.tls:
             self.link.connection_made(self)
 
@@ -245,7 +247,8 @@ class Link:
         )
         self._creator = client_connection_creator(options.tls, options.host) if options.tls else None
         self._version = channel.dialect.version
-        self._log = log.bind(connector=channel.connector, link=self.name)
+        # Lazy: follows a later logs.configure(), unlike a logger bound now.
+        self._log = structlog.get_logger("kswitch.link", connector=channel.connector, link=self.name)
         self._state = LinkState.STOPPED
         self._running = False
         self._observers: list[StateObserver] = []
@@ -490,8 +493,7 @@ class Link:
             self._log.error("iso_bad_frame", field=e.field, offset=e.offset, reason=e.reason, length=len(frame.payload))
             return
         self._count("in", mti)
-        self._log.info("iso_in", mti=mti, stan=message.get("11"), rc=message.get("39"),
-                       fields=mask_message(message, self.channel.dialect))
+        self._trace("iso_in", message)
         try:
             if is_request(mti):
                 self._request_received(protocol, message, frame.tpdu)
@@ -515,10 +517,14 @@ class Link:
             protocol.sendFrame(payload, tpdu)
         except FramingError as e:
             raise MessageError(str(e)) from None
-        mti = message["t"]
-        self._count("out", mti)
-        self._log.info("iso_out", mti=mti, stan=message.get("11"), rc=message.get("39"),
-                       fields=mask_message(message, self.channel.dialect))
+        self._count("out", message["t"])
+        self._trace("iso_out", message)
+
+    def _trace(self, event: str, message: Message) -> None:
+        """Log one message, masked; masking is skipped when the level drops the event anyway."""
+        if self._log.is_enabled_for(logging.INFO):
+            self._log.info(event, mti=message["t"], stan=message.get("11"), rc=message.get("39"),
+                           fields=mask_message(message, self.channel.dialect))
 
     def _count(self, direction: str, mti: str) -> None:
         counter = self._message_counters.get((direction, mti))

@@ -34,8 +34,6 @@ from switch.mti import is_request
 from switch.numbering import StanAllocator
 from switch.pool import LinkPool
 
-log = structlog.get_logger("kswitch.mux")
-
 DEFAULT_MATCH_KEYS: Mapping[str, tuple[str, ...]] = {"default": ("mti", "41", "11")}
 
 LateResponseHook = Callable[[Message], object]
@@ -205,7 +203,7 @@ class Mux:
         self._given_up_order: deque[tuple[float, _Pending]] = deque()
         self._accepting = True
         self._drained: list[Deferred[None]] = []
-        self._log = log.bind(connector=connector)
+        self._log = structlog.get_logger("kswitch.mux", connector=connector)
         metrics = MuxMetrics.on(registry)
         self._pending_gauge = metrics.pending.labels(connector)
         self._latency = metrics.response_seconds.labels(connector)
