@@ -10,9 +10,9 @@ from structlog.testing import capture_logs
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from switch.api import ApiLimits
+from switch.api import ApiLimits, Operation, PingRequest
 
-from .conftest import CVV, PAN, WEB2_TOKEN, authorize_request
+from .conftest import CVV, PAN, WEB2_TOKEN, authorize_request, make_config
 
 inline = pytest_twisted.inlineCallbacks
 
@@ -446,8 +446,6 @@ def test_connections_beyond_the_limit_are_told_busy(make_server):
 
 @inline
 def test_a_configuration_reload_applies_to_open_connections(server):
-    from .conftest import make_config
-
     client = yield server.connect()
     yield client.hello()
     config = make_config()
@@ -506,8 +504,6 @@ def test_one_log_event_per_request_with_masked_card_data_only(server):
 
 @inline
 def test_new_ops_are_added_by_registering_them_not_by_changing_the_protocol(server):
-    from switch.api import Operation, PingRequest
-
     def parse_echo(obj):
         return PingRequest()
 
