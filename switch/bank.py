@@ -28,6 +28,14 @@ class Bank:
     def ready(self) -> bool:
         return self.connector.ready
 
+    active: int = 0
+    """Payments between routing and their answer (journal writes included), for ``max_in_flight``."""
+
+    @property
+    def saturated(self) -> bool:
+        """At the connector's ``max_in_flight``: a new payment would be refused unsent."""
+        return self.active >= self.connector.options.max_in_flight
+
     def reserve_stan(self) -> str:
         return self.connector.reserve_stan()
 

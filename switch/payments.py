@@ -183,11 +183,23 @@ class PaymentService:
         store = merchant.stores[req.store_id]
         kind = Kind.SALE if req.capture else Kind.AUTHORIZATION
         candidates = self._candidates(req)
-        bank = next((self.banks[c] for c in candidates if self.banks[c].ready), None)
+        ready = [self.banks[c] for c in candidates if self.banks[c].ready]
+        bank = next((b for b in ready if not b.saturated), None)
+        if bank is None and ready:
+            raise ApiError("busy", f"bank {ready[0].name} has too many payments in flight; retry shortly")
         if bank is None:
             reason = "no_route" if not candidates else "issuer_unavailable"
             return await self._refused(req, h, kind, candidates[0] if candidates else "unrouted", reason)
 
+        bank.active += 1
+        try:
+            return await self._send(req, h, kind, bank, merchant, store)
+        finally:
+            bank.active -= 1
+
+    async def _send(
+        self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, merchant: MerchantConfig, store: StoreConfig
+    ) -> dict[str, Any]:
         stan = bank.reserve_stan()
         txn_id = new_txn_id()
         message = financial_request(

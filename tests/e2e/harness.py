@@ -29,7 +29,10 @@ BANKS = {
 }
 
 
-def config_text(state_dir: Path, ports: dict[str, int], request_timeout: float, extra: str = "") -> str:
+def config_text(
+    state_dir: Path, ports: dict[str, int], request_timeout: float, extra: str = "", routes: str | None = None,
+    connector_extra: str = "",
+) -> str:
     parts = [f"""
 [switch]
 state_dir = "{state_dir}"
@@ -89,9 +92,13 @@ reconnect_max = 0.2
 tls = "dev"
 links = [{{ host = "127.0.0.1", port = {ports[name]} }}]
 saf = {{ retry_interval = 0.2, backoff = 1.0, max_attempts = 5 }}
+{connector_extra}
 """)
-    for name, b in BANKS.items():
-        parts.append(f'\n[[routes]]\nname = "{name}"\nbin_prefixes = {b["prefixes"]}\nconnectors = ["{name}"]\n')
+    if routes is not None:
+        parts.append(routes)
+    else:
+        for name, b in BANKS.items():
+            parts.append(f'\n[[routes]]\nname = "{name}"\nbin_prefixes = {b["prefixes"]}\nconnectors = ["{name}"]\n')
     parts.append(extra)
     return "".join(parts)
 
@@ -165,7 +172,7 @@ def authorize(i: Any = 1, pan: str = "4111111111111111", amount: int = 1250, **e
     return req
 
 
-async def start_env(tmp_path: Path, request_timeout: float = 2.0, extra_config: str = "") -> Env:
+async def start_env(tmp_path: Path, request_timeout: float = 2.0, extra_config: str = "", **config: Any) -> Env:
     state = tmp_path / "state"
     pki = make_dev_pki(state / "pki")
     tls = TlsFiles(pki.server.cert, pki.server.key, pki.ca.cert)
@@ -177,7 +184,7 @@ async def start_env(tmp_path: Path, request_timeout: float = 2.0, extra_config: 
         ports[name] = await sims[name].listen(0, tls)
     cfg_file = tmp_path / "kswitch.toml"
     numbers = {n: p.getHost().port for n, p in ports.items()}
-    cfg_file.write_text(config_text(state, numbers, request_timeout, extra_config))
+    cfg_file.write_text(config_text(state, numbers, request_timeout, extra_config, **config))
     registry = CollectorRegistry()
     switch = Switch(load_config(cfg_file), reactor, registry)
     await switch.start()
