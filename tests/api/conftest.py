@@ -56,7 +56,7 @@ class FakePaymentService:
     """Stands in for the switch core. The order id chooses the behaviour:
 
     ``hold-*`` waits until `release` is called, ``boom-*`` raises an unexpected
-    exception, ``decline-*`` declines, ``conflict-*`` raises ApiError("conflict"),
+    exception, ``decline-*`` declines, ``conflict-*`` raises ApiError("idempotency_conflict"),
     ``garbage-*`` answers something the spec does not allow; anything else is approved.
     """
 
@@ -74,7 +74,7 @@ class FakePaymentService:
         if order.startswith("boom"):
             raise RuntimeError("kaboom: internal detail the client must not see")
         if order.startswith("conflict"):
-            raise ApiError("conflict", "idempotency key reused for a different request", field="idempotency_key")
+            raise ApiError("idempotency_conflict", "idempotency key reused for another request", field="idempotency_key")
         if order.startswith("garbage"):
             return succeed({"status": "maybe"})
         txn_id = f"T{next(self._txn_ids):06d}"

@@ -328,7 +328,7 @@ def test_the_service_can_refuse_with_its_own_error(server):
     client = yield server.connect()
     yield client.hello()
     answer = yield client.request(authorize_request(id=1, order_id="conflict-1", idempotency_key="k"))
-    assert error_of(answer) == ("conflict", "idempotency_key")
+    assert error_of(answer) == ("idempotency_conflict", "idempotency_key")
 
 
 @inline
