@@ -21,6 +21,7 @@ from switch.client import DEFAULT_CONNECT, BlockingClient, KSwitchConnectionErro
 from switch.currency import by_alpha
 
 EXIT_OK, EXIT_NOT_APPROVED, EXIT_USAGE, EXIT_ERROR_ANSWER, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
+EXIT_BROKEN_PIPE = 128 + 13
 DEMO_TOKEN_HINT = "the default configuration's demo client uses demo-token-not-for-production"
 TRANSACTION_ORDER = (
     "txn_id", "status", "reason", "response_code", "auth_code", "rrn", "stan", "connector",
@@ -161,7 +162,14 @@ def _fail(message: str, code: int, stderr: TextIO) -> int:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Console entry point; never shows a traceback for a usage, answer or connection problem."""
-    sys.exit(run(argv))
+    try:
+        code = run(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``kpay … | head``): leave quietly, as a SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_BROKEN_PIPE
+    sys.exit(code)
 
 
 def run(

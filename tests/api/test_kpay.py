@@ -119,3 +119,13 @@ def test_usage_and_connection_problems_never_show_a_traceback(server, tmp_path):
     for _, _, err in (no_token, unreachable, bad_connect):
         assert len(err.splitlines()) == 1
     assert all("Traceback" not in err for _, _, err in (no_token, unreachable, bad_connect, bad_amount))
+
+
+@inline
+def test_a_reader_that_goes_away_early_is_no_error_worth_a_traceback(server):
+    args = " ".join(f"'{arg}'" for arg in sale_args(server.port))
+    shell = f"KSWITCH_TOKEN={WEB1_TOKEN} {sys.executable} -S {ROOT / 'bin' / 'kpay'} {args} | true"
+    collect = Collect(b"")
+    reactor.spawnProcess(collect, "/bin/sh", ["/bin/sh", "-c", shell], env={"PATH": "/usr/bin:/bin"}, path=str(ROOT))
+    code, out, err = yield collect.done.addTimeout(30, reactor)
+    assert (code, out, err) == (0, "", "")
