@@ -74,7 +74,7 @@ class FakePaymentService:
         if order.startswith("boom"):
             raise RuntimeError("kaboom: internal detail the client must not see")
         if order.startswith("conflict"):
-            raise ApiError("idempotency_conflict", "idempotency key reused for another request", field="idempotency_key")
+            raise ApiError("idempotency_conflict", "key reused for another request", field="idempotency_key")
         if order.startswith("garbage"):
             return succeed({"status": "maybe"})
         txn_id = f"T{next(self._txn_ids):06d}"
