@@ -190,11 +190,15 @@ class BlockingClient(Operations[Answer]):
         unix_path: str | None = None,
         client: str | None = None,
         token: str | None = None,
-        timeout: float = 30.0,
+        timeout: float = 60.0,
     ) -> None:
-        if (unix_path is None) == (host is None or port is None):
+        self._target: tuple[str, int] | str
+        if unix_path is not None and host is None and port is None:
+            self._target = unix_path
+        elif unix_path is None and host is not None and port is not None:
+            self._target = (host, port)
+        else:
             raise ValueError("give either host and port, or unix_path")
-        self._target: tuple[str, int] | str = unix_path if unix_path is not None else (host, port)  # type: ignore[assignment]
         self._credentials = (client, token) if client is not None and token is not None else None
         self._timeout = timeout
         self._ids = itertools.count(1)
@@ -226,14 +230,21 @@ class BlockingClient(Operations[Answer]):
             self._connect()
         return answer_fields(self._exchange(op, fields))
 
+    def _open(self) -> socket.socket:
+        if not isinstance(self._target, str):
+            return socket.create_connection(self._target, timeout=self._timeout)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self._timeout)
+            sock.connect(self._target)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
     def _connect(self) -> None:
         try:
-            if isinstance(self._target, str):
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(self._timeout)
-                sock.connect(self._target)
-            else:
-                sock = socket.create_connection(self._target, timeout=self._timeout)
+            sock = self._open()
         except OSError as e:
             message = f"cannot connect to {self._describe()}: {_reason(e)}"
             raise KSwitchConnectionError("connect_failed", message) from None
@@ -253,6 +264,9 @@ class BlockingClient(Operations[Answer]):
             self._socket.sendall(encode_request(request_id, op, fields))
             while True:
                 line = self._reader.readline(MAX_ANSWER_BYTES + 1)
+                if len(line) > MAX_ANSWER_BYTES:
+                    message = f"the switch sent an answer over {MAX_ANSWER_BYTES} bytes"
+                    raise KSwitchConnectionError("protocol_error", message)
                 if not line.endswith(b"\n"):
                     raise KSwitchConnectionError("connection_lost", f"the switch closed the connection during {op}")
                 answer = decode_answer(line)

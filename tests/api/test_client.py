@@ -151,12 +151,12 @@ def test_blocking_client_errors(server, closed_port):
 @inline
 def test_blocking_client_timeout_then_reconnects(server):
     def scenario():
-        client = BlockingClient("127.0.0.1", server.port, client="web-1", token=WEB1_TOKEN, timeout=0.3)
-        try:
-            client.authorize(order_id="hold-blocking", **SALE)
-        except KSwitchConnectionError as e:
-            code = e.code
-        return code, client.ping()
+        with BlockingClient("127.0.0.1", server.port, client="web-1", token=WEB1_TOKEN, timeout=0.3) as client:
+            try:
+                client.authorize(order_id="hold-blocking", **SALE)
+            except KSwitchConnectionError as e:
+                code = e.code
+            return code, client.ping()
 
     code, pong = yield blocking(scenario)
     assert (code, pong) == ("timeout", {"pong": True})
@@ -202,7 +202,11 @@ def test_clients_ignore_lines_that_answer_nothing_they_sent():
     port = reactor.listenTCP(0, Factory.forProtocol(ScriptedSwitch), interface="127.0.0.1")
     number = port.getHost().port
     try:
-        pong = yield blocking(lambda: BlockingClient("127.0.0.1", number, timeout=5).ping())
+        def scenario():
+            with BlockingClient("127.0.0.1", number, timeout=5) as client:
+                return client.ping()
+
+        pong = yield blocking(scenario)
         assert pong == {"pong": True}
         client = yield KSwitchClient.connect(reactor, f"tcp:127.0.0.1:{number}")
         pong = yield client.ping()
