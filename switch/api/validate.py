@@ -126,11 +126,11 @@ class Fields:
         for name in self._obj:
             if name in self._read:
                 continue
-            known = ", ".join(sorted(self._read - ENVELOPE_FIELDS))
+            known = sorted(self._read - ENVELOPE_FIELDS)
+            expected = f"expected only: {', '.join(known)}" if known else "this op takes no other fields"
             if _FIELD_NAME.fullmatch(name):
-                raise invalid(self.path(name), f"unknown field; expected only: {known}")
-            message = f"contains a field whose name is not an identifier; expected only: {known}"
-            raise invalid(self._path or None, message)
+                raise invalid(self.path(name), f"unknown field; {expected}")
+            raise invalid(self._path or None, f"contains a field whose name is not an identifier; {expected}")
 
 
 def _request_fields(obj: Mapping[str, Any]) -> Fields:
