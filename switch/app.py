@@ -26,6 +26,7 @@ from twisted.internet.task import deferLater
 from switch.admin import admin_site
 from switch.api.listen import listen
 from switch.api.lifecycle import register_lifecycle
+from switch.api.notifications import NotifyingApiFactory
 from switch.api.ops import default_operations
 from switch.api.protocol import ApiFactory
 from switch.bank import Bank
@@ -35,6 +36,7 @@ from switch.devcerts import make_dev_pki
 from switch.journal import Journal
 from switch.journal.journal import open_journal
 from switch.journal.vault import generate_key
+from switch.notify import Notifier
 from switch.numbering import RrnAllocator
 from switch.payments import PaymentService
 from switch.recovery import recover
@@ -80,6 +82,7 @@ class Switch:
         self.banks: dict[str, Bank] = {}
         self.saf: StoreAndForward | None = None
         self.service: PaymentService | None = None
+        self.notifier: Notifier | None = None
         self.api_factory: ApiFactory | None = None
         self.api_ports: list[IListeningPort] = []
         self.admin_port: IListeningPort | None = None
@@ -108,6 +111,7 @@ class Switch:
             self.banks[name] = Bank(connector, settings.profile, settings.saf,
                                     RrnAllocator(self.reactor.seconds, node=cfg.node))
         self.saf = StoreAndForward(self.reactor, self.journal, self.banks, self.registry)
+        self.notifier = Notifier(self.reactor, self.journal, self.registry)
         self.service = PaymentService(self.reactor, self.journal, self.banks, cfg.router, cfg.api.merchants,
                                       self.saf, self.registry,
                                       {name: b.void_after_capture for name, b in cfg.banks.items()})
@@ -119,8 +123,9 @@ class Switch:
         for bank in self.banks.values():
             bank.connector.start()
         self.saf.start()
-        self.api_factory = ApiFactory(self.service, cfg.api, reactor=self.reactor, registry=self.registry,
-                                      operations=register_lifecycle(default_operations()))
+        self.api_factory = NotifyingApiFactory(self.notifier, self.service, cfg.api, reactor=self.reactor,
+                                               registry=self.registry,
+                                               operations=register_lifecycle(default_operations()))
         self.api_ports = list(await listen(self.reactor, cfg.api_listen, self.api_factory))
         self.admin_port = await serverFromString(self.reactor, cfg.admin_listen).listen(
             admin_site(self.registry, self.link_states)
@@ -185,6 +190,8 @@ class Switch:
             log.warning("shutdown_grace_expired", in_flight=self._api_in_flight())
         for protocol in list(self.api_factory.connections if self.api_factory else ()):
             protocol.transport.loseConnection()
+        if self.notifier is not None:
+            self.notifier.stop()
         if self.saf is not None:
             self.saf.stop()
         await DeferredList([bank.connector.stop() for bank in self.banks.values()])
