@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from switch import cardcheck
 from switch.currency import Currency
+from switch.masking import mask_last4
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,81 @@ class CardInstrument:
 
     __str__ = __repr__
 
+    @property
+    def kind(self) -> str:
+        return "card"
+
+    @property
+    def masked(self) -> str:
+        return self.masked_pan
+
+
+ACCOUNT_TYPES = {"savings": "10", "checking": "20"}
+"""Account types as the from-account digits of processing code (field 3, positions 3-4)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BankAccountInstrument:
+    """A customer's account at ``bank`` (the bank code the customer chose, used for routing).
+
+    ``account`` and ``holder_id`` identify a person's money as much as a PAN does, so
+    ``repr`` shows only their last four characters.
+    """
+
+    bank: str
+    account: str
+    holder_id: str | None = None
+    account_type: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "bank_account"
+
+    @property
+    def masked_pan(self) -> None:
+        """No card: answers and logs that show ``masked_pan`` show null (``masked`` is the account)."""
+        return None
+
+    @property
+    def masked(self) -> str:
+        return mask_last4(self.account)
+
+    def __repr__(self) -> str:
+        holder = "None" if self.holder_id is None else repr(mask_last4(self.holder_id))
+        return (f"BankAccountInstrument(bank={self.bank!r}, account={self.masked!r}, holder_id={holder}, "
+                f"account_type={self.account_type!r})")
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class WalletInstrument:
+    """A wallet at ``provider`` (e.g. a mobile-money operator); ``wallet_id`` is masked like an account."""
+
+    provider: str
+    wallet_id: str
+
+    @property
+    def kind(self) -> str:
+        return "wallet"
+
+    @property
+    def masked_pan(self) -> None:
+        """No card: answers and logs that show ``masked_pan`` show null (``masked`` is the account)."""
+        return None
+
+    @property
+    def masked(self) -> str:
+        return mask_last4(self.wallet_id)
+
+    def __repr__(self) -> str:
+        return f"WalletInstrument(provider={self.provider!r}, wallet_id={self.masked!r})"
+
+    __str__ = __repr__
+
+
+Instrument = CardInstrument | BankAccountInstrument | WalletInstrument
+
 
 @dataclass(frozen=True, slots=True)
 class AuthorizeRequest:
@@ -64,7 +140,7 @@ class AuthorizeRequest:
     amount: int
     currency: Currency
     capture: bool
-    instrument: CardInstrument
+    instrument: Instrument
     bank: str | None = None
     idempotency_key: str | None = None
 
@@ -76,8 +152,10 @@ class AuthorizeRequest:
             "amount": self.amount,
             "currency": self.currency.alpha,
             "capture": self.capture,
+            "instrument": self.instrument.kind,
             "masked_pan": self.instrument.masked_pan,
-            "scheme": self.instrument.scheme,
+            "masked_account": None if isinstance(self.instrument, CardInstrument) else self.instrument.masked,
+            "scheme": self.instrument.scheme if isinstance(self.instrument, CardInstrument) else None,
             "bank": self.bank,
         }
 

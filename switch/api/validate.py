@@ -14,7 +14,10 @@ from typing import Any, cast
 
 from switch import cardcheck
 from switch.api.errors import ApiError, ErrorCode
-from switch.api.model import AuthorizeRequest, CardInstrument, HelloRequest, PingRequest, StatusRequest
+from switch.api.model import (
+    ACCOUNT_TYPES, AuthorizeRequest, BankAccountInstrument, CardInstrument, HelloRequest, Instrument, PingRequest,
+    StatusRequest, WalletInstrument,
+)
 from switch.currency import Currency, by_alpha
 
 ENVELOPE_FIELDS = frozenset({"id", "op"})
@@ -29,6 +32,17 @@ TOKEN_EXPECTED = "1-256 printable ASCII characters without spaces"
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,64}")
 IDEMPOTENCY_KEY_EXPECTED = "1-64 printable ASCII characters without spaces"
 CVV = re.compile(r"\d{3,4}", re.ASCII)
+BANK_CODE = re.compile(r"[A-Z0-9]{2,11}")
+BANK_CODE_EXPECTED = "2-11 upper-case letters or digits, the customer's bank code such as ABA"
+ACCOUNT = re.compile(r"[A-Za-z0-9-]{4,24}")
+ACCOUNT_EXPECTED = "4-24 letters, digits or '-' (no spaces)"
+HOLDER_ID = re.compile(r"[A-Za-z0-9-]{4,32}")
+HOLDER_ID_EXPECTED = "4-32 letters, digits or '-' (no spaces)"
+PROVIDER = re.compile(r"[A-Z0-9]{2,8}")
+PROVIDER_EXPECTED = "2-8 upper-case letters or digits, the wallet provider's code such as TRUEMONEY"
+WALLET_ID = re.compile(r"[A-Za-z0-9]{4,18}")
+WALLET_ID_EXPECTED = "4-18 letters or digits"
+INSTRUMENT_TYPES = ("card", "bank_account", "wallet")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _MISSING = object()
 
@@ -165,7 +179,7 @@ def parse_authorize(obj: Mapping[str, Any]) -> AuthorizeRequest:
     amount = _amount(fields)
     currency = _currency(fields)
     capture = fields.boolean("capture", "a boolean: true for a sale, false for a pre-authorization")
-    instrument = _card(fields.nested("instrument", 'an object such as {"type": "card", "pan": ..., "expiry": ...}'))
+    instrument = _instrument(fields.nested("instrument", 'an object such as {"type": "card", "pan": ..., "expiry": ...}'))
     bank = fields.optional_text("bank", IDENTIFIER, IDENTIFIER_EXPECTED)
     idempotency_key = fields.optional_text("idempotency_key", IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_EXPECTED)
     fields.finish()
@@ -206,10 +220,34 @@ def _currency(fields: Fields) -> Currency:
     raise invalid(path, "expected an active ISO 4217 alpha code of three upper-case letters, such as USD")
 
 
+def _instrument(fields: Fields) -> Instrument:
+    expected = ", ".join(f'"{t}"' for t in INSTRUMENT_TYPES)
+    kind = fields.raw_string("type", f"one of the strings {expected}")
+    parse = {"card": _card, "bank_account": _bank_account, "wallet": _wallet}.get(kind)
+    if parse is None:
+        raise invalid(fields.path("type"), f"unsupported instrument type; expected one of {expected}")
+    instrument = parse(fields)
+    fields.finish()
+    return instrument
+
+
+def _bank_account(fields: Fields) -> BankAccountInstrument:
+    """Account numbers are not Luhn-checked: banks number accounts their own way."""
+    bank = fields.text("bank", BANK_CODE, BANK_CODE_EXPECTED)
+    account = fields.text("account", ACCOUNT, ACCOUNT_EXPECTED)
+    holder_id = fields.optional_text("holder_id", HOLDER_ID, HOLDER_ID_EXPECTED)
+    types = ", ".join(f'"{t}"' for t in ACCOUNT_TYPES)
+    account_type = fields.optional_text("account_type", re.compile("|".join(ACCOUNT_TYPES)), f"one of {types}")
+    return BankAccountInstrument(bank=bank, account=account, holder_id=holder_id, account_type=account_type)
+
+
+def _wallet(fields: Fields) -> WalletInstrument:
+    provider = fields.text("provider", PROVIDER, PROVIDER_EXPECTED)
+    wallet_id = fields.text("wallet_id", WALLET_ID, WALLET_ID_EXPECTED)
+    return WalletInstrument(provider=provider, wallet_id=wallet_id)
+
+
 def _card(fields: Fields) -> CardInstrument:
-    kind = fields.raw_string("type", 'the string "card"')
-    if kind != "card":
-        raise invalid(fields.path("type"), 'unsupported instrument type; expected "card"')
     pan = fields.raw_string("pan", "a string of 12-19 digits")
     path = fields.path("pan")
     if not (pan.isascii() and pan.isdigit()):
@@ -222,5 +260,4 @@ def _card(fields: Fields) -> CardInstrument:
     if not cardcheck.valid_expiry(expiry):
         raise invalid(fields.path("expiry"), "expected the expiry date as YYMM with month 01-12, e.g. 2812")
     cvv = fields.optional_text("cvv", CVV, "3 or 4 digits")
-    fields.finish()
     return CardInstrument(pan=pan, expiry=expiry, cvv=cvv)

@@ -303,7 +303,7 @@ def test_envelope_errors_echo_the_id(server, request_, code, field):
         ({"instrument": {"type": "card", "pan": PAN, "expiry": "12/28"}}, "instrument.expiry", "YYMM"),
         ({"instrument": {"type": "card", "pan": PAN, "expiry": "2812", "cvv": "12"}}, "instrument.cvv", "3 or 4"),
         ({"instrument": {"type": "card", "pan": PAN, "expiry": "2812", "cvv": 123}}, "instrument.cvv", "number"),
-        ({"instrument": {"type": "wallet", "pan": PAN, "expiry": "2812"}}, "instrument.type", "card"),
+        ({"instrument": {"type": "paypal", "pan": PAN, "expiry": "2812"}}, "instrument.type", "card"),
         ({"instrument": {"type": "card", "pan": PAN}}, "instrument.expiry", "missing"),
         ({"instrument": {"type": "card", "pan": PAN, "expiry": "2812", "cvc": "123"}}, "instrument.cvc", "unknown"),
         ({"bank": ""}, "bank", "1-64"),
