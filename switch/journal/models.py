@@ -54,10 +54,14 @@ class Status(enum.StrEnum):
     CAPTURED = "captured"
     REFUNDED = "refunded"
     PARTIALLY_REFUNDED = "partially_refunded"
+    AWAITING_CUSTOMER = "pending_customer_action"
 
 
-# States that have an owner still working on them; crash recovery must resume each.
-IN_FLIGHT_STATUSES: frozenset[Status] = frozenset({Status.PENDING, Status.REVERSAL_PENDING, Status.TIMEOUT})
+# States that have an owner still working on them; crash recovery must resume each
+# (an awaiting-customer transaction gets its confirmation expiry re-armed, not a reversal).
+IN_FLIGHT_STATUSES: frozenset[Status] = frozenset(
+    {Status.PENDING, Status.REVERSAL_PENDING, Status.TIMEOUT, Status.AWAITING_CUSTOMER}
+)
 
 
 class Direction(enum.StrEnum):
@@ -228,6 +232,32 @@ class CardData:
 
     def __repr__(self) -> str:
         return f"CardData(pan={self.masked!r}, expiry={'set' if self.expiry else None})"
+
+
+_ACCOUNT = re.compile(r"[A-Za-z0-9:/-]{4,28}")
+
+
+@dataclass(frozen=True, repr=False)
+class AccountData(CardData):
+    """A bank account number or wallet id, exactly as the bank receives it (field 102).
+
+    It rides in `CardData`'s ``pan`` slot on purpose: every journal path that seals,
+    hashes and masks a PAN then protects an account number the same way, with no
+    second code path to get wrong.  It is not Luhn-checked and masks to its last four.
+    """
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pan, str) or not _ACCOUNT.fullmatch(self.pan):
+            raise InvalidRecord("account must be 4-28 letters, digits, ':', '/' or '-'")
+        if self.expiry is not None:
+            raise InvalidRecord("an account has no expiry")
+
+    @property
+    def masked(self) -> str:
+        return "*" * (len(self.pan) - 4) + self.pan[-4:]
+
+    def __repr__(self) -> str:
+        return f"AccountData(account={self.masked!r})"
 
 
 @dataclass(frozen=True)

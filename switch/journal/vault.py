@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from switch.journal.config import JournalConfig, SecretSource
 from switch.journal.errors import KeyConfigError, PanDecryptionFailed, UnknownKeyId
-from switch.journal.models import CardData, EncryptedCard
+from switch.journal.models import AccountData, CardData, EncryptedCard
 
 log = structlog.get_logger("kswitch.journal")
 
@@ -34,6 +34,7 @@ _KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _NONCE_BYTES = 12
 _FORMAT = b"\x01"
 _AAD_PREFIX = b"kswitch.journal.pan.v1|"
+_ACCOUNT_MARK = "A|"  # plaintext prefix of an account; a PAN is all digits, so never starts with it
 
 
 class PanVault:
@@ -73,7 +74,9 @@ class PanVault:
         return hmac.new(self._hash_secret, pan.encode("ascii"), hashlib.sha256).digest()
 
     def seal(self, card: CardData, context: str) -> EncryptedCard:
-        plaintext = f"{card.pan}={card.expiry or ''}".encode("ascii")
+        """Seal a card, or an `AccountData` (marked in the plaintext so `open` gives the same type back)."""
+        text = f"{_ACCOUNT_MARK}{card.pan}" if isinstance(card, AccountData) else f"{card.pan}={card.expiry or ''}"
+        plaintext = text.encode("ascii")
         nonce = os.urandom(_NONCE_BYTES)
         sealed = self._ciphers[self._current].encrypt(nonce, plaintext, _aad(self._current, context))
         return EncryptedCard(key_id=self._current, ciphertext=_FORMAT + nonce + sealed, context=context)
@@ -90,7 +93,10 @@ class PanVault:
             plaintext = cipher.decrypt(nonce, sealed, _aad(card.key_id, card.context))
         except InvalidTag:
             raise PanDecryptionFailed(card.key_id, card.context) from None
-        pan, _, expiry = plaintext.decode("ascii").partition("=")
+        text = plaintext.decode("ascii")
+        if text.startswith(_ACCOUNT_MARK):
+            return AccountData(pan=text[len(_ACCOUNT_MARK):])
+        pan, _, expiry = text.partition("=")
         return CardData(pan=pan, expiry=expiry or None)
 
 
