@@ -225,7 +225,7 @@ class Notifier:
         if redelivery:
             self.metrics.redelivered.labels(event.type).inc()
         subscription.send(event)
-        log.info("notification_pushed", event_id=event.event_id, event=event.type, client=subscription.client_id,
+        log.info("notification_pushed", event_id=event.event_id, event_type=event.type, client=subscription.client_id,
                  merchant=event.merchant_id, txn_id=event.txn_id, redelivery=redelivery)
 
     # -- acknowledgements -----------------------------------------------------------------
