@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from switch.dialect import Dialect, Message, MessageError
-from switch.framing import Frame, FramedProtocol, Framing, FramingError, TPDU_LENGTH, swap_tpdu
+from switch.framing import Frame, FramedProtocol, Framing, FramingError, swap_tpdu
 from switch.masking import mask_message
 from switch.metrics import MetricBundle
 from switch.mti import approved_code, is_network, is_request, network_kind, network_request, network_response
@@ -363,6 +363,7 @@ class Link:
             return
         self._drop_reason = "stopped"
         protocol.transport.loseConnection()
+        self._cancel_timers()
         self._timer = self._clock.callLater(self.options.echo_timeout, protocol.transport.abortConnection)
 
     def _connect(self) -> None:
@@ -534,10 +535,13 @@ class Link:
         counter.inc()
 
     def _request_received(self, protocol: LinkProtocol, message: Message, tpdu: bytes | None) -> None:
-        reply_tpdu = swap_tpdu(tpdu) if tpdu is not None and len(tpdu) == TPDU_LENGTH else None
+        reply_tpdu = swap_tpdu(tpdu) if tpdu is not None else None
         kind = network_kind(message, self._version) if is_network(message["t"]) else None
         if kind in _ANSWERED_NETWORK_KINDS:
-            self._log.info("link_network_request", kind=kind, stan=message.get("11"))
+            # A bank's sign-off is answered and logged; whether it then declines traffic
+            # or closes the connection is the bank's move, and the link reacts to that.
+            level = self._log.warning if kind == "sign_off" else self._log.info
+            level("link_network_request", kind=kind, stan=message.get("11"))
             self._reply(protocol, network_response(message, self._version), reply_tpdu)
             return
         answer = maybeDeferred(self._owner.request_received, self, message)
@@ -558,7 +562,7 @@ class Link:
                               reason="the connection the request came on is gone")
             return
         try:
-            self._write(protocol, answer, tpdu if self.channel.framing.tpdu else None)
+            self._write(protocol, answer, tpdu)
         except MessageError as e:
             self._log.error("link_reply_unencodable", mti=answer.get("t"), field=e.field, reason=e.reason)
 

@@ -9,9 +9,9 @@ the caller must decide whether money may have moved:
   may have acted on it, so the caller reverses (see DOMAIN.md, reversals).
 
 Every exception carries the STAN and ``written``.  A response that arrives after its
-request gave up is a *late* response: counted, logged masked and handed to
-``on_late_response`` so the switch can journal (and reverse) a late approval; it is
-never raised.  Until then the request's STAN stays reserved, so a late answer can
+request gave up is a *late* response: counted, logged masked and (for callers'
+requests, not the links' own echoes) handed to ``on_late_response`` so the switch can
+journal (and reverse) a late approval; it is never raised.  Until then the request's STAN stays reserved, so a late answer can
 never be mistaken for the answer to a newer request.
 """
 
