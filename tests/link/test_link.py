@@ -322,3 +322,14 @@ async def test_stop_without_sign_off_and_a_silent_bank_is_bounded(harness):
     assert not done
     clock.advance(2.0)  # the sign-off goes unanswered
     await eventually(lambda: done, what="stop completes")
+
+
+@pytest_twisted.ensureDeferred
+async def test_framing_violation_closes_only_that_connection_and_it_comes_back(harness, logs):
+    broken, healthy = harness.host(), harness.host()
+    connector = harness.connector(broken.port, healthy.port, link={"reconnect_initial": 0.05})
+    await eventually(lambda: all(link.ready for link in connector.links))
+    broken.connections[0].transport.write(b"\xff\xff")  # announces a 65535-byte frame, over max_frame
+    await eventually(lambda: events(logs, "framing_error"), what="framing error")
+    await eventually(lambda: broken.accepted == 2 and connector.links[0].ready, what="reconnected")
+    assert healthy.accepted == 1 and connector.links[1].ready
