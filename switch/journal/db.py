@@ -44,11 +44,18 @@ class Dialect:
         """True when the connection can no longer be used and must be reopened."""
         return False
 
+    def lock_migrations(self, db: Db) -> None:
+        """Serialise migrations by several processes (inside the migration transaction)."""
+
+    def lock_event_order(self, db: Db) -> None:
+        """Hold, until COMMIT, the right to take the next event ids, so ids become visible in order."""
+
 
 class Db:
     def __init__(self, conn: Any, dialect: Dialect) -> None:
         self.conn = conn
         self.dialect = dialect
+        self._event_order_locked = False
 
     @property
     def broken(self) -> bool:
@@ -70,13 +77,22 @@ class Db:
         for statement in statements:
             self.conn.execute(self.dialect.ddl(statement))
 
+    def lock_event_order(self) -> None:
+        """Take the dialect's event-order lock once per transaction."""
+        if not self._event_order_locked:
+            self.dialect.lock_event_order(self)
+            self._event_order_locked = True
+
     def begin(self) -> None:
+        self._event_order_locked = False
         self.conn.execute(self.dialect.begin_sql)
 
     def commit(self) -> None:
+        self._event_order_locked = False
         self.conn.execute("COMMIT")
 
     def rollback(self) -> None:
+        self._event_order_locked = False
         self.conn.execute("ROLLBACK")
 
     def savepoint(self, name: str) -> None:
@@ -86,6 +102,8 @@ class Db:
         self.conn.execute(f"RELEASE SAVEPOINT {name}")
 
     def rollback_to(self, name: str) -> None:
+        # A lock taken after the savepoint is released by rolling back to it.
+        self._event_order_locked = False
         self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
 
     def close(self) -> None:

@@ -1,9 +1,10 @@
 """SQL for the notification event log and per-client acknowledgements.
 
-event_id comes from one identity column written by the single writer thread, so
-ids become visible in increasing order and "everything after id N" never skips
-an event that commits later. That holds while one journal process writes to the
-database; see the README.
+Readers page through events by id ("everything after id N"), which is only safe
+if ids become visible in increasing order. Within one process the writer thread
+commits in order; across processes sharing a PostgreSQL schema, each transaction
+takes the dialect's event-order lock before its first event and holds it until
+COMMIT, so no event id can commit before a smaller one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from switch.journal.models import Event, from_us
 
 
 def append(db: Db, *, merchant_id: str, txn_id: str | None, type: str, payload: str, now: int) -> Event:
+    db.lock_event_order()
     row = db.one(
         "INSERT INTO events (merchant_id, txn_id, type, payload, created_at) "
         "VALUES (:merchant_id, :txn_id, :type, :payload, :now) RETURNING *",

@@ -4,10 +4,12 @@ Connections run in autocommit mode and the journal issues BEGIN/COMMIT itself,
 exactly as it does for SQLite. The writer session insists on a durable commit:
 if the server runs with ``synchronous_commit=off`` the session turns it back on.
 
-The writer holds a session advisory lock on its schema for as long as it is
-connected, so a second journal writer on the same schema is refused: event ids
-come from a sequence, and only a single writer makes them become visible in
-order (SQLite gets the same guarantee from its database-wide write lock).
+Several switch processes may write to the same schema. Two advisory locks keep
+that safe: migrations take one so that only one process migrates, and every
+transaction that appends an event takes another before its first event and keeps
+it until COMMIT, so event ids become visible in increasing order across all
+writers and "events after id N" never skips one that commits later. (SQLite gets
+both from its database-wide write lock.)
 """
 
 from __future__ import annotations
@@ -41,6 +43,15 @@ class PostgresDialect(Dialect):
             {"table": table, "column": column},
         )
 
+    def lock_migrations(self, db: Db) -> None:
+        db.execute("SELECT pg_advisory_xact_lock(:key)", {"key": self._lock_key("migrations")})
+
+    def lock_event_order(self, db: Db) -> None:
+        db.execute("SELECT pg_advisory_xact_lock(:key)", {"key": self._lock_key("events")})
+
+    def _lock_key(self, purpose: str) -> int:
+        return zlib.crc32(f"kswitch.journal.{self.schema}.{purpose}".encode())
+
     def connection_broken(self, conn: psycopg.Connection) -> bool:
         return bool(conn.broken or conn.closed)
 
@@ -60,13 +71,6 @@ class PostgresBackend:
 
     def open_writer(self) -> Db:
         db = self._connect("kswitch-journal-writer")
-        lock = db.one("SELECT pg_try_advisory_lock(:key) AS locked", {"key": self._writer_lock_key()})
-        if lock is None or not lock["locked"]:
-            db.close()
-            raise JournalUnavailable(
-                f"another journal writer is connected to {self.describe()}; "
-                "only one kswitch process may write to a journal schema"
-            )
         db.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
         db.execute(f'SET search_path TO "{self.schema}"')
         setting = db.one("SELECT current_setting('synchronous_commit') AS value, current_setting('fsync') AS fsync")
@@ -75,9 +79,6 @@ class PostgresBackend:
         if setting is not None and setting["fsync"] == "off":
             log.warning("journal_postgres_fsync_off", detail="the server does not fsync; commits are not durable")
         return db
-
-    def _writer_lock_key(self) -> int:
-        return zlib.crc32(f"kswitch.journal.writer.{self.schema}".encode())
 
     def open_reader(self) -> Db:
         db = self._connect("kswitch-journal-reader")

@@ -16,7 +16,7 @@ from collections.abc import Collection, Mapping
 from switch.journal import events
 from switch.journal.cards import card_from_row, saf_context
 from switch.journal.db import Db, Row, in_list
-from switch.journal.errors import SafItemNotFound, SafStateError
+from switch.journal.errors import SafItemNotFound, SafStateError, StorageError
 from switch.journal.guard import dump_fields, load_fields
 from switch.journal.models import SafItem, SafKind, SafState, SafStats, from_us, optional_from_us
 
@@ -24,22 +24,28 @@ _INSERT = (
     "INSERT INTO saf_queue (connector, txn_id, kind, mti, fields, pan_key_id, pan_ciphertext, state, attempts, "
     "max_attempts, enqueued_at, next_due_at, updated_at) "
     "VALUES (:connector, :txn_id, :kind, :mti, :fields, :pan_key_id, :pan_ciphertext, 'queued', 0, "
-    ":max_attempts, :now, :due, :now) RETURNING *"
+    ":max_attempts, :now, :due, :now) "
+    "ON CONFLICT (txn_id, kind) WHERE state IN ('queued', 'dead') DO NOTHING RETURNING *"
 )
 
 
 def enqueue(db: Db, row: Mapping[str, object]) -> SafItem:
-    """Queue an item; idempotent per (txn_id, kind) while an earlier one is queued or dead."""
-    active = db.one(
-        "SELECT * FROM saf_queue WHERE txn_id = :txn_id AND kind = :kind AND state IN ('queued', 'dead')",
-        {"txn_id": row["txn_id"], "kind": row["kind"]},
-    )
-    if active is not None:
-        return item_from_row(active)
-    inserted = db.one(_INSERT, row)
-    if inserted is None:
-        raise RuntimeError("INSERT ... RETURNING gave no row")
-    return item_from_row(inserted)
+    """Queue an item; idempotent per (txn_id, kind) while an earlier one is queued or dead.
+
+    The insert and the look-up of the item it collided with are retried once in
+    case another switch process settled that item in between.
+    """
+    for _ in range(2):
+        inserted = db.one(_INSERT, row)
+        if inserted is not None:
+            return item_from_row(inserted)
+        active = db.one(
+            "SELECT * FROM saf_queue WHERE txn_id = :txn_id AND kind = :kind AND state IN ('queued', 'dead')",
+            {"txn_id": row["txn_id"], "kind": row["kind"]},
+        )
+        if active is not None:
+            return item_from_row(active)
+    raise StorageError(f"store-and-forward item for {row['txn_id']} kept changing under the enqueue; retry it")
 
 
 def get(db: Db, saf_id: int) -> SafItem:

@@ -14,6 +14,7 @@ from switch.journal.cards import card_from_row, transaction_context
 from switch.journal.db import Db, Row, in_list
 from switch.journal.errors import (
     DuplicateIdempotencyKey,
+    StorageError,
     TransactionExists,
     TransactionNotFound,
     TransitionRefused,
@@ -62,12 +63,15 @@ def create_transaction(db: Db, row: Mapping[str, object], *, idempotency_cutoff:
     inserted = db.one(_INSERT_TRANSACTION, row)
     if inserted is None:
         raise TransactionExists(str(row["txn_id"]))
-    if key is not None:
-        db.execute(
-            "INSERT INTO idempotency_keys (merchant_id, idempotency_key, txn_id, created_at) "
-            "VALUES (:merchant_id, :idempotency_key, :txn_id, :created_at)",
-            {k: row[k] for k in ("merchant_id", "idempotency_key", "txn_id", "created_at")},
-        )
+    if key is not None and not db.execute(
+        "INSERT INTO idempotency_keys (merchant_id, idempotency_key, txn_id, created_at) "
+        "VALUES (:merchant_id, :idempotency_key, :txn_id, :created_at) "
+        "ON CONFLICT (merchant_id, idempotency_key) DO NOTHING",
+        {k: row[k] for k in ("merchant_id", "idempotency_key", "txn_id", "created_at")},
+    ):
+        # Another switch process bound the key since the check above.
+        _claim_idempotency_key(db, row, idempotency_cutoff)
+        raise StorageError(f"idempotency key of transaction {row['txn_id']} changed hands during the insert; retry")
     _record_transition(db, inserted["txn_id"], None, inserted["status"], inserted["created_at"], inserted["reason"], {})
     return transaction_from_row(inserted)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from prometheus_client import CollectorRegistry
 from twisted.internet import defer, reactor
 
 from switch.journal import (
@@ -728,3 +729,50 @@ async def test_lost_postgres_connections_are_replaced(journal: Journal, config: 
     assert approved.status == Status.APPROVED
     for _ in range(5):
         assert (await journal.get_transaction(txn.txn_id)).status == Status.APPROVED
+
+
+# Several switch processes on one journal
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_switch_processes_share_one_journal(config: Any, registry: Any) -> None:
+    first = await open_journal(config, reactor, registry=registry)
+    second = await open_journal(config, reactor, registry=CollectorRegistry())
+    try:
+        writes = [
+            journal.append_event("m1", EventDraft("payment.completed", {"n": n}))
+            for n in range(100)
+            for journal in (first, second)
+        ]
+        all_written = defer.gatherResults(writes)
+        seen: list[int] = []
+        while True:
+            finished = all_written.called
+            page = await first.events_after(["m1"], seen[-1] if seen else 0)
+            seen += [event.event_id for event in page]
+            if finished and not page:
+                break
+        appended = await all_written
+        assert seen == sorted(event.event_id for event in appended), "a reader paging by id skipped an event"
+
+        body = b"\x02" * 32
+        created = await defer.DeferredList(
+            [j.create_transaction(sale(idempotency_key="shared", request_hash=body)) for j in (first, second)],
+            consumeErrors=True,
+        )
+        assert sorted(ok for ok, _ in created) == [False, True]
+        assert next(value for ok, value in created if not ok).check(DuplicateIdempotencyKey)
+        txn = next(value for ok, value in created if ok)
+
+        items = await defer.gatherResults([j.saf_enqueue(txn.txn_id, reversal()) for j in (first, second)])
+        assert items[0].saf_id == items[1].saf_id
+
+        moved = await defer.DeferredList(
+            [j.transition(txn.txn_id, expected_from={Status.PENDING}, to=s) for j, s in
+             ((first, Status.APPROVED), (second, Status.TIMEOUT))],
+            consumeErrors=True,
+        )  # fmt: skip
+        assert sorted(ok for ok, _ in moved) == [False, True]
+    finally:
+        await first.close()
+        await second.close()

@@ -12,7 +12,6 @@ from twisted.internet import reactor
 
 from switch.journal import (
     JournalConfig,
-    JournalUnavailable,
     SafDraft,
     SafKind,
     SchemaError,
@@ -105,13 +104,3 @@ def test_steps_must_be_numbered_without_gaps(db: Db) -> None:
     with pytest.raises(SchemaError, match="without gaps"):
         migrate(db, (MIGRATIONS[0], Migration(3, "skips two", ())))
 
-
-@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
-@pytest_twisted.ensureDeferred
-async def test_a_second_postgres_writer_is_refused(db: Db, config: JournalConfig, registry: Any) -> None:
-    try:
-        await open_journal(config, reactor, registry=registry)
-    except JournalUnavailable as refused:
-        assert "another journal writer" in str(refused)
-    else:
-        raise AssertionError("two writers were allowed on one schema")
