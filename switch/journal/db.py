@@ -26,6 +26,7 @@ class Dialect:
 
     name: str = ""
     begin_sql: str = "BEGIN"
+    snapshot_sql: str = "BEGIN"
     ddl_tokens: Mapping[str, str] = {}
 
     def sql(self, text: str) -> str:
@@ -86,6 +87,10 @@ class Db:
     def begin(self) -> None:
         self._event_order_locked = False
         self.conn.execute(self.dialect.begin_sql)
+
+    def begin_snapshot(self) -> None:
+        """A read-only transaction whose reads all see one consistent snapshot."""
+        self.conn.execute(self.dialect.snapshot_sql)
 
     def commit(self) -> None:
         self._event_order_locked = False

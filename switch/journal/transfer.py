@@ -1,11 +1,11 @@
 """Copy a whole journal from one backend to another (SQLite ⇄ PostgreSQL), for moving between them.
 
-Run it with the switch stopped: it takes the writer role on both databases (so
-nothing else writes meanwhile), brings both to the current schema, refuses a
-target that already holds data, and copies every row with its ids in one target
-transaction, so a failed copy leaves the target empty. Identity counters on the
-target continue after the copied ids. It blocks: call it from a command, never
-from the reactor thread.
+It brings both databases to the current schema, refuses a target that already
+holds data, reads the source in one snapshot, and copies every row with its ids
+in one target transaction, so a failed copy leaves the target empty. Identity
+counters on the target continue after the copied ids. Stop every switch process
+first: the copy is consistent, but writes made after its snapshot stay behind.
+It blocks: call it from a command, never from the reactor thread.
 
 PAN ciphertexts are copied as they are; the target needs the same PAN key ring
 and hash secret as the source.
@@ -58,7 +58,13 @@ class CopyReport:
 
 def copy_journal(source: JournalConfig, target: JournalConfig, *, batch: int = 1000) -> CopyReport:
     """Copy every row of the source journal into an empty target journal."""
-    src = backend_for(source).open_writer()
+    source_backend = backend_for(source)
+    migrating = source_backend.open_writer()
+    try:
+        run(migrating, migrate)
+    finally:
+        migrating.close()
+    src = source_backend.open_reader()
     try:
         dst = backend_for(target).open_writer()
         try:
@@ -70,11 +76,11 @@ def copy_journal(source: JournalConfig, target: JournalConfig, *, batch: int = 1
 
 
 def _copy(src: Db, dst: Db, batch: int) -> CopyReport:
-    run(src, migrate)
     version = migrate(dst).to_version
     occupied = [table.name for table in TABLES if dst.one(f"SELECT 1 AS x FROM {table.name} LIMIT 1")]
     if occupied:
         raise CopyRefused(f"the target journal already holds rows in {', '.join(occupied)}; copy into an empty one")
+    src.begin_snapshot()
     dst.begin()
     try:
         counts = {table.name: _copy_table(src, dst, table, batch) for table in TABLES}
@@ -84,6 +90,8 @@ def _copy(src: Db, dst: Db, batch: int) -> CopyReport:
     except BaseException:
         dst.rollback()
         raise
+    finally:
+        src.rollback()
     dst.commit()
     log.info("journal_copied", schema_version=version, rows=counts)
     return CopyReport(schema_version=version, rows=counts)
