@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from twisted.internet.task import Clock
 
-from switch.notify import EventsNotFound, Notifier, NotifyOptions
+from switch.notify import EventsNotFound, NotifyOptions
 from tests.notify.conftest import Connection, EventLog, make_notifier, result
 
 POLL = NotifyOptions().poll_interval
