@@ -1,0 +1,435 @@
+"""Pieces of the crash test: simulated banks in the test process, the switch as a real
+child process that can be SIGKILLed and restarted, and a web tier made of threads.
+
+Nothing here knows about invariants; `tests.crash.invariants` reads what these record.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+
+from switch.banksim import BankSim, BankSimOptions, load_accounts
+from switch.banksim.tls import TlsFiles
+from switch.client import BlockingClient, KSwitchConnectionError, KSwitchError
+from switch.devcerts import make_dev_pki
+from switch.dialect import load_dialect
+from switch.framing import Framing
+
+REPO = Path(__file__).resolve().parent.parent.parent
+KSWITCH = REPO / "bin" / "kswitch"
+CLIENT, TOKEN = "web-1", "crash-test-token-0123456789"
+MERCHANT, STORE = "M100", "web"
+EXPIRY, CVV = "3012", "123"
+OPENING_BALANCE = 1_000_000_000  # minor units; far more than the test can spend
+
+# Two banks that differ in everything a connector can differ in: dialect, framing, TPDU.
+BANKS: dict[str, dict[str, Any]] = {
+    "bank_a": dict(dialect="iso87ascii", framing="2b", tpdu="6000010000", prefixes=["4"]),
+    "bank_b": dict(dialect="iso93binary", framing="4a", tpdu=None, prefixes=["5", "2"]),
+}
+
+
+@dataclass(frozen=True)
+class Card:
+    pan: str
+    bank: str
+    status: str = "active"
+    weight: int = 10
+
+
+CARDS = (
+    Card("4111111111111111", "bank_a"),
+    Card("4012888888881881", "bank_a"),
+    Card("5555555555554444", "bank_b"),
+    Card("5105105105105100", "bank_b"),
+    Card("4000000000000002", "bank_a", status="do_not_honour", weight=1),
+    Card("2223003122003222", "bank_b", status="do_not_honour", weight=1),
+)
+
+
+def accounts_toml() -> str:
+    parts = ["# Crash-test accounts: a few cards with large balances, one always-declined card per bank.\n"]
+    for card in CARDS:
+        parts.append(
+            f'\n[[account]]\npan = "{card.pan}"\nexpiry = "{EXPIRY}"\ncvv = "{CVV}"\nstatus = "{card.status}"\n'
+            f'balance = {OPENING_BALANCE}\ncurrency = "USD"\n'
+        )
+    return "".join(parts)
+
+
+def config_toml(state_dir: Path, run_dir: Path, ports: dict[str, int], request_timeout: float) -> str:
+    """A whole switch on loopback: API and admin on Unix sockets (no port races), SQLite journal."""
+    parts = [f"""
+[switch]
+state_dir = "{state_dir}"
+log_format = "json"
+log_level = "info"
+shutdown_grace = 5.0
+
+[api]
+listen = ["unix:{run_dir / 'api.sock'}:lockfile=1"]
+
+[admin]
+listen = "unix:{run_dir / 'admin.sock'}:lockfile=1"
+
+[journal]
+backend = "sqlite"
+dev_keys = true
+
+[[clients]]
+name = "{CLIENT}"
+token = "{TOKEN}"
+merchants = ["{MERCHANT}"]
+
+[[merchants]]
+id = "{MERCHANT}"
+name = "CRASH TEST SHOP"
+city = "PHNOM PENH"
+country = "KH"
+mcc = "5999"
+acquirer_merchant_id = "000000000100001"
+stores = [{{ id = "{STORE}", terminal_id = "WEB00001" }}]
+"""]
+    for name, b in BANKS.items():
+        tpdu = f'tpdu = "{b["tpdu"]}"\n' if b["tpdu"] else ""
+        parts.append(f"""
+[[connectors]]
+name = "{name}"
+dialect = "{b["dialect"]}"
+framing = "{b["framing"]}"
+{tpdu}acquirer_id = "400001"
+request_timeout = {request_timeout}
+sign_on = true
+echo_interval = 30.0
+reconnect_initial = 0.05
+reconnect_max = 0.2
+tls = "dev"
+links = [{{ host = "127.0.0.1", port = {ports[name]} }}]
+saf = {{ retry_interval = 0.2, backoff = 1.0, max_attempts = 200 }}
+""")
+    for name, b in BANKS.items():
+        prefixes = ", ".join(f'"{p}"' for p in b["prefixes"])
+        parts.append(f'\n[[routes]]\nname = "{name}"\nbin_prefixes = [{prefixes}]\nconnectors = ["{name}"]\n')
+    return "".join(parts)
+
+
+async def sleep(seconds: float) -> None:
+    await deferLater(reactor, seconds, lambda: None)
+
+
+# -- banks --------------------------------------------------------------------------------
+
+
+@dataclass
+class Banks:
+    sims: dict[str, BankSim]
+    ports: dict[str, int]
+
+    @classmethod
+    async def start(cls, accounts_file: Path, pki_dir: Path) -> Banks:
+        pki = make_dev_pki(pki_dir)
+        tls = TlsFiles(pki.server.cert, pki.server.key, pki.ca.cert)
+        accounts = load_accounts(accounts_file)
+        sims, ports = {}, {}
+        for name, b in BANKS.items():
+            framing = Framing(b["framing"], tpdu=b["tpdu"] is not None)
+            sims[name] = BankSim(reactor, load_dialect(b["dialect"]), framing, accounts, BankSimOptions(name=name))
+            ports[name] = (await sims[name].listen(0, tls)).getHost().port
+        return cls(sims, ports)
+
+    def set_faults(self, name: str, **faults: Any) -> None:
+        self.sims[name].set_faults(**faults)
+
+    async def close(self) -> None:
+        for sim in self.sims.values():
+            await sim.close()
+
+
+def postings(sim: BankSim) -> list[Any]:
+    """Every posting the simulated issuer made (``Issuer`` keeps them in ``_postings`` for
+    reversals; it has no public accessor, and retention is a week, so none are forgotten)."""
+    return list(sim.issuer._postings.values())
+
+
+# -- the switch as a child process --------------------------------------------------------------
+
+
+def http_get_unix(path: str, target: str, timeout: float = 1.0) -> tuple[int, bytes]:
+    """GET over a Unix socket (the admin server); (0, b"") when nobody answers."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(path)
+            s.sendall(f"GET {target} HTTP/1.0\r\nHost: kswitch\r\n\r\n".encode())
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+    except OSError:
+        return 0, b""
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    try:
+        return int(head.split(b" ", 2)[1]), body
+    except (IndexError, ValueError):
+        return 0, b""
+
+
+class SwitchProcess:
+    """``bin/kswitch run --config FILE`` as a real process; each run logs to its own file."""
+
+    def __init__(self, config: Path, log_dir: Path, admin_sock: Path) -> None:
+        self.config = config
+        self.log_dir = log_dir
+        self.admin_sock = admin_sock
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.logs: list[Path] = []
+        self.kills = 0
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "the previous switch is still running"
+        log_path = self.log_dir / f"kswitch-run-{len(self.logs) + 1}.log"
+        self.logs.append(log_path)
+        with log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(KSWITCH), "run", "--config", str(self.config)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
+            )
+
+    def log_tail(self, lines: int = 15) -> str:
+        if not self.logs:
+            return "(no log)"
+        text = self.logs[-1].read_text(errors="replace").splitlines()
+        return f"--- last {lines} lines of {self.logs[-1]} ---\n" + "\n".join(text[-lines:])
+
+    async def wait_ready(self, timeout: float) -> float:
+        """Until /readyz answers 200 (API listening and every connector signed on); returns seconds taken."""
+        assert self.proc is not None
+        began = time.monotonic()
+        while True:
+            status, body = await deferToThread(http_get_unix, str(self.admin_sock), "/readyz", 0.5)
+            if status == 200:
+                return time.monotonic() - began
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"kswitch exited with code {self.proc.returncode} before it was ready "
+                    f"(run {len(self.logs)}, after {self.kills} SIGKILLs)\n{self.log_tail()}"
+                )
+            if time.monotonic() - began > timeout:
+                raise AssertionError(
+                    f"kswitch not ready within {timeout}s (last /readyz: {status} {body[:300]!r})\n{self.log_tail()}"
+                )
+            await sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, exactly like a power cut of the process."""
+        assert self.proc is not None and self.proc.poll() is None, f"kswitch died on its own\n{self.log_tail()}"
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.kills += 1
+
+    async def terminate(self, timeout: float) -> int:
+        """SIGTERM and wait for the graceful shutdown; returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+                raise AssertionError(f"kswitch did not stop within {timeout}s of SIGTERM\n{self.log_tail()}")
+            await sleep(0.05)
+        return self.proc.returncode
+
+    def abort(self) -> None:
+        """Clean-up after a failure: make sure no switch outlives the test."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    async def metrics(self) -> dict[str, float]:
+        """The admin /metrics samples, summed over labels (e.g. kswitch_saf_depth of every connector)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        status, body = await deferToThread(http_get_unix, str(self.admin_sock), "/metrics", 2.0)
+        if status != 200:
+            return {}
+        totals: dict[str, float] = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+        return totals
+
+
+def short_run_dir() -> Path:
+    """A short directory for Unix sockets (their paths are limited to about 100 bytes)."""
+    return Path(tempfile.mkdtemp(prefix="kswc-", dir="/tmp" if os.path.isdir("/tmp") else None))
+
+
+def remove_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# -- the web tier ----------------------------------------------------------------------------
+
+
+@dataclass
+class WebRequest:
+    """One payment as the web tier knows it: what it asked and every answer it got."""
+
+    n: int
+    worker: int
+    order_id: str
+    idempotency_key: str
+    pan: str
+    amount: int
+    capture: bool
+    outcomes: list[str] = field(default_factory=list)  # per attempt: a status, "no_answer:<code>", "error:<code>"
+    final: dict[str, Any] | None = None  # the last transaction answer
+    error: str | None = None  # a final error answer (never expected)
+
+    @property
+    def kind(self) -> str:
+        return "sale" if self.capture else "authorization"
+
+    @property
+    def retried(self) -> bool:
+        return len(self.outcomes) > 1
+
+    def describe(self) -> str:
+        return (f"{self.order_id} (key {self.idempotency_key}, {self.kind} {self.amount} on "
+                f"{self.pan[:6]}…{self.pan[-4:]}, answers {self.outcomes})")
+
+
+class WebTier:
+    """Worker threads, each a web-tier request handler with its own connection.
+
+    Each sends authorizations with a unique order id and idempotency key and keeps the
+    last answer.  When the connection dies (or cannot be made: the switch is down) the
+    outcome is unknown, so it sends the identical request with the same key again until
+    it gets an answer, as the socket API spec (section 9) tells web tiers to do.
+    """
+
+    RETRY_PAUSE = 0.05
+    FAILED_PAUSE = 0.2  # after a "failed" answer a shopper tries again a little later
+
+    def __init__(self, api_sock: Path, seed: int, workers: int, think: float = 0.01) -> None:
+        self.api_sock = api_sock
+        self.seed = seed
+        self.workers = workers
+        self.think = think
+        self.requests: list[WebRequest] = []
+        self._lock = threading.Lock()
+        self._next = 0
+        self._stop_new = threading.Event()
+        self._abort = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.crashes: list[str] = []
+
+    def start(self) -> None:
+        for w in range(self.workers):
+            t = threading.Thread(target=self._run, args=(w,), name=f"crash-web-{w}", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def stop_new(self) -> None:
+        """No new payments; each worker still finishes (gets an answer for) the one it has."""
+        self._stop_new.set()
+
+    def abort(self) -> None:
+        self._stop_new.set()
+        self._abort.set()
+
+    def alive(self) -> int:
+        return sum(t.is_alive() for t in self._threads)
+
+    async def finished(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.alive():
+            if time.monotonic() > deadline:
+                self.abort()
+                pending = [r.describe() for r in self.snapshot() if r.final is None and r.error is None]
+                raise AssertionError(
+                    f"the web tier still had {len(pending)} request(s) without an answer {timeout}s after "
+                    f"the load stopped: {pending[:10]}"
+                )
+            await sleep(0.05)
+        assert not self.crashes, f"web-tier worker crashed: {self.crashes}"
+
+    def snapshot(self) -> list[WebRequest]:
+        with self._lock:
+            return list(self.requests)
+
+    def answered(self) -> int:
+        with self._lock:
+            return sum(r.final is not None for r in self.requests)
+
+    def _new_request(self, worker: int, rng: random.Random) -> WebRequest:
+        with self._lock:
+            self._next += 1
+            n = self._next
+            card = rng.choices(CARDS, weights=[c.weight for c in CARDS])[0]
+            req = WebRequest(
+                n=n, worker=worker, order_id=f"crash-{self.seed}-{n:05d}", idempotency_key=f"idem-{self.seed}-{n:05d}",
+                pan=card.pan, amount=rng.randint(100, 50_000), capture=rng.random() < 0.7,
+            )
+            self.requests.append(req)
+        return req
+
+    def _run(self, worker: int) -> None:
+        try:
+            self._work(worker)
+        except BaseException as e:  # noqa: BLE001 - reported by finished()
+            self.crashes.append(f"worker {worker}: {type(e).__name__}: {e}")
+
+    def _work(self, worker: int) -> None:
+        rng = random.Random(self.seed * 1000 + worker)
+        client = BlockingClient(unix_path=str(self.api_sock), client=CLIENT, token=TOKEN, timeout=30.0)
+        req: WebRequest | None = None
+        try:
+            while not self._abort.is_set():
+                if req is None:
+                    if self._stop_new.is_set():
+                        return
+                    if self.think:
+                        time.sleep(rng.uniform(0, self.think))
+                    req = self._new_request(worker, rng)
+                try:
+                    answer = client.authorize(
+                        merchant_id=MERCHANT, store_id=STORE, order_id=req.order_id, amount=req.amount,
+                        currency="USD", pan=req.pan, expiry=EXPIRY, cvv=CVV, capture=req.capture,
+                        idempotency_key=req.idempotency_key,
+                    )
+                except KSwitchConnectionError as e:
+                    req.outcomes.append(f"no_answer:{e.code}")
+                    time.sleep(self.RETRY_PAUSE)
+                    continue
+                except KSwitchError as e:
+                    req.outcomes.append(f"error:{e.code}")
+                    if e.code in ("busy", "internal"):  # outcome unknown or not carried out: same key again
+                        time.sleep(self.RETRY_PAUSE)
+                        continue
+                    req.error = f"{e.code}: {e.message}"
+                    req = None
+                    continue
+                req.outcomes.append(answer["status"])
+                req.final = answer
+                req = None
+                if answer["status"] == "failed":
+                    time.sleep(self.FAILED_PAUSE)
+        finally:
+            client.close()
