@@ -201,3 +201,17 @@ async def test_subscription_ends_with_its_connection(env):
     assert sample(env, "kswitch_notify_subscribers") == 1
     await disconnect(inbox)
     await eventually(lambda: sample(env, "kswitch_notify_subscribers") == 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_void_is_pushed_and_may_be_acknowledged_on_another_connection_of_the_client(env):
+    listener, _ = await subscriber(env)
+    worker = Inbox(await env.connect())
+    sale = await worker.call(authorize(1))
+    assert (await worker.call({"id": 2, "op": "void", "txn_id": sale["txn_id"]}))["status"] == "reversed"
+    push = await listener.push()
+    assert (push["event"], push["txn_id"]) == ("payment.voided", sale["txn_id"])
+    assert (await worker.call({"id": 3, "op": "ack", "event_ids": [push["event_id"]]}))["ok"]
+    await disconnect(listener)
+    _, answer = await subscriber(env)
+    assert answer["pending"] == 0
