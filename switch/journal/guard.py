@@ -63,8 +63,23 @@ def dump_fields(where: str, fields: Mapping[Any, Any]) -> str:
         raise InvalidRecord(f"{where} must be a mapping, got {type(fields).__name__}")
     clean = _clean(where, fields)
     text = json.dumps(clean, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    check_value(where, text)
+    if looks_like_pan(text):
+        _locate(where, clean)
+        raise _refused(where)
     return text
+
+
+def _locate(where: str, value: Any) -> None:
+    """Name the value holding a PAN: run only once the whole text was refused (rare), so
+    the per-message hot path scans the JSON once instead of every value twice."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _locate(f"{where}.{name}", item)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _locate(f"{where}[{index}]", item)
+    elif isinstance(value, (str, int)) and not isinstance(value, bool):
+        check_value(where, str(value))
 
 
 def load_fields(text: str | None) -> dict[str, Any]:
@@ -96,7 +111,6 @@ def _clean(where: str, value: Any) -> Any:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, (str, int)):
-        check_value(where, str(value))
         return value
     raise InvalidRecord(f"{where}: cannot store a value of type {type(value).__name__}")
 
