@@ -11,7 +11,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from switch import logs
 from switch.config import DEFAULT_CONFIG, SwitchConfig, load_config
@@ -52,6 +52,16 @@ def _parser() -> argparse.ArgumentParser:
     drop.add_argument("saf_id", type=int)
     drop.add_argument("--operator", required=True)
     drop.add_argument("--reason", required=True)
+
+    keys = sub.add_parser("keys", help="PAN encryption keys: usage per key id, re-encrypt under the current key")
+    keys.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    keys.add_argument("action", choices=("usage", "rewrap"))
+
+    journal = sub.add_parser("journal", help="copy the whole journal to another backend (switch stopped)")
+    journal.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    journal.add_argument("action", choices=("copy",))
+    journal.add_argument("--to", type=Path, required=True, metavar="CONFIG",
+                         help="a config file whose [journal] names the empty target")
     return p
 
 
@@ -94,45 +104,80 @@ def _run(cfg: SwitchConfig) -> int:
     return status["code"]
 
 
-def _saf(cfg: SwitchConfig, args: argparse.Namespace) -> int:
+def _with_journal(cfg: SwitchConfig, work: Callable[[Any], Awaitable[None]]) -> int:
+    """Open the configured journal beside (or instead of) a running switch, run ``work``, close it."""
     from twisted.internet import task
     from twisted.internet.defer import ensureDeferred
 
     from switch.journal.journal import open_journal
-    from switch.journal.models import SafState
 
     logs.configure("json", level="warning")
 
-    async def work(reactor: Any) -> None:
+    async def run(reactor: Any) -> None:
         journal = await open_journal(cfg.journal, reactor)
         try:
-            if args.action == "list":
-                states = tuple(SafState(s) for s in (args.state or ["dead"]))
-                items = await journal.saf_list(connector=args.connector, states=states)
-                rows = [{"saf_id": i.saf_id, "connector": i.connector, "txn_id": i.txn_id, "kind": i.kind.value,
-                         "state": i.state.value, "attempts": i.attempts, "max_attempts": i.max_attempts,
-                         "enqueued_at": i.enqueued_at.isoformat(), "last_error": i.last_error,
-                         "last_response_code": i.last_response_code} for i in items]
-                if args.json:
-                    print(json.dumps(rows, indent=2))
-                else:
-                    for r in rows:
-                        print(f"{r['saf_id']:>6} {r['connector']:<12} {r['kind']:<9} {r['state']:<8} "
-                              f"{r['attempts']}/{r['max_attempts']} {r['txn_id']} {r['last_error'] or ''}")
-                    print(f"{len(rows)} item(s)")
-            elif args.action == "retry":
-                item = await journal.saf_retry(args.saf_id, operator=args.operator)
-                print(f"SAF item {item.saf_id} is {item.state.value} again; the running switch sends it next")
-            else:
-                item = await journal.saf_drop(args.saf_id, operator=args.operator, reason=args.reason)
-                print(f"SAF item {item.saf_id} dropped by {args.operator}")
+            await work(journal)
         finally:
             await journal.close()
 
     try:
-        task.react(lambda reactor: ensureDeferred(work(reactor)))
+        task.react(lambda reactor: ensureDeferred(run(reactor)))
     except SystemExit as e:
         return int(e.code or 0)
+    return 0
+
+
+def _saf(cfg: SwitchConfig, args: argparse.Namespace) -> int:
+    from switch.journal.models import SafState
+
+    async def work(journal: Any) -> None:
+        if args.action == "list":
+            states = tuple(SafState(s) for s in (args.state or ["dead"]))
+            items = await journal.saf_list(connector=args.connector, states=states)
+            rows = [{"saf_id": i.saf_id, "connector": i.connector, "txn_id": i.txn_id, "kind": i.kind.value,
+                     "state": i.state.value, "attempts": i.attempts, "max_attempts": i.max_attempts,
+                     "enqueued_at": i.enqueued_at.isoformat(), "last_error": i.last_error,
+                     "last_response_code": i.last_response_code} for i in items]
+            if args.json:
+                print(json.dumps(rows, indent=2))
+                return
+            for r in rows:
+                print(f"{r['saf_id']:>6} {r['connector']:<12} {r['kind']:<9} {r['state']:<8} "
+                      f"{r['attempts']}/{r['max_attempts']} {r['txn_id']} {r['last_error'] or ''}")
+            print(f"{len(rows)} item(s)")
+        elif args.action == "retry":
+            item = await journal.saf_retry(args.saf_id, operator=args.operator)
+            print(f"SAF item {item.saf_id} is {item.state.value} again; the running switch sends it next")
+        else:
+            item = await journal.saf_drop(args.saf_id, operator=args.operator, reason=args.reason)
+            print(f"SAF item {item.saf_id} dropped by {args.operator}")
+
+    return _with_journal(cfg, work)
+
+
+def _keys(cfg: SwitchConfig, args: argparse.Namespace) -> int:
+    async def work(journal: Any) -> None:
+        if args.action == "rewrap":
+            await journal.rewrap_cards()
+        usage = await journal.key_usage()
+        current = journal.vault.current_key_id
+        for key_id, count in sorted(usage.items()):
+            print(f"{key_id:<16} {count:>10} stored card(s){'  (current)' if key_id == current else ''}")
+
+    return _with_journal(cfg, work)
+
+
+def _journal_copy(cfg: SwitchConfig, args: argparse.Namespace) -> int:
+    from switch.journal.errors import JournalError
+    from switch.journal.transfer import copy_journal
+
+    target = load_config(args.to).journal
+    try:
+        report = copy_journal(cfg.journal, target)
+    except JournalError as e:
+        sys.stderr.write(f"kswitch: journal copy refused: {e}\n")
+        return 1
+    print(f"copied journal from {cfg.journal.backend} to {target.backend}: {report}")
     return 0
 
 
@@ -150,6 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _route(cfg, args)
     if args.command == "saf":
         return _saf(cfg, args)
+    if args.command == "keys":
+        return _keys(cfg, args)
+    if args.command == "journal":
+        return _journal_copy(cfg, args)
     return _run(cfg)
 
 
