@@ -189,6 +189,10 @@ def http_get_unix(path: str, target: str, timeout: float = 1.0) -> tuple[int, by
         return 0, b""
 
 
+class SwitchExited(AssertionError):
+    """kswitch exited on its own while the test waited for it to become ready."""
+
+
 class SwitchProcess:
     """``bin/kswitch run --config FILE`` as a real process; each run logs to its own file."""
 
@@ -225,7 +229,7 @@ class SwitchProcess:
             if status == 200:
                 return time.monotonic() - began
             if self.proc.poll() is not None:
-                raise AssertionError(
+                raise SwitchExited(
                     f"kswitch exited with code {self.proc.returncode} before it was ready "
                     f"(run {len(self.logs)}, after {self.kills} SIGKILLs)\n{self.log_tail()}"
                 )
