@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succe
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import deferLater
+from twisted.internet.task import LoopingCall, deferLater
 
 from switch.admin import admin_site
 from switch.api.listen import listen
@@ -88,6 +88,7 @@ class Switch:
         self.admin_port: IListeningPort | None = None
         self._simulators: list[tuple[Any, _Simulator]] = []
         self._stopping: Deferred[None] | None = None
+        self._housekeeping = LoopingCall(self._purge_idempotency_keys)
 
     # -- start ------------------------------------------------------------------------
 
@@ -111,7 +112,7 @@ class Switch:
             self.banks[name] = Bank(connector, settings.profile, settings.saf,
                                     RrnAllocator(self.reactor.seconds, node=cfg.node))
         self.saf = StoreAndForward(self.reactor, self.journal, self.banks, self.registry)
-        self.notifier = Notifier(self.reactor, self.journal, self.registry)
+        self.notifier = Notifier(self.reactor, self.journal, self.registry, cfg.notify)
         self.service = PaymentService(self.reactor, self.journal, self.banks, cfg.router, cfg.api.merchants,
                                       self.saf, self.registry,
                                       {name: b.void_after_capture for name, b in cfg.banks.items()})
@@ -123,6 +124,8 @@ class Switch:
         for bank in self.banks.values():
             bank.connector.start()
         self.saf.start()
+        self._housekeeping.clock = self.reactor
+        self._housekeeping.start(3600, now=True).addErrback(lambda f: log.failure("housekeeping_failed", failure=f))
         self.api_factory = NotifyingApiFactory(self.notifier, self.service, cfg.api, reactor=self.reactor,
                                                registry=self.registry,
                                                operations=register_lifecycle(default_operations()))
@@ -132,6 +135,11 @@ class Switch:
         )
         log.info("switch_started", config=str(cfg.file), api=list(cfg.api_listen), admin=cfg.admin_listen,
                  connectors=sorted(self.banks), journal=cfg.journal.backend)
+
+    def _purge_idempotency_keys(self) -> Deferred[int]:
+        """Idempotency keys are kept 24 hours (the journal's ``idempotency_ttl``), not forever."""
+        assert self.journal is not None
+        return self.journal.purge_idempotency_keys()
 
     def _late_response_hook(self, bank: Bank) -> Any:
         def hook(message: dict[str, str]) -> None:
@@ -190,6 +198,8 @@ class Switch:
             log.warning("shutdown_grace_expired", in_flight=self._api_in_flight())
         for protocol in list(self.api_factory.connections if self.api_factory else ()):
             protocol.transport.loseConnection()
+        if self._housekeeping.running:
+            self._housekeeping.stop()
         if self.notifier is not None:
             self.notifier.stop()
         if self.saf is not None:

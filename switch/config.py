@@ -19,6 +19,7 @@ from switch.connector import ConnectorOptions, LinkOptions, TlsClientOptions
 from switch.dialect import DialectError, load_dialect
 from switch.framing import FRAMING_NAMES, TPDU_LENGTH, Framing
 from switch.journal.config import JournalConfig, SecretSource
+from switch.notify import NotifyOptions
 from switch.pool import STRATEGIES
 from switch.responses import DECLINED, FAILED, APPROVED, Outcome, ResponseTable
 from switch.router import Router, parse_rules
@@ -68,6 +69,7 @@ class SwitchConfig:
     simulators: tuple[SimulatorSettings, ...]
     router: Router
     node: int | None = None
+    notify: NotifyOptions = field(default_factory=NotifyOptions)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -114,6 +116,13 @@ def load_config(path: Path | str | None = None) -> SwitchConfig:
 
     journal, dev_keys = _journal(top.table("journal"), state_dir)
 
+    notify_t = top.table("notifications")
+    notify = NotifyOptions(
+        poll_interval=notify_t.float("poll_interval", 0.2, lo=0.01),
+        max_unacked=notify_t.int("max_unacked", 100, lo=1),
+    )
+    notify_t.done()
+
     merchants = [_merchant(t) for t in top.tables("merchants", required=True)]
     clients = [_client(t) for t in top.tables("clients", required=True)]
     try:
@@ -136,7 +145,7 @@ def load_config(path: Path | str | None = None) -> SwitchConfig:
         file=file, state_dir=state_dir, log_format=log_format, log_level=log_level,
         shutdown_grace=shutdown_grace, api_listen=listen, api=api, admin_listen=admin_listen,
         journal=journal, dev_keys=dev_keys, banks=banks, simulators=simulators, router=router,
-        node=node, raw=doc,
+        node=node, notify=notify, raw=doc,
     )
 
 
