@@ -208,6 +208,8 @@ async def check(journal: Journal, banks: Banks, requests: list[WebRequest], swit
         "requests": len(requests),
         "requests_retried_after_no_answer": sum(any(o.startswith("no_answer") for o in r.outcomes) for r in requests),
         "web_answers": dict(sorted(answers.items())),
+        "answers_after_retry": dict(sorted(Counter(
+            r.outcomes[-1] for r in requests if any(o.startswith("no_answer") for o in r.outcomes)).items())),
         "journal": dict(sorted(Counter(t.status.value for t in ordered).items())),
         "bank_postings": posting_count,
         "bank_postings_reversed": reversed_count,
