@@ -12,6 +12,7 @@ import base64
 import os
 import secrets
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall, deferLater
 
+from connectors import ConnectorPlugin, plugin_class
 from switch.admin import admin_site
 from switch.api.listen import listen
 from switch.api.lifecycle import register_lifecycle
@@ -31,6 +33,7 @@ from switch.api.ops import default_operations
 from switch.api.protocol import ApiFactory
 from switch.bank import Bank
 from switch.config import SwitchConfig
+from switch.confirmation import Confirmations
 from switch.connector import Connector
 from switch.devcerts import make_dev_pki
 from switch.journal import Journal
@@ -81,6 +84,7 @@ class Switch:
         self.journal: Journal | None = None
         self.banks: dict[str, Bank] = {}
         self.saf: StoreAndForward | None = None
+        self.confirmations: Confirmations | None = None
         self.service: PaymentService | None = None
         self.notifier: Notifier | None = None
         self.api_factory: ApiFactory | None = None
@@ -107,18 +111,27 @@ class Switch:
 
         self.journal = await open_journal(cfg.journal, self.reactor, registry=self.registry,
                                           clock=self.reactor.seconds)
+        plugins: dict[str, ConnectorPlugin] = {}
         for name, settings in cfg.banks.items():
             connector = Connector(settings.options, reactor=self.reactor, registry=self.registry)
-            self.banks[name] = Bank(connector, settings.profile, settings.saf,
-                                    RrnAllocator(self.reactor.seconds, node=cfg.node))
+            profile = settings.profile
+            if settings.plugin is not None:
+                plugin = plugins[name] = plugin_class(settings.plugin)(profile.dialect)
+                if plugin.reversal is not None:
+                    profile = replace(profile, reversal=plugin.reversal)
+            self.banks[name] = Bank(connector, profile, settings.saf, RrnAllocator(self.reactor.seconds, node=cfg.node))
         self.saf = StoreAndForward(self.reactor, self.journal, self.banks, self.registry)
+        self.confirmations = Confirmations(self.reactor, self.journal, self.banks, self.saf,
+                                           {name: b.confirmation_timeout for name, b in cfg.banks.items()})
         self.notifier = Notifier(self.reactor, self.journal, self.registry, cfg.notify)
         self.service = PaymentService(self.reactor, self.journal, self.banks, cfg.router, cfg.api.merchants,
                                       self.saf, self.registry,
-                                      {name: b.void_after_capture for name, b in cfg.banks.items()})
+                                      {name: b.void_after_capture for name, b in cfg.banks.items()},
+                                      plugins=plugins, confirmations=self.confirmations)
         for bank in self.banks.values():
             bank.connector.mux.on_late_response = self._late_response_hook(bank)
-        recovered = await recover(self.journal, self.banks, self.saf, self.registry)
+            bank.connector.on_inbound_request = self._inbound_request_hook(bank, self.service.plugin(bank))
+        recovered = await recover(self.journal, self.banks, self.saf, self.registry, self.confirmations)
         if recovered:
             log.warning("recovered_in_flight", count=recovered)
         for bank in self.banks.values():
@@ -145,6 +158,18 @@ class Switch:
         def hook(message: dict[str, str]) -> None:
             assert self.service is not None
             self.service.late_response(bank, message)
+
+        return hook
+
+    def _inbound_request_hook(self, bank: Bank, plugin: ConnectorPlugin) -> Any:
+        """Advices completing a payment that awaits the customer; anything else stays unhandled (logged)."""
+        unhandled = bank.connector.on_inbound_request
+
+        def hook(message: dict[str, str]) -> Any:
+            assert self.confirmations is not None
+            if plugin.is_customer_advice(message):
+                return self.confirmations.advice(bank, message)
+            return unhandled(message)
 
         return hook
 
@@ -204,6 +229,8 @@ class Switch:
             self.notifier.stop()
         if self.saf is not None:
             self.saf.stop()
+        if self.confirmations is not None:
+            self.confirmations.stop()
         await DeferredList([bank.connector.stop() for bank in self.banks.values()])
         if self.admin_port is not None:
             await (self.admin_port.stopListening() or succeed(None))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from connectors import UnknownPlugin, plugin_class
 from switch.api.config import ApiConfig, ApiLimits, ClientConfig, MerchantConfig, StoreConfig
 from switch.connector import ConnectorOptions, LinkOptions, TlsClientOptions
 from switch.dialect import DialectError, load_dialect
@@ -42,6 +43,8 @@ class BankSettings:
     plugin: str | None
     dev_tls: bool
     void_after_capture: bool = False
+    confirmation_timeout: float = 900.0
+    """Seconds a payment may wait for the customer to confirm at the bank before it expires."""
 
 
 @dataclass(frozen=True)
@@ -330,10 +333,16 @@ def _bank(t: Table, base: Path, state_dir: Path) -> BankSettings:
     )
     saf_t.done()
     plugin = t.str("plugin", None)
+    if plugin is not None:
+        try:
+            plugin_class(plugin)
+        except UnknownPlugin as e:
+            raise t.error("plugin", str(e)) from None
     void_after_capture = t.bool("void_after_capture", False)
+    confirmation_timeout = t.float("confirmation_timeout", 900.0, lo=1.0)
     t.done()
     return BankSettings(options=options, profile=profile, saf=saf, plugin=plugin, dev_tls=dev_tls,
-                        void_after_capture=void_after_capture)
+                        void_after_capture=void_after_capture, confirmation_timeout=confirmation_timeout)
 
 
 def _link(t: Table, default_name: str, tls: TlsClientOptions | None, defaults: dict[str, Any]) -> LinkOptions:

@@ -26,7 +26,6 @@ import structlog
 from twisted.internet.defer import DeferredLock
 
 from switch.api.errors import ApiError
-from switch.api.model import CardInstrument
 from switch.dialect import Message
 from switch.journal import Journal
 from switch.journal.errors import TransactionNotFound
@@ -38,7 +37,9 @@ from switch.masking import mask_message
 from switch.mti import mti_for
 from switch.mux import MuxError
 from switch.status import API_STATUS, answer
-from switch.translate import Acceptor, financial_request, original_data_elements, reversal_template
+from switch.translate import (
+    Acceptor, financial_request, instrument_from_sealed, original_data_elements, restore_instrument, reversal_template,
+)
 
 if TYPE_CHECKING:
     from switch.payments import PaymentService
@@ -61,15 +62,12 @@ class LifecycleRequest:
 
 
 async def journalled_request(journal: Journal, txn: Transaction) -> Message:
-    """The original request as sent (masked in the journal), with the sealed card put back."""
+    """The original request as sent (masked in the journal), with the sealed card or account put back."""
     messages = await journal.messages(txn.txn_id)
     sent = next(m for m in messages if m.direction is Direction.OUT and m.mti[2] in "02")
     original: Message = {**sent.fields, "t": sent.mti}
     if txn.card is not None:
-        card = journal.reveal_card(txn.card)
-        original["2"] = card.pan
-        if card.expiry:
-            original["14"] = card.expiry
+        restore_instrument(original, journal.reveal_card(txn.card))
     return original
 
 
@@ -196,7 +194,7 @@ class Lifecycle:
         acceptor = Acceptor(merchant.mcc, store.terminal_id, merchant.acquirer_merchant_id, merchant.name,
                             merchant.city, merchant.country)
         request = financial_request(
-            bank.profile, kind, processing, amount, sent["49"], CardInstrument(card.pan, card.expiry or ""),
+            bank.profile, kind, processing, amount, sent["49"], instrument_from_sealed(card, sent),
             acceptor, bank.reserve_stan(), sent.get("37") if child_kind is Kind.CAPTURE else bank.next_rrn(),
             self.service.clock.seconds(),
         )

@@ -12,6 +12,11 @@ The order of work is what keeps money safe:
 
 Fallback to the next connector of a route happens only in step 1, while no bank has
 seen the request.
+
+A bank may answer "customer action required" (its plugin finds a confirmation URL):
+the payment is then journalled ``pending_customer_action``, the web tier gets that
+status with the URL, and `switch.confirmation` owns it until the bank's advice or
+its expiry.
 """
 
 from __future__ import annotations
@@ -29,14 +34,16 @@ from twisted.internet.interfaces import IReactorTime
 
 from switch.api.config import MerchantConfig, StoreConfig
 from switch.api.errors import ApiError
-from switch.api.model import AuthorizeRequest
+from connectors.base import ConnectorPlugin, PaymentContext
+from switch.api.model import AuthorizeRequest, BankAccountInstrument, CardInstrument
 from switch.bank import Bank
+from switch.confirmation import Confirmations
 from switch.dialect import Message
 from switch.journal import Journal
 from switch.journal.errors import DuplicateIdempotencyKey, TransactionNotFound
 from switch.journal.ids import new_txn_id
 from switch.journal.models import (
-    CardData, Direction, EventDraft, Kind, NewTransaction, SafDraft, SafKind, Status, Transaction, utc_from_seconds,
+    Direction, EventDraft, Kind, NewTransaction, SafDraft, SafKind, Status, Transaction, utc_from_seconds,
 )
 from switch.masking import mask_message
 from switch.metrics import MetricBundle
@@ -45,7 +52,9 @@ from switch.router import RouteQuery, Router
 from switch.saf import StoreAndForward
 from switch.status import API_STATUS, answer
 from switch.lifecycle import Lifecycle, LifecycleRequest
-from switch.translate import Acceptor, financial_request, reversal_template
+from switch.translate import (
+    Acceptor, carries_accounts, financial_request, reversal_template, sealed_instrument,
+)
 from switch.mti import mti_for
 
 log = structlog.get_logger("kswitch.payments")
@@ -68,12 +77,16 @@ class PaymentMetrics(MetricBundle):
 
 
 def request_hash(req: AuthorizeRequest, pan_hash: bytes) -> bytes:
-    """What makes two requests 'the same' for idempotency; the PAN only as its keyed hash."""
-    canonical = json.dumps(
-        [req.merchant_id, req.store_id, req.order_id, req.amount, req.currency.alpha, req.capture,
-         pan_hash.hex(), req.instrument.expiry, req.bank],
-        separators=(",", ":"),
-    )
+    """What makes two requests 'the same' for idempotency; the PAN or account only as its keyed hash."""
+    instrument = req.instrument
+    parts: list[object] = [req.merchant_id, req.store_id, req.order_id, req.amount, req.currency.alpha, req.capture,
+                           pan_hash.hex()]
+    parts += [instrument.expiry if isinstance(instrument, CardInstrument) else None, req.bank]
+    if isinstance(instrument, BankAccountInstrument):
+        parts += [instrument.kind, instrument.bank, instrument.account_type, instrument.holder_id]
+    elif not isinstance(instrument, CardInstrument):
+        parts += [instrument.kind]
+    canonical = json.dumps(parts, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).digest()
 
 
@@ -98,6 +111,8 @@ class PaymentService:
         saf: StoreAndForward,
         registry: CollectorRegistry,
         void_after_capture: Mapping[str, bool] | None = None,
+        plugins: Mapping[str, ConnectorPlugin] | None = None,
+        confirmations: Confirmations | None = None,
     ) -> None:
         self.clock = clock
         self.saf = saf
@@ -108,6 +123,12 @@ class PaymentService:
         self.metrics = PaymentMetrics.on(registry)
         self._in_flight: dict[tuple[str, str], _InFlight] = {}
         self.lifecycle = Lifecycle(self, void_after_capture or {})
+        self.plugins = plugins or {}
+        self.confirmations = confirmations
+
+    def plugin(self, bank: Bank) -> ConnectorPlugin:
+        """The bank's plugin, or the no-op base behaviour for a bank without one."""
+        return self.plugins.get(bank.name) or ConnectorPlugin(bank.profile.dialect)
 
     # -- authorize ------------------------------------------------------------------
 
@@ -115,7 +136,7 @@ class PaymentService:
         return ensureDeferred(self._authorize(request))
 
     async def _authorize(self, req: AuthorizeRequest) -> dict[str, Any]:
-        h = request_hash(req, self.journal.vault.pan_hash(req.instrument.pan))
+        h = request_hash(req, self.journal.vault.pan_hash(sealed_instrument(req.instrument).pan))
         if req.idempotency_key is None:
             return await self._authorize_once(req, h)
         key = (req.merchant_id, req.idempotency_key)
@@ -165,18 +186,15 @@ class PaymentService:
         if req.bank is not None:
             if req.bank not in self.banks:
                 raise ApiError("invalid_request", f"unknown bank {req.bank!r}; expected one of {sorted(self.banks)}", field="bank")
+            if not self._can_carry(req.bank, req):
+                raise ApiError("invalid_request", f"bank {req.bank!r} does not take {req.instrument.kind} payments "
+                               "(its dialect does not mask field 102)", field="bank")
             return (req.bank,)
-        decision = self.router.route(
-            RouteQuery(
-                instrument="card",
-                amount=req.amount,
-                currency=req.currency.alpha,
-                merchant_id=req.merchant_id,
-                bin8=req.instrument.pan[:8],
-                scheme=req.instrument.scheme,
-            )
-        )
-        return decision.connectors
+        decision = self.router.route(route_query(req))
+        return tuple(c for c in decision.connectors if self._can_carry(c, req))
+
+    def _can_carry(self, connector: str, req: AuthorizeRequest) -> bool:
+        return isinstance(req.instrument, CardInstrument) or carries_accounts(self.banks[connector].profile.dialect)
 
     async def _authorize_once(self, req: AuthorizeRequest, h: bytes) -> dict[str, Any]:
         merchant = self.merchants[req.merchant_id]
@@ -202,10 +220,14 @@ class PaymentService:
     ) -> dict[str, Any]:
         stan = bank.reserve_stan()
         txn_id = new_txn_id()
-        message = financial_request(
-            bank.profile, "financial" if req.capture else "authorization", "00", req.amount,
-            req.currency.numeric, req.instrument, _acceptor(merchant, store), stan, bank.next_rrn(),
-            self.clock.seconds(),
+        plugin = self.plugin(bank)
+        message = plugin.request(
+            financial_request(
+                bank.profile, "financial" if req.capture else "authorization", "00", req.amount,
+                req.currency.numeric, req.instrument, _acceptor(merchant, store), stan, bank.next_rrn(),
+                self.clock.seconds(),
+            ),
+            PaymentContext(req.instrument, merchant.name, req.order_id),
         )
         try:
             await self._journal_request(req, h, kind, bank, txn_id, message)
@@ -218,8 +240,11 @@ class PaymentService:
             reason = "issuer_busy" if isinstance(e, MuxBusy) else "issuer_unavailable"
             return await self._finish(txn_id, kind, bank, Status.FAILED, reason=reason)
         except (RequestTimeout, LinkLost) as e:
-            return await self._uncertain(txn_id, kind, bank, message, req.instrument.pan, req.instrument.expiry,
+            return await self._uncertain(txn_id, kind, bank, message, req,
                                          "issuer_timeout" if isinstance(e, RequestTimeout) else "link_lost")
+        url = plugin.confirmation_url(response)
+        if url is not None and self.confirmations is not None:
+            return await self._awaiting_customer(txn_id, kind, bank, message, response, url)
         return await self._answered(txn_id, kind, bank, req.amount, req.capture, response)
 
     async def _refused(self, req: AuthorizeRequest, h: bytes, kind: Kind, connector: str, reason: str) -> dict[str, Any]:
@@ -227,7 +252,7 @@ class PaymentService:
             NewTransaction(
                 kind=kind, merchant_id=req.merchant_id, store_id=req.store_id, order_id=req.order_id,
                 connector=connector, amount=req.amount, currency=req.currency.alpha,
-                card=CardData(req.instrument.pan, req.instrument.expiry), retain_card=False,
+                card=sealed_instrument(req.instrument), retain_card=False,
                 idempotency_key=req.idempotency_key, request_hash=h if req.idempotency_key else None,
                 status=Status.FAILED, reason=reason,
             )
@@ -243,7 +268,7 @@ class PaymentService:
             NewTransaction(
                 txn_id=txn_id, kind=kind, merchant_id=req.merchant_id, store_id=req.store_id,
                 order_id=req.order_id, connector=bank.name, amount=req.amount, currency=req.currency.alpha,
-                card=CardData(req.instrument.pan, req.instrument.expiry), retain_card=True,
+                card=sealed_instrument(req.instrument), retain_card=True,
                 stan=message["11"], transmission_datetime=message["7"],
                 idempotency_key=req.idempotency_key, request_hash=h if req.idempotency_key else None,
             )
@@ -275,14 +300,32 @@ class PaymentService:
         return await self._finish(txn_id, kind, bank, status, reason=outcome.reason,
                                   forget_card=status is not Status.APPROVED, **changes)
 
+    async def _awaiting_customer(
+        self, txn_id: str, kind: Kind, bank: Bank, message: Message, response: Message, url: str
+    ) -> dict[str, Any]:
+        """The bank waits for the customer: journal that, hand the payment to its owner, answer with the URL."""
+        self.journal.append_message(
+            txn_id=txn_id, direction=Direction.IN, connector=bank.name, mti=response["t"],
+            fields=mask_message(response, bank.profile.dialect),
+        )
+        txn = await self.journal.transition(
+            txn_id, expected_from=(Status.PENDING,), to=Status.AWAITING_CUSTOMER, reason="customer_action_required",
+            response_code=response.get("39"), rrn=response.get("37") or message.get("37"),
+        )
+        assert self.confirmations is not None
+        self.confirmations.watch(txn, message.get("41"))
+        self.metrics.outcomes.labels(bank.name, kind.value, API_STATUS[txn.status]).inc()
+        return {**answer(txn), "confirmation_url": url}
+
     async def _uncertain(
-        self, txn_id: str, kind: Kind, bank: Bank, message: Message, pan: str, expiry: str, cause: str
+        self, txn_id: str, kind: Kind, bank: Bank, message: Message, req: AuthorizeRequest, cause: str
     ) -> dict[str, Any]:
         """The bank may have approved: answer timeout, and queue the reversal in the same commit."""
         self.metrics.reversals_queued.labels(bank.name, cause).inc()
         saf = SafDraft(
             connector=bank.name, kind=SafKind.REVERSAL, mti=mti_for(bank.profile.reversal, bank.profile.version),
-            fields=reversal_template(message), card=CardData(pan, expiry), max_attempts=bank.saf.max_attempts,
+            fields=reversal_template(message), card=sealed_instrument(req.instrument),
+            max_attempts=bank.saf.max_attempts,
         )
         result = await self._finish(txn_id, kind, bank, Status.TIMEOUT, reason="issuer_timeout", saf=saf)
         self.saf.kick(bank.name)
@@ -342,6 +385,18 @@ class PaymentService:
     def answer_undeliverable(self, txn_id: str, client: str) -> None:
         """Logged for the operator; the web tier learns the outcome by `status` or idempotent replay."""
         log.warning("answer_undeliverable", txn_id=txn_id, client=client)
+
+
+def route_query(req: AuthorizeRequest) -> RouteQuery:
+    """What the router sees: BIN and scheme of a card; the chosen bank code of a bank account;
+    the provider of a wallet (matched by a rule's ``banks``)."""
+    instrument = req.instrument
+    common = dict(instrument=instrument.kind, amount=req.amount, currency=req.currency.alpha,
+                  merchant_id=req.merchant_id)
+    if isinstance(instrument, CardInstrument):
+        return RouteQuery(**common, bin8=instrument.pan[:8], scheme=instrument.scheme)
+    bank = instrument.bank if isinstance(instrument, BankAccountInstrument) else instrument.provider
+    return RouteQuery(**common, bank=bank)
 
 
 def _acceptor(merchant: MerchantConfig, store: StoreConfig) -> Acceptor:

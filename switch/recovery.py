@@ -4,12 +4,14 @@ A transaction still ``pending`` at start-up was (or may have been) written to a 
 and never answered to the web tier's satisfaction: it is treated exactly like a
 timeout, so a reversal is queued.  ``timeout`` and ``reversal_pending`` ones already
 have their reversal queued; if that reversal was acknowledged just before the crash,
-the transaction is marked reversed now.
+the transaction is marked reversed now.  One ``pending_customer_action`` is not
+uncertain yet: the customer may still confirm, so its expiry is re-armed (with
+whatever time it had left) and it is reversed only if that expiry passes.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
@@ -22,6 +24,9 @@ from switch.lifecycle import journalled_request
 from switch.saf import StoreAndForward
 from switch.translate import reversal_template
 
+if TYPE_CHECKING:
+    from switch.confirmation import Confirmations
+
 log = structlog.get_logger("kswitch.recovery")
 
 
@@ -33,8 +38,12 @@ class RecoveryMetrics(MetricBundle):
                                  ["connector", "status"], registry=registry)
 
 
-async def recover(journal: Journal, banks: Mapping[str, Any], saf: StoreAndForward, registry: CollectorRegistry) -> int:
-    """Queue reversals for everything left in flight; returns how many transactions were recovered."""
+async def recover(
+    journal: Journal, banks: Mapping[str, Any], saf: StoreAndForward, registry: CollectorRegistry,
+    confirmations: Confirmations | None = None,
+) -> int:
+    """Queue reversals for everything left in flight (re-arm the expiry of payments awaiting
+    the customer); returns how many transactions were recovered."""
     metrics = RecoveryMetrics.on(registry)
     found = await journal.in_flight()
     for txn in found:
@@ -43,7 +52,11 @@ async def recover(journal: Journal, banks: Mapping[str, Any], saf: StoreAndForwa
         if bank is None:
             log.error("recovery_unknown_connector", txn_id=txn.txn_id, connector=txn.connector)
             continue
-        draft = await _reversal_draft(journal, txn, bank)
+        if txn.status is Status.AWAITING_CUSTOMER and confirmations is not None:
+            await confirmations.rearm(txn)
+            log.warning("recovered_awaiting_customer", txn_id=txn.txn_id, connector=txn.connector)
+            continue
+        draft = await reversal_draft(journal, txn, bank)
         if txn.status is Status.PENDING:
             await journal.transition(txn.txn_id, expected_from=(Status.PENDING,), to=Status.TIMEOUT,
                                      reason="issuer_timeout", saf=draft)
@@ -55,7 +68,7 @@ async def recover(journal: Journal, banks: Mapping[str, Any], saf: StoreAndForwa
     return len(found)
 
 
-async def _reversal_draft(journal: Journal, txn: Any, bank: Any) -> SafDraft:
+async def reversal_draft(journal: Journal, txn: Any, bank: Any) -> SafDraft:
     """Rebuild the reversal from the journalled outgoing request and the sealed card."""
     template = reversal_template(await journalled_request(journal, txn))
     card = journal.reveal_card(txn.card) if txn.card is not None else None

@@ -18,6 +18,7 @@ API_STATUS = {
     Status.CAPTURED: "captured",
     Status.REFUNDED: "refunded",
     Status.PARTIALLY_REFUNDED: "partially_refunded",
+    Status.AWAITING_CUSTOMER: "pending_customer_action",
 }
 
 

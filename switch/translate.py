@@ -12,13 +12,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Mapping
 
-from switch.api.model import CardInstrument
+from switch.api.model import ACCOUNT_TYPES, BankAccountInstrument, CardInstrument, Instrument, WalletInstrument
 from switch.dialect import Dialect, Message
-from switch.masking import mask_message
+from switch.journal.models import AccountData, CardData
+from switch.masking import mask_last4, mask_message
 from switch.mti import mti_for, transmission_time
 from switch.responses import ResponseTable
 
 PURCHASE, REFUND = "00", "20"
+ACCOUNT_FIELD = "102"
+"""Account identification 1: the customer's bank account, or ``PROVIDER:wallet_id`` for a wallet."""
 
 
 @dataclass(frozen=True)
@@ -77,33 +80,74 @@ def _local(now: float, version: int) -> dict[str, str]:
     return {"12": t.strftime("%y%m%d%H%M%S")}
 
 
+def account_reference(instrument: BankAccountInstrument | WalletInstrument) -> str:
+    """What field 102 carries for a non-card instrument (and what the journal seals to reverse it)."""
+    if isinstance(instrument, WalletInstrument):
+        return f"{instrument.provider}:{instrument.wallet_id}"
+    return instrument.account
+
+
+def sealed_instrument(instrument: Instrument) -> CardData:
+    """The instrument as the journal seals it: a card, or the account reference as `AccountData`."""
+    if isinstance(instrument, CardInstrument):
+        return CardData(instrument.pan, instrument.expiry)
+    return AccountData(account_reference(instrument))
+
+
+def instrument_from_sealed(sealed: CardData, sent: Mapping[str, str]) -> Instrument:
+    """Rebuild an instrument for a later message (capture, refund) from the sealed data and the
+    request as journalled (processing code for the account type)."""
+    if not isinstance(sealed, AccountData):
+        return CardInstrument(sealed.pan, sealed.expiry or "")
+    provider, sep, wallet_id = sealed.pan.partition(":")
+    if sep:
+        return WalletInstrument(provider, wallet_id)
+    from_type = sent.get("3", "000000")[2:4]
+    account_type = next((name for name, code in ACCOUNT_TYPES.items() if code == from_type), None)
+    return BankAccountInstrument(bank="", account=sealed.pan, account_type=account_type)
+
+
+def restore_instrument(message: dict[str, str], sealed: CardData) -> None:
+    """Put clear card or account data back into a journalled (masked) message."""
+    if isinstance(sealed, AccountData):
+        message[ACCOUNT_FIELD] = sealed.pan
+        return
+    message["2"] = sealed.pan
+    if sealed.expiry:
+        message["14"] = sealed.expiry
+
+
 def financial_request(
     profile: AcquirerProfile,
     kind: str,
     processing: str,
     amount: int,
     currency_numeric: str,
-    card: CardInstrument,
+    instrument: Instrument,
     acceptor: Acceptor,
     stan: str,
     rrn: str,
     now: float,
 ) -> Message:
-    """An authorization (0100), sale/refund (0200) or completion (0220) for a card.
+    """An authorization (0100), sale/refund (0200) or completion (0220).
 
     ``kind`` is an `switch.mti` kind; ``processing`` the transaction type (00, 20).
-    The CVV, when the card has one, goes in the dialect's ``cvv_field`` and nowhere else.
+    A card goes in fields 2 and 14, its CVV in the dialect's ``cvv_field`` and nowhere
+    else.  A bank account or wallet goes in field 102 (see `account_reference`), with
+    the account type as the from-account digits of field 3 (10 savings, 20 checking,
+    00 unspecified and for wallets).
     """
     version = profile.version
+    from_account = "00"
+    if isinstance(instrument, BankAccountInstrument) and instrument.account_type is not None:
+        from_account = ACCOUNT_TYPES[instrument.account_type]
     msg: Message = {
         "t": mti_for(kind, version),
-        "2": card.pan,
-        "3": f"{processing}0000",
+        "3": f"{processing}{from_account}00",
         "4": f"{amount:012d}",
         "7": transmission_time(now),
         "11": stan,
         **_local(now, version),
-        "14": card.expiry,
         "18": acceptor.mcc,
         "22": profile.entry_mode,
         "32": profile.acquirer_id,
@@ -113,24 +157,39 @@ def financial_request(
         "43": acceptor.name_location(version),
         "49": currency_numeric,
     }
+    if isinstance(instrument, CardInstrument):
+        msg["2"] = instrument.pan
+        msg["14"] = instrument.expiry
+        if instrument.cvv and profile.dialect.cvv_field:
+            msg[profile.dialect.cvv_field] = instrument.cvv
+    else:
+        msg[ACCOUNT_FIELD] = account_reference(instrument)
     if version == 1987:
         msg["25"] = profile.pos_condition_code
     else:
         msg["24"] = "200" if kind in ("financial", "financial_advice") else "100"
-    if card.cvv and profile.dialect.cvv_field:
-        msg[profile.dialect.cvv_field] = card.cvv
     msg.update(profile.extra_fields)
     return msg
 
 
-ORIGINAL_KEYS = ("2", "3", "4", "7", "11", "12", "13", "14", "32", "37", "41", "42", "49")
-"""Fields of an original request kept (PAN encrypted) so a reversal can be built after a crash."""
+def carries_accounts(dialect: Dialect) -> bool:
+    """A bank may receive bank accounts and wallets only if its dialect masks field 102:
+    otherwise logs, traces and the journal would hold the full account number."""
+    spec = dialect.fields.get(ACCOUNT_FIELD)
+    return spec is not None and spec.sensitive
+
+
+ORIGINAL_KEYS = ("2", "3", "4", "7", "11", "12", "13", "14", "32", "37", "41", "42", "49", ACCOUNT_FIELD)
+"""Fields of an original request kept (card or account sealed) so a reversal can be built after a crash."""
 
 
 def reversal_template(original: Mapping[str, str]) -> dict[str, str]:
-    """The original request's identifying fields, PAN and expiry masked: what a queued
+    """The original request's identifying fields, PAN, expiry and account masked: what a queued
     reversal keeps in the journal (store-and-forward puts the sealed card back at send time)."""
-    return mask_message({k: v for k, v in original.items() if k in ORIGINAL_KEYS or k == "t"})
+    template = mask_message({k: v for k, v in original.items() if k in ORIGINAL_KEYS or k == "t"})
+    if ACCOUNT_FIELD in template:
+        template[ACCOUNT_FIELD] = mask_last4(original[ACCOUNT_FIELD])
+    return template
 
 
 def original_data_elements(original: Mapping[str, str], profile: AcquirerProfile) -> str:
@@ -144,13 +203,27 @@ def original_data_elements(original: Mapping[str, str], profile: AcquirerProfile
     return f"{original['t']}{original['11']}{original['12']}{len(acquirer):02d}{acquirer}"
 
 
+def original_reference(value: str | None) -> tuple[str, str] | None:
+    """(original MTI, original STAN) from field 90 or 56, whose first ten digits are both in
+    either layout; None when the field is absent or malformed."""
+    if not value or len(value) < 10 or not value[:10].isdigit():
+        return None
+    return value[:4], value[4:10]
+
+
 def reversal_request(original: Mapping[str, str], profile: AcquirerProfile, stan: str, now: float, repeat: bool) -> Message:
     """A reversal of ``original``: its identifying fields, a new STAN, and original data elements.
 
     The first attempt is 0400 (or 0420); store-and-forward resends as 0401 (0421).
+    Store-and-forward puts whatever it unsealed into field 2; when the original was an
+    account payment (its template has field 102) that value is the account and goes
+    back to field 102.
     """
     kind = profile.reversal + ("_repeat" if repeat else "")
-    msg: Message = {k: v for k, v in original.items() if k in ("2", "3", "4", "14", "32", "37", "41", "42", "49")}
+    copied = ("2", "3", "4", "14", "32", "37", "41", "42", "49", ACCOUNT_FIELD)
+    msg: Message = {k: v for k, v in original.items() if k in copied}
+    if ACCOUNT_FIELD in msg and "2" in msg:
+        msg[ACCOUNT_FIELD] = msg.pop("2")
     msg["t"] = mti_for(kind, profile.version)
     msg["7"] = transmission_time(now)
     msg["11"] = stan

@@ -11,7 +11,7 @@ from typing import Any
 
 STATUSES = (
     "approved", "declined", "failed", "timeout", "pending",
-    "reversed", "captured", "refunded", "partially_refunded",
+    "reversed", "captured", "refunded", "partially_refunded", "pending_customer_action",
 )
 FINAL_STATUSES = frozenset(STATUSES) - {"pending"}
 TRANSACTION_FIELDS = (

@@ -1,0 +1,33 @@
+"""Sakura Trust Bank (fictional; the demo's bank_b): ISO 8583:1993 binary, 4a framing.
+
+* Every authorization and sale carries order data in field 48 as TLV: ``01`` merchant
+  name, ``02`` order id, ``03`` account holder id (bank accounts that have one).  The
+  CVV therefore moves to field 126 (see ``specs/dialects/sakura.toml``).
+* Some payments need the customer to confirm at the bank: the bank answers action
+  code 923 ("request in progress") with the confirmation URL in field 62, and later
+  sends a 1220 (sale) or 1120 (pre-authorization) advice with the outcome.
+"""
+
+from __future__ import annotations
+
+from connectors.base import ConnectorPlugin, PaymentContext, register, tlv
+from switch.api.model import BankAccountInstrument
+from switch.dialect import Message
+
+ORDER_FIELD = "48"
+URL_FIELD = "62"
+PENDING_CUSTOMER = "923"
+
+
+@register("sakura")
+class Sakura(ConnectorPlugin):
+    def request(self, message: Message, payment: PaymentContext) -> Message:
+        holder = payment.instrument.holder_id if isinstance(payment.instrument, BankAccountInstrument) else None
+        message[ORDER_FIELD] = tlv([("01", payment.merchant_name), ("02", payment.order_id), ("03", holder or "")])
+        return message
+
+    def confirmation_url(self, response: Message) -> str | None:
+        url = response.get(URL_FIELD, "")
+        if response.get("39") == PENDING_CUSTOMER and url.startswith(("https://", "http://")):
+            return url
+        return None
