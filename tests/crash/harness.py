@@ -315,8 +315,15 @@ class WebRequest:
         return len(self.outcomes) > 1
 
     def describe(self) -> str:
+        runs: list[list[Any]] = []
+        for outcome in self.outcomes:  # "no_answer:connect_failed x12" rather than twelve entries
+            if runs and runs[-1][0] == outcome:
+                runs[-1][1] += 1
+            else:
+                runs.append([outcome, 1])
+        answers = ", ".join(o if n == 1 else f"{o} x{n}" for o, n in runs)
         return (f"{self.order_id} (key {self.idempotency_key}, {self.kind} {self.amount} on "
-                f"{self.pan[:6]}…{self.pan[-4:]}, answers {self.outcomes})")
+                f"{self.pan[:6]}…{self.pan[-4:]}, answers [{answers}])")
 
 
 class WebTier:

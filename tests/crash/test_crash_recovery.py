@@ -53,7 +53,7 @@ pre-authorization = hold; a reversal marks it reversed and undoes it)
 
 Run alone: ``/work/venv/bin/python -m pytest tests/crash -m crash -s`` (``-s`` shows
 the summary line).  ``KSWITCH_CRASH_SEED`` picks other kill moments and fault phases;
-``KSWITCH_CRASH_KEEP=1`` keeps the switch logs and journal in tmp_path for post-mortems.
+each run's switch log (``kswitch-run-N.log``) and the journal stay in pytest's tmp_path.
 """
 
 from __future__ import annotations
