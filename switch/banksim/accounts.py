@@ -7,6 +7,7 @@ rather than turn into a puzzling ``14`` in the middle of an integration test.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,13 @@ from switch.currency import Currency, by_alpha
 
 DEFAULT_ACCOUNTS = Path(__file__).resolve().parent.parent.parent / "config" / "banksim-accounts.toml"
 
-STATUSES = ("active", "blocked", "do_not_honour")
-_KEYS = {"pan", "expiry", "cvv", "status", "balance", "currency", "limit", "note"}
+STATUSES = ("active", "blocked", "do_not_honour", "confirm")
+_KEYS = {"pan", "account", "expiry", "cvv", "status", "balance", "currency", "limit", "note"}
 _REQUIRED = ("pan", "expiry", "cvv", "balance", "currency")
+_REQUIRED_ACCOUNT = ("account", "balance", "currency")
+_ACCOUNT = re.compile(r"[A-Za-z0-9:/-]{4,28}")
+NO_EXPIRY = "9912"
+"""What a bank account or wallet (which has no expiry) is given, so card checks pass it by."""
 
 
 class AccountsError(ValueError):
@@ -28,7 +33,11 @@ class AccountsError(ValueError):
 
 @dataclass(frozen=True)
 class Account:
-    """One card as the issuer knows it. ``balance`` and ``limit`` are in minor units."""
+    """One card, bank account or wallet as the issuer knows it. ``balance`` and ``limit`` are in minor units.
+
+    ``pan`` is the card number, or for an ``account = "..."`` entry the account number
+    or ``PROVIDER:wallet_id`` exactly as it arrives in field 102.
+    """
 
     pan: str
     expiry: str
@@ -62,10 +71,18 @@ def _account(where: str, raw: Any) -> Account:
     unknown = set(raw) - _KEYS
     if unknown:
         raise AccountsError(f"{where}: unknown key(s) {sorted(unknown)}; expected only {sorted(_KEYS)}")
-    missing = [k for k in _REQUIRED if k not in raw]
+    if "pan" in raw and "account" in raw:
+        raise AccountsError(f"{where}: expected one of pan (a card) or account (a bank account or wallet), not both")
+    missing = [k for k in (_REQUIRED_ACCOUNT if "account" in raw else _REQUIRED) if k not in raw]
     if missing:
         raise AccountsError(f"{where}: missing key(s) {missing}")
-    pan = _digits(where, "pan", raw["pan"], range(12, 20))
+    if "account" in raw:
+        pan = raw["account"]
+        if not isinstance(pan, str) or not _ACCOUNT.fullmatch(pan):
+            raise AccountsError(f"{where}.account: got {pan!r}; expected 4-28 letters, digits, ':', '/' or '-'")
+        raw = {"expiry": NO_EXPIRY, "cvv": "000", **raw}
+    else:
+        pan = _digits(where, "pan", raw["pan"], range(12, 20))
     expiry = raw["expiry"]
     if not isinstance(expiry, str) or not valid_expiry(expiry):
         raise AccountsError(f"{where}.expiry: got {expiry!r}; expected a YYMM string such as \"3012\"")

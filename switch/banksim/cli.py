@@ -21,6 +21,7 @@ from switch.banksim.codes import CVV_MISMATCH, wire_code
 from switch.banksim.faults import Faults
 from switch.banksim.server import BankSim, BankSimOptions
 from switch.banksim.tls import TlsError, TlsFiles, server_tls_options
+from switch.banksim.web import customer_site
 from switch.dialect import DialectError, load_dialect
 from switch.framing import FRAMING_NAMES, TPDU_LENGTH, Framing
 from switch.logs import configure
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--response-code-cvv", default=CVV_MISMATCH, metavar="CODE",
                    help="answer to a wrong CVV (default %(default)s; 129 on a 1993 dialect)")
     p.add_argument("--name", default="banksim", help="bank name in logs and traces")
+    p.add_argument("--http", type=_listen_address, metavar="HOST:PORT",
+                   help="serve the customer page: GET /pending, POST /confirm/<ref>?decision=approve|reject")
     p.add_argument("--trace", type=Path, metavar="FILE", help="append a masked link trace (read it with isotrace)")
     faults = p.add_argument_group("fault injection (all off by default)")
     faults.add_argument("--delay", type=float, default=0.0, metavar="SECONDS", help="wait before every answer")
@@ -77,8 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _serve(reactor: Any, sim: BankSim, host: str, port: int, tls: TlsFiles | None) -> Deferred:
+def _serve(reactor: Any, sim: BankSim, host: str, port: int, tls: TlsFiles | None,
+           http: tuple[str, int] | None) -> Deferred:
     reactor.addSystemEventTrigger("before", "shutdown", sim.close)
+    if http is not None:
+        sim.issuer.confirm_url_base = f"http://{http[0]}:{http[1]}"
+        reactor.listenTCP(http[1], customer_site(sim), interface=http[0])
 
     def ready(listening: Any) -> Deferred:
         print(f"LISTENING {listening.getHost().port}", flush=True)
@@ -117,5 +124,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"banksim: {e}", file=sys.stderr)
         return 2
 
-    react(lambda reactor: _serve(reactor, BankSim(reactor, dialect, framing, accounts, options), *args.listen, tls))
+    react(lambda reactor: _serve(reactor, BankSim(reactor, dialect, framing, accounts, options), *args.listen, tls,
+                                 args.http))
     return 0

@@ -18,6 +18,7 @@ EXCEEDS_LIMIT = "61"
 RESTRICTED_CARD = "62"
 DUPLICATE = "94"
 CVV_MISMATCH = "N7"
+PENDING_CUSTOMER = "09"  # request in progress: the customer must confirm at the bank
 
 # 1987 response code -> ISO 8583:1993 action code (field 39, n3).
 ACTION_CODES: dict[str, str] = {
@@ -36,7 +37,8 @@ ACTION_CODES: dict[str, str] = {
     DUPLICATE: "913",  # duplicate transmission
     "91": "907",  # card issuer or switch inoperative
     "96": "909",  # system malfunction
-    CVV_MISMATCH: "129",  # suspected counterfeit card (no 1993 code for CVV2 alone)
+    CVV_MISMATCH: "129",
+    PENDING_CUSTOMER: "923",  # request in progress  # suspected counterfeit card (no 1993 code for CVV2 alone)
 }
 
 

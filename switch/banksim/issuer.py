@@ -32,11 +32,28 @@ ECHOED = ("2", "3", "4", "7", "11", "12", "13", "24", "32", "33", "37", "41", "4
 
 _KINDS = {"10": "authorization", "20": "financial", "22": "completion", "40": "reversal", "42": "reversal"}
 _REQUIRED = {
-    "authorization": ("2", "3", "4", "11"),
-    "financial": ("2", "3", "4", "11"),
-    "completion": ("2", "4", "11"),
+    "authorization": ("3", "4", "11"),
+    "financial": ("3", "4", "11"),
+    "completion": ("4", "11"),
     "reversal": ("11",),
 }
+_NEEDS_INSTRUMENT = ("authorization", "financial", "completion")
+ACCOUNT_FIELD = "102"
+CONFIRMATION_URL_FIELD = "62"
+
+
+def instrument_id(request: Message) -> str | None:
+    """The card number (field 2), or a bank account / wallet (field 102) when there is no card."""
+    return request.get("2") or request.get(ACCOUNT_FIELD)
+
+
+@dataclass(frozen=True)
+class PendingConfirmation:
+    """An authorization or sale waiting for the customer's decision on the bank's page."""
+
+    ref: str
+    request: Message
+    effect: str
 _PURCHASE = ("00", "01")
 _REFUND = "20"
 
@@ -125,6 +142,9 @@ class Issuer:
         self._postings: dict[int, Posting] = {}
         self._answered: dict[tuple[str | None, ...], _Answered] = {}
         self._ids = itertools.count(1)
+        self._refs = itertools.count(1)
+        self.pending: dict[str, PendingConfirmation] = {}
+        self.confirm_url_base = "http://127.0.0.1"
 
     def answer(self, request: Message, decline_all: str | None = None) -> Message:
         """The answer to one request (the MTI must be four digits with an even function digit).
@@ -142,12 +162,14 @@ class Issuer:
         if kind is None:
             return self._reply(request, codes.INVALID_TRANSACTION)
         missing = [n for n in _REQUIRED[kind] if n not in request]
+        if kind in _NEEDS_INSTRUMENT and instrument_id(request) is None:
+            missing.append("2")
         if missing or not request.get("4", "0").isdigit():
             return self._reply(request, codes.FORMAT_ERROR)
         if decline_all is not None and kind in ("authorization", "financial"):
             return self._reply(request, decline_all)
         key = (base_mti(mti), request["11"], request.get("37"), request.get("41"))
-        fingerprint = (request.get("2"), request.get("3"), request.get("4"))
+        fingerprint = (instrument_id(request), request.get("3"), request.get("4"))
         earlier = self._answered.get(key)
         if earlier is not None:
             return earlier.answer if earlier.fingerprint == fingerprint else self._reply(request, codes.DUPLICATE)
@@ -173,13 +195,36 @@ class Issuer:
         return self._decide(request, "debit")
 
     def _decide(self, request: Message, effect: str) -> Message:
-        account = self.ledger.account(request["2"])
+        account = self.ledger.account(instrument_id(request) or "")
         amount = int(request["4"])
         code = self._decline_reason(account, request, amount, moves_money_out=effect != "credit")
         if code is not None:
             return self._reply(request, code)
+        if account is not None and account.status == "confirm" and effect != "credit":
+            ref = f"C{next(self._refs):06d}"
+            self.pending[ref] = PendingConfirmation(ref, dict(request), effect)
+            url = f"{self.confirm_url_base}/confirm/{ref}"
+            return self._reply(request, codes.PENDING_CUSTOMER, {CONFIRMATION_URL_FIELD: url})
         posting = self._post(request, effect, amount)
         return self._reply(request, codes.APPROVED, {"38": posting.auth_code})
+
+    def decide_pending(self, ref: str, approve: bool) -> tuple[PendingConfirmation, str, str | None]:
+        """The customer decided on the bank's page: (the pending payment, response code, auth code).
+
+        Approval moves the money now (funds are checked again: they may have gone
+        meanwhile); rejection is answered do-not-honour.  KeyError for an unknown ref.
+        """
+        pending = self.pending.pop(ref)
+        request = pending.request
+        if not approve:
+            return pending, wire_code(codes.DO_NOT_HONOUR, self.version), None
+        amount = int(request["4"])
+        account = self.ledger.account(instrument_id(request) or "")
+        code = self._decline_reason(account, request, amount, moves_money_out=True)
+        if code is not None:
+            return pending, wire_code(code, self.version), None
+        posting = self._post(request, pending.effect, amount)
+        return pending, wire_code(codes.APPROVED, self.version), posting.auth_code
 
     def _decline_reason(self, account: Account | None, request: Message, amount: int, moves_money_out: bool) -> str | None:
         """The first check an issuer would fail, in the documented order; None to approve."""
@@ -207,7 +252,7 @@ class Issuer:
         Advices are told, not asked, so only an unknown card is refused; a completion
         that matches no open hold is posted as it stands (a forced post).
         """
-        if self.ledger.account(request["2"]) is None:
+        if self.ledger.account(instrument_id(request) or "") is None:
             return self._reply(request, codes.INVALID_CARD)
         hold = self._original_of(request, effect="hold")
         if hold is not None:
@@ -232,7 +277,7 @@ class Issuer:
         """The most recent posting the request points at: by original data elements, else by RRN."""
         candidates = [
             p for p in reversed(self._postings.values())
-            if (effect is None or p.effect == effect) and request.get("2", p.pan) == p.pan
+            if (effect is None or p.effect == effect) and (instrument_id(request) or p.pan) == p.pan
         ]
         ref = parse_original_data(request.get(self._original_field, ""))
         if ref is not None:
@@ -255,7 +300,7 @@ class Issuer:
 
     def _post(self, request: Message, effect: str, amount: int, auth_code: str | None = None) -> Posting:
         posting_id = next(self._ids)
-        pan = request["2"]
+        pan = instrument_id(request) or ""
         posting = Posting(
             id=posting_id,
             pan=pan,

@@ -9,6 +9,7 @@ readable, answered with a format error; it never affects another connection.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -25,13 +26,13 @@ from twisted.python.failure import Failure
 from switch.banksim import codes
 from switch.banksim.accounts import Account
 from switch.banksim.faults import Faults
-from switch.banksim.issuer import DEFAULT_RETENTION, Issuer
+from switch.banksim.issuer import DEFAULT_RETENTION, ECHOED, Issuer
 from switch.banksim.ledger import Ledger
 from switch.banksim.tls import TlsFiles, server_tls_options
 from switch.dialect import Dialect, Message, MessageError
 from switch.framing import TPDU_LENGTH, Frame, FramedProtocol, Framing, swap_tpdu
 from switch.masking import mask_message
-from switch.mti import is_network, is_request
+from switch.mti import is_network, is_request, transmission_time
 from switch.tracing import LinkTrace
 
 GARBAGE = b"\xff\xfe\xfd"
@@ -80,6 +81,8 @@ class BankSimProtocol(FramedProtocol):
         self.sim = sim
         self.framing = sim.framing
         self.received = 0
+        self.last_tpdu: bytes | None = None
+        """The TPDU for a message we start (an advice): the last request's, swapped."""
         self._later: set[IDelayedCall] = set()
 
     def connectionMade(self) -> None:
@@ -158,6 +161,8 @@ class BankSim:
         self._random = random.Random()
         self.set_faults(**vars(self.options.faults))
         self._answers = 0
+        self._advice_stans = itertools.count(900001)
+        self._advices: dict[str, Deferred[str]] = {}
         self._connections: set[BankSimProtocol] = set()
         self._ports: list[IListeningPort] = []
 
@@ -188,6 +193,56 @@ class BankSim:
         self._faults = faults
         log.info("banksim_faults", bank=self.options.name, **vars(faults))
         return faults
+
+    # -- customer confirmation ------------------------------------------------------------
+
+    def pending(self) -> list[str]:
+        """References of payments waiting for the customer, oldest first."""
+        return list(self.issuer.pending)
+
+    def confirm(self, ref: str, approve: bool = True) -> Deferred[str]:
+        """The customer approves or rejects ``ref`` on the bank's page.
+
+        The outcome goes to the switch as an advice (0120/0220, 1120/1220: the original's
+        MTI with function 2) over a live connection; fires with the response code of the
+        switch's acknowledgement (0130/0230 ...).  KeyError for an unknown ref; ConnectionError
+        (the decision is kept) when no connection is up.
+        """
+        if ref not in self.issuer.pending:
+            raise KeyError(ref)
+        connection = next(iter(self._connections), None)
+        if connection is None:
+            raise ConnectionError("no connection from the switch to send the advice on")
+        pending, code, auth_code = self.issuer.decide_pending(ref, approve)
+        advice = self._advice(pending.request, code, auth_code)
+        acknowledged: Deferred[str] = Deferred()
+        self._advices[advice["11"]] = acknowledged
+        log.info("banksim_customer_decision", bank=self.options.name, ref=ref, approve=approve, rc=code)
+        self._write(connection, Frame(self.dialect.encode(advice), connection.last_tpdu), advice)
+        return acknowledged
+
+    def _advice(self, request: Message, code: str, auth_code: str | None) -> Message:
+        """The advice telling the switch the outcome of ``request``, pointing back at it."""
+        mti = request["t"]
+        advice = {n: request[n] for n in (*ECHOED, "102") if n in request}
+        advice.update({"t": f"{mti[:2]}2{mti[3]}", "7": transmission_time(self.reactor.seconds()),
+                       "11": f"{next(self._advice_stans) % 1_000_000:06d}", "39": code})
+        if auth_code is not None:
+            advice["38"] = auth_code
+        acquirer = request.get("32", "")
+        if self.dialect.version == 1987:
+            original = f"{mti}{request['11']}{request.get('7', '0' * 10)}{int(acquirer or 0):011d}{0:011d}"
+        else:
+            original = f"{mti}{request['11']}{request.get('12', '0' * 12)}{len(acquirer):02d}{acquirer}"
+        advice[self.dialect.original_data_field] = original
+        return advice
+
+    def _advice_acknowledged(self, response: Message) -> bool:
+        waiter = self._advices.pop(response.get("11", ""), None)
+        if waiter is None:
+            return False
+        waiter.callback(response.get("39", ""))
+        return True
 
     # -- network ----------------------------------------------------------------------------
 
@@ -244,6 +299,7 @@ class BankSim:
     def handle(self, connection: BankSimProtocol, frame: Frame) -> None:
         """Decode, record, apply faults, ask the issuer, answer."""
         self._check_tpdu(connection, frame.tpdu)
+        connection.last_tpdu = swap_tpdu(frame.tpdu) if frame.tpdu is not None else None
         reply_tpdu = swap_tpdu(frame.tpdu) if frame.tpdu is not None else None
         request = self._decode(frame.payload)
         faults = self._faults
@@ -268,6 +324,8 @@ class BankSim:
             if self._disconnect_due(connection):
                 return
             if not is_request(mti):
+                if self._advice_acknowledged(request):
+                    return
                 log.warning("banksim_unexpected_response", bank=self.options.name, peer=connection.peer_name, mti=mti)
                 return
             answer = self.issuer.answer(request, decline_all=faults.decline_all)

@@ -10,8 +10,10 @@ from tests.banksim.wire import BLOCKED, DO_NOT_HONOUR, EXPIRED, LIMITED, MASTERC
 
 def test_default_accounts():
     accounts = load_accounts()
-    assert set(accounts) == {VISA, MASTERCARD, DO_NOT_HONOUR, NO_FUNDS, EXPIRED, BLOCKED, LIMITED, YEN}
-    assert all(a.cvv == "123" for a in accounts.values())
+    confirm, bank_accounts = "5200000000001005", {"000123456789", "000987654321", "TRUEMONEY:0812345678"}
+    assert set(accounts) == {VISA, MASTERCARD, DO_NOT_HONOUR, NO_FUNDS, EXPIRED, BLOCKED, LIMITED, YEN, confirm} | bank_accounts
+    assert all(a.cvv == "123" for pan, a in accounts.items() if pan not in bank_accounts)
+    assert accounts[confirm].status == accounts["000987654321"].status == "confirm"
     assert accounts[VISA].balance == 1000000 and accounts[VISA].currency.numeric == "840"
     assert accounts[YEN].currency.alpha == "JPY" and accounts[LIMITED].limit == 10000
     assert (accounts[BLOCKED].status, accounts[DO_NOT_HONOUR].status) == ("blocked", "do_not_honour")
