@@ -85,9 +85,10 @@ class BankAccountInstrument:
         return "bank_account"
 
     @property
-    def masked_pan(self) -> None:
-        """No card: answers and logs that show ``masked_pan`` show null (``masked`` is the account)."""
-        return None
+    def masked_pan(self) -> str:
+        """Answers show ``masked_pan`` for every instrument: here the account masked to its last four,
+        as the journal keeps it."""
+        return self.masked
 
     @property
     def masked(self) -> str:
@@ -113,9 +114,10 @@ class WalletInstrument:
         return "wallet"
 
     @property
-    def masked_pan(self) -> None:
-        """No card: answers and logs that show ``masked_pan`` show null (``masked`` is the account)."""
-        return None
+    def masked_pan(self) -> str:
+        """Answers show ``masked_pan`` for every instrument: here the account masked to its last four,
+        as the journal keeps it."""
+        return self.masked
 
     @property
     def masked(self) -> str:
@@ -154,7 +156,6 @@ class AuthorizeRequest:
             "capture": self.capture,
             "instrument": self.instrument.kind,
             "masked_pan": self.instrument.masked_pan,
-            "masked_account": None if isinstance(self.instrument, CardInstrument) else self.instrument.masked,
             "scheme": self.instrument.scheme if isinstance(self.instrument, CardInstrument) else None,
             "bank": self.bank,
         }

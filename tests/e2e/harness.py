@@ -27,11 +27,39 @@ BANKS = {
     "bank_a": dict(dialect="iso87ascii", framing="2b", tpdu="6000010000", prefixes='["4"]'),
     "bank_b": dict(dialect="iso93binary", framing="4a", tpdu=None, prefixes='["5", "2"]'),
 }
+DIALECTS = Path(__file__).resolve().parents[2] / "specs" / "dialects"
+PLUGIN_BANKS = {
+    "bank_a": {**BANKS["bank_a"], "dialect": str(DIALECTS / "angkor.toml"), "plugin": "angkor"},
+    "bank_b": {**BANKS["bank_b"], "dialect": str(DIALECTS / "sakura.toml"), "plugin": "sakura"},
+}
+"""The demo's two banks with their connector plugins and dialects (start_env(banks=PLUGIN_BANKS))."""
+PLUGIN_ROUTES = """
+[[routes]]
+name = "visa"
+bin_prefixes = ["4"]
+connector = "bank_a"
+
+[[routes]]
+name = "mastercard"
+bin_prefixes = ["5", "2"]
+connector = "bank_b"
+
+[[routes]]
+name = "aba-accounts"
+instruments = ["bank_account"]
+banks = ["ABA"]
+connector = "bank_b"
+
+[[routes]]
+name = "wallets"
+instruments = ["wallet"]
+connector = "bank_a"
+"""
 
 
 def config_text(
     state_dir: Path, ports: dict[str, int], request_timeout: float, extra: str = "", routes: str | None = None,
-    connector_extra: str = "",
+    connector_extra: str = "", banks: dict[str, dict[str, Any]] = BANKS,
 ) -> str:
     parts = [f"""
 [switch]
@@ -76,8 +104,9 @@ mcc = "5411"
 acquirer_merchant_id = "000000000200002"
 stores = [{{ id = "web", terminal_id = "WEB00002" }}]
 """]
-    for name, b in BANKS.items():
+    for name, b in banks.items():
         tpdu = f'tpdu = "{b["tpdu"]}"\n' if b["tpdu"] else ""
+        tpdu += f'plugin = "{b["plugin"]}"\n' if b.get("plugin") else ""
         parts.append(f"""
 [[connectors]]
 name = "{name}"
@@ -97,7 +126,7 @@ saf = {{ retry_interval = 0.2, backoff = 1.0, max_attempts = 5 }}
     if routes is not None:
         parts.append(routes)
     else:
-        for name, b in BANKS.items():
+        for name, b in banks.items():
             parts.append(f'\n[[routes]]\nname = "{name}"\nbin_prefixes = {b["prefixes"]}\nconnectors = ["{name}"]\n')
     parts.append(extra)
     return "".join(parts)
@@ -172,19 +201,22 @@ def authorize(i: Any = 1, pan: str = "4111111111111111", amount: int = 1250, **e
     return req
 
 
-async def start_env(tmp_path: Path, request_timeout: float = 2.0, extra_config: str = "", **config: Any) -> Env:
+async def start_env(
+    tmp_path: Path, request_timeout: float = 2.0, extra_config: str = "", banks: dict[str, dict[str, Any]] = BANKS,
+    **config: Any,
+) -> Env:
     state = tmp_path / "state"
     pki = make_dev_pki(state / "pki")
     tls = TlsFiles(pki.server.cert, pki.server.key, pki.ca.cert)
     sims: dict[str, BankSim] = {}
     ports: dict[str, Any] = {}
-    for name, b in BANKS.items():
+    for name, b in banks.items():
         framing = Framing(b["framing"], tpdu=b["tpdu"] is not None)
         sims[name] = BankSim(reactor, load_dialect(b["dialect"]), framing, load_accounts(), BankSimOptions(name=name))
         ports[name] = await sims[name].listen(0, tls)
     cfg_file = tmp_path / "kswitch.toml"
     numbers = {n: p.getHost().port for n, p in ports.items()}
-    cfg_file.write_text(config_text(state, numbers, request_timeout, extra_config, **config))
+    cfg_file.write_text(config_text(state, numbers, request_timeout, extra_config, banks=banks, **config))
     registry = CollectorRegistry()
     switch = Switch(load_config(cfg_file), reactor, registry)
     await switch.start()
