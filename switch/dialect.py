@@ -141,6 +141,8 @@ class Dialect:
             raise MessageError(f"bitmap announces field {e.args[0]}, which dialect {self.name} does not define") from None
         doc.pop("p", None)
         doc.pop("1", None)
+        if not (len(doc["t"]) == 4 and doc["t"].isdigit()):
+            raise MessageError("MTI is not four digits", "t", 0)
         for number in self._numeric.intersection(doc):
             if not doc[number].isdigit():
                 raise MessageError("expected digits only", number)

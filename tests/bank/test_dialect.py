@@ -147,3 +147,9 @@ def test_bad_dialect_file_names_file_key_and_problem(tmp_path, text, expected):
     with pytest.raises(DialectError) as e:
         load_dialect(str(path))
     assert str(path) in str(e.value) and expected in str(e.value)
+
+
+def test_non_digit_mti_is_refused_on_decode():
+    with pytest.raises(MessageError) as e:
+        load_dialect("iso87ascii").decode(b"02X0" + b"0000000000000000")
+    assert e.value.field == "t"
