@@ -57,8 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     authorize = commands.add_parser("authorize", parents=[common], help="authorize or sell with a card")
     authorize.add_argument("--amount", type=int, required=True, help="amount in minor units, e.g. 1250 for 12.50 USD")
     authorize.add_argument("--currency", required=True, help="ISO 4217 alpha code, e.g. USD")
-    authorize.add_argument("--pan", required=True, help="card number, or - to read it from standard input")
-    authorize.add_argument("--expiry", required=True, help="YYMM")
+    instrument = authorize.add_mutually_exclusive_group(required=True)
+    instrument.add_argument("--pan", help="card number, or - to read it from standard input")
+    instrument.add_argument("--account", metavar="BANK:ACCOUNT",
+                            help="a bank account, e.g. ABA:000123456789 (- reads it from standard input)")
+    instrument.add_argument("--wallet", metavar="PROVIDER:WALLET_ID", help="a wallet, e.g. TRUEMONEY:0812345678")
+    authorize.add_argument("--expiry", help="YYMM (cards)")
+    authorize.add_argument("--account-type", choices=("savings", "checking"), help="bank accounts: from-account type")
+    authorize.add_argument("--holder-id", help="bank accounts: the account holder's id at the bank")
     authorize.add_argument("--cvv")
     authorize.add_argument("--merchant", required=True)
     authorize.add_argument("--store", required=True)
@@ -105,7 +111,28 @@ def _order_id() -> str:
     return f"kpay-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
+def _instrument(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
+    """A bank account or wallet instrument from ``BANK:ACCOUNT`` / ``PROVIDER:WALLET_ID``."""
+    if args.wallet is not None:
+        provider, _, wallet_id = args.wallet.partition(":")
+        return {"type": "wallet", "provider": provider, "wallet_id": wallet_id}
+    bank, _, account = _read_pan(args.account, stdin).partition(":")
+    instrument = {"type": "bank_account", "bank": bank, "account": account}
+    for key, value in (("account_type", args.account_type), ("holder_id", args.holder_id)):
+        if value is not None:
+            instrument[key] = value
+    return instrument
+
+
 def _authorize(args: argparse.Namespace, client: BlockingClient, stdin: TextIO) -> dict[str, Any]:
+    if args.pan is None:
+        fields = {"merchant_id": args.merchant, "store_id": args.store, "order_id": args.order or _order_id(),
+                  "amount": args.amount, "currency": args.currency, "capture": not args.preauth,
+                  "instrument": _instrument(args, stdin)}
+        fields.update((k, v) for k, v in (("bank", args.bank), ("idempotency_key", args.idempotency_key)) if v)
+        return client.call("authorize", **fields)
+    if args.expiry is None:
+        raise UsageError("--pan needs --expiry YYMM")
     return client.authorize(
         merchant_id=args.merchant,
         store_id=args.store,
