@@ -64,7 +64,9 @@ class LifecycleRequest:
 async def journalled_request(journal: Journal, txn: Transaction) -> Message:
     """The original request as sent (masked in the journal), with the sealed card or account put back."""
     messages = await journal.messages(txn.txn_id)
-    sent = next(m for m in messages if m.direction is Direction.OUT and m.mti[2] in "02")
+    sent = next((m for m in messages if m.direction is Direction.OUT and m.mti[2] in "02"), None)
+    if sent is None:
+        raise LookupError(f"transaction {txn.txn_id} has no journalled request")
     original: Message = {**sent.fields, "t": sent.mti}
     if txn.card is not None:
         restore_instrument(original, journal.reveal_card(txn.card))
@@ -207,16 +209,15 @@ class Lifecycle:
     ) -> Message | None:
         journal = self.service.journal
         card = journal.reveal_card(original.card) if original.card is not None else None
-        created = journal.create_transaction(NewTransaction(
-            txn_id=child_id, kind=kind, parent_txn_id=original.txn_id, merchant_id=original.merchant_id,
-            store_id=original.store_id, order_id=original.order_id, connector=bank.name, amount=amount,
-            currency=original.currency, card=card, retain_card=kind is Kind.REFUND,
-            stan=request["11"], transmission_datetime=request["7"],
-        ))
-        logged = journal.append_message(txn_id=child_id, direction=Direction.OUT, connector=bank.name,
-                                        mti=request["t"], fields=mask_message(request, bank.profile.dialect))
-        await created
-        await logged
+        await journal.create_transaction(
+            NewTransaction(
+                txn_id=child_id, kind=kind, parent_txn_id=original.txn_id, merchant_id=original.merchant_id,
+                store_id=original.store_id, order_id=original.order_id, connector=bank.name, amount=amount,
+                currency=original.currency, card=card, retain_card=kind is Kind.REFUND,
+                stan=request["11"], transmission_datetime=request["7"],
+            ),
+            request=(request["t"], mask_message(request, bank.profile.dialect)),
+        )
         try:
             response = await bank.request(request)
         except MuxError as e:

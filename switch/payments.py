@@ -174,13 +174,13 @@ class PaymentService:
         if earlier is not None:
             self._check_same(earlier.request_hash, h)
             self.metrics.replays.inc()
-            return answer(earlier)
+            return await self._answer(earlier)
         try:
             return await self._authorize_once(req, h)
         except DuplicateIdempotencyKey as e:  # another switch node took the key a moment ago
             self._check_same(e.transaction.request_hash if e.same_request else None, h)
             self.metrics.replays.inc()
-            return answer(e.transaction)
+            return await self._answer(e.transaction)
 
     def _candidates(self, req: AuthorizeRequest) -> tuple[str, ...]:
         if req.bank is not None:
@@ -263,22 +263,18 @@ class PaymentService:
     async def _journal_request(
         self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, txn_id: str, message: Message
     ) -> None:
-        """Transaction row and outgoing message, committed (one group commit) before the bank sees anything."""
-        created = self.journal.create_transaction(
+        """Transaction row and outgoing message, committed in one database transaction before the
+        bank sees anything: recovery always finds the request it must reverse."""
+        await self.journal.create_transaction(
             NewTransaction(
                 txn_id=txn_id, kind=kind, merchant_id=req.merchant_id, store_id=req.store_id,
                 order_id=req.order_id, connector=bank.name, amount=req.amount, currency=req.currency.alpha,
                 card=sealed_instrument(req.instrument), retain_card=True,
                 stan=message["11"], transmission_datetime=message["7"],
                 idempotency_key=req.idempotency_key, request_hash=h if req.idempotency_key else None,
-            )
+            ),
+            request=(message["t"], mask_message(message, bank.profile.dialect)),
         )
-        logged = self.journal.append_message(
-            txn_id=txn_id, direction=Direction.OUT, connector=bank.name, mti=message["t"],
-            fields=mask_message(message, bank.profile.dialect),
-        )
-        await created
-        await logged
 
     async def _answered(
         self, txn_id: str, kind: Kind, bank: Bank, amount: int, capture: bool, response: Message
@@ -348,7 +344,23 @@ class PaymentService:
             txn = None
         if txn is None or txn.merchant_id not in merchant_ids:
             raise ApiError("not_found", f"no transaction {txn_id!r} for your merchants", field="txn_id")
-        return answer(txn)
+        return await self._answer(txn)
+
+    async def _answer(self, txn: Transaction) -> dict[str, Any]:
+        """`answer`, with the confirmation URL again while the payment waits for the customer
+        (status and idempotent replays), read from the bank's journalled answer by its plugin."""
+        result = answer(txn)
+        bank = self.banks.get(txn.connector)
+        if txn.status is not Status.AWAITING_CUSTOMER or bank is None:
+            return result
+        plugin = self.plugin(bank)
+        for message in await self.journal.messages(txn.txn_id):
+            if message.direction is not Direction.IN:
+                continue
+            url = plugin.confirmation_url({**message.fields, "t": message.mti})
+            if url is not None:
+                return {**result, "confirmation_url": url}
+        return result
 
     def lifecycle_op(self, request: LifecycleRequest, merchant_ids: frozenset[str]) -> Deferred[dict[str, Any]]:
         """capture, void or refund of one of ``merchant_ids``' transactions (see `switch.lifecycle`)."""

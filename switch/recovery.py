@@ -56,7 +56,11 @@ async def recover(
             await confirmations.rearm(txn)
             log.warning("recovered_awaiting_customer", txn_id=txn.txn_id, connector=txn.connector)
             continue
-        draft = await reversal_draft(journal, txn, bank)
+        try:
+            draft = await reversal_draft(journal, txn, bank)
+        except LookupError:
+            await _never_sent(journal, txn)
+            continue
         if txn.status is Status.PENDING:
             await journal.transition(txn.txn_id, expected_from=(Status.PENDING,), to=Status.TIMEOUT,
                                      reason="issuer_timeout", saf=draft)
@@ -66,6 +70,17 @@ async def recover(
         if item.state is SafState.DONE:
             await saf.mark_reversed(item, item.response_code or "")
     return len(found)
+
+
+async def _never_sent(journal: Journal, txn: Any) -> None:
+    """No request was journalled, so none was written to the bank (the request is journalled
+    before the write): nothing to reverse, the payment simply failed."""
+    if txn.status is Status.PENDING:
+        await journal.transition(txn.txn_id, expected_from=(Status.PENDING,), to=Status.FAILED,
+                                 reason="issuer_unavailable", forget_card=True)
+        log.warning("recovered_never_sent", txn_id=txn.txn_id, connector=txn.connector)
+    else:
+        log.error("recovery_without_request", txn_id=txn.txn_id, connector=txn.connector, status=txn.status.value)
 
 
 async def reversal_draft(journal: Journal, txn: Any, bank: Any) -> SafDraft:

@@ -133,6 +133,7 @@ class StoreAndForward:
             await self._send(bank, item)
         finally:
             self._busy.discard(item.connector)
+        self.kick(item.connector)  # the next item, if due, goes now rather than at the next poll
 
     async def _send(self, bank: Any, item: SafItem) -> None:
         options: SafOptions = bank.saf
@@ -170,8 +171,11 @@ class StoreAndForward:
         await self.mark_reversed(item, code)
 
     async def _retry_later(self, item: SafItem, options: SafOptions, **outcome: Any) -> None:
-        due = utc_from_seconds(self.clock.seconds()) + timedelta(seconds=options.delay_after(item.attempts + 1))
+        delay = options.delay_after(item.attempts + 1)
+        due = utc_from_seconds(self.clock.seconds()) + timedelta(seconds=delay)
         updated = await self.journal.saf_record_attempt(item.saf_id, next_due_at=due, **outcome)
+        if not self._stopped:
+            self.clock.callLater(delay, self.kick, item.connector)
         log.warning("saf_attempt_failed", connector=item.connector, txn_id=item.txn_id, attempts=updated.attempts,
                     state=updated.state.value, **outcome)
 

@@ -154,8 +154,18 @@ class Journal:
     # Transactions
 
     @_deferred
-    def create_transaction(self, new: NewTransaction, *, event: EventDraft | None = None) -> defer.Deferred[Transaction]:
+    def create_transaction(
+        self,
+        new: NewTransaction,
+        *,
+        event: EventDraft | None = None,
+        request: tuple[str, Mapping[str, Any]] | None = None,
+    ) -> defer.Deferred[Transaction]:
         """Record a new transaction (and optionally its first notification) atomically.
+
+        ``request`` is the (MTI, masked fields) of the message about to be sent to the
+        bank: written in the same database transaction, so crash recovery never finds
+        a transaction without the request it must reverse.
 
         Fails with `DuplicateIdempotencyKey` when the merchant's key is already bound,
         `TransactionExists` for a reused txn_id, `TransactionNotFound` for a missing parent.
@@ -164,10 +174,15 @@ class Journal:
         row = self._transaction_row(new, now)
         payload = _payload(event)
         cutoff = now - _us(self._config.idempotency_ttl)
+        message = None
+        if request is not None:
+            message = self._message_row(new.txn_id, Direction.OUT, new.connector, request[0], request[1], None)
 
         def unit(db: Db) -> Transaction:
             txn = store.create_transaction(db, row, idempotency_cutoff=cutoff)
             self._append_event(db, txn, event, payload, now)
+            if message is not None:
+                store.append_message(db, {**message, "txn_id": txn.txn_id})
             return txn
 
         return self._writer.submit(unit)
@@ -286,7 +301,14 @@ class Journal:
 
         STAN and response code are taken from fields 11 and 39. Fires with the message id.
         """
-        row = {
+        row = self._message_row(txn_id, direction, connector, mti, fields, at)
+        return self._writer.submit(lambda db: store.append_message(db, row))
+
+    def _message_row(
+        self, txn_id: str | None, direction: Direction, connector: str, mti: str, fields: Mapping[str, Any],
+        at: datetime | None,
+    ) -> dict[str, Any]:
+        return {
             "txn_id": require_id("txn_id", txn_id) if txn_id is not None else None,
             "direction": require_enum(Direction, direction, "direction"),
             "connector": require_id("connector", connector),
@@ -296,7 +318,6 @@ class Journal:
             "fields": dump_fields("fields", fields),
             "at": to_us(at) if at is not None else self._now(),
         }
-        return self._writer.submit(lambda db: store.append_message(db, row))
 
     def messages(self, txn_id: str) -> defer.Deferred[list[MessageRecord]]:
         return self._readers.read(lambda db: store.messages(db, txn_id))

@@ -30,15 +30,6 @@ from tests.crash.harness import (
 
 pytestmark = pytest.mark.crash
 
-STARTUP_BUG = (
-    "switch/recovery.py _reversal_draft -> switch/lifecycle.py journalled_request: next() over the journalled "
-    "messages has no default, so a pending transaction without an outgoing request raises StopIteration inside "
-    "a coroutine ('RuntimeError: coroutine raised StopIteration') and `kswitch run` exits 1 on every start "
-    "('kswitch: cannot start: ...') until an operator edits the journal"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=SwitchExited, reason=STARTUP_BUG)
 @pytest_twisted.ensureDeferred
 async def test_restart_after_kill_between_transaction_and_request_commits(tmp_path):
     run_dir = short_run_dir()
@@ -83,12 +74,6 @@ async def test_restart_after_kill_between_transaction_and_request_commits(tmp_pa
         remove_dir(run_dir)
 
 
-SAF_BUG = (
-    "switch/saf.py StoreAndForward: only poll() (every poll_interval = 1.0 s, fixed in app.py) and kick() (after "
-    "a live timeout) start a delivery, and _deliver() does not look at the queue again when an item is "
-    "acknowledged, so each connector drains one reversal per second, whatever saf.retry_interval says; "
-    "reversals queued by crash recovery are not even kicked"
-)
 BACKLOG = 8
 
 
@@ -96,7 +81,6 @@ class SlowDrain(AssertionError):
     """Recovered reversals still queued seconds after the restarted switch was ready."""
 
 
-@pytest.mark.xfail(strict=True, raises=SlowDrain, reason=SAF_BUG)
 @pytest_twisted.ensureDeferred
 async def test_reversals_recovered_after_a_kill_drain_promptly(tmp_path):
     """Kill the switch while several sales are at the bank unanswered: recovery queues one
