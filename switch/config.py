@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from connectors import UnknownPlugin, plugin_class
 from switch.api.config import ApiConfig, ApiLimits, ClientConfig, MerchantConfig, StoreConfig
+from switch.confirmation import DEFAULT_TIMEOUT
 from switch.connector import ConnectorOptions, LinkOptions, TlsClientOptions
 from switch.dialect import DialectError, load_dialect
 from switch.framing import FRAMING_NAMES, TPDU_LENGTH, Framing
@@ -43,7 +44,7 @@ class BankSettings:
     plugin: str | None
     dev_tls: bool
     void_after_capture: bool = False
-    confirmation_timeout: float = 900.0
+    confirmation_timeout: float = DEFAULT_TIMEOUT
     """Seconds a payment may wait for the customer to confirm at the bank before it expires."""
 
 
@@ -339,7 +340,7 @@ def _bank(t: Table, base: Path, state_dir: Path) -> BankSettings:
         except UnknownPlugin as e:
             raise t.error("plugin", str(e)) from None
     void_after_capture = t.bool("void_after_capture", False)
-    confirmation_timeout = t.float("confirmation_timeout", 900.0, lo=1.0)
+    confirmation_timeout = t.float("confirmation_timeout", DEFAULT_TIMEOUT, lo=1.0)
     t.done()
     return BankSettings(options=options, profile=profile, saf=saf, plugin=plugin, dev_tls=dev_tls,
                         void_after_capture=void_after_capture, confirmation_timeout=confirmation_timeout)

@@ -40,6 +40,9 @@ from switch.translate import original_reference
 
 log = structlog.get_logger("kswitch.confirmation")
 
+DEFAULT_TIMEOUT = 900.0
+"""Seconds a payment may wait for the customer when the connector sets no ``confirmation_timeout``."""
+
 ACK_ECHOED = ("3", "4", "7", "11", "12", "13", "24", "32", "37", "41", "42", "49", "56", "90")
 """Fields an advice acknowledgement echoes; never card or account data."""
 
@@ -76,7 +79,7 @@ class Confirmations:
 
     def watch(self, txn: Transaction, terminal: str | None, delay: float | None = None) -> None:
         """Own ``txn`` (journalled ``pending_customer_action``) until an advice or its expiry."""
-        wait = self.timeouts.get(txn.connector, 900.0) if delay is None else max(delay, 0.0)
+        wait = self.timeouts.get(txn.connector, DEFAULT_TIMEOUT) if delay is None else max(delay, 0.0)
         timer = self.clock.callLater(wait, self._expire_later, txn.txn_id)
         self._waiting[txn.txn_id] = _Waiting(
             txn.txn_id, txn.connector, txn.stan, txn.rrn, terminal.strip() if terminal else None,
@@ -86,7 +89,7 @@ class Confirmations:
 
     async def rearm(self, txn: Transaction) -> None:
         """After a restart: the expiry counts from when the payment started waiting."""
-        left = self.timeouts.get(txn.connector, 900.0) - (self.clock.seconds() - txn.updated_at.timestamp())
+        left = self.timeouts.get(txn.connector, DEFAULT_TIMEOUT) - (self.clock.seconds() - txn.updated_at.timestamp())
         sent = await journalled_request(self.journal, txn)
         self.watch(txn, sent.get("41"), delay=left)
 

@@ -84,6 +84,19 @@ async def test_bank_account_timeout_is_reversed_with_the_account(banks):
     assert sim.balance(ACCOUNT) == before and sim.received["1420"] + sim.received["1421"] >= 1
 
 
+@pytest_twisted.ensureDeferred
+async def test_bank_account_preauth_is_captured_and_refunded_with_the_account(banks):
+    c = await banks.connect()
+    sim = banks.sims["bank_b"]
+    a = await c.call(bank_account(1, capture=False))
+    assert a["status"] == "approved" and sim.available(ACCOUNT) == 500000 - 1250
+    cap = await c.call({"id": 2, "op": "capture", "txn_id": a["txn_id"], "amount": 1000})
+    assert (cap["status"], cap["operation"]["status"]) == ("captured", "approved"), cap
+    ref = await c.call({"id": 3, "op": "refund", "txn_id": a["txn_id"], "amount": 400})
+    assert ref["status"] == "partially_refunded", ref
+    assert sim.balance(ACCOUNT) == sim.available(ACCOUNT) == 500000 - 1000 + 400
+
+
 @pytest.mark.parametrize("instrument, field", [
     ({"type": "bank_account", "account": ACCOUNT}, "instrument.bank"),
     ({"type": "bank_account", "bank": "aba", "account": ACCOUNT}, "instrument.bank"),
@@ -115,7 +128,7 @@ async def test_customer_confirms_at_the_bank(banks):
     [ref] = sim.pending()
     assert a["confirmation_url"].endswith(f"/confirm/{ref}") and sim.balance(CONFIRM_CARD) == before
     s = await c.call({"id": 2, "op": "status", "txn_id": a["txn_id"]})
-    assert s["status"] == "pending_customer_action"
+    assert (s["status"], s["confirmation_url"]) == ("pending_customer_action", a["confirmation_url"])
     assert await sim.confirm(ref, approve=True) == "000"
     await eventually(lambda: status_is(banks, a["txn_id"], "approved"))
     assert sim.balance(CONFIRM_CARD) == before - 1250
