@@ -46,6 +46,7 @@ from switch.recovery import recover
 from switch.saf import StoreAndForward
 
 log = structlog.get_logger("kswitch.switch")
+LINK_WAIT = 5.0  # seconds the API waits at start-up for links to sign on
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -136,6 +137,7 @@ class Switch:
             log.warning("recovered_in_flight", count=recovered)
         for bank in self.banks.values():
             bank.connector.start()
+        await self._links_ready(LINK_WAIT)
         self.saf.start()
         self._housekeeping.clock = self.reactor
         self._housekeeping.start(3600, now=True).addErrback(lambda f: log.failure("housekeeping_failed", failure=f))
@@ -148,6 +150,16 @@ class Switch:
         )
         log.info("switch_started", config=str(cfg.file), api=list(cfg.api_listen), admin=cfg.admin_listen,
                  connectors=sorted(self.banks), journal=cfg.journal.backend)
+
+    async def _links_ready(self, limit: float) -> None:
+        """Give links a moment to sign on before the API opens, so a restart does not answer a burst
+        of ``issuer_unavailable``; a bank that stays down does not keep the others from serving."""
+        deadline = self.reactor.seconds() + limit
+        while not all(bank.ready for bank in self.banks.values()):
+            if self.reactor.seconds() >= deadline:
+                log.warning("links_not_ready_at_start", waited=limit, links=self.link_states())
+                return
+            await deferLater(self.reactor, 0.05, lambda: None)
 
     def _purge_idempotency_keys(self) -> Deferred[int]:
         """Idempotency keys are kept 24 hours (the journal's ``idempotency_ttl``), not forever."""
