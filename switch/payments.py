@@ -263,22 +263,18 @@ class PaymentService:
     async def _journal_request(
         self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, txn_id: str, message: Message
     ) -> None:
-        """Transaction row and outgoing message, committed (one group commit) before the bank sees anything."""
-        created = self.journal.create_transaction(
+        """Transaction row and outgoing message, committed in one database transaction before the
+        bank sees anything: recovery always finds the request it must reverse."""
+        await self.journal.create_transaction(
             NewTransaction(
                 txn_id=txn_id, kind=kind, merchant_id=req.merchant_id, store_id=req.store_id,
                 order_id=req.order_id, connector=bank.name, amount=req.amount, currency=req.currency.alpha,
                 card=sealed_instrument(req.instrument), retain_card=True,
                 stan=message["11"], transmission_datetime=message["7"],
                 idempotency_key=req.idempotency_key, request_hash=h if req.idempotency_key else None,
-            )
+            ),
+            request=(message["t"], mask_message(message, bank.profile.dialect)),
         )
-        logged = self.journal.append_message(
-            txn_id=txn_id, direction=Direction.OUT, connector=bank.name, mti=message["t"],
-            fields=mask_message(message, bank.profile.dialect),
-        )
-        await created
-        await logged
 
     async def _answered(
         self, txn_id: str, kind: Kind, bank: Bank, amount: int, capture: bool, response: Message

@@ -3,10 +3,9 @@
 Migrations are an append-only list: a released step is never edited, a change is
 a new step. Opening a database applies the missing steps in one transaction;
 a database stamped with a version newer than the last step is refused rather than
-guessed at. Only the journal's single writer migrates (PostgreSQL: it holds the
-schema's writer lock; SQLite: BEGIN IMMEDIATE takes the write lock), so two
-processes never migrate at once. Timestamps are BIGINT microseconds since the
-Unix epoch (UTC).
+guessed at. Switch processes starting together migrate one after the other
+(PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE takes the write lock).
+Timestamps are BIGINT microseconds since the Unix epoch (UTC).
 """
 
 from __future__ import annotations
@@ -196,6 +195,7 @@ def migrate(db: Db, steps: Sequence[Migration] = MIGRATIONS) -> MigrationResult:
     target = latest_version(steps)
     db.begin()
     try:
+        db.dialect.lock_migrations(db)
         db.script([_VERSION_TABLE])
         found = current_version(db)
         if found > target:
