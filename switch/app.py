@@ -190,7 +190,7 @@ class Switch:
         link = settings.options.links[0]
         pki = self.config.pki_dir
         args = [
-            sys.executable, str(REPO / "bin" / "banksim"), "--name", connector,
+            sys.executable, str(REPO / "bin" / "banksim"), "--name", connector, "--exit-with-parent",
             "--listen", f"{link.host}:{link.port}", "--dialect", settings.profile.dialect.source,
             "--framing", settings.options.framing.header, "--accounts", str(accounts),
             "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"), "--tls-ca", str(pki / "ca.pem"),
@@ -205,6 +205,16 @@ class Switch:
                                             childFDs={0: "w", 1: "r", 2: 2})
         self._simulators.append((process, proto))
         log.info("simulator_started", simulator=connector, listen=f"{link.host}:{link.port}")
+
+    async def _stop_simulator(self, process: Any, proto: _Simulator, grace: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds: a stuck simulator must not keep us alive."""
+        for signal_name in ("TERM", "KILL"):
+            if proto.ended.called:
+                return
+            process.signalProcess(signal_name)
+            deadline = self.reactor.seconds() + grace
+            while not proto.ended.called and self.reactor.seconds() < deadline:
+                await deferLater(self.reactor, 0.05, lambda: None)
 
     # -- observation ----------------------------------------------------------------------
 
@@ -249,7 +259,5 @@ class Switch:
         if self.journal is not None:
             await self.journal.close()
         for process, proto in self._simulators:
-            if not proto.ended.called:
-                process.signalProcess("TERM")
-                await proto.ended
+            await self._stop_simulator(process, proto)
         log.info("switch_stopped")

@@ -8,11 +8,14 @@ same fact as a ``banksim_listening`` event, is structured JSON logging on standa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.stdio import StandardIO
 from twisted.internet.task import react
 from twisted.python.failure import Failure
 
@@ -66,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http", type=_listen_address, metavar="HOST:PORT",
                    help="serve the customer page: GET /pending, POST /confirm/<ref>?decision=approve|reject")
     p.add_argument("--trace", type=Path, metavar="FILE", help="append a masked link trace (read it with isotrace)")
+    p.add_argument("--exit-with-parent", action="store_true",
+                   help="exit when standard input closes: a parent that starts banksim (kswitch run) may die by SIGKILL")
     faults = p.add_argument_group("fault injection (all off by default)")
     faults.add_argument("--delay", type=float, default=0.0, metavar="SECONDS", help="wait before every answer")
     faults.add_argument("--drop-ratio", type=float, default=0.0, metavar="R",
@@ -80,9 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _ParentWatch(Protocol):
+    """Standard input is the parent's pipe: it closes when the parent dies, however it died."""
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        from twisted.internet import reactor
+
+        if reactor.running:
+            reactor.stop()
+
+
 def _serve(reactor: Any, sim: BankSim, host: str, port: int, tls: TlsFiles | None,
-           http: tuple[str, int] | None) -> Deferred:
+           http: tuple[str, int] | None, exit_with_parent: bool = False) -> Deferred:
     reactor.addSystemEventTrigger("before", "shutdown", sim.close)
+    if exit_with_parent:
+        StandardIO(_ParentWatch(), stdout=os.open(os.devnull, os.O_WRONLY), reactor=reactor)
     if http is not None:
         sim.issuer.confirm_url_base = f"http://{http[0]}:{http[1]}"
         reactor.listenTCP(http[1], customer_site(sim), interface=http[0])
@@ -125,5 +142,5 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     react(lambda reactor: _serve(reactor, BankSim(reactor, dialect, framing, accounts, options), *args.listen, tls,
-                                 args.http))
+                                 args.http, args.exit_with_parent))
     return 0
