@@ -90,3 +90,14 @@ def test_the_in_flight_index_covers_the_in_flight_statuses() -> None:
     statuses = ", ".join(f"'{status}'" for status in sorted(IN_FLIGHT_STATUSES))
     latest = [s for m in MIGRATIONS for s in m.statements if "CREATE INDEX transactions_in_flight" in s][-1]
     assert f"WHERE status IN ({statuses})" in latest
+
+
+def test_txn_ids_never_look_like_a_card_number(monkeypatch):
+    """A 13+ digit Luhn-valid run inside an id would be refused by the journal's PAN guard."""
+    from switch.journal import ids
+    from switch.journal.panscan import looks_like_pan
+
+    produced = iter(["01M8A4111111111111111BCDEF", "01M847YWW98KWGQ6807FC4XE44"])
+    monkeypatch.setattr(ids, "_next_id", lambda: next(produced))
+    assert looks_like_pan("01M8A4111111111111111BCDEF")
+    assert ids.new_txn_id() == "01M847YWW98KWGQ6807FC4XE44"
