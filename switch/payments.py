@@ -346,6 +346,16 @@ class PaymentService:
             raise ApiError("not_found", f"no transaction {txn_id!r} for your merchants", field="txn_id")
         return await self._answer(txn)
 
+    def status_by_order(self, merchant_id: str, order_id: str) -> Deferred[dict[str, Any]]:
+        return ensureDeferred(self._status_by_order(merchant_id, order_id))
+
+    async def _status_by_order(self, merchant_id: str, order_id: str) -> dict[str, Any]:
+        payments = [t for t in await self.journal.find_by_order(merchant_id, order_id) if t.parent_txn_id is None]
+        if not payments:
+            raise ApiError("not_found", f"no payment for order {order_id!r} of merchant {merchant_id!r}",
+                           field="order_id")
+        return await self._answer(max(payments, key=lambda t: t.created_at))
+
     async def _answer(self, txn: Transaction) -> dict[str, Any]:
         """`answer`, with the confirmation URL again while the payment waits for the customer
         (status and idempotent replays), read from the bank's journalled answer by its plugin."""

@@ -163,7 +163,12 @@ class AuthorizeRequest:
 
 @dataclass(frozen=True, slots=True)
 class StatusRequest:
-    txn_id: str
+    """By ``txn_id``, or by ``merchant_id`` + ``order_id`` (the shop's own reference, for a web
+    tier that lost the answer and never learnt the txn_id)."""
+
+    txn_id: str | None = None
+    merchant_id: str | None = None
+    order_id: str | None = None
 
     def log_fields(self) -> dict[str, object]:
-        return {"txn_id": self.txn_id}
+        return {"txn_id": self.txn_id, "merchant": self.merchant_id, "order_id": self.order_id}

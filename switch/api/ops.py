@@ -151,6 +151,10 @@ def handle_authorize(request: AuthorizeRequest, ctx: OpContext) -> Deferred[Answ
 def handle_status(request: StatusRequest, ctx: OpContext) -> Deferred[Answer]:
     client = ctx.authenticated_client()
     allowed = client.merchant_ids
+    if request.txn_id is None:
+        merchant = ctx.merchant(request.merchant_id or "")
+        answered = maybeDeferred(ctx.service.status_by_order, merchant.id, request.order_id or "")
+        return answered.addCallback(transaction_answer)
 
     def visible(raw: object) -> Answer:
         answer = transaction_answer(raw)

@@ -58,6 +58,13 @@ class IPaymentService(Protocol):
         """
         ...
 
+    def status_by_order(self, merchant_id: str, order_id: str) -> Deferred[TransactionAnswer]:
+        """The latest payment (not capture/void/refund) of an order; ``ApiError("not_found")`` when none.
+
+        The API has already checked that the client may use ``merchant_id``.
+        """
+        ...
+
     def answer_undeliverable(self, txn_id: str, client: str) -> None:
         """The authorize answer for ``txn_id`` could not be written: the client had gone.
 

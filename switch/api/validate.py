@@ -166,9 +166,14 @@ def parse_hello(obj: Mapping[str, Any]) -> HelloRequest:
 
 def parse_status(obj: Mapping[str, Any]) -> StatusRequest:
     fields = _request_fields(obj)
-    txn_id = fields.text("txn_id", IDENTIFIER, IDENTIFIER_EXPECTED)
+    if "txn_id" in obj or "order_id" not in obj:
+        txn_id = fields.text("txn_id", IDENTIFIER, IDENTIFIER_EXPECTED + " (or merchant_id and order_id instead)")
+        fields.finish()
+        return StatusRequest(txn_id=txn_id)
+    merchant_id = fields.text("merchant_id", IDENTIFIER, IDENTIFIER_EXPECTED)
+    order_id = fields.text("order_id", PRINTABLE, PRINTABLE_EXPECTED)
     fields.finish()
-    return StatusRequest(txn_id)
+    return StatusRequest(merchant_id=merchant_id, order_id=order_id)
 
 
 def parse_authorize(obj: Mapping[str, Any]) -> AuthorizeRequest:

@@ -90,3 +90,18 @@ async def test_status_of_a_transaction_and_of_another_merchants(env):
     other = await env.connect(client="other", token="e2e-token-0123456789-other")
     s = await other.call({"id": 3, "op": "status", "txn_id": a["txn_id"]})
     assert s["error"]["code"] == "not_found"
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_by_merchant_and_order_id(env):
+    c = await env.connect()
+    a = await c.call(authorize(1, order_id="shop-order-77"))
+    s = await c.call({"id": 2, "op": "status", "merchant_id": "M100", "order_id": "shop-order-77"})
+    assert (s["ok"], s["txn_id"], s["status"]) == (True, a["txn_id"], "approved")
+    missing = await c.call({"id": 3, "op": "status", "merchant_id": "M100", "order_id": "no-such-order"})
+    assert (missing["error"]["code"], missing["error"]["field"]) == ("not_found", "order_id")
+    other = await env.connect(client="other", token="e2e-token-0123456789-other")
+    forbidden = await other.call({"id": 4, "op": "status", "merchant_id": "M100", "order_id": "shop-order-77"})
+    assert forbidden["error"]["code"] == "forbidden"
+    neither = await c.call({"id": 5, "op": "status"})
+    assert neither["error"]["code"] == "invalid_request" and neither["error"]["field"] == "txn_id"
