@@ -310,6 +310,7 @@ def _bank(t: Table, base: Path, state_dir: Path) -> BankSettings:
             pool_strategy=t.str("pool_strategy", "primary-secondary", tuple(STRATEGIES)),
             request_timeout=t.float("request_timeout", 30.0),
             max_in_flight=t.int("max_in_flight", 1000, lo=1),
+            late_response_window=t.float("late_response_window", 120.0, lo=0.0),
             **({"match_keys": match_keys} if match_keys else {}),
         )
     except ValueError as e:

@@ -15,14 +15,14 @@ from twisted.internet.defer import Deferred, maybeDeferred
 
 from switch.api.ops import Answer, OpContext, Operation, OperationRegistry
 from switch.api.validate import (
-    IDENTIFIER, IDENTIFIER_EXPECTED, MAX_AMOUNT, Fields, _request_fields, invalid,
+    IDENTIFIER, IDENTIFIER_EXPECTED, MAX_AMOUNT, Fields, request_fields, invalid,
 )
 from switch.lifecycle import LifecycleRequest
 
 
 def _parser(op: str, with_amount: bool) -> Any:
     def parse(obj: Mapping[str, Any]) -> LifecycleRequest:
-        fields: Fields = _request_fields(obj)
+        fields: Fields = request_fields(obj)
         txn_id = fields.text("txn_id", IDENTIFIER, IDENTIFIER_EXPECTED)
         amount = None
         if with_amount and "amount" in obj:

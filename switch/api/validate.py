@@ -147,17 +147,18 @@ class Fields:
             raise invalid(self._path or None, f"contains a field whose name is not an identifier; {expected}")
 
 
-def _request_fields(obj: Mapping[str, Any]) -> Fields:
+def request_fields(obj: Mapping[str, Any]) -> Fields:
+    """The request's fields beyond ``id`` and ``op``, for the parsers of every op (also those registered later)."""
     return Fields(obj, already_read=ENVELOPE_FIELDS)
 
 
 def parse_ping(obj: Mapping[str, Any]) -> PingRequest:
-    _request_fields(obj).finish()
+    request_fields(obj).finish()
     return PingRequest()
 
 
 def parse_hello(obj: Mapping[str, Any]) -> HelloRequest:
-    fields = _request_fields(obj)
+    fields = request_fields(obj)
     client = fields.text("client", IDENTIFIER, IDENTIFIER_EXPECTED)
     token = fields.text("token", TOKEN, TOKEN_EXPECTED)
     fields.finish()
@@ -165,7 +166,7 @@ def parse_hello(obj: Mapping[str, Any]) -> HelloRequest:
 
 
 def parse_status(obj: Mapping[str, Any]) -> StatusRequest:
-    fields = _request_fields(obj)
+    fields = request_fields(obj)
     if "txn_id" in obj or "order_id" not in obj:
         txn_id = fields.text("txn_id", IDENTIFIER, IDENTIFIER_EXPECTED + " (or merchant_id and order_id instead)")
         fields.finish()
@@ -177,7 +178,7 @@ def parse_status(obj: Mapping[str, Any]) -> StatusRequest:
 
 
 def parse_authorize(obj: Mapping[str, Any]) -> AuthorizeRequest:
-    fields = _request_fields(obj)
+    fields = request_fields(obj)
     merchant_id = fields.text("merchant_id", IDENTIFIER, IDENTIFIER_EXPECTED)
     store_id = fields.text("store_id", IDENTIFIER, IDENTIFIER_EXPECTED)
     order_id = fields.text("order_id", PRINTABLE, PRINTABLE_EXPECTED)
