@@ -405,8 +405,18 @@ class PaymentService:
         log.warning("late_response", txn_id=txn.txn_id, connector=bank.name, response_code=code, status=txn.status.value)
 
     def answer_undeliverable(self, txn_id: str, client: str) -> None:
-        """Logged for the operator; the web tier learns the outcome by `status` or idempotent replay."""
+        """The shop never learnt this outcome. An approval it cannot replay (no idempotency key) is
+        reversed, as acquirers do; with a key the web tier can still ask again, so it stands."""
         log.warning("answer_undeliverable", txn_id=txn_id, client=client)
+        ensureDeferred(self._undeliverable(txn_id)).addErrback(
+            lambda f: log.error("undeliverable_reversal_failed", txn_id=txn_id, error=f.getErrorMessage())
+        )
+
+    async def _undeliverable(self, txn_id: str) -> None:
+        txn = await self.journal.get_transaction(txn_id)
+        if txn.status is Status.APPROVED and txn.idempotency_key is None:
+            await self.lifecycle.run(LifecycleRequest("void", txn_id), frozenset({txn.merchant_id}))
+            log.warning("undeliverable_approval_reversed", txn_id=txn_id, connector=txn.connector)
 
 
 def route_query(req: AuthorizeRequest) -> RouteQuery:

@@ -118,3 +118,34 @@ async def test_dead_letter_after_max_attempts_is_visible(fast):
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for f in text_string_to_metric_families(body.decode()) for s in f.samples}
     assert samples[("kswitch_saf_dead_letters", (("connector", "bank_a"),))] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_approval_the_shop_never_received_is_reversed(fast):
+    bank = fast.sims["bank_a"]
+    before = bank.balance(VISA)
+    bank.set_faults(delay=0.2)
+    c = await fast.connect()
+    c.send(authorize(1, order_id="gone-1"))
+    await eventually(lambda: fast.switch.banks["bank_a"].connector.mux.in_flight == 1)
+    c.transport.abortConnection()
+    await eventually(lambda: bank.balance(VISA) == before - 1250)
+    bank.set_faults(delay=0.0)
+    await eventually(lambda: bank.balance(VISA) == before)
+    c2 = await fast.connect()
+    s = await c2.call({"id": 2, "op": "status", "merchant_id": "M100", "order_id": "gone-1"})
+    assert s["status"] == "reversed"
+
+
+@pytest_twisted.ensureDeferred
+async def test_approval_with_an_idempotency_key_stands_when_undelivered(fast):
+    bank = fast.sims["bank_a"]
+    before = bank.balance(VISA)
+    bank.set_faults(delay=0.2)
+    c = await fast.connect()
+    c.send(authorize(1, order_id="gone-2", idempotency_key="gone-2"))
+    await eventually(lambda: fast.switch.banks["bank_a"].connector.mux.in_flight == 1)
+    c.transport.abortConnection()
+    c2 = await fast.connect()
+    replay = await c2.call(authorize(2, order_id="gone-2", idempotency_key="gone-2"))
+    assert replay["status"] == "approved" and bank.balance(VISA) == before - 1250
