@@ -13,10 +13,11 @@ integers: a 13-digit epoch-millisecond number is Luhn-valid one time in ten.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from switch.journal.errors import CardDataRefused, InvalidRecord
 from switch.cardcheck import luhn_valid
@@ -62,7 +63,7 @@ def dump_fields(where: str, fields: Mapping[Any, Any]) -> str:
     if not isinstance(fields, Mapping):
         raise InvalidRecord(f"{where} must be a mapping, got {type(fields).__name__}")
     clean = _clean(where, fields)
-    text = json.dumps(clean, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = orjson.dumps(clean, option=orjson.OPT_SORT_KEYS).decode()
     if looks_like_pan(text):
         _locate(where, clean)
         raise _refused(where)
@@ -85,7 +86,7 @@ def _locate(where: str, value: Any) -> None:
 def load_fields(text: str | None) -> dict[str, Any]:
     if text is None:
         return {}
-    loaded: dict[str, Any] = json.loads(text)
+    loaded: dict[str, Any] = orjson.loads(text)
     return loaded
 
 

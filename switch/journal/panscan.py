@@ -7,6 +7,7 @@ import re
 from switch.cardcheck import luhn_valid
 
 _DIGIT_RUN = re.compile(r"(?<!\d)\d{13,19}(?!\d)", re.ASCII)
+_GROUP_HINT = re.compile(r"\d{4}[ -]\d{4}", re.ASCII)
 _GROUPED = re.compile(
     r"(?<![\d])(?:\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{1,3})?|\d{4}([ -])\d{6}\2\d{5})(?![\d])",
     re.ASCII,
@@ -18,6 +19,8 @@ def looks_like_pan(text: str) -> bool:
     for match in _DIGIT_RUN.finditer(text):
         if luhn_valid(match.group()):
             return True
+    if _GROUP_HINT.search(text) is None:  # cheap pre-check: the grouped pattern is the slow one
+        return False
     for match in _GROUPED.finditer(text):
         if luhn_valid(re.sub(r"\D", "", match.group())):
             return True
