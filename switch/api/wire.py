@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from switch.api.errors import ApiError, ErrorCode
 from switch.api.validate import IDENTIFIER, invalid, json_type
 
@@ -77,7 +79,11 @@ def op_name(obj: dict[str, Any]) -> str:
 
 
 def encode(answer: dict[str, Any]) -> bytes:
-    return json.dumps(answer, separators=(",", ":"), allow_nan=False).encode("ascii") + b"\n"
+    """orjson on the hot path; the standard library for what it cannot take (a request id over 64 bits)."""
+    try:
+        return orjson.dumps(answer, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        return json.dumps(answer, separators=(",", ":"), allow_nan=False).encode("utf-8") + b"\n"
 
 
 def success(request_id: RequestId | None, fields: dict[str, Any]) -> dict[str, Any]:
