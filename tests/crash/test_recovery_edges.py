@@ -24,7 +24,7 @@ from switch.config import load_config
 from switch.journal.journal import open_journal
 from switch.journal.models import CardData, Kind, NewTransaction, Status
 from tests.crash.harness import (
-    BANKS, CARDS, EXPIRY, MERCHANT, OPENING_BALANCE, STORE, Banks, SwitchExited, SwitchProcess, accounts_toml, config_toml,
+    BANKS, CARDS, EXPIRY, MERCHANT, OPENING_BALANCE, STORE, Banks, SwitchProcess, accounts_toml, config_toml,
     postings, remove_dir, short_run_dir,
 )
 
@@ -55,7 +55,7 @@ async def test_restart_after_kill_between_transaction_and_request_commits(tmp_pa
         await journal.close()
 
         switch.start()
-        await switch.wait_ready(20.0)  # today: SwitchExited, "kswitch: cannot start: coroutine raised StopIteration"
+        await switch.wait_ready(20.0)  # before the fix: "kswitch: cannot start: coroutine raised StopIteration"
         assert await switch.terminate(20.0) == 0
 
         journal = await open_journal(config.journal, reactor, registry=CollectorRegistry())
