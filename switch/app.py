@@ -13,6 +13,7 @@ import os
 import secrets
 import sys
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +39,17 @@ from switch.connector import Connector
 from switch.devcerts import make_dev_pki
 from switch.journal import Journal
 from switch.journal.journal import open_journal
+from switch.journal.models import utc_from_seconds
 from switch.journal.vault import generate_key
 from switch.notify import Notifier
 from switch.numbering import RrnAllocator
 from switch.payments import PaymentService
-from switch.recovery import recover
+from switch.recovery import recover, sweep_stale_pending
 from switch.saf import StoreAndForward
 
 log = structlog.get_logger("kswitch.switch")
 LINK_WAIT = 5.0  # seconds the API waits at start-up for links to sign on
+SWEEP_INTERVAL = 60.0  # seconds between looks for payments pending long past their bank timeout
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -94,6 +97,7 @@ class Switch:
         self._simulators: list[tuple[Any, _Simulator]] = []
         self._stopping: Deferred[None] | None = None
         self._housekeeping = LoopingCall(self._purge_idempotency_keys)
+        self._sweeper = LoopingCall(self._sweep_stale_pending)
 
     # -- start ------------------------------------------------------------------------
 
@@ -141,6 +145,8 @@ class Switch:
         self.saf.start()
         self._housekeeping.clock = self.reactor
         self._housekeeping.start(3600, now=True).addErrback(lambda f: log.failure("housekeeping_failed", failure=f))
+        self._sweeper.clock = self.reactor
+        self._sweeper.start(SWEEP_INTERVAL, now=False).addErrback(lambda f: log.failure("sweeper_failed", failure=f))
         self.api_factory = NotifyingApiFactory(self.notifier, self.service, cfg.api, reactor=self.reactor,
                                                registry=self.registry,
                                                operations=register_lifecycle(default_operations()))
@@ -160,6 +166,14 @@ class Switch:
                 log.warning("links_not_ready_at_start", waited=limit, links=self.link_states())
                 return
             await deferLater(self.reactor, 0.05, lambda: None)
+
+    def _sweep_stale_pending(self) -> Deferred[int]:
+        assert self.journal is not None and self.saf is not None
+        longest = max((b.connector.options.request_timeout for b in self.banks.values()), default=0.0)
+        return ensureDeferred(sweep_stale_pending(
+            self.journal, self.banks, self.saf, self.registry, utc_from_seconds(self.reactor.seconds()),
+            timedelta(seconds=longest + SWEEP_INTERVAL),
+        ))
 
     def _purge_idempotency_keys(self) -> Deferred[int]:
         """Idempotency keys are kept 24 hours (the journal's ``idempotency_ttl``), not forever."""
@@ -245,8 +259,9 @@ class Switch:
             log.warning("shutdown_grace_expired", in_flight=self._api_in_flight())
         for protocol in list(self.api_factory.connections if self.api_factory else ()):
             protocol.transport.loseConnection()
-        if self._housekeeping.running:
-            self._housekeeping.stop()
+        for loop in (self._housekeeping, self._sweeper):
+            if loop.running:
+                loop.stop()
         if self.notifier is not None:
             self.notifier.stop()
         if self.saf is not None:

@@ -11,6 +11,7 @@ whatever time it had left) and it is reversed only if that expiry passes.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Mapping
 
 import structlog
@@ -36,6 +37,9 @@ class RecoveryMetrics(MetricBundle):
         self.recovered = Counter("kswitch_recovered_in_flight_total",
                                  "Transactions found in flight at start-up, by connector and status",
                                  ["connector", "status"], registry=registry)
+        self.swept = Counter("kswitch_stale_pending_swept_total",
+                             "Payments found pending long after their bank timeout while running, by connector",
+                             ["connector"], registry=registry)
 
 
 async def recover(
@@ -48,28 +52,50 @@ async def recover(
     found = await journal.in_flight()
     for txn in found:
         metrics.recovered.labels(txn.connector, txn.status.value).inc()
-        bank = banks.get(txn.connector)
-        if bank is None:
-            log.error("recovery_unknown_connector", txn_id=txn.txn_id, connector=txn.connector)
-            continue
-        if txn.status is Status.AWAITING_CUSTOMER and confirmations is not None:
-            await confirmations.rearm(txn)
-            log.warning("recovered_awaiting_customer", txn_id=txn.txn_id, connector=txn.connector)
-            continue
-        try:
-            draft = await reversal_draft(journal, txn, bank)
-        except LookupError:
-            await _never_sent(journal, txn)
-            continue
-        if txn.status is Status.PENDING:
-            await journal.transition(txn.txn_id, expected_from=(Status.PENDING,), to=Status.TIMEOUT,
-                                     reason="issuer_timeout", saf=draft)
-            log.warning("recovered_pending", txn_id=txn.txn_id, connector=txn.connector)
-            continue
-        item = await journal.saf_enqueue(txn.txn_id, draft)
-        if item.state is SafState.DONE:
-            await saf.mark_reversed(item, item.response_code or "")
+        await _give_owner(journal, banks, saf, confirmations, txn)
     return len(found)
+
+
+async def sweep_stale_pending(
+    journal: Journal, banks: Mapping[str, Any], saf: StoreAndForward, registry: CollectorRegistry,
+    now: datetime, older_than: timedelta,
+) -> int:
+    """A payment still ``pending`` long after its bank timeout lost its owner at run time (say the
+    journal write after the bank's answer failed): give it the owner a restart would, now."""
+    metrics = RecoveryMetrics.on(registry)
+    stale = [t for t in await journal.in_flight() if t.status is Status.PENDING and t.created_at < now - older_than]
+    for txn in stale:
+        metrics.swept.labels(txn.connector).inc()
+        log.error("stale_pending_swept", txn_id=txn.txn_id, connector=txn.connector, created_at=txn.created_at.isoformat())
+        await _give_owner(journal, banks, saf, None, txn)
+    return len(stale)
+
+
+async def _give_owner(
+    journal: Journal, banks: Mapping[str, Any], saf: StoreAndForward, confirmations: Confirmations | None, txn: Any
+) -> None:
+    bank = banks.get(txn.connector)
+    if bank is None:
+        log.error("recovery_unknown_connector", txn_id=txn.txn_id, connector=txn.connector)
+        return
+    if txn.status is Status.AWAITING_CUSTOMER and confirmations is not None:
+        await confirmations.rearm(txn)
+        log.warning("recovered_awaiting_customer", txn_id=txn.txn_id, connector=txn.connector)
+        return
+    try:
+        draft = await reversal_draft(journal, txn, bank)
+    except LookupError:
+        await _never_sent(journal, txn)
+        return
+    if txn.status is Status.PENDING:
+        await journal.transition(txn.txn_id, expected_from=(Status.PENDING,), to=Status.TIMEOUT,
+                                 reason="issuer_timeout", saf=draft)
+        log.warning("recovered_pending", txn_id=txn.txn_id, connector=txn.connector)
+        saf.kick(txn.connector)
+        return
+    item = await journal.saf_enqueue(txn.txn_id, draft)
+    if item.state is SafState.DONE:
+        await saf.mark_reversed(item, item.response_code or "")
 
 
 async def _never_sent(journal: Journal, txn: Any) -> None:
