@@ -27,8 +27,8 @@ from twisted.internet.task import LoopingCall, deferLater
 
 from connectors import ConnectorPlugin, plugin_class
 from switch.admin import admin_site
-from switch.api.listen import listen
 from switch.api.lifecycle import register_lifecycle
+from switch.api.listen import listen
 from switch.api.notifications import NotifyingApiFactory
 from switch.api.ops import default_operations
 from switch.api.protocol import ApiFactory

@@ -23,7 +23,7 @@ from switch.framing import FRAMING_NAMES, TPDU_LENGTH, Framing
 from switch.journal.config import JournalConfig, SecretSource
 from switch.notify import NotifyOptions
 from switch.pool import STRATEGIES
-from switch.responses import DECLINED, FAILED, APPROVED, Outcome, ResponseTable
+from switch.responses import APPROVED, DECLINED, FAILED, Outcome, ResponseTable
 from switch.router import Router, parse_rules
 from switch.saf import SafOptions
 from switch.settings import ConfigError, Table

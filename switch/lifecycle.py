@@ -31,14 +31,25 @@ from switch.journal import Journal
 from switch.journal.errors import TransactionNotFound
 from switch.journal.ids import new_txn_id
 from switch.journal.models import (
-    Direction, Kind, NewTransaction, SafDraft, SafKind, Status, Transaction,
+    Direction,
+    Kind,
+    NewTransaction,
+    SafDraft,
+    SafKind,
+    Status,
+    Transaction,
 )
 from switch.masking import mask_message
 from switch.mti import mti_for
 from switch.mux import MuxError
 from switch.status import API_STATUS, answer
 from switch.translate import (
-    Acceptor, financial_request, instrument_from_sealed, original_data_elements, restore_instrument, reversal_template,
+    Acceptor,
+    financial_request,
+    instrument_from_sealed,
+    original_data_elements,
+    restore_instrument,
+    reversal_template,
 )
 
 if TYPE_CHECKING:

@@ -12,7 +12,6 @@ import sys
 from typing import IO, Any, Literal
 
 import orjson
-
 import structlog
 
 LogFormat = Literal["auto", "json", "console"]

@@ -32,9 +32,9 @@ from prometheus_client import CollectorRegistry, Counter
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 
+from connectors.base import ConnectorPlugin, PaymentContext
 from switch.api.config import MerchantConfig, StoreConfig
 from switch.api.errors import ApiError
-from connectors.base import ConnectorPlugin, PaymentContext
 from switch.api.model import AuthorizeRequest, BankAccountInstrument, CardInstrument
 from switch.bank import Bank
 from switch.confirmation import Confirmations
@@ -43,19 +43,31 @@ from switch.journal import Journal
 from switch.journal.errors import DuplicateIdempotencyKey, TransactionNotFound
 from switch.journal.ids import new_txn_id
 from switch.journal.models import (
-    Direction, EventDraft, Kind, NewTransaction, SafDraft, SafKind, Status, Transaction, utc_from_seconds,
+    Direction,
+    EventDraft,
+    Kind,
+    NewTransaction,
+    SafDraft,
+    SafKind,
+    Status,
+    Transaction,
+    utc_from_seconds,
 )
+from switch.lifecycle import Lifecycle, LifecycleRequest
 from switch.masking import mask_message
 from switch.metrics import MetricBundle
+from switch.mti import mti_for
 from switch.mux import LinkLost, MuxBusy, NoLinkAvailable, RequestTimeout
 from switch.router import RouteQuery, Router
 from switch.saf import StoreAndForward
 from switch.status import API_STATUS, answer
-from switch.lifecycle import Lifecycle, LifecycleRequest
 from switch.translate import (
-    Acceptor, carries_accounts, financial_request, reversal_template, sealed_instrument,
+    Acceptor,
+    carries_accounts,
+    financial_request,
+    reversal_template,
+    sealed_instrument,
 )
-from switch.mti import mti_for
 
 log = structlog.get_logger("kswitch.payments")
 

@@ -19,9 +19,9 @@ from prometheus_client import CollectorRegistry, Counter
 
 from switch.journal import Journal
 from switch.journal.models import SafDraft, SafKind, SafState, Status
+from switch.lifecycle import journalled_request
 from switch.metrics import MetricBundle
 from switch.mti import mti_for
-from switch.lifecycle import journalled_request
 from switch.saf import StoreAndForward
 from switch.translate import reversal_template
 

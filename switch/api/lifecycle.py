@@ -15,7 +15,12 @@ from twisted.internet.defer import Deferred, maybeDeferred
 
 from switch.api.ops import Answer, OpContext, Operation, OperationRegistry
 from switch.api.validate import (
-    IDENTIFIER, IDENTIFIER_EXPECTED, MAX_AMOUNT, Fields, request_fields, invalid,
+    IDENTIFIER,
+    IDENTIFIER_EXPECTED,
+    MAX_AMOUNT,
+    Fields,
+    invalid,
+    request_fields,
 )
 from switch.lifecycle import LifecycleRequest
 

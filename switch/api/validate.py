@@ -15,8 +15,15 @@ from typing import Any, cast
 from switch import cardcheck
 from switch.api.errors import ApiError, ErrorCode
 from switch.api.model import (
-    ACCOUNT_TYPES, AuthorizeRequest, BankAccountInstrument, CardInstrument, HelloRequest, Instrument, PingRequest,
-    StatusRequest, WalletInstrument,
+    ACCOUNT_TYPES,
+    AuthorizeRequest,
+    BankAccountInstrument,
+    CardInstrument,
+    HelloRequest,
+    Instrument,
+    PingRequest,
+    StatusRequest,
+    WalletInstrument,
 )
 from switch.currency import Currency, by_alpha
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from switch.journal.errors import CardDataRefused, InvalidRecord
 from switch.cardcheck import luhn_valid
+from switch.journal.errors import CardDataRefused, InvalidRecord
 from switch.journal.panscan import looks_like_pan
 
 _BYTE_DIGIT_RUN = re.compile(rb"(?<![0-9])[0-9]{13,19}(?![0-9])")
