@@ -72,11 +72,11 @@ def _route(cfg: SwitchConfig, args: argparse.Namespace) -> int:
     q = RouteQuery(instrument=args.instrument, amount=args.amount, currency=args.currency.upper(),
                    merchant_id=args.merchant, bin8=pan[:8], scheme=scheme(pan) if pan else None, bank=args.bank)
     decision = cfg.router.route(q)
-    print(decision.explanation)
-    for name in decision.connectors:
-        bank = cfg.banks[name]
-        print(f"  {name}: dialect {bank.profile.dialect.name}, framing {bank.options.framing.header}, "
-              f"links {', '.join(f'{link.host}:{link.port}' for link in bank.options.links)}")
+    _emit(decision.explanation, *(
+        f"  {name}: dialect {cfg.banks[name].profile.dialect.name}, framing {cfg.banks[name].options.framing.header}, "
+        f"links {', '.join(f'{link.host}:{link.port}' for link in cfg.banks[name].options.links)}"
+        for name in decision.connectors
+    ))
     return 0 if decision.connectors else 2
 
 
@@ -104,8 +104,14 @@ def _run(cfg: SwitchConfig) -> int:
     return status["code"]
 
 
-def _with_journal(cfg: SwitchConfig, work: Callable[[Any], Awaitable[None]]) -> int:
-    """Open the configured journal beside (or instead of) a running switch, run ``work``, close it."""
+def _emit(*lines: str) -> None:
+    """The command's own output (not a log): standard output, one line each."""
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+
+
+def _with_journal(cfg: SwitchConfig, work: Callable[[Any], Awaitable[list[str]]]) -> int:
+    """Open the configured journal beside (or instead of) a running switch, run ``work``, close it,
+    then write the lines ``work`` returned: nothing is written to a terminal from the reactor."""
     from twisted.internet import task
     from twisted.internet.defer import ensureDeferred
 
@@ -113,56 +119,57 @@ def _with_journal(cfg: SwitchConfig, work: Callable[[Any], Awaitable[None]]) -> 
 
     logs.configure("json", level="warning")
 
+    output: list[str] = []
+
     async def run(reactor: Any) -> None:
         journal = await open_journal(cfg.journal, reactor)
         try:
-            await work(journal)
+            output.extend(await work(journal))
         finally:
             await journal.close()
 
     try:
         task.react(lambda reactor: ensureDeferred(run(reactor)))
     except SystemExit as e:
+        _emit(*output)
         return int(e.code or 0)
+    _emit(*output)
     return 0
 
 
 def _saf(cfg: SwitchConfig, args: argparse.Namespace) -> int:
     from switch.journal.models import SafState
 
-    async def work(journal: Any) -> None:
-        if args.action == "list":
-            states = tuple(SafState(s) for s in (args.state or ["dead"]))
-            items = await journal.saf_list(connector=args.connector, states=states)
-            rows = [{"saf_id": i.saf_id, "connector": i.connector, "txn_id": i.txn_id, "kind": i.kind.value,
-                     "state": i.state.value, "attempts": i.attempts, "max_attempts": i.max_attempts,
-                     "enqueued_at": i.enqueued_at.isoformat(), "last_error": i.last_error,
-                     "last_response_code": i.last_response_code} for i in items]
-            if args.json:
-                print(json.dumps(rows, indent=2))
-                return
-            for r in rows:
-                print(f"{r['saf_id']:>6} {r['connector']:<12} {r['kind']:<9} {r['state']:<8} "
-                      f"{r['attempts']}/{r['max_attempts']} {r['txn_id']} {r['last_error'] or ''}")
-            print(f"{len(rows)} item(s)")
-        elif args.action == "retry":
+    async def work(journal: Any) -> list[str]:
+        if args.action == "retry":
             item = await journal.saf_retry(args.saf_id, operator=args.operator)
-            print(f"SAF item {item.saf_id} is {item.state.value} again; the running switch sends it next")
-        else:
+            return [f"SAF item {item.saf_id} is {item.state.value} again; the running switch sends it next"]
+        if args.action == "drop":
             item = await journal.saf_drop(args.saf_id, operator=args.operator, reason=args.reason)
-            print(f"SAF item {item.saf_id} dropped by {args.operator}")
+            return [f"SAF item {item.saf_id} dropped by {args.operator}"]
+        states = tuple(SafState(s) for s in (args.state or ["dead"]))
+        items = await journal.saf_list(connector=args.connector, states=states)
+        rows = [{"saf_id": i.saf_id, "connector": i.connector, "txn_id": i.txn_id, "kind": i.kind.value,
+                 "state": i.state.value, "attempts": i.attempts, "max_attempts": i.max_attempts,
+                 "enqueued_at": i.enqueued_at.isoformat(), "last_error": i.last_error,
+                 "last_response_code": i.last_response_code} for i in items]
+        if args.json:
+            return [json.dumps(rows, indent=2)]
+        return [f"{r['saf_id']:>6} {r['connector']:<12} {r['kind']:<9} {r['state']:<8} "
+                f"{r['attempts']}/{r['max_attempts']} {r['txn_id']} {r['last_error'] or ''}" for r in rows] + [
+                f"{len(rows)} item(s)"]
 
     return _with_journal(cfg, work)
 
 
 def _keys(cfg: SwitchConfig, args: argparse.Namespace) -> int:
-    async def work(journal: Any) -> None:
+    async def work(journal: Any) -> list[str]:
         if args.action == "rewrap":
             await journal.rewrap_cards()
         usage = await journal.key_usage()
         current = journal.vault.current_key_id
-        for key_id, count in sorted(usage.items()):
-            print(f"{key_id:<16} {count:>10} stored card(s){'  (current)' if key_id == current else ''}")
+        return [f"{key_id:<16} {count:>10} stored card(s){'  (current)' if key_id == current else ''}"
+                for key_id, count in sorted(usage.items())]
 
     return _with_journal(cfg, work)
 
@@ -177,7 +184,7 @@ def _journal_copy(cfg: SwitchConfig, args: argparse.Namespace) -> int:
     except JournalError as e:
         sys.stderr.write(f"kswitch: journal copy refused: {e}\n")
         return 1
-    print(f"copied journal from {cfg.journal.backend} to {target.backend}: {report}")
+    _emit(f"copied journal from {cfg.journal.backend} to {target.backend}: {report}")
     return 0
 
 
@@ -189,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"kswitch: {e}\n")
         return 2
     if args.command == "check-config":
-        print(f"{cfg.file}: OK ({len(cfg.banks)} connectors, {len(cfg.router.rules)} routes)")
+        _emit(f"{cfg.file}: OK ({len(cfg.banks)} connectors, {len(cfg.router.rules)} routes)")
         return 0
     if args.command == "route":
         return _route(cfg, args)

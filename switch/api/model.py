@@ -63,12 +63,23 @@ class CardInstrument:
         return self.masked_pan
 
 
+class _LastFourMasked:
+    """Answers show ``masked_pan`` for every instrument; for accounts and wallets it is the
+    identifier masked to its last four, as the journal keeps it."""
+
+    __slots__ = ()
+
+    @property
+    def masked_pan(self) -> str:
+        return self.masked  # type: ignore[attr-defined,no-any-return]
+
+
 ACCOUNT_TYPES = {"savings": "10", "checking": "20"}
 """Account types as the from-account digits of processing code (field 3, positions 3-4)."""
 
 
 @dataclass(frozen=True, slots=True)
-class BankAccountInstrument:
+class BankAccountInstrument(_LastFourMasked):
     """A customer's account at ``bank`` (the bank code the customer chose, used for routing).
 
     ``account`` and ``holder_id`` identify a person's money as much as a PAN does, so
@@ -85,12 +96,6 @@ class BankAccountInstrument:
         return "bank_account"
 
     @property
-    def masked_pan(self) -> str:
-        """Answers show ``masked_pan`` for every instrument: here the account masked to its last four,
-        as the journal keeps it."""
-        return self.masked
-
-    @property
     def masked(self) -> str:
         return mask_last4(self.account)
 
@@ -103,7 +108,7 @@ class BankAccountInstrument:
 
 
 @dataclass(frozen=True, slots=True)
-class WalletInstrument:
+class WalletInstrument(_LastFourMasked):
     """A wallet at ``provider`` (e.g. a mobile-money operator); ``wallet_id`` is masked like an account."""
 
     provider: str
@@ -112,12 +117,6 @@ class WalletInstrument:
     @property
     def kind(self) -> str:
         return "wallet"
-
-    @property
-    def masked_pan(self) -> str:
-        """Answers show ``masked_pan`` for every instrument: here the account masked to its last four,
-        as the journal keeps it."""
-        return self.masked
 
     @property
     def masked(self) -> str:
