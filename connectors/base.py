@@ -19,6 +19,7 @@ from typing import Callable, ClassVar, TypeVar
 from switch.api.model import Instrument
 from switch.dialect import Dialect, Message
 from switch.mti import is_request
+from switch.responses import BankAnswer, ResponseTable
 
 
 class UnknownPlugin(LookupError):
@@ -41,6 +42,12 @@ class ConnectorPlugin:
       override the connector's ``reversal`` setting; None keeps it.
     - ``request``: add or change fields of an authorization or sale before it is
       journalled and sent (private TLVs, bank-specific codes).
+    - ``completion``, ``refund``, ``reversal_message``: the same for a capture (completion
+      advice), a refund, and a reversal or void (first send and repeats); ``original`` is
+      the request being completed, refunded or reversed, as journalled (card put back).
+    - ``network``: the same for network management messages (sign-on, echo, cutover).
+    - ``read_response``: what the bank's answer to ``request`` says (status, reason, codes,
+      amount, confirmation URL); the default reads field 39 through the connector's table.
     - ``confirmation_url``: the URL where the customer confirms the payment, when the
       bank's answer means "customer action required"; None for an ordinary answer.
     - ``is_customer_advice``: whether a bank-initiated message completes a payment
@@ -55,6 +62,26 @@ class ConnectorPlugin:
 
     def request(self, message: Message, payment: PaymentContext) -> Message:
         return message
+
+    def completion(self, message: Message, original: Message) -> Message:
+        return message
+
+    def refund(self, message: Message, original: Message) -> Message:
+        return message
+
+    def reversal_message(self, message: Message, original: Message) -> Message:
+        return message
+
+    def network(self, message: Message) -> Message:
+        return message
+
+    def read_response(self, request: Message, response: Message, table: ResponseTable) -> BankAnswer:
+        code = response.get("39")
+        outcome = table.outcome(code)
+        return BankAnswer(
+            status=outcome.status, reason=outcome.reason, retryable=outcome.retryable, response_code=code,
+            auth_code=response.get("38"), rrn=response.get("37"), confirmation_url=self.confirmation_url(response),
+        )
 
     def confirmation_url(self, response: Message) -> str | None:
         return None

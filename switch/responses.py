@@ -20,6 +20,27 @@ class Outcome:
     retryable: bool = False  # the issuer might say otherwise later (91, 96, 68): never retried blindly
 
 
+@dataclass(frozen=True)
+class BankAnswer:
+    """What a bank's answer means, as its connector plugin reads it.
+
+    ``uncertain`` marks an answer that cannot be believed although the bank may have
+    acted on the request (say an approval echoing another amount): the engine treats it
+    like a timeout, so a request is reversed and an advice repeated. ``amount`` is the
+    approved amount when the bank approved less than asked (a declared partial approval).
+    """
+
+    status: str  # approved | declined | failed
+    reason: str
+    response_code: str | None
+    retryable: bool = False
+    auth_code: str | None = None
+    rrn: str | None = None
+    amount: int | None = None
+    confirmation_url: str | None = None
+    uncertain: bool = False
+
+
 def _d(reason: str) -> Outcome:
     return Outcome(DECLINED, reason)
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
@@ -22,6 +23,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
+from switch.dialect import Message
 from switch.journal import Journal
 from switch.journal.errors import TransitionRefused
 from switch.journal.models import Direction, EventDraft, SafItem, SafKind, Status, utc_from_seconds
@@ -84,6 +86,11 @@ class StoreAndForward:
         self._poll_interval = poll_interval
         self._stopped = False
         self._waiters: dict[str, list[Deferred[Any]]] = {}
+        self.build: Callable[[Any, SafItem, str, bool], Message] = self.build_reversal
+        """Builds the message for one send of an item (bank, item, new STAN, repeat?); the
+        transaction engine replaces it so every message class and plugin is served."""
+        self.settle: Callable[[SafItem, Message], Awaitable[None]] = self.settle_reversal
+        """Records what a final answer to an item means for its transaction (set by the engine)."""
 
     def start(self) -> None:
         self._loop.start(self._poll_interval, now=True).addErrback(
@@ -135,16 +142,20 @@ class StoreAndForward:
             self._busy.discard(item.connector)
         self.kick(item.connector)  # the next item, if due, goes now rather than at the next poll
 
-    async def _send(self, bank: Any, item: SafItem) -> None:
-        options: SafOptions = bank.saf
+    def build_reversal(self, bank: Any, item: SafItem, stan: str, repeat: bool) -> Message:
+        """Today's message class for every item: a reversal of the journalled original."""
         card = self.journal.reveal_card(item.card) if item.card is not None else None
         original = dict(item.fields)
         if card is not None:
             original["2"] = card.pan
             if card.expiry:
                 original["14"] = card.expiry
+        return reversal_request(original, bank.profile, stan, self.clock.seconds(), repeat=repeat)
+
+    async def _send(self, bank: Any, item: SafItem) -> None:
+        options: SafOptions = bank.saf
         stan = bank.reserve_stan()
-        message = reversal_request(original, bank.profile, stan, self.clock.seconds(), repeat=item.attempts > 0)
+        message = self.build(bank, item, stan, item.attempts > 0)
         self.metrics.sent.labels(item.connector, item.kind.value, message["t"]).inc()
         self.journal.append_message(
             txn_id=item.txn_id, direction=Direction.OUT, connector=item.connector, mti=message["t"],
@@ -168,7 +179,10 @@ class StoreAndForward:
             return
         await self.journal.saf_complete(item.saf_id, response_code=code)
         self.metrics.acknowledged.labels(item.connector, item.kind.value).inc()
-        await self.mark_reversed(item, code)
+        await self.settle(item, response)
+
+    async def settle_reversal(self, item: SafItem, response: Message) -> None:
+        await self.mark_reversed(item, response.get("39", ""))
 
     async def _retry_later(self, item: SafItem, options: SafOptions, **outcome: Any) -> None:
         delay = options.delay_after(item.attempts + 1)
