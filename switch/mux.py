@@ -13,6 +13,14 @@ request gave up is a *late* response: counted, logged masked and (for callers'
 requests, not the links' own echoes) handed to ``on_late_response`` so the switch can
 journal (and reverse) a late approval; it is never raised.  Until then the request's STAN stays reserved, so a late answer can
 never be mistaken for the answer to a newer request.
+
+STAN ownership, so that no failure path leaks one: a STAN from `Mux.reserve_stan`
+belongs to the caller until it hands the message to `Mux.request`; from then on it
+belongs to the mux, which releases it on every outcome (at once when nothing was
+written or the answer came; after the late-response window when the request was
+written and given up, on a timer of the mux's clock).  A caller releases a reserved
+STAN itself only when it never calls `request` (its message failed to build, its
+journal write failed).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from switch.dialect import Dialect, Message, MessageError
+from switch.dialect import Dialect, Message
 from switch.link import Link, LinkNotConnected
 from switch.masking import mask_message
 from switch.metrics import LATENCY_BUCKETS, MetricBundle
@@ -201,6 +209,7 @@ class Mux:
         self._reserved: set[str] = set()
         self._given_up: dict[tuple[str, ...], _Pending] = {}
         self._given_up_order: deque[tuple[float, _Pending]] = deque()
+        self._expiry: IDelayedCall | None = None
         self._accepting = True
         self._drained: list[Deferred[None]] = []
         self._log = structlog.get_logger("kswitch.mux", connector=connector)
@@ -229,29 +238,36 @@ class Mux:
         self._expire_given_up()
         mti = message.get("t", "")
         stan = message.get("11") if message.get("11") in self._reserved else None
+        refused: tuple[str, Exception] | None = None
         if not _is_mti(mti) or not is_request(mti):
-            self._outcomes["invalid"].inc()
-            return fail(ValueError(f"{self.connector}: MTI {mti!r} is not a request or advice"))
-        if not self._accepting:
-            self._outcomes["no_link"].inc()
-            return fail(NoLinkAvailable(self.connector, stan, "connector is stopping"))
-        if self._routed >= self._max_in_flight:
-            self._outcomes["busy"].inc()
-            return fail(MuxBusy(self.connector, stan, f"{self._routed} requests in flight (max_in_flight {self._max_in_flight})"))
-        link = self._pool.select()
-        if link is None:
-            self._outcomes["no_link"].inc()
-            return fail(NoLinkAvailable(self.connector, stan, "no link is ready"))
+            refused = "invalid", ValueError(f"{self.connector}: MTI {mti!r} is not a request or advice")
+        elif not self._accepting:
+            refused = "no_link", NoLinkAvailable(self.connector, stan, "connector is stopping")
+        elif self._routed >= self._max_in_flight:
+            refused = "busy", MuxBusy(self.connector, stan,
+                                      f"{self._routed} requests in flight (max_in_flight {self._max_in_flight})")
+        link = self._pool.select() if refused is None else None
+        if refused is None and link is None:
+            refused = "no_link", NoLinkAvailable(self.connector, stan, "no link is ready")
+        if refused is not None:
+            outcome, error = refused
+            self._outcomes[outcome].inc()
+            if stan is not None:
+                self.release_stan(stan)
+            return fail(error)
+        assert link is not None
         return self._send(link, message, self._timeout if timeout is None else timeout, routed=True)
 
     def reserve_stan(self) -> str:
         """A STAN for a request the caller must journal before it is sent: put it in
-        field 11 of the message given to `request`, or give it back with `release_stan`."""
+        field 11 of the message given to `request` (which then owns it, whatever the
+        outcome), or give it back with `release_stan` if `request` is never called."""
         stan = self.stans.allocate()
         self._reserved.add(stan)
         return stan
 
     def release_stan(self, stan: str) -> None:
+        """Give back a reserved STAN that was never handed to `request`; a no-op otherwise."""
         if stan in self._reserved:
             self._reserved.discard(stan)
             self.stans.release(stan)
@@ -336,17 +352,14 @@ class Mux:
             self._pending[key] = pending
             try:
                 link.send(outbound)
-            except MessageError as e:
-                failure = e
             except LinkNotConnected as e:
                 failure = NoLinkAvailable(self.connector, stan, str(e), link.name)
+            except Exception as e:  # MessageError, or anything else that kept the bytes off the wire
+                failure = e
             if failure is not None:
                 del self._pending[key]
         if failure is not None:
-            if reserved is None:
-                self.stans.release(stan)
-            else:
-                self._reserved.add(stan)
+            self.stans.release(stan)
             if routed:
                 outcome = {MuxBusy: "busy", NoLinkAvailable: "no_link"}.get(type(failure), "invalid")
                 self._outcomes[outcome].inc()
@@ -382,6 +395,7 @@ class Mux:
         pending.timer = None
         self._given_up[pending.key] = pending
         self._given_up_order.append((self._clock.seconds() + self._late_window, pending))
+        self._schedule_expiry()
         self._finished(pending, outcome)
 
     def _finished(self, pending: _Pending, outcome: str) -> None:
@@ -395,6 +409,18 @@ class Mux:
             for d in drained:
                 d.callback(None)
 
+    def _schedule_expiry(self) -> None:
+        """One timer, at the oldest given-up request's end of window: its STAN comes back
+        even when no other traffic passes through the mux."""
+        if self._expiry is not None and self._expiry.active() or not self._given_up_order:
+            return
+        delay = max(0.0, self._given_up_order[0][0] - self._clock.seconds())
+        self._expiry = self._clock.callLater(delay, self._expiry_due)
+
+    def _expiry_due(self) -> None:
+        self._expiry = None
+        self._expire_given_up()
+
     def _expire_given_up(self) -> None:
         now = self._clock.seconds()
         order = self._given_up_order
@@ -403,3 +429,4 @@ class Mux:
             if self._given_up.get(pending.key) is pending:
                 del self._given_up[pending.key]
             self.stans.release(pending.stan)
+        self._schedule_expiry()
