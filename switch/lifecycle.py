@@ -206,11 +206,16 @@ class Lifecycle:
         sent = await self._sent(original)
         acceptor = Acceptor(merchant.mcc, store.terminal_id, merchant.acquirer_merchant_id, merchant.name,
                             merchant.city, merchant.country)
-        request = financial_request(
-            bank.profile, kind, processing, amount, sent["49"], instrument_from_sealed(card, sent),
-            acceptor, bank.reserve_stan(), sent.get("37") if child_kind is Kind.CAPTURE else bank.next_rrn(),
-            self.service.clock.seconds(),
-        )
+        stan = bank.reserve_stan()
+        try:
+            request = financial_request(
+                bank.profile, kind, processing, amount, sent["49"], instrument_from_sealed(card, sent),
+                acceptor, stan, sent.get("37") if child_kind is Kind.CAPTURE else bank.next_rrn(),
+                self.service.clock.seconds(),
+            )
+        except BaseException:
+            bank.release_stan(stan)
+            raise
         if original.auth_code and child_kind is Kind.CAPTURE:
             request["38"] = original.auth_code
         return bank, request, new_txn_id()
@@ -220,15 +225,19 @@ class Lifecycle:
     ) -> Message | None:
         journal = self.service.journal
         card = journal.reveal_card(original.card) if original.card is not None else None
-        await journal.create_transaction(
-            NewTransaction(
-                txn_id=child_id, kind=kind, parent_txn_id=original.txn_id, merchant_id=original.merchant_id,
-                store_id=original.store_id, order_id=original.order_id, connector=bank.name, amount=amount,
-                currency=original.currency, card=card, retain_card=kind is Kind.REFUND,
-                stan=request["11"], transmission_datetime=request["7"],
-            ),
-            request=(request["t"], mask_message(request, bank.profile.dialect)),
-        )
+        try:
+            await journal.create_transaction(
+                NewTransaction(
+                    txn_id=child_id, kind=kind, parent_txn_id=original.txn_id, merchant_id=original.merchant_id,
+                    store_id=original.store_id, order_id=original.order_id, connector=bank.name, amount=amount,
+                    currency=original.currency, card=card, retain_card=kind is Kind.REFUND,
+                    stan=request["11"], transmission_datetime=request["7"], rrn=request.get("37"),
+                ),
+                request=(request["t"], mask_message(request, bank.profile.dialect)),
+            )
+        except BaseException:
+            bank.release_stan(request["11"])
+            raise
         try:
             response = await bank.request(request)
         except MuxError as e:

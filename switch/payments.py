@@ -53,6 +53,7 @@ from switch.journal.models import (
     Transaction,
     utc_from_seconds,
 )
+from switch.late import match_late
 from switch.lifecycle import Lifecycle, LifecycleRequest
 from switch.masking import mask_message
 from switch.metrics import MetricBundle
@@ -233,15 +234,15 @@ class PaymentService:
         stan = bank.reserve_stan()
         txn_id = new_txn_id()
         plugin = self.plugin(bank)
-        message = plugin.request(
-            financial_request(
-                bank.profile, "financial" if req.capture else "authorization", "00", req.amount,
-                req.currency.numeric, req.instrument, _acceptor(merchant, store), stan, bank.next_rrn(),
-                self.clock.seconds(),
-            ),
-            PaymentContext(req.instrument, merchant.name, req.order_id),
-        )
-        try:
+        try:  # until bank.request has the message, the reserved STAN is ours to give back
+            message = plugin.request(
+                financial_request(
+                    bank.profile, "financial" if req.capture else "authorization", "00", req.amount,
+                    req.currency.numeric, req.instrument, _acceptor(merchant, store), stan, bank.next_rrn(),
+                    self.clock.seconds(),
+                ),
+                PaymentContext(req.instrument, merchant.name, req.order_id),
+            )
             await self._journal_request(req, h, kind, bank, txn_id, message)
         except BaseException:
             bank.release_stan(stan)
@@ -282,7 +283,7 @@ class PaymentService:
                 txn_id=txn_id, kind=kind, merchant_id=req.merchant_id, store_id=req.store_id,
                 order_id=req.order_id, connector=bank.name, amount=req.amount, currency=req.currency.alpha,
                 card=sealed_instrument(req.instrument), retain_card=True,
-                stan=message["11"], transmission_datetime=message["7"],
+                stan=message["11"], transmission_datetime=message["7"], rrn=message["37"],
                 idempotency_key=req.idempotency_key, request_hash=h if req.idempotency_key else None,
             ),
             request=(message["t"], mask_message(message, bank.profile.dialect)),
@@ -399,11 +400,8 @@ class PaymentService:
         )
 
     async def _late_response(self, bank: Bank, message: Message) -> None:
-        since = utc_from_seconds(self.clock.seconds() - 3600)
-        matches = await self.journal.find_by_stan(bank.name, message.get("11", ""), since=since)
-        txn = next((t for t in matches if t.rrn in (None, message.get("37"))), None)
+        txn = await match_late(self.journal, bank, message)
         if txn is None:
-            log.warning("late_response_unknown", connector=bank.name, mti=message.get("t"), stan=message.get("11"))
             return
         await self.journal.append_message(
             txn_id=txn.txn_id, direction=Direction.IN, connector=bank.name, mti=message["t"],

@@ -155,7 +155,11 @@ class StoreAndForward:
     async def _send(self, bank: Any, item: SafItem) -> None:
         options: SafOptions = bank.saf
         stan = bank.reserve_stan()
-        message = self.build(bank, item, stan, item.attempts > 0)
+        try:
+            message = self.build(bank, item, stan, item.attempts > 0)
+        except BaseException:
+            bank.release_stan(stan)
+            raise
         self.metrics.sent.labels(item.connector, item.kind.value, message["t"]).inc()
         self.journal.append_message(
             txn_id=item.txn_id, direction=Direction.OUT, connector=item.connector, mti=message["t"],
@@ -164,8 +168,7 @@ class StoreAndForward:
         try:
             response = await bank.request(message, timeout=options.response_timeout)
         except MuxError as e:
-            if not e.written:
-                bank.release_stan(stan)
+            if not e.written:  # the mux gave the STAN back already
                 return
             await self._retry_later(item, options, error=f"{type(e).__name__}: {e}")
             return

@@ -260,6 +260,12 @@ class Journal:
         start = to_us(since)
         return self._readers.read(lambda db: store.find_by_stan(db, connector, stan, start))
 
+    def find_sent(
+        self, connector: str, stan: str, *, transmission_datetime: str | None = None, rrn: str | None = None
+    ) -> defer.Deferred[list[Transaction]]:
+        """Transactions sent with this STAN (and field 7 / field 37 when given): late-answer matching."""
+        return self._readers.read(lambda db: store.find_sent(db, connector, stan, transmission_datetime, rrn))
+
     @_deferred
     def find_by_pan(
         self, card: CardData, *, since: datetime, merchant_id: str | None = None, limit: int = 100
@@ -511,7 +517,7 @@ class Journal:
             "amount_authorized": 0,
             "amount_captured": 0,
             "amount_refunded": 0,
-            "rrn": None,
+            "rrn": new.rrn,
             "auth_code": None,
             "response_code": None,
             "reason": new.reason,

@@ -330,6 +330,7 @@ class NewTransaction:
     retain_card: bool = False
     stan: str | None = None
     transmission_datetime: str | None = None
+    rrn: str | None = None
     idempotency_key: str | None = None
     request_hash: bytes | None = None
     status: Status = Status.PENDING
@@ -354,7 +355,8 @@ class NewTransaction:
             raise InvalidRecord("request_hash must be bytes (a digest), not text")
         if self.retain_card and self.card is None:
             raise InvalidRecord("retain_card needs card")
-        prepare_changes({"stan": self.stan, "transmission_datetime": self.transmission_datetime, "reason": self.reason})
+        prepare_changes({"stan": self.stan, "transmission_datetime": self.transmission_datetime, "rrn": self.rrn,
+                         "reason": self.reason})
 
 
 @dataclass(frozen=True)

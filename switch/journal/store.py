@@ -198,6 +198,18 @@ def find_by_stan(db: Db, connector: str, stan: str, since: int) -> list[Transact
     )
 
 
+def find_sent(db: Db, connector: str, stan: str, transmission_datetime: str | None, rrn: str | None) -> list[Transaction]:
+    """Transactions whose request went out with this STAN and, when given, this transmission
+    date/time (field 7) and RRN (field 37), as journalled at send time."""
+    where = "WHERE connector = :connector AND stan = :stan"
+    if transmission_datetime is not None:
+        where += " AND transmission_datetime = :sent"
+    if rrn is not None:
+        where += " AND rrn = :rrn"
+    return _transactions(db, f"{where} ORDER BY created_at, txn_id",
+                         {"connector": connector, "stan": stan, "sent": transmission_datetime, "rrn": rrn})
+
+
 def find_by_pan_hash(db: Db, pan_hash: bytes, merchant_id: str | None, since: int, limit: int) -> list[Transaction]:
     merchant = "AND merchant_id = :merchant_id " if merchant_id is not None else ""
     return _transactions(
