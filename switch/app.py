@@ -13,6 +13,7 @@ import os
 import secrets
 import sys
 from dataclasses import replace
+from functools import partial
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from switch.connector import Connector
 from switch.devcerts import make_dev_pki
 from switch.journal import Journal
 from switch.journal.journal import open_journal
+from switch.journal.lease import LeaseLost, NodeLease
 from switch.journal.models import utc_from_seconds
 from switch.journal.vault import generate_key
 from switch.notify import Notifier
@@ -86,6 +88,7 @@ class Switch:
         self.reactor = reactor
         self.registry = registry or CollectorRegistry()
         self.journal: Journal | None = None
+        self.lease: NodeLease | None = None
         self.banks: dict[str, Bank] = {}
         self.saf: StoreAndForward | None = None
         self.confirmations: Confirmations | None = None
@@ -116,6 +119,8 @@ class Switch:
 
         self.journal = await open_journal(cfg.journal, self.reactor, registry=self.registry,
                                           clock=self.reactor.seconds)
+        self.lease = NodeLease(self.journal, self.reactor, self._lease_lost)
+        await self.lease.acquire()  # before recovery: only the journal's one node may resume its payments
         plugins: dict[str, ConnectorPlugin] = {}
         for name, settings in cfg.banks.items():
             connector = Connector(settings.options, reactor=self.reactor, registry=self.registry)
@@ -124,7 +129,9 @@ class Switch:
                 plugin = plugins[name] = plugin_class(settings.plugin)(profile.dialect)
                 if plugin.reversal is not None:
                     profile = replace(profile, reversal=plugin.reversal)
-            self.banks[name] = Bank(connector, profile, settings.saf, RrnAllocator(self.reactor.seconds, node=cfg.node))
+            rrns = RrnAllocator(self.reactor.seconds, partial(self.journal.reserve_numbers, f"rrn:{name}"), node=cfg.node)
+            await rrns.start()
+            self.banks[name] = Bank(connector, profile, settings.saf, rrns)
         self.saf = StoreAndForward(self.reactor, self.journal, self.banks, self.registry)
         self.confirmations = Confirmations(self.reactor, self.journal, self.banks, self.saf,
                                            {name: b.confirmation_timeout for name, b in cfg.banks.items()})
@@ -179,6 +186,11 @@ class Switch:
         """Idempotency keys are kept 24 hours (the journal's ``idempotency_ttl``), not forever."""
         assert self.journal is not None
         return self.journal.purge_idempotency_keys()
+
+    def _lease_lost(self, error: LeaseLost) -> None:
+        """Another node took this journal over (this one stalled past its lease): stop serving now."""
+        log.error("switch_stopping_lease_lost", error=str(error))
+        self.stop().addBoth(lambda _: self.reactor.stop())
 
     def _late_response_hook(self, bank: Bank) -> Any:
         def hook(message: dict[str, str]) -> None:
@@ -272,6 +284,8 @@ class Switch:
         if self.admin_port is not None:
             await (self.admin_port.stopListening() or succeed(None))
         if self.journal is not None:
+            if self.lease is not None:
+                await self.lease.release()
             await self.journal.close()
         for process, proto in self._simulators:
             await self._stop_simulator(process, proto)

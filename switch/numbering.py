@@ -1,4 +1,4 @@
-"""Trace numbers: STAN (field 11) per connector and RRN (field 37) per business day.
+"""Trace numbers: STAN (field 11) per connector and RRN (field 37), unique across restarts.
 
 A bank matches its response to our request, and duplicate-checks our requests, with
 these numbers.  A STAN handed out twice while the first request is still unanswered
@@ -8,8 +8,14 @@ every number that is in use and skips it until it is released.
 
 from __future__ import annotations
 
+from collections import deque
 from datetime import datetime, timedelta, timezone
 from typing import Callable
+
+import structlog
+from twisted.internet.defer import Deferred
+
+log = structlog.get_logger("kswitch.numbering")
 
 STAN_MAX = 999_999
 _SECONDS_PER_DAY = 86_400
@@ -59,41 +65,97 @@ def stan_start(now: float) -> int:
     return int(now % _SECONDS_PER_DAY * 10) % STAN_MAX + 1
 
 
+class RrnUnavailable(RuntimeError):
+    """No journalled RRN block is left: the journal has not confirmed the next reservation (it is
+    far behind), or the business day has used all 100 000 000 sequence numbers."""
+
+
+RRN_BLOCK = 100_000
+_RRN_SEQUENCE = 100_000_000
+Reserve = Callable[[int], "Deferred[int]"]
+
+
 class RrnAllocator:
-    """Retrieval reference numbers (field 37, an12) unique within a business day.
+    """Retrieval reference numbers (field 37, an12) that never repeat, at any rate, across restarts.
 
-    Format ``YDDDnnnnnnnn``: last digit of the year, day of the year (001-366) and an
-    eight-digit sequence.  The sequence is tied to the clock: each RRN takes
-    ``max(previous + 1, milliseconds since the start of the day)``.  It therefore never
-    repeats within a process, and a process started later the same day begins at its
-    own start time in milliseconds, past every number an earlier run handed out
-    unless that run averaged more than 1000 RRNs per second for its whole life (it
-    then runs ahead of the clock and a restart could meet its numbers).  No file or
-    database is needed, which matters because an RRN is allocated before the journal
-    write that would otherwise have to persist it.  86 400 000 ms fit in eight digits;
-    the day (in ``utc_offset`` hours, the bank's business-day zone) resets the sequence.
+    Format ``YDDDnnnnnnnn``: last digit of the year (or the ``node`` digit), day of the
+    year (001-366) in the bank's business-day zone (``utc_offset`` hours), and the last
+    eight digits of a counter that only goes up and is persisted in the journal.
 
-    When several switch processes share a bank, give each a distinct ``node`` digit: it
-    replaces the year digit, trading the ten-year span for uniqueness across nodes.
+    Why unique: the counter is handed out in blocks of ``block`` numbers, and a block is
+    used only after the journal has durably recorded it as taken (``reserve(count)``
+    fires with the first number of a block nobody else got).  A restart, however
+    abrupt, reserves a fresh block above every number an earlier run could have used,
+    whatever its rate; the unused rest of a block is simply skipped.  Two RRNs are
+    therefore equal only if they carry the same day and counters 100 000 000 apart:
+    more than 100 million RRNs in one business day (1 157 per second around the
+    clock), which `allocate` refuses within a run.  One journal has one node (the
+    journal lease), so one writer of the counter.
+
+    The next block is reserved when half of the current one is used, so the journal
+    has ``block / 2`` RRNs' worth of time to confirm it; until then `allocate` raises
+    `RrnUnavailable` rather than repeat a number.  Call `start` (reserves the first
+    block) before `allocate`.
     """
 
-    def __init__(self, now: Callable[[], float], utc_offset: float = 0.0, node: int | None = None) -> None:
+    def __init__(
+        self, now: Callable[[], float], reserve: Reserve, *, utc_offset: float = 0.0, node: int | None = None,
+        block: int = RRN_BLOCK,
+    ) -> None:
         if node is not None and not 0 <= node <= 9:
             raise ValueError(f"RRN node must be a single digit, got {node}")
+        if block < 2:
+            raise ValueError(f"RRN block must be at least 2, got {block}")
         self._now = now
+        self._reserve = reserve
         self._zone = timezone(timedelta(hours=utc_offset))
         self._node = node
+        self._block = block
+        self._blocks: deque[tuple[int, int]] = deque()  # reserved [first, end) ranges, in order
+        self._refilling = False
         self._day: str | None = None
-        self._last = -1
+        self._day_first = 0
+
+    def start(self) -> Deferred[None]:
+        """Reserve the first block; fires once it is durable."""
+        return self._reserve(self._block).addCallback(self._add)
+
+    @property
+    def available(self) -> int:
+        """RRNs that can be handed out without another reservation."""
+        return sum(end - first for first, end in self._blocks)
 
     def allocate(self) -> str:
+        if not self._blocks:
+            self._refill()
+            raise RrnUnavailable("no RRN block is reserved yet: the journal has not confirmed one")
         moment = datetime.fromtimestamp(self._now(), self._zone)
         prefix = f"{moment.year % 10 if self._node is None else self._node}{moment.timetuple().tm_yday:03d}"
+        first, end = self._blocks[0]
         if prefix != self._day:
-            self._day, self._last = prefix, -1
-        midnight = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-        clock_seq = int((moment - midnight).total_seconds() * 1000)
-        self._last = max(self._last + 1, clock_seq)
-        if self._last > 99_999_999:
-            raise OverflowError("RRN sequence exhausted for the business day (over 1000 per second all day)")
-        return f"{prefix}{self._last:08d}"
+            self._day, self._day_first = prefix, first
+        if first - self._day_first >= _RRN_SEQUENCE:
+            raise RrnUnavailable(f"over {_RRN_SEQUENCE} RRNs in business day {prefix}: the next would repeat one")
+        if first + 1 == end:
+            self._blocks.popleft()
+        else:
+            self._blocks[0] = (first + 1, end)
+        if self.available <= self._block // 2:
+            self._refill()
+        return f"{prefix}{first % _RRN_SEQUENCE:08d}"
+
+    def _refill(self) -> None:
+        if self._refilling:
+            return
+        self._refilling = True
+
+        def done(result: object) -> object:
+            self._refilling = False
+            return result
+
+        self._reserve(self._block).addCallback(self._add).addBoth(done).addErrback(
+            lambda f: log.error("rrn_block_not_reserved", error=f.getErrorMessage())
+        )
+
+    def _add(self, first: int) -> None:
+        self._blocks.append((first, first + self._block))

@@ -19,7 +19,7 @@ import structlog
 from prometheus_client import REGISTRY, CollectorRegistry
 from twisted.internet import defer
 
-from switch.journal import cards, events, saf_queue, schema, store
+from switch.journal import cards, counters, events, lease, saf_queue, schema, store
 from switch.journal.config import JournalConfig
 from switch.journal.db import Db
 from switch.journal.errors import InvalidRecord, JournalError, TransactionNotFound
@@ -492,6 +492,24 @@ class Journal:
                 total += await self._writer.submit(functools.partial(cards.reseal_many, spec=spec, items=items))
         log.info("journal_cards_rewrapped", count=total, key_id=current)
         return total
+
+    # One node per journal, persisted counters
+
+    def acquire_lease(self, me: lease.LeaseHolder, seconds: float) -> defer.Deferred[lease.LeaseHolder]:
+        """Take the journal's node lease for ``seconds`` (`lease.LeaseHeld` if a live node has it)."""
+        now, ttl = self._now(), int(seconds * 1_000_000)
+        return self._writer.submit(lambda db: lease.acquire(db, me, now=now, ttl=ttl))
+
+    def renew_lease(self, owner: str, seconds: float) -> defer.Deferred[None]:
+        now, ttl = self._now(), int(seconds * 1_000_000)
+        return self._writer.submit(lambda db: lease.renew(db, owner, now=now, ttl=ttl))
+
+    def release_lease(self, owner: str) -> defer.Deferred[bool]:
+        return self._writer.submit(lambda db: lease.release(db, owner))
+
+    def reserve_numbers(self, name: str, count: int) -> defer.Deferred[int]:
+        """Durably take ``count`` numbers of counter ``name``; fires with the first (see `counters`)."""
+        return self._writer.submit(lambda db: counters.reserve(db, name, count))
 
     # Helpers
 

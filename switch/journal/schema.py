@@ -165,6 +165,29 @@ MIGRATIONS: tuple[Migration, ...] = (
                 WHERE status IN ('pending', 'pending_customer_action', 'reversal_pending', 'timeout')""",
         ),
     ),
+    # 5 and 6 belong to the transaction engine and store-and-forward branches; these empty
+    # stand-ins keep the numbering gapless on this branch and are replaced when they merge.
+    Migration(5, "reserved: transaction engine", ()),
+    Migration(6, "reserved: store-and-forward", ()),
+    Migration(
+        7,
+        "one node per journal (lease) and persisted counters (RRN blocks)",
+        (
+            """CREATE TABLE node_lease (
+                name TEXT PRIMARY KEY,
+                owner TEXT NOT NULL,
+                host TEXT NOT NULL,
+                pid INTEGER NOT NULL,
+                acquired_at BIGINT NOT NULL,
+                heartbeat_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL
+            )""",
+            """CREATE TABLE counters (
+                name TEXT PRIMARY KEY,
+                value BIGINT NOT NULL CHECK (value >= 0)
+            )""",
+        ),
+    ),
 )
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

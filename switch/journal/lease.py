@@ -1,0 +1,186 @@
+"""One node per journal: the lease row a running kswitch holds on its database.
+
+Several switch processes writing one journal would each run recovery on the others'
+in-flight payments, hand out the same RRN blocks and reorder store-and-forward, so
+until several nodes are supported a second process is refused at start-up.  The
+lease is one row (owner id, host, pid, heartbeat, expiry) taken in a database
+transaction at start-up and renewed by a heartbeat; a clean stop deletes it.
+
+A lease is taken over when it has expired (its holder stopped renewing it: SIGKILL,
+power cut, a hung host) or at once when its holder ran on this host and its process
+is gone (so a switch restarted after a crash does not wait for the expiry).  Takeover
+is a compare-and-set on the row, so of two processes starting together one wins.
+Times are the journal clock's microseconds; hosts sharing a PostgreSQL journal need
+clocks within a fraction of the lease time of each other.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+
+from switch.journal.db import Db, Row
+from switch.journal.errors import JournalError
+
+log = structlog.get_logger("kswitch.journal")
+
+LEASE = "journal"
+LEASE_SECONDS = 15.0
+"""How long a lease outlives its last heartbeat; heartbeats come every third of it."""
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    owner: str
+    host: str
+    pid: int
+    acquired_at: int = 0
+    heartbeat_at: int = 0
+    expires_at: int = 0
+
+    @classmethod
+    def this_process(cls) -> LeaseHolder:
+        return cls(owner=uuid.uuid4().hex[:12], host=socket.gethostname(), pid=os.getpid())
+
+    def describe(self, now: int) -> str:
+        return (f"node {self.owner} (host {self.host}, pid {self.pid}, last heartbeat "
+                f"{max(0, now - self.heartbeat_at) / 1e6:.0f}s ago, expires in {max(0, self.expires_at - now) / 1e6:.0f}s)")
+
+
+class LeaseHeld(JournalError):
+    """Another live kswitch holds this journal's lease."""
+
+    def __init__(self, holder: LeaseHolder, now: int) -> None:
+        self.holder = holder
+        super().__init__(
+            f"the journal is in use by kswitch {holder.describe(now)}; one kswitch per journal: "
+            "stop that one first (a crashed one is taken over once its lease expires)"
+        )
+
+
+class LeaseLost(JournalError):
+    """This node's lease row is gone or belongs to another node."""
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host (a zombie does not count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def acquire(db: Db, me: LeaseHolder, *, now: int, ttl: int, alive: Callable[[int], bool] = pid_alive) -> LeaseHolder:
+    """Take the lease for ``me`` or raise `LeaseHeld` naming the live holder."""
+    mine = {**_columns(me), "acquired_at": now, "heartbeat_at": now, "expires_at": now + ttl}
+    row = db.one("SELECT * FROM node_lease WHERE name = :name", {"name": LEASE})
+    if row is None:
+        taken = db.execute(
+            "INSERT INTO node_lease (name, owner, host, pid, acquired_at, heartbeat_at, expires_at) "
+            "VALUES (:name, :owner, :host, :pid, :acquired_at, :heartbeat_at, :expires_at) ON CONFLICT (name) DO NOTHING",
+            {"name": LEASE, **mine},
+        )
+    else:
+        holder = _holder(row)
+        crashed_here = holder.host == me.host and holder.pid != me.pid and not alive(holder.pid)
+        if holder.owner != me.owner and holder.expires_at > now and not crashed_here:
+            raise LeaseHeld(holder, now)
+        if holder.owner != me.owner:
+            log.warning("journal_lease_taken_over", previous=holder.describe(now),
+                        reason="holder process gone" if crashed_here else "lease expired")
+        taken = db.execute(
+            "UPDATE node_lease SET owner = :owner, host = :host, pid = :pid, acquired_at = :acquired_at, "
+            "heartbeat_at = :heartbeat_at, expires_at = :expires_at "
+            "WHERE name = :name AND owner = :old_owner AND heartbeat_at = :old_heartbeat",
+            {"name": LEASE, **mine, "old_owner": holder.owner, "old_heartbeat": holder.heartbeat_at},
+        )
+    if taken != 1:  # another process took it between our read and our write
+        winner = db.one("SELECT * FROM node_lease WHERE name = :name", {"name": LEASE})
+        raise LeaseHeld(_holder(winner) if winner is not None else me, now)
+    return LeaseHolder(**mine)
+
+
+def renew(db: Db, owner: str, *, now: int, ttl: int) -> None:
+    """Push the expiry out; `LeaseLost` if the row is no longer ours."""
+    if db.execute(
+        "UPDATE node_lease SET heartbeat_at = :now, expires_at = :expires WHERE name = :name AND owner = :owner",
+        {"name": LEASE, "owner": owner, "now": now, "expires": now + ttl},
+    ) != 1:
+        row = db.one("SELECT * FROM node_lease WHERE name = :name", {"name": LEASE})
+        holder = f"kswitch {_holder(row).describe(now)}" if row is not None else "nobody"
+        raise LeaseLost(f"this node ({owner}) lost the journal lease; it is now held by {holder}")
+
+
+def release(db: Db, owner: str) -> bool:
+    return db.execute("DELETE FROM node_lease WHERE name = :name AND owner = :owner",
+                      {"name": LEASE, "owner": owner}) == 1
+
+
+class NodeLease:
+    """This process's lease on ``journal``: `acquire` at start-up, heartbeats, `release` on stop.
+
+    ``on_lost`` is called once if a heartbeat finds the lease taken by another node
+    (this node stalled past the expiry): the switch must stop at once.
+    """
+
+    def __init__(self, journal: Any, clock: IReactorTime, on_lost: Callable[[LeaseLost], object], *,
+                 seconds: float = LEASE_SECONDS, me: LeaseHolder | None = None) -> None:
+        self.journal = journal
+        self.me = me or LeaseHolder.this_process()
+        self.seconds = seconds
+        self._on_lost = on_lost
+        self._heartbeat = LoopingCall(self._beat)
+        self._heartbeat.clock = clock
+
+    def acquire(self) -> Deferred[LeaseHolder]:
+        """Take the lease (`LeaseHeld` if a live node has it) and start the heartbeat."""
+        return ensureDeferred(self._acquire())
+
+    async def _acquire(self) -> LeaseHolder:
+        taken = await self.journal.acquire_lease(self.me, self.seconds)
+        self._heartbeat.start(self.seconds / 3, now=False)
+        log.info("journal_lease_taken", owner=self.me.owner, host=self.me.host, pid=self.me.pid)
+        return taken
+
+    def release(self) -> Deferred[bool]:
+        """Stop the heartbeat and give the lease up, so the next start need not wait."""
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        return self.journal.release_lease(self.me.owner)
+
+    def _beat(self) -> Deferred[None]:
+        def failed(failure: Any) -> None:
+            if failure.check(LeaseLost):
+                if self._heartbeat.running:
+                    self._heartbeat.stop()
+                log.error("journal_lease_lost", error=failure.getErrorMessage())
+                self._on_lost(failure.value)
+            else:  # the database is unreachable for now: the next beat tries again
+                log.warning("journal_lease_renewal_failed", error=failure.getErrorMessage())
+
+        return self.journal.renew_lease(self.me.owner, self.seconds).addErrback(failed)
+
+
+def _columns(me: LeaseHolder) -> dict[str, object]:
+    return {"owner": me.owner, "host": me.host, "pid": me.pid}
+
+
+def _holder(row: Row) -> LeaseHolder:
+    return LeaseHolder(owner=row["owner"], host=row["host"], pid=int(row["pid"]), acquired_at=int(row["acquired_at"]),
+                       heartbeat_at=int(row["heartbeat_at"]), expires_at=int(row["expires_at"]))
