@@ -1,4 +1,4 @@
-"""Encrypted-card columns shared by transactions and SAF items, and key rotation over them."""
+"""Encrypted-card columns shared by transactions and SAF items, and key and algorithm rotation over them."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from switch.journal.db import Db, Row
 from switch.journal.models import EncryptedCard
+from switch.journal.vault import GCM_SIV
 
 
 def transaction_context(txn_id: str) -> str:
@@ -43,11 +44,13 @@ def card_from_row(row: Row, context: str) -> EncryptedCard | None:
 
 
 def stale_cards(db: Db, *, spec: CardTable, current_key_id: str, limit: int) -> list[tuple[object, EncryptedCard]]:
-    """Rows whose card is sealed under a key other than the current one."""
+    """Rows whose card is sealed under a key other than the current one, or with an older
+    algorithm than AES-GCM-SIV (the ciphertext's first byte names it, see `vault`)."""
     rows = db.all(
         f"SELECT {spec.id_column} AS row_id, txn_id, pan_key_id, pan_ciphertext FROM {spec.table} "
-        f"WHERE pan_key_id IS NOT NULL AND pan_key_id <> :current ORDER BY {spec.id_column} LIMIT :limit",
-        {"current": current_key_id, "limit": limit},
+        "WHERE pan_key_id IS NOT NULL AND (pan_key_id <> :current OR substr(pan_ciphertext, 1, 1) <> :algorithm) "
+        f"ORDER BY {spec.id_column} LIMIT :limit",
+        {"current": current_key_id, "algorithm": GCM_SIV, "limit": limit},
     )
     found = []
     for row in rows:

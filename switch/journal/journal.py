@@ -474,7 +474,8 @@ class Journal:
         return self._readers.read(cards.key_usage)
 
     def rewrap_cards(self, batch: int = 500) -> defer.Deferred[int]:
-        """Re-encrypt every stored PAN under the current key, a batch at a time; fires with the count.
+        """Re-encrypt every stored PAN under the current key with AES-GCM-SIV, a batch at a time; fires
+        with the count.
 
         Run it after adding a new current key; once `key_usage` shows an old key at 0
         that key can leave the ring.

@@ -1,12 +1,17 @@
-"""PAN protection: AES-256-GCM encryption under rotating keys, keyed hashing, masking.
+"""PAN protection: AES-256-GCM-SIV encryption under rotating keys, keyed hashing, masking.
 
 Each ciphertext is stored beside the id of the key that sealed it, so several keys
 can be loaded at once: the current one seals, any loaded one opens. The row the
 ciphertext belongs to is bound in as authenticated data, so a ciphertext copied
 to another row will not open.
 
-Random 96-bit nonces are safe for about 2**32 encryptions per key (NIST SP 800-38D);
-rotate the current key well before that (yearly at a few hundred transactions per second).
+The first byte of a ciphertext names its algorithm. New seals use AES-GCM-SIV
+(``\x02``, RFC 8452) under a random 96-bit nonce: it is nonce-misuse resistant, so
+even a repeated nonce reveals only that the same PAN was sealed for the same row,
+never the key stream; with plain AES-GCM a repeat (likely after about 2**32 seals
+under one key, ten days at 5,000 per second) would expose the authentication key.
+Ciphertexts sealed by earlier releases with AES-GCM (``\x01``) stay readable, and
+`Journal.rewrap_cards` (``kswitch keys rewrap``) reseals them with AES-GCM-SIV.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from collections.abc import Mapping
 
 import structlog
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESGCMSIV
 
 from switch.journal.config import JournalConfig, SecretSource
 from switch.journal.errors import KeyConfigError, PanDecryptionFailed, UnknownKeyId
@@ -32,7 +37,10 @@ log = structlog.get_logger("kswitch.journal")
 
 _KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _NONCE_BYTES = 12
-_FORMAT = b"\x01"
+GCM = b"\x01"
+"""Format byte of AES-GCM ciphertexts (read only: sealed by earlier releases)."""
+GCM_SIV = b"\x02"
+"""Format byte of AES-GCM-SIV ciphertexts: every new seal."""
 _AAD_PREFIX = b"kswitch.journal.pan.v1|"
 _ACCOUNT_MARK = "A|"  # plaintext prefix of an account; a PAN is all digits, so never starts with it
 
@@ -50,7 +58,7 @@ class PanVault:
             raise KeyConfigError(f"current PAN key id {current_key_id!r} is not in the key ring {sorted(keys)}")
         if len(hash_secret) < 32:
             raise KeyConfigError(f"the PAN hash secret must be at least 32 bytes, got {len(hash_secret)}")
-        self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.items()}
+        self._ciphers = {key_id: {GCM: AESGCM(key), GCM_SIV: AESGCMSIV(key)} for key_id, key in keys.items()}
         self._current = current_key_id
         self._hash_secret = hash_secret
 
@@ -78,15 +86,16 @@ class PanVault:
         text = f"{_ACCOUNT_MARK}{card.pan}" if isinstance(card, AccountData) else f"{card.pan}={card.expiry or ''}"
         plaintext = text.encode("ascii")
         nonce = os.urandom(_NONCE_BYTES)
-        sealed = self._ciphers[self._current].encrypt(nonce, plaintext, _aad(self._current, context))
-        return EncryptedCard(key_id=self._current, ciphertext=_FORMAT + nonce + sealed, context=context)
+        sealed = self._ciphers[self._current][GCM_SIV].encrypt(nonce, plaintext, _aad(self._current, context))
+        return EncryptedCard(key_id=self._current, ciphertext=GCM_SIV + nonce + sealed, context=context)
 
     def open(self, card: EncryptedCard) -> CardData:
-        cipher = self._ciphers.get(card.key_id)
-        if cipher is None:
+        ciphers = self._ciphers.get(card.key_id)
+        if ciphers is None:
             raise UnknownKeyId(card.key_id, self._ciphers)
         blob = card.ciphertext
-        if blob[:1] != _FORMAT:
+        cipher = ciphers.get(blob[:1])
+        if cipher is None:
             raise PanDecryptionFailed(card.key_id, card.context)
         nonce, sealed = blob[1 : 1 + _NONCE_BYTES], blob[1 + _NONCE_BYTES :]
         try:
