@@ -129,7 +129,8 @@ class Switch:
                 plugin = plugins[name] = plugin_class(settings.plugin)(profile.dialect)
                 if plugin.reversal is not None:
                     profile = replace(profile, reversal=plugin.reversal)
-            rrns = RrnAllocator(self.reactor.seconds, partial(self.journal.reserve_numbers, f"rrn:{name}"), node=cfg.node)
+            rrns = RrnAllocator(self.reactor.seconds, partial(self.journal.reserve_numbers, f"rrn:{name}"),
+                                node=cfg.node)
             await rrns.start()
             self.banks[name] = Bank(connector, profile, settings.saf, rrns)
         self.saf = StoreAndForward(self.reactor, self.journal, self.banks, self.registry)

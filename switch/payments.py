@@ -51,7 +51,6 @@ from switch.journal.models import (
     SafKind,
     Status,
     Transaction,
-    utc_from_seconds,
 )
 from switch.late import match_late
 from switch.lifecycle import Lifecycle, LifecycleRequest

@@ -52,8 +52,9 @@ class LeaseHolder:
         return cls(owner=uuid.uuid4().hex[:12], host=socket.gethostname(), pid=os.getpid())
 
     def describe(self, now: int) -> str:
-        return (f"node {self.owner} (host {self.host}, pid {self.pid}, last heartbeat "
-                f"{max(0, now - self.heartbeat_at) / 1e6:.0f}s ago, expires in {max(0, self.expires_at - now) / 1e6:.0f}s)")
+        since, left = max(0, now - self.heartbeat_at) / 1e6, max(0, self.expires_at - now) / 1e6
+        return (f"node {self.owner} (host {self.host}, pid {self.pid}, last heartbeat {since:.0f}s ago, "
+                f"expires in {left:.0f}s)")
 
 
 class LeaseHeld(JournalError):
@@ -93,7 +94,8 @@ def acquire(db: Db, me: LeaseHolder, *, now: int, ttl: int, alive: Callable[[int
     if row is None:
         taken = db.execute(
             "INSERT INTO node_lease (name, owner, host, pid, acquired_at, heartbeat_at, expires_at) "
-            "VALUES (:name, :owner, :host, :pid, :acquired_at, :heartbeat_at, :expires_at) ON CONFLICT (name) DO NOTHING",
+            "VALUES (:name, :owner, :host, :pid, :acquired_at, :heartbeat_at, :expires_at) "
+            "ON CONFLICT (name) DO NOTHING",
             {"name": LEASE, **mine},
         )
     else:

@@ -198,7 +198,9 @@ def find_by_stan(db: Db, connector: str, stan: str, since: int) -> list[Transact
     )
 
 
-def find_sent(db: Db, connector: str, stan: str, transmission_datetime: str | None, rrn: str | None) -> list[Transaction]:
+def find_sent(
+    db: Db, connector: str, stan: str, transmission_datetime: str | None, rrn: str | None
+) -> list[Transaction]:
     """Transactions whose request went out with this STAN and, when given, this transmission
     date/time (field 7) and RRN (field 37), as journalled at send time."""
     where = "WHERE connector = :connector AND stan = :stan"
