@@ -8,7 +8,8 @@ first: the copy is consistent, but writes made after its snapshot stay behind.
 It blocks: call it from a command, never from the reactor thread.
 
 PAN ciphertexts are copied as they are; the target needs the same PAN key ring
-and hash secret as the source.
+and hash secret as the source. The node lease is not copied: the target is free
+for the switch that starts on it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ TABLES: tuple[Table, ...] = (
     Table("saf_queue", ("saf_id",), identity="saf_id"),
     Table("events", ("event_id",), identity="event_id"),
     Table("event_acks", ("client_id", "event_id")),
+    Table("counters", ("name",)),  # RRN blocks: a moved journal must not hand out used RRNs again
 )
 
 

@@ -58,6 +58,7 @@ async def test_copy_keeps_everything(both: tuple[JournalConfig, JournalConfig], 
         await write_everything(journal)
         first = (await journal.events_after(["m1"]))[0]
         await journal.acknowledge_events("hooks", [first.event_id])
+        await journal.reserve_numbers("rrn:bank_a", 100_000)
         before = await snapshot(journal)
     finally:
         await journal.close()
@@ -70,6 +71,7 @@ async def test_copy_keeps_everything(both: tuple[JournalConfig, JournalConfig], 
         assert await snapshot(copied) == before
         stored = next(t for t in before["transactions"].values() if t.card is not None)
         assert copied.reveal_card(stored.card).pan.startswith(stored.masked_pan[:6])
+        assert await copied.reserve_numbers("rrn:bank_a", 1) == 100_000, "RRNs go on where the source stopped"
         newer = await copied.append_event("m1", EventDraft("payment.completed"))
         assert newer.event_id > max(e.event_id for e in before["events"])
     finally:
