@@ -37,12 +37,18 @@ class Bank:
         return self.active >= self.connector.options.max_in_flight
 
     def reserve_stan(self) -> str:
+        """A STAN for field 11. Once the message is handed to `request`, the connector gives the
+        STAN back whatever happens; until then (building the message, journalling it) a failure
+        must give it back with `release_stan` (see `switch.mux`)."""
         return self.connector.reserve_stan()
 
     def release_stan(self, stan: str) -> None:
+        """Give back a reserved STAN that never reached `request`; a no-op once it has."""
         self.connector.release_stan(stan)
 
     def next_rrn(self) -> str:
+        """A field 37 value never handed out before (`switch.numbering.RrnAllocator`);
+        raises `RrnUnavailable` rather than repeat one."""
         return self.rrns.allocate()
 
     def request(self, message: Message, timeout: float | None = None) -> Deferred[Message]:

@@ -157,9 +157,11 @@ class Connector:
         return self.mux.request(message, timeout)
 
     def reserve_stan(self) -> str:
+        """See `Mux.reserve_stan`: ``request`` owns the STAN once it has the message."""
         return self.mux.reserve_stan()
 
     def release_stan(self, stan: str) -> None:
+        """See `Mux.release_stan`: only for a STAN that never reached ``request``."""
         self.mux.release_stan(stan)
 
     @property

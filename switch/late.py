@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
+from switch.bank import Bank
 from switch.dialect import Message
 from switch.journal import Direction, Journal, Transaction
 from switch.metrics import MetricBundle
@@ -38,7 +39,7 @@ class LateMetrics(MetricBundle):
         )
 
 
-async def match_late(journal: Journal, bank: Any, message: Message) -> Transaction | None:
+async def match_late(journal: Journal, bank: Bank, message: Message) -> Transaction | None:
     """The transaction ``message`` (a late answer from ``bank``) belongs to, or None if unknown."""
     metrics = LateMetrics.on(journal.metrics.registry).answers
     stan, sent, rrn = message.get("11"), message.get("7"), message.get("37")
