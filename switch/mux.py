@@ -238,25 +238,24 @@ class Mux:
         self._expire_given_up()
         mti = message.get("t", "")
         stan = message.get("11") if message.get("11") in self._reserved else None
-        refused: tuple[str, Exception] | None = None
         if not _is_mti(mti) or not is_request(mti):
-            refused = "invalid", ValueError(f"{self.connector}: MTI {mti!r} is not a request or advice")
-        elif not self._accepting:
-            refused = "no_link", NoLinkAvailable(self.connector, stan, "connector is stopping")
-        elif self._routed >= self._max_in_flight:
-            refused = "busy", MuxBusy(self.connector, stan,
-                                      f"{self._routed} requests in flight (max_in_flight {self._max_in_flight})")
-        link = self._pool.select() if refused is None else None
-        if refused is None and link is None:
-            refused = "no_link", NoLinkAvailable(self.connector, stan, "no link is ready")
-        if refused is not None:
-            outcome, error = refused
-            self._outcomes[outcome].inc()
-            if stan is not None:
-                self.release_stan(stan)
-            return fail(error)
-        assert link is not None
+            return self._refuse("invalid", ValueError(f"{self.connector}: MTI {mti!r} is not a request or advice"), stan)
+        if not self._accepting:
+            return self._refuse("no_link", NoLinkAvailable(self.connector, stan, "connector is stopping"), stan)
+        if self._routed >= self._max_in_flight:
+            busy = f"{self._routed} requests in flight (max_in_flight {self._max_in_flight})"
+            return self._refuse("busy", MuxBusy(self.connector, stan, busy), stan)
+        link = self._pool.select()
+        if link is None:
+            return self._refuse("no_link", NoLinkAvailable(self.connector, stan, "no link is ready"), stan)
         return self._send(link, message, self._timeout if timeout is None else timeout, routed=True)
+
+    def _refuse(self, outcome: str, error: Exception, stan: str | None) -> Deferred[Message]:
+        """Nothing written: count it, give the caller's reserved STAN back, fail."""
+        self._outcomes[outcome].inc()
+        if stan is not None:
+            self.release_stan(stan)
+        return fail(error)
 
     def reserve_stan(self) -> str:
         """A STAN for a request the caller must journal before it is sent: put it in
@@ -335,12 +334,10 @@ class Mux:
     # -- internals --------------------------------------------------------------------
 
     def _send(self, link: Link, message: Message, timeout: float, routed: bool) -> Deferred[Message]:
-        reserved = message.get("11")
-        if reserved is not None and reserved in self._reserved:
-            self._reserved.discard(reserved)
-            stan = reserved
+        stan = message.get("11")
+        if stan is not None and stan in self._reserved:
+            self._reserved.discard(stan)  # the mux owns it from here (see the module docstring)
         else:
-            reserved = None
             stan = self.stans.allocate()
         outbound = {**message, "11": stan}
         key = self._keys.key(outbound)
