@@ -7,13 +7,20 @@ and a leak per failure drains the 999 999 numbers of a busy connector within day
 from __future__ import annotations
 
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 from twisted.internet.task import Clock
 
 from switch.connector import LinkLost, MuxBusy, NoLinkAvailable, RequestTimeout
 from switch.dialect import MessageError
+from switch.link import LinkNotConnected
+from switch.mux import Mux
+from switch.numbering import StanAllocator
+from switch.pool import LinkPool
 
 from tests.link.isohost import approve, eventually
-from tests.link.support import sale
+from tests.link.support import ISO87, sale
 
 LATE_WINDOW = 120.0
 
@@ -137,3 +144,58 @@ async def test_releasing_after_a_failed_request_does_not_free_another_callers_st
     assert held in connector.mux.stans
     connector.release_stan(held)
     assert len(connector.mux.stans) == 0
+
+
+class FakeLink:
+    """A link whose next write succeeds, is refused (not connected) or cannot be encoded."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.ready = True
+        self.next = "ok"
+        self.sent: list[dict[str, str]] = []
+
+    def send(self, message):
+        if self.next == "down":
+            raise LinkNotConnected("link fake is down")
+        if self.next == "bad":
+            raise MessageError("Failed to encode field 4")
+        self.sent.append(message)
+
+
+OUTCOMES = ("answer", "timeout", "link_lost", "cancel", "down", "bad", "busy", "unused")
+
+
+def test_every_mix_of_outcomes_leaves_no_stan_in_use():
+    """Property: whatever happens to each reserved STAN (answered, timed out, link lost, cancelled,
+    refused unwritten, unencodable, busy, never sent), once the late window has passed none is held."""
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(st.tuples(st.sampled_from(OUTCOMES), st.floats(min_value=0, max_value=40)), max_size=40))
+    def check(steps):
+        clock = Clock()
+        link = FakeLink()
+        mux = Mux("bank", ISO87, LinkPool([link]), clock, stans=StanAllocator(), request_timeout=10.0,
+                  max_in_flight=5, late_window=LATE_WINDOW, registry=CollectorRegistry())
+        for i, (outcome, wait) in enumerate(steps):
+            stan = mux.reserve_stan()
+            if outcome == "unused":
+                mux.release_stan(stan)
+                continue
+            link.next = outcome if outcome in ("down", "bad") else "ok"
+            d = mux.request({**sale(terminal=f"T{i:07d}"), "11": stan})
+            d.addErrback(lambda f: None)
+            if outcome == "answer" and link.sent and link.sent[-1]["11"] == stan:
+                mux.response_received(link, {**link.sent[-1], "t": "0210", "39": "00"})
+            elif outcome == "link_lost":
+                mux.link_lost(link, "peer closed")
+            elif outcome == "cancel":
+                d.cancel()
+            clock.advance(wait)
+        clock.advance(10.0)  # every pending request times out
+        clock.advance(LATE_WINDOW)
+        assert mux.in_flight == 0
+        assert len(mux.stans) == 0
+
+    check()
