@@ -496,7 +496,7 @@ class Journal:
 
     # One node per journal, persisted counters
 
-    def acquire_lease(self, me: lease.LeaseHolder, seconds: float) -> defer.Deferred[lease.LeaseHolder]:
+    def acquire_lease(self, me: lease.LeaseHolder, seconds: float) -> defer.Deferred[lease.Taken]:
         """Take the journal's node lease for ``seconds`` (`lease.LeaseHeld` if a live node has it)."""
         now, ttl = self._now(), int(seconds * 1_000_000)
         return self._writer.submit(lambda db: lease.acquire(db, me, now=now, ttl=ttl))

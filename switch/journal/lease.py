@@ -57,6 +57,15 @@ class LeaseHolder:
                 f"expires in {left:.0f}s)")
 
 
+@dataclass(frozen=True)
+class Taken:
+    """The lease as taken: ``previous`` is the holder it was taken over from, and why."""
+
+    holder: LeaseHolder
+    previous: LeaseHolder | None = None
+    reason: str | None = None
+
+
 class LeaseHeld(JournalError):
     """Another live kswitch holds this journal's lease."""
 
@@ -87,8 +96,10 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def acquire(db: Db, me: LeaseHolder, *, now: int, ttl: int, alive: Callable[[int], bool] = pid_alive) -> LeaseHolder:
+def acquire(db: Db, me: LeaseHolder, *, now: int, ttl: int, alive: Callable[[int], bool] = pid_alive) -> Taken:
     """Take the lease for ``me`` or raise `LeaseHeld` naming the live holder."""
+    previous: LeaseHolder | None = None
+    reason: str | None = None
     mine = {**_columns(me), "acquired_at": now, "heartbeat_at": now, "expires_at": now + ttl}
     row = db.one("SELECT * FROM node_lease WHERE name = :name", {"name": LEASE})
     if row is None:
@@ -104,8 +115,7 @@ def acquire(db: Db, me: LeaseHolder, *, now: int, ttl: int, alive: Callable[[int
         if holder.owner != me.owner and holder.expires_at > now and not crashed_here:
             raise LeaseHeld(holder, now)
         if holder.owner != me.owner:
-            log.warning("journal_lease_taken_over", previous=holder.describe(now),
-                        reason="holder process gone" if crashed_here else "lease expired")
+            previous, reason = holder, "holder process gone" if crashed_here else "lease expired"
         taken = db.execute(
             "UPDATE node_lease SET owner = :owner, host = :host, pid = :pid, acquired_at = :acquired_at, "
             "heartbeat_at = :heartbeat_at, expires_at = :expires_at "
@@ -115,7 +125,7 @@ def acquire(db: Db, me: LeaseHolder, *, now: int, ttl: int, alive: Callable[[int
     if taken != 1:  # another process took it between our read and our write
         winner = db.one("SELECT * FROM node_lease WHERE name = :name", {"name": LEASE})
         raise LeaseHeld(_holder(winner) if winner is not None else me, now)
-    return LeaseHolder(**mine)
+    return Taken(LeaseHolder(**mine), previous, reason)
 
 
 def renew(db: Db, owner: str, *, now: int, ttl: int) -> None:
@@ -150,13 +160,16 @@ class NodeLease:
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = clock
 
-    def acquire(self) -> Deferred[LeaseHolder]:
+    def acquire(self) -> Deferred[Taken]:
         """Take the lease (`LeaseHeld` if a live node has it) and start the heartbeat."""
         return ensureDeferred(self._acquire())
 
-    async def _acquire(self) -> LeaseHolder:
+    async def _acquire(self) -> Taken:
         taken = await self.journal.acquire_lease(self.me, self.seconds)
         self._heartbeat.start(self.seconds / 3, now=False)
+        if taken.previous is not None:
+            log.warning("journal_lease_taken_over", reason=taken.reason,
+                        previous=taken.previous.describe(taken.holder.acquired_at))
         log.info("journal_lease_taken", owner=self.me.owner, host=self.me.host, pid=self.me.pid)
         return taken
 

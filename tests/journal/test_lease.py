@@ -47,7 +47,7 @@ async def test_an_expired_lease_is_taken_over_and_its_old_holder_learns_it_lost(
             await other.acquire_lease(holder("second", host="host-b"), 15.0)
         clock.advance(1.5)  # no heartbeat for longer than the lease: the holder died or hung
         taken = await other.acquire_lease(holder("second", host="host-b"), 15.0)
-        assert taken.owner == "second"
+        assert (taken.holder.owner, taken.previous.owner, taken.reason) == ("second", "first", "lease expired")
         with pytest.raises(Exception, match="lost the journal lease; it is now held by kswitch node second"):
             await journal.renew_lease("first", 15.0)
     finally:
@@ -76,7 +76,7 @@ async def test_a_crashed_holder_on_this_host_is_taken_over_at_once(journal, conf
     other = await second_journal(config, registry, clock)
     try:
         taken = await other.acquire_lease(holder("restarted", host="this-host"), 15.0)
-        assert taken.owner == "restarted"
+        assert (taken.holder.owner, taken.previous.owner, taken.reason) == ("restarted", "crashed", "holder process gone")
     finally:
         await other.close()
 
@@ -88,7 +88,8 @@ async def test_a_clean_stop_releases_the_lease(journal, config, registry, clock)
     assert await lease.release() is True
     other = await second_journal(config, registry, clock)
     try:
-        assert (await other.acquire_lease(holder("second", host="host-b"), 15.0)).owner == "second"
+        taken = await other.acquire_lease(holder("second", host="host-b"), 15.0)
+        assert (taken.holder.owner, taken.previous) == ("second", None)
     finally:
         await other.close()
 
