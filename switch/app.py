@@ -124,7 +124,8 @@ class Switch:
                 plugin = plugins[name] = plugin_class(settings.plugin)(profile.dialect)
                 if plugin.reversal is not None:
                     profile = replace(profile, reversal=plugin.reversal)
-            self.banks[name] = Bank(connector, profile, settings.saf, RrnAllocator(self.reactor.seconds, node=cfg.node))
+            self.banks[name] = Bank(connector, profile, settings.saf, RrnAllocator(self.reactor.seconds, node=cfg.node),
+                                    plugins.get(name))
         self.saf = StoreAndForward(self.reactor, self.journal, self.banks, self.registry)
         self.confirmations = Confirmations(self.reactor, self.journal, self.banks, self.saf,
                                            {name: b.confirmation_timeout for name, b in cfg.banks.items()})
