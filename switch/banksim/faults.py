@@ -26,6 +26,10 @@ class Faults:
     - ``garbage_every``: every Nth answer is replaced by a frame that does not decode.
     - ``decline_all``: answer every authorization and financial request with this code,
       without touching the ledger.
+    - ``answer_fields``: (field, value) pairs written over the answer to every
+      authorization and financial request after the ledger moved: a host echoing
+      another amount (``("4", "000000009999")``), a blank or NUL response code, card
+      data in an unexpected field.
     """
 
     delay: float = 0.0
@@ -34,6 +38,7 @@ class Faults:
     disconnect_after: int | None = None
     garbage_every: int | None = None
     decline_all: str | None = None
+    answer_fields: tuple[tuple[str, str], ...] = ()
 
     def check(self, version: int) -> None:
         """Raise ValueError naming the first setting that cannot work with this dialect version."""
