@@ -1,0 +1,50 @@
+"""A third bank's plugin puts its private field into refunds, reversals and voids, seen on the wire at banksim."""
+
+from __future__ import annotations
+
+import pytest_twisted
+from structlog.testing import capture_logs
+
+from connectors.base import parse_tlv
+from tests.connectors.mekong_test import NAME
+from tests.e2e.harness import BANKS, authorize, eventually, start_env, stop_env
+
+VISA = "4111111111111111"
+
+
+@pytest_twisted.async_yield_fixture
+async def env(tmp_path):
+    e = await start_env(tmp_path, request_timeout=0.5, banks={**BANKS, "bank_a": {**BANKS["bank_a"], "plugin": NAME}})
+    yield e
+    await stop_env(e)
+
+
+def _at_bank(logged, mti, processing=None):
+    """Requests banksim decoded from the wire (its ``banksim_in`` lines)."""
+    return [e["fields"] for e in logged if e["event"] == "banksim_in" and e["mti"] == mti
+            and (processing is None or e["fields"].get("3", "").startswith(processing))]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_third_banks_private_field_is_on_the_wire_in_refunds_reversals_and_voids(env):
+    bank = env.sims["bank_a"]
+    before = bank.balance(VISA)
+    c = await env.connect()
+    with capture_logs() as logged:
+        sale = await c.call(authorize(1, amount=3000))
+        refund = await c.call({"id": 2, "op": "refund", "txn_id": sale["txn_id"], "amount": 1000})
+        voided = await c.call(authorize(3))
+        void = await c.call({"id": 4, "op": "void", "txn_id": voided["txn_id"]})
+        bank.set_faults(drop_ratio=1.0)  # debited, answer lost: reversed through store-and-forward
+        lost = await c.call(authorize(5))
+        bank.set_faults(drop_ratio=0.0)
+        await eventually(lambda: bank.balance(VISA) == before - 2000)
+    assert (refund["status"], void["status"], lost["status"]) == ("partially_refunded", "reversed", "timeout")
+    [sale_sent] = [f for f in _at_bank(logged, "0200", "00") if f["37"] == sale["rrn"]]
+    assert "63" not in sale_sent  # the plugin changes refunds and reversals only
+    [refund_sent] = _at_bank(logged, "0200", "20")
+    assert parse_tlv(refund_sent["63"]) == {"OR": sale["rrn"], "MT": "REFUND"}
+    [lost_rrn] = [f["37"] for f in _at_bank(logged, "0200", "00") if f["11"] == lost["stan"]]
+    reversals = _at_bank(logged, "0400") + _at_bank(logged, "0401")
+    assert {parse_tlv(f["63"])["OR"] for f in reversals} == {voided["rrn"], lost_rrn}
+    assert {parse_tlv(f["63"])["MT"] for f in reversals} == {"REVERSAL"}
