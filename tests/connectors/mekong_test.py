@@ -1,7 +1,7 @@
 """A third bank's plugin, as a bank integrator would write it: nothing outside `connectors/`'s interface.
 
 "Mekong Savings Bank" wants its private field 63 in refunds and reversals (and voids):
-TLV ``OR`` the original's RRN, ``MT`` the message's purpose.  Registered under a test
+TLV ``OS`` the original's STAN, ``MT`` the message's purpose.  Registered under a test
 name so it never clashes with a shipped plugin.
 """
 
@@ -17,9 +17,9 @@ PRIVATE_FIELD = "63"
 @register(NAME)
 class Mekong(ConnectorPlugin):
     def refund(self, message: Message, original: Message) -> Message:
-        message[PRIVATE_FIELD] = tlv([("OR", original.get("37", "")), ("MT", "REFUND")])
+        message[PRIVATE_FIELD] = tlv([("OS", original.get("11", "")), ("MT", "REFUND")])
         return message
 
     def reversal_message(self, message: Message, original: Message) -> Message:
-        message[PRIVATE_FIELD] = tlv([("OR", original.get("37", "")), ("MT", "REVERSAL")])
+        message[PRIVATE_FIELD] = tlv([("OS", original.get("11", "")), ("MT", "REVERSAL")])
         return message

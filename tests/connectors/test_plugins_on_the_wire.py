@@ -1,4 +1,5 @@
-"""A third bank's plugin puts its private field into refunds, reversals and voids, seen on the wire at banksim."""
+"""Plugins shape every message, seen on the wire at banksim: a third bank's private field in refunds,
+reversals and voids; angkor's wallet provider in a wallet payment's refund and reversal."""
 
 from __future__ import annotations
 
@@ -7,14 +8,22 @@ from structlog.testing import capture_logs
 
 from connectors.base import parse_tlv
 from tests.connectors.mekong_test import NAME
-from tests.e2e.harness import BANKS, authorize, eventually, start_env, stop_env
+from tests.e2e.harness import BANKS, PLUGIN_BANKS, PLUGIN_ROUTES, authorize, eventually, start_env, stop_env
 
 VISA = "4111111111111111"
+WALLET = "TRUEMONEY:0812345678"
 
 
 @pytest_twisted.async_yield_fixture
 async def env(tmp_path):
     e = await start_env(tmp_path, request_timeout=0.5, banks={**BANKS, "bank_a": {**BANKS["bank_a"], "plugin": NAME}})
+    yield e
+    await stop_env(e)
+
+
+@pytest_twisted.async_yield_fixture
+async def demo(tmp_path):
+    e = await start_env(tmp_path, request_timeout=0.5, banks=PLUGIN_BANKS, routes=PLUGIN_ROUTES)
     yield e
     await stop_env(e)
 
@@ -40,11 +49,29 @@ async def test_the_third_banks_private_field_is_on_the_wire_in_refunds_reversals
         bank.set_faults(drop_ratio=0.0)
         await eventually(lambda: bank.balance(VISA) == before - 2000)
     assert (refund["status"], void["status"], lost["status"]) == ("partially_refunded", "reversed", "timeout")
-    [sale_sent] = [f for f in _at_bank(logged, "0200", "00") if f["37"] == sale["rrn"]]
+    [sale_sent] = [f for f in _at_bank(logged, "0200", "00") if f["11"] == sale["stan"]]
     assert "63" not in sale_sent  # the plugin changes refunds and reversals only
     [refund_sent] = _at_bank(logged, "0200", "20")
-    assert parse_tlv(refund_sent["63"]) == {"OR": sale["rrn"], "MT": "REFUND"}
-    [lost_rrn] = [f["37"] for f in _at_bank(logged, "0200", "00") if f["11"] == lost["stan"]]
+    assert parse_tlv(refund_sent["63"]) == {"OS": sale["stan"], "MT": "REFUND"}
     reversals = _at_bank(logged, "0400") + _at_bank(logged, "0401")
-    assert {parse_tlv(f["63"])["OR"] for f in reversals} == {voided["rrn"], lost_rrn}
+    assert {parse_tlv(f["63"])["OS"] for f in reversals} == {voided["stan"], lost["stan"]}
     assert {parse_tlv(f["63"])["MT"] for f in reversals} == {"REVERSAL"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_angkor_names_the_wallet_provider_in_a_wallet_refund_and_reversal(demo):
+    bank = demo.sims["bank_a"]
+    before = bank.balance(WALLET)
+    c = await demo.connect()
+    wallet = {"type": "wallet", "provider": "TRUEMONEY", "wallet_id": "0812345678"}
+    with capture_logs() as logged:
+        sale = await c.call(authorize(1, amount=3000, instrument=wallet))
+        refund = await c.call({"id": 2, "op": "refund", "txn_id": sale["txn_id"], "amount": 1000})
+        bank.set_faults(drop_ratio=1.0)
+        lost = await c.call(authorize(3, instrument=wallet))
+        bank.set_faults(drop_ratio=0.0)
+        await eventually(lambda: bank.balance(WALLET) == before - 2000)
+    assert (sale["status"], refund["status"], lost["status"]) == ("approved", "partially_refunded", "timeout")
+    [refund_sent] = _at_bank(logged, "0200", "20")
+    reversals = _at_bank(logged, "0420") + _at_bank(logged, "0421")
+    assert reversals and all(parse_tlv(f["63"]) == {"WP": "TRUEMONEY"} for f in [refund_sent, *reversals])
