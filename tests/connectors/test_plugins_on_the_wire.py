@@ -14,9 +14,12 @@ VISA = "4111111111111111"
 WALLET = "TRUEMONEY:0812345678"
 
 
+THIRD_BANK = {**BANKS, "bank_a": {**BANKS["bank_a"], "plugin": NAME}}
+
+
 @pytest_twisted.async_yield_fixture
 async def env(tmp_path):
-    e = await start_env(tmp_path, request_timeout=0.5, banks={**BANKS, "bank_a": {**BANKS["bank_a"], "plugin": NAME}})
+    e = await start_env(tmp_path, request_timeout=0.5, banks=THIRD_BANK)
     yield e
     await stop_env(e)
 
@@ -75,3 +78,15 @@ async def test_angkor_names_the_wallet_provider_in_a_wallet_refund_and_reversal(
     [refund_sent] = _at_bank(logged, "0200", "20")
     reversals = _at_bank(logged, "0420") + _at_bank(logged, "0421")
     assert reversals and all(parse_tlv(f["63"]) == {"WP": "TRUEMONEY"} for f in [refund_sent, *reversals])
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_third_banks_sign_on_and_sign_off_go_through_its_plugin(tmp_path):
+    with capture_logs() as logged:
+        env = await start_env(tmp_path, banks=THIRD_BANK)
+        await stop_env(env)
+    network = _at_bank(logged, "0800")
+    assert {f["70"] for f in network} >= {"001", "002"}  # sign-on and sign-off
+    assert all(parse_tlv(f["63"]) == {"AQ": "400001", "MT": "NETWORK"} for f in network)
+    plain = _at_bank(logged, "1804")  # bank_b has no plugin
+    assert plain and all("63" not in f for f in plain)
