@@ -112,3 +112,17 @@ async def test_a_declared_partial_approval_reaches_the_web_tier_with_the_approve
     bank.set_faults(answer_fields=(("4", "000000001300"),))  # more than asked is never a partial approval
     b = await c.call(authorize(2))
     assert (b["status"], b["reason"]) == ("failed", "format_error")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refund_approved_for_another_amount_is_not_counted_and_is_reversed(env):
+    bank = env.sims["bank_a"]
+    before = bank.balance(VISA)
+    c = await env.connect()
+    sale = await c.call(authorize(1, amount=3000))
+    bank.set_faults(answer_fields=(("4", "000000002000"),))
+    refund = await c.call({"id": 2, "op": "refund", "txn_id": sale["txn_id"], "amount": 1000})
+    assert (refund["status"], refund["amount_refunded"]) == ("approved", 0)
+    assert (refund["operation"]["status"], refund["operation"]["reason"]) == ("failed", "format_error")
+    await eventually(lambda: bank.received["0400"] >= 1)  # the bank credited 1000: the refund is reversed
+    await eventually(lambda: bank.balance(VISA) == before - 3000)
