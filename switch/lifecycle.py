@@ -264,7 +264,8 @@ class Lifecycle:
         repeat is the engine's business)."""
         if kind is not Kind.REFUND:
             return None
-        return SafDraft(connector=bank.name, kind=SafKind.REVERSAL, mti=mti_for(bank.profile.reversal, bank.profile.version),
+        return SafDraft(connector=bank.name, kind=SafKind.REVERSAL,
+                        mti=mti_for(bank.profile.reversal, bank.profile.version),
                         fields=reversal_template(request, bank.profile.dialect), card=card,
                         max_attempts=bank.saf.max_attempts)
 

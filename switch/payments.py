@@ -57,8 +57,8 @@ from switch.lifecycle import Lifecycle, LifecycleRequest
 from switch.masking import mask_message
 from switch.metrics import MetricBundle
 from switch.mti import mti_for
-from switch.responses import BankAnswer
 from switch.mux import LinkLost, MuxBusy, NoLinkAvailable, RequestTimeout
+from switch.responses import BankAnswer
 from switch.router import RouteQuery, Router
 from switch.saf import StoreAndForward
 from switch.status import API_STATUS, answer
