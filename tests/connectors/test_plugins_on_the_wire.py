@@ -7,6 +7,7 @@ import pytest_twisted
 from structlog.testing import capture_logs
 
 from connectors.base import parse_tlv
+from switch.recovery import reversal_draft
 from tests.connectors.mekong_test import NAME
 from tests.e2e.harness import BANKS, PLUGIN_BANKS, PLUGIN_ROUTES, authorize, eventually, start_env, stop_env
 
@@ -72,12 +73,18 @@ async def test_angkor_names_the_wallet_provider_in_a_wallet_refund_and_reversal(
         refund = await c.call({"id": 2, "op": "refund", "txn_id": sale["txn_id"], "amount": 1000})
         bank.set_faults(drop_ratio=1.0)
         lost = await c.call(authorize(3, instrument=wallet))
+        # After a crash the reversal is rebuilt from the journal: its template keeps what angkor needs.
+        angkor = demo.switch.banks["bank_a"]
+        draft = await reversal_draft(demo.journal, await demo.journal.get_transaction(lost["txn_id"]), angkor)
         bank.set_faults(drop_ratio=0.0)
         await eventually(lambda: bank.balance(WALLET) == before - 2000)
     assert (sale["status"], refund["status"], lost["status"]) == ("approved", "partially_refunded", "timeout")
     [refund_sent] = _at_bank(logged, "0200", "20")
     reversals = _at_bank(logged, "0420") + _at_bank(logged, "0421")
     assert reversals and all(parse_tlv(f["63"]) == {"WP": "TRUEMONEY"} for f in [refund_sent, *reversals])
+    assert draft.fields["63"] == "WP009TRUEMONEY" and "0812345678" not in str(draft.fields)
+    rebuilt = angkor.plugin.reversal_message({"t": "0420"}, {**draft.fields, "2": draft.card.pan})
+    assert parse_tlv(rebuilt["63"]) == {"WP": "TRUEMONEY"}
 
 
 @pytest_twisted.ensureDeferred
