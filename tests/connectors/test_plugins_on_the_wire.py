@@ -3,24 +3,33 @@ reversals and voids; angkor's wallet provider in a wallet payment's refund and r
 
 from __future__ import annotations
 
+import importlib
+
+import pytest
 import pytest_twisted
 from structlog.testing import capture_logs
 
-from connectors.base import parse_tlv
+from connectors.base import _REGISTRY, parse_tlv, register
 from switch.recovery import reversal_draft
-from tests.connectors.mekong_test import NAME
 from tests.e2e.harness import BANKS, PLUGIN_BANKS, PLUGIN_ROUTES, authorize, eventually, start_env, stop_env
 
 VISA = "4111111111111111"
 WALLET = "TRUEMONEY:0812345678"
 
 
-THIRD_BANK = {**BANKS, "bank_a": {**BANKS["bank_a"], "plugin": NAME}}
+@pytest.fixture(scope="module")
+def third_bank():
+    """The banks with bank_a on the third bank's plugin, registered only while these tests run (other
+    tests list the registered plugins)."""
+    plugin = importlib.import_module("tests.connectors.mekong_plugin")
+    register(plugin.NAME)(plugin.Mekong)  # again, if an earlier run of this fixture took it out
+    yield {**BANKS, "bank_a": {**BANKS["bank_a"], "plugin": plugin.NAME}}
+    _REGISTRY.pop(plugin.NAME)
 
 
 @pytest_twisted.async_yield_fixture
-async def env(tmp_path):
-    e = await start_env(tmp_path, request_timeout=0.5, banks=THIRD_BANK)
+async def env(tmp_path, third_bank):
+    e = await start_env(tmp_path, request_timeout=0.5, banks=third_bank)
     yield e
     await stop_env(e)
 
@@ -88,9 +97,9 @@ async def test_angkor_names_the_wallet_provider_in_a_wallet_refund_and_reversal(
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_third_banks_sign_on_and_sign_off_go_through_its_plugin(tmp_path):
+async def test_the_third_banks_sign_on_and_sign_off_go_through_its_plugin(tmp_path, third_bank):
     with capture_logs() as logged:
-        env = await start_env(tmp_path, banks=THIRD_BANK)
+        env = await start_env(tmp_path, banks=third_bank)
         await stop_env(env)
     network = _at_bank(logged, "0800")
     assert {f["70"] for f in network} >= {"001", "002"}  # sign-on and sign-off
