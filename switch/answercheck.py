@@ -17,6 +17,7 @@ declaring ``partial_approvals = true``; the approved amount is then the answer's
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import structlog
@@ -30,6 +31,7 @@ ECHOED = ("3", "4", "11", "41", "42", "49")
 FORMAT_ERROR = "format_error"
 PARTIAL_APPROVAL = "partial_approval"
 _MAX_AMOUNT_DIGITS = 12
+_REFERENCE = re.compile(r"[A-Za-z0-9 ]+", re.ASCII)
 
 
 def response_code(value: object) -> str | None:
@@ -52,7 +54,7 @@ def read_answer(request: Mapping[str, object], response: Mapping[str, object], t
     """What ``response`` says about ``request``, believed only if it echoes what identifies the request."""
     raw = response.get("39")
     code = response_code(raw)
-    rrn, auth = _text(response.get("37")), _text(response.get("38"))
+    rrn, auth = _reference(response.get("37"), 12), _reference(response.get("38"), 6)
     if code is None:
         log.warning("bank_answer_unreadable_code", mti=_text(response.get("t")), stan=_text(response.get("11")))
         return BankAnswer(FAILED, FORMAT_ERROR, None, rrn=rrn, uncertain=True)
@@ -85,6 +87,13 @@ def _may_be_partial(request: Mapping[str, object]) -> bool:
     mti, processing = request.get("t"), request.get("3")
     return (isinstance(mti, str) and len(mti) == 4 and mti[1] in "12" and mti[2] == "0"
             and isinstance(processing, str) and processing.startswith("00"))
+
+
+def _reference(value: object, length: int) -> str | None:
+    """An RRN or authorization code as the journal keeps it (letters, digits, spaces; not blank), else None."""
+    if isinstance(value, str) and 0 < len(value) <= length and value.strip(" ") and _REFERENCE.fullmatch(value):
+        return value
+    return None
 
 
 def _text(value: object) -> str | None:

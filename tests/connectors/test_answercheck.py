@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -42,6 +44,12 @@ def test_an_approval_echoing_another_value_is_a_format_error_that_may_have_moved
 def test_a_decline_echoing_another_amount_is_a_format_error_that_moved_nothing():
     read = read_answer(REQUEST, answer(f39="51", f4="000000009999"), TABLE)
     assert (read.status, read.reason, read.uncertain) == ("failed", "format_error", False)
+
+
+@pytest.mark.parametrize("rrn,auth", [("", ""), ("      ", "      "), ("63-340800001", "A1\x00B2C"), ("6" * 13, "1234567")])
+def test_an_unusable_rrn_or_auth_code_is_left_out_rather_than_failing_the_journal(rrn, auth):
+    read = read_answer(REQUEST, answer(f37=rrn, f38=auth), TABLE)
+    assert (read.status, read.rrn, read.auth_code) == ("approved", None, None)
 
 
 def test_fields_the_answer_leaves_out_contradict_nothing_and_padding_is_not_a_difference():
@@ -110,6 +118,9 @@ def test_any_answer_is_read_without_raising_and_approves_only_when_every_echo_ma
             response.pop(k, None)
     read = read_answer(REQUEST, response, PARTIAL if partial else TABLE)
     assert read.status in ("approved", "declined", "failed")
+    for value, pattern in ((read.response_code, "[A-Za-z0-9]{2,3}"), (read.rrn, "[A-Za-z0-9 ]{1,12}"),
+                           (read.auth_code, "[A-Za-z0-9 ]{1,6}")):
+        assert value is None or re.fullmatch(pattern, value)  # what the journal accepts: never `internal`
     if read.status == "approved":
         for field in ECHOED:
             if field in response and not (field == "4" and read.amount is not None):
