@@ -170,7 +170,7 @@ class Lifecycle:
         card = self.service.journal.reveal_card(original.card) if original.card is not None else None
         saf = SafDraft(
             connector=bank.name, kind=SafKind.VOID, mti=mti_for(bank.profile.reversal, bank.profile.version),
-            fields=reversal_template(sent), card=card, max_attempts=bank.saf.max_attempts,
+            fields=reversal_template(sent, bank.profile.dialect), card=card, max_attempts=bank.saf.max_attempts,
         )
         updated = await self.service.journal.transition(
             original.txn_id, expected_from=tuple(allowed), to=Status.REVERSAL_PENDING,
