@@ -52,3 +52,6 @@ class Faults:
                 raise ValueError(f"{name}: got {value}; expected a count of 1 or more")
         if self.decline_all is not None:
             wire_code(self.decline_all, version)
+        for number, value in self.answer_fields:
+            if not (isinstance(number, str) and number.isdigit() and 2 <= int(number) <= 128 and isinstance(value, str)):
+                raise ValueError(f"answer_fields: got field {number!r}; expected (field number 2 to 128, text) pairs")
