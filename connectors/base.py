@@ -16,6 +16,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable, ClassVar, TypeVar
 
+from switch.answercheck import read_answer
 from switch.api.model import Instrument
 from switch.dialect import Dialect, Message
 from switch.mti import is_request
@@ -47,7 +48,9 @@ class ConnectorPlugin:
       the request being completed, refunded or reversed, as journalled (card put back).
     - ``network``: the same for network management messages (sign-on, echo, cutover).
     - ``read_response``: what the bank's answer to ``request`` says (status, reason, codes,
-      amount, confirmation URL); the default reads field 39 through the connector's table.
+      amount, confirmation URL); the default (`switch.answercheck.read_answer`) checks that
+      the answer echoes the request's identifying fields, then reads field 39 through the
+      connector's table. An override should call it first and refine what it returns.
     - ``confirmation_url``: the URL where the customer confirms the payment, when the
       bank's answer means "customer action required"; None for an ordinary answer.
     - ``is_customer_advice``: whether a bank-initiated message completes a payment
@@ -76,12 +79,7 @@ class ConnectorPlugin:
         return message
 
     def read_response(self, request: Message, response: Message, table: ResponseTable) -> BankAnswer:
-        code = response.get("39")
-        outcome = table.outcome(code)
-        return BankAnswer(
-            status=outcome.status, reason=outcome.reason, retryable=outcome.retryable, response_code=code,
-            auth_code=response.get("38"), rrn=response.get("37"), confirmation_url=self.confirmation_url(response),
-        )
+        return read_answer(request, response, table, self.confirmation_url(response))
 
     def confirmation_url(self, response: Message) -> str | None:
         return None

@@ -2,7 +2,11 @@
 
 * Every authorization and sale carries order data in field 48 as TLV: ``01`` merchant
   name, ``02`` order id, ``03`` account holder id (bank accounts that have one).  The
-  CVV therefore moves to field 126 (see ``specs/dialects/sakura.toml``).
+  CVV therefore moves to field 126 (see ``specs/dialects/sakura.toml``).  Refunds and
+  completions carry field 48 too, with the merchant name (tag ``01``, from field 43):
+  the original's order TLV is kept only masked (the dialect marks field 48
+  sensitive), so its order id and holder id cannot be repeated.  Reversals point at
+  the original through field 56 and carry no order data.
 * Some payments need the customer to confirm at the bank: the bank answers action
   code 923 ("request in progress") with the confirmation URL in field 62, and later
   sends a 1220 (sale) or 1120 (pre-authorization) advice with the outcome.
@@ -17,6 +21,8 @@ from switch.dialect import Message
 ORDER_FIELD = "48"
 URL_FIELD = "62"
 PENDING_CUSTOMER = "923"
+NAME_LENGTH = 22
+"""Field 43 starts with the merchant name, padded to 22 characters (`switch.translate.Acceptor`)."""
 
 
 @register("sakura")
@@ -26,8 +32,21 @@ class Sakura(ConnectorPlugin):
         message[ORDER_FIELD] = tlv([("01", payment.merchant_name), ("02", payment.order_id), ("03", holder or "")])
         return message
 
+    def completion(self, message: Message, original: Message) -> Message:
+        return _with_merchant(message)
+
+    def refund(self, message: Message, original: Message) -> Message:
+        return _with_merchant(message)
+
     def confirmation_url(self, response: Message) -> str | None:
         url = response.get(URL_FIELD, "")
         if response.get("39") == PENDING_CUSTOMER and url.startswith(("https://", "http://")):
             return url
         return None
+
+
+def _with_merchant(message: Message) -> Message:
+    name = message.get("43", "")[:NAME_LENGTH].strip()
+    if name:
+        message[ORDER_FIELD] = tlv([("01", name)])
+    return message

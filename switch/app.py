@@ -132,7 +132,7 @@ class Switch:
             rrns = RrnAllocator(self.reactor.seconds, partial(self.journal.reserve_numbers, f"rrn:{name}"),
                                 node=cfg.node)
             await rrns.start()
-            self.banks[name] = Bank(connector, profile, settings.saf, rrns)
+            self.banks[name] = Bank(connector, profile, settings.saf, rrns, plugins.get(name))
         self.saf = StoreAndForward(self.reactor, self.journal, self.banks, self.registry)
         self.confirmations = Confirmations(self.reactor, self.journal, self.banks, self.saf,
                                            {name: b.confirmation_timeout for name, b in cfg.banks.items()})
@@ -144,6 +144,7 @@ class Switch:
         for bank in self.banks.values():
             bank.connector.mux.on_late_response = self._late_response_hook(bank)
             bank.connector.on_inbound_request = self._inbound_request_hook(bank, self.service.plugin(bank))
+            bank.connector.on_network_request = bank.plugin.network
         recovered = await recover(self.journal, self.banks, self.saf, self.registry, self.confirmations)
         if recovered:
             log.warning("recovered_in_flight", count=recovered)

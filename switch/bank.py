@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
 
 from twisted.internet.defer import Deferred
 
+from connectors.base import ConnectorPlugin
 from switch.connector import Connector
 from switch.dialect import Message
 from switch.numbering import RrnAllocator
@@ -19,6 +20,13 @@ class Bank:
     profile: AcquirerProfile
     saf: SafOptions
     rrns: RrnAllocator
+    connector_plugin: InitVar[ConnectorPlugin | None] = None
+    plugin: ConnectorPlugin = field(init=False)
+    """The connector's plugin: what builds this bank's messages and reads its answers (the base
+    `ConnectorPlugin` for a connector without one)."""
+
+    def __post_init__(self, connector_plugin: ConnectorPlugin | None) -> None:
+        self.plugin = connector_plugin or ConnectorPlugin(self.profile.dialect)
 
     @property
     def name(self) -> str:

@@ -260,7 +260,7 @@ def _responses(t: Table, version: int) -> ResponseTable:
         )
         entry.done()
     rt.done()
-    return ResponseTable.for_version(version, overrides)
+    return ResponseTable.for_version(version, overrides, partial_approvals=t.bool("partial_approvals", False))
 
 
 def _bank(t: Table, base: Path, state_dir: Path) -> BankSettings:

@@ -96,7 +96,10 @@ class Connector:
     bank-initiated request or advice other than echo/sign-on/sign-off (return the
     response, a Deferred of it, or None to answer nothing; default: log and answer
     nothing); ``on_late_response(message)`` sees answers that came after their request
-    gave up (default: none; they are logged and counted regardless).
+    gave up (default: none; they are logged and counted regardless);
+    ``on_network_request(message)`` may change a network-management request (sign-on,
+    echo, sign-off) before it is sent (default: unchanged; the switch sets the
+    connector plugin's ``network`` hook).
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class Connector:
         self.options = options
         self.name = options.name
         self.on_inbound_request: InboundRequestHook = on_inbound_request or self._unhandled_request
+        self.on_network_request: Callable[[Message], Message] = lambda message: message
         self._log = structlog.get_logger("kswitch.link", connector=self.name)
         channel = Channel(options.name, options.dialect, options.framing, options.tpdu)
         self.links = tuple(
@@ -198,7 +202,7 @@ class Connector:
     # -- LinkOwner --------------------------------------------------------------------
 
     def exchange(self, link: Link, message: Message, timeout: float) -> Deferred[Message]:
-        return self.mux.exchange(link, message, timeout)
+        return self.mux.exchange(link, self.on_network_request(message), timeout)
 
     def response_received(self, link: Link, message: Message) -> None:
         self.mux.response_received(link, message)

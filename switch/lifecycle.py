@@ -42,6 +42,7 @@ from switch.journal.models import (
 from switch.masking import mask_message
 from switch.mti import mti_for
 from switch.mux import MuxError
+from switch.responses import BankAnswer
 from switch.status import API_STATUS, answer
 from switch.translate import (
     Acceptor,
@@ -121,9 +122,8 @@ class Lifecycle:
             raise ApiError("invalid_request", f"capture amount {amount} exceeds the authorized "
                            f"{original.amount_authorized}", field="amount")
         bank, request, child_id = await self._child_request(original, "financial_advice", "00", amount, Kind.CAPTURE)
-        request[bank.profile.dialect.original_data_field] = original_data_elements(await self._sent(original), bank.profile)
-        response = await self._exchange(bank, original, child_id, Kind.CAPTURE, request, amount)
-        if response is None or not bank.profile.responses.is_approved(response.get("39")):
+        read = await self._exchange(bank, original, child_id, Kind.CAPTURE, request, amount)
+        if read is None or read.status != "approved":
             return await self._operationanswer(original, child_id)
         updated = await self.service.journal.transition(
             original.txn_id, expected_from=(Status.APPROVED,), to=Status.CAPTURED,
@@ -143,8 +143,8 @@ class Lifecycle:
             raise ApiError("invalid_request", f"refund amount {amount} exceeds what is left to refund ({remaining} "
                            f"of {original.amount_captured} captured)", field="amount")
         bank, request, child_id = await self._child_request(original, "financial", "20", amount, Kind.REFUND)
-        response = await self._exchange(bank, original, child_id, Kind.REFUND, request, amount)
-        if response is None or not bank.profile.responses.is_approved(response.get("39")):
+        read = await self._exchange(bank, original, child_id, Kind.REFUND, request, amount)
+        if read is None or read.status != "approved":
             return await self._operationanswer(original, child_id)
         refunded = original.amount_refunded + amount
         updated = await self.service.journal.transition(
@@ -170,7 +170,7 @@ class Lifecycle:
         card = self.service.journal.reveal_card(original.card) if original.card is not None else None
         saf = SafDraft(
             connector=bank.name, kind=SafKind.VOID, mti=mti_for(bank.profile.reversal, bank.profile.version),
-            fields=reversal_template(sent), card=card, max_attempts=bank.saf.max_attempts,
+            fields=reversal_template(sent, bank.profile.dialect), card=card, max_attempts=bank.saf.max_attempts,
         )
         updated = await self.service.journal.transition(
             original.txn_id, expected_from=tuple(allowed), to=Status.REVERSAL_PENDING,
@@ -213,16 +213,22 @@ class Lifecycle:
                 acceptor, stan, sent.get("37") if child_kind is Kind.CAPTURE else bank.next_rrn(),
                 self.service.clock.seconds(),
             )
+            plugin = self.service.plugin(bank)
+            if child_kind is Kind.CAPTURE:
+                if original.auth_code:
+                    request["38"] = original.auth_code
+                request[bank.profile.dialect.original_data_field] = original_data_elements(sent, bank.profile)
+                request = plugin.completion(request, sent)
+            else:
+                request = plugin.refund(request, sent)
         except BaseException:
             bank.release_stan(stan)
             raise
-        if original.auth_code and child_kind is Kind.CAPTURE:
-            request["38"] = original.auth_code
         return bank, request, new_txn_id()
 
     async def _exchange(
         self, bank: Any, original: Transaction, child_id: str, kind: Kind, request: Message, amount: int
-    ) -> Message | None:
+    ) -> BankAnswer | None:
         journal = self.service.journal
         card = journal.reveal_card(original.card) if original.card is not None else None
         try:
@@ -245,11 +251,7 @@ class Lifecycle:
                 await journal.transition(child_id, expected_from=(Status.PENDING,), to=Status.FAILED,
                                          reason="issuer_unavailable")
                 return None
-            saf = None
-            if kind is Kind.REFUND:
-                saf = SafDraft(connector=bank.name, kind=SafKind.REVERSAL,
-                               mti=mti_for(bank.profile.reversal, bank.profile.version),
-                               fields=reversal_template(request), card=card, max_attempts=bank.saf.max_attempts)
+            saf = self._refund_reversal(bank, kind, request, card)
             await journal.transition(child_id, expected_from=(Status.PENDING,), to=Status.TIMEOUT,
                                      reason="issuer_timeout", saf=saf)
             if saf is not None:
@@ -257,12 +259,24 @@ class Lifecycle:
             return None
         journal.append_message(txn_id=child_id, direction=Direction.IN, connector=bank.name, mti=response["t"],
                                fields=mask_message(response, bank.profile.dialect))
-        code = response.get("39")
-        outcome = bank.profile.responses.outcome(code)
-        status = {"approved": Status.APPROVED, "declined": Status.DECLINED}.get(outcome.status, Status.FAILED)
-        await journal.transition(child_id, expected_from=(Status.PENDING,), to=status, reason=outcome.reason,
-                                 response_code=code, rrn=response.get("37"), auth_code=response.get("38"))
-        return response
+        read = self.service.plugin(bank).read_response(request, response, bank.profile.responses)
+        status = {"approved": Status.APPROVED, "declined": Status.DECLINED}.get(read.status, Status.FAILED)
+        saf = self._refund_reversal(bank, kind, request, card) if read.uncertain else None
+        await journal.transition(child_id, expected_from=(Status.PENDING,), to=status, reason=read.reason,
+                                 response_code=read.response_code, rrn=read.rrn, auth_code=read.auth_code, saf=saf)
+        if saf is not None:
+            self.service.saf.kick(bank.name)
+        return read
+
+    def _refund_reversal(self, bank: Any, kind: Kind, request: Message, card: Any) -> SafDraft | None:
+        """A refund request the bank may have credited is reversed; a completion advice is not (its
+        repeat is the engine's business)."""
+        if kind is not Kind.REFUND:
+            return None
+        return SafDraft(connector=bank.name, kind=SafKind.REVERSAL,
+                        mti=mti_for(bank.profile.reversal, bank.profile.version),
+                        fields=reversal_template(request, bank.profile.dialect), card=card,
+                        max_attempts=bank.saf.max_attempts)
 
     async def _operationanswer(self, original: Transaction, child_id: str) -> dict[str, Any]:
         child = await self.service.journal.get_transaction(child_id)

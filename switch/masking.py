@@ -3,16 +3,34 @@
 PCI DSS 3.4.1 allows at most the BIN (first six) and the last four digits of a PAN
 to be displayed; everything else a dialect marks sensitive is replaced entirely, so a
 log line or a trace can be shared with a bank without leaking card data.
+
+A bank may also put card data where nobody expects it (a PAN echoed in field 34, 44
+or 63, track data in a private field).  `mask_message` therefore scans every other
+value too: a Luhn-valid run of 13-19 digits, unbroken or grouped by spaces or dashes,
+keeps only its first six and last four digits, and a value holding track data
+(``;PAN=YYMM...?``, ``%B...^``, or a bare ``PAN=YYMM...``) is masked entirely.  After
+masking nothing in the message looks like a PAN to the journal's guard, so such a
+message is still journalled, only masked.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Mapping
 
-from switch.cardcheck import mask_pan
+from switch.cardcheck import luhn_valid, mask_pan
 from switch.dialect import ALWAYS_SENSITIVE, Dialect
 
-__all__ = ["mask_pan", "mask_last4", "mask_full", "mask_message"]
+__all__ = ["mask_pan", "mask_last4", "mask_full", "mask_message", "mask_card_data"]
+
+_PAN_RUN = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])", re.ASCII)
+"""13 to 19 digits, each optionally separated from the next by one space or dash."""
+_TRACK = re.compile(
+    r"[;%]?B?[0-9]{12,19}[=^D][0-9]{4}"  # track 2 (``;PAN=YYMM``, ``PAN D YYMM``) or the start of track 1
+    r"|%[A-Z][0-9]{12,19}\^"  # track 1 format B: ``%BPAN^NAME^``
+    r"|[0-9]{12,19}\^[^^]{0,26}\^[0-9]{4}",  # track 1 without its sentinel: ``PAN^NAME^YYMM``
+    re.ASCII,
+)
 
 
 def mask_last4(value: str) -> str:
@@ -26,8 +44,25 @@ def mask_full(value: str) -> str:
 _STYLES = {"pan": mask_pan, "last4": mask_last4, "full": mask_full}
 
 
+def _mask_run(run: str) -> str:
+    """A digit run, separators kept: at most the first six and last four digits stay."""
+    digits = [i for i, char in enumerate(run) if char.isdigit()]
+    if not luhn_valid("".join(run[i] for i in digits)):
+        return run
+    hidden = set(digits[6:-4])
+    return "".join("*" if i in hidden else char for i, char in enumerate(run))
+
+
+def mask_card_data(value: str) -> str:
+    """``value`` with any card data it holds masked: track data entirely, a PAN down to six and four."""
+    if _TRACK.search(value) is not None:
+        return mask_full(value)
+    return _PAN_RUN.sub(lambda match: _mask_run(match.group()), value)
+
+
 def mask_message(message: Mapping[str, str], dialect: Dialect | None = None) -> dict[str, str]:
-    """A copy of an ISO message that is safe to log: sensitive fields masked."""
+    """A copy of an ISO message that is safe to log or journal: sensitive fields masked, and card
+    data found in any other field masked as well."""
     out = dict(message)
     fields = dialect.fields if dialect is not None else {}
     for number, value in message.items():
@@ -36,4 +71,6 @@ def mask_message(message: Mapping[str, str], dialect: Dialect | None = None) -> 
             out[number] = _STYLES[f.mask](value)
         elif number in ALWAYS_SENSITIVE:
             out[number] = mask_pan(value) if number == "2" else mask_full(value)
+        elif isinstance(value, str) and number != "t":
+            out[number] = mask_card_data(value)
     return out

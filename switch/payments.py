@@ -58,6 +58,7 @@ from switch.masking import mask_message
 from switch.metrics import MetricBundle
 from switch.mti import mti_for
 from switch.mux import LinkLost, MuxBusy, NoLinkAvailable, RequestTimeout
+from switch.responses import BankAnswer
 from switch.router import RouteQuery, Router
 from switch.saf import StoreAndForward
 from switch.status import API_STATUS, answer
@@ -254,10 +255,10 @@ class PaymentService:
         except (RequestTimeout, LinkLost) as e:
             return await self._uncertain(txn_id, kind, bank, message, req,
                                          "issuer_timeout" if isinstance(e, RequestTimeout) else "link_lost")
-        url = plugin.confirmation_url(response)
-        if url is not None and self.confirmations is not None:
-            return await self._awaiting_customer(txn_id, kind, bank, message, response, url)
-        return await self._answered(txn_id, kind, bank, req.amount, req.capture, response)
+        read = plugin.read_response(message, response, bank.profile.responses)
+        if read.confirmation_url is not None and self.confirmations is not None:
+            return await self._awaiting_customer(txn_id, kind, bank, message, response, read.confirmation_url)
+        return await self._answered(txn_id, kind, bank, req, message, response, read)
 
     async def _refused(self, req: AuthorizeRequest, h: bytes, kind: Kind, connector: str, reason: str) -> dict[str, Any]:
         txn = await self.journal.create_transaction(
@@ -289,24 +290,29 @@ class PaymentService:
         )
 
     async def _answered(
-        self, txn_id: str, kind: Kind, bank: Bank, amount: int, capture: bool, response: Message
+        self, txn_id: str, kind: Kind, bank: Bank, req: AuthorizeRequest, message: Message, response: Message,
+        read: BankAnswer,
     ) -> dict[str, Any]:
         self.journal.append_message(
             txn_id=txn_id, direction=Direction.IN, connector=bank.name, mti=response["t"],
             fields=mask_message(response, bank.profile.dialect),
         )
-        code = response.get("39")
-        outcome = bank.profile.responses.outcome(code)
-        changes: dict[str, Any] = {"response_code": code, "rrn": response.get("37"), "auth_code": response.get("38")}
-        if outcome.status == "approved":
+        changes: dict[str, Any] = {"response_code": read.response_code, "rrn": read.rrn, "auth_code": read.auth_code}
+        if read.uncertain:  # the bank may have moved money on an answer we cannot believe: reverse it
+            changes["saf"] = self._reversal(bank, message, req, "format_error")
+        if read.status == "approved":
+            amount = read.amount if read.amount is not None else req.amount
             changes["amount_authorized"] = amount
-            if capture:
+            if req.capture:
                 changes["amount_captured"] = amount
             status = Status.APPROVED
         else:
-            status = Status.DECLINED if outcome.status == "declined" else Status.FAILED
-        return await self._finish(txn_id, kind, bank, status, reason=outcome.reason,
-                                  forget_card=status is not Status.APPROVED, **changes)
+            status = Status.DECLINED if read.status == "declined" else Status.FAILED
+        result = await self._finish(txn_id, kind, bank, status, reason=read.reason,
+                                    forget_card=status is not Status.APPROVED, **changes)
+        if read.uncertain:
+            self.saf.kick(bank.name)
+        return result
 
     async def _awaiting_customer(
         self, txn_id: str, kind: Kind, bank: Bank, message: Message, response: Message, url: str
@@ -329,15 +335,18 @@ class PaymentService:
         self, txn_id: str, kind: Kind, bank: Bank, message: Message, req: AuthorizeRequest, cause: str
     ) -> dict[str, Any]:
         """The bank may have approved: answer timeout, and queue the reversal in the same commit."""
-        self.metrics.reversals_queued.labels(bank.name, cause).inc()
-        saf = SafDraft(
-            connector=bank.name, kind=SafKind.REVERSAL, mti=mti_for(bank.profile.reversal, bank.profile.version),
-            fields=reversal_template(message), card=sealed_instrument(req.instrument),
-            max_attempts=bank.saf.max_attempts,
-        )
+        saf = self._reversal(bank, message, req, cause)
         result = await self._finish(txn_id, kind, bank, Status.TIMEOUT, reason="issuer_timeout", saf=saf)
         self.saf.kick(bank.name)
         return result
+
+    def _reversal(self, bank: Bank, message: Message, req: AuthorizeRequest, cause: str) -> SafDraft:
+        self.metrics.reversals_queued.labels(bank.name, cause).inc()
+        return SafDraft(
+            connector=bank.name, kind=SafKind.REVERSAL, mti=mti_for(bank.profile.reversal, bank.profile.version),
+            fields=reversal_template(message, bank.profile.dialect), card=sealed_instrument(req.instrument),
+            max_attempts=bank.saf.max_attempts,
+        )
 
     async def _finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, **changes: Any) -> dict[str, Any]:
         txn = await self.journal.transition(txn_id, expected_from=(Status.PENDING,), to=status, **changes)

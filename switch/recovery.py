@@ -111,7 +111,7 @@ async def _never_sent(journal: Journal, txn: Any) -> None:
 
 async def reversal_draft(journal: Journal, txn: Any, bank: Any) -> SafDraft:
     """Rebuild the reversal from the journalled outgoing request and the sealed card."""
-    template = reversal_template(await journalled_request(journal, txn))
+    template = reversal_template(await journalled_request(journal, txn), bank.profile.dialect)
     card = journal.reveal_card(txn.card) if txn.card is not None else None
     return SafDraft(
         connector=txn.connector, kind=SafKind.REVERSAL, mti=mti_for(bank.profile.reversal, bank.profile.version),

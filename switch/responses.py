@@ -51,6 +51,7 @@ DEFAULT_1987: dict[str, Outcome] = {
     "03": _d("invalid_merchant"),
     "04": _d("pick_up_card"),
     "05": _d("do_not_honour"),
+    "10": Outcome(APPROVED, "approved"),  # approved for a partial amount: field 4 says how much
     "12": _d("invalid_transaction"),
     "13": _d("invalid_amount"),
     "14": _d("invalid_card"),
@@ -77,6 +78,7 @@ DEFAULT_1987: dict[str, Outcome] = {
 DEFAULT_1993: dict[str, Outcome] = {
     "000": Outcome(APPROVED, "approved"),
     "001": Outcome(APPROVED, "approved"),
+    "002": Outcome(APPROVED, "approved"),  # approved for a partial amount: field 4 says how much
     "100": _d("do_not_honour"),
     "101": _d("expired_card"),
     "102": _d("suspected_fraud"),
@@ -107,12 +109,18 @@ UNKNOWN = Outcome(DECLINED, "declined_unknown_code")
 
 @dataclass(frozen=True)
 class ResponseTable:
+    """How a connector's answers read: its codes, and whether it may approve less than asked
+    (``partial_approvals``; otherwise an approval echoing a smaller amount is a format error)."""
+
     codes: Mapping[str, Outcome]
+    partial_approvals: bool = False
 
     @classmethod
-    def for_version(cls, version: int, overrides: Mapping[str, Outcome] | None = None) -> ResponseTable:
+    def for_version(
+        cls, version: int, overrides: Mapping[str, Outcome] | None = None, partial_approvals: bool = False
+    ) -> ResponseTable:
         base = DEFAULT_1987 if version == 1987 else DEFAULT_1993
-        return cls({**base, **(overrides or {})})
+        return cls({**base, **(overrides or {})}, partial_approvals)
 
     def outcome(self, code: str | None) -> Outcome:
         """Unknown codes decline (never approve): money only moves on a code we understand."""

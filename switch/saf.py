@@ -150,7 +150,8 @@ class StoreAndForward:
             original["2"] = card.pan
             if card.expiry:
                 original["14"] = card.expiry
-        return reversal_request(original, bank.profile, stan, self.clock.seconds(), repeat=repeat)
+        message = reversal_request(original, bank.profile, stan, self.clock.seconds(), repeat=repeat)
+        return bank.plugin.reversal_message(message, original)
 
     async def _send(self, bank: Any, item: SafItem) -> None:
         options: SafOptions = bank.saf

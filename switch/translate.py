@@ -179,14 +179,22 @@ def carries_accounts(dialect: Dialect) -> bool:
     return spec is not None and spec.sensitive
 
 
-ORIGINAL_KEYS = ("2", "3", "4", "7", "11", "12", "13", "14", "32", "37", "41", "42", "49", ACCOUNT_FIELD)
+PRIVATE_KEYS = ("48", "63")
+"""Private fields a connector plugin may rebuild a later message from (angkor's wallet provider TLV in 63)."""
+ORIGINAL_KEYS = ("2", "3", "4", "7", "11", "12", "13", "14", "32", "37", "41", "42", "49", ACCOUNT_FIELD, *PRIVATE_KEYS)
 """Fields of an original request kept (card or account sealed) so a reversal can be built after a crash."""
 
 
-def reversal_template(original: Mapping[str, str]) -> dict[str, str]:
+def reversal_template(original: Mapping[str, str], dialect: Dialect | None = None) -> dict[str, str]:
     """The original request's identifying fields, PAN, expiry and account masked: what a queued
-    reversal keeps in the journal (store-and-forward puts the sealed card back at send time)."""
-    template = mask_message({k: v for k, v in original.items() if k in ORIGINAL_KEYS or k == "t"})
+    reversal keeps in the journal (store-and-forward puts the sealed card back at send time).
+
+    A private field (`PRIVATE_KEYS`) is kept only when the bank's ``dialect`` says it is not
+    sensitive: field 48 is the CVV in the generic dialects, and a masked value helps no plugin."""
+    fields = dialect.fields if dialect is not None else {}
+    kept = {k: v for k, v in original.items()
+            if k == "t" or (k in ORIGINAL_KEYS and (k not in PRIVATE_KEYS or (k in fields and not fields[k].sensitive)))}
+    template = mask_message(kept, dialect)
     if ACCOUNT_FIELD in template:
         template[ACCOUNT_FIELD] = mask_last4(original[ACCOUNT_FIELD])
     return template

@@ -26,6 +26,10 @@ class Faults:
     - ``garbage_every``: every Nth answer is replaced by a frame that does not decode.
     - ``decline_all``: answer every authorization and financial request with this code,
       without touching the ledger.
+    - ``answer_fields``: (field, value) pairs written over the answer to every
+      authorization and financial request after the ledger moved: a host echoing
+      another amount (``("4", "000000009999")``), a blank or NUL response code, card
+      data in an unexpected field.
     """
 
     delay: float = 0.0
@@ -34,6 +38,7 @@ class Faults:
     disconnect_after: int | None = None
     garbage_every: int | None = None
     decline_all: str | None = None
+    answer_fields: tuple[tuple[str, str], ...] = ()
 
     def check(self, version: int) -> None:
         """Raise ValueError naming the first setting that cannot work with this dialect version."""
@@ -47,3 +52,6 @@ class Faults:
                 raise ValueError(f"{name}: got {value}; expected a count of 1 or more")
         if self.decline_all is not None:
             wire_code(self.decline_all, version)
+        for number, value in self.answer_fields:
+            if not (isinstance(number, str) and number.isdigit() and 2 <= int(number) <= 128 and isinstance(value, str)):
+                raise ValueError(f"answer_fields: got field {number!r}; expected (field number 2 to 128, text) pairs")

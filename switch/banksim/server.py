@@ -191,7 +191,8 @@ class BankSim:
         if "seed" in changes:
             self._random.seed(faults.seed)
         self._faults = faults
-        log.info("banksim_faults", bank=self.options.name, **vars(faults))
+        log.info("banksim_faults", bank=self.options.name,
+                 **{**vars(faults), "answer_fields": mask_message(dict(faults.answer_fields))})
         return faults
 
     # -- customer confirmation ------------------------------------------------------------
@@ -329,6 +330,8 @@ class BankSim:
                 log.warning("banksim_unexpected_response", bank=self.options.name, peer=connection.peer_name, mti=mti)
                 return
             answer = self.issuer.answer(request, decline_all=faults.decline_all)
+            if faults.answer_fields and mti[1] in "12" and mti[2] == "0":
+                answer = {**answer, **dict(faults.answer_fields)}
             if not is_network(mti) and self._random.random() < faults.drop_ratio:
                 log.info("banksim_fault", bank=self.options.name, fault="drop", mti=mti, stan=request.get("11"),
                          rc=answer.get("39"))

@@ -258,6 +258,8 @@ def test_bad_fault_setting_is_refused_and_changes_nothing(banks):
         bank.sim.set_faults(delay=1, drop_ratio=2)
     with pytest.raises(ValueError, match="1987 dialect expects two"):
         bank.sim.set_faults(decline_all="100")
+    with pytest.raises(ValueError, match="answer_fields: got field '1'"):
+        bank.sim.set_faults(answer_fields=(("4", "000000000001"), ("1", "x")))
     assert bank.sim.faults == Faults()
 
 

@@ -71,3 +71,31 @@ def test_tlv_round_trips():
 def test_truncated_tlv_is_refused():
     with pytest.raises(ValueError, match="malformed TLV at offset 0"):
         parse_tlv("01010abc")
+
+
+def test_base_plugin_leaves_completions_refunds_reversals_and_network_messages_alone():
+    plugin = ConnectorPlugin(ANGKOR)
+    original = {"t": "0200", "2": CARD.pan, "63": "WP009TRUEMONEY"}
+    for hook in (plugin.completion, plugin.refund, plugin.reversal_message):
+        assert hook({"t": "0420", "11": "000002"}, original) == {"t": "0420", "11": "000002"}
+    assert plugin.network({"t": "0800", "70": "301"}) == {"t": "0800", "70": "301"}
+
+
+def test_angkor_repeats_the_wallet_provider_in_completions_refunds_and_reversals():
+    angkor = plugin_class("angkor")(ANGKOR)
+    from_field_63 = {"t": "0200", "102": "TRUEMONEY:0812345678", "63": "WP009TRUEMONEY"}
+    from_account_only = {"t": "0200", "2": "TRUEMONEY:0812345678", "102": "****5678"}  # as store-and-forward unseals
+    for original in (from_field_63, from_account_only):
+        for hook in (angkor.completion, angkor.refund, angkor.reversal_message):
+            assert parse_tlv(hook({"t": "0420"}, original)["63"]) == {"WP": "TRUEMONEY"}
+    card_original = {"t": "0200", "2": CARD.pan}
+    assert "63" not in angkor.reversal_message({"t": "0420"}, card_original)
+
+
+def test_sakura_names_the_merchant_in_refunds_and_completions_but_not_in_reversals():
+    sakura = plugin_class("sakura")(SAKURA)
+    original = {"t": "1200", "48": "[40 masked]"}
+    refund = {"t": "1200", "3": "200000", "43": "E2E SHOP               PHNOM PENH    KH"}
+    assert parse_tlv(sakura.refund(dict(refund), original)["48"]) == {"01": "E2E SHOP"}
+    assert parse_tlv(sakura.completion({**refund, "t": "1220"}, original)["48"]) == {"01": "E2E SHOP"}
+    assert "48" not in sakura.reversal_message({"t": "1420"}, original)

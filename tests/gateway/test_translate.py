@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 from switch.dialect import load_dialect
 from switch.responses import ResponseTable
 from switch.api.model import CardInstrument
-from switch.translate import AcquirerProfile, Acceptor, financial_request, reversal_request
+from switch.translate import AcquirerProfile, Acceptor, financial_request, reversal_request, reversal_template
 
 NOW = datetime(2026, 11, 23, 11, 30, 5, tzinfo=timezone.utc).timestamp()
 ACCEPTOR = Acceptor("5999", "WEB00001", "000000000100001", "KSWITCH DEMO SHOP", "PHNOM PENH", "KH")
@@ -46,3 +47,14 @@ def test_1993_sale_and_reversal():
     r = reversal_request(original, p, "000008", NOW, repeat=False)
     assert r["t"] == "1420" and r["56"] == "1100" "000007" "261123113005" "06" "400001"
     p.dialect.decode(p.dialect.encode(r))
+
+
+def test_reversal_template_keeps_the_private_fields_the_dialect_does_not_call_sensitive():
+    sakura = load_dialect(Path(__file__).resolve().parents[2] / "specs" / "dialects" / "sakura.toml")
+    original = {"t": "1200", "2": "4111111111111111", "14": "3012", "4": "000000001250", "11": "000007",
+                "48": "01008E2E SHOP", "63": "WP009TRUEMONEY", "126": "123", "43": "E2E SHOP"}
+    assert reversal_template(original, sakura) == {"t": "1200", "2": "411111******1111", "14": "[4 masked]",
+                                                   "4": "000000001250", "11": "000007", "63": "WP009TRUEMONEY"}
+    card_in_48 = {"t": "0200", "2": "4111111111111111", "48": "123", "63": "WP009TRUEMONEY"}  # 48 is the CVV here
+    assert "48" not in reversal_template(card_in_48, load_dialect("iso87ascii"))
+    assert "48" not in reversal_template(card_in_48) and "63" not in reversal_template(card_in_48)
