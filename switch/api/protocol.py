@@ -22,7 +22,6 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from switch import cardcheck
 from switch.api.answers import STATUSES
 from switch.api.config import ApiConfig
 from switch.api.errors import ApiError, ErrorCode
@@ -198,7 +197,7 @@ class ApiProtocol(Protocol):
         metrics.requests.labels(exchange.op, status).inc()
         metrics.duration.labels(exchange.op).observe(duration)
         fields: dict[str, object] = {
-            "request_id": _loggable_id(exchange.request_id),
+            "request_id": exchange.request_id,
             "op": exchange.op,
             "status": status,
             "client": self.session.client_name,
@@ -329,7 +328,3 @@ def describe_address(address: IAddress | None) -> str:
     if host is None:
         return "unix" if address is not None else "unknown"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _loggable_id(value: RequestId | None) -> object:
-    return cardcheck.redact_pans(value) if isinstance(value, str) else value
