@@ -44,7 +44,7 @@ def test_a_connection_that_never_says_hello_is_closed_after_the_hello_timeout():
 
 
 def test_a_successful_hello_cancels_the_hello_timeout():
-    clock, _, _, protocol, transport = connect(ApiLimits(hello_timeout=30))
+    clock, _, _, protocol, transport = connect(ApiLimits(hello_timeout=30, idle_timeout=0))
     send(protocol, {"id": 1, "op": "hello", "client": "web-1", "token": WEB1_TOKEN})
     clock.advance(3600)
     assert not transport.disconnecting
