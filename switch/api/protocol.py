@@ -101,6 +101,7 @@ class ApiProtocol(Protocol):
             self._paused = False
             if self._line_started is not None:  # the client may have been waiting for us to read
                 self._line_started = self.factory.reactor.seconds()
+                self._watch()
             self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
