@@ -132,6 +132,7 @@ def handle_hello(request: HelloRequest, ctx: OpContext) -> Answer:
         "protocol": PROTOCOL_VERSION,
         "max_line_bytes": limits.max_line_bytes,
         "max_in_flight": limits.max_in_flight,
+        "idle_timeout": limits.idle_timeout,
     }
 
 

@@ -57,6 +57,7 @@ def test_hello_answers_who_the_client_is_and_what_it_may_use(server):
         "protocol": 1,
         "max_line_bytes": 65536,
         "max_in_flight": 256,
+        "idle_timeout": 300.0,
     }
     again = yield client.hello()
     assert again == answer
