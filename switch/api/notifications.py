@@ -23,7 +23,6 @@ from switch.api.protocol import ApiFactory, ApiProtocol
 from switch.api.session import Session
 from switch.api.validate import ENVELOPE_FIELDS, IDENTIFIER, IDENTIFIER_EXPECTED, Fields, invalid, json_type
 from switch.api.wire import encode
-from switch.cardcheck import redact_pans
 from switch.journal.models import Event
 from switch.notify import EventsNotFound, Notifier
 
@@ -125,8 +124,7 @@ class NotifyingApiFactory(ApiFactory):
         client = ctx.authenticated_client()
         for merchant_id in sorted(request.merchant_ids or ()):
             if merchant_id not in client.merchant_ids:
-                shown = redact_pans(merchant_id)
-                raise ApiError(ErrorCode.FORBIDDEN, f"this client may not see merchant {shown!r}",
+                raise ApiError(ErrorCode.FORBIDDEN, f"this client may not see merchant {merchant_id!r}",
                                field="merchant_ids")
         wanted = request.merchant_ids or client.merchant_ids
         name = client.name

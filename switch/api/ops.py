@@ -14,7 +14,6 @@ from typing import Any, Generic, Protocol, TypeVar
 import structlog
 from twisted.internet.defer import Deferred, maybeDeferred
 
-from switch import cardcheck
 from switch.api.answers import FINAL_STATUSES, transaction_answer
 from switch.api.config import ApiConfig, ClientConfig, MerchantConfig
 from switch.api.errors import ApiError, ErrorCode
@@ -61,8 +60,7 @@ class OpContext:
     def merchant(self, merchant_id: str, field: str = "merchant_id") -> MerchantConfig:
         """The merchant if this client may use it; unknown and not-allowed look the same to the client."""
         if merchant_id not in self.authenticated_client().merchant_ids:
-            shown = cardcheck.redact_pans(merchant_id)
-            raise ApiError(ErrorCode.FORBIDDEN, f"this client may not use merchant {shown!r}", field=field)
+            raise ApiError(ErrorCode.FORBIDDEN, f"this client may not use merchant {merchant_id!r}", field=field)
         return self.config.merchants[merchant_id]
 
 

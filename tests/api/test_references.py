@@ -62,6 +62,7 @@ async def test_status_of_an_unknown_txn_id_that_passes_luhn_is_not_found(env):
         assert error_of(await client.call({"id": 1, "op": "status", "txn_id": txn_id})) == ("not_found", "txn_id")
     answer = await client.call({"id": 2, "op": "status", "merchant_id": "M100", "order_id": "4012 8888 8888 1881"})
     assert error_of(answer) == ("not_found", "order_id")
+    assert "8888 8888" not in answer["error"]["message"]  # error messages never repeat a card number
 
 
 @pytest.mark.parametrize(
