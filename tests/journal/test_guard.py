@@ -17,7 +17,9 @@ from switch.masking import mask_message
 VISA = "4111111111111111"
 
 pans = st.text(alphabet="0123456789", min_size=12, max_size=18).map(lambda body: body + luhn_check_digit(body))
-visa_numbers = st.text(alphabet="0123456789", min_size=14, max_size=14).map(lambda b: "4" + b + luhn_check_digit("4" + b))
+visa_numbers = st.text(alphabet="0123456789", min_size=14, max_size=14).map(
+    lambda body: "4" + body + luhn_check_digit("4" + body)
+)
 not_digits = st.text(alphabet=st.characters(blacklist_categories=("Nd", "Cs")), max_size=20)
 
 
