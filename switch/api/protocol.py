@@ -280,7 +280,7 @@ class ApiProtocol(Protocol):
         firing early just re-arms it (see `_watchdog_fired`).
         """
         deadline = self._next_deadline()
-        if deadline is None:
+        if deadline is None or self._closing or not self._connected:
             return
         if self._watchdog is not None and self._watchdog.active():
             if self._watchdog.getTime() <= deadline + _SLACK:

@@ -164,3 +164,12 @@ def test_a_failed_hello_restarts_the_hello_timeout():
     clock.advance(0.1)
     assert transport.disconnecting
     assert [a["error"]["code"] for a in answers(transport)[1:]] == ["unauthenticated", "unauthenticated"]
+
+
+def test_an_answer_after_the_client_left_arms_no_timer():
+    clock, service, _, protocol, transport = connect(ApiLimits(idle_timeout=60))
+    send(protocol, {"id": 1, "op": "hello", "client": "web-1", "token": WEB1_TOKEN})
+    send(protocol, authorize_request(id=2, order_id="hold-1"))
+    protocol.connectionLost()
+    service.release("hold-1")
+    assert clock.getDelayedCalls() == []
