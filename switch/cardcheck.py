@@ -24,6 +24,9 @@ SCAN_MIN_DIGITS = 13
 # Digit groups joined by single spaces or dashes; a lone group is an unbroken run.
 _GROUPED_DIGITS = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*", re.ASCII)
 _GROUP = re.compile(r"[0-9]+", re.ASCII)
+# A necessary condition, checked first because most text has no such run: 13 digits in a row,
+# single spaces or dashes allowed between them.
+_CANDIDATE = re.compile(r"[0-9](?:[ -]?[0-9]){12}", re.ASCII)
 # The lengths each scheme of `scheme` issues; with the prefix they make a run plausible as a card.
 SCHEME_LENGTHS: dict[str, frozenset[int]] = {
     "visa": frozenset({13, 16, 19}),
@@ -102,8 +105,15 @@ def _card_number_positions(text: str) -> Iterator[list[int]]:
                         yield positions
 
 
+def may_hold_card_number(text: str) -> bool:
+    """A quick test that is False for most text: True when 13 digits could form a run `card_numbers` finds."""
+    return len(text) >= SCAN_MIN_DIGITS and _CANDIDATE.search(text) is not None
+
+
 def card_numbers(text: str) -> Iterator[str]:
     """The digits of every Luhn-valid 13-19 digit run in ``text``, unbroken or grouped by spaces or dashes."""
+    if not may_hold_card_number(text):
+        return
     for positions in _card_number_positions(text):
         yield "".join(text[i] for i in positions)
 
@@ -124,6 +134,8 @@ def redact_pans(text: str) -> str:
     Separators stay in place. Masking repeats until nothing is found, because digits
     left visible by one mask could form a new window with their neighbours.
     """
+    if not may_hold_card_number(text):
+        return text
     while True:
         hidden = {i for positions in _card_number_positions(text) for i in positions[6:-4]}
         if not hidden:

@@ -3,11 +3,11 @@
 Every component logs through ``structlog.get_logger(...)`` with an event name and
 key/value pairs; card data should already be masked (see `switch.masking`) before it
 reaches a log call. Because log calls also carry strings from outside (request ids,
-field names, order ids, hello names, bank fields), the last processor before the
-renderer masks every card number `switch.cardcheck.card_numbers` finds in any key or
-value, whatever its type, and rendering never raises: a log call must not be able to
-break the request that made it (a lone surrogate in a request id, an object whose
-``__str__`` fails).
+field names, order ids, hello names, bank fields), rendering masks every card number
+`switch.cardcheck.card_numbers` finds in any key or value, whatever its type
+(`redact_card_numbers`), and never raises: a log call must not be able to break the
+request that made it (a lone surrogate in a request id, an object whose ``__str__``
+fails).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import IO, Any, Literal
 import orjson
 import structlog
 
-from switch.cardcheck import SCAN_MIN_DIGITS, redact_pans
+from switch.cardcheck import SCAN_MIN_DIGITS, may_hold_card_number, redact_pans
 
 LogFormat = Literal["auto", "json", "console"]
 _NATIVE = (bool, type(None), datetime.date, datetime.time, uuid.UUID)
@@ -59,8 +59,7 @@ def processors(fmt: Literal["json", "console"], colors: bool = False) -> list[st
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
-        redact_card_numbers,
-        _NeverRaising(renderer),
+        _SafeRenderer(renderer),
     ]
 
 
@@ -75,12 +74,14 @@ def redact_card_numbers(_logger: Any, _method: str, event: dict[str, Any]) -> di
 
 
 def _redact_key(key: Any) -> Any:
-    return redact_pans(key) if isinstance(key, str) else _redact(key, _MAX_DEPTH)
+    if isinstance(key, str):
+        return redact_pans(key) if may_hold_card_number(key) else key
+    return _redact(key, _MAX_DEPTH)
 
 
 def _redact(value: Any, depth: int) -> Any:
     if isinstance(value, str):
-        return redact_pans(value)
+        return redact_pans(value) if may_hold_card_number(value) else value
     if isinstance(value, _NATIVE):
         return value
     if isinstance(value, int | float):
@@ -104,21 +105,31 @@ def _text(value: object) -> str:
         return f"<unprintable {type(value).__name__}>"
 
 
-class _NeverRaising:
-    """Wraps the renderer: whatever it fails on still becomes one writable line."""
+class _SafeRenderer:
+    """Wraps the renderer: every event becomes one writable line with card numbers masked.
+
+    The rendered line is checked first, because almost no line holds 13 digits in a
+    row; only one that does is rendered again from a masked copy of the event. Whatever
+    the renderer fails on still becomes a line.
+    """
 
     def __init__(self, renderer: structlog.typing.Processor) -> None:
         self._renderer = renderer
 
     def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> str:
-        try:
-            rendered = self._renderer(logger, method, event)
-            text = rendered if isinstance(rendered, str) else _text(rendered)
-        except Exception as e:
-            fields = {_text(key): _text(value) for key, value in event.items()}
-            text = json.dumps({**fields, "log_render_error": type(e).__name__}, ensure_ascii=True)
+        text = self._render(logger, method, dict(event))  # a copy: the console renderer pops keys
+        if may_hold_card_number(text):
+            text = self._render(logger, method, redact_card_numbers(logger, method, event))
         # A lone surrogate cannot be written to a UTF-8 stream: escape it instead.
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+    def _render(self, logger: Any, method: str, event: dict[str, Any]) -> str:
+        try:
+            rendered = self._renderer(logger, method, event)
+            return rendered if isinstance(rendered, str) else _text(rendered)
+        except Exception as e:
+            fields = {_text(key): _text(value) for key, value in event.items()}
+            return json.dumps({**fields, "log_render_error": type(e).__name__}, ensure_ascii=True)
 
 
 def _json(event: dict[str, Any], **_: Any) -> str:
