@@ -142,3 +142,24 @@ def test_a_failed_second_hello_de_authenticates_the_connection(server):
     answer = yield client.request({"id": 4, "op": "status", "txn_id": still["txn_id"]})
     assert answer["ok"] and answer["status"] == "approved"
     assert len(server.service.calls) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_de_authenticated_subscription_delivers_nothing_until_hello_succeeds(tmp_path):
+    from tests.e2e.harness import TOKEN, start_env, stop_env
+    from tests.e2e.test_notifications import reversed_payment, subscriber
+
+    env = await start_env(tmp_path, request_timeout=0.5)
+    try:
+        watched, _ = await subscriber(env)
+        witness, _ = await subscriber(env)
+        wrong = await watched.call({"id": "h2", "op": "hello", "client": "web-1", "token": "wrong-token"})
+        assert error_of(wrong) == ("unauthenticated", None)
+        await reversed_payment(env)
+        pushed = await witness.push()  # the event exists and reaches the authenticated subscriber
+        assert await watched.quiet() == []
+        again = await watched.call({"id": "h3", "op": "hello", "client": "web-1", "token": TOKEN})
+        assert again["ok"]
+        assert await watched.push() == pushed
+    finally:
+        await stop_env(env)
