@@ -94,7 +94,7 @@ def test_card_numbers_in_any_field_are_masked_in_the_log_lines(server, log_lines
     logged = request_events(lines)
     assert len(logged) == 8
     assert logged[0]["request_id"] == "401288******1881" and logged[0]["client_name"] == "401288******1881"
-    assert logged[2]["order_id"] == "1234 56** **** 3452"
+    assert logged[2]["order_id"] == "1234 56** **** 3452" and logged[2]["request_id"] == "401288******1881"
     assert logged[3]["merchant"] == logged[4]["store"] == logged[5]["bank"] == logged[6]["txn_id"] == "401288******1881"
     assert logged[7]["request_id"] == "id-401288******1881"
 
