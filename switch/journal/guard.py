@@ -32,6 +32,8 @@ from switch.journal.errors import CardDataRefused, InvalidRecord
 from switch.journal.panscan import holds_card_number
 
 _BYTE_DIGIT_RUN = re.compile(rb"(?<![0-9])[0-9]{13,19}(?![0-9])")
+# Columns, query parameters and payload keys that hold references: never scanned for card numbers.
+# A query must name its parameter after the column it compares (``:order_id``, not ``:key``).
 REFERENCE_NAMES = frozenset(
     {"txn_id", "parent_txn_id", "merchant_id", "store_id", "order_id", "idempotency_key", "client_id", "connector"}
 )
