@@ -3,17 +3,39 @@
 These run before anything is sent to a bank, so a typo is refused with a clear
 message instead of costing a round trip and an issuer decline. Masking follows
 PCI DSS 3.4.1: a displayed PAN shows at most the first six and last four digits.
+
+This module also owns the one scanner for card numbers inside free text
+(`card_numbers`): a Luhn-valid run of 13-19 digits, unbroken or written in groups
+separated by single spaces or dashes (``4012 8888 8888 1881``, ``3782-822463-10005``).
+Logs mask what it finds (`redact_pans`), the suite's log scan and the journal's guard
+look for it, and `plausible_card_number` narrows it to what a card scheme issues.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 PAN_MIN_DIGITS = 12
 PAN_MAX_DIGITS = 19
 
 _EXPIRY = re.compile(r"\d\d(0[1-9]|1[0-2])")
-_PAN_LIKE = re.compile(r"(?<!\d)[1-9]\d{11,18}(?!\d)")
+SCAN_MIN_DIGITS = 13
+# Digit groups joined by single spaces or dashes; a lone group is an unbroken run.
+_GROUPED_DIGITS = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*", re.ASCII)
+_GROUP = re.compile(r"[0-9]+", re.ASCII)
+# A necessary condition, checked first because most text has no such run: 13 digits in a row,
+# single spaces or dashes allowed between them.
+_CANDIDATE = re.compile(r"[0-9](?:[ -]?[0-9]){12}", re.ASCII)
+# The lengths each scheme of `scheme` issues; with the prefix they make a run plausible as a card.
+SCHEME_LENGTHS: dict[str, frozenset[int]] = {
+    "visa": frozenset({13, 16, 19}),
+    "mastercard": frozenset({16}),
+    "amex": frozenset({15}),
+    "jcb": frozenset(range(16, 20)),
+    "unionpay": frozenset(range(16, 20)),
+    "discover": frozenset(range(16, 20)),
+}
 
 
 def luhn_valid(number: str) -> bool:
@@ -59,13 +81,66 @@ def mask_pan(pan: str) -> str:
     return "*" * length
 
 
-def redact_pans(text: str) -> str:
-    """Mask every run of 12–19 digits that passes Luhn, for free text bound for a log.
+def _card_number_positions(text: str) -> Iterator[list[int]]:
+    """For each Luhn-valid window of 13-19 digits, the positions of its digits in ``text``.
 
-    Runs with a leading zero are left alone: no card number starts with 0 (MII 0
-    is not issued), but zero-padded RRNs and amounts do.
+    A window is a whole unbroken run, or consecutive whole groups of a grouped run; a
+    run of 20 or more digits is no card number (ISO 8583 field 90 is 42 digits).
     """
-    return _PAN_LIKE.sub(lambda m: mask_pan(m.group()) if luhn_valid(m.group()) else m.group(), text)
+    for match in _GROUPED_DIGITS.finditer(text):
+        run = match.group()
+        if len(run) - run.count(" ") - run.count("-") < SCAN_MIN_DIGITS:
+            continue
+        offset = match.start()
+        groups = [(offset + group.start(), offset + group.end()) for group in _GROUP.finditer(run)]
+        for first in range(len(groups)):
+            count = 0
+            for last in range(first, len(groups)):
+                count += groups[last][1] - groups[last][0]
+                if count > PAN_MAX_DIGITS:
+                    break
+                if count >= SCAN_MIN_DIGITS:
+                    positions = [i for start, end in groups[first : last + 1] for i in range(start, end)]
+                    if luhn_valid("".join(text[i] for i in positions)):
+                        yield positions
+
+
+def may_hold_card_number(text: str) -> bool:
+    """A quick test that is False for most text: True when 13 digits could form a run `card_numbers` finds."""
+    return len(text) >= SCAN_MIN_DIGITS and _CANDIDATE.search(text) is not None
+
+
+def card_numbers(text: str) -> Iterator[str]:
+    """The digits of every Luhn-valid 13-19 digit run in ``text``, unbroken or grouped by spaces or dashes."""
+    if not may_hold_card_number(text):
+        return
+    for positions in _card_number_positions(text):
+        yield "".join(text[i] for i in positions)
+
+
+def plausible_card_number(digits: str) -> bool:
+    """A Luhn-valid number with a card scheme's prefix and one of that scheme's lengths.
+
+    Epoch-millisecond timestamps (``1732871234560``), sequential and date-prefixed
+    order numbers pass Luhn one time in ten but carry no scheme's prefix.
+    """
+    lengths = SCHEME_LENGTHS.get(scheme(digits) or "")
+    return lengths is not None and len(digits) in lengths and luhn_valid(digits)
+
+
+def redact_pans(text: str) -> str:
+    """``text`` with every run `card_numbers` finds masked to its first six and last four digits.
+
+    Separators stay in place. Masking repeats until nothing is found, because digits
+    left visible by one mask could form a new window with their neighbours.
+    """
+    if not may_hold_card_number(text):
+        return text
+    while True:
+        hidden = {i for positions in _card_number_positions(text) for i in positions[6:-4]}
+        if not hidden:
+            return text
+        text = "".join("*" if i in hidden else char for i, char in enumerate(text))
 
 
 def valid_expiry(expiry: str) -> bool:

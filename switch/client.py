@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import socket
+import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -179,7 +180,9 @@ class BlockingClient(Operations[Answer]):
     """Synchronous client; connects on first use and says hello when given ``client`` and ``token``.
 
     After a timeout or a broken connection the socket is closed, and the next
-    call connects again (and says hello again).
+    call connects again (and says hello again). So does a call after the connection
+    has been unused for the ``idle_timeout`` the switch announced in its hello answer,
+    since the switch has closed it meanwhile.
     """
 
     def __init__(
@@ -204,6 +207,8 @@ class BlockingClient(Operations[Answer]):
         self._ids = itertools.count(1)
         self._socket: socket.socket | None = None
         self._reader: Any = None
+        self._idle_timeout = 0.0
+        self._last_used = 0.0
 
     @classmethod
     def from_description(cls, description: str = DEFAULT_CONNECT, **options: Any) -> BlockingClient:
@@ -226,6 +231,8 @@ class BlockingClient(Operations[Answer]):
 
     def call(self, op: str, **fields: Any) -> Answer:
         """Send any op and wait for its answer fields; raises `KSwitchError`."""
+        if self._socket is not None and self._idle_timeout and time.monotonic() - self._last_used >= self._idle_timeout:
+            self.close()
         if self._socket is None:
             self._connect()
         return answer_fields(self._exchange(op, fields))
@@ -252,10 +259,12 @@ class BlockingClient(Operations[Answer]):
         if self._credentials is not None:
             client, token = self._credentials
             try:
-                answer_fields(self._exchange("hello", {"client": client, "token": token}))
+                hello = answer_fields(self._exchange("hello", {"client": client, "token": token}))
             except KSwitchError:
                 self.close()
                 raise
+            idle = hello.get("idle_timeout")
+            self._idle_timeout = float(idle) if isinstance(idle, int | float) and not isinstance(idle, bool) else 0.0
 
     def _exchange(self, op: str, fields: dict[str, Any]) -> Answer:
         assert self._socket is not None
@@ -271,6 +280,7 @@ class BlockingClient(Operations[Answer]):
                     raise KSwitchConnectionError("connection_lost", f"the switch closed the connection during {op}")
                 answer = decode_answer(line)
                 if answer.get("id") == request_id:
+                    self._last_used = time.monotonic()
                     return answer
                 error = connection_error(answer)
                 if error is not None:

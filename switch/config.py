@@ -111,6 +111,8 @@ def load_config(path: Path | str | None = None) -> SwitchConfig:
         max_in_flight=api_t.int("max_in_flight", 256, lo=1),
         max_connections=api_t.int("max_connections", 1024, lo=1),
         hello_timeout=api_t.float("hello_timeout", 30.0),
+        line_timeout=api_t.float("line_timeout", 30.0),
+        idle_timeout=api_t.float("idle_timeout", 300.0),
     )
     api_t.done()
 

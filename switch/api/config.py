@@ -66,8 +66,14 @@ class MerchantConfig:
 class ApiLimits:
     """Per-connection and per-listener limits; defaults suit a web tier with connection pools.
 
-    ``hello_timeout`` (seconds, 0 disables) bounds how long a connection may stay
-    unauthenticated, so idle sockets from strangers cannot exhaust file descriptors.
+    Timeouts are in seconds and 0 disables them; together they keep a connection slot
+    from being held by someone who sends nothing useful:
+
+    * ``hello_timeout`` bounds how long a connection may stay unauthenticated;
+    * ``line_timeout`` bounds how long a request line may take from its first byte to
+      its newline (a client sending one byte a second);
+    * ``idle_timeout`` bounds how long an authenticated connection may go without a
+      line (``ping`` or a blank line keep it open) while no request is in flight.
     """
 
     max_line_bytes: int = 64 * 1024
@@ -75,13 +81,16 @@ class ApiLimits:
     max_connections: int = 1024
     hello_timeout: float = 30.0
     max_failed_hellos: int = 3
+    line_timeout: float = 30.0
+    idle_timeout: float = 300.0
 
     def __post_init__(self) -> None:
         for name in ("max_line_bytes", "max_in_flight", "max_connections", "max_failed_hellos"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.hello_timeout < 0:
-            raise ValueError("hello_timeout must not be negative")
+        for name in ("hello_timeout", "line_timeout", "idle_timeout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
 
 
 _NO_SUCH_CLIENT = hashlib.sha256(b"kswitch: no such client").digest()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from switch.cardcheck import redact_pans
+
 
 class ErrorCode(StrEnum):
     """Error codes a client may receive in ``error.code``; the spec lists when each happens."""
@@ -24,8 +26,9 @@ class ErrorCode(StrEnum):
 class ApiError(Exception):
     """Raised by validators, handlers and the payment service to answer ``ok: false``.
 
-    ``message`` is shown to the web tier as is, so it must not contain card data
-    or internal details; ``field`` is the dotted path of the offending request field.
+    ``message`` is shown to the web tier, so it must not contain internal details;
+    a card number in it (say, a request value echoed back) is masked on the way out.
+    ``field`` is the dotted path of the offending request field.
     """
 
     def __init__(self, code: ErrorCode | str, message: str, field: str | None = None) -> None:
@@ -35,7 +38,7 @@ class ApiError(Exception):
         self.field = field
 
     def as_answer(self) -> dict[str, object]:
-        return {"code": self.code.value, "field": self.field, "message": self.message}
+        return {"code": self.code.value, "field": self.field, "message": redact_pans(self.message)}
 
     def __repr__(self) -> str:
         return f"ApiError({self.code.value!r}, {self.message!r}, field={self.field!r})"

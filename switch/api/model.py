@@ -149,7 +149,7 @@ class AuthorizeRequest:
         return {
             "merchant": self.merchant_id,
             "store": self.store_id,
-            "order_id": cardcheck.redact_pans(self.order_id),
+            "order_id": self.order_id,
             "amount": self.amount,
             "currency": self.currency.alpha,
             "capture": self.capture,

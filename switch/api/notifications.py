@@ -132,7 +132,9 @@ class NotifyingApiFactory(ApiFactory):
 
         def scope() -> frozenset[str]:
             current = self.config.clients.get(name)
-            return wanted & current.merchant_ids if current is not None else frozenset()
+            if current is None or ctx.session.client_name != name:  # removed, or a failed hello de-authenticated
+                return frozenset()
+            return wanted & current.merchant_ids
 
         def send(event: Event) -> None:
             protocol.transport.write(encode(push_line(event)))

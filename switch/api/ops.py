@@ -102,10 +102,14 @@ def handle_ping(request: PingRequest, ctx: OpContext) -> Answer:
 
 
 def handle_hello(request: HelloRequest, ctx: OpContext) -> Answer:
-    """Authenticate the connection; repeating hello as the same client is allowed.
+    """Authenticate the connection; a later hello re-authenticates it.
 
-    Repeating it suits clients whose connections outlive the code that opened
-    them (PHP persistent sockets): they can always say hello without tracking it.
+    Repeating hello as the same client with its credentials changes nothing: it suits
+    clients whose connections outlive the code that opened them (PHP persistent
+    sockets), which can always say hello without tracking it. A hello naming another
+    client is refused and changes nothing (one connection, one client). A hello that
+    fails de-authenticates the connection: whoever speaks on it now did not prove who
+    they are, so it is treated as a fresh connection (hello timeout included).
     """
     session = ctx.session
     if session.client_name not in (None, request.client):
@@ -114,7 +118,9 @@ def handle_hello(request: HelloRequest, ctx: OpContext) -> Answer:
     if client is None or not _certificate_matches(client, session):
         reason = "credentials" if client is None else "client certificate"
         session.hello_failed(ctx.config.limits.max_failed_hellos)
-        log.warning("api_hello_refused", client_name=request.client, peer=session.peer, reason=reason)
+        log.warning("api_hello_refused", client_name=request.client, peer=session.peer, reason=reason,
+                    deauthenticated=session.client_name is not None)
+        session.client_name = None
         raise ApiError(ErrorCode.UNAUTHENTICATED, "unknown client or wrong token")
     session.client_name = client.name
     limits = ctx.config.limits
@@ -124,6 +130,7 @@ def handle_hello(request: HelloRequest, ctx: OpContext) -> Answer:
         "protocol": PROTOCOL_VERSION,
         "max_line_bytes": limits.max_line_bytes,
         "max_in_flight": limits.max_in_flight,
+        "idle_timeout": limits.idle_timeout,
     }
 
 

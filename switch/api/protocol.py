@@ -1,10 +1,12 @@
 """The line protocol and its factory: framing, dispatch through the op table, answers, limits.
 
 Each connection is isolated: a bad line gets an error answer and the connection
-carries on; only an over-long line (the framing is lost) or repeated failed hellos
-close it, and even then answers still owed for earlier requests are written first.
-Requests are dispatched in the order they arrive and answered whenever their
-Deferred fires, so a slow bank never holds up a quick ``status``.
+carries on; only an over-long line (the framing is lost), repeated failed hellos or
+one of the timeouts of `ApiLimits` (no hello, a line that never ends, an idle
+authenticated connection) close it, with the reason logged, and even then answers
+still owed for earlier requests are written first. Requests are dispatched in the
+order they arrive and answered whenever their Deferred fires, so a slow bank never
+holds up a quick ``status``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from switch import cardcheck
 from switch.api.answers import STATUSES
 from switch.api.config import ApiConfig
 from switch.api.errors import ApiError, ErrorCode
@@ -34,6 +35,8 @@ from switch.api.wire import RequestId, decode_line, encode, failure, op_name, re
 
 log = structlog.get_logger("kswitch.api")
 
+# Timers fire at the deadline computed from float seconds; allow for rounding.
+_SLACK = 1e-6
 INTERNAL_MESSAGE = (
     "the switch failed to process this request and has logged why; for authorize the outcome is unknown: "
     "ask status or repeat the request with the same idempotency_key"
@@ -66,28 +69,39 @@ class ApiProtocol(Protocol):
         self._in_flight: dict[RequestId, _Exchange] = {}
         self._connected = False
         self._closing = False
+        self._paused = False
         self._hello_timer: IDelayedCall | None = None
+        self._watchdog: IDelayedCall | None = None
+        self._line_started: float | None = None
+        self._last_activity = 0.0
         self.session = Session(peer="unknown", certificate_cn=self._certificate_cn)
 
     def connectionMade(self) -> None:
         self._connected = True
+        self._last_activity = self.factory.reactor.seconds()
         self.session.peer = describe_address(self.transport.getPeer())
         self.factory.connection_made(self)
         self.transport.registerProducer(self, True)
-        hello_timeout = self.factory.config.limits.hello_timeout
-        if hello_timeout:
-            self._hello_timer = self.factory.reactor.callLater(hello_timeout, self._hello_timed_out)
+        self._start_hello_timer()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._connected = False
         self._cancel_hello_timer()
+        if self._watchdog is not None and self._watchdog.active():
+            self._watchdog.cancel()
+        self._watchdog = None
         self.factory.connection_lost(self)
 
     def pauseProducing(self) -> None:
+        self._paused = True
         self.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
         if not self._closing:
+            self._paused = False
+            if self._line_started is not None:  # the client may have been waiting for us to read
+                self._line_started = self.factory.reactor.seconds()
+                self._watch()
             self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
@@ -96,9 +110,12 @@ class ApiProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
+        now = self.factory.reactor.seconds()
         limit = self.factory.config.limits.max_line_bytes
         self._buffer.extend(data)
-        if b"\n" in data:
+        ended = b"\n" in data
+        if ended:
+            self._last_activity = now
             *lines, self._buffer = self._buffer.split(b"\n")
             for line in lines:
                 if self._closing:
@@ -107,8 +124,16 @@ class ApiProtocol(Protocol):
                     self._line_too_long(limit)
                     return
                 self._line_received(line)
-        if not self._closing and len(self._buffer) > limit + 1:
+        if self._closing:
+            return
+        if len(self._buffer) > limit + 1:
             self._line_too_long(limit)
+            return
+        if not self._buffer:
+            self._line_started = None
+        elif ended or self._line_started is None:
+            self._line_started = now
+        self._watch()
 
     def _line_received(self, line: bytearray) -> None:
         line = line.rstrip(b"\r")
@@ -132,6 +157,8 @@ class ApiProtocol(Protocol):
         answered.addErrback(lambda reason: log.error("api_answer_failed", traceback=reason.getTraceback()))
         if self.session.client_name is not None:
             self._cancel_hello_timer()
+        elif self._hello_timer is None:  # a failed hello de-authenticated the connection
+            self._start_hello_timer()
 
     def _prepare(self, line: bytearray, exchange: _Exchange) -> tuple[Operation[Any], Any, OpContext]:
         obj = request_object(decode_line(line))
@@ -170,6 +197,9 @@ class ApiProtocol(Protocol):
     def _settle(self, exchange: _Exchange) -> None:
         del self._in_flight[exchange.request_id]
         self.factory.metrics.in_flight.dec()
+        self._last_activity = self.factory.reactor.seconds()
+        if not self._in_flight:
+            self._watch()
 
     def _internal_error(self, exchange: _Exchange, details: str) -> ApiError:
         log.error("api_internal_error", op=exchange.op, peer=self.session.peer, traceback=details)
@@ -198,7 +228,7 @@ class ApiProtocol(Protocol):
         metrics.requests.labels(exchange.op, status).inc()
         metrics.duration.labels(exchange.op).observe(duration)
         fields: dict[str, object] = {
-            "request_id": _loggable_id(exchange.request_id),
+            "request_id": exchange.request_id,
             "op": exchange.op,
             "status": status,
             "client": self.session.client_name,
@@ -241,9 +271,60 @@ class ApiProtocol(Protocol):
         if self.session.client_name is None and not self._closing:
             timeout = self.factory.config.limits.hello_timeout
             error = ApiError(ErrorCode.UNAUTHENTICATED, f"no successful hello within {timeout:g} seconds; closing")
+            self._close_for("hello_timeout", error)
+
+    def _watch(self) -> None:
+        """Arm the one timer enforcing ``line_timeout`` and ``idle_timeout`` no later than the next deadline.
+
+        Activity only moves deadlines later, so the timer is not re-armed on every line:
+        firing early just re-arms it (see `_watchdog_fired`).
+        """
+        deadline = self._next_deadline()
+        if deadline is None or self._closing or not self._connected:
+            return
+        if self._watchdog is not None and self._watchdog.active():
+            if self._watchdog.getTime() <= deadline + _SLACK:
+                return
+            self._watchdog.cancel()
+        delay = max(0.0, deadline - self.factory.reactor.seconds())
+        self._watchdog = self.factory.reactor.callLater(delay, self._watchdog_fired)
+
+    def _next_deadline(self) -> float | None:
+        return min((deadline for deadline, _ in self._deadlines()), default=None)
+
+    def _deadlines(self) -> list[tuple[float, str]]:
+        limits = self.factory.config.limits
+        deadlines = []
+        if self._line_started is not None and limits.line_timeout and not self._paused:
+            deadlines.append((self._line_started + limits.line_timeout, "line_timeout"))
+        if limits.idle_timeout and self.session.client_name is not None and not self._in_flight:
+            deadlines.append((self._last_activity + limits.idle_timeout, "idle_timeout"))
+        return deadlines
+
+    def _watchdog_fired(self) -> None:
+        self._watchdog = None
+        if self._closing:
+            return
+        now = self.factory.reactor.seconds()
+        passed = {reason for deadline, reason in self._deadlines() if deadline <= now + _SLACK}
+        if "line_timeout" in passed:
+            timeout = self.factory.config.limits.line_timeout
+            message = f"a request line must end within {timeout:g} seconds of its first byte; closing"
+            self._close_for("line_timeout", ApiError(ErrorCode.INVALID_REQUEST, message))
+        elif "idle_timeout" in passed:
+            self._close_for("idle_timeout")
+        else:
+            self._watch()
+
+    def _close_for(self, reason: str, error: ApiError | None = None) -> None:
+        """Close the connection on the server's initiative, logging why; ``error`` is answered first (id null)."""
+        log.warning(
+            "api_connection_closed_by_server", reason=reason, peer=self.session.peer, client=self.session.client_name
+        )
+        if error is not None:
             exchange = _Exchange(started=self.factory.reactor.seconds())
             self._answer(exchange, failure(None, error), error)
-            self._close_when_idle()
+        self._close_when_idle()
 
     def _close_when_idle(self) -> None:
         """Stop reading, and close once every request already read has been answered."""
@@ -253,6 +334,11 @@ class ApiProtocol(Protocol):
             self.transport.pauseProducing()
         if not self._in_flight and self._connected:
             self.transport.loseConnection()
+
+    def _start_hello_timer(self) -> None:
+        hello_timeout = self.factory.config.limits.hello_timeout
+        if hello_timeout:
+            self._hello_timer = self.factory.reactor.callLater(hello_timeout, self._hello_timed_out)
 
     def _cancel_hello_timer(self) -> None:
         if self._hello_timer is not None and self._hello_timer.active():
@@ -329,7 +415,3 @@ def describe_address(address: IAddress | None) -> str:
     if host is None:
         return "unix" if address is not None else "unknown"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _loggable_id(value: RequestId | None) -> object:
-    return cardcheck.redact_pans(value) if isinstance(value, str) else value

@@ -1,7 +1,9 @@
 """The Twisted client for the kswitch socket API; import it as ``switch.client.KSwitchClient``.
 
 Requests are pipelined over one connection and matched to answers by id, so one
-slow authorization does not hold up the others.
+slow authorization does not hold up the others. After a successful hello the
+client pings at half the ``idle_timeout`` the switch announces, so a quiet
+connection is not closed as idle.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
@@ -91,6 +94,7 @@ class KSwitchClient(Operations[Deferred[Answer]]):
         self.protocol = protocol
         self._reactor = reactor
         self._timeout = timeout
+        self._keepalive: LoopingCall | None = None
 
     @classmethod
     def connect(
@@ -123,6 +127,30 @@ class KSwitchClient(Operations[Deferred[Answer]]):
             raise KSwitchConnectionError("connect_failed", message)
 
         return connected.addCallback(made).addErrback(unreachable)
+
+    def hello(self, client: str, token: str) -> Deferred[Answer]:
+        """Authenticate; then keep the connection from being closed as idle (needs ``reactor``)."""
+        return super().hello(client, token).addCallback(self._keep_alive)
+
+    def _keep_alive(self, answer: Answer) -> Answer:
+        idle = answer.get("idle_timeout")
+        if self._reactor is None or self._keepalive is not None or isinstance(idle, bool):
+            return answer
+        if isinstance(idle, int | float) and idle > 0:
+            self._keepalive = LoopingCall(self._ping)
+            self._keepalive.clock = self._reactor
+            self._keepalive.start(idle / 2, now=False)
+            self.protocol.lost.addBoth(self._stop_keep_alive)
+        return answer
+
+    def _ping(self) -> None:
+        # A broken connection shows on the caller's next request; the keep-alive has nobody to tell.
+        self.ping().addErrback(lambda _: None)
+
+    def _stop_keep_alive(self, result: object) -> object:
+        if self._keepalive is not None and self._keepalive.running:
+            self._keepalive.stop()
+        return result
 
     def call(self, op: str, **fields: Any) -> Deferred[Answer]:
         """Send any op; fires with the answer fields or fails with `KSwitchError`."""

@@ -3,6 +3,12 @@
 Every failure is an `ApiError` naming the field by dotted path and what was
 expected, so a web developer can fix the call from the message alone. Messages
 never repeat card data back.
+
+References (``order_id``, ``idempotency_key``) are the shop's own strings and are
+accepted whatever their digits, unless one plausibly *is* a card number: the
+payment's own PAN, or a run `switch.journal.panscan.holds_card_number` finds (Luhn,
+a scheme's prefix and length). Those are refused here, before anything is journalled,
+because the journal keeps references in clear (see `refuse_card_number`).
 """
 
 from __future__ import annotations
@@ -26,14 +32,15 @@ from switch.api.model import (
     WalletInstrument,
 )
 from switch.currency import Currency, by_alpha
+from switch.journal.panscan import holds_card_number
 
 ENVELOPE_FIELDS = frozenset({"id", "op"})
 MAX_AMOUNT = 999_999_999_999
 
 IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 IDENTIFIER_EXPECTED = "1-64 characters: letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
-PRINTABLE = re.compile(r"[\x20-\x7e]{1,64}")
-PRINTABLE_EXPECTED = "1-64 printable ASCII characters"
+REFERENCE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,62}[\x21-\x7e])?")
+REFERENCE_EXPECTED = "1-64 printable ASCII characters, not starting or ending with a space"
 TOKEN = re.compile(r"[\x21-\x7e]{1,256}")
 TOKEN_EXPECTED = "1-256 printable ASCII characters without spaces"
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,64}")
@@ -154,6 +161,17 @@ class Fields:
             raise invalid(self._path or None, f"contains a field whose name is not an identifier; {expected}")
 
 
+def refuse_card_number(path: str, reference: str, pan: str | None = None) -> None:
+    """Refuse a reference that plausibly is a card number: it holds ``pan`` (the payment's own card
+    number) or a run that passes Luhn with a card scheme's prefix and length, bare or grouped."""
+    if (pan is not None and pan in reference) or holds_card_number(reference):
+        raise invalid(
+            path,
+            "looks like a card number (the payment's own, or a Luhn-valid number with a card scheme's prefix "
+            "and length); a reference must not hold card data",
+        )
+
+
 def request_fields(obj: Mapping[str, Any]) -> Fields:
     """The request's fields beyond ``id`` and ``op``, for the parsers of every op (also those registered later)."""
     return Fields(obj, already_read=ENVELOPE_FIELDS)
@@ -179,7 +197,7 @@ def parse_status(obj: Mapping[str, Any]) -> StatusRequest:
         fields.finish()
         return StatusRequest(txn_id=txn_id)
     merchant_id = fields.text("merchant_id", IDENTIFIER, IDENTIFIER_EXPECTED)
-    order_id = fields.text("order_id", PRINTABLE, PRINTABLE_EXPECTED)
+    order_id = fields.text("order_id", REFERENCE, REFERENCE_EXPECTED)
     fields.finish()
     return StatusRequest(merchant_id=merchant_id, order_id=order_id)
 
@@ -188,7 +206,7 @@ def parse_authorize(obj: Mapping[str, Any]) -> AuthorizeRequest:
     fields = request_fields(obj)
     merchant_id = fields.text("merchant_id", IDENTIFIER, IDENTIFIER_EXPECTED)
     store_id = fields.text("store_id", IDENTIFIER, IDENTIFIER_EXPECTED)
-    order_id = fields.text("order_id", PRINTABLE, PRINTABLE_EXPECTED)
+    order_id = fields.text("order_id", REFERENCE, REFERENCE_EXPECTED)
     amount = _amount(fields)
     currency = _currency(fields)
     capture = fields.boolean("capture", "a boolean: true for a sale, false for a pre-authorization")
@@ -196,6 +214,10 @@ def parse_authorize(obj: Mapping[str, Any]) -> AuthorizeRequest:
     bank = fields.optional_text("bank", IDENTIFIER, IDENTIFIER_EXPECTED)
     idempotency_key = fields.optional_text("idempotency_key", IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_EXPECTED)
     fields.finish()
+    pan = instrument.pan if isinstance(instrument, CardInstrument) else None
+    refuse_card_number("order_id", order_id, pan)
+    if idempotency_key is not None:
+        refuse_card_number("idempotency_key", idempotency_key, pan)
     return AuthorizeRequest(
         merchant_id=merchant_id,
         store_id=store_id,

@@ -1,14 +1,22 @@
-"""Refuses card data that must never be stored in clear.
+"""Keeps card data that must never be stored in clear out of the journal, by what a value is.
 
-The journal runs every text and byte value it writes through `check_value`, and
-every caller-supplied dict (message fields, event payloads, SAF fields) through
-`dump_fields`. A value that looks like a full PAN (a Luhn-valid run of 13-19
-digits) or a key that names sensitive authentication data (CVV, track, PIN
-block: PCI DSS 3.3.1) is refused with `CardDataRefused`, naming the column or key
-but never echoing the value.
+Card data reaches the journal only in its own columns, sealed: the PAN encrypted
+(`switch.journal.vault`), masked and keyed-hashed. Everything else is checked by
+its kind, the column or key it is written under:
 
-Timestamps inside payloads should therefore be ISO 8601 strings, not epoch
-integers: a 13-digit epoch-millisecond number is Luhn-valid one time in ten.
+* **References** (`REFERENCE_NAMES`: transaction, merchant, store and client ids,
+  order ids, idempotency keys) are accepted whatever their digits. Their syntax is
+  checked by `switch.journal.models`; the socket API refuses a reference that
+  plausibly is a card number before anything is journalled (specs/socket-api.md).
+* **Card-data keys** in a caller's dict: a PAN key (ISO field 2, ``pan``) holds a
+  masked value only; a key naming sensitive authentication data (CVV, track data,
+  PIN block: PCI DSS 3.3.1) is refused unless fully masked.
+* **Everything else** (free text, message fields, event payloads, bytes) is refused
+  when it holds a number a card scheme issues (`holds_card_number`: Luhn-valid, with a
+  scheme's prefix and length, bare or grouped), a last net for a PAN in the wrong place.
+  Epoch timestamps and order numbers that merely pass Luhn are stored.
+
+A refusal is `CardDataRefused`, naming the column or key but never echoing the value.
 """
 
 from __future__ import annotations
@@ -19,11 +27,16 @@ from typing import Any
 
 import orjson
 
-from switch.cardcheck import luhn_valid
+from switch.cardcheck import may_hold_card_number
 from switch.journal.errors import CardDataRefused, InvalidRecord
-from switch.journal.panscan import looks_like_pan
+from switch.journal.panscan import holds_card_number
 
 _BYTE_DIGIT_RUN = re.compile(rb"(?<![0-9])[0-9]{13,19}(?![0-9])")
+# Columns, query parameters and payload keys that hold references: never scanned for card numbers.
+# A query must name its parameter after the column it compares (``:order_id``, not ``:key``).
+REFERENCE_NAMES = frozenset(
+    {"txn_id", "parent_txn_id", "merchant_id", "store_id", "order_id", "idempotency_key", "client_id", "connector"}
+)
 
 # ISO 8583 fields 35 (track 2), 36 (track 3), 45 (track 1), 52 (PIN block) and the
 # names callers tend to give card security codes, track data and PIN blocks.
@@ -43,13 +56,18 @@ _MASK_CHARS = frozenset("*Xx#")
 
 
 def check_value(where: str, value: object) -> None:
-    """Refuse a text or bytes value about to be written if it holds what looks like a full PAN."""
+    """Refuse a text or bytes value about to be written under column ``where`` if it holds a card number.
+
+    A reference column (`REFERENCE_NAMES`) is not scanned.
+    """
+    if where in REFERENCE_NAMES:
+        return
     if isinstance(value, str):
-        if looks_like_pan(value):
+        if holds_card_number(value):
             raise _refused(where)
     elif isinstance(value, (bytes, bytearray, memoryview)):
         for match in _BYTE_DIGIT_RUN.finditer(bytes(value)):
-            if luhn_valid(match.group().decode("ascii")):
+            if holds_card_number(match.group().decode("ascii")):
                 raise _refused(where)
 
 
@@ -58,16 +76,31 @@ def dump_fields(where: str, fields: Mapping[Any, Any]) -> str:
 
     Keys may be ISO field numbers (int) or names; they are stored as strings.
     Values may be strings, ints, None, booleans, lists or nested dicts; floats are
-    refused so that an amount can never be stored as one.
+    refused so that an amount can never be stored as one. Values under reference
+    keys (`REFERENCE_NAMES`) are not scanned for card numbers.
     """
     if not isinstance(fields, Mapping):
         raise InvalidRecord(f"{where} must be a mapping, got {type(fields).__name__}")
     clean = _clean(where, fields)
     text = orjson.dumps(clean, option=orjson.OPT_SORT_KEYS).decode()
-    if looks_like_pan(text):
-        _locate(where, clean)
-        raise _refused(where)
+    if may_hold_card_number(text):  # rare: most messages and payloads hold no 13-digit run at all
+        scanned = _without_references(clean)
+        if holds_card_number(text if scanned is clean else orjson.dumps(scanned).decode()):
+            _locate(where, scanned)
+            raise _refused(where)
     return text
+
+
+def _without_references(value: Any) -> Any:
+    """``value`` with every reference key dropped (the same object when it has none)."""
+    if isinstance(value, dict):
+        items = {name: _without_references(item) for name, item in value.items() if name not in REFERENCE_NAMES}
+        same = len(items) == len(value) and all(items[name] is value[name] for name in items)
+        return value if same else items
+    if isinstance(value, list):
+        items = [_without_references(item) for item in value]
+        return value if all(a is b for a, b in zip(items, value)) else items
+    return value
 
 
 def _locate(where: str, value: Any) -> None:
@@ -131,6 +164,6 @@ def _require_masked(path: str, value: object) -> None:
 
 def _refused(where: str) -> CardDataRefused:
     return CardDataRefused(
-        f"{where}: refused a value that looks like a full card number (Luhn-valid run of 13-19 digits); "
-        "mask it before it reaches the journal"
+        f"{where}: refused a value that looks like a full card number (Luhn-valid, with a card scheme's prefix "
+        "and length); mask it before it reaches the journal"
     )

@@ -20,7 +20,7 @@ from switch.journal.errors import InvalidRecord
 from switch.journal.panscan import safe_repr
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
-_REFERENCE = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,254}")
+_REFERENCE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?")
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 _MTI = re.compile(r"\d{4}")
 _TEXT_CHANGES = {
@@ -129,9 +129,14 @@ def require_id(name: str, value: object) -> str:
 
 
 def require_reference(name: str, value: object) -> str:
-    """Merchant-chosen references (order id, idempotency key): printable ASCII, up to 255 characters."""
+    """Merchant-chosen references (order id, idempotency key): printable ASCII, up to 255 characters,
+    not starting or ending with a space (the socket API's rule too). Their digits are not checked:
+    the card-data guard stores references as given (`switch.journal.guard`)."""
     if not isinstance(value, str) or not _REFERENCE.fullmatch(value):
-        raise InvalidRecord(f"{name} must be 1-255 printable ASCII characters, got {safe_repr(value)}")
+        raise InvalidRecord(
+            f"{name} must be 1-255 printable ASCII characters, not starting or ending with a space, "
+            f"got {safe_repr(value)}"
+        )
     return value
 
 

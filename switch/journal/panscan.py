@@ -1,30 +1,27 @@
-"""Recognising full card numbers in text: the test the card-data guard and error messages share."""
+"""Recognising card numbers in text: the tests the card-data guard, log scans and error messages share.
+
+Both build on `switch.cardcheck.card_numbers` (Luhn-valid 13-19 digit runs, unbroken
+or grouped by spaces or dashes):
+
+* `looks_like_pan` is the broad test, for logs and for ids the switch makes itself:
+  anything that could be read as a card number.
+* `holds_card_number` is the narrow test, for text the journal stores: a run that
+  also has a card scheme's prefix and length, so timestamps and order numbers pass.
+"""
 
 from __future__ import annotations
 
-import re
-
-from switch.cardcheck import luhn_valid
-
-_DIGIT_RUN = re.compile(r"(?<!\d)\d{13,19}(?!\d)", re.ASCII)
-_GROUP_HINT = re.compile(r"\d{4}[ -]\d{4}", re.ASCII)
-_GROUPED = re.compile(
-    r"(?<![\d])(?:\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{1,3})?|\d{4}([ -])\d{6}\2\d{5})(?![\d])",
-    re.ASCII,
-)
+from switch.cardcheck import card_numbers, plausible_card_number
 
 
 def looks_like_pan(text: str) -> bool:
-    """True when the text holds a Luhn-valid 13-19 digit run, bare or in 4-4-4-4 / 4-6-5 groups."""
-    for match in _DIGIT_RUN.finditer(text):
-        if luhn_valid(match.group()):
-            return True
-    if _GROUP_HINT.search(text) is None:  # cheap pre-check: the grouped pattern is the slow one
-        return False
-    for match in _GROUPED.finditer(text):
-        if luhn_valid(re.sub(r"\D", "", match.group())):
-            return True
-    return False
+    """True when the text holds a Luhn-valid 13-19 digit run, bare or grouped by spaces or dashes."""
+    return next(card_numbers(text), None) is not None
+
+
+def holds_card_number(text: str) -> bool:
+    """True when the text holds a run `looks_like_pan` finds that also has a card scheme's prefix and length."""
+    return any(plausible_card_number(digits) for digits in card_numbers(text))
 
 
 def safe_repr(value: object, limit: int = 64) -> str:

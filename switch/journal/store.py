@@ -184,8 +184,8 @@ def find_by_order(db: Db, merchant_id: str, order_id: str) -> list[Transaction]:
 def find_by_idempotency_key(db: Db, merchant_id: str, key: str, cutoff: int) -> Transaction | None:
     row = db.one(
         "SELECT t.* FROM idempotency_keys i JOIN transactions t ON t.txn_id = i.txn_id "
-        "WHERE i.merchant_id = :merchant_id AND i.idempotency_key = :key AND i.created_at >= :cutoff",
-        {"merchant_id": merchant_id, "key": key, "cutoff": cutoff},
+        "WHERE i.merchant_id = :merchant_id AND i.idempotency_key = :idempotency_key AND i.created_at >= :cutoff",
+        {"merchant_id": merchant_id, "idempotency_key": key, "cutoff": cutoff},
     )
     return transaction_from_row(row) if row else None
 

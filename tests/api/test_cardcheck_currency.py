@@ -61,6 +61,57 @@ def test_pans_inside_free_text_are_redacted_but_other_numbers_are_not():
 
 
 @pytest.mark.parametrize(
+    "text, redacted",
+    [
+        ("4012 8888 8888 1881", "4012 88** **** 1881"),
+        ("ref 4012-8888-8888-1881.", "ref 4012-88**-****-1881."),
+        ("3782 822463 10005", "3782 82**** *0005"),
+        ("1234 4012 8888 8888 1881 99", "1234 4012 88** **** 1881 99"),
+        ("2026-11-29 08:37:46 amount 000000001250", "2026-11-29 08:37:46 amount 000000001250"),
+        ("020000012311231134000000001234500000000000", "020000012311231134000000001234500000000000"),
+    ],
+)
+def test_grouped_pans_are_redacted_keeping_their_separators(text, redacted):
+    assert cardcheck.redact_pans(text) == redacted
+
+
+luhn_numbers = st.text(alphabet="0123456789", min_size=12, max_size=18).map(lambda b: b + cardcheck.luhn_check_digit(b))
+
+
+@given(luhn_numbers, st.data())
+def test_no_grouping_of_a_card_number_survives_redaction(number, data):
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(number) - 1), max_size=6)))
+    parts = [number[a:b] for a, b in zip([0, *cuts], [*cuts, len(number)])]
+    separators = data.draw(st.lists(st.sampled_from(" -"), min_size=len(parts), max_size=len(parts)))
+    grouped = parts[0] + "".join(sep + part for sep, part in zip(separators, parts[1:]))
+    noise = st.text(alphabet=st.characters(blacklist_characters="0123456789 -"), max_size=5)
+    text = data.draw(noise) + grouped + data.draw(noise)
+    assert number in cardcheck.card_numbers(text)
+    redacted = cardcheck.redact_pans(text)
+    assert len(redacted) == len(text)
+    assert list(cardcheck.card_numbers(redacted)) == []
+    assert number not in redacted.replace(" ", "").replace("-", "")
+
+
+@pytest.mark.parametrize(
+    "digits, plausible",
+    [
+        ("4012888888881881", True),
+        ("378282246310005", True),
+        ("5555555555554444", True),
+        ("4222222222222", True),
+        ("1732871234560", False),  # epoch milliseconds
+        ("1234567890123452", False),  # a sequential order number
+        ("2026112900000018", False),  # date-prefixed
+        ("4012888888881882", False),  # Luhn fails
+        ("55555555555544440", False),  # Mastercard issues 16 digits only
+    ],
+)
+def test_plausible_card_numbers_need_luhn_a_scheme_prefix_and_its_length(digits, plausible):
+    assert cardcheck.plausible_card_number(digits) is plausible
+
+
+@pytest.mark.parametrize(
     "expiry, valid",
     [
         ("2812", True),

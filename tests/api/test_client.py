@@ -8,9 +8,11 @@ import socket
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 
+from switch.api import ApiLimits
 from switch.client import (
     BlockingClient,
     KSwitchClient,
@@ -237,3 +239,52 @@ def test_clients_report_connection_errors_with_the_switch_code():
         assert twisted_error.value.code == "too_large"
     finally:
         yield port.stopListening()
+
+
+def test_twisted_client_pings_at_half_the_idle_timeout_the_switch_announces():
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+
+    from switch.api.twisted_client import KSwitchProtocol
+
+    clock, transport, protocol = Clock(), StringTransport(), KSwitchProtocol()
+    protocol.makeConnection(transport)
+    client = KSwitchClient(protocol, clock)
+    client.hello("web-1", WEB1_TOKEN)
+    protocol.dataReceived(b'{"id": 1, "ok": true, "client": "web-1", "idle_timeout": 60.0}\n')
+    sent = lambda: [json.loads(line)["op"] for line in transport.value().splitlines()]  # noqa: E731
+    clock.advance(29)
+    assert sent() == ["hello"]
+    clock.advance(1)
+    assert sent() == ["hello", "ping"]
+    clock.advance(30)
+    assert sent() == ["hello", "ping", "ping"]
+    protocol.connectionLost()
+    clock.advance(600)
+    assert sent() == ["hello", "ping", "ping"] and clock.getDelayedCalls() == []
+
+
+@inline
+def test_twisted_client_keeps_a_quiet_connection_open(make_server):
+    from tests.e2e.harness import eventually
+
+    server = make_server(limits=ApiLimits(idle_timeout=0.2))
+    client = yield KSwitchClient.connect(reactor, f"tcp:127.0.0.1:{server.port}", "web-1", WEB1_TOKEN)
+    pings = lambda: server.metric("kswitch_api_requests_total", op="ping", status="ok") or 0  # noqa: E731
+    yield ensureDeferred(eventually(lambda: pings() >= 5))  # well past the idle timeout
+    answer = yield client.status("T000404").addErrback(lambda f: f.value)
+    assert isinstance(answer, KSwitchError) and answer.code == "not_found"
+    yield client.close()
+
+
+@inline
+def test_blocking_client_reconnects_instead_of_using_a_connection_closed_as_idle(make_server):
+    from tests.e2e.harness import eventually
+
+    server = make_server(limits=ApiLimits(idle_timeout=0.2))
+    client = BlockingClient("127.0.0.1", server.port, client="web-1", token=WEB1_TOKEN, timeout=5)
+    yield blocking(client.ping)
+    yield ensureDeferred(eventually(lambda: not server.factory.connections))  # closed as idle
+    pong = yield blocking(client.ping)
+    assert pong == {"pong": True}
+    yield blocking(client.close)

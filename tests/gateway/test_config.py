@@ -30,6 +30,11 @@ def test_the_shipped_default_config_loads():
     assert cfg.banks["bank_a"].profile.dialect.name == "angkor" and cfg.banks["bank_b"].plugin == "sakura"
 
 
+def test_connection_timeouts_come_from_the_api_table(tmp_path):
+    limits = load_config(_variant(tmp_path, "line_timeout = 30.0", "line_timeout = 5\nhello_timeout = 7")).api.limits
+    assert (limits.line_timeout, limits.hello_timeout, limits.idle_timeout) == (5.0, 7.0, 300.0)
+
+
 @pytest.mark.parametrize(
     "old, new, expected",
     [
@@ -46,6 +51,7 @@ def test_the_shipped_default_config_loads():
         ('mcc = "5999"', 'mcc = "59"', "merchants[0].mcc: got '59'; expected a 4-digit merchant category code"),
         ('merchants = ["M100"]', 'merchants = ["M999"]', "unknown merchant 'M999'"),
         ('backend = "sqlite"', 'backend = "oracle"', "journal.backend: got 'oracle'; expected one of sqlite, postgresql"),
+        ("idle_timeout = 300.0", "idle_timeout = -1", "api.idle_timeout: got -1; expected a number of seconds >= 0"),
     ],
 )
 def test_mistakes_name_file_key_and_expectation(tmp_path, old, new, expected):

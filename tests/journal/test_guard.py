@@ -17,11 +17,14 @@ from switch.masking import mask_message
 VISA = "4111111111111111"
 
 pans = st.text(alphabet="0123456789", min_size=12, max_size=18).map(lambda body: body + luhn_check_digit(body))
+visa_numbers = st.text(alphabet="0123456789", min_size=14, max_size=14).map(
+    lambda body: "4" + body + luhn_check_digit("4" + body)
+)
 not_digits = st.text(alphabet=st.characters(blacklist_categories=("Nd", "Cs")), max_size=20)
 
 
-@given(prefix=not_digits, pan=pans, suffix=not_digits)
-def test_any_full_pan_in_text_is_refused(prefix: str, pan: str, suffix: str) -> None:
+@given(prefix=not_digits, pan=visa_numbers, suffix=not_digits)
+def test_any_card_number_in_text_is_refused(prefix: str, pan: str, suffix: str) -> None:
     assert looks_like_pan(prefix + pan + suffix)
     with pytest.raises(CardDataRefused):
         check_value("column", prefix + pan + suffix)
@@ -44,6 +47,25 @@ def test_digit_runs_outside_13_to_19_are_not_pans(run: str) -> None:
 @pytest.mark.parametrize("text", ["4111 1111 1111 1111", "4111-1111-1111-1111", "3782 822463 10005", f"<{VISA}>"])
 def test_grouped_and_embedded_pans(text: str) -> None:
     assert looks_like_pan(text)
+
+
+@pytest.mark.parametrize("name", ["order_id", "idempotency_key", "txn_id", "merchant_id", "store_id", "client_id"])
+@pytest.mark.parametrize("reference", ["1732871234560", "order-4012888888881881", "4012 8888 8888 1881"])
+def test_references_are_stored_whatever_their_digits(name: str, reference: str) -> None:
+    check_value(name, reference)
+    assert json.loads(dump_fields("payload", {name: reference}))[name] == reference
+
+
+@pytest.mark.parametrize("text", ["1732871234560", "order 1234567890123452", "2026112900000018", "2026-1129-0000-0018"])
+def test_numbers_that_only_pass_luhn_are_stored_in_free_text(text: str) -> None:
+    assert looks_like_pan(text)
+    check_value("reason", text)
+    assert json.loads(dump_fields("fields", {"48": text}))["48"] == text
+
+
+def test_a_card_number_beside_a_reference_is_still_refused() -> None:
+    with pytest.raises(CardDataRefused, match="payload.note"):
+        dump_fields("payload", {"order_id": "1732871234560", "note": f"card {VISA}"})
 
 
 def test_luhn_invalid_runs_and_field_90_pass() -> None:
