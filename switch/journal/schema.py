@@ -165,6 +165,16 @@ MIGRATIONS: tuple[Migration, ...] = (
                 WHERE status IN ('pending', 'pending_customer_action', 'reversal_pending', 'timeout')""",
         ),
     ),
+    Migration(
+        5,
+        "amounts reserved by operations (captures, refunds) in flight on their parent",
+        (
+            "ALTER TABLE transactions ADD COLUMN amount_capture_pending BIGINT NOT NULL DEFAULT 0 "
+            "CHECK (amount_capture_pending >= 0)",
+            "ALTER TABLE transactions ADD COLUMN amount_refund_pending BIGINT NOT NULL DEFAULT 0 "
+            "CHECK (amount_refund_pending >= 0)",
+        ),
+    ),
 )
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

@@ -1,0 +1,161 @@
+"""Operations on a payment (capture, refund, void): reservation before sending and settlement
+of the parent's totals in the same database transaction as the operation's outcome.
+Run once per backend (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import defer
+
+from switch.journal import (
+    CardData,
+    DuplicateIdempotencyKey,
+    Journal,
+    Kind,
+    NewTransaction,
+    ReservationRefused,
+    SafDraft,
+    SafKind,
+    SafState,
+    Status,
+    StorageError,
+)
+from tests.journal.conftest import raw_connect
+from tests.journal.test_journal import failure_of, sale
+
+VISA = "4111111111111111"
+APPROVED_SALE = (Status.APPROVED, Status.CAPTURED, Status.PARTIALLY_REFUNDED)
+
+
+async def approved(journal: Journal, kind: Kind = Kind.SALE, amount: int = 1250) -> str:
+    txn = await journal.create_transaction(sale(kind=kind, amount=amount))
+    changes: dict[str, Any] = {"amount_authorized": amount}
+    if kind is Kind.SALE:
+        changes["amount_captured"] = amount
+    await journal.transition(txn.txn_id, expected_from=(Status.PENDING,), to=Status.APPROVED, **changes)
+    return txn.txn_id
+
+
+def child(parent: str, kind: Kind, amount: int, **extra: Any) -> NewTransaction:
+    return NewTransaction(kind=kind, parent_txn_id=parent, merchant_id="m1", connector="bank_a", amount=amount,
+                          currency="EUR", order_id="order-1", card=CardData(VISA, "2712"), retain_card=True,
+                          stan="000200", **extra)
+
+
+REQUEST = ("0200", {"3": "200000", "4": "000000000500", "11": "000200"})
+
+
+@pytest_twisted.ensureDeferred
+async def test_capture_reserves_then_settles_parent_in_the_same_commit(journal: Journal, config) -> None:
+    parent_id = await approved(journal, Kind.AUTHORIZATION, 5000)
+    parent, capture = await journal.begin_operation(parent_id, child(parent_id, Kind.CAPTURE, 4000),
+                                                    allowed=(Status.APPROVED,), request=("0220", {"11": "000200"}))
+    assert (parent.status, parent.amount_capture_pending, parent.amount_captured) == (Status.APPROVED, 4000, 0)
+    assert capture.status is Status.PENDING and capture.card is not None  # kept for a repeat
+    assert [m.mti for m in await journal.messages(capture.txn_id)] == ["0220"]
+    second = await failure_of(journal.begin_operation(parent_id, child(parent_id, Kind.CAPTURE, 1000),
+                                                      allowed=(Status.APPROVED,)))
+    assert isinstance(second, ReservationRefused) and second.parent.amount_capture_pending == 4000
+    parent, capture = await journal.finish_operation(capture.txn_id, to=Status.APPROVED, response_code="00",
+                                                     forget_card=True)
+    assert (parent.status, parent.amount_captured, parent.amount_capture_pending) == (Status.CAPTURED, 4000, 0)
+    assert capture.status is Status.APPROVED and capture.card is None
+    conn = raw_connect(config)
+    try:
+        row = conn.execute("SELECT status, amount_captured, amount_capture_pending FROM transactions "
+                           "WHERE txn_id = '" + parent_id + "'").fetchone()
+    finally:
+        conn.close()
+    assert tuple(row) == ("captured", 4000, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_refunds_never_reserve_more_than_captured(journal: Journal) -> None:
+    parent_id = await approved(journal, amount=1000)
+    attempts = [journal.begin_operation(parent_id, child(parent_id, Kind.REFUND, 600), allowed=APPROVED_SALE,
+                                        request=REQUEST) for _ in range(2)]
+    results = await defer.DeferredList(attempts, consumeErrors=True)
+    ok = [r for good, r in results if good]
+    refused = [r.value for good, r in results if not good]
+    assert len(ok) == 1 and len(refused) == 1 and isinstance(refused[0], ReservationRefused)
+    assert len(await journal.children(parent_id)) == 1  # the refused one left nothing behind
+    parent, refund = ok[0]
+    assert parent.amount_refund_pending == 600
+    parent, _ = await journal.finish_operation(refund.txn_id, to=Status.APPROVED, response_code="00")
+    assert (parent.status, parent.amount_refunded, parent.amount_refund_pending) == (
+        Status.PARTIALLY_REFUNDED, 600, 0)
+    _, rest = await journal.begin_operation(parent_id, child(parent_id, Kind.REFUND, 400), allowed=APPROVED_SALE)
+    parent, _ = await journal.finish_operation(rest.txn_id, to=Status.APPROVED)
+    assert (parent.status, parent.amount_refunded) == (Status.REFUNDED, 1000)
+
+
+@pytest_twisted.ensureDeferred
+async def test_declined_releases_timeout_keeps_reversed_releases(journal: Journal) -> None:
+    parent_id = await approved(journal, amount=1000)
+    _, declined = await journal.begin_operation(parent_id, child(parent_id, Kind.REFUND, 700), allowed=APPROVED_SALE)
+    parent, _ = await journal.finish_operation(declined.txn_id, to=Status.DECLINED, response_code="05")
+    assert (parent.status, parent.amount_refund_pending, parent.amount_refunded) == (Status.APPROVED, 0, 0)
+    _, uncertain = await journal.begin_operation(parent_id, child(parent_id, Kind.REFUND, 700),
+                                                 allowed=APPROVED_SALE)
+    reversal = SafDraft(connector="bank_a", kind=SafKind.REVERSAL, mti="0400", fields={"11": "000200"},
+                        card=CardData(VISA, "2712"))
+    parent, timed_out = await journal.finish_operation(uncertain.txn_id, to=Status.TIMEOUT, saf=reversal)
+    assert timed_out.status is Status.TIMEOUT and parent.amount_refund_pending == 700
+    assert [(i.kind, i.state) for i in await journal.saf_items(uncertain.txn_id)] == [
+        (SafKind.REVERSAL, SafState.QUEUED)]
+    assert isinstance(await failure_of(journal.begin_operation(
+        parent_id, child(parent_id, Kind.REFUND, 301), allowed=APPROVED_SALE)), ReservationRefused)
+    parent, _ = await journal.finish_operation(uncertain.txn_id, expected_from=(Status.TIMEOUT,), to=Status.REVERSED)
+    assert (parent.amount_refund_pending, parent.amount_refunded, parent.status) == (0, 0, Status.APPROVED)
+
+
+@pytest_twisted.ensureDeferred
+async def test_void_holds_the_parent_until_settled_and_forgets_its_card(journal: Journal) -> None:
+    parent_id = await approved(journal, Kind.AUTHORIZATION, 900)
+    void_draft = SafDraft(connector="bank_a", kind=SafKind.VOID, mti="0400", fields={"11": "000123"},
+                          card=CardData(VISA, "2712"))
+    parent, void = await journal.begin_operation(parent_id, child(parent_id, Kind.VOID, 900),
+                                                 allowed=(Status.APPROVED,), saf=void_draft)
+    assert (parent.status, parent.reason) == (Status.REVERSAL_PENDING, "void_requested")
+    assert [i.kind for i in await journal.saf_items(void.txn_id)] == [SafKind.VOID]
+    refused = await failure_of(journal.begin_operation(parent_id, child(parent_id, Kind.CAPTURE, 900),
+                                                       allowed=(Status.APPROVED,)))
+    assert isinstance(refused, ReservationRefused) and refused.parent.status is Status.REVERSAL_PENDING
+    parent, void = await journal.finish_operation(void.txn_id, to=Status.APPROVED, response_code="00")
+    assert parent.status is Status.VOIDED and parent.card is None and void.status is Status.APPROVED
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_parent_that_disagrees_rolls_the_outcome_back(journal: Journal, config) -> None:
+    """By construction the child's outcome and the parent's totals commit together: when the
+    parent cannot take the outcome, the child is not finalized either."""
+    parent_id = await approved(journal, amount=1000)
+    _, refund = await journal.begin_operation(parent_id, child(parent_id, Kind.REFUND, 500), allowed=APPROVED_SALE)
+    conn = raw_connect(config)
+    try:
+        conn.execute("UPDATE transactions SET amount_refund_pending = 0 WHERE txn_id = '" + parent_id + "'")
+        if config.backend == "sqlite":
+            conn.commit()
+    finally:
+        conn.close()
+    error = await failure_of(journal.finish_operation(refund.txn_id, to=Status.APPROVED, response_code="00"))
+    assert isinstance(error, StorageError)
+    assert (await journal.get_transaction(refund.txn_id)).status is Status.PENDING
+    assert (await journal.get_transaction(parent_id)).amount_refunded == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_idempotency_key_clash_undoes_the_reservation(journal: Journal) -> None:
+    parent_id = await approved(journal, amount=1000)
+    digest = hashlib.sha256(b"refund").digest()
+    await journal.begin_operation(parent_id, child(parent_id, Kind.REFUND, 100, idempotency_key="r-1",
+                                                   request_hash=digest), allowed=APPROVED_SALE)
+    clash = await failure_of(journal.begin_operation(
+        parent_id, child(parent_id, Kind.REFUND, 100, idempotency_key="r-1", request_hash=digest),
+        allowed=APPROVED_SALE))
+    assert isinstance(clash, DuplicateIdempotencyKey) and clash.same_request
+    parent = await journal.get_transaction(parent_id)
+    assert parent.amount_refund_pending == 100 and len(await journal.children(parent_id)) == 1
