@@ -36,8 +36,8 @@ class Bank:
         """At the connector's ``max_in_flight``: a new payment would be refused unsent."""
         return self.active >= self.connector.options.max_in_flight
 
-    def reserve_stan(self) -> str:
-        return self.connector.reserve_stan()
+    def reserve_stan(self, stan: str | None = None) -> str:
+        return self.connector.reserve_stan(stan)
 
     def release_stan(self, stan: str) -> None:
         self.connector.release_stan(stan)

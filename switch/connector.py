@@ -156,8 +156,8 @@ class Connector:
         """See `Mux.request`."""
         return self.mux.request(message, timeout)
 
-    def reserve_stan(self) -> str:
-        return self.mux.reserve_stan()
+    def reserve_stan(self, stan: str | None = None) -> str:
+        return self.mux.reserve_stan(stan)
 
     def release_stan(self, stan: str) -> None:
         self.mux.release_stan(stan)

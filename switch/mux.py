@@ -244,10 +244,11 @@ class Mux:
             return fail(NoLinkAvailable(self.connector, stan, "no link is ready"))
         return self._send(link, message, self._timeout if timeout is None else timeout, routed=True)
 
-    def reserve_stan(self) -> str:
+    def reserve_stan(self, stan: str | None = None) -> str:
         """A STAN for a request the caller must journal before it is sent: put it in
-        field 11 of the message given to `request`, or give it back with `release_stan`."""
-        stan = self.stans.allocate()
+        field 11 of the message given to `request`, or give it back with `release_stan`.
+        ``stan`` reserves that number (an advice's repeat keeps its original's STAN)."""
+        stan = self.stans.allocate() if stan is None else self.stans.claim(stan)
         self._reserved.add(stan)
         return stan
 

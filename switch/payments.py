@@ -10,6 +10,11 @@ The order of work is what keeps money safe:
    ``timeout`` and a reversal is queued in the same database transaction;
 4. journal the bank's answer durably, and only then answer the web tier.
 
+Building, encode-checking, sending and classifying the answer go through
+`switch.engine` (the same path every capture, refund and void takes); a request the
+bank's dialect cannot carry is ``failed`` (reason ``message_not_encodable``) with
+nothing journalled as sent.
+
 Fallback to the next connector of a route happens only in step 1, while no bank has
 seen the request.
 
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +44,7 @@ from switch.api.model import AuthorizeRequest, BankAccountInstrument, CardInstru
 from switch.bank import Bank
 from switch.confirmation import Confirmations
 from switch.dialect import Message
+from switch.engine import NOT_ENCODABLE, Answered, Engine, NotEncodable, NotSent, operation_view, resolution_draft
 from switch.journal import Journal
 from switch.journal.errors import DuplicateIdempotencyKey, TransactionNotFound
 from switch.journal.ids import new_txn_id
@@ -56,18 +62,10 @@ from switch.journal.models import (
 from switch.lifecycle import Lifecycle, LifecycleRequest
 from switch.masking import mask_message
 from switch.metrics import MetricBundle
-from switch.mti import mti_for
-from switch.mux import LinkLost, MuxBusy, NoLinkAvailable, RequestTimeout
 from switch.router import RouteQuery, Router
 from switch.saf import StoreAndForward
 from switch.status import API_STATUS, answer
-from switch.translate import (
-    Acceptor,
-    carries_accounts,
-    financial_request,
-    reversal_template,
-    sealed_instrument,
-)
+from switch.translate import Acceptor, carries_accounts, financial_request, sealed_instrument
 
 log = structlog.get_logger("kswitch.payments")
 
@@ -110,6 +108,47 @@ class _InFlight:
     waiters: list[Deferred[dict[str, Any]]]
 
 
+class KeyedOnce:
+    """Idempotency while in flight: callers with the same (merchant, idempotency key) share the
+    first caller's answer; a different request under the key is `idempotency_conflict`."""
+
+    def __init__(self, on_replay: Callable[[], None]) -> None:
+        self._in_flight: dict[tuple[str, str], _InFlight] = {}
+        self._on_replay = on_replay
+
+    async def run(
+        self, key: tuple[str, str], request_hash: bytes, first: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        running = self._in_flight.get(key)
+        if running is not None:
+            check_same(running.request_hash, request_hash)
+            self._on_replay()
+            waiter: Deferred[dict[str, Any]] = Deferred()
+            running.waiters.append(waiter)
+            return await waiter
+        running = self._in_flight[key] = _InFlight(request_hash, [])
+        try:
+            result = await first()
+        except BaseException as e:
+            for w in running.waiters:
+                w.errback(e)
+            raise
+        finally:
+            del self._in_flight[key]
+        for w in running.waiters:
+            w.callback(result)
+        return result
+
+
+def check_same(first: bytes | None, this: bytes) -> None:
+    if first != this:
+        raise ApiError(
+            "idempotency_conflict",
+            "this idempotency_key was used for a different request; use a new key for a new request",
+            field="idempotency_key",
+        )
+
+
 class PaymentService:
     """Implements `switch.api.service.IPaymentService` over the journal and the connectors."""
 
@@ -123,7 +162,7 @@ class PaymentService:
         saf: StoreAndForward,
         registry: CollectorRegistry,
         void_after_capture: Mapping[str, bool] | None = None,
-        plugins: Mapping[str, ConnectorPlugin] | None = None,
+        engine: Engine | None = None,
         confirmations: Confirmations | None = None,
     ) -> None:
         self.clock = clock
@@ -133,14 +172,16 @@ class PaymentService:
         self.router = router
         self.merchants = merchants
         self.metrics = PaymentMetrics.on(registry)
-        self._in_flight: dict[tuple[str, str], _InFlight] = {}
-        self.lifecycle = Lifecycle(self, void_after_capture or {})
-        self.plugins = plugins or {}
+        self.engine = engine or Engine(clock, journal, banks, saf)
+        self.keyed = KeyedOnce(self.metrics.replays.inc)
+        self.lifecycle = Lifecycle(self, self.engine, void_after_capture or {})
         self.confirmations = confirmations
 
     def plugin(self, bank: Bank) -> ConnectorPlugin:
         """The bank's plugin, or the no-op base behaviour for a bank without one."""
-        return self.plugins.get(bank.name) or ConnectorPlugin(bank.profile.dialect)
+        return self.engine.plugin(bank)
+
+    check_same = staticmethod(check_same)
 
     # -- authorize ------------------------------------------------------------------
 
@@ -151,48 +192,25 @@ class PaymentService:
         h = request_hash(req, self.journal.vault.pan_hash(sealed_instrument(req.instrument).pan))
         if req.idempotency_key is None:
             return await self._authorize_once(req, h)
-        key = (req.merchant_id, req.idempotency_key)
-        running = self._in_flight.get(key)
-        if running is not None:
-            self._check_same(running.request_hash, h)
-            self.metrics.replays.inc()
-            waiter: Deferred[dict[str, Any]] = Deferred()
-            running.waiters.append(waiter)
-            return await waiter
-        running = self._in_flight[key] = _InFlight(h, [])
-        try:
-            result = await self._first_with_key(req, h)
-        except BaseException as e:
-            for w in running.waiters:
-                w.errback(e)
-            raise
-        finally:
-            del self._in_flight[key]
-        for w in running.waiters:
-            w.callback(result)
-        return result
-
-    def _check_same(self, first: bytes | None, this: bytes) -> None:
-        if first != this:
-            raise ApiError(
-                "idempotency_conflict",
-                "this idempotency_key was used for a different request; use a new key for a new payment",
-                field="idempotency_key",
-            )
+        return await self.keyed.run((req.merchant_id, req.idempotency_key), h, lambda: self._first_with_key(req, h))
 
     async def _first_with_key(self, req: AuthorizeRequest, h: bytes) -> dict[str, Any]:
         assert req.idempotency_key is not None
         earlier = await self.journal.find_by_idempotency_key(req.merchant_id, req.idempotency_key)
         if earlier is not None:
-            self._check_same(earlier.request_hash, h)
-            self.metrics.replays.inc()
-            return await self._answer(earlier)
+            check_same(earlier.request_hash, h)
+            return await self._replay(earlier)
         try:
             return await self._authorize_once(req, h)
         except DuplicateIdempotencyKey as e:  # another switch node took the key a moment ago
-            self._check_same(e.transaction.request_hash if e.same_request else None, h)
-            self.metrics.replays.inc()
-            return await self._answer(e.transaction)
+            check_same(e.transaction.request_hash if e.same_request else None, h)
+            return await self._replay(e.transaction)
+
+    async def _replay(self, earlier: Transaction) -> dict[str, Any]:
+        if earlier.parent_txn_id is not None:  # the key names an operation: never the same request
+            check_same(None, b"")
+        self.metrics.replays.inc()
+        return await self._answer(earlier)
 
     def _candidates(self, req: AuthorizeRequest) -> tuple[str, ...]:
         if req.bank is not None:
@@ -242,22 +260,23 @@ class PaymentService:
             PaymentContext(req.instrument, merchant.name, req.order_id),
         )
         try:
+            self.engine.check_encodes(bank, message)
+        except NotEncodable:
+            return await self._refused(req, h, kind, bank.name, NOT_ENCODABLE)
+        try:
             await self._journal_request(req, h, kind, bank, txn_id, message)
         except BaseException:
             bank.release_stan(stan)
             raise
-        try:
-            response = await bank.request(message)
-        except (NoLinkAvailable, MuxBusy) as e:
-            reason = "issuer_busy" if isinstance(e, MuxBusy) else "issuer_unavailable"
-            return await self._finish(txn_id, kind, bank, Status.FAILED, reason=reason)
-        except (RequestTimeout, LinkLost) as e:
-            return await self._uncertain(txn_id, kind, bank, message, req,
-                                         "issuer_timeout" if isinstance(e, RequestTimeout) else "link_lost")
-        url = plugin.confirmation_url(response)
-        if url is not None and self.confirmations is not None:
-            return await self._awaiting_customer(txn_id, kind, bank, message, response, url)
-        return await self._answered(txn_id, kind, bank, req.amount, req.capture, response)
+        outcome = await self.engine.exchange(txn_id, bank, message)
+        if isinstance(outcome, NotSent):
+            return await self._finish(txn_id, kind, bank, Status.FAILED, reason=outcome.reason, forget_card=True)
+        if not isinstance(outcome, Answered):
+            return await self._uncertain(txn_id, kind, bank, message, req, outcome.cause)
+        if outcome.answer.confirmation_url is not None and self.confirmations is not None:
+            return await self._awaiting_customer(txn_id, kind, bank, message, outcome.response,
+                                                 outcome.answer.confirmation_url)
+        return await self._answered(txn_id, kind, bank, req.amount, req.capture, outcome)
 
     async def _refused(self, req: AuthorizeRequest, h: bytes, kind: Kind, connector: str, reason: str) -> dict[str, Any]:
         txn = await self.journal.create_transaction(
@@ -289,33 +308,25 @@ class PaymentService:
         )
 
     async def _answered(
-        self, txn_id: str, kind: Kind, bank: Bank, amount: int, capture: bool, response: Message
+        self, txn_id: str, kind: Kind, bank: Bank, amount: int, capture: bool, outcome: Answered
     ) -> dict[str, Any]:
-        self.journal.append_message(
-            txn_id=txn_id, direction=Direction.IN, connector=bank.name, mti=response["t"],
-            fields=mask_message(response, bank.profile.dialect),
-        )
-        code = response.get("39")
-        outcome = bank.profile.responses.outcome(code)
-        changes: dict[str, Any] = {"response_code": code, "rrn": response.get("37"), "auth_code": response.get("38")}
-        if outcome.status == "approved":
-            changes["amount_authorized"] = amount
+        a = outcome.answer
+        changes: dict[str, Any] = {"response_code": a.response_code, "rrn": a.rrn, "auth_code": a.auth_code}
+        if a.status == "approved":
+            approved = a.amount if a.amount is not None else amount
+            changes["amount_authorized"] = approved
             if capture:
-                changes["amount_captured"] = amount
+                changes["amount_captured"] = approved
             status = Status.APPROVED
         else:
-            status = Status.DECLINED if outcome.status == "declined" else Status.FAILED
-        return await self._finish(txn_id, kind, bank, status, reason=outcome.reason,
+            status = Status.DECLINED if a.status == "declined" else Status.FAILED
+        return await self._finish(txn_id, kind, bank, status, reason=a.reason,
                                   forget_card=status is not Status.APPROVED, **changes)
 
     async def _awaiting_customer(
         self, txn_id: str, kind: Kind, bank: Bank, message: Message, response: Message, url: str
     ) -> dict[str, Any]:
         """The bank waits for the customer: journal that, hand the payment to its owner, answer with the URL."""
-        self.journal.append_message(
-            txn_id=txn_id, direction=Direction.IN, connector=bank.name, mti=response["t"],
-            fields=mask_message(response, bank.profile.dialect),
-        )
         txn = await self.journal.transition(
             txn_id, expected_from=(Status.PENDING,), to=Status.AWAITING_CUSTOMER, reason="customer_action_required",
             response_code=response.get("39"), rrn=response.get("37") or message.get("37"),
@@ -330,11 +341,7 @@ class PaymentService:
     ) -> dict[str, Any]:
         """The bank may have approved: answer timeout, and queue the reversal in the same commit."""
         self.metrics.reversals_queued.labels(bank.name, cause).inc()
-        saf = SafDraft(
-            connector=bank.name, kind=SafKind.REVERSAL, mti=mti_for(bank.profile.reversal, bank.profile.version),
-            fields=reversal_template(message), card=sealed_instrument(req.instrument),
-            max_attempts=bank.saf.max_attempts,
-        )
+        saf = resolution_draft(bank, message, sealed_instrument(req.instrument))
         result = await self._finish(txn_id, kind, bank, Status.TIMEOUT, reason="issuer_timeout", saf=saf)
         self.saf.kick(bank.name)
         return result
@@ -372,6 +379,8 @@ class PaymentService:
         """`answer`, with the confirmation URL again while the payment waits for the customer
         (status and idempotent replays), read from the bank's journalled answer by its plugin."""
         result = answer(txn)
+        if txn.parent_txn_id is None:
+            result["operations"] = [operation_view(child) for child in await self.journal.children(txn.txn_id)]
         bank = self.banks.get(txn.connector)
         if txn.status is not Status.AWAITING_CUSTOMER or bank is None:
             return result
