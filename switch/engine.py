@@ -248,7 +248,8 @@ class Engine:
                                                  forget_card=True, event=event)
         resolving = (Status.PENDING, Status.TIMEOUT)
         if item.kind is SafKind.VOID:
-            event = EventDraft("payment.voided", {"txn_id": txn.parent_txn_id, "reversal_response_code": code})
+            event = EventDraft("payment.voided", {"txn_id": txn.parent_txn_id, "operation_txn_id": txn.txn_id,
+                                                  "reversal_response_code": code})
             _, child = await self.journal.finish_operation(txn.txn_id, expected_from=resolving, to=Status.APPROVED,
                                                            forget_card=True, event=event, response_code=code or None)
             return child

@@ -251,7 +251,7 @@ class Journal:
         Checks the parent is in one of ``allowed`` with enough left for ``child.amount``,
         reserves it (see `switch.journal.operations`), inserts the child (binding its
         idempotency key) and its outgoing ``request`` (MTI, masked fields), and queues
-        ``saf`` for the child. Fires with (parent, child); fails with `ReservationRefused`
+        ``saf`` for the child (``event`` is the parent's). Fires with (parent, child); fails with `ReservationRefused`
         (nothing written), `DuplicateIdempotencyKey` or `TransactionNotFound`.
         """
         require_id("parent_id", parent_id)
@@ -277,7 +277,7 @@ class Journal:
                 store.append_message(db, message)
             if saf_row is not None:
                 saf_queue.enqueue(db, saf_row)
-            self._append_event(db, created, event, payload, now)
+            self._append_event(db, parent, event, payload, now)
             return parent, created
 
         return self._writer.submit(unit)
@@ -299,7 +299,7 @@ class Journal:
         The child moves to ``to`` (compare-and-set, as `transition`); approved settles its
         reservation into the parent (captured, refunded, voided), declined/failed/reversed
         releases it, pending/timeout keeps it (``saf`` then queues the repeat or reversal
-        that will resolve it, in the same commit). Fires with (parent, child).
+        that will resolve it, in the same commit; ``event`` is the parent's). Fires with (parent, child).
         """
         statuses = (expected_from,) if isinstance(expected_from, str) else expected_from
         expected = frozenset(require_enum(Status, status, "expected_from") for status in statuses)
@@ -321,7 +321,7 @@ class Journal:
                 raise TransactionNotFound(child.parent_txn_id)
             if saf_row is not None:
                 saf_queue.enqueue(db, saf_row)
-            self._append_event(db, child, event, payload, now)
+            self._append_event(db, parent, event, payload, now)
             return parent, child
 
         return self._writer.submit(unit)
