@@ -67,41 +67,48 @@ async def sweep_stale_pending(
     journal write after the bank's answer failed): give it the owner a restart would, now."""
     metrics = RecoveryMetrics.on(registry)
     stale = [t for t in await journal.in_flight() if t.status is Status.PENDING and t.created_at < now - older_than]
+    swept = 0
     for txn in stale:
-        metrics.swept.labels(txn.connector).inc()
-        log.error("stale_pending_swept", txn_id=txn.txn_id, connector=txn.connector, created_at=txn.created_at.isoformat())
-        await _give_owner(journal, banks, saf, None, txn)
-    return len(stale)
+        if await _give_owner(journal, banks, saf, None, txn):  # a void waiting on its queued item has an owner
+            swept += 1
+            metrics.swept.labels(txn.connector).inc()
+            log.error("stale_pending_swept", txn_id=txn.txn_id, connector=txn.connector,
+                      created_at=txn.created_at.isoformat())
+    return swept
 
 
 async def _give_owner(
     journal: Journal, banks: Mapping[str, Any], saf: StoreAndForward, confirmations: Confirmations | None,
     txn: Transaction,
-) -> None:
+) -> bool:
+    """Resolve one transaction left in flight; False when it already has an owner (or none can be found)."""
+    txn = await journal.get_transaction(txn.txn_id)  # settling an operation may have settled its parent too
+    if not txn.in_flight:
+        return False
     bank = banks.get(txn.connector)
     if bank is None:
         log.error("recovery_unknown_connector", txn_id=txn.txn_id, connector=txn.connector)
-        return
+        return False
     if txn.status is Status.AWAITING_CUSTOMER and confirmations is not None:
         await confirmations.rearm(txn)
         log.warning("recovered_awaiting_customer", txn_id=txn.txn_id, connector=txn.connector)
-        return
+        return True
     if txn.status is Status.REVERSAL_PENDING and txn.parent_txn_id is None:
         children = await journal.children(txn.txn_id)
         if any(c.kind is Kind.VOID and c.in_flight for c in children):
-            return  # its void is an operation of its own, resolved below
+            return False  # its void is an operation of its own, resolved on its own
     items = await journal.saf_items(txn.txn_id)
     if any(item.state in (SafState.QUEUED, SafState.DEAD) for item in items):
-        return  # store-and-forward owns it already
+        return False  # store-and-forward owns it already
     done = next((item for item in reversed(items) if item.state is SafState.DONE), None)
     if done is not None:  # acknowledged just before the crash; its outcome was not journalled yet
         await saf.settle(done, {"t": response_mti(done.mti), "39": done.response_code or ""})
-        return
+        return True
     try:
         draft = await reversal_draft(journal, txn, bank)
     except LookupError:
         await _never_sent(journal, txn)
-        return
+        return True
     if txn.status is Status.PENDING:
         if txn.parent_txn_id is not None:
             await journal.finish_operation(txn.txn_id, to=Status.TIMEOUT, reason="issuer_timeout", saf=draft)
@@ -113,6 +120,7 @@ async def _give_owner(
     else:
         await journal.saf_enqueue(txn.txn_id, draft)
     saf.kick(txn.connector)
+    return True
 
 
 async def _never_sent(journal: Journal, txn: Transaction) -> None:

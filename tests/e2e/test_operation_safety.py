@@ -5,9 +5,15 @@ and ``status`` lists a payment's operations."""
 
 from __future__ import annotations
 
-import pytest_twisted
+from datetime import timedelta
 
-from switch.journal.models import SafKind, SafState, Status
+import pytest_twisted
+from twisted.internet import reactor
+
+from switch.journal.models import (
+    CardData, Kind, NewTransaction, SafDraft, SafKind, SafState, Status, utc_from_seconds,
+)
+from switch.recovery import recover
 from tests.crash.harness import postings
 from tests.e2e.harness import TOKEN, authorize, eventually, start_env, stop_env
 
@@ -173,3 +179,26 @@ async def test_status_lists_operations_and_their_sum_is_the_parent_totals(fast):
     assert v["status"] == "reversed" and v["operation"]["kind"] == "void"
     s = await c.call({"id": 8, "op": "status", "txn_id": pre["txn_id"]})
     assert [(o["kind"], o["status"]) for o in s["operations"]] == [("void", "approved")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_recovery_settles_an_acknowledged_advice_whose_outcome_was_not_journalled(fast):
+    """A crash between store-and-forward's 'acknowledged' and the operation's outcome: the
+    restart settles the capture and its parent together from the acknowledged item."""
+    journal = fast.journal
+    c = await fast.connect()
+    pre = await c.call(authorize(1, amount=2000, capture=False))
+    _, cap = await journal.begin_operation(
+        pre["txn_id"], NewTransaction(kind=Kind.CAPTURE, parent_txn_id=pre["txn_id"], merchant_id="M100",
+                                      connector="bank_a", amount=2000, currency="USD", card=CardData(VISA, "3012"),
+                                      retain_card=True, stan="000321"),
+        allowed=(Status.APPROVED,), request=("0220", {"11": "000321"}))
+    later = utc_from_seconds(reactor.seconds()) + timedelta(hours=1)  # out of the running queue's way
+    await journal.finish_operation(cap.txn_id, to=Status.TIMEOUT, reason="issuer_timeout", saf=SafDraft(
+        connector="bank_a", kind=SafKind.ADVICE, mti="0221", fields={"11": "000321"}, due_at=later))
+    item = (await journal.saf_items(cap.txn_id))[0]
+    await journal.saf_complete(item.saf_id, response_code="00")
+    assert await recover(journal, fast.switch.banks, fast.switch.saf, fast.registry) == 1
+    parent, child = await _txn(fast, pre["txn_id"]), await _txn(fast, cap.txn_id)
+    assert (parent.status, parent.amount_captured, parent.amount_capture_pending) == (Status.CAPTURED, 2000, 0)
+    assert child.status is Status.APPROVED and child.card is None
