@@ -195,7 +195,11 @@ class Engine:
         except (RequestTimeout, LinkLost) as e:
             return Uncertain("issuer_timeout" if isinstance(e, RequestTimeout) else "link_lost")
         self.journal_response(txn_id, bank, response)
-        answer = self.plugin(bank).read_response(message, response, bank.profile.responses)
+        try:
+            answer = self.plugin(bank).read_response(message, response, bank.profile.responses)
+        except Exception:  # a plugin that cannot read the answer: the bank may still have acted
+            log.exception("response_unreadable", txn_id=txn_id, connector=bank.name, mti=response.get("t"))
+            return Uncertain("unreadable_answer")
         if answer.uncertain or (is_advice(message["t"]) and answer.retryable):
             return Uncertain("unconfirmed_answer")
         return Answered(response, answer)
