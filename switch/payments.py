@@ -53,8 +53,6 @@ from switch.journal.models import (
     EventDraft,
     Kind,
     NewTransaction,
-    SafDraft,
-    SafKind,
     Status,
     Transaction,
     utc_from_seconds,

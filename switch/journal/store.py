@@ -14,7 +14,6 @@ from switch.journal.cards import card_from_row, transaction_context
 from switch.journal.db import Db, Row, in_list
 from switch.journal.errors import (
     DuplicateIdempotencyKey,
-    ReservationRefused,
     StorageError,
     TransactionExists,
     TransactionNotFound,
