@@ -240,6 +240,7 @@ class Lifecycle:
             bank.release_stan(message["11"])
             raise
         parent, child = await self._outcome(bank, child, message, card)
+        self.service.metrics.outcomes.labels(bank.name, kind.value, operation_view(child)["status"]).inc()
         return _operation_answer(parent, child)
 
     def _message(self, bank: Any, parent: Transaction, sent: Message, kind: Kind, amount: int, card: Any) -> Message:

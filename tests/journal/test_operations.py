@@ -8,7 +8,8 @@ import hashlib
 from typing import Any
 
 import pytest_twisted
-from twisted.internet import defer
+from prometheus_client import CollectorRegistry
+from twisted.internet import defer, reactor
 
 from switch.journal import (
     CardData,
@@ -22,6 +23,7 @@ from switch.journal import (
     SafState,
     Status,
     StorageError,
+    open_journal,
 )
 from tests.journal.conftest import raw_connect
 from tests.journal.test_journal import failure_of, sale
@@ -159,3 +161,21 @@ async def test_idempotency_key_clash_undoes_the_reservation(journal: Journal) ->
     assert isinstance(clash, DuplicateIdempotencyKey) and clash.same_request
     parent = await journal.get_transaction(parent_id)
     assert parent.amount_refund_pending == 100 and len(await journal.children(parent_id)) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_writers_never_over_refund(journal: Journal, config, registry, clock) -> None:
+    """The guard is the UPDATE's WHERE clause, not this process's memory: two journals (two
+    writer connections, as two switch processes would have) cannot both reserve."""
+    other = await open_journal(config, reactor, registry=CollectorRegistry(), clock=clock)
+    try:
+        parent_id = await approved(journal, amount=1000)
+        results = await defer.DeferredList([
+            j.begin_operation(parent_id, child(parent_id, Kind.REFUND, 600), allowed=APPROVED_SALE)
+            for j in (journal, other)
+        ], consumeErrors=True)
+        assert sorted(ok for ok, _ in results) == [False, True]
+        assert isinstance(next(r.value for ok, r in results if not ok), ReservationRefused)
+        assert (await other.get_transaction(parent_id)).amount_refund_pending == 600
+    finally:
+        await other.close()
