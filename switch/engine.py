@@ -258,8 +258,11 @@ class Engine:
                                                            forget_card=True, event=event, response_code=code or None)
             return child
         if item.kind is SafKind.REVERSAL:
+            event = EventDraft("payment.refund_reversed", {"txn_id": txn.parent_txn_id, "operation_txn_id": txn.txn_id,
+                                                           "reversal_response_code": code})
             _, child = await self.journal.finish_operation(txn.txn_id, expected_from=resolving, to=Status.REVERSED,
-                                                           forget_card=True, reason="reversed_after_timeout")
+                                                           forget_card=True, reason="reversed_after_timeout",
+                                                           event=event)
             return child
         bank = self.banks[item.connector]
         request: Message = {**item.fields, "t": item.mti}

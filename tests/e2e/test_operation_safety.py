@@ -48,6 +48,10 @@ async def _txn(env, txn_id):
     return await env.journal.get_transaction(txn_id)
 
 
+async def _events(env, kind):
+    return [e for e in await env.journal.events_after(["M100"], 0) if e.type == kind]
+
+
 def _debits(sim, pan):
     return [p for p in postings(sim) if p.pan == pan and p.effect == "debit" and not p.reversed]
 
@@ -81,6 +85,7 @@ async def test_timed_out_capture_is_repeated_and_captured_exactly_once(fast, nam
     s = await c.call({"id": 4, "op": "status", "txn_id": a["txn_id"]})
     assert (s["status"], s["amount_captured"]) == ("captured", 4000)
     assert [(o["kind"], o["status"], o["amount"]) for o in s["operations"]] == [("capture", "approved", 4000)]
+    assert [e.txn_id for e in await _events(fast, "payment.captured")] == [a["txn_id"]]
     items = await fast.journal.saf_items(cap["operation"]["txn_id"])
     assert [(i.kind, i.state) for i in items] == [(SafKind.ADVICE, SafState.DONE)]
 
@@ -105,6 +110,8 @@ async def test_timed_out_refund_is_reversed_and_its_reservation_released(fast):
     parent = await _txn(fast, sale["txn_id"])
     assert (parent.status, parent.amount_refunded, parent.amount_refund_pending) == (Status.APPROVED, 0, 0)
     assert bank.balance(VISA) == before - 3000  # the credit was taken back
+    assert [(e.txn_id, e.payload["operation_txn_id"]) for e in await _events(fast, "payment.refund_reversed")] == [
+        (sale["txn_id"], r["operation"]["txn_id"])]
     full = await c.call({"id": 4, "op": "refund", "txn_id": sale["txn_id"]})
     assert (full["status"], full["amount_refunded"]) == ("refunded", 3000)
     assert bank.balance(VISA) == before

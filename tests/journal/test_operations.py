@@ -164,7 +164,7 @@ async def test_idempotency_key_clash_undoes_the_reservation(journal: Journal) ->
 
 
 @pytest_twisted.ensureDeferred
-async def test_two_writers_never_over_refund(journal: Journal, config, registry, clock) -> None:
+async def test_two_writers_never_over_refund(journal: Journal, config, clock) -> None:
     """The guard is the UPDATE's WHERE clause, not this process's memory: two journals (two
     writer connections, as two switch processes would have) cannot both reserve."""
     other = await open_journal(config, reactor, registry=CollectorRegistry(), clock=clock)
