@@ -46,7 +46,6 @@ from switch.journal.models import (
     CardData,
     Direction,
     EventDraft,
-    Kind,
     SafDraft,
     SafItem,
     SafKind,

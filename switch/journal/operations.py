@@ -27,7 +27,7 @@ from collections.abc import Collection
 from switch.journal.db import Db, in_list
 from switch.journal.errors import ReservationRefused, StorageError, TransactionNotFound
 from switch.journal.models import Kind, Status, Transaction
-from switch.journal.store import record_transition, get_transaction, transaction_from_row
+from switch.journal.store import get_transaction, record_transition, transaction_from_row
 
 _RESERVE = {
     Kind.CAPTURE: (

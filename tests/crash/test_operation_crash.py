@@ -24,8 +24,22 @@ from switch.config import load_config
 from switch.journal.journal import open_journal
 from switch.journal.models import Kind, Status
 from tests.crash.harness import (
-    CARDS, CLIENT, CVV, EXPIRY, MERCHANT, OPENING_BALANCE, STORE, TOKEN, Banks, SwitchProcess, accounts_toml,
-    config_toml, postings, remove_dir, short_run_dir, sleep,
+    CARDS,
+    CLIENT,
+    CVV,
+    EXPIRY,
+    MERCHANT,
+    OPENING_BALANCE,
+    STORE,
+    TOKEN,
+    Banks,
+    SwitchProcess,
+    accounts_toml,
+    config_toml,
+    postings,
+    remove_dir,
+    short_run_dir,
+    sleep,
 )
 
 pytestmark = pytest.mark.crash

@@ -12,7 +12,14 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from switch.journal.models import (
-    CardData, Kind, NewTransaction, SafDraft, SafKind, SafState, Status, utc_from_seconds,
+    CardData,
+    Kind,
+    NewTransaction,
+    SafDraft,
+    SafKind,
+    SafState,
+    Status,
+    utc_from_seconds,
 )
 from switch.recovery import recover
 from tests.crash.harness import postings
