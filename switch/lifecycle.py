@@ -249,18 +249,23 @@ class Lifecycle:
         acceptor = Acceptor(merchant.mcc, store.terminal_id, merchant.acquirer_merchant_id, merchant.name,
                             merchant.city, merchant.country)
         capture = kind is Kind.CAPTURE
-        message = financial_request(
-            bank.profile, "financial_advice" if capture else "financial", "00" if capture else "20", amount,
-            sent["49"], instrument_from_sealed(card, sent), acceptor, bank.reserve_stan(),
-            sent.get("37") if capture else bank.next_rrn(), self.engine.clock.seconds(),
-        )
-        plugin = self.engine.plugin(bank)
-        if not capture:
-            return plugin.refund(message, sent)
-        message[bank.profile.dialect.original_data_field] = original_data_elements(sent, bank.profile)
-        if parent.auth_code:
-            message["38"] = parent.auth_code
-        return plugin.completion(message, sent)
+        stan = bank.reserve_stan()
+        try:
+            message = financial_request(
+                bank.profile, "financial_advice" if capture else "financial", "00" if capture else "20", amount,
+                sent["49"], instrument_from_sealed(card, sent), acceptor, stan,
+                sent.get("37") if capture else bank.next_rrn(), self.engine.clock.seconds(),
+            )
+            plugin = self.engine.plugin(bank)
+            if not capture:
+                return plugin.refund(message, sent)
+            message[bank.profile.dialect.original_data_field] = original_data_elements(sent, bank.profile)
+            if parent.auth_code:
+                message["38"] = parent.auth_code
+            return plugin.completion(message, sent)
+        except BaseException:
+            bank.release_stan(stan)
+            raise
 
     async def _outcome(self, bank: Any, child: Transaction, message: Message, card: Any) -> tuple[Transaction, Transaction]:
         """Send the journalled operation and journal its outcome with the parent's totals."""
