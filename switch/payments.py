@@ -248,15 +248,18 @@ class PaymentService:
     ) -> dict[str, Any]:
         stan = bank.reserve_stan()
         txn_id = new_txn_id()
-        plugin = self.plugin(bank)
-        message = plugin.request(
-            financial_request(
-                bank.profile, "financial" if req.capture else "authorization", "00", req.amount,
-                req.currency.numeric, req.instrument, _acceptor(merchant, store), stan, bank.next_rrn(),
-                self.clock.seconds(),
-            ),
-            PaymentContext(req.instrument, merchant.name, req.order_id),
-        )
+        try:
+            message = self.plugin(bank).request(
+                financial_request(
+                    bank.profile, "financial" if req.capture else "authorization", "00", req.amount,
+                    req.currency.numeric, req.instrument, _acceptor(merchant, store), stan, bank.next_rrn(),
+                    self.clock.seconds(),
+                ),
+                PaymentContext(req.instrument, merchant.name, req.order_id),
+            )
+        except BaseException:
+            bank.release_stan(stan)
+            raise
         try:
             self.engine.check_encodes(bank, message)
         except NotEncodable:

@@ -8,7 +8,8 @@ from typing import ClassVar
 
 import pytest_twisted
 
-from connectors.base import ConnectorPlugin, register
+import connectors.base
+from connectors.base import ConnectorPlugin
 from switch.dialect import Message
 from switch.journal.models import SafKind, Status
 from switch.responses import BankAnswer, ResponseTable
@@ -17,11 +18,11 @@ from tests.e2e.harness import BANKS, authorize, eventually, start_env, stop_env
 VISA = "4111111111111111"
 
 
-@register("engine_probe")
 class EngineProbe(ConnectorPlugin):
     """Reads approved requests (x100/x200) of amounts ending in 1 as uncertain, and approves half of
     those ending in 2; records every answer it reads."""
 
+    name: ClassVar[str] = "engine_probe"
     seen: ClassVar[list[str]] = []
 
     def read_response(self, request: Message, response: Message, table: ResponseTable) -> BankAnswer:
@@ -38,7 +39,8 @@ class EngineProbe(ConnectorPlugin):
 
 
 @pytest_twisted.async_yield_fixture
-async def probed(tmp_path):
+async def probed(tmp_path, monkeypatch):
+    monkeypatch.setitem(connectors.base._REGISTRY, EngineProbe.name, EngineProbe)  # registered for this test only
     banks = {**BANKS, "bank_a": {**BANKS["bank_a"], "plugin": "engine_probe"}}
     e = await start_env(tmp_path, request_timeout=0.5, banks=banks)
     yield e
