@@ -46,7 +46,7 @@ from switch.engine import (
 from switch.journal import Journal
 from switch.journal.errors import DuplicateIdempotencyKey, ReservationRefused, TransactionNotFound
 from switch.journal.ids import new_txn_id
-from switch.journal.models import Direction, Kind, NewTransaction, Status, Transaction
+from switch.journal.models import Direction, Kind, NewTransaction, SafKind, Status, Transaction
 from switch.masking import mask_message
 from switch.status import API_STATUS, answer
 from switch.translate import (
@@ -281,6 +281,8 @@ class Lifecycle:
                                 auth_code=a.auth_code or None)
         draft = resolution_draft(bank, message, card)
         result = await finish(child.txn_id, to=Status.TIMEOUT, reason=outcome.cause, saf=draft)
+        if draft.kind is SafKind.REVERSAL:
+            self.service.metrics.reversals_queued.labels(bank.name, outcome.cause).inc()
         log.warning("operation_uncertain", txn_id=child.txn_id, kind=child.kind.value, cause=outcome.cause,
                     resolution=draft.kind.value)
         self.engine.saf.kick(bank.name)
