@@ -125,17 +125,17 @@ async def test_timed_out_refund_is_reversed_and_its_reservation_released(fast):
 
 
 @pytest_twisted.ensureDeferred
-async def test_concurrent_refunds_over_the_captured_amount_one_is_refused_before_sending(fast):
-    bank = fast.sims["bank_a"]
+async def test_concurrent_refunds_over_the_captured_amount_one_is_refused_before_sending(env):
+    bank = env.sims["bank_a"]
     before = bank.balance(VISA)
-    c1, c2 = await fast.connect(), await fast.connect()
+    c1, c2 = await env.connect(), await env.connect()
     sale = await c1.call(authorize(1, amount=3000))
-    bank.set_faults(delay=0.3)
+    bank.set_faults(delay=1.0)  # well inside the 2 s request timeout
     c1.send({"id": 2, "op": "refund", "txn_id": sale["txn_id"], "amount": 2000})
-    await eventually(lambda: fast.switch.banks["bank_a"].connector.mux.in_flight == 1)
+    await eventually(lambda: env.switch.banks["bank_a"].connector.mux.in_flight == 1)
     refused = await c2.call({"id": 3, "op": "refund", "txn_id": sale["txn_id"], "amount": 2000})
     assert (refused["error"]["code"], refused["error"]["field"]) == ("invalid_request", "amount")
-    assert fast.switch.banks["bank_a"].connector.mux.in_flight == 1  # refused while the first was at the bank
+    assert env.switch.banks["bank_a"].connector.mux.in_flight == 1  # refused while the first was at the bank
     first = await c1.answers.get()
     assert (first["status"], first["amount_refunded"]) == ("partially_refunded", 2000)
     assert bank.received["0200"] == 2 and bank.balance(VISA) == before - 1000
