@@ -155,9 +155,9 @@ async def test_message_the_dialect_cannot_carry_fails_cleanly_and_is_never_rever
 
 
 @pytest_twisted.ensureDeferred
-async def test_lifecycle_idempotency_sequential_concurrent_and_conflicting(fast):
-    bank = fast.sims["bank_a"]
-    c1, c2 = await fast.connect(), await fast.connect()
+async def test_lifecycle_idempotency_sequential_concurrent_and_conflicting(env):
+    bank = env.sims["bank_a"]
+    c1, c2 = await env.connect(), await env.connect()
     pre = await c1.call(authorize(1, amount=5000, capture=False, idempotency_key="pay-1"))
     cap = {"op": "capture", "txn_id": pre["txn_id"], "amount": 5000, "idempotency_key": "cap-1"}
     first = await c1.call({"id": 2, **cap})
