@@ -43,6 +43,7 @@ from switch.engine import (
     resolution_draft,
     void_draft,
 )
+from switch.idempotency import check_same
 from switch.journal import Journal
 from switch.journal.errors import DuplicateIdempotencyKey, ReservationRefused, TransactionNotFound
 from switch.journal.ids import new_txn_id
@@ -117,12 +118,12 @@ class Lifecycle:
         assert req.idempotency_key is not None
         earlier = await self.journal.find_by_idempotency_key(parent.merchant_id, req.idempotency_key)
         if earlier is not None:
-            self.service.check_same(earlier.request_hash, req.request_hash())
+            check_same(earlier.request_hash, req.request_hash())
             return await self.replay(earlier)
         try:
             return await self._once(parent, req)
         except DuplicateIdempotencyKey as e:
-            self.service.check_same(e.transaction.request_hash if e.same_request else None, req.request_hash())
+            check_same(e.transaction.request_hash if e.same_request else None, req.request_hash())
             return await self.replay(e.transaction)
 
     async def replay(self, child: Transaction) -> dict[str, Any]:

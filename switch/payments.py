@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -45,6 +44,7 @@ from switch.bank import Bank
 from switch.confirmation import Confirmations
 from switch.dialect import Message
 from switch.engine import NOT_ENCODABLE, Answered, Engine, NotEncodable, NotSent, operation_view, resolution_draft
+from switch.idempotency import KeyedOnce, check_same
 from switch.journal import Journal
 from switch.journal.errors import DuplicateIdempotencyKey, TransactionNotFound
 from switch.journal.ids import new_txn_id
@@ -98,55 +98,6 @@ def request_hash(req: AuthorizeRequest, pan_hash: bytes) -> bytes:
     return hashlib.sha256(canonical.encode()).digest()
 
 
-@dataclass
-class _InFlight:
-    """Callers waiting on the first request with their idempotency key."""
-
-    request_hash: bytes
-    waiters: list[Deferred[dict[str, Any]]]
-
-
-class KeyedOnce:
-    """Idempotency while in flight: callers with the same (merchant, idempotency key) share the
-    first caller's answer; a different request under the key is `idempotency_conflict`."""
-
-    def __init__(self, on_replay: Callable[[], None]) -> None:
-        self._in_flight: dict[tuple[str, str], _InFlight] = {}
-        self._on_replay = on_replay
-
-    async def run(
-        self, key: tuple[str, str], request_hash: bytes, first: Callable[[], Awaitable[dict[str, Any]]]
-    ) -> dict[str, Any]:
-        running = self._in_flight.get(key)
-        if running is not None:
-            check_same(running.request_hash, request_hash)
-            self._on_replay()
-            waiter: Deferred[dict[str, Any]] = Deferred()
-            running.waiters.append(waiter)
-            return await waiter
-        running = self._in_flight[key] = _InFlight(request_hash, [])
-        try:
-            result = await first()
-        except BaseException as e:
-            for w in running.waiters:
-                w.errback(e)
-            raise
-        finally:
-            del self._in_flight[key]
-        for w in running.waiters:
-            w.callback(result)
-        return result
-
-
-def check_same(first: bytes | None, this: bytes) -> None:
-    if first != this:
-        raise ApiError(
-            "idempotency_conflict",
-            "this idempotency_key was used for a different request; use a new key for a new request",
-            field="idempotency_key",
-        )
-
-
 class PaymentService:
     """Implements `switch.api.service.IPaymentService` over the journal and the connectors."""
 
@@ -178,8 +129,6 @@ class PaymentService:
     def plugin(self, bank: Bank) -> ConnectorPlugin:
         """The bank's plugin, or the no-op base behaviour for a bank without one."""
         return self.engine.plugin(bank)
-
-    check_same = staticmethod(check_same)
 
     # -- authorize ------------------------------------------------------------------
 
