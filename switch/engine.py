@@ -29,6 +29,7 @@ one commit.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -86,9 +87,15 @@ class NotSent:
 
 @dataclass(frozen=True)
 class Uncertain:
-    """The message was written but no believable answer came: the bank may have acted on it."""
+    """The message was written but no believable answer came: the bank may have acted on it.
+
+    ``answer`` is the plugin's reading when the bank did answer (say an approval echoing
+    another amount: status ``failed``, reason ``format_error``, ``uncertain``); None for a
+    timeout or a lost link.
+    """
 
     cause: str
+    answer: BankAnswer | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,17 @@ def void_draft(bank: Bank, original: Message, card: CardData | None) -> SafDraft
     """A void: the reversal of the original authorization or sale, delivered by store-and-forward."""
     return SafDraft(connector=bank.name, kind=SafKind.VOID, mti=mti_for(bank.profile.reversal, bank.profile.version),
                     fields=kept_fields(original, bank), card=card, max_attempts=bank.saf.max_attempts)
+
+
+_COLUMNS = {"response_code": re.compile(r"[A-Za-z0-9]{2,3}"), "auth_code": re.compile(r"[A-Za-z0-9 ]{1,6}"),
+            "rrn": re.compile(r"[A-Za-z0-9 ]{1,12}")}
+
+
+def answer_columns(answer: BankAnswer, rrn: str | None = None) -> dict[str, str | None]:
+    """The answer's codes as journal columns; a value the journal cannot hold (a blank or padded
+    field 39 ...) is left out here: the inbound message itself is journalled as received."""
+    values = {"response_code": answer.response_code, "auth_code": answer.auth_code, "rrn": answer.rrn or rrn}
+    return {k: v if v is not None and _COLUMNS[k].fullmatch(v) else None for k, v in values.items()}
 
 
 def operation_view(child: Transaction) -> dict[str, Any]:
@@ -200,7 +218,7 @@ class Engine:
             log.exception("response_unreadable", txn_id=txn_id, connector=bank.name, mti=response.get("t"))
             return Uncertain("unreadable_answer")
         if answer.uncertain or (is_advice(message["t"]) and answer.retryable):
-            return Uncertain("unconfirmed_answer")
+            return Uncertain(answer.reason, answer)
         return Answered(response, answer)
 
     def journal_response(self, txn_id: str, bank: Bank, response: Message) -> None:
@@ -269,9 +287,10 @@ class Engine:
         status = Status.APPROVED if answer.status == "approved" else Status.DECLINED
         event = EventDraft("payment.captured" if status is Status.APPROVED else "payment.capture_declined",
                            {"txn_id": txn.parent_txn_id, "operation_txn_id": txn.txn_id, "response_code": code})
+        columns = answer_columns(answer)
         _, child = await self.journal.finish_operation(
             txn.txn_id, expected_from=resolving, to=status, forget_card=True, event=event, reason=answer.reason,
-            response_code=answer.response_code or None, auth_code=answer.auth_code or None,
+            response_code=columns["response_code"], auth_code=columns["auth_code"],
         )
         return child
 

@@ -39,6 +39,7 @@ from switch.engine import (
     Engine,
     NotEncodable,
     NotSent,
+    answer_columns,
     operation_view,
     resolution_draft,
     void_draft,
@@ -278,10 +279,13 @@ class Lifecycle:
             a = outcome.answer
             status = {"approved": Status.APPROVED, "declined": Status.DECLINED}.get(a.status, Status.FAILED)
             return await finish(child.txn_id, to=status, reason=a.reason, forget_card=True,
-                                response_code=a.response_code or None, rrn=a.rrn or message.get("37"),
-                                auth_code=a.auth_code or None)
+                                **answer_columns(a, message.get("37")))
+        # Uncertain (no answer, or one the plugin does not believe): the reservation stays until
+        # the repeat or reversal settles it; the operation answers "pending" meanwhile.
         draft = resolution_draft(bank, message, card)
-        result = await finish(child.txn_id, to=Status.TIMEOUT, reason=outcome.cause, saf=draft)
+        a = outcome.answer
+        codes = {} if a is None else answer_columns(a, message.get("37"))
+        result = await finish(child.txn_id, to=Status.TIMEOUT, reason=outcome.cause, saf=draft, **codes)
         if draft.kind is SafKind.REVERSAL:
             self.service.metrics.reversals_queued.labels(bank.name, outcome.cause).inc()
         log.warning("operation_uncertain", txn_id=child.txn_id, kind=child.kind.value, cause=outcome.cause,

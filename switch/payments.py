@@ -43,7 +43,17 @@ from switch.api.model import AuthorizeRequest, BankAccountInstrument, CardInstru
 from switch.bank import Bank
 from switch.confirmation import Confirmations
 from switch.dialect import Message
-from switch.engine import NOT_ENCODABLE, Answered, Engine, NotEncodable, NotSent, operation_view, resolution_draft
+from switch.engine import (
+    NOT_ENCODABLE,
+    Answered,
+    Engine,
+    NotEncodable,
+    NotSent,
+    Uncertain,
+    answer_columns,
+    operation_view,
+    resolution_draft,
+)
 from switch.idempotency import KeyedOnce, check_same
 from switch.journal import Journal
 from switch.journal.errors import DuplicateIdempotencyKey, TransactionNotFound
@@ -221,8 +231,8 @@ class PaymentService:
         outcome = await self.engine.exchange(txn_id, bank, message)
         if isinstance(outcome, NotSent):
             return await self._finish(txn_id, kind, bank, Status.FAILED, reason=outcome.reason, forget_card=True)
-        if not isinstance(outcome, Answered):
-            return await self._uncertain(txn_id, kind, bank, message, req, outcome.cause)
+        if isinstance(outcome, Uncertain):
+            return await self._uncertain(txn_id, kind, bank, message, req, outcome)
         if outcome.answer.confirmation_url is not None and self.confirmations is not None:
             return await self._awaiting_customer(txn_id, kind, bank, message, outcome.response,
                                                  outcome.answer.confirmation_url)
@@ -261,7 +271,7 @@ class PaymentService:
         self, txn_id: str, kind: Kind, bank: Bank, amount: int, capture: bool, outcome: Answered
     ) -> dict[str, Any]:
         a = outcome.answer
-        changes: dict[str, Any] = {"response_code": a.response_code, "rrn": a.rrn, "auth_code": a.auth_code}
+        changes: dict[str, Any] = answer_columns(a)
         if a.status == "approved":
             approved = a.amount if a.amount is not None else amount
             changes["amount_authorized"] = approved
@@ -287,12 +297,20 @@ class PaymentService:
         return {**answer(txn), "confirmation_url": url}
 
     async def _uncertain(
-        self, txn_id: str, kind: Kind, bank: Bank, message: Message, req: AuthorizeRequest, cause: str
+        self, txn_id: str, kind: Kind, bank: Bank, message: Message, req: AuthorizeRequest, outcome: Uncertain
     ) -> dict[str, Any]:
-        """The bank may have approved: answer timeout, and queue the reversal in the same commit."""
-        self.metrics.reversals_queued.labels(bank.name, cause).inc()
+        """The bank may have approved: queue the reversal in the same commit as the answer. No answer
+        (timeout, link lost) is answered ``timeout``; an answer the plugin does not believe is
+        answered as it reads it (``failed``, e.g. ``format_error``): the reversal makes that true."""
+        self.metrics.reversals_queued.labels(bank.name, outcome.cause).inc()
         saf = resolution_draft(bank, message, sealed_instrument(req.instrument))
-        result = await self._finish(txn_id, kind, bank, Status.TIMEOUT, reason="issuer_timeout", saf=saf)
+        a = outcome.answer
+        if a is None:
+            result = await self._finish(txn_id, kind, bank, Status.TIMEOUT, reason="issuer_timeout", saf=saf)
+        else:
+            status = Status.DECLINED if a.status == "declined" else Status.FAILED
+            result = await self._finish(txn_id, kind, bank, status, reason=a.reason, saf=saf, forget_card=True,
+                                        **answer_columns(a))
         self.saf.kick(bank.name)
         return result
 
