@@ -7,8 +7,8 @@ timeout, resolved by its message class (`switch.engine.resolution_draft`): a req
 repeated.  An operation's outcome is journalled with its parent's totals in one commit,
 so a parent and its operations never disagree.  ``timeout`` and ``reversal_pending``
 ones already have their item queued; if it was acknowledged just before the crash, its
-outcome is settled now through store-and-forward's settle hook (the engine's).  One ``pending_customer_action`` is not
-uncertain yet: the customer may still confirm, so its expiry is re-armed (with
+outcome is settled now through store-and-forward's settle hook (the engine's).  One
+``pending_customer_action`` is not uncertain yet: the customer may still confirm, so its expiry is re-armed (with
 whatever time it had left) and it is reversed only if that expiry passes.
 """
 
