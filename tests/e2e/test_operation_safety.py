@@ -13,6 +13,7 @@ from twisted.internet import reactor
 
 from switch.journal.models import (
     CardData,
+    Direction,
     Kind,
     NewTransaction,
     SafDraft,
@@ -93,7 +94,8 @@ async def test_timed_out_capture_is_repeated_and_captured_exactly_once(fast, nam
     assert (s["status"], s["amount_captured"]) == ("captured", 4000)
     assert [(o["kind"], o["status"], o["amount"]) for o in s["operations"]] == [("capture", "approved", 4000)]
     assert [e.txn_id for e in await _events(fast, "payment.captured")] == [a["txn_id"]]
-    sent = [(m.mti, m.stan) for m in await fast.journal.messages(cap["operation"]["txn_id"]) if m.direction.value == "out"]
+    messages = await fast.journal.messages(cap["operation"]["txn_id"])
+    sent = [(m.mti, m.stan) for m in messages if m.direction is Direction.OUT]
     assert sent[0][0] == repeat[:3] + "0" and {stan for _, stan in sent} == {cap["operation"]["stan"]}  # same STAN
     items = await fast.journal.saf_items(cap["operation"]["txn_id"])
     assert [(i.kind, i.state) for i in items] == [(SafKind.ADVICE, SafState.DONE)]
