@@ -129,8 +129,9 @@ def resolution_draft(bank: Bank, request: Message, card: CardData | None) -> Saf
     if is_advice(request["t"]):
         return SafDraft(connector=bank.name, kind=SafKind.ADVICE, mti=repeat_mti(request["t"]),
                         fields=kept_fields(request, bank), card=card, max_attempts=bank.saf.max_attempts)
-    return SafDraft(connector=bank.name, kind=SafKind.REVERSAL, mti=mti_for(bank.profile.reversal, bank.profile.version),
-                    fields=kept_fields(request, bank), card=card, max_attempts=bank.saf.max_attempts)
+    reversal = mti_for(bank.profile.reversal, bank.profile.version)
+    return SafDraft(connector=bank.name, kind=SafKind.REVERSAL, mti=reversal, fields=kept_fields(request, bank),
+                    card=card, max_attempts=bank.saf.max_attempts)
 
 
 def void_draft(bank: Bank, original: Message, card: CardData | None) -> SafDraft:

@@ -234,7 +234,8 @@ class Lifecycle:
             return _operation_answer(parent, child)
         try:
             parent, child = await self.journal.begin_operation(
-                parent.txn_id, new, allowed=allowed, request=(message["t"], mask_message(message, bank.profile.dialect)))
+                parent.txn_id, new, allowed=allowed,
+                request=(message["t"], mask_message(message, bank.profile.dialect)))
         except ReservationRefused as e:
             bank.release_stan(message["11"])
             raise await self._refusal(e.parent.txn_id, req) from None
@@ -269,7 +270,9 @@ class Lifecycle:
             bank.release_stan(stan)
             raise
 
-    async def _outcome(self, bank: Any, child: Transaction, message: Message, card: Any) -> tuple[Transaction, Transaction]:
+    async def _outcome(
+        self, bank: Any, child: Transaction, message: Message, card: Any
+    ) -> tuple[Transaction, Transaction]:
         """Send the journalled operation and journal its outcome with the parent's totals."""
         outcome = await self.engine.exchange(child.txn_id, bank, message)
         finish = self.journal.finish_operation
