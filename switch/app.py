@@ -13,8 +13,8 @@ import os
 import secrets
 import sys
 from dataclasses import replace
-from functools import partial
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from switch.config import SwitchConfig
 from switch.confirmation import Confirmations
 from switch.connector import Connector
 from switch.devcerts import make_dev_pki
+from switch.engine import Engine
 from switch.journal import Journal
 from switch.journal.journal import open_journal
 from switch.journal.lease import LeaseLost, NodeLease
@@ -137,10 +138,13 @@ class Switch:
         self.confirmations = Confirmations(self.reactor, self.journal, self.banks, self.saf,
                                            {name: b.confirmation_timeout for name, b in cfg.banks.items()})
         self.notifier = Notifier(self.reactor, self.journal, self.registry, cfg.notify)
+        # The engine installs itself as store-and-forward's build/settle hooks: every queued item is
+        # built per message class and plugin, and settles its operation and parent in one commit.
+        engine = Engine(self.reactor, self.journal, self.banks, self.saf, plugins)
         self.service = PaymentService(self.reactor, self.journal, self.banks, cfg.router, cfg.api.merchants,
                                       self.saf, self.registry,
                                       {name: b.void_after_capture for name, b in cfg.banks.items()},
-                                      plugins=plugins, confirmations=self.confirmations)
+                                      engine=engine, confirmations=self.confirmations)
         for bank in self.banks.values():
             bank.connector.mux.on_late_response = self._late_response_hook(bank)
             bank.connector.on_inbound_request = self._inbound_request_hook(bank, self.service.plugin(bank))

@@ -44,11 +44,12 @@ class Bank:
         """At the connector's ``max_in_flight``: a new payment would be refused unsent."""
         return self.active >= self.connector.options.max_in_flight
 
-    def reserve_stan(self) -> str:
-        """A STAN for field 11. Once the message is handed to `request`, the connector gives the
-        STAN back whatever happens; until then (building the message, journalling it) a failure
+    def reserve_stan(self, stan: str | None = None) -> str:
+        """A STAN for field 11 (``stan``: that number, for an advice repeat keeping its
+        original's). Once the message is handed to `request`, the connector gives the STAN
+        back whatever happens; until then (building the message, journalling it) a failure
         must give it back with `release_stan` (see `switch.mux`)."""
-        return self.connector.reserve_stan()
+        return self.connector.reserve_stan(stan)
 
     def release_stan(self, stan: str) -> None:
         """Give back a reserved STAN that never reached `request`; a no-op once it has."""

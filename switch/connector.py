@@ -160,9 +160,9 @@ class Connector:
         """See `Mux.request`."""
         return self.mux.request(message, timeout)
 
-    def reserve_stan(self) -> str:
+    def reserve_stan(self, stan: str | None = None) -> str:
         """See `Mux.reserve_stan`: ``request`` owns the STAN once it has the message."""
-        return self.mux.reserve_stan()
+        return self.mux.reserve_stan(stan)
 
     def release_stan(self, stan: str) -> None:
         """See `Mux.release_stan`: only for a STAN that never reached ``request``."""

@@ -257,11 +257,12 @@ class Mux:
             self.release_stan(stan)
         return fail(error)
 
-    def reserve_stan(self) -> str:
+    def reserve_stan(self, stan: str | None = None) -> str:
         """A STAN for a request the caller must journal before it is sent: put it in
         field 11 of the message given to `request` (which then owns it, whatever the
-        outcome), or give it back with `release_stan` if `request` is never called."""
-        stan = self.stans.allocate()
+        outcome), or give it back with `release_stan` if `request` is never called.
+        ``stan`` reserves that number (an advice's repeat keeps its original's STAN)."""
+        stan = self.stans.allocate() if stan is None else self.stans.claim(stan)
         self._reserved.add(stan)
         return stan
 

@@ -55,6 +55,11 @@ class StanAllocator:
         self._in_use.add(candidate)
         return f"{candidate:06d}"
 
+    def claim(self, stan: str) -> str:
+        """Mark a given STAN in use: the repeat of an advice carries its original's STAN."""
+        self._in_use.add(int(stan))
+        return stan
+
     def release(self, stan: str) -> None:
         self._in_use.discard(int(stan))
 

@@ -10,6 +10,11 @@ The order of work is what keeps money safe:
    ``timeout`` and a reversal is queued in the same database transaction;
 4. journal the bank's answer durably, and only then answer the web tier.
 
+Building, encode-checking, sending and classifying the answer go through
+`switch.engine` (the same path every capture, refund and void takes); a request the
+bank's dialect cannot carry is ``failed`` (reason ``message_not_encodable``) with
+nothing journalled as sent.
+
 Fallback to the next connector of a route happens only in step 1, while no bank has
 seen the request.
 
@@ -24,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -39,6 +43,18 @@ from switch.api.model import AuthorizeRequest, BankAccountInstrument, CardInstru
 from switch.bank import Bank
 from switch.confirmation import Confirmations
 from switch.dialect import Message
+from switch.engine import (
+    NOT_ENCODABLE,
+    Answered,
+    Engine,
+    NotEncodable,
+    NotSent,
+    Uncertain,
+    answer_columns,
+    operation_view,
+    resolution_draft,
+)
+from switch.idempotency import KeyedOnce, check_same
 from switch.journal import Journal
 from switch.journal.errors import DuplicateIdempotencyKey, TransactionNotFound
 from switch.journal.ids import new_txn_id
@@ -47,8 +63,6 @@ from switch.journal.models import (
     EventDraft,
     Kind,
     NewTransaction,
-    SafDraft,
-    SafKind,
     Status,
     Transaction,
 )
@@ -56,19 +70,10 @@ from switch.late import match_late
 from switch.lifecycle import Lifecycle, LifecycleRequest
 from switch.masking import mask_message
 from switch.metrics import MetricBundle
-from switch.mti import mti_for
-from switch.mux import LinkLost, MuxBusy, NoLinkAvailable, RequestTimeout
-from switch.responses import BankAnswer
 from switch.router import RouteQuery, Router
 from switch.saf import StoreAndForward
 from switch.status import API_STATUS, answer
-from switch.translate import (
-    Acceptor,
-    carries_accounts,
-    financial_request,
-    reversal_template,
-    sealed_instrument,
-)
+from switch.translate import Acceptor, carries_accounts, financial_request, sealed_instrument
 
 log = structlog.get_logger("kswitch.payments")
 
@@ -103,14 +108,6 @@ def request_hash(req: AuthorizeRequest, pan_hash: bytes) -> bytes:
     return hashlib.sha256(canonical.encode()).digest()
 
 
-@dataclass
-class _InFlight:
-    """Callers waiting on the first request with their idempotency key."""
-
-    request_hash: bytes
-    waiters: list[Deferred[dict[str, Any]]]
-
-
 class PaymentService:
     """Implements `switch.api.service.IPaymentService` over the journal and the connectors."""
 
@@ -124,7 +121,7 @@ class PaymentService:
         saf: StoreAndForward,
         registry: CollectorRegistry,
         void_after_capture: Mapping[str, bool] | None = None,
-        plugins: Mapping[str, ConnectorPlugin] | None = None,
+        engine: Engine | None = None,
         confirmations: Confirmations | None = None,
     ) -> None:
         self.clock = clock
@@ -134,14 +131,14 @@ class PaymentService:
         self.router = router
         self.merchants = merchants
         self.metrics = PaymentMetrics.on(registry)
-        self._in_flight: dict[tuple[str, str], _InFlight] = {}
-        self.lifecycle = Lifecycle(self, void_after_capture or {})
-        self.plugins = plugins or {}
+        self.engine = engine or Engine(clock, journal, banks, saf)
+        self.keyed = KeyedOnce(self.metrics.replays.inc)
+        self.lifecycle = Lifecycle(self, self.engine, void_after_capture or {})
         self.confirmations = confirmations
 
     def plugin(self, bank: Bank) -> ConnectorPlugin:
         """The bank's plugin, or the no-op base behaviour for a bank without one."""
-        return self.plugins.get(bank.name) or ConnectorPlugin(bank.profile.dialect)
+        return self.engine.plugin(bank)
 
     # -- authorize ------------------------------------------------------------------
 
@@ -152,48 +149,25 @@ class PaymentService:
         h = request_hash(req, self.journal.vault.pan_hash(sealed_instrument(req.instrument).pan))
         if req.idempotency_key is None:
             return await self._authorize_once(req, h)
-        key = (req.merchant_id, req.idempotency_key)
-        running = self._in_flight.get(key)
-        if running is not None:
-            self._check_same(running.request_hash, h)
-            self.metrics.replays.inc()
-            waiter: Deferred[dict[str, Any]] = Deferred()
-            running.waiters.append(waiter)
-            return await waiter
-        running = self._in_flight[key] = _InFlight(h, [])
-        try:
-            result = await self._first_with_key(req, h)
-        except BaseException as e:
-            for w in running.waiters:
-                w.errback(e)
-            raise
-        finally:
-            del self._in_flight[key]
-        for w in running.waiters:
-            w.callback(result)
-        return result
-
-    def _check_same(self, first: bytes | None, this: bytes) -> None:
-        if first != this:
-            raise ApiError(
-                "idempotency_conflict",
-                "this idempotency_key was used for a different request; use a new key for a new payment",
-                field="idempotency_key",
-            )
+        return await self.keyed.run((req.merchant_id, req.idempotency_key), h, lambda: self._first_with_key(req, h))
 
     async def _first_with_key(self, req: AuthorizeRequest, h: bytes) -> dict[str, Any]:
         assert req.idempotency_key is not None
         earlier = await self.journal.find_by_idempotency_key(req.merchant_id, req.idempotency_key)
         if earlier is not None:
-            self._check_same(earlier.request_hash, h)
-            self.metrics.replays.inc()
-            return await self._answer(earlier)
+            check_same(earlier.request_hash, h)
+            return await self._replay(earlier)
         try:
             return await self._authorize_once(req, h)
         except DuplicateIdempotencyKey as e:  # another switch node took the key a moment ago
-            self._check_same(e.transaction.request_hash if e.same_request else None, h)
-            self.metrics.replays.inc()
-            return await self._answer(e.transaction)
+            check_same(e.transaction.request_hash if e.same_request else None, h)
+            return await self._replay(e.transaction)
+
+    async def _replay(self, earlier: Transaction) -> dict[str, Any]:
+        if earlier.parent_txn_id is not None:  # the key names an operation: never the same request
+            check_same(None, b"")
+        self.metrics.replays.inc()
+        return await self._answer(earlier)
 
     def _candidates(self, req: AuthorizeRequest) -> tuple[str, ...]:
         if req.bank is not None:
@@ -233,9 +207,8 @@ class PaymentService:
     ) -> dict[str, Any]:
         stan = bank.reserve_stan()
         txn_id = new_txn_id()
-        plugin = self.plugin(bank)
-        try:  # until bank.request has the message, the reserved STAN is ours to give back
-            message = plugin.request(
+        try:
+            message = self.plugin(bank).request(
                 financial_request(
                     bank.profile, "financial" if req.capture else "authorization", "00", req.amount,
                     req.currency.numeric, req.instrument, _acceptor(merchant, store), stan, bank.next_rrn(),
@@ -243,22 +216,27 @@ class PaymentService:
                 ),
                 PaymentContext(req.instrument, merchant.name, req.order_id),
             )
-            await self._journal_request(req, h, kind, bank, txn_id, message)
         except BaseException:
             bank.release_stan(stan)
             raise
         try:
-            response = await bank.request(message)
-        except (NoLinkAvailable, MuxBusy) as e:
-            reason = "issuer_busy" if isinstance(e, MuxBusy) else "issuer_unavailable"
-            return await self._finish(txn_id, kind, bank, Status.FAILED, reason=reason)
-        except (RequestTimeout, LinkLost) as e:
-            return await self._uncertain(txn_id, kind, bank, message, req,
-                                         "issuer_timeout" if isinstance(e, RequestTimeout) else "link_lost")
-        read = plugin.read_response(message, response, bank.profile.responses)
-        if read.confirmation_url is not None and self.confirmations is not None:
-            return await self._awaiting_customer(txn_id, kind, bank, message, response, read.confirmation_url)
-        return await self._answered(txn_id, kind, bank, req, message, response, read)
+            self.engine.check_encodes(bank, message)
+        except NotEncodable:
+            return await self._refused(req, h, kind, bank.name, NOT_ENCODABLE)
+        try:
+            await self._journal_request(req, h, kind, bank, txn_id, message)
+        except BaseException:
+            bank.release_stan(stan)
+            raise
+        outcome = await self.engine.exchange(txn_id, bank, message)
+        if isinstance(outcome, NotSent):
+            return await self._finish(txn_id, kind, bank, Status.FAILED, reason=outcome.reason, forget_card=True)
+        if isinstance(outcome, Uncertain):
+            return await self._uncertain(txn_id, kind, bank, message, req, outcome)
+        if outcome.answer.confirmation_url is not None and self.confirmations is not None:
+            return await self._awaiting_customer(txn_id, kind, bank, message, outcome.response,
+                                                 outcome.answer.confirmation_url)
+        return await self._answered(txn_id, kind, bank, req.amount, req.capture, outcome, message["37"])
 
     async def _refused(self, req: AuthorizeRequest, h: bytes, kind: Kind, connector: str, reason: str) -> dict[str, Any]:
         txn = await self.journal.create_transaction(
@@ -290,38 +268,25 @@ class PaymentService:
         )
 
     async def _answered(
-        self, txn_id: str, kind: Kind, bank: Bank, req: AuthorizeRequest, message: Message, response: Message,
-        read: BankAnswer,
+        self, txn_id: str, kind: Kind, bank: Bank, amount: int, capture: bool, outcome: Answered, rrn: str
     ) -> dict[str, Any]:
-        self.journal.append_message(
-            txn_id=txn_id, direction=Direction.IN, connector=bank.name, mti=response["t"],
-            fields=mask_message(response, bank.profile.dialect),
-        )
-        changes: dict[str, Any] = {"response_code": read.response_code, "rrn": read.rrn, "auth_code": read.auth_code}
-        if read.uncertain:  # the bank may have moved money on an answer we cannot believe: reverse it
-            changes["saf"] = self._reversal(bank, message, req, "format_error")
-        if read.status == "approved":
-            amount = read.amount if read.amount is not None else req.amount
-            changes["amount_authorized"] = amount
-            if req.capture:
-                changes["amount_captured"] = amount
+        a = outcome.answer
+        changes: dict[str, Any] = answer_columns(a, rrn)
+        if a.status == "approved":
+            approved = a.amount if a.amount is not None else amount
+            changes["amount_authorized"] = approved
+            if capture:
+                changes["amount_captured"] = approved
             status = Status.APPROVED
         else:
-            status = Status.DECLINED if read.status == "declined" else Status.FAILED
-        result = await self._finish(txn_id, kind, bank, status, reason=read.reason,
-                                    forget_card=status is not Status.APPROVED, **changes)
-        if read.uncertain:
-            self.saf.kick(bank.name)
-        return result
+            status = Status.DECLINED if a.status == "declined" else Status.FAILED
+        return await self._finish(txn_id, kind, bank, status, reason=a.reason,
+                                  forget_card=status is not Status.APPROVED, **changes)
 
     async def _awaiting_customer(
         self, txn_id: str, kind: Kind, bank: Bank, message: Message, response: Message, url: str
     ) -> dict[str, Any]:
         """The bank waits for the customer: journal that, hand the payment to its owner, answer with the URL."""
-        self.journal.append_message(
-            txn_id=txn_id, direction=Direction.IN, connector=bank.name, mti=response["t"],
-            fields=mask_message(response, bank.profile.dialect),
-        )
         txn = await self.journal.transition(
             txn_id, expected_from=(Status.PENDING,), to=Status.AWAITING_CUSTOMER, reason="customer_action_required",
             response_code=response.get("39"), rrn=response.get("37") or message.get("37"),
@@ -332,21 +297,22 @@ class PaymentService:
         return {**answer(txn), "confirmation_url": url}
 
     async def _uncertain(
-        self, txn_id: str, kind: Kind, bank: Bank, message: Message, req: AuthorizeRequest, cause: str
+        self, txn_id: str, kind: Kind, bank: Bank, message: Message, req: AuthorizeRequest, outcome: Uncertain
     ) -> dict[str, Any]:
-        """The bank may have approved: answer timeout, and queue the reversal in the same commit."""
-        saf = self._reversal(bank, message, req, cause)
-        result = await self._finish(txn_id, kind, bank, Status.TIMEOUT, reason="issuer_timeout", saf=saf)
+        """The bank may have approved: queue the reversal in the same commit as the answer. No answer
+        (timeout, link lost) is answered ``timeout``; an answer the plugin does not believe is
+        answered as it reads it (``failed``, e.g. ``format_error``): the reversal makes that true."""
+        self.metrics.reversals_queued.labels(bank.name, outcome.cause).inc()
+        saf = resolution_draft(bank, message, sealed_instrument(req.instrument))
+        a = outcome.answer
+        if a is None:
+            result = await self._finish(txn_id, kind, bank, Status.TIMEOUT, reason="issuer_timeout", saf=saf)
+        else:
+            status = Status.DECLINED if a.status == "declined" else Status.FAILED
+            result = await self._finish(txn_id, kind, bank, status, reason=a.reason, saf=saf, forget_card=True,
+                                        **answer_columns(a, message.get("37")))
         self.saf.kick(bank.name)
         return result
-
-    def _reversal(self, bank: Bank, message: Message, req: AuthorizeRequest, cause: str) -> SafDraft:
-        self.metrics.reversals_queued.labels(bank.name, cause).inc()
-        return SafDraft(
-            connector=bank.name, kind=SafKind.REVERSAL, mti=mti_for(bank.profile.reversal, bank.profile.version),
-            fields=reversal_template(message, bank.profile.dialect), card=sealed_instrument(req.instrument),
-            max_attempts=bank.saf.max_attempts,
-        )
 
     async def _finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, **changes: Any) -> dict[str, Any]:
         txn = await self.journal.transition(txn_id, expected_from=(Status.PENDING,), to=status, **changes)
@@ -381,6 +347,8 @@ class PaymentService:
         """`answer`, with the confirmation URL again while the payment waits for the customer
         (status and idempotent replays), read from the bank's journalled answer by its plugin."""
         result = answer(txn)
+        if txn.parent_txn_id is None:
+            result["operations"] = [operation_view(child) for child in await self.journal.children(txn.txn_id)]
         bank = self.banks.get(txn.connector)
         if txn.status is not Status.AWAITING_CUSTOMER or bank is None:
             return result

@@ -12,9 +12,9 @@ something the bank could have seen.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog

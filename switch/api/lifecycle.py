@@ -2,8 +2,9 @@
 
 They are registered on the op table next to protocol version 1's ops; each names the
 original ``txn_id`` and, for capture and refund, an optional ``amount`` (default: all
-that remains).  The answer describes the original payment after the operation, with
-the operation itself under ``"operation"``.
+that remains), and an optional ``idempotency_key`` (authorize's semantics).  The
+answer describes the original payment after the operation, with the operation itself
+under ``"operation"``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from twisted.internet.defer import Deferred, maybeDeferred
 
 from switch.api.ops import Answer, OpContext, Operation, OperationRegistry
 from switch.api.validate import (
+    IDEMPOTENCY_KEY,
+    IDEMPOTENCY_KEY_EXPECTED,
     IDENTIFIER,
     IDENTIFIER_EXPECTED,
     MAX_AMOUNT,
@@ -35,8 +38,9 @@ def _parser(op: str, with_amount: bool) -> Any:
             amount = fields.integer("amount", expected)
             if not 0 < amount <= MAX_AMOUNT:
                 raise invalid("amount", f"expected {expected}, got {amount}")
+        idempotency_key = fields.optional_text("idempotency_key", IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_EXPECTED)
         fields.finish()
-        return LifecycleRequest(op, txn_id, amount)
+        return LifecycleRequest(op, txn_id, amount, idempotency_key)
 
     return parse
 

@@ -57,6 +57,23 @@ class DuplicateIdempotencyKey(JournalError):
         self.same_request = same_request
 
 
+class ReservationRefused(JournalError):
+    """An operation could not reserve what it needs on its parent (state or amount).
+
+    ``parent`` is the parent as it is now, so the caller can say why.
+    """
+
+    def __init__(self, parent: Transaction, kind: str, amount: int) -> None:
+        super().__init__(
+            f"cannot reserve {kind} of {amount} on transaction {parent.txn_id!r} ({parent.status.value}, "
+            f"captured {parent.amount_captured}, refunded {parent.amount_refunded}, pending capture "
+            f"{parent.amount_capture_pending}, pending refund {parent.amount_refund_pending})"
+        )
+        self.parent = parent
+        self.kind = kind
+        self.amount = amount
+
+
 class TransitionRefused(JournalError):
     """Compare-and-set failed: the transaction is not in one of the expected states."""
 

@@ -19,7 +19,7 @@ import structlog
 from prometheus_client import REGISTRY, CollectorRegistry
 from twisted.internet import defer
 
-from switch.journal import cards, counters, events, lease, saf_queue, schema, store
+from switch.journal import cards, counters, events, lease, operations, saf_queue, schema, store
 from switch.journal.config import JournalConfig
 from switch.journal.db import Db
 from switch.journal.errors import InvalidRecord, JournalError, TransactionNotFound
@@ -234,6 +234,101 @@ class Journal:
             return txn
 
         return self._writer.submit(unit)
+
+    @_deferred
+    def begin_operation(
+        self,
+        parent_id: str,
+        child: NewTransaction,
+        *,
+        allowed: Iterable[Status],
+        request: tuple[str, Mapping[str, Any]] | None = None,
+        saf: SafDraft | None = None,
+        event: EventDraft | None = None,
+    ) -> defer.Deferred[tuple[Transaction, Transaction]]:
+        """Start a capture, refund or void of ``parent_id`` in ONE database transaction.
+
+        Checks the parent is in one of ``allowed`` with enough left for ``child.amount``,
+        reserves it (see `switch.journal.operations`), inserts the child (binding its
+        idempotency key) and its outgoing ``request`` (MTI, masked fields), and queues
+        ``saf`` for the child (``event`` is the parent's). Fires with (parent, child); fails with `ReservationRefused`
+        (nothing written), `DuplicateIdempotencyKey` or `TransactionNotFound`.
+        """
+        require_id("parent_id", parent_id)
+        if child.parent_txn_id != parent_id:
+            raise InvalidRecord("the child of an operation must name its parent in parent_txn_id")
+        states = frozenset(require_enum(Status, status, "allowed") for status in allowed)
+        if not states:
+            raise InvalidRecord("allowed must name at least one parent status")
+        now = self._now()
+        row = self._transaction_row(child, now)
+        txn_id = str(row["txn_id"])
+        cutoff = now - _us(self._config.idempotency_ttl)
+        message = None
+        if request is not None:
+            message = self._message_row(txn_id, Direction.OUT, child.connector, request[0], request[1], None)
+        saf_row = self._saf_row(txn_id, saf, now) if saf is not None else None
+        payload = _payload(event)
+
+        def unit(db: Db) -> tuple[Transaction, Transaction]:
+            parent = operations.reserve(db, parent_id, child.kind, child.amount, states, now)
+            created = store.create_transaction(db, row, idempotency_cutoff=cutoff)
+            if message is not None:
+                store.append_message(db, message)
+            if saf_row is not None:
+                saf_queue.enqueue(db, saf_row)
+            self._append_event(db, parent, event, payload, now)
+            return parent, created
+
+        return self._writer.submit(unit)
+
+    @_deferred
+    def finish_operation(
+        self,
+        child_id: str,
+        *,
+        to: Status,
+        expected_from: Iterable[Status] = (Status.PENDING,),
+        forget_card: bool = False,
+        event: EventDraft | None = None,
+        saf: SafDraft | None = None,
+        **changes: Unpack[TxnChanges],
+    ) -> defer.Deferred[tuple[Transaction, Transaction]]:
+        """Record an operation's outcome and its parent's totals and status in ONE database transaction.
+
+        The child moves to ``to`` (compare-and-set, as `transition`); approved settles its
+        reservation into the parent (captured, refunded, voided), declined/failed/reversed
+        releases it, pending/timeout keeps it (``saf`` then queues the repeat or reversal
+        that will resolve it, in the same commit; ``event`` is the parent's). Fires with (parent, child).
+        """
+        statuses = (expected_from,) if isinstance(expected_from, str) else expected_from
+        expected = frozenset(require_enum(Status, status, "expected_from") for status in statuses)
+        if not expected:
+            raise InvalidRecord("expected_from must name at least one status")
+        target = require_enum(Status, to, "to")
+        prepared = prepare_changes(changes)
+        now = self._now()
+        payload = _payload(event)
+        saf_row = self._saf_row(child_id, saf, now) if saf is not None else None
+
+        def unit(db: Db) -> tuple[Transaction, Transaction]:
+            child = store.transition(db, child_id, expected_from=expected, to=target, changes=prepared,
+                                     expected_version=None, forget_card=forget_card, now=now)
+            if child.parent_txn_id is None:
+                raise InvalidRecord(f"transaction {child_id} is not an operation on a payment")
+            parent = operations.settle(db, child, now) or store.get_transaction(db, child.parent_txn_id)
+            if parent is None:
+                raise TransactionNotFound(child.parent_txn_id)
+            if saf_row is not None:
+                saf_queue.enqueue(db, saf_row)
+            self._append_event(db, parent, event, payload, now)
+            return parent, child
+
+        return self._writer.submit(unit)
+
+    def saf_items(self, txn_id: str) -> defer.Deferred[list[SafItem]]:
+        """Every store-and-forward item of one transaction, oldest first, whatever its state."""
+        return self._readers.read(lambda db: saf_queue.items_of(db, txn_id))
 
     def get_transaction(self, txn_id: str) -> defer.Deferred[Transaction]:
         """The transaction, or a `TransactionNotFound` failure."""
@@ -550,6 +645,8 @@ class Journal:
             "request_hash": new.request_hash,
             "created_at": now,
             "updated_at": now,
+            "amount_capture_pending": 0,
+            "amount_refund_pending": 0,
         }
 
     def _saf_row(self, txn_id: str, draft: SafDraft, now: int) -> dict[str, object]:

@@ -73,6 +73,7 @@ class SafKind(enum.StrEnum):
     REVERSAL = "reversal"
     VOID = "void"
     ADVICE = "advice"
+    """An advice (a capture's 0220) repeated (0221) until the bank acknowledges it; never reversed."""
 
 
 class SafState(enum.StrEnum):
@@ -394,6 +395,10 @@ class Transaction:
     request_hash: bytes | None = field(repr=False)
     created_at: datetime
     updated_at: datetime
+    amount_capture_pending: int = 0
+    """Reserved by a capture still in flight (its completion advice not yet acknowledged)."""
+    amount_refund_pending: int = 0
+    """Reserved by refunds still in flight: never refundable twice."""
 
     @property
     def in_flight(self) -> bool:

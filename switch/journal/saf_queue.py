@@ -55,6 +55,11 @@ def get(db: Db, saf_id: int) -> SafItem:
     return item_from_row(row)
 
 
+def items_of(db: Db, txn_id: str) -> list[SafItem]:
+    rows = db.all("SELECT * FROM saf_queue WHERE txn_id = :txn_id ORDER BY saf_id", {"txn_id": txn_id})
+    return [item_from_row(row) for row in rows]
+
+
 def head(db: Db, connector: str) -> SafItem | None:
     row = db.one(
         "SELECT * FROM saf_queue WHERE state = 'queued' AND connector = :connector ORDER BY saf_id LIMIT 1",

@@ -165,12 +165,18 @@ MIGRATIONS: tuple[Migration, ...] = (
                 WHERE status IN ('pending', 'pending_customer_action', 'reversal_pending', 'timeout')""",
         ),
     ),
-    # 5 and 6 belong to the transaction engine and store-and-forward branches; these empty
-    # stand-ins keep the numbering gapless on this branch and are replaced when they merge.
-    Migration(5, "reserved: transaction engine", ()),
-    Migration(6, "reserved: store-and-forward", ()),
     Migration(
-        7,
+        5,
+        "amounts reserved by operations (captures, refunds) in flight on their parent",
+        (
+            "ALTER TABLE transactions ADD COLUMN amount_capture_pending BIGINT NOT NULL DEFAULT 0 "
+            "CHECK (amount_capture_pending >= 0)",
+            "ALTER TABLE transactions ADD COLUMN amount_refund_pending BIGINT NOT NULL DEFAULT 0 "
+            "CHECK (amount_refund_pending >= 0)",
+        ),
+    ),
+    Migration(
+        6,
         "one node per journal (lease) and persisted counters (RRN blocks)",
         (
             """CREATE TABLE node_lease (

@@ -38,7 +38,7 @@ TRANSACTION_COLUMNS = (
     "version", "amount", "currency", "amount_authorized", "amount_captured", "amount_refunded",
     "stan", "rrn", "auth_code", "response_code", "reason", "masked_pan", "pan_hash", "pan_key_id",
     "pan_ciphertext", "transmission_datetime", "sent_at", "idempotency_key", "request_hash",
-    "created_at", "updated_at",
+    "created_at", "updated_at", "amount_capture_pending", "amount_refund_pending",
 )  # fmt: skip
 
 _INSERT_TRANSACTION = (
@@ -72,7 +72,7 @@ def create_transaction(db: Db, row: Mapping[str, object], *, idempotency_cutoff:
         # Another switch process bound the key since the check above.
         _claim_idempotency_key(db, row, idempotency_cutoff)
         raise StorageError(f"idempotency key of transaction {row['txn_id']} changed hands during the insert; retry")
-    _record_transition(db, inserted["txn_id"], None, inserted["status"], inserted["created_at"], inserted["reason"], {})
+    record_transition(db, inserted["txn_id"], None, inserted["status"], inserted["created_at"], inserted["reason"], {})
     return transaction_from_row(inserted)
 
 
@@ -129,7 +129,7 @@ def transition(
     recorded = {column: _audit_value(column, value) for column, value in changes.items()}
     if forget_card:
         recorded["card"] = "forgotten"
-    _record_transition(db, txn_id, updated["previous_status"], to, now, changes.get("reason"), recorded)
+    record_transition(db, txn_id, updated["previous_status"], to, now, changes.get("reason"), recorded)
     return transaction_from_row(updated)
 
 
@@ -144,7 +144,7 @@ def _refusal(
     return VersionConflict(txn_id, expected_version if expected_version is not None else -1, current.version)
 
 
-def _record_transition(
+def record_transition(
     db: Db, txn_id: str, from_status: str | None, to: str, at: int, reason: object, changes: Mapping[str, object]
 ) -> None:
     db.execute(
@@ -312,6 +312,8 @@ def transaction_from_row(row: Row) -> Transaction:
         request_hash=_bytes(row["request_hash"]),
         created_at=from_us(row["created_at"]),
         updated_at=from_us(row["updated_at"]),
+        amount_capture_pending=row["amount_capture_pending"],
+        amount_refund_pending=row["amount_refund_pending"],
     )
 
 

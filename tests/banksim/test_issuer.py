@@ -11,8 +11,20 @@ from switch.banksim import Issuer, Ledger, load_accounts
 from switch.banksim.issuer import parse_original_data
 from switch.dialect import load_dialect
 from tests.banksim.wire import (
-    BLOCKED, DO_NOT_HONOUR, EXPIRED, LIMITED, MASTERCARD, NO_FUNDS, TODAY, UNKNOWN, VISA, YEN, code, network,
-    request, reversal,
+    BLOCKED,
+    DO_NOT_HONOUR,
+    EXPIRED,
+    LIMITED,
+    MASTERCARD,
+    NO_FUNDS,
+    TODAY,
+    UNKNOWN,
+    VISA,
+    YEN,
+    code,
+    network,
+    request,
+    reversal,
 )
 
 DIALECTS = ["iso87ascii", "iso93ascii"]

@@ -15,7 +15,18 @@ from switch.banksim.faults import Faults
 from switch.dialect import MessageError, load_dialect
 from switch.framing import Framing
 from tests.banksim.wire import (
-    BLOCKED, DO_NOT_HONOUR, EXPIRED, LIMITED, NO_FUNDS, UNKNOWN, VISA, YEN, code, network, request, reversal,
+    BLOCKED,
+    DO_NOT_HONOUR,
+    EXPIRED,
+    LIMITED,
+    NO_FUNDS,
+    UNKNOWN,
+    VISA,
+    YEN,
+    code,
+    network,
+    request,
+    reversal,
 )
 
 WIRE_DIALECTS = ["iso87ascii", "iso93ascii", "iso87binary", "iso93binary"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from connectors import ConnectorPlugin, PaymentContext, UnknownPlugin, plugin_class, register, registered
 from connectors.base import parse_tlv, tlv

@@ -24,8 +24,19 @@ from switch.config import load_config
 from switch.journal.journal import open_journal
 from switch.journal.models import CardData, Kind, NewTransaction, Status
 from tests.crash.harness import (
-    BANKS, CARDS, EXPIRY, MERCHANT, OPENING_BALANCE, STORE, Banks, SwitchProcess, accounts_toml, config_toml,
-    postings, remove_dir, short_run_dir,
+    BANKS,
+    CARDS,
+    EXPIRY,
+    MERCHANT,
+    OPENING_BALANCE,
+    STORE,
+    Banks,
+    SwitchProcess,
+    accounts_toml,
+    config_toml,
+    postings,
+    remove_dir,
+    short_run_dir,
 )
 
 pytestmark = pytest.mark.crash

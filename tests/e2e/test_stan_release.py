@@ -46,14 +46,11 @@ async def test_a_capture_whose_journal_write_fails_gives_its_stan_back(env, monk
     c = await env.connect()
     a = await c.call(authorize(1, amount=5000, capture=False))
     assert a["status"] == "approved"
-    create = env.journal.create_transaction
+    def failing(parent_txn_id, new, **kw):
+        assert new.kind is Kind.CAPTURE
+        return defer.fail(JournalUnavailable("database unreachable"))
 
-    def failing(new, **kw):
-        if new.kind is Kind.CAPTURE:
-            return defer.fail(JournalUnavailable("database unreachable"))
-        return create(new, **kw)
-
-    monkeypatch.setattr(env.journal, "create_transaction", failing)
+    monkeypatch.setattr(env.journal, "begin_operation", failing)
     cap = await c.call({"id": 2, "op": "capture", "txn_id": a["txn_id"], "amount": 4000})
     assert not cap["ok"]
     assert env.sims["bank_a"].received["0220"] == 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
+from switch.api.model import CardInstrument
 from switch.dialect import load_dialect
 from switch.responses import ResponseTable
-from switch.api.model import CardInstrument
-from switch.translate import AcquirerProfile, Acceptor, financial_request, reversal_request, reversal_template
+from switch.translate import Acceptor, AcquirerProfile, financial_request, reversal_request, reversal_template
 
 NOW = datetime(2026, 11, 23, 11, 30, 5, tzinfo=timezone.utc).timestamp()
 ACCEPTOR = Acceptor("5999", "WEB00001", "000000000100001", "KSWITCH DEMO SHOP", "PHNOM PENH", "KH")

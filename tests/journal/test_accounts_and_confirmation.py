@@ -10,7 +10,7 @@ import pytest_twisted
 from switch.journal import Journal, JournalConfig, Kind, NewTransaction, SafDraft, SafKind, Status
 from switch.journal.errors import InvalidRecord
 from switch.journal.journal import backend_for
-from switch.journal.models import AccountData, IN_FLIGHT_STATUSES
+from switch.journal.models import IN_FLIGHT_STATUSES, AccountData
 from switch.journal.schema import MIGRATIONS, migrate
 
 ACCOUNT = "000123456789"

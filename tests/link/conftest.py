@@ -8,7 +8,6 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from switch.devcerts import DevPki, make_dev_pki
-
 from tests.link.support import Harness
 
 

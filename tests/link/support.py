@@ -11,7 +11,6 @@ from switch.devcerts import DevPki
 from switch.dialect import Dialect, load_dialect
 from switch.framing import Framing
 from switch.tls import server_tls_options
-
 from tests.link.isohost import IsoHost, eventually, sleep
 
 ISO87 = load_dialect("iso87ascii")

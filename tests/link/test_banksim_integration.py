@@ -13,7 +13,6 @@ from switch.banksim.accounts import DEFAULT_ACCOUNTS
 from switch.connector import Connector, ConnectorOptions, LinkLost, LinkOptions, RequestTimeout, TlsClientOptions
 from switch.dialect import load_dialect
 from switch.framing import Framing
-
 from tests.link.isohost import eventually
 from tests.link.support import events, sample
 

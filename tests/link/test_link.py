@@ -11,7 +11,6 @@ from twisted.internet.task import Clock
 from switch.connector import LinkState
 from switch.dialect import load_dialect
 from switch.framing import Framing
-
 from tests.link.isohost import eventually, sleep
 from tests.link.support import events, sale, sample
 

@@ -9,7 +9,6 @@ from twisted.internet.task import Clock
 
 from switch.connector import LinkLost, MuxBusy, NoLinkAvailable, RequestTimeout
 from switch.dialect import MessageError
-
 from tests.link.isohost import approve, eventually, sleep
 from tests.link.support import events, sale, sample
 

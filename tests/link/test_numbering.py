@@ -7,7 +7,6 @@ from datetime import datetime, timezone
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 

@@ -6,7 +6,6 @@ import pytest_twisted
 from twisted.internet.task import Clock
 
 from switch.connector import LinkState
-
 from tests.link.isohost import eventually
 from tests.link.support import events, sale, sample
 

@@ -7,7 +7,6 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 
 from switch.connector import LinkLost, LinkState
-
 from tests.link.isohost import approve, eventually, sleep
 from tests.link.support import sale, sample
 

@@ -18,7 +18,6 @@ from switch.link import LinkNotConnected
 from switch.mux import Mux
 from switch.numbering import StanAllocator
 from switch.pool import LinkPool
-
 from tests.link.isohost import approve, eventually
 from tests.link.support import ISO87, sale
 

@@ -8,7 +8,6 @@ from twisted.internet.task import Clock
 from switch.connector import LinkState, TlsClientOptions
 from switch.devcerts import issue, make_ca
 from switch.tls import server_tls_options
-
 from tests.link.isohost import eventually, sleep
 from tests.link.support import events, sale, sample
 

@@ -13,7 +13,6 @@ from switch.link import Backoff
 from switch.mux import MatchKeys
 from switch.pool import LinkPool
 from switch.tls import TlsConfigError, client_connection_creator
-
 from tests.link.support import FRAMING, ISO87
 
 
