@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
@@ -86,8 +86,9 @@ class SafMetrics(MetricBundle):
 class StoreAndForward:
     """Sends due items of every connector with a ready link; see the module docstring.
 
-    ``poll`` runs every ``poll_interval`` and after every finished delivery (`kick`); polls
-    never overlap, and an item is never sent twice at once (``_in_flight``, ``_finished``).
+    ``poll`` runs every ``poll_interval`` (with the queue metrics) and after every delivery that
+    settled or counted its item (`kick`); polls never overlap, and an item is never sent twice at
+    once (``_in_flight``, ``_finished``).
     """
 
     def __init__(
@@ -109,7 +110,8 @@ class StoreAndForward:
         self._deliveries: set[Deferred[None]] = set()
         self._polling = False
         self._poll_again = False
-        self._loop = LoopingCall(self.poll)
+        self._poll_waiters: list[Deferred[None]] = []
+        self._loop = LoopingCall(lambda: ensureDeferred(self._tick()))
         self._loop.clock = clock
         self._poll_interval = poll_interval
         self._stopped = False
@@ -135,12 +137,21 @@ class StoreAndForward:
         """Start sending the ready items of every connector with a ready link and room in flight.
 
         Fires once the items are handed to their deliveries (not when those end: see `idle`).
-        A poll asked for while one runs makes that one look again when it is done.
+        A poll asked for while one runs makes that one look again, and fires when it is done.
         """
         if self._polling:
             self._poll_again = True
-            return succeed(None)
+            waiter: Deferred[None] = Deferred()
+            self._poll_waiters.append(waiter)
+            return waiter
         return ensureDeferred(self._poll())
+
+    async def _tick(self) -> None:
+        await self.poll()
+        try:
+            await self.journal.refresh_saf_metrics()
+        except Exception as e:
+            log.error("saf_metrics_failed", error=_describe(e))
 
     def idle(self) -> Deferred[None]:
         """Fires when the deliveries under way now have ended."""
@@ -155,9 +166,13 @@ class StoreAndForward:
                     await self._dispatch(name, bank)
                 if not self._poll_again:
                     break
-            await self.journal.refresh_saf_metrics()
+        except Exception as e:  # the journal is briefly unavailable: the next poll tries again
+            log.error("saf_poll_failed", error=_describe(e))
         finally:
             self._polling = False
+            waiters, self._poll_waiters = self._poll_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
 
     async def _dispatch(self, connector: str, bank: Any) -> None:
         busy = self._in_flight.setdefault(connector, {})
