@@ -45,16 +45,18 @@ def _saf_states(text: str) -> list[str]:
     return states
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return int(text)
+def _whole_number(expected: str) -> Callable[[str], int]:
+    """An argparse type for a number from 1 up, refused as ``expected ..., got '...'``."""
+
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return int(text)
+
+    return parse
 
 
-def _saf_id(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a store-and-forward item id (a number from saf list), got {text!r}")
-    return int(text)
+_saf_id = _whole_number("a store-and-forward item id (a number from saf list)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     lst = saf_sub.add_parser("list", help="list items (dead letters by default)", parents=[config])
     lst.add_argument("--state", action="append", type=_saf_states, metavar="STATE[,STATE]",
                      help=f"{'|'.join(SAF_STATES)}; repeat or give a comma list (default: dead)")
-    lst.add_argument("--limit", type=_positive, default=100, help="at most this many items (default: %(default)s)")
+    lst.add_argument("--limit", type=_whole_number("a positive whole number"), default=100, help="at most this many items (default: %(default)s)")
     lst.add_argument("--connector")
     lst.add_argument("--json", action="store_true")
     retry = saf_sub.add_parser("retry", help="put a dead item back in its queue", parents=[config])
