@@ -53,6 +53,7 @@ class StandInBank:
         self.written: list[Message] = []
         self.reserved: set[str] = set()
         self.link_down = False
+        self.refused = 0
         self._stans = itertools.count(500)
         self._arrivals: list[tuple[int, Deferred[None]]] = []
 
@@ -66,6 +67,7 @@ class StandInBank:
 
     def request(self, message: Message, timeout: float | None = None) -> Deferred[Message]:
         if self.link_down:
+            self.refused += 1
             return fail(NoLinkAvailable(self.name, message.get("11"), "no link is ready"))
         try:
             self.profile.dialect.encode(message)
@@ -258,6 +260,7 @@ async def test_no_ready_link_is_not_an_attempt(clocked):
     for _ in range(OPTIONS.max_attempts + 1):
         await step(saf, clock, RETRY)
         await saf.idle()
+    assert bank.refused == OPTIONS.max_attempts + 1  # tried at every poll, never counted
     assert (await journal.saf_get(item.saf_id)).attempts == 0 and bank.reserved == set()
     bank.link_down = False
     await step(saf, clock, 1)
