@@ -11,7 +11,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, NoReturn, Sequence
 
 from switch import logs
 from switch.config import DEFAULT_CONFIG, SwitchConfig, load_config
@@ -19,18 +19,55 @@ from switch.dialect import DialectError
 from switch.router import RouteQuery
 from switch.settings import ConfigError
 
+SAF_STATES = ("queued", "dead", "done", "dropped")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes in one line on stderr (exit 2), naming where to find help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _config_option() -> argparse.ArgumentParser:
+    """``--config`` for every level, so it may come before or after the subcommand."""
+    option = argparse.ArgumentParser(add_help=False)
+    option.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="FILE",
+                        help=f"config file (default: {DEFAULT_CONFIG})")
+    return option
+
+
+def _saf_states(text: str) -> list[str]:
+    states = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [state for state in states if state not in SAF_STATES]
+    if unknown or not states:
+        raise argparse.ArgumentTypeError(f"expected {', '.join(SAF_STATES)} (comma list allowed), got {text!r}")
+    return states
+
+
+def _whole_number(expected: str) -> Callable[[str], int]:
+    """An argparse type for a number from 1 up, refused as ``expected ..., got '...'``."""
+
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return int(text)
+
+    return parse
+
+
+_saf_id = _whole_number("a store-and-forward item id (a number from saf list)")
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kswitch", description="kswitch: a bank integration message switch")
+    config = _config_option()
+    p = _Parser(prog="kswitch", description="kswitch: a bank integration message switch", parents=[config])
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="start the switch")
-    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+    sub.add_parser("run", help="start the switch", parents=[config])
+    sub.add_parser("check-config", help="validate a config file and exit", parents=[config])
 
-    check = sub.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-
-    route = sub.add_parser("route", help="explain which connector a payment would go to (sends nothing)")
-    route.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    route = sub.add_parser("route", help="explain which connector a payment would go to (sends nothing)",
+                           parents=[config])
     route.add_argument("--pan", default="", help="card number (only its first 8 digits are used)")
     route.add_argument("--amount", type=int, required=True, help="amount in minor units")
     route.add_argument("--currency", required=True)
@@ -38,27 +75,29 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--bank", help="the customer's chosen bank code")
     route.add_argument("--instrument", default="card", choices=("card", "bank_account", "wallet"))
 
-    saf = sub.add_parser("saf", help="store-and-forward queue: list, retry or drop items")
-    saf.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    saf = sub.add_parser("saf", help="store-and-forward queue: list, retry or drop items", parents=[config])
     saf_sub = saf.add_subparsers(dest="action", required=True)
-    lst = saf_sub.add_parser("list", help="list items (dead letters by default)")
-    lst.add_argument("--state", action="append", choices=("queued", "dead", "done", "dropped"))
+    lst = saf_sub.add_parser("list", help="list items (dead letters by default)", parents=[config])
+    lst.add_argument("--state", action="append", type=_saf_states, metavar="STATE[,STATE]",
+                     help=f"{'|'.join(SAF_STATES)}; repeat or give a comma list (default: dead)")
+    lst.add_argument("--limit", type=_whole_number("a positive whole number"), default=100, help="at most this many items (default: %(default)s)")
     lst.add_argument("--connector")
     lst.add_argument("--json", action="store_true")
-    retry = saf_sub.add_parser("retry", help="put a dead item back in its queue")
-    retry.add_argument("saf_id", type=int)
+    retry = saf_sub.add_parser("retry", help="put a dead item back in its queue", parents=[config])
+    retry.add_argument("saf_id", type=_saf_id)
     retry.add_argument("--operator", required=True)
-    drop = saf_sub.add_parser("drop", help="give up on an item (kept as dropped, with who and why)")
-    drop.add_argument("saf_id", type=int)
+    drop = saf_sub.add_parser("drop", help="give up on an item (kept as dropped, with who and why)",
+                              parents=[config])
+    drop.add_argument("saf_id", type=_saf_id)
     drop.add_argument("--operator", required=True)
     drop.add_argument("--reason", required=True)
 
-    keys = sub.add_parser("keys", help="PAN encryption keys: usage per key id, re-encrypt under the current key")
-    keys.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    keys = sub.add_parser("keys", help="PAN encryption keys: usage per key id, re-encrypt under the current key",
+                          parents=[config])
     keys.add_argument("action", choices=("usage", "rewrap"))
 
-    journal = sub.add_parser("journal", help="copy the whole journal to another backend (switch stopped)")
-    journal.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    journal = sub.add_parser("journal", help="copy the whole journal to another backend (switch stopped)",
+                             parents=[config])
     journal.add_argument("action", choices=("copy",))
     journal.add_argument("--to", type=Path, required=True, metavar="CONFIG",
                          help="a config file whose [journal] names the empty target")
@@ -111,30 +150,44 @@ def _emit(*lines: str) -> None:
 
 def _with_journal(cfg: SwitchConfig, work: Callable[[Any], Awaitable[list[str]]]) -> int:
     """Open the configured journal beside (or instead of) a running switch, run ``work``, close it,
-    then write the lines ``work`` returned: nothing is written to a terminal from the reactor."""
+    then write the lines ``work`` returned: nothing is written to a terminal from the reactor.
+
+    A refusal from the journal is one line on stderr: exit 2 for the operator's mistake (no such
+    item, wrong state, invalid value), 1 for anything else (keys, database)."""
     from twisted.internet import task
     from twisted.internet.defer import ensureDeferred
 
+    from switch.journal.errors import InvalidRecord, JournalError, SafItemNotFound, SafStateError
     from switch.journal.journal import open_journal
 
     logs.configure("json", level="warning")
 
     output: list[str] = []
+    refused: list[tuple[int, str]] = []
 
     async def run(reactor: Any) -> None:
-        journal = await open_journal(cfg.journal, reactor)
         try:
-            output.extend(await work(journal))
-        finally:
-            await journal.close()
+            journal = await open_journal(cfg.journal, reactor)
+            try:
+                output.extend(await work(journal))
+            finally:
+                await journal.close()
+        except (SafItemNotFound, SafStateError, InvalidRecord) as e:
+            refused.append((2, str(e)))
+        except JournalError as e:
+            refused.append((1, str(e)))
 
     try:
         task.react(lambda reactor: ensureDeferred(run(reactor)))
     except SystemExit as e:
-        _emit(*output)
-        return int(e.code or 0)
+        code = int(e.code or 0)
+    else:
+        code = 0
     _emit(*output)
-    return 0
+    if refused:
+        code, message = refused[0]
+        sys.stderr.write(f"kswitch: {message}\n")
+    return code
 
 
 def _saf(cfg: SwitchConfig, args: argparse.Namespace) -> int:
@@ -147,17 +200,19 @@ def _saf(cfg: SwitchConfig, args: argparse.Namespace) -> int:
         if args.action == "drop":
             item = await journal.saf_drop(args.saf_id, operator=args.operator, reason=args.reason)
             return [f"SAF item {item.saf_id} dropped by {args.operator}"]
-        states = tuple(SafState(s) for s in (args.state or ["dead"]))
-        items = await journal.saf_list(connector=args.connector, states=states)
+        states = {SafState(state) for group in (args.state or [["dead"]]) for state in group}
+        items = await journal.saf_list(connector=args.connector, states=states, limit=args.limit)
         rows = [{"saf_id": i.saf_id, "connector": i.connector, "txn_id": i.txn_id, "kind": i.kind.value,
                  "state": i.state.value, "attempts": i.attempts, "max_attempts": i.max_attempts,
-                 "enqueued_at": i.enqueued_at.isoformat(), "last_error": i.last_error,
-                 "last_response_code": i.last_response_code} for i in items]
+                 "enqueued_at": i.enqueued_at.isoformat(), "next_due_at": i.next_due_at.isoformat(),
+                 "last_error": i.last_error, "last_response_code": i.last_response_code,
+                 "state_reason": i.state_reason} for i in items]
         if args.json:
             return [json.dumps(rows, indent=2)]
         return [f"{r['saf_id']:>6} {r['connector']:<12} {r['kind']:<9} {r['state']:<8} "
-                f"{r['attempts']}/{r['max_attempts']} {r['txn_id']} {r['last_error'] or ''}" for r in rows] + [
-                f"{len(rows)} item(s)"]
+                f"{r['attempts']}/{r['max_attempts']} {r['txn_id']} {r['state_reason'] or r['last_error'] or ''}"
+                for r in rows] + [f"{len(rows)} item(s)" + (f" (--limit {args.limit} reached)"
+                                                             if len(rows) == args.limit else "")]
 
     return _with_journal(cfg, work)
 
@@ -191,7 +246,7 @@ def _journal_copy(cfg: SwitchConfig, args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(getattr(args, "config", DEFAULT_CONFIG))
     except (ConfigError, DialectError) as e:
         sys.stderr.write(f"kswitch: {e}\n")
         return 2

@@ -79,6 +79,16 @@ def authorize_fields(
     return fields
 
 
+def lifecycle_fields(
+    txn_id: str, *, amount: int | None = None, idempotency_key: str | None = None
+) -> dict[str, Any]:
+    """The fields of a ``capture``, ``void`` or ``refund`` request; optional ones left out when not given."""
+    fields: dict[str, Any] = {"txn_id": txn_id}
+    optional = {"amount": amount, "idempotency_key": idempotency_key}
+    fields.update((key, value) for key, value in optional.items() if value is not None)
+    return fields
+
+
 def encode_request(request_id: int, op: str, fields: dict[str, Any]) -> bytes:
     return json.dumps({"id": request_id, "op": op, **fields}, separators=(",", ":")).encode() + b"\n"
 
@@ -128,6 +138,22 @@ class Operations(Generic[T]):
 
     def status(self, txn_id: str) -> T:
         return self.call("status", txn_id=txn_id)
+
+    def status_by_order(self, merchant_id: str, order_id: str) -> T:
+        """The order's latest payment (``status`` by ``merchant_id`` and ``order_id``)."""
+        return self.call("status", merchant_id=merchant_id, order_id=order_id)
+
+    def capture(self, txn_id: str, *, amount: int | None = None, idempotency_key: str | None = None) -> T:
+        """Complete a pre-authorization; ``amount`` defaults to all that was authorized."""
+        return self.call("capture", **lifecycle_fields(txn_id, amount=amount, idempotency_key=idempotency_key))
+
+    def void(self, txn_id: str, *, idempotency_key: str | None = None) -> T:
+        """Cancel an approved payment not yet settled (a reversal through store-and-forward)."""
+        return self.call("void", **lifecycle_fields(txn_id, idempotency_key=idempotency_key))
+
+    def refund(self, txn_id: str, *, amount: int | None = None, idempotency_key: str | None = None) -> T:
+        """Give back captured money; ``amount`` defaults to all that is left to refund."""
+        return self.call("refund", **lifecycle_fields(txn_id, amount=amount, idempotency_key=idempotency_key))
 
     def authorize(
         self,

@@ -337,6 +337,7 @@ def _bank(t: Table, base: Path, state_dir: Path) -> BankSettings:
         max_interval=saf_t.float("max_interval", 600.0, lo=0.01),
         max_attempts=saf_t.int("max_attempts", 10, lo=1),
         response_timeout=saf_t.float("response_timeout", None, lo=0.01),
+        max_in_flight=saf_t.int("max_in_flight", 4, lo=1),
     )
     saf_t.done()
     plugin = t.str("plugin", None)

@@ -1,8 +1,9 @@
 """``kpay``: talk to a running switch from the shell (payments by hand, smoke tests, scripts).
 
-Exit status: 0 answered (and, for authorize, approved); 1 authorize answered but not
-approved; 2 usage error; 3 the switch answered with an error; 4 the switch could
-not be reached or the connection broke.
+Exit status: 0 answered (authorize: approved; capture, refund: the operation approved;
+void: reversed); 1 answered but not that (declined, failed, timeout; a void still
+queued); 2 usage error; 3 the switch answered with an error; 4 the switch could not be
+reached or the connection broke.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="kpay",
         parents=[common],
         description="Send requests to a kswitch socket API.",
-        epilog="Exit status: 0 ok/approved, 1 not approved, 2 usage, 3 error answer, 4 switch unreachable.",
+        epilog="Exit status: 0 ok/approved (void: reversed), 1 not approved (void: still queued), 2 usage, "
+               "3 error answer, 4 switch unreachable.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -73,8 +75,21 @@ def _parser() -> argparse.ArgumentParser:
     authorize.add_argument("--bank", help="force this connector")
     authorize.add_argument("--idempotency-key", help="repeat a request safely: same key, same answer")
 
-    status = commands.add_parser("status", parents=[common], help="show a transaction")
-    status.add_argument("txn_id")
+    for op, help_text, with_amount in (
+        ("capture", "capture an approved pre-authorization (default: all of it)", True),
+        ("void", "cancel an approved payment not yet captured", False),
+        ("refund", "give back captured money (default: all that is left)", True),
+    ):
+        lifecycle = commands.add_parser(op, parents=[common], help=help_text)
+        lifecycle.add_argument("txn_id", help="the txn_id of the payment (from authorize)")
+        if with_amount:
+            lifecycle.add_argument("--amount", type=int, help="amount in minor units")
+        lifecycle.add_argument("--idempotency-key", help="repeat the request safely: same key, same answer")
+
+    status = commands.add_parser("status", parents=[common], help="show a transaction, or an order's latest payment")
+    status.add_argument("txn_id", nargs="?", help="the transaction's id; or give --order and --merchant")
+    status.add_argument("--order", help="the order id given to authorize")
+    status.add_argument("--merchant", help="the merchant of --order")
 
     commands.add_parser("ping", parents=[common], help="check that the switch answers")
     return parser
@@ -148,15 +163,66 @@ def _authorize(args: argparse.Namespace, client: BlockingClient, stdin: TextIO) 
     )
 
 
-def _format_transaction(answer: dict[str, Any]) -> str:
-    currency = by_alpha(answer.get("currency") or "")
+def _lifecycle(args: argparse.Namespace, client: BlockingClient) -> dict[str, Any]:
+    if getattr(args, "amount", None) is not None and args.amount <= 0:
+        raise UsageError("--amount: expected a positive amount in minor units")
+    options: dict[str, Any] = {"idempotency_key": args.idempotency_key}
+    if args.command != "void":
+        options["amount"] = args.amount
+    return getattr(client, args.command)(args.txn_id, **options)
+
+
+def _status(args: argparse.Namespace, client: BlockingClient) -> dict[str, Any]:
+    if args.order is None and args.merchant is None and args.txn_id is not None:
+        return client.status(args.txn_id)
+    if args.txn_id is not None or args.order is None or args.merchant is None:
+        raise UsageError("status takes a TXN_ID, or --order ORDER_ID with --merchant MERCHANT_ID")
+    return client.status_by_order(args.merchant, args.order)
+
+
+def _succeeded(command: str, answer: dict[str, Any]) -> bool:
+    if command == "authorize":
+        return answer.get("status") == "approved"
+    if command == "void":
+        return answer.get("status") == "reversed"
+    if command in ("capture", "refund"):
+        return (answer.get("operation") or {}).get("status") == "approved"
+    return True
+
+
+def _money(answer: dict[str, Any], currency_code: Any) -> str:
+    currency = by_alpha(currency_code or "")
     amount = answer.get("amount")
-    money = currency.format(amount) if currency and isinstance(amount, int) else ""
+    return currency.format(amount) if currency and isinstance(amount, int) else ""
+
+
+def _format_transaction(answer: dict[str, Any]) -> str:
+    money = _money(answer, answer.get("currency"))
     headline = "  ".join(part for part in (str(answer.get("status", "")).upper(), money) if part)
     keys = [key for key in TRANSACTION_ORDER if answer.get(key) is not None]
     keys += sorted(key for key in answer if key not in TRANSACTION_ORDER and key not in ("amount", "currency"))
     width = max((len(key) for key in keys), default=0)
-    return "\n".join([headline] + [f"  {key:<{width}}  {answer[key]}" for key in keys])
+    lines = [headline]
+    for key in keys:
+        value = answer[key]
+        if isinstance(value, dict):  # the operation a capture, void or refund made
+            lines += [f"  {key}:", *_operation(value, answer.get("currency"))]
+        elif isinstance(value, list) and value and all(isinstance(entry, dict) for entry in value):
+            lines.append(f"  {key}:")
+            for entry in value:
+                lines += _operation(entry, answer.get("currency"))
+        else:
+            lines.append(f"  {key:<{width}}  {value}")
+    return "\n".join(lines)
+
+
+def _operation(operation: dict[str, Any], currency: Any) -> list[str]:
+    """``KIND STATUS  amount`` and the operation's other fields, indented under the payment."""
+    head = " ".join(str(operation.get(key, "")).upper() for key in ("kind", "status")).strip()
+    rest = [key for key in operation if key not in ("kind", "status", "amount") and operation[key] is not None]
+    width = max((len(key) for key in rest), default=0)
+    money = _money(operation, currency)
+    return [f"    {head}  {money}".rstrip()] + [f"      {key:<{width}}  {operation[key]}" for key in rest]
 
 
 def _run(argv: Sequence[str] | None, stdout: TextIO, stdin: TextIO) -> int:
@@ -167,7 +233,9 @@ def _run(argv: Sequence[str] | None, stdout: TextIO, stdin: TextIO) -> int:
         if args.command == "ping":
             answer = client.ping()
         elif args.command == "status":
-            answer = client.status(args.txn_id)
+            answer = _status(args, client)
+        elif args.command in ("capture", "void", "refund"):
+            answer = _lifecycle(args, client)
         else:
             answer = _authorize(args, client, stdin)
     elapsed_ms = (time.monotonic() - started) * 1000
@@ -177,9 +245,7 @@ def _run(argv: Sequence[str] | None, stdout: TextIO, stdin: TextIO) -> int:
         print(f"pong from {settings['connect']} in {elapsed_ms:.1f} ms", file=stdout)
     else:
         print(_format_transaction(answer), file=stdout)
-    if args.command == "authorize" and answer.get("status") != "approved":
-        return EXIT_NOT_APPROVED
-    return EXIT_OK
+    return EXIT_OK if _succeeded(args.command, answer) else EXIT_NOT_APPROVED
 
 
 def _fail(message: str, code: int, stderr: TextIO) -> int:

@@ -1,13 +1,19 @@
-"""Store-and-forward: reversals (and voids) delivered until the bank acknowledges them.
+"""Store-and-forward: reversals, voids and repeated advices delivered until the bank acknowledges them.
 
-Items live in the journal, so they survive restarts.  Each connector's queue is sent
-strictly in order, one item at a time: a bank that sees a void before the reversal of
-an earlier payment can mismatch them.  The first send uses the reversal MTI (0400 or
-0420); every later one the repeat MTI (0401/0421), so the bank can tell a repeat from
-a new reversal.  A send that gets no final answer is counted; after ``max_attempts``
-the item is dead-lettered (visible in metrics, an event, and ``kswitch saf list``),
-never dropped silently.  Nothing is counted while no link is ready: an attempt is
-something the bank could have seen.
+Items live in the journal, so they survive restarts.  Order is kept only where it matters:
+the items of one payment (a transaction and the operations on it) go strictly in queue
+order, because a bank that sees a void before the reversal of the same payment can
+mismatch them; items of different payments go independently, up to ``max_in_flight`` at
+once per connector, so an item the bank keeps refusing, or one that cannot be built, holds
+up nothing but its own payment.  The first send uses the item's MTI (0400 or 0420); every
+later one the repeat MTI (0401/0421), so the bank can tell a repeat from a new reversal.
+
+Every attempt counts: a send that gets no final answer, and a failure before the write
+(the message cannot be built or encoded, or the outgoing message cannot be journalled).
+After ``max_attempts`` the item is dead-lettered with its reason (visible in metrics, a
+``saf.dead_letter`` event, and ``kswitch saf list``), never dropped silently.  What is not
+an attempt: no ready link, or the connector at its own ``max_in_flight`` (nothing was
+written and nothing was wrong with the item); the item stays due and goes at the next poll.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
@@ -27,6 +33,7 @@ from switch.dialect import Message
 from switch.journal import Journal
 from switch.journal.errors import TransitionRefused
 from switch.journal.models import Direction, EventDraft, SafItem, SafKind, Status, utc_from_seconds
+from switch.journal.panscan import looks_like_pan
 from switch.masking import mask_message
 from switch.metrics import MetricBundle
 from switch.mux import MuxError
@@ -44,8 +51,10 @@ class SafOptions:
 
     - ``retry_interval`` 30 s before the first repeat, multiplied by ``backoff`` (2.0) each
       time up to ``max_interval`` (600 s);
-    - ``max_attempts`` 10 sends without a final answer, then dead letter;
-    - ``response_timeout`` None = the connector's request timeout.
+    - ``max_attempts`` 10 attempts without a final answer (failures before the write
+      included), then dead letter;
+    - ``response_timeout`` None = the connector's request timeout;
+    - ``max_in_flight`` 4 items of different payments sent at once on this connector.
     """
 
     retry_interval: float = 30.0
@@ -53,6 +62,7 @@ class SafOptions:
     max_interval: float = 600.0
     max_attempts: int = 10
     response_timeout: float | None = None
+    max_in_flight: int = 4
 
     def delay_after(self, attempts: int) -> float:
         return min(self.retry_interval * self.backoff ** max(attempts - 1, 0), self.max_interval)
@@ -65,9 +75,22 @@ class SafMetrics(MetricBundle):
                             ["connector", "kind", "mti"], registry=registry)
         self.acknowledged = Counter("kswitch_saf_acknowledged_total", "Store-and-forward items the bank acknowledged",
                                     ["connector", "kind"], registry=registry)
+        self.failed = Counter(
+            "kswitch_saf_failed_attempts_total",
+            "Store-and-forward attempts without a final answer: not_sent (could not be built, encoded or "
+            "journalled), no_answer, retryable (a response code asking to repeat)",
+            ["connector", "kind", "cause"], registry=registry,
+        )
 
 
 class StoreAndForward:
+    """Sends due items of every connector with a ready link; see the module docstring.
+
+    ``poll`` runs every ``poll_interval`` (with the queue metrics) and after every delivery that
+    settled or counted its item (`kick`); polls never overlap, and an item is never sent twice at
+    once (``_in_flight``, ``_finished``).
+    """
+
     def __init__(
         self,
         clock: IReactorTime,
@@ -80,15 +103,23 @@ class StoreAndForward:
         self.journal = journal
         self.banks = banks
         self.metrics = SafMetrics.on(registry)
-        self._busy: set[str] = set()
-        self._loop = LoopingCall(self.poll)
+        self._in_flight: dict[str, dict[int, str]] = {}
+        """Per connector: saf_id -> txn_id of the items being delivered."""
+        self._finished: set[int] = set()
+        """Items whose delivery ended while the current ready-read ran (that read may be stale for them)."""
+        self._deliveries: set[Deferred[None]] = set()
+        self._polling = False
+        self._poll_again = False
+        self._poll_waiters: list[Deferred[None]] = []
+        self._loop = LoopingCall(lambda: ensureDeferred(self._tick()))
         self._loop.clock = clock
         self._poll_interval = poll_interval
         self._stopped = False
         self._waiters: dict[str, list[Deferred[Any]]] = {}
         self.build: Callable[[Any, SafItem, str, bool], Message] = self.build_reversal
         """Builds the message for one send of an item (bank, item, new STAN, repeat?); the
-        transaction engine replaces it so every message class and plugin is served."""
+        transaction engine replaces it so every message class and plugin is served. A raise
+        is a counted attempt."""
         self.settle: Callable[[SafItem, Message], Awaitable[None]] = self.settle_reversal
         """Records what a final answer to an item means for its transaction (set by the engine)."""
 
@@ -103,20 +134,65 @@ class StoreAndForward:
             self._loop.stop()
 
     def poll(self) -> Deferred[None]:
-        """Send the due head item of every connector that has a ready link and nothing in flight."""
+        """Start sending the ready items of every connector with a ready link and room in flight.
+
+        Fires once the items are handed to their deliveries (not when those end: see `idle`).
+        A poll asked for while one runs makes that one look again, and fires when it is done.
+        """
+        if self._polling:
+            self._poll_again = True
+            waiter: Deferred[None] = Deferred()
+            self._poll_waiters.append(waiter)
+            return waiter
         return ensureDeferred(self._poll())
 
+    async def _tick(self) -> None:
+        await self.poll()
+        try:
+            await self.journal.refresh_saf_metrics()
+        except Exception as e:
+            log.error("saf_metrics_failed", error=_describe(e))
+
+    def idle(self) -> Deferred[None]:
+        """Fires when the deliveries under way now have ended."""
+        return DeferredList(list(self._deliveries)).addCallback(lambda _: None)
+
     async def _poll(self) -> None:
-        heads = await self.journal.saf_heads(due_by=utc_from_seconds(self.clock.seconds()))
-        for item in heads:
-            bank = self.banks.get(item.connector)
-            if bank is None or not bank.ready or item.connector in self._busy or self._stopped:
+        self._polling = True
+        try:
+            while not self._stopped:
+                self._poll_again = False
+                for name, bank in self.banks.items():
+                    await self._dispatch(name, bank)
+                if not self._poll_again:
+                    break
+        except Exception as e:  # the journal is briefly unavailable: the next poll tries again
+            log.error("saf_poll_failed", error=_describe(e))
+        finally:
+            self._polling = False
+            waiters, self._poll_waiters = self._poll_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    async def _dispatch(self, connector: str, bank: Any) -> None:
+        busy = self._in_flight.setdefault(connector, {})
+        room = bank.saf.max_in_flight - len(busy)
+        if self._stopped or not bank.ready or room <= 0:
+            return
+        self._finished.clear()
+        items = await self.journal.saf_ready(
+            connector, due_by=utc_from_seconds(self.clock.seconds()), limit=room + len(busy)
+        )
+        for item in items:
+            if room <= 0 or self._stopped:
+                break
+            if item.saf_id in busy or item.saf_id in self._finished or item.txn_id in busy.values():
                 continue
-            self._busy.add(item.connector)
-            ensureDeferred(self._deliver(bank, item)).addErrback(
-                lambda f, c=item.connector: log.error("saf_delivery_failed", connector=c, error=f.getErrorMessage())
-            )
-        await self.journal.refresh_saf_metrics()
+            room -= 1
+            busy[item.saf_id] = item.txn_id
+            delivery = ensureDeferred(self._deliver(bank, item))
+            self._deliveries.add(delivery)
+            delivery.addBoth(lambda _, d=delivery: self._deliveries.discard(d))
 
     def completion(self, txn_id: str) -> Deferred[Any]:
         """Fires with the transaction once the bank acknowledges its reversal or void."""
@@ -131,16 +207,22 @@ class StoreAndForward:
         return d
 
     def kick(self, connector: str) -> None:
-        """Try at once (after an enqueue) rather than at the next poll."""
-        if connector not in self._busy and not self._stopped:
+        """Try at once (after an enqueue or a delivery) rather than at the next poll."""
+        if not self._stopped:
             self.poll()
 
     async def _deliver(self, bank: Any, item: SafItem) -> None:
+        settled = False
         try:
-            await self._send(bank, item)
+            settled = await self._attempt(bank, item)
+        except Exception as e:  # the attempt could not even be recorded (journal down): it stays due
+            log.error("saf_delivery_failed", connector=item.connector, saf_id=item.saf_id, txn_id=item.txn_id,
+                      error=_describe(e))
         finally:
-            self._busy.discard(item.connector)
-        self.kick(item.connector)  # the next item, if due, goes now rather than at the next poll
+            self._in_flight.get(item.connector, {}).pop(item.saf_id, None)
+            self._finished.add(item.saf_id)
+        if settled:  # the next item, or the next of this payment, goes now; otherwise at the next poll
+            self.kick(item.connector)
 
     def build_reversal(self, bank: Any, item: SafItem, stan: str, repeat: bool) -> Message:
         """Today's message class for every item: a reversal of the journalled original."""
@@ -153,49 +235,64 @@ class StoreAndForward:
         message = reversal_request(original, bank.profile, stan, self.clock.seconds(), repeat=repeat)
         return bank.plugin.reversal_message(message, original)
 
-    async def _send(self, bank: Any, item: SafItem) -> None:
+    async def _attempt(self, bank: Any, item: SafItem) -> bool:
+        """One counted attempt, unless nothing was written for want of a link or of room.
+        True when the item was answered or its attempt recorded."""
         options: SafOptions = bank.saf
         stan = bank.reserve_stan()
+        message: Message | None = None
         try:
             message = self.build(bank, item, stan, item.attempts > 0)
-        except BaseException:
-            bank.release_stan(stan)
-            raise
+            await self.journal.append_message(
+                txn_id=item.txn_id, direction=Direction.OUT, connector=item.connector, mti=message["t"],
+                fields=mask_message(message, bank.profile.dialect),
+            )
+        except Exception as e:  # never handed to the mux: the STAN is still ours to give back
+            bank.release_stan(message["11"] if message is not None else stan)
+            await self._retry_later(bank, item, "not_sent", error=f"not sent: {_describe(e)}")
+            return True
         self.metrics.sent.labels(item.connector, item.kind.value, message["t"]).inc()
-        self.journal.append_message(
-            txn_id=item.txn_id, direction=Direction.OUT, connector=item.connector, mti=message["t"],
-            fields=mask_message(message, bank.profile.dialect),
-        )
-        try:
+        try:  # from here the mux owns the STAN: it gives it back, at once or after the late window
             response = await bank.request(message, timeout=options.response_timeout)
         except MuxError as e:
-            if not e.written:  # the mux gave the STAN back already
-                return
-            await self._retry_later(item, options, error=f"{type(e).__name__}: {e}")
-            return
+            if not e.written:
+                log.info("saf_not_sent", connector=item.connector, saf_id=item.saf_id, detail=e.detail)
+                return False
+            await self._retry_later(bank, item, "no_answer", error=_describe(e))
+            return True
+        except Exception as e:
+            await self._retry_later(bank, item, "not_sent", error=f"not sent: {_describe(e)}")
+            return True
         self.journal.append_message(
             txn_id=item.txn_id, direction=Direction.IN, connector=item.connector, mti=response["t"],
             fields=mask_message(response, bank.profile.dialect),
         )
-        code = response.get("39", "")
-        if bank.profile.responses.outcome(code).retryable:
-            await self._retry_later(item, options, response_code=code)
-            return
+        answer = bank.plugin.read_response(message, response, bank.profile.responses)
+        code = answer.response_code
+        if code is None or answer.uncertain:
+            await self._retry_later(bank, item, "unreadable_answer", error=f"answer not believed: {answer.reason}")
+            return True
+        if answer.retryable:
+            await self._retry_later(bank, item, "retryable", response_code=code)
+            return True
         await self.journal.saf_complete(item.saf_id, response_code=code)
         self.metrics.acknowledged.labels(item.connector, item.kind.value).inc()
         await self.settle(item, response)
+        return True
 
     async def settle_reversal(self, item: SafItem, response: Message) -> None:
         await self.mark_reversed(item, response.get("39", ""))
 
-    async def _retry_later(self, item: SafItem, options: SafOptions, **outcome: Any) -> None:
+    async def _retry_later(self, bank: Any, item: SafItem, cause: str, **outcome: Any) -> None:
+        options: SafOptions = bank.saf
         delay = options.delay_after(item.attempts + 1)
         due = utc_from_seconds(self.clock.seconds()) + timedelta(seconds=delay)
+        self.metrics.failed.labels(item.connector, item.kind.value, cause).inc()
         updated = await self.journal.saf_record_attempt(item.saf_id, next_due_at=due, **outcome)
         if not self._stopped:
             self.clock.callLater(delay, self.kick, item.connector)
-        log.warning("saf_attempt_failed", connector=item.connector, txn_id=item.txn_id, attempts=updated.attempts,
-                    state=updated.state.value, **outcome)
+        log.warning("saf_attempt_failed", connector=item.connector, saf_id=item.saf_id, txn_id=item.txn_id,
+                    attempts=updated.attempts, state=updated.state.value, cause=cause, **outcome)
 
     async def mark_reversed(self, item: SafItem, code: str) -> None:
         """The transaction is reversed: journal it with a notification for the web tier."""
@@ -214,3 +311,11 @@ class StoreAndForward:
             waiter.callback(txn)
         log.info("saf_acknowledged", connector=item.connector, txn_id=item.txn_id, kind=item.kind.value,
                  response_code=code)
+
+
+def _describe(error: Exception) -> str:
+    """An exception as a line for the journal and logs: never a card number, never too long."""
+    text = f"{type(error).__name__}: {error}"
+    if looks_like_pan(text):
+        return f"{type(error).__name__} (detail withheld: it may hold card data)"
+    return text[:300]

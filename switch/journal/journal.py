@@ -432,14 +432,17 @@ class Journal:
         return self._writer.submit(lambda db: saf_queue.enqueue(db, row))
 
     def saf_head(self, connector: str) -> defer.Deferred[SafItem | None]:
-        """The next item to send to this connector; nothing behind it goes first."""
+        """The oldest queued item of this connector, due or not."""
         return self._readers.read(lambda db: saf_queue.head(db, connector))
 
     @_deferred
-    def saf_heads(self, *, due_by: datetime | None = None) -> defer.Deferred[list[SafItem]]:
-        """The head of every connector's queue, optionally only those due by ``due_by``."""
-        due = to_us(due_by) if due_by is not None else None
-        return self._readers.read(lambda db: saf_queue.heads(db, due))
+    def saf_ready(self, connector: str, *, due_by: datetime, limit: int) -> defer.Deferred[list[SafItem]]:
+        """Up to ``limit`` items of ``connector`` that may be sent now: due by ``due_by``, and with
+        no earlier item of the same payment (transaction or its parent) still queued. Oldest first."""
+        due = to_us(due_by)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidRecord(f"limit must be a positive int, got {limit!r}")
+        return self._readers.read(lambda db: saf_queue.ready(db, connector, due, limit))
 
     def saf_get(self, saf_id: int) -> defer.Deferred[SafItem]:
         return self._readers.read(lambda db: saf_queue.get(db, saf_id))
@@ -453,9 +456,10 @@ class Journal:
         response_code: str | None = None,
         error: str | None = None,
     ) -> defer.Deferred[SafItem]:
-        """Count a send that got no final answer; at ``max_attempts`` the item is dead-lettered.
-
-        Dead-lettering writes a ``saf.dead_letter`` event in the same transaction.
+        """Count an attempt that did not complete the item: a send without a final answer
+        (``response_code`` for a retryable one), or a failure before the write (``error``: the
+        message could not be built, encoded or journalled). At ``max_attempts`` the item is
+        dead-lettered, with a ``saf.dead_letter`` event in the same transaction.
         """
         due = to_us(next_due_at)
         text = require_text("error", error, 500) if error is not None else None

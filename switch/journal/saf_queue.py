@@ -1,12 +1,13 @@
-"""SQL for the store-and-forward queue: ordered per connector, never silently emptied.
+"""SQL for the store-and-forward queue: ordered per payment, never silently emptied.
 
 An item is ``queued`` until the bank acknowledges it (``done``). After its
 ``max_attempts`` it becomes ``dead`` and a ``saf.dead_letter`` event is written in
 the same transaction; only an operator moves it on, back to ``queued`` (retry) or
 to ``dropped`` with a recorded reason. Rows are never deleted.
 
-Order is ``saf_id`` per connector. A dead item steps out of the line so later
-reversals still flow; a retried one goes back to its original place.
+Order is ``saf_id``, kept only among the items of one payment (a transaction and the
+operations on it); other payments' items are independent (`ready`). A dead item steps
+out of the line so later items still flow; a retried one goes back to its original place.
 """
 
 from __future__ import annotations
@@ -68,14 +69,26 @@ def head(db: Db, connector: str) -> SafItem | None:
     return item_from_row(row) if row else None
 
 
-def heads(db: Db, due_by: int | None) -> list[SafItem]:
-    """The head of every connector's queue, optionally only those due by then."""
-    due = "" if due_by is None else "AND q.next_due_at <= :due_by "
+def ready(db: Db, connector: str, due_by: int, limit: int) -> list[SafItem]:
+    """Queued items of ``connector`` due by ``due_by`` that nothing of their payment is queued ahead of.
+
+    One payment is the transaction and the operations on it (``parent_txn_id``): a reversal of a
+    capture and the void of its authorization go in queue order, items of other payments
+    independently.  Oldest first, at most ``limit``.  ``state IN ('queued', 'dead') AND state <>
+    'dead'`` (rather than ``= 'queued'``) and the CROSS JOIN steer SQLite's planner to the partial
+    index on (txn_id, kind) and the parent index: a few index look-ups per candidate, so
+    thousands of queued items cost well under a millisecond per poll.
+    """
     rows = db.all(
-        "SELECT q.* FROM saf_queue q WHERE q.saf_id IN "
-        "(SELECT MIN(saf_id) FROM saf_queue WHERE state = 'queued' GROUP BY connector) "
-        f"{due}ORDER BY q.connector",
-        {"due_by": due_by},
+        "SELECT q.* FROM saf_queue q JOIN transactions t ON t.txn_id = q.txn_id "
+        "WHERE q.state = 'queued' AND q.connector = :connector AND q.next_due_at <= :due_by "
+        "AND NOT EXISTS (SELECT 1 FROM saf_queue e WHERE e.state IN ('queued', 'dead') AND e.state <> 'dead' "
+        "AND e.txn_id IN (q.txn_id, COALESCE(t.parent_txn_id, q.txn_id)) AND e.saf_id < q.saf_id) "
+        "AND NOT EXISTS (SELECT 1 FROM transactions s CROSS JOIN saf_queue e "
+        "WHERE s.parent_txn_id = COALESCE(t.parent_txn_id, q.txn_id) AND e.txn_id = s.txn_id "
+        "AND e.state IN ('queued', 'dead') AND e.state <> 'dead' AND e.saf_id < q.saf_id) "
+        "ORDER BY q.saf_id LIMIT :limit",
+        {"connector": connector, "due_by": due_by, "limit": limit},
     )
     return [item_from_row(row) for row in rows]
 
@@ -83,10 +96,16 @@ def heads(db: Db, due_by: int | None) -> list[SafItem]:
 def record_attempt(
     db: Db, saf_id: int, *, now: int, next_due: int, response_code: str | None, error: str | None
 ) -> SafItem:
-    """Count an attempt that did not complete the item; the last allowed one dead-letters it."""
+    """Count an attempt that did not complete the item; the last allowed one dead-letters it.
+
+    An attempt is a send without a final answer (no answer, a retryable response code) or
+    one that failed before the write (``error``: the message could not be built, encoded or
+    journalled). The dead letter's ``state_reason`` names the last failure.
+    """
     item = _require(db, saf_id, "record an attempt on", {SafState.QUEUED})
     attempts = item.attempts + 1
     dead = attempts >= item.max_attempts
+    last = error if error is not None else f"response code {response_code}" if response_code else "no answer"
     updated = _update(
         db,
         item,
@@ -97,7 +116,7 @@ def record_attempt(
             "next_due_at": next_due,
             "last_response_code": response_code,
             "last_error": error,
-            "state_reason": f"no final answer after {attempts} attempts" if dead else None,
+            "state_reason": f"no final answer after {attempts} attempts; last: {last}"[:500] if dead else None,
             "updated_at": now,
         },
     )

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.protocols.basic import LineOnlyReceiver
 
 from .conftest import PAN, WEB1_TOKEN
 
@@ -129,3 +130,39 @@ def test_a_reader_that_goes_away_early_is_no_error_worth_a_traceback(server):
     reactor.spawnProcess(collect, "/bin/sh", ["/bin/sh", "-c", shell], env={"PATH": "/usr/bin:/bin"}, path=str(ROOT))
     code, out, err = yield collect.done.addTimeout(30, reactor)
     assert (code, out, err) == (0, "", "")
+
+
+class Recorder(LineOnlyReceiver):
+    """A switch stand-in that records each request line and answers it ``ok`` with a captured payment."""
+
+    delimiter = b"\n"
+
+    def lineReceived(self, line: bytes) -> None:
+        request = json.loads(line)
+        self.factory.requests.append(request)
+        operation = {"txn_id": "T2", "kind": request["op"], "status": "approved", "amount": 400}
+        self.sendLine(json.dumps({"id": request["id"], "ok": True, "txn_id": "T1", "status": "captured",
+                                  "amount": 1250, "currency": "USD", "operation": operation}).encode())
+
+
+@inline
+def test_lifecycle_commands_send_amount_and_idempotency_key_only_when_given():
+    factory = Factory.forProtocol(Recorder)
+    factory.requests = []
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    connect = ("--connect", f"tcp:127.0.0.1:{port.getHost().port}", "--client", "web-1")
+    try:
+        results = [
+            (yield kpay(*connect, "capture", "T1", "--amount", "400", "--idempotency-key", "cap-1")),
+            (yield kpay(*connect, "refund", "T1")),
+            (yield kpay(*connect, "void", "T1", "--idempotency-key", "void-1")),
+        ]
+    finally:
+        yield port.stopListening()
+    sent = [{k: v for k, v in r.items() if k != "id"} for r in factory.requests if r["op"] != "hello"]
+    assert sent == [
+        {"op": "capture", "txn_id": "T1", "amount": 400, "idempotency_key": "cap-1"},
+        {"op": "refund", "txn_id": "T1"},
+        {"op": "void", "txn_id": "T1", "idempotency_key": "void-1"},
+    ]
+    assert [code for code, _, _ in results] == [0, 0, 1]  # a void answered "captured" is not reversed

@@ -407,23 +407,36 @@ async def transactions(journal: Journal, count: int) -> list[str]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_saf_is_ordered_per_connector(journal: Journal) -> None:
-    t1, t2, t3, t4 = await transactions(journal, 4)
-    for txn_id in (t1, t2):
-        await journal.saf_enqueue(txn_id, reversal("bank_a"))
+async def test_saf_ready_keeps_order_only_within_one_payment(journal: Journal) -> None:
+    t1, t2, t3 = await transactions(journal, 3)
+    capture = await journal.create_transaction(sale(kind=Kind.CAPTURE, parent_txn_id=t1, order_id="o-0"))
+    s1 = await journal.saf_enqueue(t1, reversal("bank_a"))
+    s2 = await journal.saf_enqueue(t2, reversal("bank_a"))
+    s3 = await journal.saf_enqueue(t1, reversal("bank_a", kind=SafKind.VOID))
+    s4 = await journal.saf_enqueue(capture.txn_id, reversal("bank_a"))
     await journal.saf_enqueue(t3, reversal("bank_b"))
-    await journal.saf_enqueue(t4, reversal("bank_a"))
+    now = datetime.now(timezone.utc)
 
-    assert (await journal.saf_head("bank_a")).txn_id == t1
-    assert [(i.connector, i.txn_id) for i in await journal.saf_heads()] == [("bank_a", t1), ("bank_b", t3)]
+    async def ready(limit: int = 10, due_by: datetime = now) -> list[int]:
+        return [i.saf_id for i in await journal.saf_ready("bank_a", due_by=due_by, limit=limit)]
+
+    assert await ready() == [s1.saf_id, s2.saf_id]  # s3 (same txn) and s4 (its capture) wait for s1
+    assert await ready(limit=1) == [s1.saf_id]
+    assert (await journal.saf_head("bank_a")).saf_id == s1.saf_id
     assert await journal.saf_head("bank_c") is None
 
-    first = await journal.saf_head("bank_a")
-    done = await journal.saf_complete(first.saf_id, response_code="00")
+    done = await journal.saf_complete(s1.saf_id, response_code="00")
     assert (done.state, done.response_code, done.attempts) == (SafState.DONE, "00", 1)
-    assert (await journal.saf_head("bank_a")).txn_id == t2
+    assert await ready() == [s2.saf_id, s3.saf_id]  # the capture's item still waits for the void
+    later = now + timedelta(seconds=60)
+    await journal.saf_record_attempt(s2.saf_id, next_due_at=later, error="no answer")
+    assert await ready() == [s3.saf_id]
+    assert await ready(due_by=later) == [s2.saf_id, s3.saf_id]
+    await journal.saf_complete(s3.saf_id, response_code="00")
+    assert await ready() == [s4.saf_id]
     queued = await journal.saf_list(connector="bank_a", states={SafState.QUEUED})
-    assert [i.txn_id for i in queued] == [t2, t4]
+    assert [i.saf_id for i in queued] == [s2.saf_id, s4.saf_id]
+    assert isinstance(await failure_of(journal.saf_ready("bank_a", due_by=now, limit=0)), InvalidRecord)
 
 
 @pytest_twisted.ensureDeferred
@@ -449,14 +462,15 @@ async def test_saf_attempts_then_dead_letter(journal: Journal, clock: Any) -> No
     after_one = await journal.saf_record_attempt(item.saf_id, next_due_at=due, error="no response in 60 s")
     assert (after_one.state, after_one.attempts, after_one.last_error) == (SafState.QUEUED, 1, "no response in 60 s")
     assert after_one.next_due_at == due and after_one.last_attempt_at is not None
-    assert await journal.saf_heads(due_by=datetime.now(timezone.utc)) == []
+    ready = await journal.saf_ready("bank_a", due_by=datetime.now(timezone.utc), limit=10)
+    assert [i.txn_id for i in ready] == [t2]  # the item waiting for its retry holds up no other payment
     after_two = await journal.saf_record_attempt(item.saf_id, next_due_at=due, response_code="91")
     assert (after_two.attempts, after_two.last_response_code) == (2, "91")
     dead = await journal.saf_record_attempt(item.saf_id, next_due_at=due, response_code="96")
     assert (dead.state, dead.attempts) == (SafState.DEAD, 3)
     assert (await journal.saf_get(item.saf_id)).state == SafState.DEAD
     assert isinstance(await failure_of(journal.saf_get(999_999)), SafItemNotFound)
-    assert "3 attempts" in (dead.state_reason or "")
+    assert dead.state_reason == "no final answer after 3 attempts; last: response code 96"
 
     assert (await journal.saf_head("bank_a")).txn_id == t2
     assert [i.saf_id for i in await journal.saf_list()] == [item.saf_id]
@@ -464,17 +478,6 @@ async def test_saf_attempts_then_dead_letter(journal: Journal, clock: Any) -> No
     assert [(e.type, e.txn_id, e.payload["attempts"]) for e in notices] == [("saf.dead_letter", t1, 3)]
     stale = await failure_of(journal.saf_record_attempt(item.saf_id, next_due_at=due))
     assert isinstance(stale, SafStateError) and "dead" in str(stale)
-
-
-@pytest_twisted.ensureDeferred
-async def test_saf_heads_due_by(journal: Journal) -> None:
-    t1, t2 = await transactions(journal, 2)
-    later = datetime.now(timezone.utc) + timedelta(minutes=5)
-    await journal.saf_enqueue(t1, reversal("bank_a"))
-    await journal.saf_enqueue(t2, reversal("bank_b", due_at=later))
-    now = datetime.now(timezone.utc)
-    assert [i.connector for i in await journal.saf_heads(due_by=now)] == ["bank_a"]
-    assert [i.connector for i in await journal.saf_heads(due_by=later)] == ["bank_a", "bank_b"]
 
 
 @pytest_twisted.ensureDeferred
