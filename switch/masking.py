@@ -18,13 +18,11 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-from switch.cardcheck import luhn_valid, mask_pan
+from switch.cardcheck import mask_pan, redact_pans
 from switch.dialect import ALWAYS_SENSITIVE, Dialect
 
 __all__ = ["mask_pan", "mask_last4", "mask_full", "mask_message", "mask_card_data"]
 
-_PAN_RUN = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])", re.ASCII)
-"""13 to 19 digits, each optionally separated from the next by one space or dash."""
 _TRACK = re.compile(
     r"[;%]?B?[0-9]{12,19}[=^D][0-9]{4}"  # track 2 (``;PAN=YYMM``, ``PAN D YYMM``) or the start of track 1
     r"|%[A-Z][0-9]{12,19}\^"  # track 1 format B: ``%BPAN^NAME^``
@@ -44,20 +42,11 @@ def mask_full(value: str) -> str:
 _STYLES = {"pan": mask_pan, "last4": mask_last4, "full": mask_full}
 
 
-def _mask_run(run: str) -> str:
-    """A digit run, separators kept: at most the first six and last four digits stay."""
-    digits = [i for i, char in enumerate(run) if char.isdigit()]
-    if not luhn_valid("".join(run[i] for i in digits)):
-        return run
-    hidden = set(digits[6:-4])
-    return "".join("*" if i in hidden else char for i, char in enumerate(run))
-
-
 def mask_card_data(value: str) -> str:
     """``value`` with any card data it holds masked: track data entirely, a PAN down to six and four."""
     if _TRACK.search(value) is not None:
         return mask_full(value)
-    return _PAN_RUN.sub(lambda match: _mask_run(match.group()), value)
+    return redact_pans(value)
 
 
 def mask_message(message: Mapping[str, str], dialect: Dialect | None = None) -> dict[str, str]:
