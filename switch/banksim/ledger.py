@@ -177,19 +177,24 @@ class Remembered:
 
 def _connect(path: Path | str | None, read_only: bool = False) -> sqlite3.Connection:
     target = ":memory:" if path is None else str(path)
+    if read_only and not Path(target).is_file():
+        raise LedgerError(f"{target}: no such ledger file")
     try:
         if read_only:
-            if not Path(target).is_file():
-                raise LedgerError(f"{target}: no such ledger file")
             db = sqlite3.connect(f"file:{Path(target).resolve()}?mode=ro", uri=True, isolation_level=None)
         else:
             db = sqlite3.connect(target, isolation_level=None)
+    except sqlite3.Error as e:
+        raise LedgerError(f"{target}: cannot open ({e})") from None
+    try:
         db.row_factory = sqlite3.Row
         version = db.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError as e:
+    except sqlite3.Error as e:
+        db.close()
         raise LedgerError(f"{target}: not a banksim ledger ({e})") from None
     if (tables or read_only) and (version != SCHEMA_VERSION or not {"accounts", "postings", "answered"} <= tables):
+        db.close()
         raise LedgerError(f"{target}: not a banksim ledger (schema version {version}, expected {SCHEMA_VERSION})")
     return db
 

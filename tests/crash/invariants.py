@@ -103,7 +103,7 @@ async def check(journal: Journal, banks: Banks, requests: list[WebRequest], swit
             posting_count += 1
             reversed_count += p.reversed
             seen[p.rrn] += 1
-            where = f"{bank} posting #{p.id} ({p.effect} {p.amount} on {_masked(p.masked_pan or "")}, RRN {p.rrn}, STAN {p.stan}" \
+            where = f"{bank} posting #{p.id} ({p.effect} {p.amount} on {_masked(p.masked_pan or '')}, RRN {p.rrn}, STAN {p.stan}" \
                     f"{', reversed' if p.reversed else ''})"
             if p.effect not in ("debit", "hold"):
                 fail("I1 bank vs journal", f"{where}: unexpected effect; the test sends only sales and pre-authorizations")
