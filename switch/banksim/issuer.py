@@ -117,6 +117,7 @@ class Issuer:
         self._cvv_code = cvv_code
         wire_code(cvv_code, self.version)
         self._retention = retention
+        self._forgotten_at = float("-inf")
         self._refs = itertools.count(1)
         self.pending: dict[str, PendingConfirmation] = {}
         """Waiting for the customer; kept in memory only (a restarted banksim has none)."""
@@ -356,6 +357,11 @@ class Issuer:
         return self._clock.seconds() - self._retention
 
     def _forget_old(self) -> None:
-        """Past retention a hold still open expires; remembered answers are forgotten."""
-        self.ledger.expire_holds(self._horizon(), self._clock.seconds())
+        """Past retention a hold still open expires; remembered answers are forgotten (checked
+        at most once a second: two queries per message would be most of banksim's work)."""
+        now = self._clock.seconds()
+        if now - self._forgotten_at < 1.0:
+            return
+        self._forgotten_at = now
+        self.ledger.expire_holds(self._horizon(), now)
         self.ledger.forget_answers(self._horizon())

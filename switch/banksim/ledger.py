@@ -209,6 +209,8 @@ class Ledger:
 
     With ``path`` the file is created on first use; an existing file keeps its balances
     (the accounts file's balance is only the opening balance of an account new to it).
+    One banksim writes a file at a time (posting ids are counted in memory); any number of
+    readers (`read_snapshot`) may look on.
     """
 
     def __init__(self, accounts: Mapping[str, Account], path: Path | str | None = None) -> None:
@@ -231,6 +233,7 @@ class Ledger:
                     [(account_key(a.pan), mask_number(a.pan), a.currency.alpha, a.balance, a.balance)
                      for a in accounts.values()],
                 )
+            self._last_id: int = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM postings").fetchone()[0]
         except sqlite3.DatabaseError as e:
             self._db.close()
             raise LedgerError(f"{self.path}: cannot be used as a ledger ({e})") from None
@@ -305,22 +308,26 @@ class Ledger:
             key = account_key(number) if account is not None and number else None
             masked = mask_number(number) if number else None
             currency = account.currency.alpha if account is not None else None
+        posting = Posting(
+            id=self._last_id + 1, at=at, account=key, masked_pan=masked, kind=kind, effect=effect, amount=amount,
+            currency=currency, mti=mti, stan=stan, rrn=rrn, terminal=terminal,
+            auth_code=f"{self._last_id + 1:06d}"[-6:] if new_auth_code else auth_code, times=tuple(times),
+            acquirer=acquirer, original=original, anomaly=anomaly, reversed_by=None, closed_by=None,
+        )
         with self.transaction():
-            cursor = self._db.execute(
-                "INSERT INTO postings (at, account, masked_pan, kind, effect, amount, currency, mti, stan, rrn, "
+            self._db.execute(
+                "INSERT INTO postings (id, at, account, masked_pan, kind, effect, amount, currency, mti, stan, rrn, "
                 "terminal, auth_code, times, acquirer, original, anomaly) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (at, key, masked, kind, effect, amount, currency, mti, stan, rrn, terminal, auth_code,
-                 " ".join(times), acquirer, original, anomaly),
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (posting.id, at, key, masked, kind, effect, amount, currency, mti, stan, rrn, terminal,
+                 posting.auth_code, " ".join(times), acquirer, original, anomaly),
             )
-            posting_id = cursor.lastrowid
-            if new_auth_code:
-                self._db.execute("UPDATE postings SET auth_code = ? WHERE id = ?", (f"{posting_id:06d}"[-6:], posting_id))
+            self._last_id = posting.id
             change = {HOLD: ("held", amount), RELEASE: ("held", -amount), DEBIT: ("balance", -amount),
                       CREDIT: ("balance", amount)}.get(effect)
             if change is not None and key is not None:
                 self._db.execute(f"UPDATE accounts SET {change[0]} = {change[0]} + ? WHERE account = ?", (change[1], key))
-        return self.posting(posting_id)
+        return posting
 
     def posting(self, posting_id: int) -> Posting:
         return Posting.from_row(self._db.execute("SELECT * FROM postings WHERE id = ?", (posting_id,)).fetchone())
