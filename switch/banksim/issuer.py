@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from switch.banksim import codes
 from switch.banksim.accounts import Account
 from switch.banksim.codes import wire_code
-from switch.banksim.ledger import CREDIT, DEBIT, HOLD, ORIGINAL_KINDS, Ledger, Posting, fingerprint
+from switch.banksim.ledger import CREDIT, DEBIT, HOLD, ORIGINAL_KINDS, Ledger, Posting, answer_key, fingerprint
 from switch.dialect import Dialect, Message
 from switch.mti import is_network, network_kind, network_response, response_mti
 
@@ -149,7 +149,7 @@ class Issuer:
             return self._reply(request, codes.FORMAT_ERROR)
         if decline_all is not None and kind in ("authorization", "financial"):
             return self._reply(request, decline_all)
-        key = (base_mti(mti), request["11"], request.get("37"), request.get("41"))
+        key = answer_key((base_mti(mti), request["11"], request.get("37"), request.get("41")))
         print_ = fingerprint((instrument_id(request), request.get("3"), request.get("4")))
         earlier = self.ledger.remembered(key)
         if earlier is not None:

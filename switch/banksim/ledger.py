@@ -117,7 +117,12 @@ def mask_number(number: str) -> str:
 
 def fingerprint(values: Sequence[str | None]) -> str:
     """What makes two requests with the same keys the same request, hashed (it holds the card number)."""
-    return hashlib.sha256(json.dumps(list(values)).encode()).hexdigest()
+    return hashlib.sha256(repr(tuple(values)).encode()).hexdigest()
+
+
+def answer_key(values: Sequence[str | None]) -> str:
+    """The stored form of a duplicate-detection key (MTI, STAN, RRN, terminal)."""
+    return json.dumps(list(values))
 
 
 @dataclass(frozen=True)
@@ -380,18 +385,19 @@ class Ledger:
 
     # -- remembered answers -------------------------------------------------------------------
 
-    def remembered(self, key: Sequence[str | None]) -> Remembered | None:
-        row = self._db.execute("SELECT * FROM answered WHERE key = ?", (json.dumps(list(key)),)).fetchone()
+    def remembered(self, key: str) -> Remembered | None:
+        """The answer remembered for ``key`` (an `answer_key`), None when there is none."""
+        row = self._db.execute("SELECT * FROM answered WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
         return Remembered(row["fingerprint"], json.loads(row["answer"]), bool(row["echoes_pan"]))
 
-    def remember(self, key: Sequence[str | None], at: float, print_: str, answer: Mapping[str, str]) -> None:
+    def remember(self, key: str, at: float, print_: str, answer: Mapping[str, str]) -> None:
         """Keep ``answer`` for repeats of ``key``; field 2 is dropped (a replay takes it from the repeat)."""
         kept = {n: v for n, v in answer.items() if n != "2"}
         self._db.execute(
             "INSERT OR REPLACE INTO answered (key, at, fingerprint, answer, echoes_pan) VALUES (?, ?, ?, ?, ?)",
-            (json.dumps(list(key)), at, print_, json.dumps(kept), "2" in answer),
+            (key, at, print_, json.dumps(kept), "2" in answer),
         )
 
     def forget_answers(self, horizon: float) -> None:
