@@ -185,6 +185,8 @@ def render_ledger(book: dict[str, Any]) -> str:
     for a in book["accounts"]:
         lines.append(f"{a['account']:<12}  {a['masked_pan']:<19}  {a['currency']:<3}  {a['opening_balance']:>12}  "
                      f"{a['balance']:>12}  {a['held']:>10}  {a['available']:>12}  {len(a['holds'])}")
+    lines += [f"books do not add up: {d}" for d in book["discrepancies"]] or ["books add up: every balance and "
+                                                                            "held amount equals its postings"]
     anomalies = ", ".join(f"{kind} {count}" for kind, count in book["anomalies"].items()) or "none"
     lines += ["", f"{len(book['postings'])} postings; anomalies: {anomalies}",
               f"{'id':>6}  {'time':<20}  {'kind':<18}  {'amount':>10}  {'cur':<3}  {'card':<19}  {'mti':<4}  "

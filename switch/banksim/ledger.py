@@ -405,9 +405,32 @@ class Ledger:
 
     # -- reading from outside ---------------------------------------------------------------
 
+    def discrepancies(self) -> list[str]:
+        """Accounts whose balance or held amount is not what their postings add up to; empty when
+        the books are consistent (a check for the suite after restarts and kills)."""
+        return discrepancies(self._db)
+
     def snapshot(self) -> dict[str, Any]:
-        """``{"accounts": [...], "postings": [...], "anomalies": {kind: count}}`` as ``GET /ledger`` serves it."""
+        """``{"accounts": [...], "postings": [...], "anomalies": {kind: count}, "discrepancies": [...]}``,
+        as ``GET /ledger`` serves it."""
         return snapshot(self._db)
+
+
+def discrepancies(db: sqlite3.Connection) -> list[str]:
+    rows = db.execute("""
+        SELECT a.masked_pan, a.balance, a.held,
+               a.opening_balance + COALESCE(SUM(CASE p.effect WHEN 'credit' THEN p.amount
+                                                             WHEN 'debit' THEN -p.amount END), 0),
+               COALESCE(SUM(CASE p.effect WHEN 'hold' THEN p.amount WHEN 'release' THEN -p.amount END), 0),
+               COALESCE(SUM(CASE WHEN p.effect = 'hold' AND p.closed_by IS NULL THEN p.amount END), 0)
+        FROM accounts a LEFT JOIN postings p ON p.account = a.account
+        GROUP BY a.account ORDER BY a.masked_pan""")
+    return [
+        f"{masked}: balance {balance}, held {held}; postings say balance {posted}, held {moved} "
+        f"(open holds {still_open})"
+        for masked, balance, held, posted, moved, still_open in rows
+        if (balance, held, held) != (posted, moved, still_open)
+    ]
 
 
 def snapshot(db: sqlite3.Connection) -> dict[str, Any]:
@@ -426,7 +449,7 @@ def snapshot(db: sqlite3.Connection) -> dict[str, Any]:
     postings = [Posting.from_row(r).public() for r in db.execute("SELECT * FROM postings ORDER BY id")]
     anomalies = {r[0]: r[1] for r in db.execute(
         "SELECT anomaly, COUNT(*) FROM postings WHERE anomaly IS NOT NULL GROUP BY anomaly ORDER BY anomaly")}
-    return {"accounts": accounts, "postings": postings, "anomalies": anomalies}
+    return {"accounts": accounts, "postings": postings, "anomalies": anomalies, "discrepancies": discrepancies(db)}
 
 
 def read_snapshot(path: Path | str) -> dict[str, Any]:

@@ -62,6 +62,22 @@ def test_every_movement_is_a_posting_with_its_kind_and_references(dialect):
         "411111******1111", "USD", "000010", auth["37"], "TERM0001", auth_code)
     assert ledger.balance(VISA) == ledger.available(VISA) == 1000000 - 4200 + 300
     assert not ledger.postings(anomalies_only=True)
+    assert ledger.discrepancies() == []
+
+
+def test_discrepancies_name_an_account_whose_books_do_not_add_up(tmp_path):
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    clock.advance(TODAY)
+    issuer = file_issuer(tmp_path / "bank.ledger", clock)
+    issuer.answer(request("auth", 1987, amount=5000, stan="000001"))
+    issuer.answer(request("sale", 1987, amount=700, stan="000002"))
+    assert issuer.ledger.discrepancies() == []
+    with sqlite3.connect(tmp_path / "bank.ledger") as someone_else:
+        someone_else.execute("UPDATE accounts SET balance = balance - 1 WHERE masked_pan = '411111******1111'")
+    assert issuer.ledger.discrepancies() == issuer.ledger.snapshot()["discrepancies"] == [
+        "411111******1111: balance 999299, held 5000; postings say balance 999300, held 5000 (open holds 5000)"]
 
 
 def test_completion_without_hold_is_posted_and_flagged():
@@ -260,6 +276,7 @@ async def test_restarted_banksim_on_the_same_file_completes_the_hold_over_the_wi
     assert (bank.sim.balance(VISA), bank.sim.available(VISA)) == (1000000 - 7500, 1000000 - 7500)
     assert kinds(bank.sim.ledger) == [
         ("authorization_hold", 8000, None), ("completion_debit", 7500, None), ("hold_release", 8000, None)]
+    assert bank.sim.ledger.discrepancies() == []
 
 
 @pytest_twisted.ensureDeferred
@@ -346,8 +363,9 @@ def test_sigkilled_banksim_restarted_on_its_file_completes_the_hold_and_banksim_
     balances = {a["masked_pan"]: (a["balance"], a["available"]) for a in book["accounts"]}
     assert balances["411111******1111"] == (1000000 - 6000, 1000000 - 6000)
     assert balances["555555******4444"] == (1000000 + 600, 1000000 + 600)
+    assert book["discrepancies"] == []
     assert text.returncode == 0
-    assert "5 postings; anomalies: duplicate_refund 1" in text.stdout
+    assert "books add up" in text.stdout and "5 postings; anomalies: duplicate_refund 1" in text.stdout
     assert "411111******1111" in text.stdout and "anomaly=duplicate_refund" in text.stdout
 
 
