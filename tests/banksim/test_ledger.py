@@ -11,6 +11,7 @@ import subprocess
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.task import Clock
 from twisted.web.client import Agent, readBody
 
 from switch.banksim import ANOMALIES, Issuer, Ledger, LedgerError, load_accounts
@@ -66,11 +67,7 @@ def test_every_movement_is_a_posting_with_its_kind_and_references(dialect):
 
 
 def test_discrepancies_name_an_account_whose_books_do_not_add_up(tmp_path):
-    from twisted.internet.task import Clock
-
-    clock = Clock()
-    clock.advance(TODAY)
-    issuer = file_issuer(tmp_path / "bank.ledger", clock)
+    issuer = file_issuer(tmp_path / "bank.ledger")
     issuer.answer(request("auth", 1987, amount=5000, stan="000001"))
     issuer.answer(request("sale", 1987, amount=700, stan="000002"))
     assert issuer.ledger.discrepancies() == []
@@ -216,17 +213,16 @@ def test_not_a_ledger_file_is_refused_with_its_name(tmp_path):
 # -- a ledger file across restarts -------------------------------------------------------------------
 
 
-def file_issuer(path, clock) -> Issuer:
+def file_issuer(path) -> Issuer:
+    """An issuer on a ledger file, its clock at ``TODAY``."""
+    clock = Clock()
+    clock.advance(TODAY)
     return Issuer(Ledger(load_accounts(), path), load_dialect("iso87ascii"), clock)
 
 
 def test_a_reopened_file_answers_repeats_and_reversals_as_before(tmp_path):
-    from twisted.internet.task import Clock
-
-    clock = Clock()
-    clock.advance(TODAY)
     path = tmp_path / "bank.ledger"
-    first = file_issuer(path, clock)
+    first = file_issuer(path)
     sale = request("sale", 1987, amount=2500, stan="000001")
     answer = first.answer(sale)
     declined = request("sale", 1987, pan=NO_FUNDS, amount=100, stan="000002")
@@ -234,7 +230,7 @@ def test_a_reopened_file_answers_repeats_and_reversals_as_before(tmp_path):
     first.answer(reversal(sale, 1987, stan="000003"))
     first.ledger.close()
 
-    again = file_issuer(path, clock)
+    again = file_issuer(path)
     assert again.answer(dict(sale)) == answer, "the duplicate is answered with the original answer"
     assert again.answer(dict(declined))["39"] == "51"
     assert again.answer(reversal(sale, 1987, stan="000004", repeat=True))["39"] == "00"
@@ -245,12 +241,8 @@ def test_a_reopened_file_answers_repeats_and_reversals_as_before(tmp_path):
 
 
 def test_an_existing_file_keeps_its_balances_over_the_accounts_file(tmp_path):
-    from twisted.internet.task import Clock
-
-    clock = Clock()
-    clock.advance(TODAY)
     path = tmp_path / "bank.ledger"
-    issuer = file_issuer(path, clock)
+    issuer = file_issuer(path)
     issuer.answer(request("sale", 1987, amount=2500))
     issuer.ledger.close()
     assert Ledger(load_accounts(), path).balance(VISA) == 1000000 - 2500
@@ -394,12 +386,8 @@ def on(number: str, message: dict) -> dict:
 
 
 def test_no_card_or_account_number_in_the_ledger_file(tmp_path):
-    from twisted.internet.task import Clock
-
-    clock = Clock()
-    clock.advance(TODAY)
     path = tmp_path / "bank.ledger"
-    issuer = file_issuer(path, clock)
+    issuer = file_issuer(path)
     accounts = load_accounts()
     for i, number in enumerate(accounts):
         auth = on(number, request("auth", 1987, amount=100, stan=f"{i * 10 + 1:06d}"))
