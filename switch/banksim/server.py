@@ -159,7 +159,7 @@ class BankSim:
         if self.options.expected_tpdu is not None and len(self.options.expected_tpdu) != TPDU_LENGTH:
             raise ValueError(f"expected_tpdu: got {len(self.options.expected_tpdu)} bytes; a TPDU has {TPDU_LENGTH}")
         self._accounts = accounts
-        self.ledger = ledger or Ledger(accounts, self.options.ledger_path)
+        self.ledger = ledger if ledger is not None else Ledger(accounts, self.options.ledger_path)
         self.issuer = Issuer(self.ledger, dialect, reactor, self.options.cvv_code, self.options.retention)
         self.received: Counter[str] = Counter()
         self.sent: Counter[str] = Counter()
