@@ -7,9 +7,14 @@ import json
 import signal
 import sqlite3
 import subprocess
+import tempfile
+from collections import Counter
+from pathlib import Path
 
 import pytest
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.web.client import Agent, readBody
@@ -401,3 +406,59 @@ def test_no_card_or_account_number_in_the_ledger_file(tmp_path):
         assert number.encode() not in stored, f"{number[:6]}… is stored in the ledger file"
     book = json.dumps(issuer.ledger.snapshot(), indent=1)
     assert not list(scan(book.splitlines())), "card data in the ledger snapshot"
+
+
+# -- a restart anywhere changes nothing ----------------------------------------------------------------
+
+CARDS = (VISA, MASTERCARD, NO_FUNDS)
+OPS = st.lists(
+    st.tuples(st.sampled_from(["auth", "sale", "refund", "completion", "reversal", "repeat"]),
+              st.integers(0, len(CARDS) - 1), st.integers(1, 600_000), st.integers(0, 10**6), st.booleans()),
+    min_size=1, max_size=25,
+)
+
+
+def play(issuer: Issuer, ops: list, reopen=None) -> list[dict]:
+    """Send ``ops`` (each may point at an earlier message); ``reopen`` after a message, when it asks."""
+    sent: list[dict] = []
+    answers = []
+    for n, (op, card, amount, pick, restart_after) in enumerate(ops, start=1):
+        stan = f"{n:06d}"
+        earlier = sent[pick % len(sent)] if sent else None
+        if op in ("auth", "sale", "refund") or earlier is None:
+            extra = REFUND if op == "refund" else {}
+            message = request("sale" if op != "auth" else "auth", 1987, pan=CARDS[card], amount=amount, stan=stan,
+                              **extra)
+        elif op == "completion":
+            message = completion_of(earlier, 1987, amount, stan) | {"2": earlier["2"]}
+        elif op == "reversal":
+            message = reversal(earlier, 1987, stan=stan)
+        else:
+            message = dict(earlier)
+        answers.append(issuer.answer(message))
+        sent.append(message)
+        if restart_after and reopen is not None:
+            issuer = reopen(issuer)
+    return answers
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops=OPS)
+def test_a_ledger_file_reopened_anywhere_answers_and_books_exactly_as_one_never_stopped(ops):
+    steady, _ = make_issuer()
+    expected = play(steady, ops)
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "bank.ledger"
+
+        def reopen(issuer: Issuer) -> Issuer:
+            issuer.ledger.close()
+            return file_issuer(path)
+
+        restarted = file_issuer(path)
+        assert play(restarted, ops, reopen) == expected
+        again = file_issuer(path)
+        assert again.ledger.snapshot() == steady.ledger.snapshot()
+        assert again.ledger.discrepancies() == []
+        reversals = Counter(p.original for p in again.ledger.postings(kinds=("reversal_credit", "reversal_debit",
+                                                                               "reversal_release")))
+        assert all(count == 1 for count in reversals.values()), "an original reversed twice"
