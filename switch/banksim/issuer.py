@@ -263,13 +263,17 @@ class Issuer:
     def _completion(self, request: Message) -> Message:
         """An advice completing a pre-authorization: the hold goes, the final amount is debited.
 
-        Advices are told, not asked, so only an unknown card is refused.  A completion that
+        Advices are told, not asked, so only an unknown card is refused.  With processing
+        code 20 it is a refund advice: credited like a refund (`_refund`), without its checks.  A completion that
         matches no open hold is posted as it stands (a forced post) and flagged:
         ``double_completion`` when its hold was completed before, else ``completion_without_hold``.
         """
         if self.ledger.account(instrument_id(request) or "") is None:
             return self._reply(request, codes.INVALID_CARD)
         amount = int(request["4"])
+        if request.get("3", "")[:2] == _REFUND:
+            posting = self._refund(request, amount)
+            return self._reply(request, codes.APPROVED, {"38": posting.auth_code or ""})
         hold = self._original_of(request, kinds=("authorization_hold",))
         if hold is None:
             posting = self._post(request, "completion_debit", amount, new_auth_code=True,

@@ -148,6 +148,18 @@ def test_two_refunds_of_the_same_amount_with_their_own_keys_are_not_duplicates()
     assert not issuer.ledger.postings(anomalies_only=True)
 
 
+@pytest.mark.parametrize("dialect", ["iso87ascii", "iso93ascii"])
+def test_refund_advice_is_credited_and_its_repeat_flagged(dialect):
+    issuer, _ = make_issuer(dialect)
+    v = issuer.version
+    advice = request("completion", v, pan=NO_FUNDS, amount=1200, stan="000050", rrn="RFADVICE0050", **REFUND)
+    answer = issuer.answer(advice)
+    assert answer["t"] == ("0230" if v == 1987 else "1230") and answer["39"] == code("00", v)
+    issuer.answer(advice | {"11": "000051"})
+    assert kinds(issuer.ledger) == [("refund_credit", 1200, None), ("refund_credit", 1200, "duplicate_refund")]
+    assert issuer.ledger.balance(NO_FUNDS) == 2400
+
+
 def test_refund_pointing_at_its_sale_carries_the_reference():
     issuer, _ = make_issuer()
     sale = request("sale", 1987, amount=2000, stan="000040")
