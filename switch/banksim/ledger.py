@@ -360,12 +360,18 @@ class Ledger:
         rows = self._db.execute(f"SELECT * FROM postings WHERE {' AND '.join(where)} ORDER BY id DESC", args)
         return [Posting.from_row(r) for r in rows]
 
-    def postings(self, kinds: Sequence[str] | None = None, anomalies_only: bool = False) -> list[Posting]:
-        """Every posting in order (of ``kinds`` when given; only flagged ones with ``anomalies_only``)."""
+    def postings(
+        self, kinds: Sequence[str] | None = None, anomalies_only: bool = False, number: str | None = None
+    ) -> list[Posting]:
+        """Every posting in order: of ``kinds`` when given, only flagged ones with ``anomalies_only``,
+        only on the account of card or account ``number`` when given."""
         where, args = ["1"], []
         if kinds is not None:
             where.append(f"kind IN ({', '.join('?' * len(kinds))})")
             args += list(kinds)
+        if number is not None:
+            where.append("account = ?")
+            args.append(account_key(number))
         if anomalies_only:
             where.append("anomaly IS NOT NULL")
         rows = self._db.execute(f"SELECT * FROM postings WHERE {' AND '.join(where)} ORDER BY id", args)

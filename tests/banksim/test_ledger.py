@@ -19,7 +19,7 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.web.client import Agent, readBody
 
-from switch.banksim import ANOMALIES, Issuer, Ledger, LedgerError, load_accounts
+from switch.banksim import ANOMALIES, ORIGINAL_KINDS, Issuer, Ledger, LedgerError, load_accounts
 from switch.banksim.web import customer_site
 from switch.dialect import load_dialect
 from switch.framing import Framing
@@ -61,11 +61,13 @@ def test_every_movement_is_a_posting_with_its_kind_and_references(dialect):
         ("authorization_hold", 5000, None), ("completion_debit", 4200, None), ("hold_release", 5000, None),
         ("sale_debit", 700, None), ("refund_credit", 300, None), ("reversal_credit", 700, None),
     ]
-    hold, completion, release, sale_posting, _, reversal_posting = ledger.postings()
+    hold, completion, release, sale_posting, refund, reversal_posting = ledger.postings()
     assert completion.original == release.original == hold.id and hold.closed_by == completion.id
     assert sale_posting.reversed_by == reversal_posting.id and reversal_posting.original == sale_posting.id
     assert (hold.masked_pan, hold.currency, hold.stan, hold.rrn, hold.terminal, hold.auth_code) == (
         "411111******1111", "USD", "000010", auth["37"], "TERM0001", auth_code)
+    assert ledger.postings(ORIGINAL_KINDS, number=VISA) == [hold, completion, sale_posting, refund]
+    assert ledger.postings(number=MASTERCARD) == []
     assert ledger.balance(VISA) == ledger.available(VISA) == 1000000 - 4200 + 300
     assert not ledger.postings(anomalies_only=True)
     assert ledger.discrepancies() == []
