@@ -180,16 +180,16 @@ def ledger_main(argv: list[str]) -> int:
 
 def render_ledger(book: dict[str, Any]) -> str:
     """The text form of a ledger snapshot: an accounts table, then a postings table."""
-    lines = [f"{'account':<12}  {'card':<19}  {'cur':<3}  {'opening':>12}  {'balance':>12}  {'held':>10}  "
+    lines = [f"{'account':<12}  {'card':<20}  {'cur':<3}  {'opening':>12}  {'balance':>12}  {'held':>10}  "
              f"{'available':>12}  open holds"]
     for a in book["accounts"]:
-        lines.append(f"{a['account']:<12}  {a['masked_pan']:<19}  {a['currency']:<3}  {a['opening_balance']:>12}  "
+        lines.append(f"{a['account']:<12}  {a['masked_pan']:<20}  {a['currency']:<3}  {a['opening_balance']:>12}  "
                      f"{a['balance']:>12}  {a['held']:>10}  {a['available']:>12}  {len(a['holds'])}")
     lines += [f"books do not add up: {d}" for d in book["discrepancies"]] or ["books add up: every balance and "
                                                                             "held amount equals its postings"]
     anomalies = ", ".join(f"{kind} {count}" for kind, count in book["anomalies"].items()) or "none"
     lines += ["", f"{len(book['postings'])} postings; anomalies: {anomalies}",
-              f"{'id':>6}  {'time':<20}  {'kind':<18}  {'amount':>10}  {'cur':<3}  {'card':<19}  {'mti':<4}  "
+              f"{'id':>6}  {'time':<20}  {'kind':<18}  {'amount':>10}  {'cur':<3}  {'card':<20}  {'mti':<4}  "
               f"{'stan':<6}  {'rrn':<12}  {'terminal':<8}  {'auth':<6}  {'orig':>6}  notes"]
     for p in book["postings"]:
         notes = [f"anomaly={p['anomaly']}"] if p["anomaly"] else []
@@ -197,7 +197,8 @@ def render_ledger(book: dict[str, Any]) -> str:
         notes += [f"closed by #{p['closed_by']}"] if p["closed_by"] else []
         lines.append(
             f"{p['id']:>6}  {p['time']:<20}  {p['kind']:<18}  {p['amount']:>10}  {p['currency'] or '-':<3}  "
-            f"{p['masked_pan'] or '-':<19}  {p['mti'] or '-':<4}  {p['stan'] or '-':<6}  {p['rrn'] or '-':<12}  "
+            f"{p['masked_pan'] or '-':<20}  {p['mti'] or '-':<4}  {p['stan'] or '-':<6}  {p['rrn'] or '-':<12}  "
             f"{p['terminal'] or '-':<8}  {p['auth_code'] or '-':<6}  {p['original'] or '-':>6}  {'; '.join(notes)}"
+            .rstrip()
         )
     return "\n".join(lines) + "\n"
