@@ -207,16 +207,15 @@ class Issuer:
         """
         original = self._original_of(request, kinds=("sale_debit", "completion_debit"))
         rrn = request.get("37")
+        number, since = instrument_id(request), self._horizon()
+        same = {"amount": amount, "original": original.id if original else None}
         own_rrn = rrn is not None and (original is None or original.rrn != rrn)
-        times = self._times(request)
-        repeated = any(
-            (own_rrn and earlier.rrn == rrn)
-            or (earlier.stan == request["11"] and earlier.terminal == request.get("41") and earlier.times == times)
-            for earlier in self.ledger.find(
-                ("refund_credit",), self._horizon(), instrument_id(request), amount=amount,
-                original=original.id if original else None,
-            )
+        by_rrn = own_rrn and self.ledger.find(("refund_credit",), since, number, rrn=rrn, **same)
+        by_stan = any(
+            earlier.terminal == request.get("41") and earlier.times == self._times(request)
+            for earlier in self.ledger.find(("refund_credit",), since, number, stan=request["11"], **same)
         )
+        repeated = bool(by_rrn) or by_stan
         return self._post(request, "refund_credit", amount, new_auth_code=True,
                           original=original.id if original else None,
                           anomaly="duplicate_refund" if repeated else None)

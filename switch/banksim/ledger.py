@@ -350,7 +350,7 @@ class Ledger:
         where = [f"kind IN ({', '.join('?' * len(kinds))})", "at >= ?"]
         args: list[Any] = [*kinds, since]
         if number is not None:
-            where.append("account IS ?")
+            where.append("account = ?")
             args.append(account_key(number))
         for column, value in equal.items():
             if column not in ("stan", "rrn", "amount", "terminal", "original"):
@@ -380,7 +380,7 @@ class Ledger:
     def expire_holds(self, horizon: float, now: float) -> None:
         """Release every hold placed before ``horizon`` that is still open (a ``hold_expiry`` posting each)."""
         rows = self._db.execute(
-            "SELECT * FROM postings WHERE effect = 'hold' AND closed_by IS NULL AND at < ? ORDER BY id", (horizon,)
+            "SELECT * FROM postings WHERE effect = 'hold' AND closed_by IS NULL AND at < ? ORDER BY at, id", (horizon,)
         ).fetchall()
         for row in rows:
             hold = Posting.from_row(row)
