@@ -1,16 +1,17 @@
 """A simulated issuing bank's host speaking ISO 8583, for tests, the demo and integration work.
 
-`issuer` decides (pure), `server` talks to the network, `cli` is ``bin/banksim``.
+`issuer` decides, `ledger` keeps the books (in memory or a SQLite file), `server` talks
+to the network, `cli` is ``bin/banksim``, `web` the customer page and ``GET /ledger``.
 """
 
 from switch.banksim.accounts import DEFAULT_ACCOUNTS, Account, AccountsError, load_accounts
 from switch.banksim.faults import Faults
 from switch.banksim.issuer import Issuer
-from switch.banksim.ledger import Ledger
+from switch.banksim.ledger import ANOMALIES, KINDS, ORIGINAL_KINDS, Ledger, LedgerError, Posting, read_snapshot
 from switch.banksim.server import BankSim, BankSimOptions
 from switch.banksim.tls import TlsError, TlsFiles
 
 __all__ = [
-    "DEFAULT_ACCOUNTS", "Account", "AccountsError", "BankSim", "BankSimOptions", "Faults", "Issuer", "Ledger",
-    "TlsError", "TlsFiles", "load_accounts",
+    "ANOMALIES", "DEFAULT_ACCOUNTS", "KINDS", "ORIGINAL_KINDS", "Account", "AccountsError", "BankSim", "BankSimOptions",
+    "Faults", "Issuer", "Ledger", "LedgerError", "Posting", "TlsError", "TlsFiles", "load_accounts", "read_snapshot",
 ]

@@ -3,11 +3,13 @@
 A parent process (a test, the demo) starts it with ``--listen 127.0.0.1:0`` and reads
 the line ``LISTENING <port>`` from standard output; everything else, including the
 same fact as a ``banksim_listening`` event, is structured JSON logging on standard error.
+``banksim ledger --ledger FILE`` reads the books a ``--ledger FILE`` banksim keeps.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -22,6 +24,7 @@ from twisted.python.failure import Failure
 from switch.banksim.accounts import DEFAULT_ACCOUNTS, AccountsError, load_accounts
 from switch.banksim.codes import CVV_MISMATCH, wire_code
 from switch.banksim.faults import Faults
+from switch.banksim.ledger import Ledger, LedgerError, read_snapshot
 from switch.banksim.server import BankSim, BankSimOptions
 from switch.banksim.tls import TlsError, TlsFiles, server_tls_options
 from switch.banksim.web import customer_site
@@ -48,7 +51,11 @@ def _tpdu(value: str) -> bytes:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="banksim", description="Simulated ISO 8583 issuer host (see README, banksim).")
+    p = argparse.ArgumentParser(
+        prog="banksim",
+        description="Simulated ISO 8583 issuer host (see README, banksim). "
+                    "'banksim ledger --ledger FILE [--json]' prints a ledger file's balances and postings.",
+    )
     p.add_argument("--listen", type=_listen_address, required=True, metavar="HOST:PORT",
                    help="address to listen on; port 0 picks a free port, printed as 'LISTENING <port>'")
     p.add_argument("--dialect", required=True, help="shipped dialect name (iso87ascii ...) or a dialect TOML file")
@@ -58,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the acquirer addresses this host with: other destinations are logged as misaddressed")
     p.add_argument("--length-includes-header", action="store_true", help="the length counts its own header bytes")
     p.add_argument("--accounts", type=Path, default=DEFAULT_ACCOUNTS, help="accounts file (default: %(default)s)")
+    p.add_argument("--ledger", type=Path, metavar="FILE",
+                   help="keep balances, holds, postings and answers in this SQLite file (created if missing), "
+                        "so a restarted banksim carries on; default: in memory. Read it with 'banksim ledger'")
     tls = p.add_mutually_exclusive_group(required=True)
     tls.add_argument("--tls-cert", type=Path, metavar="FILE", help="server certificate (PEM); needs --tls-key, --tls-ca")
     tls.add_argument("--plain", action="store_true", help="plain TCP, no TLS (tests and local debugging only)")
@@ -67,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="answer to a wrong CVV (default %(default)s; 129 on a 1993 dialect)")
     p.add_argument("--name", default="banksim", help="bank name in logs and traces")
     p.add_argument("--http", type=_listen_address, metavar="HOST:PORT",
-                   help="serve the customer page: GET /pending, POST /confirm/<ref>?decision=approve|reject")
+                   help="serve the customer page: GET /pending, POST /confirm/<ref>?decision=approve|reject; "
+                        "and the books: GET /ledger")
     p.add_argument("--trace", type=Path, metavar="FILE", help="append a masked link trace (read it with isotrace)")
     p.add_argument("--exit-with-parent", action="store_true",
                    help="exit when standard input closes: a parent that starts banksim (kswitch run) may die by SIGKILL")
@@ -98,6 +109,7 @@ class _ParentWatch(Protocol):
 def _serve(reactor: Any, sim: BankSim, host: str, port: int, tls: TlsFiles | None,
            http: tuple[str, int] | None, exit_with_parent: bool = False) -> Deferred:
     reactor.addSystemEventTrigger("before", "shutdown", sim.close)
+    reactor.addSystemEventTrigger("after", "shutdown", sim.ledger.close)
     if exit_with_parent:
         StandardIO(_ParentWatch(), stdout=os.open(os.devnull, os.O_WRONLY), reactor=reactor)
     if http is not None:
@@ -116,6 +128,9 @@ def _serve(reactor: Any, sim: BankSim, host: str, port: int, tls: TlsFiles | Non
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ledger"]:
+        return ledger_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.tls_cert is not None and (args.tls_key is None or args.tls_ca is None):
@@ -132,15 +147,58 @@ def main(argv: list[str] | None = None) -> int:
         wire_code(args.response_code_cvv, dialect.version)
         options = BankSimOptions(
             name=args.name, cvv_code=args.response_code_cvv, faults=faults, trace=args.trace,
-            expected_tpdu=args.tpdu or None,
+            expected_tpdu=args.tpdu or None, ledger_path=args.ledger,
         )
         accounts = load_accounts(args.accounts)
         if tls is not None:
             server_tls_options(tls)
+        ledger = Ledger(accounts, args.ledger)
     except (DialectError, AccountsError, TlsError, ValueError) as e:
         print(f"banksim: {e}", file=sys.stderr)
         return 2
 
-    react(lambda reactor: _serve(reactor, BankSim(reactor, dialect, framing, accounts, options), *args.listen, tls,
-                                 args.http, args.exit_with_parent))
+    react(lambda reactor: _serve(reactor, BankSim(reactor, dialect, framing, accounts, options, ledger), *args.listen,
+                                 tls, args.http, args.exit_with_parent))
     return 0
+
+
+def ledger_main(argv: list[str]) -> int:
+    """``banksim ledger --ledger FILE [--json]``: balances per account, then every posting (cards masked)."""
+    p = argparse.ArgumentParser(prog="banksim ledger", description="Print a banksim ledger file: balances per "
+                                "account and every posting (card numbers masked). Safe while banksim runs.")
+    p.add_argument("--ledger", type=Path, required=True, metavar="FILE", help="the file given to banksim --ledger")
+    p.add_argument("--json", action="store_true", help="the same JSON as GET /ledger")
+    args = p.parse_args(argv)
+    try:
+        book = read_snapshot(args.ledger)
+    except LedgerError as e:
+        print(f"banksim ledger: {e}", file=sys.stderr)
+        return 2
+    sys.stdout.write(json.dumps(book, indent=2) + "\n" if args.json else render_ledger(book))
+    return 0
+
+
+def render_ledger(book: dict[str, Any]) -> str:
+    """The text form of a ledger snapshot: an accounts table, then a postings table."""
+    lines = [f"{'account':<12}  {'card':<20}  {'cur':<3}  {'opening':>12}  {'balance':>12}  {'held':>10}  "
+             f"{'available':>12}  open holds"]
+    for a in book["accounts"]:
+        lines.append(f"{a['account']:<12}  {a['masked_pan']:<20}  {a['currency']:<3}  {a['opening_balance']:>12}  "
+                     f"{a['balance']:>12}  {a['held']:>10}  {a['available']:>12}  {len(a['holds'])}")
+    lines += [f"books do not add up: {d}" for d in book["discrepancies"]] or ["books add up: every balance and "
+                                                                            "held amount equals its postings"]
+    anomalies = ", ".join(f"{kind} {count}" for kind, count in book["anomalies"].items()) or "none"
+    lines += ["", f"{len(book['postings'])} postings; anomalies: {anomalies}",
+              f"{'id':>6}  {'time':<20}  {'kind':<18}  {'amount':>10}  {'cur':<3}  {'card':<20}  {'mti':<4}  "
+              f"{'stan':<6}  {'rrn':<12}  {'terminal':<8}  {'auth':<6}  {'orig':>6}  notes"]
+    for p in book["postings"]:
+        notes = [f"anomaly={p['anomaly']}"] if p["anomaly"] else []
+        notes += [f"reversed by #{p['reversed_by']}"] if p["reversed_by"] else []
+        notes += [f"closed by #{p['closed_by']}"] if p["closed_by"] else []
+        lines.append(
+            f"{p['id']:>6}  {p['time']:<20}  {p['kind']:<18}  {p['amount']:>10}  {p['currency'] or '-':<3}  "
+            f"{p['masked_pan'] or '-':<20}  {p['mti'] or '-':<4}  {p['stan'] or '-':<6}  {p['rrn'] or '-':<12}  "
+            f"{p['terminal'] or '-':<8}  {p['auth_code'] or '-':<6}  {p['original'] or '-':>6}  {'; '.join(notes)}"
+            .rstrip()
+        )
+    return "\n".join(lines) + "\n"

@@ -13,19 +13,19 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 from twisted.internet.interfaces import IReactorTime
 
 from switch.banksim import codes
 from switch.banksim.accounts import Account
 from switch.banksim.codes import wire_code
-from switch.banksim.ledger import Ledger
+from switch.banksim.ledger import CREDIT, DEBIT, HOLD, ORIGINAL_KINDS, Ledger, Posting, answer_key, fingerprint
 from switch.dialect import Dialect, Message
 from switch.mti import is_network, network_kind, network_response, response_mti
 
 DEFAULT_RETENTION = 7 * 24 * 3600.0
-"""How long postings (for reversals), open holds and answers (for duplicates) are kept."""
+"""How long postings can be reversed or completed, holds stay open and answers are remembered for duplicates."""
 
 # Fields a host copies from the request into its answer. Never expiry, track, CVV or PIN.
 ECHOED = ("2", "3", "4", "7", "11", "12", "13", "24", "32", "33", "37", "41", "42", "49")
@@ -53,7 +53,9 @@ class PendingConfirmation:
 
     ref: str
     request: Message
-    effect: str
+    kind: str
+
+
 _PURCHASE = ("00", "01")
 _REFUND = "20"
 
@@ -90,37 +92,13 @@ def parse_original_data(value: str) -> OriginalRef | None:
     return None
 
 
-@dataclass
-class Posting:
-    """One approved movement of money, or hold, kept so that a reversal can undo it."""
-
-    id: int
-    pan: str
-    effect: str  # "debit" | "credit" | "hold"
-    amount: int
-    auth_code: str
-    mti: str
-    stan: str
-    times: tuple[str, ...]
-    acquirer: str
-    rrn: str | None
-    terminal: str | None
-    at: float
-    reversed: bool = False
-
-
-@dataclass(frozen=True)
-class _Answered:
-    at: float
-    fingerprint: tuple[str | None, ...]
-    answer: Message
-
 
 class Issuer:
     """Answers one dialect's requests against a ledger, as an issuing bank's host would.
 
     ``cvv_code`` is the answer to a wrong CVV (``N7`` by default; in the dialect's own
-    form or a 1987 code with a known 1993 mapping).
+    form or a 1987 code with a known 1993 mapping).  Each request is decided and written
+    to the ledger in one ledger transaction, committed before `answer` returns.
     """
 
     def __init__(
@@ -139,11 +117,10 @@ class Issuer:
         self._cvv_code = cvv_code
         wire_code(cvv_code, self.version)
         self._retention = retention
-        self._postings: dict[int, Posting] = {}
-        self._answered: dict[tuple[str | None, ...], _Answered] = {}
-        self._ids = itertools.count(1)
+        self._forgotten_at = float("-inf")
         self._refs = itertools.count(1)
         self.pending: dict[str, PendingConfirmation] = {}
+        """Waiting for the customer; kept in memory only (a restarted banksim has none)."""
         self.confirm_url_base = "http://127.0.0.1"
 
     def answer(self, request: Message, decline_all: str | None = None) -> Message:
@@ -152,6 +129,10 @@ class Issuer:
         ``decline_all`` answers every authorization and financial request with that code,
         leaving the ledger alone; completions, reversals and network messages go on as usual.
         """
+        with self.ledger.transaction():
+            return self._answer(request, decline_all)
+
+    def _answer(self, request: Message, decline_all: str | None) -> Message:
         self._forget_old()
         mti = request["t"]
         if is_network(mti):
@@ -168,13 +149,18 @@ class Issuer:
             return self._reply(request, codes.FORMAT_ERROR)
         if decline_all is not None and kind in ("authorization", "financial"):
             return self._reply(request, decline_all)
-        key = (base_mti(mti), request["11"], request.get("37"), request.get("41"))
-        fingerprint = (instrument_id(request), request.get("3"), request.get("4"))
-        earlier = self._answered.get(key)
+        key = answer_key((base_mti(mti), request["11"], request.get("37"), request.get("41")))
+        print_ = fingerprint((instrument_id(request), request.get("3"), request.get("4")))
+        earlier = self.ledger.remembered(key)
         if earlier is not None:
-            return earlier.answer if earlier.fingerprint == fingerprint else self._reply(request, codes.DUPLICATE)
+            if earlier.fingerprint != print_:
+                return self._reply(request, codes.DUPLICATE)
+            replay = dict(earlier.answer)
+            if earlier.echoes_pan and "2" in request:
+                replay["2"] = request["2"]
+            return replay
         answer = getattr(self, f"_{kind}")(request)
-        self._answered[key] = _Answered(self._clock.seconds(), fingerprint, answer)
+        self.ledger.remember(key, self._clock.seconds(), print_, answer)
         return answer
 
     def format_error(self, mti: str) -> Message:
@@ -184,29 +170,55 @@ class Issuer:
     def _authorization(self, request: Message) -> Message:
         if request["3"][:2] not in _PURCHASE:
             return self._reply(request, codes.INVALID_TRANSACTION)
-        return self._decide(request, "hold")
+        return self._decide(request, "authorization_hold")
 
     def _financial(self, request: Message) -> Message:
         transaction = request["3"][:2]
         if transaction == _REFUND:
-            return self._decide(request, "credit")
+            return self._decide(request, "refund_credit")
         if transaction not in _PURCHASE:
             return self._reply(request, codes.INVALID_TRANSACTION)
-        return self._decide(request, "debit")
+        return self._decide(request, "sale_debit")
 
-    def _decide(self, request: Message, effect: str) -> Message:
+    def _decide(self, request: Message, kind: str) -> Message:
         account = self.ledger.account(instrument_id(request) or "")
         amount = int(request["4"])
-        code = self._decline_reason(account, request, amount, moves_money_out=effect != "credit")
+        refund = kind == "refund_credit"
+        code = self._decline_reason(account, request, amount, moves_money_out=not refund)
         if code is not None:
             return self._reply(request, code)
-        if account is not None and account.status == "confirm" and effect != "credit":
+        if account is not None and account.status == "confirm" and not refund:
             ref = f"C{next(self._refs):06d}"
-            self.pending[ref] = PendingConfirmation(ref, dict(request), effect)
+            self.pending[ref] = PendingConfirmation(ref, dict(request), kind)
             url = f"{self.confirm_url_base}/confirm/{ref}"
             return self._reply(request, codes.PENDING_CUSTOMER, {CONFIRMATION_URL_FIELD: url})
-        posting = self._post(request, effect, amount)
-        return self._reply(request, codes.APPROVED, {"38": posting.auth_code})
+        if refund:
+            posting = self._refund(request, amount)
+        else:
+            posting = self._post(request, kind, amount, new_auth_code=True)
+        return self._reply(request, codes.APPROVED, {"38": posting.auth_code or ""})
+
+    def _refund(self, request: Message, amount: int) -> Posting:
+        """A refund is credited as asked; one repeating an earlier refund is flagged ``duplicate_refund``.
+
+        A repeat is an earlier refund on the account of the same amount and the same original
+        (when the refund points at one) that has the refund's own RRN, or its STAN, terminal
+        and transmission time (an exact repeat of all keys is answered as a duplicate earlier).
+        """
+        original = self._original_of(request, kinds=("sale_debit", "completion_debit"))
+        rrn = request.get("37")
+        number, since = instrument_id(request), self._horizon()
+        same = {"amount": amount, "original": original.id if original else None}
+        own_rrn = rrn is not None and (original is None or original.rrn != rrn)
+        by_rrn = own_rrn and self.ledger.find(("refund_credit",), since, number, rrn=rrn, **same)
+        by_stan = any(
+            earlier.terminal == request.get("41") and earlier.times == self._times(request)
+            for earlier in self.ledger.find(("refund_credit",), since, number, stan=request["11"], **same)
+        )
+        repeated = bool(by_rrn) or by_stan
+        return self._post(request, "refund_credit", amount, new_auth_code=True,
+                          original=original.id if original else None,
+                          anomaly="duplicate_refund" if repeated else None)
 
     def decide_pending(self, ref: str, approve: bool) -> tuple[PendingConfirmation, str, str | None]:
         """The customer decided on the bank's page: (the pending payment, response code, auth code).
@@ -223,7 +235,8 @@ class Issuer:
         code = self._decline_reason(account, request, amount, moves_money_out=True)
         if code is not None:
             return pending, wire_code(code, self.version), None
-        posting = self._post(request, pending.effect, amount)
+        with self.ledger.transaction():
+            posting = self._post(request, pending.kind, amount, new_auth_code=True)
         return pending, wire_code(codes.APPROVED, self.version), posting.auth_code
 
     def _decline_reason(self, account: Account | None, request: Message, amount: int, moves_money_out: bool) -> str | None:
@@ -249,42 +262,62 @@ class Issuer:
     def _completion(self, request: Message) -> Message:
         """An advice completing a pre-authorization: the hold goes, the final amount is debited.
 
-        Advices are told, not asked, so only an unknown card is refused; a completion
-        that matches no open hold is posted as it stands (a forced post).
+        Advices are told, not asked, so only an unknown card is refused.  With processing
+        code 20 it is a refund advice: credited like a refund (`_refund`), without its checks.  A completion that
+        matches no open hold is posted as it stands (a forced post) and flagged:
+        ``double_completion`` when its hold was completed before, else ``completion_without_hold``.
         """
         if self.ledger.account(instrument_id(request) or "") is None:
             return self._reply(request, codes.INVALID_CARD)
-        hold = self._original_of(request, effect="hold")
-        if hold is not None:
-            self.ledger.release(hold.id)
-        posting = self._post(request, "debit", int(request["4"]), hold.auth_code if hold else None)
-        return self._reply(request, codes.APPROVED, {"38": posting.auth_code})
+        amount = int(request["4"])
+        if request.get("3", "")[:2] == _REFUND:
+            posting = self._refund(request, amount)
+            return self._reply(request, codes.APPROVED, {"38": posting.auth_code or ""})
+        hold = self._original_of(request, kinds=("authorization_hold",))
+        if hold is None:
+            posting = self._post(request, "completion_debit", amount, new_auth_code=True,
+                                 anomaly="completion_without_hold")
+        elif hold.open:
+            posting = self._post(request, "completion_debit", amount, auth_code=hold.auth_code, original=hold.id)
+            self.ledger.post(None, "hold_release", hold.amount, self._clock.seconds(), account_of=hold,
+                             original=hold.id, **self._keys(request))
+            self.ledger.close_hold(hold, posting.id)
+        else:
+            completed = hold.closed_by is not None and self.ledger.posting(hold.closed_by).kind == "completion_debit"
+            posting = self._post(request, "completion_debit", amount, auth_code=hold.auth_code, original=hold.id,
+                                 anomaly="double_completion" if completed else "completion_without_hold")
+        return self._reply(request, codes.APPROVED, {"38": posting.auth_code or ""})
 
     def _reversal(self, request: Message) -> Message:
-        """Undo the original once; an unknown or already reversed original is still approved."""
-        original = self._original_of(request)
-        if original is not None and not original.reversed:
-            original.reversed = True
-            if original.effect == "debit":
-                self.ledger.credit(original.pan, original.amount)
-            elif original.effect == "credit":
-                self.ledger.debit(original.pan, original.amount)
-            else:
-                self.ledger.release(original.id)
+        """Undo the original once; an unknown or already reversed original is still approved.
+
+        Reversing a pre-authorization whose hold is no longer open releases nothing (a
+        ``reversal_release`` of 0); a reversal of nothing known is flagged ``reversal_of_unknown``.
+        """
+        original = self._original_of(request, kinds=ORIGINAL_KINDS)
+        now = self._clock.seconds()
+        if original is None:
+            self.ledger.post(instrument_id(request), "reversal", int(request.get("4", "0")), now,
+                             anomaly="reversal_of_unknown", **self._keys(request))
+        elif not original.reversed:
+            kind = {DEBIT: "reversal_credit", CREDIT: "reversal_debit", HOLD: "reversal_release"}[original.effect]
+            amount = 0 if original.effect == HOLD and not original.open else original.amount
+            posting = self.ledger.post(None, kind, amount, now, account_of=original, original=original.id,
+                                       **self._keys(request))
+            self.ledger.mark_reversed(original, posting.id)
+            if original.open:
+                self.ledger.close_hold(original, posting.id)
         return self._reply(request, codes.APPROVED)
 
-    def _original_of(self, request: Message, effect: str | None = None) -> Posting | None:
+    def _original_of(self, request: Message, kinds: Sequence[str]) -> Posting | None:
         """The most recent posting the request points at: by original data elements, else by RRN."""
-        candidates = [
-            p for p in reversed(self._postings.values())
-            if (effect is None or p.effect == effect) and (instrument_id(request) or p.pan) == p.pan
-        ]
+        number = instrument_id(request)
+        since = self._horizon()
         ref = parse_original_data(request.get(self._original_field, ""))
         if ref is not None:
-            for p in candidates:
+            for p in self.ledger.find(kinds, since, number, stan=ref.stan):
                 if (
-                    base_mti(p.mti) == base_mti(ref.mti)
-                    and p.stan == ref.stan
+                    base_mti(p.mti or "") == base_mti(ref.mti)
                     and (not ref.time.strip("0") or ref.time in p.times)
                     and (not ref.acquirer or not p.acquirer or ref.acquirer == p.acquirer)
                 ):
@@ -293,36 +326,24 @@ class Issuer:
         if rrn is None:
             return None
         terminal = request.get("41")
-        for p in candidates:
-            if p.rrn == rrn and (terminal is None or p.terminal is None or p.terminal == terminal):
+        for p in self.ledger.find(kinds, since, number, rrn=rrn):
+            if terminal is None or p.terminal is None or p.terminal == terminal:
                 return p
         return None
 
-    def _post(self, request: Message, effect: str, amount: int, auth_code: str | None = None) -> Posting:
-        posting_id = next(self._ids)
-        pan = instrument_id(request) or ""
-        posting = Posting(
-            id=posting_id,
-            pan=pan,
-            effect=effect,
-            amount=amount,
-            auth_code=auth_code or f"{posting_id:06d}"[-6:],
-            mti=request["t"],
-            stan=request["11"],
-            times=tuple(request[n] for n in ("7", "12") if n in request),
-            acquirer=request.get("32", "").lstrip("0"),
-            rrn=request.get("37"),
-            terminal=request.get("41"),
-            at=self._clock.seconds(),
-        )
-        if effect == "debit":
-            self.ledger.debit(pan, amount)
-        elif effect == "credit":
-            self.ledger.credit(pan, amount)
-        else:
-            self.ledger.hold(posting_id, pan, amount)
-        self._postings[posting_id] = posting
-        return posting
+    def _post(self, request: Message, kind: str, amount: int, **details: Any) -> Posting:
+        return self.ledger.post(instrument_id(request), kind, amount, self._clock.seconds(),
+                                **self._keys(request), **details)
+
+    def _keys(self, request: Message) -> dict[str, Any]:
+        """What identifies the message a posting comes from, for matching and for readers."""
+        return {"mti": request["t"], "stan": request.get("11"), "rrn": request.get("37"),
+                "terminal": request.get("41"), "times": self._times(request),
+                "acquirer": request.get("32", "").lstrip("0")}
+
+    @staticmethod
+    def _times(request: Message) -> tuple[str, ...]:
+        return tuple(request[n] for n in ("7", "12") if n in request)
 
     def _reply(self, request: Message, code: str, extra: Mapping[str, str] | None = None) -> Message:
         echoed = (*ECHOED, self._original_field)
@@ -335,17 +356,15 @@ class Issuer:
     def _today_yymm(self) -> str:
         return time.strftime("%y%m", time.gmtime(self._clock.seconds()))
 
+    def _horizon(self) -> float:
+        return self._clock.seconds() - self._retention
+
     def _forget_old(self) -> None:
-        """Drop postings and remembered answers past retention; a forgotten hold expires."""
-        horizon = self._clock.seconds() - self._retention
-        while self._postings:
-            posting = next(iter(self._postings.values()))
-            if posting.at >= horizon:
-                break
-            del self._postings[posting.id]
-            self.ledger.release(posting.id)
-        while self._answered:
-            key, answered = next(iter(self._answered.items()))
-            if answered.at >= horizon:
-                break
-            del self._answered[key]
+        """Past retention a hold still open expires; remembered answers are forgotten (checked
+        at most once a second: two queries per message would be most of banksim's work)."""
+        now = self._clock.seconds()
+        if now - self._forgotten_at < 1.0:
+            return
+        self._forgotten_at = now
+        self.ledger.expire_holds(self._horizon(), now)
+        self.ledger.forget_answers(self._horizon())

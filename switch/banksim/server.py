@@ -50,7 +50,11 @@ class BankSimOptions:
     - ``trace``: write a masked link trace to this file (`switch.tracing`).
     - ``expected_tpdu``: the TPDU the acquirer addresses this host with; a request whose
       TPDU ID or destination differs is logged as misaddressed (and still answered).
-    - ``retention``: seconds postings, holds and answers are remembered (default 7 days).
+    - ``retention``: seconds postings can be reversed, holds stay open and answers are
+      remembered for duplicates (default 7 days).
+    - ``ledger_path``: keep the ledger in this SQLite file (created if missing) instead of
+      in memory, so that a new `BankSim` on the same file (see `BankSim.restart`) still
+      holds every balance, hold, posting and remembered answer.
     """
 
     name: str = "banksim"
@@ -59,6 +63,7 @@ class BankSimOptions:
     trace: Path | None = None
     expected_tpdu: bytes | None = None
     retention: float = DEFAULT_RETENTION
+    ledger_path: Path | None = None
 
 
 def peek_mti(dialect: Dialect, payload: bytes) -> str | None:
@@ -133,6 +138,9 @@ class BankSim:
     ``reactor`` provides the clock and the network; ``accounts`` come from
     `switch.banksim.accounts.load_accounts`.  ``received`` and ``sent`` count
     messages by MTI (``"undecodable"`` when not even the MTI could be read).
+    ``ledger`` is the bank's books (`Ledger`: ``snapshot()``, ``postings()``); with
+    ``options.ledger_path`` they live in that file (LedgerError when it cannot be used);
+    ``ledger`` hands over open books instead (`restart` of a banksim without a file).
     """
 
     def __init__(
@@ -142,6 +150,7 @@ class BankSim:
         framing: Framing,
         accounts: Mapping[str, Account],
         options: BankSimOptions | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.reactor = reactor
         self.dialect = dialect
@@ -149,7 +158,8 @@ class BankSim:
         self.options = options or BankSimOptions()
         if self.options.expected_tpdu is not None and len(self.options.expected_tpdu) != TPDU_LENGTH:
             raise ValueError(f"expected_tpdu: got {len(self.options.expected_tpdu)} bytes; a TPDU has {TPDU_LENGTH}")
-        self.ledger = Ledger(accounts)
+        self._accounts = accounts
+        self.ledger = ledger if ledger is not None else Ledger(accounts, self.options.ledger_path)
         self.issuer = Issuer(self.ledger, dialect, reactor, self.options.cvv_code, self.options.retention)
         self.received: Counter[str] = Counter()
         self.sent: Counter[str] = Counter()
@@ -165,6 +175,7 @@ class BankSim:
         self._advices: dict[str, Deferred[str]] = {}
         self._connections: set[BankSimProtocol] = set()
         self._ports: list[IListeningPort] = []
+        self._listened: tuple[int | IStreamServerEndpoint, TlsFiles | None, str] | None = None
 
     # -- ledger and faults, for tests and operators ------------------------------------------
 
@@ -255,6 +266,7 @@ class BankSim:
         With ``tls`` the host requires and verifies a client certificate from ``tls.ca``.
         Fires with the `IListeningPort` (``.getHost().port`` is the actual port).
         """
+        self._listened = (where, tls, interface)
         if isinstance(where, int):
             endpoint: IStreamServerEndpoint = (
                 SSL4ServerEndpoint(self.reactor, where, server_tls_options(tls), interface=interface)
@@ -270,6 +282,8 @@ class BankSim:
     def _listening(self, port: IListeningPort, tls: bool) -> IListeningPort:
         self._ports.append(port)
         address = port.getHost()
+        if self._listened is not None and isinstance(self._listened[0], int):
+            self._listened = (address.port, *self._listened[1:])
         log.info(
             "banksim_listening", bank=self.options.name, host=address.host, port=address.port, tls=tls,
             dialect=self.dialect.name, framing=self.framing.header, tpdu=self.framing.tpdu,
@@ -277,7 +291,11 @@ class BankSim:
         return port
 
     def close(self) -> Deferred:
-        """Stop listening, drop every connection and finish writing the trace."""
+        """Stop listening, drop every connection and finish writing the trace.
+
+        The ledger stays open and readable, and `listen` may be called again (the host came
+        back, the bank's database never went away); `restart` is a restart of the process.
+        """
         stopping = [port.stopListening() for port in self._ports]
         self._ports.clear()
         for connection in list(self._connections):
@@ -285,6 +303,24 @@ class BankSim:
         if self.trace is not None:
             stopping.append(self.trace.close())
         return gatherResults(stopping)
+
+    async def restart(self) -> BankSim:
+        """The host process restarts: close this one (network, trace, ledger) and return a new
+        `BankSim` with the same settings listening where this one last listened.
+
+        Only the ledger survives (in memory: the same one; with ``ledger_path``: reopened from
+        the file); faults changed at run time, counters, waiting customer confirmations and
+        answers not yet written are gone, as they would be after a crash.
+        """
+        if self._listened is None:
+            raise RuntimeError("restart: this banksim never listened")
+        await self.close()
+        kept = None if self.options.ledger_path is not None else self.ledger
+        if kept is None:
+            self.ledger.close()
+        successor = BankSim(self.reactor, self.dialect, self.framing, self._accounts, self.options, kept)
+        await successor.listen(*self._listened)
+        return successor
 
     def connected(self, connection: BankSimProtocol) -> None:
         self._connections.add(connection)

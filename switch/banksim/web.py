@@ -3,7 +3,8 @@
 ``GET /pending`` lists payments waiting for the customer; ``POST /confirm/<ref>?decision=
 approve|reject`` decides one, as the customer would by pressing a button on the bank's
 page.  The decision travels to the switch as an advice (see `BankSim.confirm`); the
-HTTP answer waits for the switch's acknowledgement.
+HTTP answer waits for the switch's acknowledgement.  ``GET /ledger`` shows the bank's
+books (`Ledger.snapshot`: balances per account, every posting, anomaly counts; cards masked).
 """
 
 from __future__ import annotations
@@ -34,6 +35,17 @@ class _Pending(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         return _json(request, 200, {"pending": self.sim.pending()})
+
+
+class _Ledger(Resource):
+    isLeaf = True
+
+    def __init__(self, sim: BankSim) -> None:
+        super().__init__()
+        self.sim = sim
+
+    def render_GET(self, request: Request) -> bytes:
+        return _json(request, 200, self.sim.ledger.snapshot())
 
 
 class _Confirm(Resource):
@@ -67,4 +79,5 @@ def customer_site(sim: BankSim) -> Site:
     root = Resource()
     root.putChild(b"pending", _Pending(sim))
     root.putChild(b"confirm", _Confirm(sim))
+    root.putChild(b"ledger", _Ledger(sim))
     return Site(root)

@@ -24,7 +24,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
-from switch.banksim import BankSim, BankSimOptions, load_accounts
+from switch.banksim import ORIGINAL_KINDS, BankSim, BankSimOptions, load_accounts
 from switch.banksim.tls import TlsFiles
 from switch.client import BlockingClient, KSwitchConnectionError, KSwitchError
 from switch.devcerts import make_dev_pki
@@ -162,9 +162,8 @@ class Banks:
 
 
 def postings(sim: BankSim) -> list[Any]:
-    """Every posting the simulated issuer made (``Issuer`` keeps them in ``_postings`` for
-    reversals; it has no public accessor, and retention is a week, so none are forgotten)."""
-    return list(sim.issuer._postings.values())
+    """Every sale, hold, completion and refund the simulated issuer posted, each with ``reversed``."""
+    return sim.ledger.postings(kinds=ORIGINAL_KINDS)
 
 
 # -- the switch as a child process --------------------------------------------------------------

@@ -103,7 +103,7 @@ async def check(journal: Journal, banks: Banks, requests: list[WebRequest], swit
             posting_count += 1
             reversed_count += p.reversed
             seen[p.rrn] += 1
-            where = f"{bank} posting #{p.id} ({p.effect} {p.amount} on {_masked(p.pan)}, RRN {p.rrn}, STAN {p.stan}" \
+            where = f"{bank} posting #{p.id} ({p.effect} {p.amount} on {_masked(p.masked_pan or '')}, RRN {p.rrn}, STAN {p.stan}" \
                     f"{', reversed' if p.reversed else ''})"
             if p.effect not in ("debit", "hold"):
                 fail("I1 bank vs journal", f"{where}: unexpected effect; the test sends only sales and pre-authorizations")
@@ -112,7 +112,7 @@ async def check(journal: Journal, banks: Banks, requests: list[WebRequest], swit
             if txn is None:
                 fail("I1 bank vs journal", f"{where}: no journal transaction sent this request")
                 continue
-            if (p.amount, p.effect, _masked(p.pan)) != (txn.amount, MONEY_EFFECT.get(txn.kind),
+            if (p.amount, p.effect, _masked(p.masked_pan or "")) != (txn.amount, MONEY_EFFECT.get(txn.kind),
                                                          _masked(txn.masked_pan or "")):
                 fail("I1 bank vs journal", f"{where}: differs from journal {txn.txn_id} ({txn.kind.value} {txn.amount})")
             if not p.reversed:
