@@ -26,7 +26,16 @@ from switch.framing import Framing
 from tests.banksim.test_cli import BANKSIM, read_listening
 from tests.banksim.test_issuer import make_issuer
 from tests.banksim.wire import (
-    MASTERCARD, NO_FUNDS, TODAY, VISA, blocking_exchange, code, network, original_data, request, reversal,
+    MASTERCARD,
+    NO_FUNDS,
+    TODAY,
+    VISA,
+    blocking_exchange,
+    code,
+    network,
+    original_data,
+    request,
+    reversal,
 )
 from tests.cardscan import scan
 

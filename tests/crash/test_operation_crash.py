@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 
+from switch.banksim import ORIGINAL_KINDS
 from switch.client import BlockingClient, KSwitchError
 from switch.config import load_config
 from switch.journal.journal import open_journal
@@ -37,7 +38,6 @@ from tests.crash.harness import (
     SwitchProcess,
     accounts_toml,
     config_toml,
-    postings,
     remove_dir,
     short_run_dir,
     sleep,
@@ -111,10 +111,10 @@ async def test_operations_in_flight_at_a_kill_are_repeated_or_reversed_by_class(
             assert time.monotonic() < deadline, "the recovered operations were not resolved"
             await sleep(0.1)
         assert sim.received["0221"] >= 1  # the capture was repeated ...
-        capture_debits = [p for p in postings(sim) if p.pan == CAPTURE_CARD.pan and p.effect == "debit"]
+        capture_debits = [p for p in sim.ledger.postings(ORIGINAL_KINDS, number=CAPTURE_CARD.pan) if p.effect == "debit"]
         assert [(p.amount, p.reversed) for p in capture_debits] == [(4000, False)]  # ... and booked once
         assert sim.balance(CAPTURE_CARD.pan) == sim.available(CAPTURE_CARD.pan) == OPENING_BALANCE - 4000
-        credits = [p for p in postings(sim) if p.pan == REFUND_CARD.pan and p.effect == "credit"]
+        credits = [p for p in sim.ledger.postings(ORIGINAL_KINDS, number=REFUND_CARD.pan) if p.effect == "credit"]
         assert [(p.amount, p.reversed) for p in credits] == [(1500, True)]  # the refund was reversed
         assert sim.balance(REFUND_CARD.pan) == OPENING_BALANCE - 5000
         assert void_sim.available(VOID_CARD.pan) == OPENING_BALANCE  # the voided hold is gone

@@ -11,6 +11,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
+from switch.banksim import ORIGINAL_KINDS
 from switch.journal.models import (
     CardData,
     Direction,
@@ -23,7 +24,6 @@ from switch.journal.models import (
     utc_from_seconds,
 )
 from switch.recovery import recover
-from tests.crash.harness import postings
 from tests.e2e.harness import TOKEN, authorize, eventually, start_env, stop_env
 
 VISA = "4111111111111111"
@@ -61,7 +61,7 @@ async def _events(env, kind):
 
 
 def _debits(sim, pan):
-    return [p for p in postings(sim) if p.pan == pan and p.effect == "debit" and not p.reversed]
+    return [p for p in sim.ledger.postings(ORIGINAL_KINDS, number=pan) if p.effect == "debit" and not p.reversed]
 
 
 @pytest.mark.parametrize("name, pan, repeat, reversals", [
