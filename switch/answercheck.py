@@ -54,7 +54,7 @@ def read_answer(request: Mapping[str, object], response: Mapping[str, object], t
     """What ``response`` says about ``request``, believed only if it echoes what identifies the request."""
     raw = response.get("39")
     code = response_code(raw)
-    rrn, auth = _reference(response.get("37"), 12), _reference(response.get("38"), 6)
+    rrn, auth = reference(response.get("37"), 12), reference(response.get("38"), 6)
     if code is None:
         log.warning("bank_answer_unreadable_code", mti=_text(response.get("t")), stan=_text(response.get("11")))
         return BankAnswer(FAILED, FORMAT_ERROR, None, rrn=rrn, uncertain=True)
@@ -89,7 +89,7 @@ def _may_be_partial(request: Mapping[str, object]) -> bool:
             and isinstance(processing, str) and processing.startswith("00"))
 
 
-def _reference(value: object, length: int) -> str | None:
+def reference(value: object, length: int) -> str | None:
     """An RRN or authorization code as the journal keeps it (letters, digits, spaces; not blank), else None."""
     if isinstance(value, str) and 0 < len(value) <= length and value.strip(" ") and _REFERENCE.fullmatch(value):
         return value

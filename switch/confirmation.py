@@ -27,6 +27,7 @@ import structlog
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from switch.answercheck import reference, response_code
 from switch.dialect import Message
 from switch.journal import Journal
 from switch.journal.errors import TransitionRefused
@@ -145,18 +146,22 @@ class Confirmations:
                      and (terminal is None or w.terminal is None or w.terminal == terminal)), None)
 
     async def _complete(self, bank: Any, waiting: _Waiting, message: Message) -> None:
-        code = message.get("39")
+        code = response_code(message.get("39"))
+        if code is None:
+            await self._unreadable(bank, waiting)
+            return
         outcome = bank.profile.responses.outcome(code)
+        auth_code = reference(message.get("38"), 6)
         approved = outcome.status == "approved"
         status = Status.APPROVED if approved else Status.DECLINED if outcome.status == "declined" else Status.FAILED
-        changes: dict[str, Any] = {"response_code": code, "auth_code": message.get("38")}
+        changes: dict[str, Any] = {"response_code": code, "auth_code": auth_code}
         if approved:
             changes["amount_authorized"] = waiting.amount
             if waiting.capture:
                 changes["amount_captured"] = waiting.amount
         event = EventDraft("payment.completed", {
             "txn_id": waiting.txn_id, "status": "approved" if approved else "declined",
-            "response_code": code, "reason": outcome.reason, "auth_code": message.get("38"),
+            "response_code": code, "reason": outcome.reason, "auth_code": auth_code,
         })
         try:
             await self.journal.transition(waiting.txn_id, expected_from=(Status.AWAITING_CUSTOMER,), to=status,
@@ -167,6 +172,25 @@ class Confirmations:
             log.info("customer_confirmed", txn_id=waiting.txn_id, connector=bank.name, response_code=code,
                      status=status.value)
         self._forget(waiting.txn_id)
+
+    async def _unreadable(self, bank: Any, waiting: _Waiting) -> None:
+        """An advice whose response code cannot be read may still mean the bank approved:
+        the payment fails and is reversed in the same commit, as on expiry."""
+        self._forget(waiting.txn_id)
+        txn = await self.journal.get_transaction(waiting.txn_id)
+        draft = await reversal_draft(self.journal, txn, bank)
+        try:
+            await self.journal.transition(
+                waiting.txn_id, expected_from=(Status.AWAITING_CUSTOMER,), to=Status.FAILED, reason="format_error",
+                saf=draft, event=EventDraft("payment.completed", {
+                    "txn_id": waiting.txn_id, "status": "failed", "response_code": None, "reason": "format_error",
+                    "auth_code": None}),
+            )
+        except TransitionRefused as e:
+            log.warning("customer_advice_too_late", txn_id=waiting.txn_id, detail=str(e))
+            return
+        log.warning("customer_advice_unreadable", txn_id=waiting.txn_id, connector=bank.name)
+        self.saf.kick(bank.name)
 
     # -- expiry ---------------------------------------------------------------------------
 

@@ -155,6 +155,23 @@ async def test_customer_rejects_at_the_bank(banks):
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_advice_without_a_readable_code_fails_the_payment_and_reverses_it(banks, monkeypatch):
+    c = await banks.connect()
+    sim = banks.sims["bank_b"]
+    before = sim.balance(CONFIRM_CARD)
+    a = await c.call(authorize(1, pan=CONFIRM_CARD))
+    assert a["status"] == "pending_customer_action"
+    advice = sim._advice
+    without_code = lambda request, code, auth: {k: v for k, v in advice(request, code, auth).items() if k != "39"}
+    monkeypatch.setattr(sim, "_advice", without_code)
+    assert await sim.confirm(sim.pending()[0], approve=True) == "000"  # told, not asked: still acknowledged
+    await eventually(lambda: status_is(banks, a["txn_id"], "failed"))
+    assert (await banks.journal.get_transaction(a["txn_id"])).reason == "format_error"
+    await eventually(lambda: sim.received["1420"] >= 1)  # the bank may have approved: reversed
+    await eventually(lambda: sim.balance(CONFIRM_CARD) == before)
+
+
+@pytest_twisted.ensureDeferred
 async def test_no_decision_in_time_expires_and_is_reversed(banks):
     c = await banks.connect()
     a = await c.call(authorize(1, pan=CONFIRM_CARD))
