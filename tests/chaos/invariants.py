@@ -23,7 +23,7 @@ from switch.journal import Journal
 from switch.journal.models import Direction, Kind, SafState, Status, Transaction
 from switch.status import API_STATUS
 from tests.cardscan import scan
-from tests.chaos.webtier import Order
+from tests.chaos.webtier import Attempt, Order
 from tests.crash.harness import CARDS, MERCHANT, OPENING_BALANCE, Banks, postings
 from tests.crash.invariants import Report, _chunked
 
@@ -191,6 +191,12 @@ def _web_tier(report: Report, order: Order) -> None:
             report.fail("W0 answers", f"{order.describe()}: {attempt.op} answered with error {attempt.error}")
         elif attempt.answer is None:
             report.fail("W0 answers", f"{order.describe()}: {attempt.op} never answered")
+        twin = next((a for a in order.attempts if a.twin and a.key == attempt.key), None) if not attempt.twin else None
+        if twin is not None and twin.answer and attempt.answer and (twin.operation_id, twin.told) != (
+                attempt.operation_id, attempt.told):
+            report.fail("W2 one key, one operation", f"{order.describe()}: {attempt.op} sent twice at once under key "
+                                                     f"{attempt.key} answered {(attempt.operation_id, attempt.told)} "
+                                                     f"and {(twin.operation_id, twin.told)}")
         internal = attempt.outcomes.count("error:internal")
         if internal:
             report.fail("W0 answers", f"{order.describe()}: {attempt.op} answered 'internal' {internal} time(s)")
@@ -218,7 +224,7 @@ def _status_and_journal(report: Report, order: Order, parents: list[Transaction]
     )
     if not agrees:
         fail("W1 web tier vs status", f"{where}: authorize told {told!r}")
-    captures = [a for a in order.ops("capture") if a.told == "approved"]
+    captures = _approved(order, "capture")
     captured = int(final.get("amount_captured") or 0)
     if len(captures) > 1:
         fail("W1 web tier vs status", f"{where}: {len(captures)} captures were answered approved")
@@ -227,7 +233,7 @@ def _status_and_journal(report: Report, order: Order, parents: list[Transaction]
                                       f"approved")
     elif not captures and not order.capture and captured and not any(a.told == "timeout" for a in order.ops("capture")):
         fail("W1 web tier vs status", f"{where}: captured though no capture was approved or left uncertain")
-    refunded = sum(a.answer["operation"]["amount"] for a in order.ops("refund") if a.told == "approved")
+    refunded = sum(a.answer["operation"]["amount"] for a in _approved(order, "refund"))
     if refunded != int(final.get("amount_refunded") or 0):
         fail("W1 web tier vs status", f"{where}: refunds answered approved add up to {refunded}")
     if voided and now not in ("reversed", "pending"):
@@ -259,6 +265,15 @@ def _status_and_journal(report: Report, order: Order, parents: list[Transaction]
                                                   f"({[(c.kind.value, c.amount, c.status.value) for c in children]})")
     if len(approved[Kind.CAPTURE]) > 1:
         fail("J parent totals == operations", f"{where}: {len(approved[Kind.CAPTURE])} approved captures in the journal")
+
+
+def _approved(order: Order, op: str) -> list[Attempt]:
+    """The attempts answered approved, one per operation (a double submission's two answers may name one)."""
+    distinct: dict[Any, Attempt] = {}
+    for attempt in order.ops(op):
+        if attempt.told == "approved":
+            distinct.setdefault(attempt.operation_id or id(attempt), attempt)
+    return list(distinct.values())
 
 
 def _operations_listed(report: Report, order: Order, children: list[Transaction], where: str) -> None:
@@ -316,6 +331,7 @@ def _summary(orders: list[Order], txns: list[Transaction], at_bank: list[BankPos
         "retried_after_no_answer": sum(any(x.startswith("no_answer") for x in a.outcomes)
                                        for o in orders for a in o.attempts),
         "keyless_ops": sum(a.keyless for o in orders for a in o.attempts),
+        "double_submits": sum(a.twin for o in orders for a in o.attempts),
         "final_status": dict(sorted(Counter(str((o.final or {}).get("status")) for o in orders).items())),
         "journal_txns": dict(sorted(Counter(f"{t.kind.value}:{t.status.value}" for t in txns).items())),
         "bank_postings": dict(sorted(Counter(f"{p.effect}:{'reversed' if p.reversed else 'live'}"

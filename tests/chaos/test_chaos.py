@@ -15,6 +15,8 @@ the order, its answers, its status and its postings at the bank):
                       after a void it asked for); a timeout ended reversed; the captured
                       amount is the one capture answered approved; the refunded amount is
                       the sum of refunds answered approved; a void ended reversed.
+    W2 one key, one   a request sent twice at once under one key gets one operation and
+       operation      the same answer twice.
     K  lifecycle      capture, void and refund accept ``idempotency_key``.
        idempotency
     S  status lists   ``status`` lists every capture, refund and void as the journal has it.

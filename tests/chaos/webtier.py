@@ -9,7 +9,9 @@ two refunds).  It behaves as a careful real web tier would:
   the identical request with the same key again, until an answer comes;
 * an operation answered ``timeout`` or ``failed``: ask ``status`` until nothing about the
   payment is still being resolved, and only if the operation did not take effect, try it
-  again as a new attempt with a new key.
+  again as a new attempt with a new key;
+* now and then a shopper double-clicks: the same operation under the same key goes out
+  twice at once, on two connections (both answers are kept).
 
 Today's switch refuses ``idempotency_key`` on capture/void/refund (an unknown field).
 The worker then sends the operation without a key, records that it had to, and goes on,
@@ -34,6 +36,7 @@ RETRY_PAUSE = 0.05
 FAILED_PAUSE = 0.2
 RESOLVE_POLL = 0.25
 MAX_OP_ATTEMPTS = 3
+DOUBLE_SUBMIT = 0.1  # share of operations sent twice at once under one key
 CLIENT_TIMEOUT = 15.0  # above the switch's answer time (request timeout 1 s + a void's wait)
 
 
@@ -48,6 +51,7 @@ class Attempt:
     answer: dict[str, Any] | None = None
     error: str | None = None  # "code field: message" of a final error answer
     keyless: bool = False  # the switch refused idempotency_key; sent without it
+    twin: bool = False  # the second of a double submission
 
     @property
     def told(self) -> str | None:
@@ -74,7 +78,8 @@ class Attempt:
         answers = ", ".join(o if n == 1 else f"{o} x{n}" for o, n in runs)
         amount = f" {self.fields['amount']}" if "amount" in self.fields else ""
         told = f" -> {self.told}" if self.told else f" -> error {self.error}" if self.error else " -> no answer"
-        return f"{self.op}{amount}{' (keyless)' if self.keyless else ''} [{answers}]{told}"
+        notes = "".join(f" ({n})" for n, on in (("keyless", self.keyless), ("double submit", self.twin)) if on)
+        return f"{self.op}{amount}{notes} [{answers}]{told}"
 
 
 @dataclass
@@ -147,6 +152,7 @@ class LifecycleWebTier:
         self._stop_new = threading.Event()
         self._abort = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._second: dict[int, BlockingClient] = {}  # each worker's second connection, for double submissions
 
     def start(self) -> None:
         for w in range(self.workers):
@@ -177,7 +183,8 @@ class LifecycleWebTier:
 
     def _run(self, worker: int) -> None:
         rng = random.Random(self.seed * 1000 + worker)
-        client = BlockingClient(unix_path=str(self.api_sock), client=CLIENT, token=TOKEN, timeout=CLIENT_TIMEOUT)
+        client = self._client()
+        self._second[worker] = self._client()
         try:
             while not self._stop_new.is_set():
                 if self.think:
@@ -187,6 +194,10 @@ class LifecycleWebTier:
             self.crashes.append(f"worker {worker}: {type(e).__name__}: {e}")
         finally:
             client.close()
+            self._second[worker].close()
+
+    def _client(self) -> BlockingClient:
+        return BlockingClient(unix_path=str(self.api_sock), client=CLIENT, token=TOKEN, timeout=CLIENT_TIMEOUT)
 
     def _new_order(self, worker: int, rng: random.Random) -> Order:
         card = rng.choices(CARDS, weights=[c.weight for c in CARDS])[0]
@@ -225,7 +236,10 @@ class LifecycleWebTier:
             if amount is not None:
                 fields["amount"] = amount
             attempt = Attempt(op, f"{order.order_id}-{index}-{op}-{number}", fields)
+            twin = self._double_submit(order, attempt) if number == 1 and rng.random() < DOUBLE_SUBMIT else None
             answer = self._send(client, order, attempt)
+            if twin is not None:
+                twin.join()
             if answer is None:
                 return False
             told = attempt.told
@@ -240,6 +254,13 @@ class LifecycleWebTier:
                 return False  # nothing left to capture (e.g. reversed)
             time.sleep(FAILED_PAUSE)
         return False
+
+    def _double_submit(self, order: Order, attempt: Attempt) -> threading.Thread:
+        """The same request under the same key, sent at the same time on the worker's second connection."""
+        twin = Attempt(attempt.op, attempt.key, dict(attempt.fields), twin=True)
+        thread = threading.Thread(target=self._send, args=(self._second[order.worker], order, twin), daemon=True)
+        thread.start()
+        return thread
 
     def _resolve(self, client: BlockingClient, order: Order, wait: float = 8.0) -> dict[str, Any] | None:
         """``status`` until the payment and its operations are settled; None if they still are not."""
