@@ -25,7 +25,7 @@ from switch.status import API_STATUS
 from tests.cardscan import scan
 from tests.chaos.webtier import Attempt, Order
 from tests.crash.harness import CARDS, MERCHANT, OPENING_BALANCE, Banks, postings
-from tests.crash.invariants import Report, _chunked
+from tests.crash.invariants import Report, chunked
 
 SETTLED_PARENT = ("approved", "captured", "partially_refunded", "refunded")
 NO_MONEY = ("declined", "failed", "reversed", "timeout")
@@ -107,10 +107,10 @@ async def check(
     fail = report.fail
 
     # -- the journal's view of every order ----------------------------------------------------
-    found = await _chunked([lambda o=o: journal.find_by_order(MERCHANT, o.order_id) for o in orders])
+    found = await chunked([lambda o=o: journal.find_by_order(MERCHANT, o.order_id) for o in orders])
     txns_of = {o.order_id: list(ts) for o, ts in zip(orders, found)}
     all_txns = [t for ts in txns_of.values() for t in ts]
-    sent = await _chunked([lambda t=t: _requests_sent(journal, t) for t in all_txns])
+    sent = await chunked([lambda t=t: _requests_sent(journal, t) for t in all_txns])
     order_of_rrn: dict[tuple[str, str], str] = {}
     for txn, rrns in zip(all_txns, sent):
         for rrn in rrns:

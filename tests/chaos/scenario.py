@@ -37,8 +37,19 @@ from switch.journal.journal import open_journal
 from tests.chaos.invariants import check
 from tests.chaos.webtier import CLIENT_TIMEOUT, LifecycleWebTier, Order
 from tests.crash.harness import (
-    BANKS, CLIENT, MERCHANT, TOKEN, Banks, SwitchProcess, accounts_toml, config_toml, journal_toml, remove_dir,
-    short_run_dir, sleep, wait_saf_drained,
+    BANKS,
+    CLIENT,
+    MERCHANT,
+    TOKEN,
+    Banks,
+    SwitchProcess,
+    accounts_toml,
+    config_toml,
+    journal_toml,
+    remove_dir,
+    short_run_dir,
+    sleep,
+    wait_saf_drained,
 )
 from tests.crash.invariants import Report
 

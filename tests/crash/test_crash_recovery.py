@@ -73,7 +73,15 @@ from twisted.internet.defer import ensureDeferred
 from switch.config import load_config
 from switch.journal.journal import open_journal
 from tests.crash.harness import (
-    BANKS, Banks, SwitchProcess, WebTier, accounts_toml, config_toml, remove_dir, short_run_dir, sleep,
+    BANKS,
+    Banks,
+    SwitchProcess,
+    WebTier,
+    accounts_toml,
+    config_toml,
+    remove_dir,
+    short_run_dir,
+    sleep,
     wait_saf_drained,
 )
 from tests.crash.invariants import check
