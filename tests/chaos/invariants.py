@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from switch.cardcheck import mask_pan
 from switch.journal import Journal
 from switch.journal.models import Direction, Kind, SafState, Status, Transaction
 from switch.status import API_STATUS
@@ -28,6 +29,7 @@ from tests.crash.harness import CARDS, MERCHANT, OPENING_BALANCE, Banks, posting
 from tests.crash.invariants import Report, chunked
 
 SETTLED_PARENT = ("approved", "captured", "partially_refunded", "refunded")
+UNCERTAIN = ("timeout", "pending")  # what an operation may be answered while its outcome is being resolved
 NO_MONEY = ("declined", "failed", "reversed", "timeout")
 OPERATION_KINDS = (Kind.CAPTURE, Kind.REFUND, Kind.VOID)
 
@@ -38,7 +40,7 @@ class BankPosting:
 
     bank: str
     id: int
-    pan: str
+    masked_pan: str
     effect: str  # "debit" | "credit" | "hold"
     amount: int
     mti: str
@@ -57,13 +59,21 @@ class BankPosting:
 
 
 def bank_postings(banks: Banks) -> list[BankPosting]:
-    """Every posting of every simulated issuer (the in-memory ledger's records)."""
+    """Every sale, hold, completion and refund posting of every simulated issuer.
+
+    Reads both banksim ledgers: the in-memory one (postings with the clear PAN; open holds
+    only in ``Ledger._holds``) and the SQLite ledger of issue 8 item 14 (postings with
+    ``masked_pan`` and ``open``).  Once the latter is on main the first branch can go.
+    """
     found = []
     for bank, sim in banks.sims.items():
-        open_holds = set(sim.ledger._holds)  # noqa: SLF001 - banksim has no public view of open holds yet
+        open_holds = set(getattr(sim.ledger, "_holds", ()))
         for p in postings(sim):
-            found.append(BankPosting(bank, p.id, p.pan, p.effect, p.amount, p.mti, p.rrn, p.reversed,
-                                     p.effect == "hold" and p.id in open_holds))
+            if hasattr(p, "masked_pan"):
+                masked, is_open = p.masked_pan or "", p.open
+            else:
+                masked, is_open = mask_pan(p.pan), p.effect == "hold" and p.id in open_holds
+            found.append(BankPosting(bank, p.id, masked, p.effect, p.amount, p.mti, p.rrn, p.reversed, is_open))
     return found
 
 
@@ -124,7 +134,7 @@ async def check(
     for p in all_postings:
         order_id = order_of_rrn.get((p.bank, p.rrn or ""))
         if order_id is None:
-            fail("B1 bank vs status", f"{p.describe()} on {p.pan[:6]}…{p.pan[-4:]}: no journalled request of "
+            fail("B1 bank vs status", f"{p.describe()} on {p.masked_pan}: no journalled request of "
                                       f"any order carried this RRN")
         else:
             bank_of[order_id].append(p)
@@ -192,8 +202,7 @@ def _web_tier(report: Report, order: Order) -> None:
         elif attempt.answer is None:
             report.fail("W0 answers", f"{order.describe()}: {attempt.op} never answered")
         twin = next((a for a in order.attempts if a.twin and a.key == attempt.key), None) if not attempt.twin else None
-        if twin is not None and twin.answer and attempt.answer and (twin.operation_id, twin.told) != (
-                attempt.operation_id, attempt.told):
+        if twin is not None and twin.operation_id and attempt.operation_id and twin.operation_id != attempt.operation_id:
             report.fail("W2 one key, one operation", f"{order.describe()}: {attempt.op} sent twice at once under key "
                                                      f"{attempt.key} answered {(attempt.operation_id, attempt.told)} "
                                                      f"and {(twin.operation_id, twin.told)}")
@@ -231,11 +240,13 @@ def _status_and_journal(report: Report, order: Order, parents: list[Transaction]
     elif captures and captured != captures[0].answer["operation"]["amount"]:
         fail("W1 web tier vs status", f"{where}: capture of {captures[0].answer['operation']['amount']} answered "
                                       f"approved")
-    elif not captures and not order.capture and captured and not any(a.told == "timeout" for a in order.ops("capture")):
+    elif not captures and not order.capture and captured and not any(a.told in UNCERTAIN for a in order.ops("capture")):
         fail("W1 web tier vs status", f"{where}: captured though no capture was approved or left uncertain")
     refunded = sum(a.answer["operation"]["amount"] for a in _approved(order, "refund"))
-    if refunded != int(final.get("amount_refunded") or 0):
-        fail("W1 web tier vs status", f"{where}: refunds answered approved add up to {refunded}")
+    uncertain = sum(a.answer["operation"]["amount"] for a in order.ops("refund") if a.told in UNCERTAIN)
+    if not refunded <= int(final.get("amount_refunded") or 0) <= refunded + uncertain:
+        fail("W1 web tier vs status", f"{where}: refunds answered approved add up to {refunded} (and {uncertain} "
+                                      f"more were left uncertain)")
     if voided and now not in ("reversed", "pending"):
         fail("W1 web tier vs status", f"{where}: not reversed, though a void was answered reversed or queued")
     _operations_listed(report, order, children, where)
@@ -290,7 +301,8 @@ def _operations_listed(report: Report, order: Order, children: list[Transaction]
     for child in ops:
         entry = by_id.get(child.txn_id)
         seen = (entry or {}).get("kind"), (entry or {}).get("amount"), (entry or {}).get("status")
-        if seen != (child.kind.value, child.amount, API_STATUS[child.status]):
+        if entry is None or seen[:2] != (child.kind.value, child.amount) or \
+                (seen[2] == "approved") != (child.status is Status.APPROVED):
             report.fail("S status lists operations", f"{where}: operation {child.txn_id} is listed as {seen}, the "
                                                      f"journal has {(child.kind.value, child.amount, child.status.value)}")
         if seen[2] == "pending":

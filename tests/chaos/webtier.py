@@ -7,7 +7,7 @@ two refunds).  It behaves as a careful real web tier would:
 * every request carries an idempotency key, chosen and kept before it is sent;
 * no answer (connection lost, switch down, client timeout), ``busy`` or ``internal``:
   the identical request with the same key again, until an answer comes;
-* an operation answered ``timeout`` or ``failed``: ask ``status`` until nothing about the
+* an operation answered ``pending``, ``timeout`` or ``failed``: ask ``status`` until nothing about the
   payment is still being resolved, and only if the operation did not take effect, try it
   again as a new attempt with a new key;
 * now and then a shopper double-clicks: the same operation under the same key goes out
