@@ -28,7 +28,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from twisted.internet import reactor
-from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, gatherResults
 from twisted.internet.threads import deferToThread
 
 from switch.client import BlockingClient, KSwitchConnectionError, KSwitchError
@@ -169,12 +169,13 @@ async def run(options: ChaosOptions, workdir: Path) -> ChaosResult:
     report = Report()
     timings: dict[str, float] = {}
     journal = None
+    schedules: list[Deferred[None]] = []
     try:
         switch.start()
         await switch.wait_ready(READY_TIMEOUT)
         web.start()
         load_began = time.monotonic()
-        schedules = [
+        schedules += [
             ensureDeferred(r.faults_schedule(banks)),
             ensureDeferred(r.kill_schedule(switch, web, r.moments(options.kills), load_began)),
             *(ensureDeferred(r.bank_schedule(banks, bank, r.moments(options.bank_restarts), load_began))
@@ -226,6 +227,7 @@ async def run(options: ChaosOptions, workdir: Path) -> ChaosResult:
     finally:
         r.stopping = True
         web.abort()
+        await DeferredList(schedules, consumeErrors=True)  # no bank comes back after the clean-up below
         switch.abort()
         if journal is not None:
             await journal.close()
