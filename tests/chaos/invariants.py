@@ -53,9 +53,12 @@ class BankPosting:
         """Still moving money: not reversed, and for a hold, not released by a completion."""
         return not self.reversed and (self.effect != "hold" or self.open_hold)
 
+    @property
+    def state(self) -> str:
+        return "reversed" if self.reversed else "released" if self.effect == "hold" and not self.open_hold else "live"
+
     def describe(self) -> str:
-        state = "reversed" if self.reversed else "released" if self.effect == "hold" and not self.open_hold else "live"
-        return f"{self.bank}#{self.id} {self.mti} {self.effect} {self.amount} RRN {self.rrn} {state}"
+        return f"{self.bank}#{self.id} {self.mti} {self.effect} {self.amount} RRN {self.rrn} {self.state}"
 
 
 def bank_postings(banks: Banks) -> list[BankPosting]:
@@ -346,6 +349,5 @@ def _summary(orders: list[Order], txns: list[Transaction], at_bank: list[BankPos
         "double_submits": sum(a.twin for o in orders for a in o.attempts),
         "final_status": dict(sorted(Counter(str((o.final or {}).get("status")) for o in orders).items())),
         "journal_txns": dict(sorted(Counter(f"{t.kind.value}:{t.status.value}" for t in txns).items())),
-        "bank_postings": dict(sorted(Counter(f"{p.effect}:{'reversed' if p.reversed else 'live'}"
-                                             for p in at_bank).items())),
+        "bank_postings": dict(sorted(Counter(f"{p.effect}:{p.state}" for p in at_bank).items())),
     }
