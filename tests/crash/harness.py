@@ -73,8 +73,17 @@ def accounts_toml() -> str:
     return "".join(parts)
 
 
-def config_toml(state_dir: Path, run_dir: Path, ports: dict[str, int], request_timeout: float) -> str:
-    """A whole switch on loopback: API and admin on Unix sockets (no port races), SQLite journal."""
+def journal_toml(backend: str = "sqlite", pg_dsn: str | None = None, pg_schema: str | None = None) -> str:
+    """The ``[journal]`` table: SQLite in the state directory, or a PostgreSQL schema of its own."""
+    if backend == "sqlite":
+        return 'backend = "sqlite"\ndev_keys = true\n'
+    return f'backend = "postgresql"\npostgres_dsn = "{pg_dsn}"\npostgres_schema = "{pg_schema}"\ndev_keys = true\n'
+
+
+def config_toml(
+    state_dir: Path, run_dir: Path, ports: dict[str, int], request_timeout: float, journal: str = journal_toml()
+) -> str:
+    """A whole switch on loopback: API and admin on Unix sockets (no port races), SQLite journal by default."""
     parts = [f"""
 [switch]
 state_dir = "{state_dir}"
@@ -89,9 +98,7 @@ listen = ["unix:{run_dir / 'api.sock'}:lockfile=1"]
 listen = "unix:{run_dir / 'admin.sock'}:lockfile=1"
 
 [journal]
-backend = "sqlite"
-dev_keys = true
-
+{journal}
 [[clients]]
 name = "{CLIENT}"
 token = "{TOKEN}"
@@ -140,6 +147,8 @@ async def sleep(seconds: float) -> None:
 class Banks:
     sims: dict[str, BankSim]
     ports: dict[str, int]
+    tls: TlsFiles
+    down: set[str] = field(default_factory=set)
 
     @classmethod
     async def start(cls, accounts_file: Path, pki_dir: Path) -> Banks:
@@ -151,14 +160,29 @@ class Banks:
             framing = Framing(b["framing"], tpdu=b["tpdu"] is not None)
             sims[name] = BankSim(reactor, load_dialect(b["dialect"]), framing, accounts, BankSimOptions(name=name))
             ports[name] = (await sims[name].listen(0, tls)).getHost().port
-        return cls(sims, ports)
+        return cls(sims, ports, tls)
 
     def set_faults(self, name: str, **faults: Any) -> None:
         self.sims[name].set_faults(**faults)
 
+    async def stop(self, name: str) -> None:
+        """The bank host goes down: its port closes, every link drops, answers not yet sent are lost.
+
+        The ledger (balances, holds, postings, answers remembered for duplicates) is kept,
+        as a bank's database outlives its host process.
+        """
+        self.down.add(name)
+        await self.sims[name].close()
+
+    async def resume(self, name: str) -> None:
+        """The bank host is back on the same port with the same ledger."""
+        await self.sims[name].listen(self.ports[name], self.tls)
+        self.down.discard(name)
+
     async def close(self) -> None:
-        for sim in self.sims.values():
-            await sim.close()
+        for name, sim in self.sims.items():
+            if name not in self.down:
+                await sim.close()
 
 
 def postings(sim: BankSim) -> list[Any]:
@@ -276,6 +300,33 @@ class SwitchProcess:
             for sample in family.samples:
                 totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
         return totals
+
+
+async def wait_saf_drained(switch: SwitchProcess, cap: float = 90.0, dead_ok: bool = False) -> tuple[float, float]:
+    """Until /metrics shows no queued (and, unless ``dead_ok``, no dead) SAF item on two scrapes a SAF poll apart.
+
+    The time allowed grows with the backlog found at the start (store-and-forward sends
+    about one item per connector per second today); returns (backlog, seconds taken).
+    """
+    began = time.monotonic()
+    backlog = (await switch.metrics()).get("kswitch_saf_depth", 0.0)
+    timeout = min(20.0 + 1.2 * backlog, cap)
+    clean = 0
+    last: dict[str, float] = {}
+    while clean < 2:
+        if time.monotonic() - began > timeout:
+            raise AssertionError(
+                f"store-and-forward did not drain within {timeout:.0f}s (backlog {backlog:.0f}): saf_depth "
+                f"{last.get('kswitch_saf_depth')}, dead letters {last.get('kswitch_saf_dead_letters')}\n"
+                f"{switch.log_tail()}"
+            )
+        last = await switch.metrics()
+        # No sample at all means no connector has had an item since this run started.
+        drained = bool(last) and last.get("kswitch_saf_depth", 0) == 0 \
+            and (dead_ok or last.get("kswitch_saf_dead_letters", 0) == 0)
+        clean = clean + 1 if drained else 0
+        await sleep(1.1 if drained else 0.2)
+    return backlog, time.monotonic() - began
 
 
 def short_run_dir() -> Path:

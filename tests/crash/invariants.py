@@ -49,7 +49,7 @@ def _masked(pan: str) -> str:
     return f"{pan[:6]}…{pan[-4:]}"
 
 
-async def _chunked(calls: list[Any], size: int = 200) -> list[Any]:
+async def chunked(calls: list[Any], size: int = 200) -> list[Any]:
     results: list[Any] = []
     for start in range(0, len(calls), size):
         results += await gatherResults([ensureDeferred(call()) for call in calls[start : start + size]], consumeErrors=True)
@@ -75,7 +75,7 @@ async def check(journal: Journal, banks: Banks, requests: list[WebRequest], swit
             txns[txn.txn_id] = txn
     ordered = sorted(txns.values(), key=lambda t: t.created_at)
     rrns = dict(zip([t.txn_id for t in ordered],
-                    await _chunked([lambda t=t: _original_rrn(journal, t) for t in ordered])))
+                    await chunked([lambda t=t: _original_rrn(journal, t) for t in ordered])))
     by_rrn: dict[tuple[str, str], Transaction] = {}
     for txn in ordered:
         rrn = rrns[txn.txn_id]

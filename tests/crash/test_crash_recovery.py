@@ -82,6 +82,7 @@ from tests.crash.harness import (
     remove_dir,
     short_run_dir,
     sleep,
+    wait_saf_drained,
 )
 from tests.crash.invariants import check
 
@@ -114,33 +115,6 @@ async def _fault_schedule(banks: Banks, rng: random.Random, stop: list[bool], se
         await sleep(rng.uniform(0.5, 1.5))
     for bank in BANKS:
         banks.set_faults(bank, delay=0.0, drop_ratio=0.0)
-
-
-async def _wait_saf_drained(switch: SwitchProcess) -> tuple[float, float]:
-    """Until /metrics shows no queued and no dead SAF item on two scrapes a SAF poll apart.
-
-    The time allowed grows with the backlog found at the start (store-and-forward sends
-    about one item per connector per second today); returns (backlog, seconds taken).
-    """
-    began = time.monotonic()
-    backlog = (await switch.metrics()).get("kswitch_saf_depth", 0.0)
-    timeout = min(20.0 + 1.2 * backlog, 90.0)
-    clean = 0
-    last: dict[str, float] = {}
-    while clean < 2:
-        if time.monotonic() - began > timeout:
-            raise AssertionError(
-                f"store-and-forward did not drain within {timeout:.0f}s (backlog {backlog:.0f}): saf_depth "
-                f"{last.get('kswitch_saf_depth')}, dead letters {last.get('kswitch_saf_dead_letters')}\n"
-                f"{switch.log_tail()}"
-            )
-        last = await switch.metrics()
-        # No sample at all means no connector has had an item since this run started.
-        drained = bool(last) and last.get("kswitch_saf_depth", 0) == 0 \
-            and last.get("kswitch_saf_dead_letters", 0) == 0
-        clean = clean + 1 if drained else 0
-        await sleep(1.1 if drained else 0.2)
-    return backlog, time.monotonic() - began
 
 
 @pytest_twisted.ensureDeferred
@@ -185,7 +159,7 @@ async def test_sigkill_under_load_keeps_money_invariants(tmp_path):
         web.stop_new()
         await web.finished(timeout=30.0)
         timings["answered"] = time.monotonic() - began
-        saf_backlog, _ = await _wait_saf_drained(switch)
+        saf_backlog, _ = await wait_saf_drained(switch)
         timings["drained"] = time.monotonic() - began
         code = await switch.terminate(timeout=20.0)
         timings["stopped"] = time.monotonic() - began
