@@ -158,7 +158,7 @@ async def run(options: ChaosOptions, workdir: Path) -> ChaosResult:
     state = workdir / "state"
     accounts = workdir / "accounts.toml"
     accounts.write_text(accounts_toml())
-    banks = await Banks.start(accounts, state / "pki")
+    banks = await Banks.start(accounts, state / "pki", ledger_dir=workdir)
     for i, bank in enumerate(BANKS):
         banks.set_faults(bank, seed=options.seed + i)
     journal_table = journal_toml(options.journal, PG_DSN, r.pg_schema)

@@ -148,19 +148,22 @@ class Banks:
     sims: dict[str, BankSim]
     ports: dict[str, int]
     tls: TlsFiles
+    accounts: dict[str, Any]
     down: set[str] = field(default_factory=set)
 
     @classmethod
-    async def start(cls, accounts_file: Path, pki_dir: Path) -> Banks:
+    async def start(cls, accounts_file: Path, pki_dir: Path, ledger_dir: Path | None = None) -> Banks:
         pki = make_dev_pki(pki_dir)
         tls = TlsFiles(pki.server.cert, pki.server.key, pki.ca.cert)
         accounts = load_accounts(accounts_file)
         sims, ports = {}, {}
         for name, b in BANKS.items():
             framing = Framing(b["framing"], tpdu=b["tpdu"] is not None)
-            sims[name] = BankSim(reactor, load_dialect(b["dialect"]), framing, accounts, BankSimOptions(name=name))
+            ledger = ledger_dir / f"{name}-ledger.sqlite3" if ledger_dir is not None else None
+            sims[name] = BankSim(reactor, load_dialect(b["dialect"]), framing, accounts,
+                                 BankSimOptions(name=name, ledger_path=ledger))
             ports[name] = (await sims[name].listen(0, tls)).getHost().port
-        return cls(sims, ports, tls)
+        return cls(sims, ports, tls, accounts)
 
     def set_faults(self, name: str, **faults: Any) -> None:
         self.sims[name].set_faults(**faults)
@@ -173,9 +176,14 @@ class Banks:
         """
         self.down.add(name)
         await self.sims[name].close()
+        if self.sims[name].options.ledger_path is not None:
+            self.sims[name].ledger.close()  # the host process is gone; its ledger file stays
 
     async def resume(self, name: str) -> None:
         """The bank host is back on the same port with the same ledger."""
+        old = self.sims[name]
+        if old.options.ledger_path is not None:  # a new process, reopening the ledger file
+            self.sims[name] = BankSim(reactor, old.dialect, old.framing, self.accounts, old.options)
         await self.sims[name].listen(self.ports[name], self.tls)
         self.down.discard(name)
 
