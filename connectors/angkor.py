@@ -13,9 +13,9 @@ Its specification asks for two things a dialect file cannot say:
 from __future__ import annotations
 
 from connectors.base import ConnectorPlugin, PaymentContext, parse_tlv, register, tlv
-from switch.api.model import WalletInstrument
-from switch.dialect import Message
-from switch.translate import ACCOUNT_FIELD
+from switch.domain.model import WalletInstrument
+from switch.iso.dialect import Message
+from switch.iso.translate import ACCOUNT_FIELD
 
 PRIVATE_FIELD = "63"
 PROVIDER_TAG = "WP"

@@ -16,11 +16,11 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable, ClassVar, TypeVar
 
-from switch.answercheck import read_answer
-from switch.api.model import Instrument
-from switch.dialect import Dialect, Message
-from switch.mti import is_request
-from switch.responses import BankAnswer, ResponseTable
+from switch.domain.model import Instrument
+from switch.iso.answercheck import read_answer
+from switch.iso.dialect import Dialect, Message
+from switch.iso.mti import is_request
+from switch.iso.responses import BankAnswer, ResponseTable
 
 
 class UnknownPlugin(LookupError):
@@ -48,7 +48,7 @@ class ConnectorPlugin:
       the request being completed, refunded or reversed, as journalled (card put back).
     - ``network``: the same for network management messages (sign-on, echo, cutover).
     - ``read_response``: what the bank's answer to ``request`` says (status, reason, codes,
-      amount, confirmation URL); the default (`switch.answercheck.read_answer`) checks that
+      amount, confirmation URL); the default (`switch.iso.answercheck.read_answer`) checks that
       the answer echoes the request's identifying fields, then reads field 39 through the
       connector's table. An override should call it first and refine what it returns.
     - ``confirmation_url``: the URL where the customer confirms the payment, when the

@@ -15,14 +15,14 @@
 from __future__ import annotations
 
 from connectors.base import ConnectorPlugin, PaymentContext, register, tlv
-from switch.api.model import BankAccountInstrument
-from switch.dialect import Message
+from switch.domain.model import BankAccountInstrument
+from switch.iso.dialect import Message
 
 ORDER_FIELD = "48"
 URL_FIELD = "62"
 PENDING_CUSTOMER = "923"
 NAME_LENGTH = 22
-"""Field 43 starts with the merchant name, padded to 22 characters (`switch.translate.Acceptor`)."""
+"""Field 43 starts with the merchant name, padded to 22 characters (`switch.iso.translate.Acceptor`)."""
 
 
 @register("sakura")

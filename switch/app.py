@@ -27,28 +27,28 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall, deferLater
 
 from connectors import ConnectorPlugin, plugin_class
-from switch.admin import admin_site
-from switch.api.lifecycle import register_lifecycle
-from switch.api.listen import listen
-from switch.api.notifications import NotifyingApiFactory
-from switch.api.ops import default_operations
-from switch.api.protocol import ApiFactory
-from switch.bank import Bank
-from switch.config import SwitchConfig
-from switch.confirmation import Confirmations
-from switch.connector import Connector
-from switch.devcerts import make_dev_pki
-from switch.engine import Engine
+from switch.bank.connector import Connector
+from switch.bank.numbering import RrnAllocator
+from switch.engine.bank import Bank
+from switch.engine.confirmation import Confirmations
+from switch.engine.engine import Engine
+from switch.engine.notify import Notifier
+from switch.engine.payments import PaymentService
+from switch.engine.recovery import recover, sweep_stale_pending
+from switch.engine.saf import StoreAndForward
+from switch.gateway.lifecycle import register_lifecycle
+from switch.gateway.listen import listen
+from switch.gateway.notifications import NotifyingApiFactory
+from switch.gateway.ops import default_operations
+from switch.gateway.protocol import ApiFactory
 from switch.journal import Journal
 from switch.journal.journal import open_journal
 from switch.journal.lease import LeaseLost, NodeLease
 from switch.journal.models import utc_from_seconds
 from switch.journal.vault import generate_key
-from switch.notify import Notifier
-from switch.numbering import RrnAllocator
-from switch.payments import PaymentService
-from switch.recovery import recover, sweep_stale_pending
-from switch.saf import StoreAndForward
+from switch.ops.admin import admin_site
+from switch.ops.config import SwitchConfig
+from switch.ops.devcerts import make_dev_pki
 
 log = structlog.get_logger("kswitch.switch")
 LINK_WAIT = 5.0  # seconds the API waits at start-up for links to sign on

@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any, Awaitable, Callable, NoReturn, Sequence
 
-from switch import logs
-from switch.config import DEFAULT_CONFIG, SwitchConfig, load_config
-from switch.dialect import DialectError
-from switch.router import RouteQuery
-from switch.settings import ConfigError
+from switch.engine.router import RouteQuery
+from switch.iso.dialect import DialectError
+from switch.observe import logs
+from switch.ops.config import DEFAULT_CONFIG, SwitchConfig, load_config
+from switch.ops.settings import ConfigError
 
 SAF_STATES = ("queued", "dead", "done", "dropped")
 
@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _route(cfg: SwitchConfig, args: argparse.Namespace) -> int:
-    from switch.cardcheck import scheme
+    from switch.domain.cardcheck import scheme
 
     pan = args.pan.replace(" ", "")
     q = RouteQuery(instrument=args.instrument, amount=args.amount, currency=args.currency.upper(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from switch.journal.panscan import looks_like_pan
+from switch.domain.panscan import looks_like_pan
 
 _CVV_KEY = re.compile(r"""["']?cvv2?["']?\s*[:=]\s*["']?(\d{3,4})\b""", re.IGNORECASE)
 _CVV_FIELD = re.compile(r"""["']48["']\s*:\s*["']\d{3,4}["']""")

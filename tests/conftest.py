@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from switch import logs
+from switch.observe import logs
 from tests.cardscan import scan
 
 LOG_FILE = Path(os.environ.get("KSWITCH_TEST_LOG", Path(tempfile.gettempdir()) / f"kswitch-test-logs-{os.getpid()}.jsonl"))

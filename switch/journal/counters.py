@@ -3,7 +3,7 @@
 A counter only goes up.  `reserve` takes a block of ``count`` numbers in the caller's
 database transaction and returns its first number: once that commits, no later
 reservation (by this process or the next one) can return any number of the block.
-Used for RRN blocks (`switch.numbering.RrnAllocator`).
+Used for RRN blocks (`switch.bank.numbering.RrnAllocator`).
 """
 
 from __future__ import annotations

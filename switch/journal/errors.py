@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from switch.journal.panscan import safe_repr
+from switch.domain.panscan import safe_repr
 
 if TYPE_CHECKING:
     from switch.journal.models import SafItem, Transaction

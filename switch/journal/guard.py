@@ -27,9 +27,9 @@ from typing import Any
 
 import orjson
 
-from switch.cardcheck import may_hold_card_number
+from switch.domain.cardcheck import may_hold_card_number
+from switch.domain.panscan import holds_card_number
 from switch.journal.errors import CardDataRefused, InvalidRecord
-from switch.journal.panscan import holds_card_number
 
 _BYTE_DIGIT_RUN = re.compile(rb"(?<![0-9])[0-9]{13,19}(?![0-9])")
 # Columns, query parameters and payload keys that hold references: never scanned for card numbers.
@@ -48,7 +48,7 @@ FORBIDDEN_KEYS = frozenset(
         "pin", "pin_block", "pinblock",
     }
 )
-# `switch.masking.mask_full` output ("[37 masked]"): only the length is left, so a
+# `switch.iso.masking.mask_full` output ("[37 masked]"): only the length is left, so a
 # masked message may keep the key of a sensitive field.
 _FULLY_MASKED = re.compile(r"\[\d{1,4} masked\]")
 _PAN_KEYS = frozenset({"2", "pan", "card_number"})
@@ -132,7 +132,7 @@ def _clean(where: str, value: Any) -> Any:
             if name.lower() in FORBIDDEN_KEYS and not (isinstance(item, str) and _FULLY_MASKED.fullmatch(item)):
                 raise CardDataRefused(
                     f"{path}: sensitive authentication data (CVV, track data, PIN block) is never stored; "
-                    "drop the field or mask it with switch.masking before journaling"
+                    "drop the field or mask it with switch.iso.masking before journaling"
                 )
             if name.lower() in _PAN_KEYS and item is not None:
                 _require_masked(path, item)

@@ -10,7 +10,7 @@ import os
 import threading
 import time
 
-from switch.journal.panscan import looks_like_pan
+from switch.domain.panscan import looks_like_pan
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RANDOM_BITS = 80

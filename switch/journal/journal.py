@@ -398,7 +398,7 @@ class Journal:
         fields: Mapping[str, Any],
         at: datetime | None = None,
     ) -> defer.Deferred[int]:
-        """Record a message exchanged with a bank; ``fields`` must already be masked (`switch.masking`).
+        """Record a message exchanged with a bank; ``fields`` must already be masked (`switch.iso.masking`).
 
         STAN and response code are taken from fields 11 and 39. Fires with the message id.
         """

@@ -8,7 +8,7 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from switch.journal.models import SafStats
-from switch.metrics import LATENCY_BUCKETS, MetricBundle
+from switch.observe.metrics import LATENCY_BUCKETS, MetricBundle
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 

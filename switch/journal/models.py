@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypedDict, TypeVar
 
-from switch.cardcheck import mask_pan, valid_expiry, valid_pan
-from switch.currency import by_alpha
+from switch.domain.cardcheck import mask_pan, valid_expiry, valid_pan
+from switch.domain.currency import by_alpha
+from switch.domain.panscan import safe_repr
 from switch.journal.errors import InvalidRecord
-from switch.journal.panscan import safe_repr
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _REFERENCE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?")

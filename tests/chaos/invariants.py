@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from switch.cardcheck import mask_pan
+from switch.domain.cardcheck import mask_pan
+from switch.engine.status import API_STATUS
 from switch.journal import Journal
 from switch.journal.models import Direction, Kind, SafState, Status, Transaction
-from switch.status import API_STATUS
 from tests.cardscan import scan
 from tests.chaos.webtier import Attempt, Order
 from tests.crash.harness import CARDS, MERCHANT, OPENING_BALANCE, Banks, postings

@@ -31,9 +31,9 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, gatherResults
 from twisted.internet.threads import deferToThread
 
-from switch.client import BlockingClient, KSwitchConnectionError, KSwitchError
-from switch.config import load_config
+from switch.gateway.client import BlockingClient, KSwitchConnectionError, KSwitchError
 from switch.journal.journal import open_journal
+from switch.ops.config import load_config
 from tests.chaos.invariants import check
 from tests.chaos.webtier import CLIENT_TIMEOUT, LifecycleWebTier, Order
 from tests.crash.harness import (

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from switch.client import BlockingClient, KSwitchConnectionError, KSwitchError
+from switch.gateway.client import BlockingClient, KSwitchConnectionError, KSwitchError
 from tests.crash.harness import CARDS, CLIENT, CVV, EXPIRY, MERCHANT, STORE, TOKEN
 
 RETRY_PAUSE = 0.05

@@ -9,7 +9,7 @@ name so it never clashes with a shipped plugin.
 from __future__ import annotations
 
 from connectors.base import ConnectorPlugin, register, tlv
-from switch.dialect import Message
+from switch.iso.dialect import Message
 
 NAME = "mekong_test"
 PRIVATE_FIELD = "63"

@@ -1,4 +1,4 @@
-"""A bank's answer is believed only when it echoes the request: `switch.answercheck`."""
+"""A bank's answer is believed only when it echoes the request: `switch.iso.answercheck`."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors import ConnectorPlugin
-from switch.answercheck import ECHOED, read_answer
-from switch.config import ConfigError, load_config
-from switch.dialect import load_dialect
-from switch.responses import ResponseTable
+from switch.iso.answercheck import ECHOED, read_answer
+from switch.iso.dialect import load_dialect
+from switch.iso.responses import ResponseTable
+from switch.ops.config import ConfigError, load_config
 
 TABLE = ResponseTable.for_version(1987)
 PARTIAL = ResponseTable.for_version(1987, partial_approvals=True)

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from connectors import ConnectorPlugin, PaymentContext, UnknownPlugin, plugin_class, register, registered
 from connectors.base import parse_tlv, tlv
-from switch.api.model import BankAccountInstrument, CardInstrument, WalletInstrument
-from switch.dialect import load_dialect
+from switch.domain.model import BankAccountInstrument, CardInstrument, WalletInstrument
+from switch.iso.dialect import load_dialect
 
 DIALECTS = Path(__file__).resolve().parents[2] / "specs" / "dialects"
 ANGKOR, SAKURA = load_dialect(DIALECTS / "angkor.toml"), load_dialect(DIALECTS / "sakura.toml")

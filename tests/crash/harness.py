@@ -24,12 +24,12 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
-from switch.banksim import ORIGINAL_KINDS, BankSim, BankSimOptions, load_accounts
-from switch.banksim.tls import TlsFiles
-from switch.client import BlockingClient, KSwitchConnectionError, KSwitchError
-from switch.devcerts import make_dev_pki
-from switch.dialect import load_dialect
-from switch.framing import Framing
+from switch.gateway.client import BlockingClient, KSwitchConnectionError, KSwitchError
+from switch.iso.dialect import load_dialect
+from switch.iso.framing import Framing
+from switch.ops.devcerts import make_dev_pki
+from switch.tools.banksim import ORIGINAL_KINDS, BankSim, BankSimOptions, load_accounts
+from switch.tools.banksim.tls import TlsFiles
 
 REPO = Path(__file__).resolve().parent.parent.parent
 KSWITCH = REPO / "bin" / "kswitch"

@@ -70,8 +70,8 @@ from prometheus_client import CollectorRegistry
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 
-from switch.config import load_config
 from switch.journal.journal import open_journal
+from switch.ops.config import load_config
 from tests.crash.harness import (
     BANKS,
     Banks,
@@ -97,7 +97,7 @@ READY_TIMEOUT = 20.0
 
 # (name, faults, weight) a bank switches between every 0.5-1.5 s.  Timeouts are kept to a few
 # dozen per run: store-and-forward drains only one reversal per connector per second (see the
-# report on switch/saf.py), and the test must finish in about a minute.
+# report on switch/engine/saf.py), and the test must finish in about a minute.
 FAULT_PHASES = (
     ("calm", dict(delay=0.0, drop_ratio=0.0), 5),
     ("late", dict(delay=REQUEST_TIMEOUT + 0.3, drop_ratio=0.0), 1),  # every answer after the timeout

@@ -20,11 +20,11 @@ from prometheus_client import CollectorRegistry
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 
-from switch.banksim import ORIGINAL_KINDS
-from switch.client import BlockingClient, KSwitchError
-from switch.config import load_config
+from switch.gateway.client import BlockingClient, KSwitchError
 from switch.journal.journal import open_journal
 from switch.journal.models import Kind, Status
+from switch.ops.config import load_config
+from switch.tools.banksim import ORIGINAL_KINDS
 from tests.crash.harness import (
     CARDS,
     CLIENT,

@@ -20,9 +20,9 @@ from prometheus_client import CollectorRegistry
 from twisted.internet import reactor
 
 from switch.app import ensure_dev_keys
-from switch.config import load_config
 from switch.journal.journal import open_journal
 from switch.journal.models import CardData, Kind, NewTransaction, Status
+from switch.ops.config import load_config
 from tests.crash.harness import (
     BANKS,
     CARDS,
@@ -99,7 +99,7 @@ async def test_reversals_recovered_after_a_kill_drain_promptly(tmp_path):
     (each takes a round trip on loopback; retry_interval is 0.2 s)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from switch.client import BlockingClient, KSwitchError
+    from switch.gateway.client import BlockingClient, KSwitchError
     from tests.crash.harness import CLIENT, CVV, TOKEN, sleep
 
     run_dir = short_run_dir()

@@ -15,12 +15,12 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
 from switch.app import Switch
-from switch.banksim import BankSim, BankSimOptions, load_accounts
-from switch.banksim.tls import TlsFiles
-from switch.config import load_config
-from switch.devcerts import make_dev_pki
-from switch.dialect import load_dialect
-from switch.framing import Framing
+from switch.iso.dialect import load_dialect
+from switch.iso.framing import Framing
+from switch.ops.config import load_config
+from switch.ops.devcerts import make_dev_pki
+from switch.tools.banksim import BankSim, BankSimOptions, load_accounts
+from switch.tools.banksim.tls import TlsFiles
 
 TOKEN = "e2e-token-0123456789"
 BANKS = {

@@ -10,9 +10,9 @@ import pytest_twisted
 
 import connectors.base
 from connectors.base import ConnectorPlugin
-from switch.dialect import Message
+from switch.iso.dialect import Message
+from switch.iso.responses import BankAnswer, ResponseTable
 from switch.journal.models import SafKind, Status
-from switch.responses import BankAnswer, ResponseTable
 from tests.e2e.harness import BANKS, authorize, eventually, start_env, stop_env
 
 VISA = "4111111111111111"

@@ -9,8 +9,8 @@ import sys
 import pytest
 import pytest_twisted
 
-from switch.config import load_config
-from switch.settings import ConfigError
+from switch.ops.config import load_config
+from switch.ops.settings import ConfigError
 from tests.conftest import LOG_FILE
 from tests.e2e.harness import PLUGIN_BANKS, PLUGIN_ROUTES, authorize, config_text, eventually, start_env, stop_env
 

@@ -7,8 +7,8 @@ import json
 
 import pytest_twisted
 
-from tests.api.test_kpay import kpay
 from tests.e2e.harness import TOKEN, authorize
+from tests.tools.test_kpay import kpay
 
 VISA = "4111111111111111"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 
+from switch.bank.numbering import STAN_MAX
 from switch.journal.ids import new_txn_id
 from switch.journal.models import CardData, Direction, Kind, NewTransaction, Status
-from switch.numbering import STAN_MAX
 from tests.e2e.harness import authorize, eventually, http_get, start_env, stop_env
 
 

@@ -11,7 +11,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from switch.banksim import ORIGINAL_KINDS
+from switch.engine.recovery import recover
 from switch.journal.models import (
     CardData,
     Direction,
@@ -23,7 +23,7 @@ from switch.journal.models import (
     Status,
     utc_from_seconds,
 )
-from switch.recovery import recover
+from switch.tools.banksim import ORIGINAL_KINDS
 from tests.e2e.harness import TOKEN, authorize, eventually, start_env, stop_env
 
 VISA = "4111111111111111"

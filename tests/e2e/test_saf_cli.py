@@ -15,11 +15,11 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
 from switch.app import ensure_dev_keys
-from switch.config import load_config
 from switch.journal import CardData, Kind, NewTransaction, SafDraft, SafKind, open_journal
 from switch.journal.models import utc_from_seconds
-from tests.api.test_kpay import Collect
+from switch.ops.config import load_config
 from tests.e2e.harness import config_text
+from tests.tools.test_kpay import Collect
 
 ROOT = Path(__file__).resolve().parents[2]
 

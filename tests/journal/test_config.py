@@ -94,8 +94,8 @@ def test_the_in_flight_index_covers_the_in_flight_statuses() -> None:
 
 def test_txn_ids_never_look_like_a_card_number(monkeypatch):
     """A 13+ digit Luhn-valid run inside an id would be refused by the journal's PAN guard."""
+    from switch.domain.panscan import looks_like_pan
     from switch.journal import ids
-    from switch.journal.panscan import looks_like_pan
 
     produced = iter(["01M8A4111111111111111BCDEF", "01M847YWW98KWGQ6807FC4XE44"])
     monkeypatch.setattr(ids, "_next_id", lambda: next(produced))

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from switch.cardcheck import luhn_check_digit, mask_pan
+from switch.domain.cardcheck import luhn_check_digit, mask_pan
+from switch.domain.panscan import looks_like_pan, safe_repr
+from switch.iso.masking import mask_message
 from switch.journal import CardDataRefused, InvalidRecord
 from switch.journal.guard import check_value, dump_fields
-from switch.journal.panscan import looks_like_pan, safe_repr
-from switch.masking import mask_message
 
 VISA = "4111111111111111"
 

@@ -11,6 +11,7 @@ import pytest_twisted
 from prometheus_client import CollectorRegistry
 from twisted.internet import defer, reactor
 
+from switch.iso.masking import mask_message
 from switch.journal import (
     CardData,
     CardDataRefused,
@@ -37,7 +38,6 @@ from switch.journal import (
     generate_key,
     open_journal,
 )
-from switch.masking import mask_message
 from tests.journal.conftest import raw_connect, sample
 
 VISA = "4111111111111111"

@@ -1,4 +1,4 @@
-"""Which transaction a late bank answer belongs to (`switch.late.match_late`), on SQLite and PostgreSQL."""
+"""Which transaction a late bank answer belongs to (`switch.engine.late.match_late`), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import pytest_twisted
 
+from switch.engine.late import match_late
 from switch.journal import CardData, Kind, NewTransaction
-from switch.late import match_late
 from tests.journal.conftest import sample
 
 BANK = SimpleNamespace(name="bank_a")

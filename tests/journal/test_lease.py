@@ -10,9 +10,9 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import Clock as ReactorClock
 
+from switch.bank.numbering import RrnAllocator
 from switch.journal import open_journal
 from switch.journal.lease import LeaseHeld, LeaseHolder, NodeLease
-from switch.numbering import RrnAllocator
 
 
 async def second_journal(config, registry, clock):

@@ -13,7 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest_twisted
 
-from switch.cardcheck import luhn_valid
+from switch.domain.cardcheck import luhn_valid
+from switch.iso.masking import mask_message
 from switch.journal import (
     CardData,
     CardDataRefused,
@@ -27,7 +28,6 @@ from switch.journal import (
     SafKind,
     Status,
 )
-from switch.masking import mask_message
 from tests.journal.conftest import PG_DSN
 
 PANS = ("4111111111111111", "5555555555554444", "378282246310005")

@@ -1,4 +1,4 @@
-"""Store-and-forward delivery (switch.saf) against a real journal on both backends, with time on a
+"""Store-and-forward delivery (switch.engine.saf) against a real journal on both backends, with time on a
 `twisted.internet.task.Clock` and a stand-in bank that encodes what it is given, as the mux does,
 and answers only when the test says so. What is checked is what the bank sees (the messages and
 their field 90) and what the journal holds (item states, attempts, reasons, events)."""
@@ -18,7 +18,11 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 
 from connectors.base import ConnectorPlugin
-from switch.dialect import Message, MessageError, load_dialect
+from switch.bank.mux import NoLinkAvailable
+from switch.engine.saf import SafOptions, StoreAndForward
+from switch.iso.dialect import Message, MessageError, load_dialect
+from switch.iso.responses import ResponseTable
+from switch.iso.translate import AcquirerProfile
 from switch.journal import (
     CardData,
     Journal,
@@ -32,17 +36,13 @@ from switch.journal import (
     Status,
     open_journal,
 )
-from switch.mux import NoLinkAvailable
-from switch.responses import ResponseTable
-from switch.saf import SafOptions, StoreAndForward
-from switch.translate import AcquirerProfile
 
 RETRY = 10.0
 OPTIONS = SafOptions(retry_interval=RETRY, backoff=1.0, max_attempts=3, max_in_flight=4)
 
 
 class StandInBank:
-    """The parts of `switch.bank.Bank` store-and-forward uses; ``pending`` holds what was written."""
+    """The parts of `switch.engine.bank.Bank` store-and-forward uses; ``pending`` holds what was written."""
 
     def __init__(self, options: SafOptions = OPTIONS) -> None:
         dialect = load_dialect("iso87ascii")

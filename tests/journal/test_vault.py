@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from switch.cardcheck import luhn_check_digit
+from switch.domain.cardcheck import luhn_check_digit
 from switch.journal import (
     CardData,
     EncryptedCard,

@@ -1,0 +1,430 @@
+"""The request/response multiplexer: many requests in flight over a connector's links.
+
+`Mux.request` stamps a STAN, writes the request on a ready link and fires with the
+response that matches it.  How it fails matters more than how it succeeds, because
+the caller must decide whether money may have moved:
+
+- `NoLinkAvailable`, `MuxBusy`: nothing was written; safe to retry or route elsewhere.
+- `RequestTimeout`, `LinkLost`: the request was written and no answer came; the bank
+  may have acted on it, so the caller reverses (see DOMAIN.md, reversals).
+
+Every exception carries the STAN and ``written``.  A response that arrives after its
+request gave up is a *late* response: counted, logged masked and (for callers'
+requests, not the links' own echoes) handed to ``on_late_response`` so the switch can
+journal (and reverse) a late approval; it is never raised.  Until then the request's STAN stays reserved, so a late answer can
+never be mistaken for the answer to a newer request.
+
+STAN ownership, so that no failure path leaks one: a STAN from `Mux.reserve_stan`
+belongs to the caller until it hands the message to `Mux.request`; from then on it
+belongs to the mux, which releases it on every outcome (at once when nothing was
+written or the answer came; after the late-response window when the request was
+written and given up, on a timer of the mux's clock).  A caller releases a reserved
+STAN itself only when it never calls `request` (its message failed to build, its
+journal write failed).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Mapping, Sequence
+
+import structlog
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from switch.bank.link import Link, LinkNotConnected
+from switch.bank.numbering import StanAllocator
+from switch.bank.pool import LinkPool
+from switch.iso.dialect import Dialect, Message
+from switch.iso.masking import mask_message
+from switch.iso.mti import is_request
+from switch.observe.metrics import LATENCY_BUCKETS, MetricBundle
+
+DEFAULT_MATCH_KEYS: Mapping[str, tuple[str, ...]] = {"default": ("mti", "41", "11")}
+
+LateResponseHook = Callable[[Message], object]
+
+
+class MuxError(Exception):
+    """A request did not get its response. ``written`` says whether the bank may have it."""
+
+    written: ClassVar[bool]
+
+    def __init__(self, connector: str, stan: str | None, detail: str, link: str | None = None) -> None:
+        self.connector = connector
+        self.stan = stan
+        self.link = link
+        self.detail = detail
+        where = f" on link {link}" if link else ""
+        super().__init__(
+            f"{connector}: {detail} (STAN {stan or '-'}{where}; {'written' if self.written else 'nothing written'})"
+        )
+
+
+class NoLinkAvailable(MuxError):
+    """No link was ready (or the connector is stopping); nothing was written."""
+
+    written = False
+
+
+class MuxBusy(MuxError):
+    """Over ``max_in_flight`` (or the same match key is already pending); nothing was written."""
+
+    written = False
+
+
+class RequestTimeout(MuxError):
+    """Written, no answer within the timeout: the outcome at the bank is unknown."""
+
+    written = True
+
+
+class LinkLost(MuxError):
+    """Written, and the link dropped before the answer: the outcome at the bank is unknown."""
+
+    written = True
+
+
+def _is_mti(value: str) -> bool:
+    return len(value) == 4 and value.isdigit()
+
+
+def _mti_class(mti: str) -> str:
+    """The request/response pair an MTI belongs to: 0200 and 0210 -> 021, 0400/0401/0410
+    -> 041, 1804/1814 -> 181.  The origin digit is left out: a repeat (0401) is answered
+    like its original, and 1993 network management keeps origin 4 in its answer."""
+    return f"{mti[:2]}{int(mti[2]) | 1}"
+
+
+def _normalise(value: str) -> str:
+    """``"000123"``, ``"123"`` and ``" 123 "`` name the same STAN or terminal."""
+    value = value.strip()
+    if value.isdigit():
+        return value.lstrip("0") or "0"
+    return value
+
+
+class MatchKeys:
+    """Which fields pair a response with its request, per MTI (jPOS QMUX ``key``).
+
+    ``config`` maps ``"default"`` and any MTI (request or response, e.g. ``"0800"``) to a
+    tuple of field numbers and ``"mti"``.  Default: ``("mti", "41", "11")``: the MTI
+    pair, terminal and STAN, because STAN-only keys collide under load.
+    """
+
+    def __init__(self, config: Mapping[str, Sequence[str]] = DEFAULT_MATCH_KEYS) -> None:
+        self._default = ("mti", "41", "11")
+        self._by_class: dict[str, tuple[str, ...]] = {}
+        for name, fields in config.items():
+            key = tuple(fields)
+            if not key or any(f != "mti" and not (f.isdigit() and 2 <= int(f) <= 128) for f in key):
+                raise ValueError(f"match_keys.{name}: expected field numbers 2..128 and \"mti\", got {list(fields)!r}")
+            if name == "default":
+                self._default = key
+                continue
+            if not _is_mti(name):
+                raise ValueError(f"match_keys: {name!r} is neither \"default\" nor a four-digit MTI")
+            cls = _mti_class(name)
+            if self._by_class.get(cls, key) != key:
+                raise ValueError(f"match_keys.{name}: conflicts with another MTI of the same pair ({cls}x)")
+            self._by_class[cls] = key
+
+    def key(self, message: Mapping[str, str]) -> tuple[str, ...]:
+        """The same key for a request and for its response."""
+        cls = _mti_class(message["t"])
+        fields = self._by_class.get(cls, self._default)
+        return tuple(cls if f == "mti" else _normalise(message.get(f, "")) for f in fields)
+
+
+class MuxMetrics(MetricBundle):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
+        self.pending = Gauge("kswitch_mux_pending", "Requests written and awaiting their response", ["connector"], registry=registry)
+        self.response_seconds = Histogram(
+            "kswitch_bank_response_seconds", "Time from writing a request to its matched response",
+            ["connector"], buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.requests = Counter(
+            "kswitch_mux_requests",
+            "Requests by outcome: answered, timeout, link_lost, cancelled (written); busy, no_link, invalid (not written)",
+            ["connector", "outcome"], registry=registry,
+        )
+        self.unmatched = Counter(
+            "kswitch_mux_unmatched_responses", "Responses matching no request, pending or recently given up",
+            ["connector"], registry=registry,
+        )
+        self.late = Counter(
+            "kswitch_mux_late_responses", "Responses to requests that had already timed out or lost their link",
+            ["connector"], registry=registry,
+        )
+
+
+@dataclass(eq=False)
+class _Pending:
+    key: tuple[str, ...]
+    stan: str
+    mti: str
+    link: Link
+    deferred: Deferred[Message]
+    started: float
+    routed: bool  # a caller's request (counts toward max_in_flight), not a link's own echo or sign-on
+    timer: IDelayedCall | None = None
+
+
+class Mux:
+    """Pending-request table, STAN allocation and timeouts for one connector.
+
+    ``stans`` is the connector's `StanAllocator`: ``stan in mux.stans`` tells whether a
+    STAN is still pending, reserved or inside the late-response window.
+    """
+
+    def __init__(
+        self,
+        connector: str,
+        dialect: Dialect,
+        pool: LinkPool[Link],
+        clock: IReactorTime,
+        *,
+        stans: StanAllocator,
+        match_keys: MatchKeys | None = None,
+        request_timeout: float = 30.0,
+        max_in_flight: int = 1000,
+        late_window: float = 120.0,
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        self.connector = connector
+        self.on_late_response: LateResponseHook | None = None
+        self._dialect = dialect
+        self._pool = pool
+        self._clock = clock
+        self.stans = stans
+        self._keys = match_keys or MatchKeys()
+        self._timeout = request_timeout
+        self._max_in_flight = max_in_flight
+        self._late_window = late_window
+        self._pending: dict[tuple[str, ...], _Pending] = {}
+        self._routed = 0
+        self._reserved: set[str] = set()
+        self._given_up: dict[tuple[str, ...], _Pending] = {}
+        self._given_up_order: deque[tuple[float, _Pending]] = deque()
+        self._expiry: IDelayedCall | None = None
+        self._accepting = True
+        self._drained: list[Deferred[None]] = []
+        self._log = structlog.get_logger("kswitch.mux", connector=connector)
+        metrics = MuxMetrics.on(registry)
+        self._pending_gauge = metrics.pending.labels(connector)
+        self._latency = metrics.response_seconds.labels(connector)
+        self._outcomes = {o: metrics.requests.labels(connector, o) for o in
+                          ("answered", "timeout", "link_lost", "cancelled", "busy", "no_link", "invalid")}
+        self._unmatched = metrics.unmatched.labels(connector)
+        self._late = metrics.late.labels(connector)
+
+    @property
+    def in_flight(self) -> int:
+        """Callers' requests written and awaiting an answer."""
+        return self._routed
+
+    # -- callers ----------------------------------------------------------------------
+
+    def request(self, message: Message, timeout: float | None = None) -> Deferred[Message]:
+        """Send ``message`` on a ready link and fire with its response.
+
+        Field 11 is set here (a STAN from `reserve_stan` in field 11 is used as is).
+        Fails with `NoLinkAvailable`, `MuxBusy`, `RequestTimeout`, `LinkLost`, or
+        `MessageError` / `ValueError` for a message that cannot be sent (not written).
+        """
+        self._expire_given_up()
+        mti = message.get("t", "")
+        stan = message.get("11") if message.get("11") in self._reserved else None
+        if not _is_mti(mti) or not is_request(mti):
+            return self._refuse("invalid", ValueError(f"{self.connector}: MTI {mti!r} is not a request or advice"), stan)
+        if not self._accepting:
+            return self._refuse("no_link", NoLinkAvailable(self.connector, stan, "connector is stopping"), stan)
+        if self._routed >= self._max_in_flight:
+            busy = f"{self._routed} requests in flight (max_in_flight {self._max_in_flight})"
+            return self._refuse("busy", MuxBusy(self.connector, stan, busy), stan)
+        link = self._pool.select()
+        if link is None:
+            return self._refuse("no_link", NoLinkAvailable(self.connector, stan, "no link is ready"), stan)
+        return self._send(link, message, self._timeout if timeout is None else timeout, routed=True)
+
+    def _refuse(self, outcome: str, error: Exception, stan: str | None) -> Deferred[Message]:
+        """Nothing written: count it, give the caller's reserved STAN back, fail."""
+        self._outcomes[outcome].inc()
+        if stan is not None:
+            self.release_stan(stan)
+        return fail(error)
+
+    def reserve_stan(self, stan: str | None = None) -> str:
+        """A STAN for a request the caller must journal before it is sent: put it in
+        field 11 of the message given to `request` (which then owns it, whatever the
+        outcome), or give it back with `release_stan` if `request` is never called.
+        ``stan`` reserves that number (an advice's repeat keeps its original's STAN)."""
+        stan = self.stans.allocate() if stan is None else self.stans.claim(stan)
+        self._reserved.add(stan)
+        return stan
+
+    def release_stan(self, stan: str) -> None:
+        """Give back a reserved STAN that was never handed to `request`; a no-op otherwise."""
+        if stan in self._reserved:
+            self._reserved.discard(stan)
+            self.stans.release(stan)
+
+    def drain(self) -> Deferred[None]:
+        """Refuse new requests; fire when every written request has its outcome."""
+        self._accepting = False
+        done: Deferred[None] = Deferred()
+        if self._routed:
+            self._drained.append(done)
+        else:
+            done.callback(None)
+        return done
+
+    def resume(self) -> None:
+        self._accepting = True
+
+    # -- links ------------------------------------------------------------------------
+
+    def exchange(self, link: Link, message: Message, timeout: float) -> Deferred[Message]:
+        """A link's own network-management request (sign-on, echo, sign-off) on that link."""
+        return self._send(link, message, timeout, routed=False)
+
+    def response_received(self, link: Link, message: Message) -> None:
+        self._expire_given_up()
+        key = self._keys.key(message)
+        pending = self._pending.pop(key, None)
+        if pending is not None:
+            if pending.timer is not None and pending.timer.active():
+                pending.timer.cancel()
+            self.stans.release(pending.stan)
+            if pending.routed:
+                self._latency.observe(self._clock.seconds() - pending.started)
+            self._finished(pending, "answered")
+            pending.deferred.callback(message)
+            return
+        masked = mask_message(message, self._dialect)
+        given_up = self._given_up.get(key)
+        if given_up is not None:
+            self._late.inc()
+            self._log.warning("mux_late_response", link=link.name, mti=message["t"], stan=message.get("11"),
+                              rc=message.get("39"), fields=masked)
+            if given_up.routed and self.on_late_response is not None:
+                try:
+                    self.on_late_response(message)
+                except Exception:
+                    self._log.exception("late_response_hook_failed", mti=message["t"], stan=message.get("11"))
+        else:
+            self._unmatched.inc()
+            self._log.warning("mux_unmatched_response", link=link.name, mti=message["t"], stan=message.get("11"),
+                              rc=message.get("39"), fields=masked)
+
+    def link_lost(self, link: Link, reason: str) -> None:
+        """Fail everything written on ``link`` now: waiting for the timeout would only
+        delay the reversal."""
+        lost = [p for p in self._pending.values() if p.link is link]
+        if not lost:
+            return
+        self._log.warning("mux_link_lost", link=link.name, reason=reason, requests=len(lost),
+                          stans=[p.stan for p in lost if p.routed])
+        for pending in lost:
+            self._give_up(pending, "link_lost")
+            pending.deferred.errback(LinkLost(self.connector, pending.stan, f"link dropped: {reason}", link.name))
+
+    # -- internals --------------------------------------------------------------------
+
+    def _send(self, link: Link, message: Message, timeout: float, routed: bool) -> Deferred[Message]:
+        stan = message.get("11")
+        if stan is not None and stan in self._reserved:
+            self._reserved.discard(stan)  # the mux owns it from here (see the module docstring)
+        else:
+            stan = self.stans.allocate()
+        outbound = {**message, "11": stan}
+        key = self._keys.key(outbound)
+        failure: Exception | None = None
+        if key in self._pending:
+            failure = MuxBusy(self.connector, stan, f"a request with match key {key} is already pending")
+        else:
+            pending = _Pending(key, stan, outbound["t"], link, Deferred(self._cancelled), self._clock.seconds(), routed)
+            self._pending[key] = pending
+            try:
+                link.send(outbound)
+            except LinkNotConnected as e:
+                failure = NoLinkAvailable(self.connector, stan, str(e), link.name)
+            except Exception as e:  # MessageError, or anything else that kept the bytes off the wire
+                failure = e
+            if failure is not None:
+                del self._pending[key]
+        if failure is not None:
+            self.stans.release(stan)
+            if routed:
+                outcome = {MuxBusy: "busy", NoLinkAvailable: "no_link"}.get(type(failure), "invalid")
+                self._outcomes[outcome].inc()
+            return fail(failure)
+        pending.timer = self._clock.callLater(timeout, self._timed_out, pending, timeout)
+        if routed:
+            self._routed += 1
+        self._pending_gauge.set(len(self._pending))
+        return pending.deferred
+
+    def _timed_out(self, pending: _Pending, timeout: float) -> None:
+        pending.timer = None
+        if self._pending.get(pending.key) is not pending:
+            return
+        self._log.warning("mux_timeout", link=pending.link.name, mti=pending.mti, stan=pending.stan, after=timeout)
+        self._give_up(pending, "timeout")
+        pending.deferred.errback(
+            RequestTimeout(self.connector, pending.stan, f"no response within {timeout}s", pending.link.name)
+        )
+
+    def _cancelled(self, deferred: Deferred[Message]) -> None:
+        """The caller cancelled the Deferred: treat as given up (the request was written)."""
+        for pending in self._pending.values():
+            if pending.deferred is deferred:
+                self._give_up(pending, "cancelled")
+                return
+
+    def _give_up(self, pending: _Pending, outcome: str) -> None:
+        """Forget the request but keep its STAN and key for the late-response window."""
+        del self._pending[pending.key]
+        if pending.timer is not None and pending.timer.active():
+            pending.timer.cancel()
+        pending.timer = None
+        self._given_up[pending.key] = pending
+        self._given_up_order.append((self._clock.seconds() + self._late_window, pending))
+        self._schedule_expiry()
+        self._finished(pending, outcome)
+
+    def _finished(self, pending: _Pending, outcome: str) -> None:
+        self._pending_gauge.set(len(self._pending))
+        if not pending.routed:
+            return
+        self._outcomes[outcome].inc()
+        self._routed -= 1
+        if not self._routed and self._drained:
+            drained, self._drained = self._drained, []
+            for d in drained:
+                d.callback(None)
+
+    def _schedule_expiry(self) -> None:
+        """One timer, at the oldest given-up request's end of window: its STAN comes back
+        even when no other traffic passes through the mux."""
+        if self._expiry is not None and self._expiry.active() or not self._given_up_order:
+            return
+        delay = max(0.0, self._given_up_order[0][0] - self._clock.seconds())
+        self._expiry = self._clock.callLater(delay, self._expiry_due)
+
+    def _expiry_due(self) -> None:
+        self._expiry = None
+        self._expire_given_up()
+
+    def _expire_given_up(self) -> None:
+        now = self._clock.seconds()
+        order = self._given_up_order
+        while order and order[0][0] <= now:
+            _, pending = order.popleft()
+            if self._given_up.get(pending.key) is pending:
+                del self._given_up[pending.key]
+            self.stans.release(pending.stan)
+        self._schedule_expiry()

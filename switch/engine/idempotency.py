@@ -1,0 +1,67 @@
+"""Idempotency keys: one answer per (merchant, idempotency key), also while the first is in flight.
+
+Shared by authorize (`switch.engine.payments`) and the lifecycle operations (`switch.engine.lifecycle`),
+which use one key space per merchant: the same key with the same request gets the first
+answer; with any other request (another amount, another op) ``idempotency_conflict``.
+The journal keeps the binding durable (``idempotency_keys``); this module joins callers
+whose first request has not been journalled or answered yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from switch.gateway.errors import ApiError
+
+
+@dataclass
+class _InFlight:
+    """Callers waiting on the first request with their idempotency key."""
+
+    request_hash: bytes
+    waiters: list[Deferred[dict[str, Any]]]
+
+
+class KeyedOnce:
+    """Idempotency while in flight: callers with the same (merchant, idempotency key) share the
+    first caller's answer; a different request under the key is `idempotency_conflict`."""
+
+    def __init__(self, on_replay: Callable[[], None]) -> None:
+        self._in_flight: dict[tuple[str, str], _InFlight] = {}
+        self._on_replay = on_replay
+
+    async def run(
+        self, key: tuple[str, str], request_hash: bytes, first: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        running = self._in_flight.get(key)
+        if running is not None:
+            check_same(running.request_hash, request_hash)
+            self._on_replay()
+            waiter: Deferred[dict[str, Any]] = Deferred()
+            running.waiters.append(waiter)
+            return await waiter
+        running = self._in_flight[key] = _InFlight(request_hash, [])
+        try:
+            result = await first()
+        except BaseException as e:
+            for w in running.waiters:
+                w.errback(e)
+            raise
+        finally:
+            del self._in_flight[key]
+        for w in running.waiters:
+            w.callback(result)
+        return result
+
+
+def check_same(first: bytes | None, this: bytes) -> None:
+    if first != this:
+        raise ApiError(
+            "idempotency_conflict",
+            "this idempotency_key was used for a different request; use a new key for a new request",
+            field="idempotency_key",
+        )

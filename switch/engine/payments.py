@@ -1,0 +1,424 @@
+"""The payment service: one canonical payment in, one final answer out, every step journalled.
+
+The order of work is what keeps money safe:
+
+1. validate and route (nothing written anywhere yet: a failure here is simply ``failed``);
+2. journal the transaction, its card (encrypted) and the outgoing request *durably*,
+   so that a crash from here on leaves a record that recovery will reverse;
+3. write the request to a bank link; a failure before the write is ``failed`` (the bank
+   never saw it), a failure after it (timeout, link lost) is uncertain: answered
+   ``timeout`` and a reversal is queued in the same database transaction;
+4. journal the bank's answer durably, and only then answer the web tier.
+
+Building, encode-checking, sending and classifying the answer go through
+`switch.engine.engine` (the same path every capture, refund and void takes); a request the
+bank's dialect cannot carry is ``failed`` (reason ``message_not_encodable``) with
+nothing journalled as sent.
+
+Fallback to the next connector of a route happens only in step 1, while no bank has
+seen the request.
+
+A bank may answer "customer action required" (its plugin finds a confirmation URL):
+the payment is then journalled ``pending_customer_action``, the web tier gets that
+status with the URL, and `switch.engine.confirmation` owns it until the bank's advice or
+its expiry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+
+from connectors.base import ConnectorPlugin, PaymentContext
+from switch.domain.model import AuthorizeRequest, BankAccountInstrument, CardInstrument
+from switch.engine.bank import Bank
+from switch.engine.confirmation import Confirmations
+from switch.engine.engine import (
+    NOT_ENCODABLE,
+    Answered,
+    Engine,
+    NotEncodable,
+    NotSent,
+    Uncertain,
+    answer_columns,
+    operation_view,
+    resolution_draft,
+)
+from switch.engine.idempotency import KeyedOnce, check_same
+from switch.engine.late import match_late
+from switch.engine.lifecycle import Lifecycle, LifecycleRequest
+from switch.engine.router import RouteQuery, Router
+from switch.engine.saf import StoreAndForward
+from switch.engine.status import API_STATUS, answer
+from switch.gateway.config import MerchantConfig, StoreConfig
+from switch.gateway.errors import ApiError
+from switch.iso.dialect import Message
+from switch.iso.masking import mask_message
+from switch.iso.translate import Acceptor, carries_accounts, financial_request, sealed_instrument
+from switch.journal import Journal
+from switch.journal.errors import DuplicateIdempotencyKey, TransactionNotFound
+from switch.journal.ids import new_txn_id
+from switch.journal.models import (
+    Direction,
+    EventDraft,
+    Kind,
+    NewTransaction,
+    Status,
+    Transaction,
+)
+from switch.observe.metrics import MetricBundle
+
+log = structlog.get_logger("kswitch.payments")
+
+class PaymentMetrics(MetricBundle):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
+        self.outcomes = Counter(
+            "kswitch_payments_total", "Payments by connector, kind and final status",
+            ["connector", "kind", "status"], registry=registry,
+        )
+        self.replays = Counter(
+            "kswitch_idempotent_replays_total", "Requests answered from an earlier request with the same idempotency key",
+            registry=registry,
+        )
+        self.reversals_queued = Counter(
+            "kswitch_reversals_queued_total", "Reversals queued in store-and-forward, by connector and cause",
+            ["connector", "cause"], registry=registry,
+        )
+
+
+def request_hash(req: AuthorizeRequest, pan_hash: bytes) -> bytes:
+    """What makes two requests 'the same' for idempotency; the PAN or account only as its keyed hash."""
+    instrument = req.instrument
+    parts: list[object] = [req.merchant_id, req.store_id, req.order_id, req.amount, req.currency.alpha, req.capture,
+                           pan_hash.hex()]
+    parts += [instrument.expiry if isinstance(instrument, CardInstrument) else None, req.bank]
+    if isinstance(instrument, BankAccountInstrument):
+        parts += [instrument.kind, instrument.bank, instrument.account_type, instrument.holder_id]
+    elif not isinstance(instrument, CardInstrument):
+        parts += [instrument.kind]
+    canonical = json.dumps(parts, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+class PaymentService:
+    """Implements `switch.gateway.service.IPaymentService` over the journal and the connectors."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        journal: Journal,
+        banks: Mapping[str, Bank],
+        router: Router,
+        merchants: Mapping[str, MerchantConfig],
+        saf: StoreAndForward,
+        registry: CollectorRegistry,
+        void_after_capture: Mapping[str, bool] | None = None,
+        engine: Engine | None = None,
+        confirmations: Confirmations | None = None,
+    ) -> None:
+        self.clock = clock
+        self.saf = saf
+        self.journal = journal
+        self.banks = banks
+        self.router = router
+        self.merchants = merchants
+        self.metrics = PaymentMetrics.on(registry)
+        self.engine = engine or Engine(clock, journal, banks, saf)
+        self.keyed = KeyedOnce(self.metrics.replays.inc)
+        self.lifecycle = Lifecycle(self, self.engine, void_after_capture or {})
+        self.confirmations = confirmations
+
+    def plugin(self, bank: Bank) -> ConnectorPlugin:
+        """The bank's plugin, or the no-op base behaviour for a bank without one."""
+        return self.engine.plugin(bank)
+
+    # -- authorize ------------------------------------------------------------------
+
+    def authorize(self, request: AuthorizeRequest, client: str) -> Deferred[dict[str, Any]]:
+        return ensureDeferred(self._authorize(request))
+
+    async def _authorize(self, req: AuthorizeRequest) -> dict[str, Any]:
+        h = request_hash(req, self.journal.vault.pan_hash(sealed_instrument(req.instrument).pan))
+        if req.idempotency_key is None:
+            return await self._authorize_once(req, h)
+        return await self.keyed.run((req.merchant_id, req.idempotency_key), h, lambda: self._first_with_key(req, h))
+
+    async def _first_with_key(self, req: AuthorizeRequest, h: bytes) -> dict[str, Any]:
+        assert req.idempotency_key is not None
+        earlier = await self.journal.find_by_idempotency_key(req.merchant_id, req.idempotency_key)
+        if earlier is not None:
+            check_same(earlier.request_hash, h)
+            return await self._replay(earlier)
+        try:
+            return await self._authorize_once(req, h)
+        except DuplicateIdempotencyKey as e:  # another switch node took the key a moment ago
+            check_same(e.transaction.request_hash if e.same_request else None, h)
+            return await self._replay(e.transaction)
+
+    async def _replay(self, earlier: Transaction) -> dict[str, Any]:
+        if earlier.parent_txn_id is not None:  # the key names an operation: never the same request
+            check_same(None, b"")
+        self.metrics.replays.inc()
+        return await self._answer(earlier)
+
+    def _candidates(self, req: AuthorizeRequest) -> tuple[str, ...]:
+        if req.bank is not None:
+            if req.bank not in self.banks:
+                raise ApiError("invalid_request", f"unknown bank {req.bank!r}; expected one of {sorted(self.banks)}", field="bank")
+            if not self._can_carry(req.bank, req):
+                raise ApiError("invalid_request", f"bank {req.bank!r} does not take {req.instrument.kind} payments "
+                               "(its dialect does not mask field 102)", field="bank")
+            return (req.bank,)
+        decision = self.router.route(route_query(req))
+        return tuple(c for c in decision.connectors if self._can_carry(c, req))
+
+    def _can_carry(self, connector: str, req: AuthorizeRequest) -> bool:
+        return isinstance(req.instrument, CardInstrument) or carries_accounts(self.banks[connector].profile.dialect)
+
+    async def _authorize_once(self, req: AuthorizeRequest, h: bytes) -> dict[str, Any]:
+        merchant = self.merchants[req.merchant_id]
+        store = merchant.stores[req.store_id]
+        kind = Kind.SALE if req.capture else Kind.AUTHORIZATION
+        candidates = self._candidates(req)
+        ready = [self.banks[c] for c in candidates if self.banks[c].ready]
+        bank = next((b for b in ready if not b.saturated), None)
+        if bank is None and ready:
+            raise ApiError("busy", f"bank {ready[0].name} has too many payments in flight; retry shortly")
+        if bank is None:
+            reason = "no_route" if not candidates else "issuer_unavailable"
+            return await self._refused(req, h, kind, candidates[0] if candidates else "unrouted", reason)
+
+        bank.active += 1
+        try:
+            return await self._send(req, h, kind, bank, merchant, store)
+        finally:
+            bank.active -= 1
+
+    async def _send(
+        self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, merchant: MerchantConfig, store: StoreConfig
+    ) -> dict[str, Any]:
+        stan = bank.reserve_stan()
+        txn_id = new_txn_id()
+        try:
+            message = self.plugin(bank).request(
+                financial_request(
+                    bank.profile, "financial" if req.capture else "authorization", "00", req.amount,
+                    req.currency.numeric, req.instrument, _acceptor(merchant, store), stan, bank.next_rrn(),
+                    self.clock.seconds(),
+                ),
+                PaymentContext(req.instrument, merchant.name, req.order_id),
+            )
+        except BaseException:
+            bank.release_stan(stan)
+            raise
+        try:
+            self.engine.check_encodes(bank, message)
+        except NotEncodable:
+            return await self._refused(req, h, kind, bank.name, NOT_ENCODABLE)
+        try:
+            await self._journal_request(req, h, kind, bank, txn_id, message)
+        except BaseException:
+            bank.release_stan(stan)
+            raise
+        outcome = await self.engine.exchange(txn_id, bank, message)
+        if isinstance(outcome, NotSent):
+            return await self._finish(txn_id, kind, bank, Status.FAILED, reason=outcome.reason, forget_card=True)
+        if isinstance(outcome, Uncertain):
+            return await self._uncertain(txn_id, kind, bank, message, req, outcome)
+        if outcome.answer.confirmation_url is not None and self.confirmations is not None:
+            return await self._awaiting_customer(txn_id, kind, bank, message, outcome.response,
+                                                 outcome.answer.confirmation_url)
+        return await self._answered(txn_id, kind, bank, req.amount, req.capture, outcome, message["37"])
+
+    async def _refused(self, req: AuthorizeRequest, h: bytes, kind: Kind, connector: str, reason: str) -> dict[str, Any]:
+        txn = await self.journal.create_transaction(
+            NewTransaction(
+                kind=kind, merchant_id=req.merchant_id, store_id=req.store_id, order_id=req.order_id,
+                connector=connector, amount=req.amount, currency=req.currency.alpha,
+                card=sealed_instrument(req.instrument), retain_card=False,
+                idempotency_key=req.idempotency_key, request_hash=h if req.idempotency_key else None,
+                status=Status.FAILED, reason=reason,
+            )
+        )
+        self.metrics.outcomes.labels(connector, kind.value, "failed").inc()
+        return answer(txn)
+
+    async def _journal_request(
+        self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, txn_id: str, message: Message
+    ) -> None:
+        """Transaction row and outgoing message, committed in one database transaction before the
+        bank sees anything: recovery always finds the request it must reverse."""
+        await self.journal.create_transaction(
+            NewTransaction(
+                txn_id=txn_id, kind=kind, merchant_id=req.merchant_id, store_id=req.store_id,
+                order_id=req.order_id, connector=bank.name, amount=req.amount, currency=req.currency.alpha,
+                card=sealed_instrument(req.instrument), retain_card=True,
+                stan=message["11"], transmission_datetime=message["7"], rrn=message["37"],
+                idempotency_key=req.idempotency_key, request_hash=h if req.idempotency_key else None,
+            ),
+            request=(message["t"], mask_message(message, bank.profile.dialect)),
+        )
+
+    async def _answered(
+        self, txn_id: str, kind: Kind, bank: Bank, amount: int, capture: bool, outcome: Answered, rrn: str
+    ) -> dict[str, Any]:
+        a = outcome.answer
+        changes: dict[str, Any] = answer_columns(a, rrn)
+        if a.status == "approved":
+            approved = a.amount if a.amount is not None else amount
+            changes["amount_authorized"] = approved
+            if capture:
+                changes["amount_captured"] = approved
+            status = Status.APPROVED
+        else:
+            status = Status.DECLINED if a.status == "declined" else Status.FAILED
+        return await self._finish(txn_id, kind, bank, status, reason=a.reason,
+                                  forget_card=status is not Status.APPROVED, **changes)
+
+    async def _awaiting_customer(
+        self, txn_id: str, kind: Kind, bank: Bank, message: Message, response: Message, url: str
+    ) -> dict[str, Any]:
+        """The bank waits for the customer: journal that, hand the payment to its owner, answer with the URL."""
+        txn = await self.journal.transition(
+            txn_id, expected_from=(Status.PENDING,), to=Status.AWAITING_CUSTOMER, reason="customer_action_required",
+            response_code=response.get("39"), rrn=response.get("37") or message.get("37"),
+        )
+        assert self.confirmations is not None
+        self.confirmations.watch(txn, message.get("41"))
+        self.metrics.outcomes.labels(bank.name, kind.value, API_STATUS[txn.status]).inc()
+        return {**answer(txn), "confirmation_url": url}
+
+    async def _uncertain(
+        self, txn_id: str, kind: Kind, bank: Bank, message: Message, req: AuthorizeRequest, outcome: Uncertain
+    ) -> dict[str, Any]:
+        """The bank may have approved: queue the reversal in the same commit as the answer. No answer
+        (timeout, link lost) is answered ``timeout``; an answer the plugin does not believe is
+        answered as it reads it (``failed``, e.g. ``format_error``): the reversal makes that true."""
+        self.metrics.reversals_queued.labels(bank.name, outcome.cause).inc()
+        saf = resolution_draft(bank, message, sealed_instrument(req.instrument))
+        a = outcome.answer
+        if a is None:
+            result = await self._finish(txn_id, kind, bank, Status.TIMEOUT, reason="issuer_timeout", saf=saf)
+        else:
+            status = Status.DECLINED if a.status == "declined" else Status.FAILED
+            result = await self._finish(txn_id, kind, bank, status, reason=a.reason, saf=saf, forget_card=True,
+                                        **answer_columns(a, message.get("37")))
+        self.saf.kick(bank.name)
+        return result
+
+    async def _finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, **changes: Any) -> dict[str, Any]:
+        txn = await self.journal.transition(txn_id, expected_from=(Status.PENDING,), to=status, **changes)
+        self.metrics.outcomes.labels(bank.name, kind.value, API_STATUS[status]).inc()
+        return answer(txn)
+
+    # -- queries --------------------------------------------------------------------
+
+    def status(self, txn_id: str, merchant_ids: frozenset[str]) -> Deferred[dict[str, Any]]:
+        return ensureDeferred(self._status(txn_id, merchant_ids))
+
+    async def _status(self, txn_id: str, merchant_ids: frozenset[str]) -> dict[str, Any]:
+        try:
+            txn = await self.journal.get_transaction(txn_id)
+        except TransactionNotFound:
+            txn = None
+        if txn is None or txn.merchant_id not in merchant_ids:
+            raise ApiError("not_found", f"no transaction {txn_id!r} for your merchants", field="txn_id")
+        return await self._answer(txn)
+
+    def status_by_order(self, merchant_id: str, order_id: str) -> Deferred[dict[str, Any]]:
+        return ensureDeferred(self._status_by_order(merchant_id, order_id))
+
+    async def _status_by_order(self, merchant_id: str, order_id: str) -> dict[str, Any]:
+        payments = [t for t in await self.journal.find_by_order(merchant_id, order_id) if t.parent_txn_id is None]
+        if not payments:
+            raise ApiError("not_found", f"no payment for order {order_id!r} of merchant {merchant_id!r}",
+                           field="order_id")
+        return await self._answer(max(payments, key=lambda t: t.created_at))
+
+    async def _answer(self, txn: Transaction) -> dict[str, Any]:
+        """`answer`, with the confirmation URL again while the payment waits for the customer
+        (status and idempotent replays), read from the bank's journalled answer by its plugin."""
+        result = answer(txn)
+        if txn.parent_txn_id is None:
+            result["operations"] = [operation_view(child) for child in await self.journal.children(txn.txn_id)]
+        bank = self.banks.get(txn.connector)
+        if txn.status is not Status.AWAITING_CUSTOMER or bank is None:
+            return result
+        plugin = self.plugin(bank)
+        for message in await self.journal.messages(txn.txn_id):
+            if message.direction is not Direction.IN:
+                continue
+            url = plugin.confirmation_url({**message.fields, "t": message.mti})
+            if url is not None:
+                return {**result, "confirmation_url": url}
+        return result
+
+    def lifecycle_op(self, request: LifecycleRequest, merchant_ids: frozenset[str]) -> Deferred[dict[str, Any]]:
+        """capture, void or refund of one of ``merchant_ids``' transactions (see `switch.engine.lifecycle`)."""
+        return ensureDeferred(self.lifecycle.run(request, merchant_ids))
+
+    def late_response(self, bank: Bank, message: Message) -> Deferred[None]:
+        """An answer after its request gave up: journal it and tell the web tier.
+
+        A late approval does not cancel the queued reversal: the web tier was told
+        ``timeout`` and the shop acted on that, so the money must go back.
+        """
+        return ensureDeferred(self._late_response(bank, message)).addErrback(
+            lambda f: log.error("late_response_not_journalled", connector=bank.name, error=f.getErrorMessage())
+        )
+
+    async def _late_response(self, bank: Bank, message: Message) -> None:
+        txn = await match_late(self.journal, bank, message)
+        if txn is None:
+            return
+        await self.journal.append_message(
+            txn_id=txn.txn_id, direction=Direction.IN, connector=bank.name, mti=message["t"],
+            fields=mask_message(message, bank.profile.dialect),
+        )
+        code = message.get("39")
+        await self.journal.append_event(txn.merchant_id, EventDraft("payment.late_response", {
+            "txn_id": txn.txn_id, "response_code": code, "approved": bank.profile.responses.is_approved(code),
+            "status": API_STATUS[txn.status],
+        }), txn_id=txn.txn_id)
+        log.warning("late_response", txn_id=txn.txn_id, connector=bank.name, response_code=code, status=txn.status.value)
+
+    def answer_undeliverable(self, txn_id: str, client: str) -> None:
+        """The shop never learnt this outcome. An approval it cannot replay (no idempotency key) is
+        reversed, as acquirers do; with a key the web tier can still ask again, so it stands."""
+        log.warning("answer_undeliverable", txn_id=txn_id, client=client)
+        ensureDeferred(self._undeliverable(txn_id)).addErrback(
+            lambda f: log.error("undeliverable_reversal_failed", txn_id=txn_id, error=f.getErrorMessage())
+        )
+
+    async def _undeliverable(self, txn_id: str) -> None:
+        txn = await self.journal.get_transaction(txn_id)
+        if txn.status is Status.APPROVED and txn.idempotency_key is None:
+            await self.lifecycle.run(LifecycleRequest("void", txn_id), frozenset({txn.merchant_id}))
+            log.warning("undeliverable_approval_reversed", txn_id=txn_id, connector=txn.connector)
+
+
+def route_query(req: AuthorizeRequest) -> RouteQuery:
+    """What the router sees: BIN and scheme of a card; the chosen bank code of a bank account;
+    the provider of a wallet (matched by a rule's ``banks``)."""
+    instrument = req.instrument
+    common = dict(instrument=instrument.kind, amount=req.amount, currency=req.currency.alpha,
+                  merchant_id=req.merchant_id)
+    if isinstance(instrument, CardInstrument):
+        return RouteQuery(**common, bin8=instrument.pan[:8], scheme=instrument.scheme)
+    bank = instrument.bank if isinstance(instrument, BankAccountInstrument) else instrument.provider
+    return RouteQuery(**common, bank=bank)
+
+
+def _acceptor(merchant: MerchantConfig, store: StoreConfig) -> Acceptor:
+    return Acceptor(
+        mcc=merchant.mcc, terminal_id=store.terminal_id, merchant_id=merchant.acquirer_merchant_id,
+        name=merchant.name, city=merchant.city, country=merchant.country,
+    )

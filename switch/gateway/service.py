@@ -1,0 +1,76 @@
+"""The boundary between the socket API and the rest of the switch.
+
+The API validates, authenticates and answers; everything that talks to banks sits
+behind `IPaymentService`, so the protocol can be tested with a fake and the switch
+core can change without touching the wire format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+
+from switch.domain.model import AuthorizeRequest
+
+TransactionAnswer = Mapping[str, Any]
+
+
+class IPaymentService(Protocol):
+    """What the switch core provides to the socket API.
+
+    Both queries answer a mapping with the transaction fields of the spec
+    (``switch.gateway.answers.TRANSACTION_FIELDS``): ``txn_id``, ``status`` (one of
+    ``approved``, ``declined``, ``failed``, ``timeout``, ``pending``) and ``reason``
+    are required; ``response_code``, ``auth_code``, ``rrn``, ``stan``, ``connector``
+    and ``masked_pan`` may be None. Extra keys are passed to the client unchanged,
+    so they must be JSON values and must never hold a full PAN or a CVV.
+
+    To refuse a request, raise (or fail the Deferred with) `switch.gateway.errors.ApiError`;
+    its message goes to the client verbatim. Any other exception is answered as
+    ``internal`` and logged with its traceback.
+    """
+
+    def authorize(self, request: AuthorizeRequest, client: str) -> Deferred[TransactionAnswer]:
+        """Authorize (``capture=False``, 0100) or sell (``capture=True``, 0200) with a bank.
+
+        The API has already checked that ``client`` may use ``request.merchant_id``
+        and that the store exists. Fire only with the final outcome (never
+        ``pending``), within the bank timeout: the API does not time requests
+        out, because an answer it made up could contradict the bank.
+
+        ``request.bank``, when set, forces the connector; an unknown connector is
+        ``ApiError("invalid_request", ..., field="bank")``. ``request.idempotency_key``,
+        when set, must make a repeat with the same key and the same request replay
+        the first answer (waiting for it if still in flight), and the same key with
+        a different request fail with ``ApiError("conflict", ..., field="idempotency_key")``.
+        """
+        ...
+
+    def status(self, txn_id: str, merchant_ids: frozenset[str]) -> Deferred[TransactionAnswer]:
+        """The current state of a transaction of one of ``merchant_ids``.
+
+        The answer must include ``merchant_id``, ``store_id``, ``order_id``, ``amount``
+        (int) and ``currency`` (alpha code). A transaction that does not exist, or
+        belongs to another merchant, is ``ApiError("not_found", ...)`` alike, so a
+        client cannot probe for other merchants' transactions.
+        """
+        ...
+
+    def status_by_order(self, merchant_id: str, order_id: str) -> Deferred[TransactionAnswer]:
+        """The latest payment (not capture/void/refund) of an order; ``ApiError("not_found")`` when none.
+
+        The API has already checked that the client may use ``merchant_id``.
+        """
+        ...
+
+    def answer_undeliverable(self, txn_id: str, client: str) -> None:
+        """The authorize answer for ``txn_id`` could not be written: the client had gone.
+
+        Acquirers commonly reverse such a transaction (the merchant never learnt
+        the outcome), unless the client comes back with the same idempotency key;
+        the policy is the service's. Called at most once per answer, best effort:
+        bytes the kernel accepted before the connection broke cannot be detected.
+        """
+        ...

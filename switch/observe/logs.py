@@ -1,0 +1,139 @@
+"""Structured logging set-up: JSON lines in production, a readable console on a terminal.
+
+Every component logs through ``structlog.get_logger(...)`` with an event name and
+key/value pairs; card data should already be masked (see `switch.iso.masking`) before it
+reaches a log call. Because log calls also carry strings from outside (request ids,
+field names, order ids, hello names, bank fields), rendering masks every card number
+`switch.domain.cardcheck.card_numbers` finds in any key or value, whatever its type
+(`redact_card_numbers`), and never raises: a log call must not be able to break the
+request that made it (a lone surrogate in a request id, an object whose ``__str__``
+fails).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import sys
+import uuid
+from typing import IO, Any, Literal
+
+import orjson
+import structlog
+
+from switch.domain.cardcheck import SCAN_MIN_DIGITS, may_hold_card_number, redact_pans
+
+LogFormat = Literal["auto", "json", "console"]
+_NATIVE = (bool, type(None), datetime.date, datetime.time, uuid.UUID)
+_MAX_DEPTH = 16
+_SMALLEST_SCANNED = 10 ** (SCAN_MIN_DIGITS - 1)
+
+
+def configure(fmt: LogFormat = "auto", stream: IO[str] | None = None, level: str = "info") -> None:
+    """Configure structlog once for the whole process.
+
+    JSON lines are rendered with orjson and loggers are cached on first use: at a few
+    log events per payment, logging is otherwise the largest CPU cost on the reactor.
+    """
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
+    structlog.configure(
+        processors=processors(fmt, colors=stream.isatty()),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=True,
+    )
+
+
+def processors(fmt: Literal["json", "console"], colors: bool = False) -> list[structlog.typing.Processor]:
+    """The processor chain `configure` installs, ending in the renderer for ``fmt``."""
+    renderer: structlog.typing.Processor
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=colors)
+    else:
+        renderer = structlog.processors.JSONRenderer(serializer=_json)
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        _SafeRenderer(renderer),
+    ]
+
+
+def redact_card_numbers(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: every key and value with a card number in it masked (first six, last four).
+
+    Numbers become strings when masked (a masked number is no JSON number); values of
+    types the renderer does not know are turned into text first, so nothing escapes
+    the scan through ``str()`` at render time.
+    """
+    return {_redact_key(key): _redact(value, 0) for key, value in event.items()}
+
+
+def _redact_key(key: Any) -> Any:
+    if isinstance(key, str):
+        return redact_pans(key) if may_hold_card_number(key) else key
+    return _redact(key, _MAX_DEPTH)
+
+
+def _redact(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        return redact_pans(value) if may_hold_card_number(value) else value
+    if isinstance(value, _NATIVE):
+        return value
+    if isinstance(value, int | float):
+        if -_SMALLEST_SCANNED < value < _SMALLEST_SCANNED:
+            return value
+        text = str(value)
+        masked = redact_pans(text)
+        return value if masked is text else masked
+    if depth < _MAX_DEPTH:
+        if isinstance(value, dict):
+            return {_redact_key(key): _redact(item, depth + 1) for key, item in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [_redact(item, depth + 1) for item in value]
+    return redact_pans(_text(value))
+
+
+def _text(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+class _SafeRenderer:
+    """Wraps the renderer: every event becomes one writable line with card numbers masked.
+
+    The rendered line is checked first, because almost no line holds 13 digits in a
+    row; only one that does is rendered again from a masked copy of the event. Whatever
+    the renderer fails on still becomes a line.
+    """
+
+    def __init__(self, renderer: structlog.typing.Processor) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> str:
+        text = self._render(logger, method, dict(event))  # a copy: the console renderer pops keys
+        if may_hold_card_number(text):
+            text = self._render(logger, method, redact_card_numbers(logger, method, event))
+        # A lone surrogate cannot be written to a UTF-8 stream: escape it instead.
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+    def _render(self, logger: Any, method: str, event: dict[str, Any]) -> str:
+        try:
+            rendered = self._renderer(logger, method, event)
+            return rendered if isinstance(rendered, str) else _text(rendered)
+        except Exception as e:
+            fields = {_text(key): _text(value) for key, value in event.items()}
+            return json.dumps({**fields, "log_render_error": type(e).__name__}, ensure_ascii=True)
+
+
+def _json(event: dict[str, Any], **_: Any) -> str:
+    try:
+        return orjson.dumps(event, default=_text, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # lone surrogates, integers beyond 64 bits: the standard library escapes them
+        return json.dumps(event, default=_text, ensure_ascii=True)

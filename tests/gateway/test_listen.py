@@ -1,0 +1,129 @@
+"""Listening on endpoint descriptions: Unix sockets, TLS with client certificates, all-or-nothing start."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, ssl
+from twisted.internet.endpoints import SSL4ClientEndpoint, UNIXClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+
+from switch.gateway.config import ApiConfig, ClientConfig
+from switch.gateway.listen import ListenError, listen, split_description
+from switch.ops import devcerts
+
+from .conftest import WEB1_TOKEN, WEB2_TOKEN, authorize_request, make_config
+
+inline = pytest_twisted.inlineCallbacks
+
+
+@inline
+def test_unix_socket_transport(make_server, tmp_path):
+    path = str(tmp_path / "api.sock")
+    server = make_server(descriptions=(f"unix:{path}", "tcp:0:interface=127.0.0.1"))
+    client = yield server.connect(UNIXClientEndpoint(reactor, path))
+    yield client.hello()
+    answer = yield client.request(authorize_request(id=1))
+    assert answer["status"] == "approved"
+
+
+@pytest.fixture
+def pki(tmp_path):
+    ca = devcerts.make_ca(tmp_path / "ca")
+    return {
+        "ca": ca,
+        "server": devcerts.issue(ca, tmp_path, "server", ["localhost", "127.0.0.1"], client=False),
+        "web-1": devcerts.issue(ca, tmp_path, "web-1", ["web-1"], client=True),
+        "web-2": devcerts.issue(ca, tmp_path, "web-2", ["web-2"], client=True),
+    }
+
+
+def tls_client(pki, port: int, identity: str | None) -> SSL4ClientEndpoint:
+    certificate = None
+    if identity is not None:
+        pair = pki[identity]
+        certificate = ssl.PrivateCertificate.loadPEM(pair.cert.read_bytes() + pair.key.read_bytes())
+    options = ssl.optionsForClientTLS(
+        "localhost", trustRoot=ssl.Certificate.loadPEM(pki["ca"].cert.read_bytes()), clientCertificate=certificate
+    )
+    return SSL4ClientEndpoint(reactor, "127.0.0.1", port, options)
+
+
+def tls_server(make_server, pki):
+    base = make_config()
+    config = ApiConfig(
+        clients={
+            "web-1": ClientConfig("web-1", WEB1_TOKEN, frozenset({"m1"}), certificate_cn="web-1"),
+            "web-2": base.clients["web-2"],
+        },
+        merchants=base.merchants,
+    )
+    description = (
+        f"tls:0:interface=127.0.0.1:certKey={pki['server'].cert}:privateKey={pki['server'].key}"
+        f":caCerts={pki['ca'].cert}"
+    )
+    return make_server(descriptions=(description,), config=config)
+
+
+@inline
+def test_tls_with_client_certificates_binds_a_certificate_to_its_client(make_server, pki):
+    server = tls_server(make_server, pki)
+    right = yield server.connect(tls_client(pki, server.port, "web-1"))
+    answer = yield right.hello()
+    assert answer["ok"] is True
+    sale = yield right.request(authorize_request(id=1))
+    assert sale["status"] == "approved"
+    wrong = yield server.connect(tls_client(pki, server.port, "web-2"))
+    refused = yield wrong.hello()
+    assert refused["error"]["code"] == "unauthenticated"
+    unbound = yield wrong.hello("web-2", WEB2_TOKEN)
+    assert unbound["ok"] is True
+
+
+@inline
+def test_tls_refuses_clients_without_a_certificate(make_server, pki):
+    server = tls_server(make_server, pki)
+    client = yield server.connect(tls_client(pki, server.port, None))
+    client.send({"id": 1, "op": "ping"})
+    yield client.wait_closed()
+    assert client.answers == []
+
+
+@inline
+def test_listening_is_all_or_nothing():
+    taken = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+    factory = Factory.forProtocol(Protocol)
+    busy = f"tcp:{taken.getHost().port}:interface=127.0.0.1"
+    try:
+        with pytest.raises(ListenError) as failed:
+            yield listen(reactor, ["tcp:0:interface=127.0.0.1", busy], factory)
+        assert failed.value.description == busy
+        assert factory.numPorts == 0
+    finally:
+        yield taken.stopListening()
+
+
+@pytest.mark.parametrize(
+    "description, complaint",
+    [
+        ("tls:0:certKey=/nonexistent.pem:privateKey=/nonexistent.key", "nonexistent"),
+        ("tls:0:privateKey=/x.key", "certKey"),
+        ("tls:0:certKey=/x:privateKey=/y:verify=no", "unknown tls option"),
+        ("tls:http:certKey=/x:privateKey=/y", "tls:PORT"),
+        ("nonsense:1", "nonsense"),
+    ],
+)
+@inline
+def test_a_bad_description_fails_with_its_reason(description, complaint):
+    with pytest.raises(ListenError) as failed:
+        yield listen(reactor, [description], Factory.forProtocol(Protocol))
+    assert complaint in str(failed.value)
+
+
+def test_descriptions_split_on_unescaped_colons():
+    assert split_description(r"tls:7584:interface=\:\:1:certKey=C\:\\certs\\a.pem") == [
+        "tls",
+        "7584",
+        "interface=::1",
+        r"certKey=C:\certs\a.pem",
+    ]

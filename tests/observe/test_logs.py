@@ -1,0 +1,62 @@
+"""Log lines as an operator reads them: card numbers masked wherever they arrive, and a log
+call never raises, whatever strange value it is handed."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import structlog
+
+from switch.observe import logs
+from tests.cardscan import problems
+
+PAN = "4012888888881881"
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+def render(fmt: str, **fields: object) -> str:
+    stream = io.StringIO()
+    logger = structlog.wrap_logger(structlog.PrintLogger(stream), processors=logs.processors(fmt))
+    logger.info("event", **fields)
+    return stream.getvalue()
+
+
+HOSTILE = {
+    "request_id": int(PAN),
+    "float_id": float(PAN),
+    "client_name": "4012 8888 8888 1881",
+    "order_id": "order-4012-8888-8888-1881",
+    "bank_fields": {"2": PAN, 48: f"order:{PAN}", PAN: "as a key"},
+    "ids": (PAN, [PAN]),
+    "raw": PAN.encode(),
+    "surrogate": "\ud800 lone",
+    "unprintable": Unprintable(),
+}
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_card_numbers_are_masked_in_any_field_of_any_type(fmt):
+    line = render(fmt, **HOSTILE)
+    assert problems(line) == []
+    assert "401288******1881" in line and "4012 88** **** 1881" in line
+    line.encode("utf-8")  # writable to any UTF-8 stream
+
+
+def test_json_lines_stay_json_with_masked_numbers_as_strings():
+    event = json.loads(render("json", **HOSTILE))
+    assert event["request_id"] == "401288******1881"
+    assert event["float_id"] == "401288******1881.0"
+    assert event["bank_fields"] == {"2": "401288******1881", "48": "order:401288******1881", "401288******1881": "as a key"}
+    assert event["surrogate"] == "\ud800 lone"
+    assert event["unprintable"] == "<unprintable Unprintable>"
+
+
+def test_ordinary_numbers_are_left_alone():
+    event = json.loads(render("json", amount=1250, rrn="000000000042", field_90="0" * 42, txn_id="01JDXYZ"))
+    assert (event["amount"], event["rrn"], event["field_90"], event["txn_id"]) == (1250, "000000000042", "0" * 42, "01JDXYZ")

@@ -1,0 +1,81 @@
+"""Config validation at start-up: every mistake names the file, the key and what was expected."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from switch.ops.config import DEFAULT_CONFIG, load_config
+from switch.ops.settings import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _variant(tmp_path: Path, old: str, new: str) -> Path:
+    text = DEFAULT_CONFIG.read_text()
+    assert old in text, old
+    path = tmp_path / "kswitch.toml"
+    path.write_text(text.replace(old, new, 1))
+    (tmp_path / "banksim-accounts.toml").write_text((DEFAULT_CONFIG.parent / "banksim-accounts.toml").read_text())
+    return path
+
+
+def test_the_shipped_default_config_loads():
+    cfg = load_config()
+    assert sorted(cfg.banks) == ["bank_a", "bank_b"] and cfg.api_listen == ("tcp:7583:interface=127.0.0.1",)
+    assert cfg.banks["bank_a"].options.framing.tpdu and cfg.banks["bank_b"].profile.dialect.version == 1993
+    assert cfg.banks["bank_a"].profile.dialect.name == "angkor" and cfg.banks["bank_b"].plugin == "sakura"
+
+
+def test_connection_timeouts_come_from_the_api_table(tmp_path):
+    limits = load_config(_variant(tmp_path, "line_timeout = 30.0", "line_timeout = 5\nhello_timeout = 7")).api.limits
+    assert (limits.line_timeout, limits.hello_timeout, limits.idle_timeout) == (5.0, 7.0, 300.0)
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ('framing = "2b"', 'framing = "3b"', "connectors[0].framing: got '3b'; expected one of 2b, 4b, 2a, 4a, 2bcd"),
+        ('tpdu = "6000010000"', 'tpdu = "60"', "connectors[0].tpdu: got '60'; expected 10 hex digits"),
+        ('acquirer_id = "400001"', 'acquirer_id = "ABC"', "connectors[0].acquirer_id"),
+        ('tls = "dev"                   #', '#', "connectors[0].tls: missing; expected a table"),
+        ('port = 9601', 'port = 70000', "connectors[0].links[0].port: got 70000; expected an integer from 1 to 65535"),
+        ('dialect = "angkor"', 'dialect = "iso99ascii"', "connectors[0].dialect: unknown dialect 'iso99ascii'"),
+        ('log_level = "info"', 'log_level = "loud"', "switch.log_level: got 'loud'"),
+        ('shutdown_grace = 10.0', 'shutdown_grace = 10.0\nshutdown_grace_seconds = 3', "switch.shutdown_grace_seconds: unknown key"),
+        ('connector = "bank_a"\naccounts', 'connector = "bank_z"\naccounts', "simulators[0].connector: unknown connector 'bank_z'"),
+        ('connectors = ["bank_b"]', 'connectors = ["bank_q"]', "unknown connector 'bank_q'"),
+        ('mcc = "5999"', 'mcc = "59"', "merchants[0].mcc: got '59'; expected a 4-digit merchant category code"),
+        ('merchants = ["M100"]', 'merchants = ["M999"]', "unknown merchant 'M999'"),
+        ('backend = "sqlite"', 'backend = "oracle"', "journal.backend: got 'oracle'; expected one of sqlite, postgresql"),
+        ("idle_timeout = 300.0", "idle_timeout = -1", "api.idle_timeout: got -1; expected a number of seconds >= 0"),
+    ],
+)
+def test_mistakes_name_file_key_and_expectation(tmp_path, old, new, expected):
+    path = _variant(tmp_path, old, new)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(path) in str(e.value) and expected in str(e.value)
+
+
+def test_demo_token_is_refused_on_a_non_loopback_address(tmp_path):
+    path = _variant(tmp_path, 'listen = ["tcp:7583:interface=127.0.0.1"]', 'listen = ["tcp:7583:interface=0.0.0.0"]')
+    with pytest.raises(ConfigError, match="demo token .* not a loopback address"):
+        load_config(path)
+
+
+def test_kswitch_check_config_prints_one_line_without_traceback(tmp_path):
+    path = _variant(tmp_path, 'framing = "4a"', 'framing = "4x"')
+    run = subprocess.run([sys.executable, str(REPO / "bin" / "kswitch"), "check-config", "--config", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip() == f"kswitch: {path}: connectors[1].framing: got '4x'; expected one of 2b, 4b, 2a, 4a, 2bcd"
+
+
+def test_kswitch_route_explains_without_sending():
+    run = subprocess.run([sys.executable, str(REPO / "bin" / "kswitch"), "route", "--pan", "5555555555554444",
+                          "--amount", "1250", "--currency", "USD"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.startswith("rule 'mastercard'") and "bank_b" in run.stdout
