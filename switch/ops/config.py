@@ -1,37 +1,50 @@
 """The switch's TOML configuration: read once at start-up, validated completely.
 
-Everything is checked before anything starts (dialect files loaded, framings known,
-routes pointing at configured connectors, merchants' stores present), so a mistake
-stops the switch with one line naming the file, the key and what was expected,
-instead of failing at the first payment.  Relative paths are relative to the
+The keys, their types, defaults and constraints are defined once, in `switch.ops.schema`.
+Here a file is read, checked against that schema, and turned into the runtime options
+the rest of the switch uses; what one key cannot say alone is checked here too (dialect
+files load, framings and TPDUs agree, routes and simulators name configured connectors,
+clients name configured merchants, endpoint strings parse), so a mistake stops the switch
+with one line naming the file, the key and what was expected, instead of failing at the
+first payment or when the switch is half started.  Relative paths are relative to the
 directory of the config file.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import tomllib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from pydantic import ValidationError
+from twisted.internet.endpoints import serverFromString
+
 from connectors import UnknownPlugin, plugin_class
 from switch.bank.connector import ConnectorOptions, LinkOptions, TlsClientOptions
-from switch.bank.pool import STRATEGIES
 from switch.engine.confirmation import DEFAULT_TIMEOUT
 from switch.engine.notify import NotifyOptions
-from switch.engine.router import Router, parse_rules
+from switch.engine.router import Router
 from switch.engine.saf import SafOptions
 from switch.gateway.config import ApiConfig, ApiLimits, ClientConfig, MerchantConfig, StoreConfig
+from switch.gateway.listen import server_endpoint, split_description
 from switch.iso.dialect import DialectError, load_dialect
-from switch.iso.framing import FRAMING_NAMES, TPDU_LENGTH, Framing
-from switch.iso.responses import APPROVED, DECLINED, FAILED, Outcome, ResponseTable
+from switch.iso.framing import Framing
+from switch.iso.responses import Outcome, ResponseTable
 from switch.iso.translate import AcquirerProfile
 from switch.journal.config import JournalConfig, SecretSource
-from switch.ops.settings import ConfigError, Table
+from switch.ops import schema
+from switch.ops.routes import build_router
+from switch.ops.settings import ConfigError, at, describe
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "kswitch.toml"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 DEMO_TOKEN = "demo-token-not-for-production"
+LINK_WIDE = tuple(f.name for f in dataclasses.fields(LinkOptions) if f.name not in ("name", "host", "port", "tls"))
+"""Link options set once per connector (the schema's `Connector` has a key of the same name for each)."""
 
 
 @dataclass(frozen=True)
@@ -91,71 +104,76 @@ def load_config(path: Path | str | None = None) -> SwitchConfig:
         raise ConfigError(f"{file}: config file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{file}: not valid TOML: {e}") from None
+    try:
+        model = schema.KswitchConfig.model_validate(doc)
+    except ValidationError as e:
+        raise describe(file, schema.KswitchConfig, e) from None
+    return _build(file, model, doc)
+
+
+def _build(file: Path, model: schema.KswitchConfig, doc: Mapping[str, Any]) -> SwitchConfig:
     base = file.resolve().parent
-    top = Table(doc, file)
-
-    sw = top.table("switch")
-    state_dir = sw.path("state_dir", base, base / "var")
-    log_format = sw.str("log_format", "auto", ("auto", "json", "console"))
-    log_level = sw.str("log_level", "info", ("debug", "info", "warning", "error"))
-    shutdown_grace = sw.float("shutdown_grace", 10.0)
-    node = sw.int("node", None, lo=0, hi=9)
-    sw.done()
-
-    api_t = top.table("api")
-    listen = tuple(api_t.str_list("listen", ["tcp:7583:interface=127.0.0.1"]))
-    if not listen:
-        raise api_t.error("listen", "expected at least one endpoint description such as tcp:7583:interface=127.0.0.1")
-    limits = ApiLimits(
-        max_line_bytes=api_t.int("max_line_bytes", 65536, lo=1024, hi=16 * 1024 * 1024),
-        max_in_flight=api_t.int("max_in_flight", 256, lo=1),
-        max_connections=api_t.int("max_connections", 1024, lo=1),
-        hello_timeout=api_t.float("hello_timeout", 30.0),
-        line_timeout=api_t.float("line_timeout", 30.0),
-        idle_timeout=api_t.float("idle_timeout", 300.0),
-    )
-    api_t.done()
-
-    admin_t = top.table("admin")
-    admin_listen = admin_t.str("listen", "tcp:9583:interface=127.0.0.1")
-    admin_t.done()
-
-    journal, dev_keys = _journal(top.table("journal"), state_dir)
-
-    notify_t = top.table("notifications")
-    notify = NotifyOptions(
-        poll_interval=notify_t.float("poll_interval", 0.2, lo=0.01),
-        max_unacked=notify_t.int("max_unacked", 100, lo=1),
-    )
-    notify_t.done()
-
-    merchants = [_merchant(t) for t in top.tables("merchants", required=True)]
-    clients = [_client(t) for t in top.tables("clients", required=True)]
+    state_dir = _path(model.switch.state_dir, base)
+    listen = tuple(model.api.listen)
+    for i, description in enumerate(listen):
+        _check_endpoint(file, ("api", "listen", i), description, server_endpoint)
+    _check_endpoint(file, ("admin", "listen"), model.admin.listen, serverFromString)
+    limits = ApiLimits(**model.api.model_dump(exclude={"listen"}))
+    journal = _journal(file, model.journal, state_dir)
+    merchants = [_merchant(file, i, m) for i, m in enumerate(model.merchants)]
+    clients = [
+        ClientConfig(name=c.name, token=c.token, merchant_ids=frozenset(c.merchants), certificate_cn=c.certificate_cn)
+        for c in model.clients
+    ]
     try:
         api = ApiConfig.build(clients, merchants, limits)
     except ValueError as e:
-        raise top.error("clients", str(e)) from None
-    _refuse_demo_token_off_loopback(top, clients, listen)
+        raise at(file, ("clients",), str(e)) from None
+    _refuse_demo_token_off_loopback(file, clients, listen)
 
     banks: dict[str, BankSettings] = {}
-    for t in top.tables("connectors", required=True):
-        bank = _bank(t, base, state_dir)
-        if bank.options.name in banks:
-            raise t.error("name", f"connector {bank.options.name!r} is configured twice")
-        banks[bank.options.name] = bank
-
-    simulators = tuple(_simulator(t, base, banks) for t in top.tables("simulators"))
-    router = parse_rules(top.tables("routes"), banks)
-    top.done()
+    for i, connector in enumerate(model.connectors):
+        if connector.name in banks:
+            raise at(file, ("connectors", i, "name"), f"connector {connector.name!r} is configured twice")
+        banks[connector.name] = _bank(file, i, connector, base, state_dir)
+    simulators = tuple(_simulator(file, i, s, base, banks) for i, s in enumerate(model.simulators))
+    sw = model.switch
     return SwitchConfig(
-        file=file, state_dir=state_dir, log_format=log_format, log_level=log_level,
-        shutdown_grace=shutdown_grace, api_listen=listen, api=api, admin_listen=admin_listen,
-        journal=journal, dev_keys=dev_keys, banks=banks, simulators=simulators, router=router,
-        node=node, notify=notify, raw=doc,
+        file=file, state_dir=state_dir, log_format=sw.log_format, log_level=sw.log_level,
+        shutdown_grace=sw.shutdown_grace, api_listen=listen, api=api, admin_listen=model.admin.listen,
+        journal=journal, dev_keys=model.journal.dev_keys, banks=banks, simulators=simulators,
+        router=build_router(file, model.routes, banks), node=sw.node,
+        notify=NotifyOptions(**model.notifications.model_dump()), raw=doc,
     )
 
 
-def _refuse_demo_token_off_loopback(top: Table, clients: list[ClientConfig], listen: tuple[str, ...]) -> None:
+def _path(value: str, base: Path) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+_NO_REACTOR = object()
+"""Endpoints are built only to check their descriptions; nothing listens, so no reactor is needed."""
+
+
+def _check_endpoint(file: Path, loc: Sequence[str | int], description: str,
+                    build: Callable[[Any, str], object]) -> None:
+    """Parse an endpoint description as start-up will (certificate files included), without listening."""
+    parts = split_description(description)
+    kind = parts[0]
+    if kind == "systemd" and "LISTEN_FDS" not in os.environ:
+        return  # systemd hands the sockets over at start; outside it there is nothing to check against
+    try:
+        build(_NO_REACTOR, description)
+    except Exception as e:  # Twisted's parsers raise whatever the option's conversion raises
+        raise at(file, loc, f"got {description!r}; expected an endpoint description Twisted can parse "
+                            f"({type(e).__name__}: {e})") from None
+    port = next((p[5:] for p in parts[1:] if p.startswith("port=")), parts[1] if len(parts) > 1 else "")
+    if kind in ("tcp", "tcp6", "ssl", "tls") and port.isdigit() and int(port) > 65535:
+        raise at(file, loc, f"got {description!r}; expected a port from 0 to 65535")
+
+
+def _refuse_demo_token_off_loopback(file: Path, clients: list[ClientConfig], listen: tuple[str, ...]) -> None:
     """The demo token is public (it is in this repository): never accept it from a network."""
     if not any(c.token == DEMO_TOKEN for c in clients):
         return
@@ -163,214 +181,114 @@ def _refuse_demo_token_off_loopback(top: Table, clients: list[ClientConfig], lis
         kind = endpoint.split(":", 1)[0]
         interface = next((p.split("=", 1)[1] for p in endpoint.split(":") if p.startswith("interface=")), "")
         if kind in ("tcp", "ssl", "tcp6") and interface.strip("[]") not in LOOPBACK:
-            raise top.error(
-                "clients",
+            raise at(
+                file, ("clients",),
                 f"the demo token {DEMO_TOKEN!r} is configured while the API listens on {endpoint!r}, "
                 "which is not a loopback address; set a secret token for every client first",
             )
 
 
-def _secret(t: Table, key: str, state_dir: Path, dev_file: str, dev: bool) -> SecretSource:
-    if t.has(f"{key}_file"):
-        return SecretSource(file=t.path(f"{key}_file", state_dir))
-    if t.has(f"{key}_env"):
-        return SecretSource(env=t.str(f"{key}_env"))
-    if dev:
+def _secret(file: Path, j: schema.JournalSection, key: str, state_dir: Path, dev_file: str) -> SecretSource:
+    path, env = getattr(j, f"{key}_file"), getattr(j, f"{key}_env")
+    if path is not None and env is not None:
+        raise at(file, ("journal", f"{key}_env"), f"expected {key}_file or {key}_env, not both")
+    if path is not None:
+        return SecretSource(file=_path(path, state_dir))
+    if env is not None:
+        return SecretSource(env=env)
+    if j.dev_keys:
         return SecretSource(file=state_dir / "keys" / dev_file)
-    raise t.error(f"{key}_file", f"missing; expected {key}_file (a path) or {key}_env (an environment variable name), "
-                                 "or dev_keys = true for a development set-up")
+    raise at(file, ("journal", f"{key}_file"),
+             f"missing; expected {key}_file (a path) or {key}_env (an environment variable name), "
+             "or dev_keys = true for a development set-up")
 
 
-def _journal(t: Table, state_dir: Path) -> tuple[JournalConfig, bool]:
-    dev = t.bool("dev_keys", False)
-    backend = t.str("backend", "sqlite", ("sqlite", "postgresql"))
-    cfg = JournalConfig(
-        backend=backend,
-        sqlite_path=t.path("sqlite_path", state_dir, state_dir / "journal.sqlite3"),
-        pg_dsn=t.str("postgres_dsn", "postgresql://postgres@127.0.0.1:5432/kswitch"),
-        pg_schema=t.str("postgres_schema", "kswitch"),
-        pan_keys=_secret(t, "pan_keys", state_dir, "pan-keys", dev),
-        pan_current_key_id=t.str("pan_current_key_id", None),
-        pan_hash_secret=_secret(t, "pan_hash_secret", state_dir, "pan-hash-secret", dev),
-        max_batch=t.int("max_batch", 256, lo=1),
+def _journal(file: Path, j: schema.JournalSection, state_dir: Path) -> JournalConfig:
+    return JournalConfig(
+        backend=j.backend,
+        sqlite_path=_path(j.sqlite_path, state_dir),
+        pg_dsn=j.postgres_dsn,
+        pg_schema=j.postgres_schema,
+        pan_keys=_secret(file, j, "pan_keys", state_dir, "pan-keys"),
+        pan_current_key_id=j.pan_current_key_id,
+        pan_hash_secret=_secret(file, j, "pan_hash_secret", state_dir, "pan-hash-secret"),
+        max_batch=j.max_batch,
     )
-    t.done()
-    return cfg, dev
 
 
-def _merchant(t: Table) -> MerchantConfig:
-    stores = []
-    for st in t.tables("stores", required=True):
-        stores.append(StoreConfig(id=st.str("id"), terminal_id=st.str("terminal_id")))
-        st.done()
-    mcc = t.str("mcc")
-    if not (len(mcc) == 4 and mcc.isdigit()):
-        raise t.error("mcc", f"got {mcc!r}; expected a 4-digit merchant category code")
+def _merchant(file: Path, i: int, m: schema.Merchant) -> MerchantConfig:
     try:
-        m = MerchantConfig.with_stores(
-            stores, id=t.str("id"), name=t.str("name"), mcc=mcc, city=t.str("city"),
-            country=t.str("country"), acquirer_merchant_id=t.str("acquirer_merchant_id"),
+        return MerchantConfig.with_stores(
+            [StoreConfig(id=s.id, terminal_id=s.terminal_id) for s in m.stores],
+            id=m.id, name=m.name, mcc=m.mcc, city=m.city, country=m.country,
+            acquirer_merchant_id=m.acquirer_merchant_id,
         )
     except ValueError as e:
-        raise t.error("stores", str(e)) from None
-    t.done()
-    return m
+        raise at(file, ("merchants", i, "stores"), str(e)) from None
 
 
-def _client(t: Table) -> ClientConfig:
-    token = t.str("token")
-    if len(token) < 16:
-        raise t.error("token", "expected at least 16 characters")
-    c = ClientConfig(
-        name=t.str("name"), token=token, merchant_ids=frozenset(t.str_list("merchants")),
-        certificate_cn=t.str("certificate_cn", None),
-    )
-    t.done()
-    return c
-
-
-def _tls(t: Table, base: Path, state_dir: Path) -> tuple[TlsClientOptions | None, bool]:
-    raw = t.raw("tls")
-    if raw is None:
-        raise t.error("tls", "missing; expected a table { ca, cert, key, server_name }, \"dev\", "
-                             "or false for plain TCP (must be explicit)")
-    if raw is False:
-        return None, False
-    if raw == "dev":
+def _tls(c: schema.Connector, base: Path, state_dir: Path) -> TlsClientOptions | None:
+    if c.tls is False:
+        return None
+    if c.tls == "dev":
         pki = state_dir / "pki"
-        return TlsClientOptions(pki / "ca.pem", pki / "client.pem", pki / "client.key", "localhost"), True
-    if not isinstance(raw, dict):
-        raise t.error("tls", f"got {raw!r}; expected a table, \"dev\" or false")
-    tt = t.table("tls")
-    opts = TlsClientOptions(
-        ca=tt.path("ca", base), cert=tt.path("cert", base, None), key=tt.path("key", base, None),
-        server_name=tt.str("server_name", None),
+        return TlsClientOptions(pki / "ca.pem", pki / "client.pem", pki / "client.key", "localhost")
+    t = c.tls
+    assert isinstance(t, schema.TlsFiles)
+    return TlsClientOptions(
+        ca=_path(t.ca, base), cert=_path(t.cert, base) if t.cert else None,
+        key=_path(t.key, base) if t.key else None, server_name=t.server_name,
     )
-    tt.done()
-    return opts, False
 
 
-def _responses(t: Table, version: int) -> ResponseTable:
-    overrides: dict[str, Outcome] = {}
-    rt = t.table("response_codes")
-    for code in list(rt.data):
-        entry = rt.table(code)
-        overrides[code] = Outcome(
-            entry.str("status", None, (APPROVED, DECLINED, FAILED)) or DECLINED,
-            entry.str("reason"),
-            entry.bool("retryable", False),
-        )
-        entry.done()
-    rt.done()
-    return ResponseTable.for_version(version, overrides, partial_approvals=t.bool("partial_approvals", False))
-
-
-def _bank(t: Table, base: Path, state_dir: Path) -> BankSettings:
-    name = t.str("name")
+def _bank(file: Path, i: int, c: schema.Connector, base: Path, state_dir: Path) -> BankSettings:
+    where = ("connectors", i)
     try:
-        dialect = load_dialect(t.str("dialect"), base)
+        dialect = load_dialect(c.dialect, base)
     except DialectError as e:
-        raise t.error("dialect", str(e)) from None
-    framing_name = t.str("framing", None, FRAMING_NAMES)
-    if framing_name is None:
-        raise t.error("framing", f"missing; expected one of {', '.join(FRAMING_NAMES)}")
-    tpdu_hex = t.str("tpdu", None)
-    tpdu = None
-    if tpdu_hex is not None:
-        try:
-            tpdu = bytes.fromhex(tpdu_hex)
-        except ValueError:
-            tpdu = b""
-        if len(tpdu) != TPDU_LENGTH:
-            raise t.error("tpdu", f"got {tpdu_hex!r}; expected {TPDU_LENGTH * 2} hex digits (ID, destination, source)")
-    framing = Framing(
-        framing_name, tpdu=tpdu is not None, includes_header=t.bool("length_includes_header", False),
-        max_frame=t.int("max_frame", 8192, lo=64, hi=65535),
-    )
-    tls, dev_tls = _tls(t, base, state_dir)
-    link_defaults = dict(
-        connect_timeout=t.float("connect_timeout", 10.0),
-        reconnect_initial=t.float("reconnect_initial", 0.5),
-        reconnect_max=t.float("reconnect_max", 30.0),
-        reconnect_factor=t.float("reconnect_factor", 2.0, lo=1.0),
-        reconnect_jitter=t.float("reconnect_jitter", 0.2),
-        sign_off_on_stop=t.bool("sign_off_on_stop", True),
-        sign_on=t.bool("sign_on", False),
-        sign_on_code=t.str("sign_on_code", None),
-        echo_interval=t.float("echo_interval", 30.0),
-        echo_timeout=t.float("echo_timeout", 10.0),
-        echo_max_failures=t.int("echo_max_failures", 3, lo=1),
-    )
+        raise at(file, (*where, "dialect"), str(e)) from None
+    tpdu = bytes.fromhex(c.tpdu) if c.tpdu is not None else None
+    framing = Framing(c.framing, tpdu=tpdu is not None, includes_header=c.length_includes_header,
+                      max_frame=c.max_frame)
+    tls = _tls(c, base, state_dir)
+    link_wide = {name: getattr(c, name) for name in LINK_WIDE}
     links = []
-    for i, lt in enumerate(t.tables("links", required=True)):
-        links.append(_link(lt, f"{name}-{i + 1}", tls, link_defaults))
-    if not links:
-        raise t.error("links", "expected at least one { host, port }")
-    match_raw = t.table("match_keys")
-    match_keys = {k: tuple(match_raw.str_list(k)) for k in list(match_raw.data)}
-    match_raw.done()
+    for j, link in enumerate(c.links):
+        try:
+            links.append(LinkOptions(name=link.name or f"{c.name}-{j + 1}", host=link.host, port=link.port, tls=tls,
+                                     **link_wide))
+        except ValueError as e:
+            raise at(file, (*where, "links", j), str(e)) from None
+    match_keys = {mti: tuple(keys) for mti, keys in c.match_keys.items()} if c.match_keys is not None else None
     try:
         options = ConnectorOptions(
-            name=name, dialect=dialect, framing=framing, tpdu=tpdu, links=tuple(links),
-            pool_strategy=t.str("pool_strategy", "primary-secondary", tuple(STRATEGIES)),
-            request_timeout=t.float("request_timeout", 30.0),
-            max_in_flight=t.int("max_in_flight", 1000, lo=1),
-            late_response_window=t.float("late_response_window", 120.0, lo=0.0),
-            **({"match_keys": match_keys} if match_keys else {}),
+            name=c.name, dialect=dialect, framing=framing, tpdu=tpdu, links=tuple(links),
+            pool_strategy=c.pool_strategy, request_timeout=c.request_timeout, max_in_flight=c.max_in_flight,
+            late_response_window=c.late_response_window,
+            **({"match_keys": match_keys} if match_keys is not None else {}),
         )
     except ValueError as e:
-        raise t.error(None, str(e)) from None
-    acquirer_id = t.str("acquirer_id")
-    if not (acquirer_id.isdigit() and len(acquirer_id) <= 11):
-        raise t.error("acquirer_id", f"got {acquirer_id!r}; expected 1 to 11 digits (field 32)")
+        raise at(file, where, str(e)) from None
+    overrides = {code: Outcome(o.status, o.reason, o.retryable) for code, o in c.response_codes.items()}
     profile = AcquirerProfile(
-        dialect=dialect, acquirer_id=acquirer_id, responses=_responses(t, dialect.version),
-        forwarding_id=t.str("forwarding_id", ""),
-        pos_entry_mode=t.str("pos_entry_mode", None),
-        pos_condition_code=t.str("pos_condition_code", "59"),
-        reversal=t.str("reversal", "reversal", ("reversal", "reversal_advice")),
+        dialect=dialect, acquirer_id=c.acquirer_id,
+        responses=ResponseTable.for_version(dialect.version, overrides, partial_approvals=c.partial_approvals),
+        forwarding_id=c.forwarding_id, pos_entry_mode=c.pos_entry_mode, pos_condition_code=c.pos_condition_code,
+        reversal=c.reversal,
     )
-    saf_t = t.table("saf")
-    saf = SafOptions(
-        retry_interval=saf_t.float("retry_interval", 30.0, lo=0.01),
-        backoff=saf_t.float("backoff", 2.0, lo=1.0),
-        max_interval=saf_t.float("max_interval", 600.0, lo=0.01),
-        max_attempts=saf_t.int("max_attempts", 10, lo=1),
-        response_timeout=saf_t.float("response_timeout", None, lo=0.01),
-        max_in_flight=saf_t.int("max_in_flight", 4, lo=1),
-    )
-    saf_t.done()
-    plugin = t.str("plugin", None)
-    if plugin is not None:
+    if c.plugin is not None:
         try:
-            plugin_class(plugin)
+            plugin_class(c.plugin)
         except UnknownPlugin as e:
-            raise t.error("plugin", str(e)) from None
-    void_after_capture = t.bool("void_after_capture", False)
-    confirmation_timeout = t.float("confirmation_timeout", DEFAULT_TIMEOUT, lo=1.0)
-    t.done()
-    return BankSettings(options=options, profile=profile, saf=saf, plugin=plugin, dev_tls=dev_tls,
-                        void_after_capture=void_after_capture, confirmation_timeout=confirmation_timeout)
+            raise at(file, (*where, "plugin"), str(e)) from None
+    return BankSettings(options=options, profile=profile, saf=SafOptions(**c.saf.model_dump()), plugin=c.plugin,
+                        dev_tls=c.tls == "dev", void_after_capture=c.void_after_capture,
+                        confirmation_timeout=c.confirmation_timeout)
 
 
-def _link(t: Table, default_name: str, tls: TlsClientOptions | None, defaults: dict[str, Any]) -> LinkOptions:
-    try:
-        opts = LinkOptions(
-            name=t.str("name", default_name), host=t.str("host"), port=t.int("port", lo=1, hi=65535), tls=tls,
-            **defaults,
-        )
-    except ValueError as e:
-        raise t.error(None, str(e)) from None
-    t.done()
-    return opts
-
-
-def _simulator(t: Table, base: Path, banks: Mapping[str, BankSettings]) -> SimulatorSettings:
-    connector = t.str("connector")
-    if connector not in banks:
-        raise t.error("connector", f"unknown connector {connector!r}; configured: {', '.join(sorted(banks))}")
-    sim = SimulatorSettings(
-        connector=connector, accounts=t.path("accounts", base), extra_args=tuple(t.str_list("args", [])),
-    )
-    t.done()
-    return sim
+def _simulator(file: Path, i: int, s: schema.Simulator, base: Path,
+               banks: Mapping[str, BankSettings]) -> SimulatorSettings:
+    if s.connector not in banks:
+        raise at(file, ("simulators", i, "connector"),
+                 f"unknown connector {s.connector!r}; configured: {', '.join(sorted(banks))}")
+    return SimulatorSettings(connector=s.connector, accounts=_path(s.accounts, base), extra_args=tuple(s.args))

@@ -1,110 +1,170 @@
-"""Typed, validated reading of TOML tables.
+"""Wording configuration errors: one line naming the file, the key and what was expected.
 
-Every config error must name the file, the key (as a dotted path such as
-``connectors[1].links[0].port``) and what was expected, so an operator can fix it
-without reading code.  `Table` wraps one TOML table and records which keys were read,
-so unknown keys (usually typos) are reported too.
+Every config error names the file, the key (as a dotted path such as
+``connectors[1].links[0].port``) and what was expected, so an operator can fix it without
+reading code.  What a key expects is worded here from its annotation in
+`switch.ops.schema` by `expectation`; the README's configuration reference uses the same
+function, so an error and the documentation say the same thing.
 """
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
-from typing import Any, Iterator, Sequence, TypeVar
+from typing import Annotated, Any, Literal, Sequence, Union, get_args, get_origin
 
-T = TypeVar("T")
-_MISSING: Any = object()
+from annotated_types import Ge, Gt, Le, Lt, MinLen
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 
 class ConfigError(ValueError):
     """A config file is wrong; the message says where and what was expected."""
 
 
-class Table:
-    def __init__(self, data: dict[str, Any], file: Path, prefix: str = "") -> None:
-        self.data = data
-        self.file = file
-        self.prefix = prefix
-        self._read: set[str] = set()
+class Expect:
+    """Schema annotation: how to word what a key expects, where its type alone says too little."""
 
-    def where(self, key: str | None = None) -> str:
-        dotted = ".".join(p for p in (self.prefix, key) if p)
-        return f"{self.file}: {dotted or '(top level)'}"
+    def __init__(self, text: str) -> None:
+        self.text = text
 
-    def error(self, key: str | None, message: str) -> ConfigError:
-        return ConfigError(f"{self.where(key)}: {message}")
 
-    def _get(self, key: str, default: Any, kinds: tuple[type, ...], expected: str) -> Any:
-        self._read.add(key)
-        if key not in self.data:
-            if default is _MISSING:
-                raise self.error(key, f"missing; expected {expected}")
-            return default
-        value = self.data[key]
-        if isinstance(value, bool) and bool not in kinds:
-            raise self.error(key, f"got {value!r}; expected {expected}")
-        if not isinstance(value, kinds):
-            raise self.error(key, f"got {value!r}; expected {expected}")
-        return value
+class Unit:
+    """Schema annotation: the unit of a number, named in errors and in the reference."""
 
-    def has(self, key: str) -> bool:
-        return key in self.data
+    def __init__(self, name: str) -> None:
+        self.name = name
 
-    def str(self, key: str, default: Any = _MISSING, choices: Sequence[str] | None = None) -> Any:
-        expected = f"one of {', '.join(choices)}" if choices else "a string"
-        value = self._get(key, default, (str,), expected)
-        if choices and value is not default and value not in choices:
-            raise self.error(key, f"got {value!r}; expected {expected}")
-        return value
 
-    def int(self, key: str, default: Any = _MISSING, lo: int | None = None, hi: int | None = None) -> Any:
-        expected = "an integer" + (f" from {lo}" if lo is not None else "") + (f" to {hi}" if hi is not None else "")
-        value = self._get(key, default, (int,), expected)
-        if value is not default and ((lo is not None and value < lo) or (hi is not None and value > hi)):
-            raise self.error(key, f"got {value!r}; expected {expected}")
-        return value
+class Shown:
+    """Schema annotation: how the reference shows a default that is computed (a ``None`` that means something)."""
 
-    def float(self, key: str, default: Any = _MISSING, lo: float = 0.0) -> Any:
-        expected = f"a number of seconds >= {lo}"
-        value = self._get(key, default, (int, float), expected)
-        if value is not default and value < lo:
-            raise self.error(key, f"got {value!r}; expected {expected}")
-        return float(value) if value is not None else None
+    def __init__(self, text: str) -> None:
+        self.text = text
 
-    def bool(self, key: str, default: Any = _MISSING) -> Any:
-        return self._get(key, default, (bool,), "true or false")
 
-    def str_list(self, key: str, default: Any = _MISSING) -> Any:
-        value = self._get(key, default, (list,), "a list of strings")
-        if value is not default and not all(isinstance(v, str) for v in value):
-            raise self.error(key, f"got {value!r}; expected a list of strings")
-        return value
+def dotted(loc: Sequence[str | int]) -> str:
+    """``("connectors", 1, "saf", "max_attempts")`` -> ``connectors[1].saf.max_attempts``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
 
-    def path(self, key: str, base: Path, default: Any = _MISSING) -> Any:
-        value = self.str(key, default)
-        if not isinstance(value, str):
-            return value
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else (base / p)
 
-    def table(self, key: str, required: bool = False) -> Table:
-        value = self._get(key, _MISSING if required else {}, (dict,), "a table")
-        return Table(value, self.file, f"{self.prefix}.{key}" if self.prefix else key)
+def at(file: Path, loc: Sequence[str | int], message: str) -> ConfigError:
+    """The error for the key at ``loc`` of ``file``."""
+    return ConfigError(f"{file}: {dotted(loc) or '(top level)'}: {message}")
 
-    def tables(self, key: str, required: bool = False) -> Iterator[Table]:
-        value = self._get(key, _MISSING if required else [], (list,), "an array of tables ([[...]])")
-        for i, item in enumerate(value):
-            where = f"{self.prefix}.{key}[{i}]" if self.prefix else f"{key}[{i}]"
-            if not isinstance(item, dict):
-                raise ConfigError(f"{self.file}: {where}: expected a table")
-            yield Table(item, self.file, where)
 
-    def raw(self, key: str, default: Any = None) -> Any:
-        self._read.add(key)
-        return self.data.get(key, default)
+def unwrap(annotation: Any, metadata: Sequence[Any] = ()) -> tuple[Any, list[Any]]:
+    """Strip ``Annotated`` and ``None`` from a type, collecting the metadata (constraints, markers) on the way."""
+    meta = list(metadata)
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation, *more = get_args(annotation)
+            meta += more
+        elif _is_union(annotation) and type(None) in get_args(annotation):
+            rest = [a for a in get_args(annotation) if a is not type(None)]
+            annotation = rest[0] if len(rest) == 1 else Union[tuple(rest)]
+        else:
+            break
+    for m in list(meta):
+        if isinstance(m, FieldInfo):
+            meta += m.metadata
+    return annotation, meta
 
-    def done(self) -> None:
-        """Refuse keys nobody read: they are almost always typos."""
-        unknown = sorted(set(self.data) - self._read)
-        if unknown:
-            known = ", ".join(sorted(self._read)) or "none"
-            raise self.error(unknown[0], f"unknown key; expected one of: {known}")
+
+def _is_union(annotation: Any) -> bool:
+    return get_origin(annotation) in (Union, types.UnionType)
+
+
+def _literal(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _bounds(meta: list[Any]) -> str:
+    lo = next((f">= {m.ge}" for m in meta if isinstance(m, Ge)), None) or next(
+        (f"> {m.gt}" for m in meta if isinstance(m, Gt)), None)
+    hi = next((f"<= {m.le}" for m in meta if isinstance(m, Le)), None) or next(
+        (f"< {m.lt}" for m in meta if isinstance(m, Lt)), None)
+    return " and ".join(b for b in (lo, hi) if b)
+
+
+def expectation(annotation: Any, metadata: Sequence[Any] = ()) -> str:
+    """What a key of this type expects, in words: ``an integer from 1 to 65535``, ``one of 2b, 4b``..."""
+    annotation, meta = unwrap(annotation, metadata)
+    told = [m.text for m in meta if isinstance(m, Expect)]
+    if told:
+        return told[0]
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(_literal(v) for v in get_args(annotation))
+    if annotation is bool:
+        return "true or false"
+    if annotation is int:
+        ge = next((m.ge for m in meta if isinstance(m, Ge)), None)
+        le = next((m.le for m in meta if isinstance(m, Le)), None)
+        if ge is not None and le is not None:
+            return f"an integer from {ge} to {le}"
+        return "an integer" + (f" >= {ge}" if ge is not None else "")
+    if annotation is float:
+        unit = next((f" of {m.name}" for m in meta if isinstance(m, Unit)), "")
+        bounds = _bounds(meta)
+        return f"a number{unit}" + (f" {bounds}" if bounds else "")
+    if annotation is str:
+        least = next((m.min_length for m in meta if isinstance(m, MinLen)), 0)
+        return "a non-empty string" if least == 1 else "a string"
+    if origin is list:
+        item, item_meta = unwrap(get_args(annotation)[0])
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            return "a list of tables"
+        least = next((m.min_length for m in meta if isinstance(m, MinLen)), 0)
+        if get_origin(item) is Literal:
+            return ("a non-empty list" if least else "a list") + " of " + expectation(item, item_meta)
+        return ("a non-empty list" if least else "a list") + " of strings"
+    if origin is dict or (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        return "a table"
+    return str(annotation)
+
+
+def _step(annotation: Any, meta: list[Any], part: str | int) -> tuple[Any, list[Any], type[BaseModel] | None]:
+    """Follow one part of an error location: into a model's field, a list's item, a dict's value or a union's tag."""
+    annotation, meta = unwrap(annotation, meta)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        field = annotation.model_fields.get(str(part))
+        return (field.annotation, list(field.metadata), annotation) if field else (None, [], annotation)
+    origin = get_origin(annotation)
+    if origin is list:
+        return get_args(annotation)[0], [], None
+    if origin is dict:
+        return get_args(annotation)[1], [], None
+    if _is_union(annotation):
+        for member in get_args(annotation):
+            if any(getattr(m, "tag", None) == part for m in get_args(member)[1:]):
+                return member, meta, None
+    return None, [], None
+
+
+def describe(file: Path, schema: type[BaseModel], error: ValidationError) -> ConfigError:
+    """The first of pydantic's errors as one line; an unknown key comes first, since a typo explains the rest."""
+    errors = sorted(error.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
+    first = errors[0]
+    annotation: Any = schema
+    meta: list[Any] = []
+    holder: type[BaseModel] | None = None
+    path: list[str | int] = []
+    for part in first["loc"]:
+        if not (_is_union(unwrap(annotation, meta)[0]) and isinstance(part, str)):
+            path.append(part)  # a string under a union names the member (tag), not a key
+        annotation, meta, holder = _step(annotation, meta, part)
+    kind = first["type"]
+    if kind == "extra_forbidden" and holder is not None:
+        message = f"unknown key; expected one of: {', '.join(holder.model_fields)}"
+    elif kind == "missing":
+        message = f"missing; expected {expectation(annotation, meta)}"
+    elif kind == "value_error":
+        message = str(first["ctx"]["error"])
+    else:
+        message = f"got {first['input']!r}; expected {expectation(annotation, meta)}"
+    return at(file, path, message)
+
