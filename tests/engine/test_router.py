@@ -7,15 +7,29 @@ from pathlib import Path
 
 import pytest
 
-from switch.engine.router import RouteQuery, parse_rules
-from switch.ops.settings import ConfigError, Table
+from pydantic import ValidationError
+
+from switch.engine.router import RouteQuery
+from switch.ops.routes import build_router
+from switch.ops.schema import Route, Section
+from switch.ops.settings import ConfigError, describe
 
 CONNECTORS = ["bank_a", "bank_b", "bank_c"]
+FILE = Path("routes.toml")
+
+
+class _Routes(Section):
+    """A config file holding only routes, validated as the switch validates the [[routes]] of a full one."""
+
+    routes: list[Route]
 
 
 def _router(text: str):
-    doc = tomllib.loads(text)
-    return parse_rules(Table(doc, Path("routes.toml")).tables("routes"), CONNECTORS)
+    try:
+        routes = _Routes.model_validate(tomllib.loads(text)).routes
+    except ValidationError as e:
+        raise describe(FILE, _Routes, e) from None
+    return build_router(FILE, routes, CONNECTORS)
 
 
 def _q(bin8="41111111", **kw):
@@ -73,6 +87,8 @@ def test_amount_range_and_explanation():
         ('[[routes]]\nbin_prefixes=["4x"]\nconnector="bank_a"\n', "routes[0].bin_prefixes"),
         ('[[routes]]\ninstruments=["cash"]\nconnector="bank_a"\n', "routes[0].instruments"),
         ('[[routes]]\nconnector="bank_a"\ncolour="red"\n', "routes[0].colour: unknown key"),
+        ('[[routes]]\ncurrencies=[]\nconnector="bank_a"\n', "routes[0].currencies: got []; expected a non-empty list"),
+        ('[[routes]]\nbin_prefixes=["4"]\n', "routes[0]: expected either connector"),
         (
             '[[routes]]\nname="all-visa"\nbin_prefixes=["4"]\nconnector="bank_a"\n'
             '[[routes]]\nname="usd-visa"\nbin_prefixes=["4"]\ncurrencies=["USD"]\nconnector="bank_b"\n',
