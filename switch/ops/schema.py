@@ -54,6 +54,7 @@ def option(default: Any = ..., description: str = "", **constraints: Any) -> Any
 
 
 Seconds = Annotated[float, SECONDS]
+FilePath = Annotated[str, Expect("a path")]
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 FramingName = Literal[FRAMING_NAMES]  # type: ignore[valid-type]
@@ -66,7 +67,7 @@ NonEmptyStrings = Annotated[list[str], Field(min_length=1), Expect("a non-empty 
 class SwitchSection(Section):
     """The process: where it keeps its state and how it logs."""
 
-    state_dir: str = option("var", "journal, development keys (`keys/`) and certificates (`pki/`); "
+    state_dir: FilePath = option("var", "journal, development keys (`keys/`) and certificates (`pki/`); "
                                 "relative to the config file's directory")
     log_format: LogFormat = option("auto", "`auto` is console on a terminal, JSON otherwise")
     log_level: LogLevel = option("info", "the least severe level logged")
@@ -115,17 +116,17 @@ class JournalSection(Section):
     backend: Literal["sqlite", "postgresql"] = option(
         _default(JournalConfig, "backend"),
         "`sqlite` (embedded, one file) or `postgresql` (several switch nodes sharing one journal)")
-    sqlite_path: str = option("journal.sqlite3", "the SQLite file; relative to `state_dir`")
+    sqlite_path: FilePath = option("journal.sqlite3", "the SQLite file; relative to `state_dir`")
     postgres_dsn: str = option(_default(JournalConfig, "pg_dsn"), "libpq connection string")
     postgres_schema: Annotated[str, Expect("a lower-case SQL identifier")] = option(
         _default(JournalConfig, "pg_schema"), "the schema the journal's tables live in (created if missing)",
         pattern=r"^[a-z_][a-z0-9_]{0,62}$")
-    pan_keys_file: str | None = option(None, "file holding the PAN encryption key ring (`key_id:base64key`, ...); "
+    pan_keys_file: FilePath | None = option(None, "file holding the PAN encryption key ring (`key_id:base64key`, ...); "
                                           "relative to `state_dir`")
     pan_keys_env: str | None = option(None, "or: environment variable holding the key ring")
     pan_current_key_id: Annotated[str | None, Shown("the last key of the ring")] = option(
         None, "the key new ciphertexts use")
-    pan_hash_secret_file: str | None = option(None, "file holding the HMAC key of PAN look-up hashes (base64, "
+    pan_hash_secret_file: FilePath | None = option(None, "file holding the HMAC key of PAN look-up hashes (base64, "
                                                  "32+ bytes); relative to `state_dir`")
     pan_hash_secret_env: str | None = option(None, "or: environment variable holding it")
     dev_keys: bool = option(False, "generate both secrets into `state_dir/keys/` on first run: development only")
@@ -176,9 +177,9 @@ class Merchant(Section):
 class TlsFiles(Section):
     """The client side of mutual TLS to a bank."""
 
-    ca: str = option(..., "CA bundle for the bank's certificate")
-    cert: str | None = option(None, "our client certificate (none with key: no client certificate)")
-    key: str | None = option(None, "our client certificate's private key")
+    ca: FilePath = option(..., "CA bundle for the bank's certificate")
+    cert: FilePath | None = option(None, "our client certificate (none with key: no client certificate)")
+    key: FilePath | None = option(None, "our client certificate's private key")
     server_name: Annotated[str | None, Shown("the link's host")] = option(None, "name checked in the bank's certificate")
 
 
@@ -295,7 +296,7 @@ class Simulator(Section):
     connector's first link address with the development PKI. For demos and development only."""
 
     connector: str = option(..., "the connector it simulates")
-    accounts: str = option(..., "its accounts file, relative to the config file")
+    accounts: FilePath = option(..., "its accounts file, relative to the config file")
     args: list[str] = option([], "more banksim arguments, e.g. `[\"--delay\", \"0.2\"]`")
 
 

@@ -9,6 +9,7 @@ function, so an error and the documentation say the same thing.
 
 from __future__ import annotations
 
+import difflib
 import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence, Union, get_args, get_origin
@@ -116,12 +117,13 @@ def expectation(annotation: Any, metadata: Sequence[Any] = ()) -> str:
         return "a non-empty string" if least == 1 else "a string"
     if origin is list:
         item, item_meta = unwrap(get_args(annotation)[0])
-        if isinstance(item, type) and issubclass(item, BaseModel):
-            return "a list of tables"
         least = next((m.min_length for m in meta if isinstance(m, MinLen)), 0)
+        kind = "a non-empty list" if least else "a list"
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            return f"{kind} of tables"
         if get_origin(item) is Literal:
-            return ("a non-empty list" if least else "a list") + " of " + expectation(item, item_meta)
-        return ("a non-empty list" if least else "a list") + " of strings"
+            return f"{kind} of {expectation(item, item_meta)}"
+        return f"{kind} of strings"
     if origin is dict or (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
         return "a table"
     return str(annotation)
@@ -159,7 +161,9 @@ def describe(file: Path, schema: type[BaseModel], error: ValidationError) -> Con
         annotation, meta, holder = _step(annotation, meta, part)
     kind = first["type"]
     if kind == "extra_forbidden" and holder is not None:
-        message = f"unknown key; expected one of: {', '.join(holder.model_fields)}"
+        close = difflib.get_close_matches(str(first["loc"][-1]), list(holder.model_fields), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        message = f"unknown key; {hint}expected one of: {', '.join(holder.model_fields)}"
     elif kind == "missing":
         message = f"missing; expected {expectation(annotation, meta)}"
     elif kind == "value_error":
