@@ -104,14 +104,15 @@ def load_config(path: Path | str | None = None) -> SwitchConfig:
         raise ConfigError(f"{file}: config file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{file}: not valid TOML: {e}") from None
+    return from_document(file, doc)
+
+
+def from_document(file: Path, doc: Mapping[str, Any]) -> SwitchConfig:
+    """Validate a parsed config document as if read from ``file`` (which names it in errors and anchors paths)."""
     try:
         model = schema.KswitchConfig.model_validate(doc)
     except ValidationError as e:
         raise describe(file, schema.KswitchConfig, e) from None
-    return _build(file, model, doc)
-
-
-def _build(file: Path, model: schema.KswitchConfig, doc: Mapping[str, Any]) -> SwitchConfig:
     base = file.resolve().parent
     state_dir = _path(model.switch.state_dir, base)
     listen = tuple(model.api.listen)

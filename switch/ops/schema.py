@@ -258,7 +258,7 @@ class Connector(Section):
     late_response_window: Seconds = option(_default(ConnectorOptions, "late_response_window"),
                                         "seconds an answer to a request that gave up is still recognised as late",
                                         ge=0)
-    match_keys: Annotated[dict[str, list[str]] | None, Shown('`{ default = ["mti", "41", "11"] }`')] = option(
+    match_keys: Annotated[dict[str, list[str]] | None, Expect("a table: MTI (or default) = list of fields"), Shown('`{ default = ["mti", "41", "11"] }`')] = option(
         None, "fields pairing answers with requests, per MTI")
     connect_timeout: Seconds = option(_link("connect_timeout"), "TCP connect plus TLS handshake", gt=0)
     reconnect_initial: Seconds = option(_link("reconnect_initial"), "first delay between connection attempts", gt=0)

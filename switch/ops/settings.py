@@ -121,8 +121,8 @@ def expectation(annotation: Any, metadata: Sequence[Any] = ()) -> str:
         kind = "a non-empty list" if least else "a list"
         if isinstance(item, type) and issubclass(item, BaseModel):
             return f"{kind} of tables"
-        if get_origin(item) is Literal:
-            return f"{kind} of {expectation(item, item_meta)}"
+        if get_origin(item) is Literal or any(isinstance(m, Expect) for m in item_meta):
+            return f"{kind}, each {expectation(item, item_meta)}"
         return f"{kind} of strings"
     if origin is dict or (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
         return "a table"

@@ -52,6 +52,33 @@ def test_connection_timeouts_come_from_the_api_table(tmp_path):
         ('merchants = ["M100"]', 'merchants = ["M999"]', "unknown merchant 'M999'"),
         ('backend = "sqlite"', 'backend = "oracle"', "journal.backend: got 'oracle'; expected one of sqlite, postgresql"),
         ("idle_timeout = 300.0", "idle_timeout = -1", "api.idle_timeout: got -1; expected a number of seconds >= 0"),
+        # a wrong type is refused, never converted
+        ('request_timeout = 10.0', 'request_timeout = "10"',
+         "connectors[0].request_timeout: got '10'; expected a number of seconds > 0"),
+        ('sign_on = true', 'sign_on = 1', "connectors[0].sign_on: got 1; expected true or false"),
+        # nested keys are named by their full path
+        ('tls = "dev"                   #', 'saf = { max_attempts = 0 }\ntls = "dev" #',
+         "connectors[0].saf.max_attempts: got 0; expected an integer >= 1"),
+        ('tls = "dev"                   #', 'saf = { max_atempts = 3 }\ntls = "dev" #',
+         "connectors[0].saf.max_atempts: unknown key; did you mean max_attempts? expected one of: retry_interval,"),
+        ('tls = "dev"                   #', 'tls = { ca = "ca.pem", cert = "c.pem", keyfile = "k.pem" } #',
+         "connectors[0].tls.keyfile: unknown key; did you mean key? expected one of: ca, cert, key, server_name"),
+        ('tls = "dev"                   #', 'tls = "prod" #',
+         "connectors[0].tls: got 'prod'; expected a table { ca, cert, key, server_name }, \"dev\", or false"),
+        ('shutdown_grace = 10.0', 'shutdown_grace = 10.0\nnode = 10', "switch.node: got 10; expected an integer from 0 to 9"),
+        ('links = [{ host = "127.0.0.1", port = 9601 }]', 'links = []',
+         "connectors[0].links: got []; expected a non-empty list of tables"),
+        ('postgres_dsn =', 'postgres_schema = "Kswitch"\npostgres_dsn =',
+         "journal.postgres_schema: got 'Kswitch'; expected a lower-case SQL identifier"),
+        # endpoint strings are parsed at check-config time, not when the switch is half started
+        ('listen = ["tcp:7583:interface=127.0.0.1"]', 'listen = ["tcp:7583:interfase=127.0.0.1"]',
+         "api.listen[0]: got 'tcp:7583:interfase=127.0.0.1'; expected an endpoint description Twisted can parse"),
+        ('listen = ["tcp:7583:interface=127.0.0.1"]', 'listen = ["tcp:7583:interface=127.0.0.1", "tls:7584:certKey=nope.pem"]',
+         "api.listen[1]: got 'tls:7584:certKey=nope.pem'; expected an endpoint description Twisted can parse"),
+        ('listen = "tcp:9583:interface=127.0.0.1"', 'listen = "htpp:9583"',
+         "admin.listen: got 'htpp:9583'; expected an endpoint description Twisted can parse (ValueError: Unknown endpoint"),
+        ('listen = "tcp:9583:interface=127.0.0.1"', 'listen = "tcp:95830:interface=127.0.0.1"',
+         "admin.listen: got 'tcp:95830:interface=127.0.0.1'; expected a port from 0 to 65535"),
     ],
 )
 def test_mistakes_name_file_key_and_expectation(tmp_path, old, new, expected):
@@ -73,6 +100,15 @@ def test_kswitch_check_config_prints_one_line_without_traceback(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip() == f"kswitch: {path}: connectors[1].framing: got '4x'; expected one of 2b, 4b, 2a, 4a, 2bcd"
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_a_bad_endpoint_stops_check_config_and_run_in_one_line(tmp_path, command):
+    path = _variant(tmp_path, 'listen = "tcp:9583:interface=127.0.0.1"', 'listen = "tcp:port=http"')
+    run = subprocess.run([sys.executable, str(REPO / "bin" / "kswitch"), command, "--config", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "Traceback" not in run.stderr and run.stderr.count("\n") == 1
+    assert run.stderr.startswith(f"kswitch: {path}: admin.listen: got 'tcp:port=http'; expected an endpoint description")
 
 
 def test_kswitch_route_explains_without_sending():
