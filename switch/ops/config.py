@@ -229,17 +229,17 @@ def _merchant(file: Path, i: int, m: schema.Merchant) -> MerchantConfig:
 
 
 def _tls(c: schema.Connector, base: Path, state_dir: Path) -> TlsClientOptions | None:
-    if c.tls is False:
-        return None
+    """The connector's client TLS: its files, the development PKI (``"dev"``), or none (``false``: plain TCP)."""
+    if isinstance(c.tls, schema.TlsFiles):
+        t = c.tls
+        return TlsClientOptions(
+            ca=_path(t.ca, base), cert=_path(t.cert, base) if t.cert else None,
+            key=_path(t.key, base) if t.key else None, server_name=t.server_name,
+        )
     if c.tls == "dev":
         pki = state_dir / "pki"
         return TlsClientOptions(pki / "ca.pem", pki / "client.pem", pki / "client.key", "localhost")
-    t = c.tls
-    assert isinstance(t, schema.TlsFiles)
-    return TlsClientOptions(
-        ca=_path(t.ca, base), cert=_path(t.cert, base) if t.cert else None,
-        key=_path(t.key, base) if t.key else None, server_name=t.server_name,
-    )
+    return None
 
 
 def _bank(file: Path, i: int, c: schema.Connector, base: Path, state_dir: Path) -> BankSettings:

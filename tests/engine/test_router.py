@@ -6,7 +6,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from pydantic import ValidationError
 
 from switch.engine.router import RouteQuery
