@@ -87,7 +87,6 @@ class SwitchConfig:
     router: Router
     node: int | None = None
     notify: NotifyOptions = field(default_factory=NotifyOptions)
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def pki_dir(self) -> Path:
@@ -144,7 +143,7 @@ def from_document(file: Path, doc: Mapping[str, Any]) -> SwitchConfig:
         shutdown_grace=sw.shutdown_grace, api_listen=listen, api=api, admin_listen=model.admin.listen,
         journal=journal, dev_keys=model.journal.dev_keys, banks=banks, simulators=simulators,
         router=build_router(file, model.routes, banks), node=sw.node,
-        notify=NotifyOptions(**model.notifications.model_dump()), raw=doc,
+        notify=NotifyOptions(**model.notifications.model_dump()),
     )
 
 
@@ -252,6 +251,9 @@ def _bank(file: Path, i: int, c: schema.Connector, base: Path, state_dir: Path) 
     framing = Framing(c.framing, tpdu=tpdu is not None, includes_header=c.length_includes_header,
                       max_frame=c.max_frame)
     tls = _tls(c, base, state_dir)
+    if c.reconnect_max < c.reconnect_initial:
+        raise at(file, (*where, "reconnect_max"),
+                 f"got {c.reconnect_max!r}; expected at least reconnect_initial ({c.reconnect_initial!r})")
     link_wide = {name: getattr(c, name) for name in LINK_WIDE}
     links = []
     for j, link in enumerate(c.links):

@@ -70,6 +70,8 @@ def test_connection_timeouts_come_from_the_api_table(tmp_path):
          "connectors[0].links: got []; expected a non-empty list of tables"),
         ('postgres_dsn =', 'postgres_schema = "Kswitch"\npostgres_dsn =',
          "journal.postgres_schema: got 'Kswitch'; expected a lower-case SQL identifier"),
+        ('sign_on = true', 'sign_on = true\nreconnect_max = 0.1',
+         "connectors[0].reconnect_max: got 0.1; expected at least reconnect_initial (0.5)"),
         # endpoint strings are parsed at check-config time, not when the switch is half started
         ('listen = ["tcp:7583:interface=127.0.0.1"]', 'listen = ["tcp:7583:interfase=127.0.0.1"]',
          "api.listen[0]: got 'tcp:7583:interfase=127.0.0.1'; expected an endpoint description Twisted can parse"),
