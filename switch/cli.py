@@ -96,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
                           parents=[config])
     keys.add_argument("action", choices=("usage", "rewrap"))
 
+    schema = sub.add_parser("config", help="print the configuration reference (Markdown tables) from the schema")
+    schema.add_argument("action", choices=("reference",))
+
     journal = sub.add_parser("journal", help="copy the whole journal to another backend (switch stopped)",
                              parents=[config])
     journal.add_argument("action", choices=("copy",))
@@ -245,6 +248,11 @@ def _journal_copy(cfg: SwitchConfig, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "config":
+        from switch.ops.reference import markdown
+
+        sys.stdout.write(markdown())
+        return 0
     try:
         cfg = load_config(getattr(args, "config", DEFAULT_CONFIG))
     except (ConfigError, DialectError) as e:

@@ -2,8 +2,9 @@
 
 `markdown` renders one table per section of `switch.ops.schema.KswitchConfig` (key, what
 it expects, default, meaning), worded by the same `expectation` that words validation
-errors.  The README holds this output between two markers; a test regenerates it and
-fails when the README and the schema disagree.  Regenerate with::
+errors.  `kswitch config reference` prints it.  The README holds this output between two
+markers; a test regenerates it and fails when the README and the schema disagree.
+Regenerate with::
 
     python -m switch.ops.reference --write README.md
 """

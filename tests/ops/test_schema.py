@@ -3,6 +3,8 @@ wrong value is named by its full key, and the README's reference is what the sch
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,12 @@ def test_the_readme_reference_is_what_the_schema_prints():
     assert reference.replace_block(readme) == readme, (
         "README.md's configuration reference differs from the schema: run "
         "`python -m switch.ops.reference --write README.md`")
+
+
+def test_kswitch_config_reference_prints_the_tables():
+    run = subprocess.run([sys.executable, str(REPO / "bin" / "kswitch"), "config", "reference"],
+                         capture_output=True, text=True, timeout=60)
+    assert (run.returncode, run.stderr) == (0, "") and run.stdout == reference.markdown()
 
 
 def test_the_reference_shows_what_errors_say():
