@@ -120,6 +120,14 @@ def from_document(file: Path, doc: Mapping[str, Any]) -> SwitchConfig:
     _check_endpoint(file, ("admin", "listen"), model.admin.listen, serverFromString)
     limits = ApiLimits(**model.api.model_dump(exclude={"listen"}))
     journal = _journal(file, model.journal, state_dir)
+    _refuse_twice(file, "merchants", "id", [m.id for m in model.merchants], "merchant")
+    _refuse_twice(file, "clients", "name", [c.name for c in model.clients], "client")
+    known = [m.id for m in model.merchants]
+    for i, client in enumerate(model.clients):
+        for merchant_id in client.merchants:
+            if merchant_id not in known:
+                raise at(file, ("clients", i, "merchants"),
+                         f"unknown merchant {merchant_id!r}; configured: {', '.join(known)}")
     merchants = [_merchant(file, i, m) for i, m in enumerate(model.merchants)]
     clients = [
         ClientConfig(name=c.name, token=c.token, merchant_ids=frozenset(c.merchants), certificate_cn=c.certificate_cn)
@@ -131,11 +139,8 @@ def from_document(file: Path, doc: Mapping[str, Any]) -> SwitchConfig:
         raise at(file, ("clients",), str(e)) from None
     _refuse_demo_token_off_loopback(file, clients, listen)
 
-    banks: dict[str, BankSettings] = {}
-    for i, connector in enumerate(model.connectors):
-        if connector.name in banks:
-            raise at(file, ("connectors", i, "name"), f"connector {connector.name!r} is configured twice")
-        banks[connector.name] = _bank(file, i, connector, base, state_dir)
+    _refuse_twice(file, "connectors", "name", [c.name for c in model.connectors], "connector")
+    banks = {c.name: _bank(file, i, c, base, state_dir) for i, c in enumerate(model.connectors)}
     simulators = tuple(_simulator(file, i, s, base, banks) for i, s in enumerate(model.simulators))
     sw = model.switch
     return SwitchConfig(
@@ -145,6 +150,12 @@ def from_document(file: Path, doc: Mapping[str, Any]) -> SwitchConfig:
         router=build_router(file, model.routes, banks), node=sw.node,
         notify=NotifyOptions(**model.notifications.model_dump()),
     )
+
+
+def _refuse_twice(file: Path, section: str, key: str, values: list[str], kind: str) -> None:
+    for i, value in enumerate(values):
+        if value in values[:i]:
+            raise at(file, (section, i, key), f"{kind} {value!r} is configured twice")
 
 
 def _path(value: str, base: Path) -> Path:

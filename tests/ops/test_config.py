@@ -49,7 +49,8 @@ def test_connection_timeouts_come_from_the_api_table(tmp_path):
         ('connector = "bank_a"\naccounts', 'connector = "bank_z"\naccounts', "simulators[0].connector: unknown connector 'bank_z'"),
         ('connectors = ["bank_b"]', 'connectors = ["bank_q"]', "unknown connector 'bank_q'"),
         ('mcc = "5999"', 'mcc = "59"', "merchants[0].mcc: got '59'; expected a 4-digit merchant category code"),
-        ('merchants = ["M100"]', 'merchants = ["M999"]', "unknown merchant 'M999'"),
+        ('merchants = ["M100"]', 'merchants = ["M999"]', "clients[0].merchants: unknown merchant 'M999'; configured: M100"),
+        ('name = "bank_b"', 'name = "bank_a"', "connectors[1].name: connector 'bank_a' is configured twice"),
         ('backend = "sqlite"', 'backend = "oracle"', "journal.backend: got 'oracle'; expected one of sqlite, postgresql"),
         ("idle_timeout = 300.0", "idle_timeout = -1", "api.idle_timeout: got -1; expected a number of seconds >= 0"),
         # a wrong type is refused, never converted
