@@ -114,12 +114,25 @@ def from_document(file: Path, doc: Mapping[str, Any]) -> SwitchConfig:
         raise describe(file, schema.KswitchConfig, e) from None
     base = file.resolve().parent
     state_dir = _path(model.switch.state_dir, base)
-    listen = tuple(model.api.listen)
-    for i, description in enumerate(listen):
+    for i, description in enumerate(model.api.listen):
         _check_endpoint(file, ("api", "listen", i), description, server_endpoint)
     _check_endpoint(file, ("admin", "listen"), model.admin.listen, serverFromString)
-    limits = ApiLimits(**model.api.model_dump(exclude={"listen"}))
-    journal = _journal(file, model.journal, state_dir)
+    _refuse_twice(file, "connectors", "name", [c.name for c in model.connectors], "connector")
+    banks = {c.name: _bank(file, i, c, base, state_dir) for i, c in enumerate(model.connectors)}
+    sw = model.switch
+    return SwitchConfig(
+        file=file, state_dir=state_dir, log_format=sw.log_format, log_level=sw.log_level,
+        shutdown_grace=sw.shutdown_grace, api_listen=tuple(model.api.listen), api=_api(file, model),
+        admin_listen=model.admin.listen, journal=_journal(file, model.journal, state_dir),
+        dev_keys=model.journal.dev_keys, banks=banks,
+        simulators=tuple(_simulator(file, i, s, base, banks) for i, s in enumerate(model.simulators)),
+        router=build_router(file, model.routes, banks), node=sw.node,
+        notify=NotifyOptions(**model.notifications.model_dump()),
+    )
+
+
+def _api(file: Path, model: schema.KswitchConfig) -> ApiConfig:
+    """Clients and merchants, each client allowed only configured merchants; the demo token only on loopback."""
     _refuse_twice(file, "merchants", "id", [m.id for m in model.merchants], "merchant")
     _refuse_twice(file, "clients", "name", [c.name for c in model.clients], "client")
     known = [m.id for m in model.merchants]
@@ -128,28 +141,17 @@ def from_document(file: Path, doc: Mapping[str, Any]) -> SwitchConfig:
             if merchant_id not in known:
                 raise at(file, ("clients", i, "merchants"),
                          f"unknown merchant {merchant_id!r}; configured: {', '.join(known)}")
-    merchants = [_merchant(file, i, m) for i, m in enumerate(model.merchants)]
     clients = [
         ClientConfig(name=c.name, token=c.token, merchant_ids=frozenset(c.merchants), certificate_cn=c.certificate_cn)
         for c in model.clients
     ]
+    _refuse_demo_token_off_loopback(file, clients, tuple(model.api.listen))
+    merchants = [_merchant(file, i, m) for i, m in enumerate(model.merchants)]
+    limits = ApiLimits(**model.api.model_dump(exclude={"listen"}))
     try:
-        api = ApiConfig.build(clients, merchants, limits)
+        return ApiConfig.build(clients, merchants, limits)
     except ValueError as e:
         raise at(file, ("clients",), str(e)) from None
-    _refuse_demo_token_off_loopback(file, clients, listen)
-
-    _refuse_twice(file, "connectors", "name", [c.name for c in model.connectors], "connector")
-    banks = {c.name: _bank(file, i, c, base, state_dir) for i, c in enumerate(model.connectors)}
-    simulators = tuple(_simulator(file, i, s, base, banks) for i, s in enumerate(model.simulators))
-    sw = model.switch
-    return SwitchConfig(
-        file=file, state_dir=state_dir, log_format=sw.log_format, log_level=sw.log_level,
-        shutdown_grace=sw.shutdown_grace, api_listen=listen, api=api, admin_listen=model.admin.listen,
-        journal=journal, dev_keys=model.journal.dev_keys, banks=banks, simulators=simulators,
-        router=build_router(file, model.routes, banks), node=sw.node,
-        notify=NotifyOptions(**model.notifications.model_dump()),
-    )
 
 
 def _refuse_twice(file: Path, section: str, key: str, values: list[str], kind: str) -> None:
