@@ -138,3 +138,29 @@ def test_a_value_of_the_wrong_type_anywhere_is_named_by_its_full_key(case):
         raise AssertionError(f"{dotted(loc)} = {value!r} was accepted")
     assert message.startswith(f"{DEFAULT_CONFIG}: {dotted(loc)}: got {value!r}; expected "), message
     assert "\n" not in message
+
+
+def _tables(value: Any, loc: tuple = ()) -> list[tuple]:
+    """The location of every table in a document, the top level included."""
+    found = [loc] if isinstance(value, dict) else []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        found += _tables(v, (*loc, k))
+    return found
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(_tables(_shipped())), st.from_regex(r"x_[a-z_]{1,10}", fullmatch=True))
+def test_an_unknown_key_in_any_table_is_named_by_its_full_key(loc, key):
+    doc = _shipped()
+    table = doc
+    for part in loc:
+        table = table[part]
+    table[key] = 1
+    try:
+        from_document(DEFAULT_CONFIG, doc)
+    except ConfigError as e:
+        message = str(e)
+    else:
+        raise AssertionError(f"{dotted((*loc, key))} was accepted")
+    assert message.startswith(f"{DEFAULT_CONFIG}: {dotted((*loc, key))}: unknown key"), message
