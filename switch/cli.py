@@ -134,12 +134,18 @@ def _run(cfg: SwitchConfig) -> int:
         switch.stop().addBoth(lambda _: reactor.stop())
 
     def shutdown(signum: int, _frame: Any) -> None:
-        reactor.callFromThread(lambda: switch.stop().addBoth(lambda _: reactor.stop()))
+        # Ctrl-C reaches the whole process group (tox, then this process, then tox again): only
+        # the first signal starts the stop; the others are logged and change nothing.
+        name = signal.Signals(signum).name
+        reactor.callFromThread(lambda: switch.stop(reason=name).addBoth(lambda _: reactor.running and reactor.stop()))
 
     reactor.callWhenRunning(lambda: switch.start().addErrback(failed))
+    # Twisted's own handlers stay installed (SIGCHLD reaps the simulators: without it their end
+    # can go unnoticed and the stop waits out its bound); SIGINT and SIGTERM are ours, replaced
+    # once the reactor runs, after Twisted installed its handlers.
     reactor.callWhenRunning(signal.signal, signal.SIGTERM, shutdown)
     reactor.callWhenRunning(signal.signal, signal.SIGINT, shutdown)
-    reactor.run(installSignalHandlers=False)
+    reactor.run()
     return status["code"]
 
 
