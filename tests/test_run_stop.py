@@ -1,0 +1,113 @@
+"""Ctrl-C on ``kswitch run`` with the demo configuration: the switch and its two simulated banks
+stop cleanly, and the log says which steps it waited for.
+
+The demo config (config/kswitch.toml) is what ``tox -e run`` starts; here it runs with its
+state in a temporary directory, the API and admin server on Unix sockets and free ports for the
+simulated banks.  Ctrl-C reaches the whole process group (the switch and its simulators), so
+one case signals the group; the other signals the switch alone (as ``kill -INT`` does), so the
+switch itself has to stop its simulators.  The time allowed is the bound the configuration
+gives (`Switch.stop_bound`) plus the interpreter's own exit, never a speed claim.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from switch.app import Switch
+from switch.ops.config import load_config
+from tests.crash.harness import SwitchProcess, remove_dir, short_run_dir, sleep
+
+DEMO = Path(__file__).resolve().parent.parent / "config"
+EXIT_MARGIN = 10.0  # seconds for the interpreter to exit after the last step (thread pools, logs)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def demo_config(tmp_path: Path, run_dir: Path) -> Path:
+    """config/kswitch.toml with a private state directory, Unix sockets, JSON logs and free ports."""
+    text = (DEMO / "kswitch.toml").read_text()
+    text = re.sub(r'(?m)^state_dir = .*$', f'state_dir = "{tmp_path / "state"}"', text)
+    text = re.sub(r'(?m)^log_format = .*$', 'log_format = "json"', text)
+    text = re.sub(r'(?m)^listen = \[.*\]', f'listen = ["unix:{run_dir / "api.sock"}:lockfile=1"]', text)
+    text = re.sub(r'(?m)^listen = "tcp:.*"', f'listen = "unix:{run_dir / "admin.sock"}:lockfile=1"', text)
+    text = re.sub(r'port = \d+', lambda _: f"port = {_free_port()}", text)
+    text = re.sub(r'"127\.0\.0\.1:\d+"', lambda _: f'"127.0.0.1:{_free_port()}"', text)
+    shutil.copy(DEMO / "banksim-accounts.toml", tmp_path)
+    path = tmp_path / "kswitch.toml"
+    path.write_text(text)
+    return path
+
+
+def events(log: Path) -> list[dict[str, Any]]:
+    """The JSON log events of one run (the simulators' own lines are skipped)."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and "event" in event:
+            found.append(event)
+    return found
+
+
+async def exit_code(switch: SwitchProcess, timeout: float) -> int | None:
+    """The exit code once the process ends; None if it is still running after ``timeout`` seconds."""
+    assert switch.proc is not None
+    waited = 0.0
+    while switch.proc.poll() is None and waited < timeout:
+        await sleep(0.1)
+        waited += 0.1
+    return switch.proc.poll()
+
+
+@pytest.mark.timeout(100)
+@pytest.mark.parametrize("target", ["process group", "switch alone"])
+@pytest_twisted.ensureDeferred
+async def test_sigint_stops_the_demo_switch_and_its_simulators_in_logged_bounded_steps(tmp_path, target):
+    run_dir = short_run_dir()
+    cfg_file = demo_config(tmp_path, run_dir)
+    config = load_config(cfg_file)
+    bound = Switch(config, reactor).stop_bound()
+    switch = SwitchProcess(cfg_file, tmp_path, run_dir / "admin.sock")
+    try:
+        switch.start()
+        await switch.wait_ready(30.0)
+        assert switch.proc is not None
+        if target == "process group":  # Ctrl-C in a terminal (the process leads its own session)
+            os.killpg(switch.proc.pid, signal.SIGINT)
+        else:
+            switch.proc.send_signal(signal.SIGINT)
+        code = await exit_code(switch, bound + EXIT_MARGIN)
+        assert code == 0, f"kswitch exit code {code} (None: still running {bound + EXIT_MARGIN}s after SIGINT)\n" \
+                          f"{switch.log_tail(30)}"
+
+        log = events(switch.logs[-1])
+        names = [e["event"] for e in log]
+        stopping = next(e for e in log if e["event"] == "switch_stopping")
+        assert stopping["reason"] == "SIGINT" and stopping["bound"] == bound
+        waited = [e["step"] for e in log if e["event"] == "shutdown_waiting"]
+        assert waited == ["api_requests", "links", "journal", "simulators"], switch.log_tail(30)
+        assert all(e["bound"] > 0 for e in log if e["event"] == "shutdown_waiting")
+        assert [e["step"] for e in log if e["event"] == "shutdown_step_done"] == waited, switch.log_tail(30)
+        assert "shutdown_step_timed_out" not in names, switch.log_tail(30)
+        assert sorted(e["simulator"] for e in log if e["event"] == "simulator_stopped") == ["bank_a", "bank_b"]
+        assert names[-1] == "switch_stopped", switch.log_tail(10)
+    finally:
+        switch.abort()
+        remove_dir(run_dir)
