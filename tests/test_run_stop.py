@@ -4,8 +4,8 @@ stop cleanly, and the log says which steps it waited for.
 The demo config (config/kswitch.toml) is what ``tox -e run`` starts; here it runs with its
 state in a temporary directory, the API and admin server on Unix sockets and free ports for the
 simulated banks.  Ctrl-C reaches the whole process group (the switch and its simulators), so
-one case signals the group; the other signals the switch alone (as ``kill -INT`` does), so the
-switch itself has to stop its simulators.  The time allowed is the bound the configuration
+one case signals the group (the simulators ignore it and wait for the switch to sign off and
+stop them); the other signals the switch alone, as ``kill -INT`` does.  The time allowed is the bound the configuration
 gives (`Switch.stop_bound`) plus the interpreter's own exit, never a speed claim.
 """
 
@@ -107,6 +107,8 @@ async def test_sigint_stops_the_demo_switch_and_its_simulators_in_logged_bounded
         assert [e["step"] for e in log if e["event"] == "shutdown_step_done"] == waited, switch.log_tail(30)
         assert "shutdown_step_timed_out" not in names, switch.log_tail(30)
         assert sorted(e["simulator"] for e in log if e["event"] == "simulator_stopped") == ["bank_a", "bank_b"]
+        # The simulators ignore Ctrl-C (the switch stops them last), so every link signed off first.
+        assert sorted(e["connector"] for e in log if e["event"] == "link_signed_off") == ["bank_a", "bank_b"]
         assert names[-1] == "switch_stopped", switch.log_tail(10)
     finally:
         switch.abort()
