@@ -18,13 +18,17 @@ import shutil
 import signal
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import pytest_twisted
+from structlog.testing import capture_logs
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
 
-from switch.app import Switch
+from switch.app import STOP_WAITS, Switch
 from switch.ops.config import load_config
 from tests.crash.harness import SwitchProcess, remove_dir, short_run_dir, sleep
 
@@ -113,3 +117,27 @@ async def test_sigint_stops_the_demo_switch_and_its_simulators_in_logged_bounded
     finally:
         switch.abort()
         remove_dir(run_dir)
+
+
+def test_a_step_that_runs_out_of_time_is_logged_and_the_stop_goes_on():
+    """A bank link that never finishes closing (no sign-off answer, no close) holds the stop for
+    its bound only; the journal step still runs and the switch reports stopped."""
+    clock = Clock()
+    switch = Switch(load_config(DEMO / "kswitch.toml"), clock)
+    closing: Deferred[None] = Deferred()
+    switch.banks = {"bank_a": SimpleNamespace(connector=SimpleNamespace(stop=lambda: closing))}  # type: ignore[dict-item]
+    closed_journal = []
+    switch.journal = SimpleNamespace(close=lambda: closed_journal.append(True) or succeed(None))  # type: ignore[assignment]
+    with capture_logs() as logs:
+        stopped = switch.stop(reason="SIGTERM")
+        clock.advance(STOP_WAITS["links"] - 0.1)
+        assert not stopped.called  # still waiting for the link, within its bound
+        clock.advance(0.1)
+        assert stopped.called and closed_journal == [True]
+    steps = [(e["event"], e.get("step")) for e in logs if e["event"].startswith("shutdown_")]
+    assert steps == [
+        ("shutdown_waiting", "api_requests"), ("shutdown_step_done", "api_requests"),
+        ("shutdown_waiting", "links"), ("shutdown_step_timed_out", "links"),
+        ("shutdown_waiting", "journal"), ("shutdown_step_done", "journal"),
+    ]
+    assert logs[-1]["event"] == "switch_stopped"
