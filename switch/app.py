@@ -311,6 +311,8 @@ class Switch:
         log.info("switch_stopping", reason=reason, grace=self.config.shutdown_grace,
                  in_flight=self._api_in_flight(), bound=self.stop_bound())
         await DeferredList([p.stopListening() or succeed(None) for p in self.api_ports])
+        for protocol in list(self.api_factory.connections if self.api_factory else ()):
+            protocol._close_when_idle()  # read no new request; close once the ones read are answered
         grace = self.config.shutdown_grace
         await self._bounded("api_requests", ensureDeferred(self._until_api_idle(self.reactor.seconds() + grace)),
                             grace, in_flight=self._api_in_flight())

@@ -31,6 +31,7 @@ from twisted.internet.task import Clock
 from switch.app import STOP_WAITS, Switch
 from switch.ops.config import load_config
 from tests.crash.harness import SwitchProcess, remove_dir, short_run_dir, sleep
+from tests.e2e.harness import authorize, eventually, start_env
 
 DEMO = Path(__file__).resolve().parent.parent / "config"
 EXIT_MARGIN = 10.0  # seconds for the interpreter to exit after the last step (thread pools, logs)
@@ -141,3 +142,29 @@ def test_a_step_that_runs_out_of_time_is_logged_and_the_stop_goes_on():
         ("shutdown_waiting", "journal"), ("shutdown_step_done", "journal"),
     ]
     assert logs[-1]["event"] == "switch_stopped"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stopping_switch_answers_what_it_read_and_reads_nothing_more(tmp_path):
+    """A web tier that keeps sending while the switch stops cannot hold the stop for the whole
+    grace: the request already read is answered, the next one is not read (it never reaches
+    the bank), and the connection closes once the answer is written."""
+    env = await start_env(tmp_path)
+    try:
+        sim = env.sims["bank_a"]
+        sim.set_faults(delay=0.5)
+        c = await env.connect()
+        c.send(authorize(1))
+        await eventually(lambda: env.switch.banks["bank_a"].connector.mux.in_flight == 1)
+        stopping = env.switch.stop(reason="test")
+        c.send(authorize(2))
+        answer = await c.answers.get()
+        assert (answer["id"], answer["status"]) == (1, "approved")
+        await c.closed
+        assert c.answers.pending == []  # nothing for request 2: send it again with its key, elsewhere or later
+        await stopping
+        assert sim.received["0200"] == 1
+    finally:
+        await env.switch.stop()
+        for s in env.sims.values():
+            await s.close()
