@@ -121,6 +121,7 @@ def _route(cfg: SwitchConfig, args: argparse.Namespace) -> int:
 
 def _run(cfg: SwitchConfig) -> int:
     from twisted.internet import reactor
+    from twisted.internet.error import ReactorNotRunning
 
     from switch.app import Switch
 
@@ -128,16 +129,22 @@ def _run(cfg: SwitchConfig) -> int:
     switch = Switch(cfg, reactor)
     status = {"code": 0}
 
+    def stop_reactor(_: object) -> None:
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass  # already stopping: the switch stopped itself (lease lost) or a signal came first
+
     def failed(f: Any) -> None:
         sys.stderr.write(f"kswitch: cannot start: {f.getErrorMessage()}\n")
         status["code"] = 1
-        switch.stop().addBoth(lambda _: reactor.stop())
+        switch.stop().addBoth(stop_reactor)
 
     def shutdown(signum: int, _frame: Any) -> None:
-        # Ctrl-C reaches the whole process group (tox, then this process, then tox again): only
-        # the first signal starts the stop; the others are logged and change nothing.
+        # Under tox, Ctrl-C reaches this process and tox, which sends SIGINT again later: the
+        # first signal starts the stop, a repeat is logged and changes nothing.
         name = signal.Signals(signum).name
-        reactor.callFromThread(lambda: switch.stop(reason=name).addBoth(lambda _: reactor.running and reactor.stop()))
+        reactor.callFromThread(lambda: switch.stop(reason=name).addBoth(stop_reactor))
 
     reactor.callWhenRunning(lambda: switch.start().addErrback(failed))
     # Twisted's own handlers stay installed (SIGCHLD reaps the simulators: without it their end
