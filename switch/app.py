@@ -25,6 +25,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall, deferLater
+from twisted.python.failure import Failure
 
 from connectors import ConnectorPlugin, plugin_class
 from switch.bank.connector import Connector
@@ -54,6 +55,13 @@ log = structlog.get_logger("kswitch.switch")
 LINK_WAIT = 5.0  # seconds the API waits at start-up for links to sign on
 SWEEP_INTERVAL = 60.0  # seconds between looks for payments pending long past their bank timeout
 REPO = Path(__file__).resolve().parent.parent
+# Seconds each shutdown step may wait (after the API's ``shutdown_grace``): links finish the bank
+# requests already written, sign off and close; the journal releases its lease and closes; the
+# simulators end on SIGTERM (else SIGKILL, then SIMULATOR_KILL_WAIT more).  A step that runs out
+# is logged (``shutdown_step_timed_out``) and the stop goes on: what it left is what a crash
+# leaves, and recovery at the next start handles it.
+STOP_WAITS = {"links": 5.0, "journal": 5.0, "simulators": 3.0}
+SIMULATOR_KILL_WAIT = 1.0
 
 
 def ensure_dev_keys(keys_dir: Path) -> None:
@@ -238,16 +246,6 @@ class Switch:
         self._simulators.append((process, proto))
         log.info("simulator_started", simulator=connector, listen=f"{link.host}:{link.port}")
 
-    async def _stop_simulator(self, process: Any, proto: _Simulator, grace: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds: a stuck simulator must not keep us alive."""
-        for signal_name in ("TERM", "KILL"):
-            if proto.ended.called:
-                return
-            process.signalProcess(signal_name)
-            deadline = self.reactor.seconds() + grace
-            while not proto.ended.called and self.reactor.seconds() < deadline:
-                await deferLater(self.reactor, 0.05, lambda: None)
-
     # -- observation ----------------------------------------------------------------------
 
     def link_states(self) -> dict[str, dict[str, str]]:
@@ -256,23 +254,68 @@ class Switch:
 
     # -- stop -------------------------------------------------------------------------
 
-    def stop(self) -> Deferred[None]:
-        """Graceful: stop accepting, answer what is in flight (up to ``shutdown_grace``), then close."""
+    def stop(self, reason: str = "requested") -> Deferred[None]:
+        """Graceful: stop accepting, answer what is in flight (up to ``shutdown_grace``), then close.
+
+        Every step that waits logs ``shutdown_waiting`` (step, bound) and then ``shutdown_step_done``
+        or ``shutdown_step_timed_out``; each wait is bounded (see `STOP_WAITS`), so the whole stop
+        takes at most ``shutdown_grace`` plus the sum of those bounds (`stop_bound`)."""
         if self._stopping is None:
-            self._stopping = ensureDeferred(self._stop())
+            self._stopping = ensureDeferred(self._stop(reason))
+        else:
+            log.info("switch_already_stopping", reason=reason)
         stopping: Deferred[None] = Deferred()
         self._stopping.addBoth(lambda r: stopping.callback(None) or r)
         return stopping
 
+    def stop_bound(self) -> float:
+        """The longest a stop can take, in seconds: the grace for API requests plus every bounded wait."""
+        waits = [STOP_WAITS["links"], STOP_WAITS["journal"]]
+        if self.config.simulators:
+            waits += [STOP_WAITS["simulators"], SIMULATOR_KILL_WAIT]
+        return self.config.shutdown_grace + sum(waits)
+
     def _api_in_flight(self) -> int:
         return sum(len(p._in_flight) for p in self.api_factory.connections) if self.api_factory else 0
 
-    async def _stop(self) -> None:
-        log.info("switch_stopping", grace=self.config.shutdown_grace, in_flight=self._api_in_flight())
-        await DeferredList([p.stopListening() or succeed(None) for p in self.api_ports])
-        deadline = self.reactor.seconds() + self.config.shutdown_grace
+    async def _bounded(self, step: str, work: Deferred[Any], bound: float, **detail: Any) -> bool:
+        """Wait for one shutdown step for at most ``bound`` seconds (the step is not cancelled: the
+        process exits after the last step anyway); log what is waited for and how it ended."""
+        log.info("shutdown_waiting", step=step, bound=bound, **detail)
+        began = self.reactor.seconds()
+        ended: Deferred[bool] = Deferred()
+        timer = self.reactor.callLater(bound, lambda: ended.called or ended.callback(False))
+
+        def finished(result: Any) -> None:
+            if isinstance(result, Failure):
+                log.warning("shutdown_step_failed", step=step, error=result.getErrorMessage())
+            if timer.active():
+                timer.cancel()
+            if not ended.called:
+                ended.callback(True)
+
+        work.addBoth(finished)
+        done = await ended
+        took = round(self.reactor.seconds() - began, 3)
+        if done:
+            log.info("shutdown_step_done", step=step, seconds=took)
+        else:
+            log.warning("shutdown_step_timed_out", step=step, bound=bound)
+        return done
+
+    async def _until_api_idle(self, deadline: float) -> None:
         while self._api_in_flight() and self.reactor.seconds() < deadline:
             await deferLater(self.reactor, 0.05, lambda: None)
+
+    async def _stop(self, reason: str) -> None:
+        log.info("switch_stopping", reason=reason, grace=self.config.shutdown_grace,
+                 in_flight=self._api_in_flight(), bound=self.stop_bound())
+        await DeferredList([p.stopListening() or succeed(None) for p in self.api_ports])
+        for protocol in list(self.api_factory.connections if self.api_factory else ()):
+            protocol._close_when_idle()  # read no new request; close once the ones read are answered
+        grace = self.config.shutdown_grace
+        await self._bounded("api_requests", ensureDeferred(self._until_api_idle(self.reactor.seconds() + grace)),
+                            grace, in_flight=self._api_in_flight())
         if self._api_in_flight():
             log.warning("shutdown_grace_expired", in_flight=self._api_in_flight())
         for protocol in list(self.api_factory.connections if self.api_factory else ()):
@@ -286,13 +329,35 @@ class Switch:
             self.saf.stop()
         if self.confirmations is not None:
             self.confirmations.stop()
-        await DeferredList([bank.connector.stop() for bank in self.banks.values()])
+        await self._bounded("links", DeferredList([bank.connector.stop() for bank in self.banks.values()]),
+                            STOP_WAITS["links"], connectors=sorted(self.banks),
+                            waits_for="bank requests already written, sign-off")
         if self.admin_port is not None:
             await (self.admin_port.stopListening() or succeed(None))
         if self.journal is not None:
-            if self.lease is not None:
-                await self.lease.release()
-            await self.journal.close()
+            await self._bounded("journal", ensureDeferred(self._close_journal()), STOP_WAITS["journal"],
+                                backend=self.config.journal.backend)
+        if self._simulators:
+            await self._stop_simulators()
+        log.info("switch_stopped", reason=reason)
+
+    async def _close_journal(self) -> None:
+        assert self.journal is not None
+        if self.lease is not None:
+            await self.lease.release()
+        await self.journal.close()
+
+    async def _stop_simulators(self) -> None:
+        """SIGTERM every simulator, then SIGKILL the ones still there: a stuck one must not keep us alive."""
+        names = [proto.name for _, proto in self._simulators]
         for process, proto in self._simulators:
-            await self._stop_simulator(process, proto)
-        log.info("switch_stopped")
+            if not proto.ended.called:
+                process.signalProcess("TERM")
+        ended = DeferredList([proto.ended for _, proto in self._simulators])
+        if await self._bounded("simulators", ended, STOP_WAITS["simulators"], simulators=names, signal="TERM"):
+            return
+        for process, proto in self._simulators:
+            if not proto.ended.called:
+                process.signalProcess("KILL")
+        await self._bounded("simulators_killed", ended, SIMULATOR_KILL_WAIT,
+                            simulators=[proto.name for _, proto in self._simulators if not proto.ended.called])

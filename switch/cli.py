@@ -124,6 +124,7 @@ def _route(cfg: SwitchConfig, args: argparse.Namespace) -> int:
 
 def _run(cfg: SwitchConfig) -> int:
     from twisted.internet import reactor
+    from twisted.internet.error import ReactorNotRunning
 
     from switch.app import Switch
 
@@ -131,18 +132,30 @@ def _run(cfg: SwitchConfig) -> int:
     switch = Switch(cfg, reactor)
     status = {"code": 0}
 
+    def stop_reactor(_: object) -> None:
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass  # already stopping: the switch stopped itself (lease lost) or a signal came first
+
     def failed(f: Any) -> None:
         sys.stderr.write(f"kswitch: cannot start: {f.getErrorMessage()}\n")
         status["code"] = 1
-        switch.stop().addBoth(lambda _: reactor.stop())
+        switch.stop().addBoth(stop_reactor)
 
     def shutdown(signum: int, _frame: Any) -> None:
-        reactor.callFromThread(lambda: switch.stop().addBoth(lambda _: reactor.stop()))
+        # Under tox, Ctrl-C reaches this process and tox, which sends SIGINT again later: the
+        # first signal starts the stop, a repeat is logged and changes nothing.
+        name = signal.Signals(signum).name
+        reactor.callFromThread(lambda: switch.stop(reason=name).addBoth(stop_reactor))
 
     reactor.callWhenRunning(lambda: switch.start().addErrback(failed))
+    # Twisted's own handlers stay installed (SIGCHLD reaps the simulators: without it their end
+    # can go unnoticed and the stop waits out its bound); SIGINT and SIGTERM are ours, replaced
+    # once the reactor runs, after Twisted installed its handlers.
     reactor.callWhenRunning(signal.signal, signal.SIGTERM, shutdown)
     reactor.callWhenRunning(signal.signal, signal.SIGINT, shutdown)
-    reactor.run(installSignalHandlers=False)
+    reactor.run()
     return status["code"]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -77,11 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="answer to a wrong CVV (default %(default)s; 129 on a 1993 dialect)")
     p.add_argument("--name", default="banksim", help="bank name in logs and traces")
     p.add_argument("--http", type=_listen_address, metavar="HOST:PORT",
-                   help="serve the customer page: GET /pending, POST /confirm/<ref>?decision=approve|reject; "
+                   help="serve the customer page: GET /confirm/<ref> (a page with Approve and Reject buttons), "
+                        "POST /confirm/<ref>?decision=approve|reject, GET /pending; "
                         "and the books: GET /ledger")
     p.add_argument("--trace", type=Path, metavar="FILE", help="append a masked link trace (read it with isotrace)")
     p.add_argument("--exit-with-parent", action="store_true",
-                   help="exit when standard input closes: a parent that starts banksim (kswitch run) may die by SIGKILL")
+                   help="exit when standard input closes: a parent that starts banksim (kswitch run) may die by "
+                        "SIGKILL; ignore SIGINT (Ctrl-C in the parent's terminal): the parent signs off first, "
+                        "then stops banksim with SIGTERM")
     faults = p.add_argument_group("fault injection (all off by default)")
     faults.add_argument("--delay", type=float, default=0.0, metavar="SECONDS", help="wait before every answer")
     faults.add_argument("--drop-ratio", type=float, default=0.0, metavar="R",
@@ -112,6 +116,7 @@ def _serve(reactor: Any, sim: BankSim, host: str, port: int, tls: TlsFiles | Non
     reactor.addSystemEventTrigger("after", "shutdown", sim.ledger.close)
     if exit_with_parent:
         StandardIO(_ParentWatch(), stdout=os.open(os.devnull, os.O_WRONLY), reactor=reactor)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the reactor runs: this replaces Twisted's handler
     if http is not None:
         sim.issuer.confirm_url_base = f"http://{http[0]}:{http[1]}"
         reactor.listenTCP(http[1], customer_site(sim), interface=http[0])

@@ -1,0 +1,146 @@
+"""Load generator for a running kswitch: throughput and latency of `authorize` over the socket API.
+
+    kswitch-bench [--connect HOST:PORT] [--connections 8] [--duration 20] (--rate 500 | --window 32)
+
+``--rate R`` offers R authorizations per second in total (spread over the connections,
+sent on a fixed schedule whether or not answers keep up: latency then includes
+queueing, as a web tier would see it).  Without ``--rate`` each connection keeps
+``--window`` requests in flight (as fast as possible).  Prints throughput, latency
+p50/p95/p99/max and outcomes by status or error code.  Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from itertools import count
+
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+
+CARDS = ("4111111111111111", "5555555555554444")
+
+
+class BenchClient(Protocol):
+    def __init__(self, run: "Run") -> None:
+        self.run = run
+        self.buffer = b""
+        self.sent: dict[int, float] = {}
+
+    def connectionMade(self) -> None:
+        hello = {"id": 0, "op": "hello", "client": self.run.args.client, "token": self.run.args.token}
+        self.transport.write(json.dumps(hello).encode() + b"\n")
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            answer = json.loads(line)
+            if answer["id"] == 0:
+                if not answer["ok"]:
+                    sys.exit(f"bench: hello refused: {answer['error']['message']}")
+                self.run.ready(self)
+                continue
+            started = self.sent.pop(answer["id"])
+            outcome = answer["status"] if answer["ok"] else f"error:{answer['error']['code']}"
+            self.run.done(self, reactor.seconds() - started, outcome)
+
+    def send(self) -> None:
+        i = next(self.run.ids)
+        request = {
+            "id": i, "op": "authorize", "merchant_id": self.run.args.merchant, "store_id": self.run.args.store,
+            "order_id": f"bench-{os.getpid()}-{i}", "amount": 1, "currency": "USD", "capture": True,
+            "instrument": {"type": "card", "pan": CARDS[i % len(CARDS)], "expiry": "3012", "cvv": "123"},
+        }
+        self.sent[i] = reactor.seconds()
+        self.transport.write(json.dumps(request).encode() + b"\n")
+
+
+class Run:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.ids = count(1)
+        self.clients: list[BenchClient] = []
+        self.latencies: list[float] = []
+        self.outcomes: Counter[str] = Counter()
+        self.started = 0.0
+        self.ending = False
+
+    def ready(self, client: BenchClient) -> None:
+        self.clients.append(client)
+        if len(self.clients) == self.args.connections:
+            self.started = reactor.seconds()
+            reactor.callLater(self.args.duration, self.finish)
+            if self.args.rate:
+                self.tick(0)
+            else:
+                for c in self.clients:
+                    for _ in range(self.args.window):
+                        c.send()
+
+    def tick(self, n: int) -> None:
+        if self.ending:
+            return
+        interval = 1.0 / self.args.rate
+        due = int((reactor.seconds() - self.started) / interval) + 1
+        while n < due:
+            self.clients[n % len(self.clients)].send()
+            n += 1
+        reactor.callLater(max(interval, 0.001), self.tick, n)
+
+    def done(self, client: BenchClient, latency: float, outcome: str) -> None:
+        if self.ending:
+            return
+        self.latencies.append(latency)
+        self.outcomes[outcome] += 1
+        if not self.args.rate:
+            client.send()
+
+    def finish(self) -> None:
+        self.ending = True
+        elapsed = reactor.seconds() - self.started
+        lat = sorted(self.latencies)
+
+        def pct(p: float) -> float:
+            return lat[min(int(p * len(lat)), len(lat) - 1)] * 1000 if lat else float("nan")
+
+        mode = f"offered {self.args.rate}/s" if self.args.rate else f"window {self.args.window}/connection"
+        print(f"kswitch bench: {self.args.connections} connections, {mode}, {elapsed:.1f} s")
+        print(f"  completed   {len(lat)} authorizations, {len(lat) / elapsed:.0f}/s")
+        print(f"  latency ms  p50 {pct(0.50):.2f}  p95 {pct(0.95):.2f}  p99 {pct(0.99):.2f}  max {pct(1.0):.2f}")
+        print("  outcomes    " + ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())))
+        reactor.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="kswitch-bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--connect", default="127.0.0.1:7583", metavar="HOST:PORT")
+    p.add_argument("--connections", type=int, default=8)
+    p.add_argument("--duration", type=float, default=20.0)
+    p.add_argument("--rate", type=float, help="offered authorizations per second (default: as fast as possible)")
+    p.add_argument("--window", type=int, default=32, help="requests in flight per connection without --rate")
+    p.add_argument("--client", default="demo")
+    p.add_argument("--token", default=os.environ.get("KSWITCH_TOKEN", "demo-token-not-for-production"))
+    p.add_argument("--merchant", default="M100")
+    p.add_argument("--store", default="web")
+    args = p.parse_args()
+    host, port = args.connect.rsplit(":", 1)
+    run = Run(args)
+
+    def unreachable(failure: object) -> None:
+        if not run.ending:
+            run.ending = True
+            print(f"kswitch-bench: cannot connect to {args.connect}: {failure.getErrorMessage()}")  # type: ignore[attr-defined]
+            reactor.stop()
+
+    for _ in range(args.connections):
+        connectProtocol(TCP4ClientEndpoint(reactor, host, int(port)), BenchClient(run)).addErrback(unreachable)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()
