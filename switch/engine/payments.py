@@ -346,9 +346,11 @@ class PaymentService:
     async def _answer(self, txn: Transaction) -> dict[str, Any]:
         """`answer`, with the confirmation URL again while the payment waits for the customer
         (status and idempotent replays), read from the bank's journalled answer by its plugin."""
-        result = answer(txn)
         if txn.parent_txn_id is None:
-            result["operations"] = [operation_view(child) for child in await self.journal.children(txn.txn_id)]
+            txn, operations = await self.journal.with_operations(txn.txn_id)
+            result = {**answer(txn), "operations": [operation_view(child) for child in operations]}
+        else:
+            result = answer(txn)
         bank = self.banks.get(txn.connector)
         if txn.status is not Status.AWAITING_CUSTOMER or bank is None:
             return result

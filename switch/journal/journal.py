@@ -374,6 +374,17 @@ class Journal:
         """Captures, voids, refunds and reversals pointing at ``txn_id``."""
         return self._readers.read(lambda db: store.children(db, txn_id))
 
+    def with_operations(self, txn_id: str) -> defer.Deferred[tuple[Transaction, list[Transaction]]]:
+        """The payment and its operations as of one commit (`TransactionNotFound` if none)."""
+
+        def work(db: Db) -> tuple[Transaction, list[Transaction]]:
+            found = store.with_operations(db, txn_id)
+            if found is None:
+                raise TransactionNotFound(txn_id)
+            return found
+
+        return self._readers.read(work)
+
     def in_flight(self, limit: int = 10_000) -> defer.Deferred[list[Transaction]]:
         """Transactions left pending, timed out or awaiting reversal: crash recovery resumes each one."""
         return self._readers.read(lambda db: store.in_flight(db, limit))

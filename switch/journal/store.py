@@ -225,6 +225,17 @@ def children(db: Db, txn_id: str) -> list[Transaction]:
     return _transactions(db, "WHERE parent_txn_id = :txn_id ORDER BY created_at, txn_id", {"txn_id": txn_id})
 
 
+def with_operations(db: Db, txn_id: str) -> tuple[Transaction, list[Transaction]] | None:
+    """A payment and its operations from ONE statement: a statement reads one snapshot on both
+    backends, so the parent's totals and its operations' states always come from the same commit
+    (two statements under PostgreSQL's read committed could straddle a settlement)."""
+    rows = _transactions(
+        db, "WHERE txn_id = :txn_id OR parent_txn_id = :txn_id ORDER BY created_at, txn_id", {"txn_id": txn_id}
+    )
+    parent = next((t for t in rows if t.txn_id == txn_id), None)
+    return None if parent is None else (parent, [t for t in rows if t.txn_id != txn_id])
+
+
 def in_flight(db: Db, limit: int) -> list[Transaction]:
     """Transactions an owner was still working on; must match the transactions_in_flight index."""
     statuses, params = in_list("status", sorted(IN_FLIGHT_STATUSES))

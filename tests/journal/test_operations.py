@@ -24,6 +24,7 @@ from switch.journal import (
     SafState,
     Status,
     StorageError,
+    TransactionNotFound,
     open_journal,
 )
 from tests.journal.conftest import raw_connect
@@ -254,3 +255,23 @@ async def test_random_operation_sequences_keep_every_parent_equal_to_its_operati
         await check_parent(journal, parent_id)
     for parent_id in parents:
         await check_parent(journal, parent_id)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_payment_is_read_with_its_operations_as_of_one_commit(journal: Journal) -> None:
+    """`status` reads through `with_operations`: reads racing settlements never see a parent's totals
+    from one commit and its operations' states from another."""
+    parent_id = await approved(journal, amount=100_000)
+    reads: list[defer.Deferred[Any]] = []
+    for n in range(20):
+        _, refund = await journal.begin_operation(parent_id, child(parent_id, Kind.REFUND, 100),
+                                                  allowed=APPROVED_SALE)
+        reads += [journal.with_operations(parent_id) for _ in range(3)]
+        settled = journal.finish_operation(refund.txn_id, to=Status.APPROVED, response_code="00", forget_card=True)
+        reads += [journal.with_operations(parent_id) for _ in range(3)]
+        await settled
+    for parent, operations in await defer.gatherResults(reads):
+        approved_ops = sum(op.amount for op in operations if op.status is Status.APPROVED)
+        pending_ops = sum(op.amount for op in operations if op.status is Status.PENDING)
+        assert (parent.amount_refunded, parent.amount_refund_pending) == (approved_ops, pending_ops)
+    assert isinstance(await failure_of(journal.with_operations("no-such-payment")), TransactionNotFound)
