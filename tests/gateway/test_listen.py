@@ -8,7 +8,7 @@ from twisted.internet import reactor, ssl
 from twisted.internet.endpoints import SSL4ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
-from switch import devcerts
+from switch.ops import devcerts
 from switch.gateway.config import ApiConfig, ClientConfig
 from switch.gateway.listen import ListenError, listen, split_description
 
