@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from twisted.internet.defer import CancelledError
 
+from switch.domain.errors import DomainError, InvalidRequest, InvalidState, NotFound
 from switch.engine.engine import (
     NOT_ENCODABLE,
     Answered,
@@ -44,7 +45,6 @@ from switch.engine.engine import (
 )
 from switch.engine.idempotency import check_same
 from switch.engine.status import API_STATUS, answer
-from switch.gateway.errors import ApiError
 from switch.iso.dialect import Message
 from switch.iso.masking import mask_message
 from switch.iso.translate import (
@@ -65,7 +65,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("kswitch.lifecycle")
 
-INVALID_STATE = "invalid_state"
 REFUNDABLE = (Status.CAPTURED, Status.PARTIALLY_REFUNDED)
 
 
@@ -147,7 +146,7 @@ class Lifecycle:
         except TransactionNotFound:
             txn = None
         if txn is None or txn.merchant_id not in merchant_ids:
-            raise ApiError("not_found", f"no transaction {txn_id!r} for your merchants", field="txn_id")
+            raise NotFound(f"no transaction {txn_id!r} for your merchants", field="txn_id")
         return txn
 
     # -- what is allowed (checked here for a precise answer; enforced by the journal) ----------
@@ -160,12 +159,12 @@ class Lifecycle:
             if parent.kind is not Kind.AUTHORIZATION or parent.status is not Status.APPROVED:
                 raise _refused(parent, "capture", "an approved pre-authorization (capture: false)")
             if parent.amount_capture_pending:
-                raise ApiError(INVALID_STATE, "a capture of this pre-authorization is still being resolved; "
-                               "ask status", field="txn_id")
+                raise InvalidState("a capture of this pre-authorization is still being resolved; "
+                                   "ask status", field="txn_id")
             amount = req.amount if req.amount is not None else parent.amount_authorized
             if amount > parent.amount_authorized:
-                raise ApiError("invalid_request", f"capture amount {amount} exceeds the authorized "
-                               f"{parent.amount_authorized}", field="amount")
+                raise InvalidRequest(f"capture amount {amount} exceeds the authorized "
+                                     f"{parent.amount_authorized}", field="amount")
             return (Status.APPROVED,)
         if req.op == "refund":
             if parent.status not in REFUNDABLE and not (parent.kind is Kind.SALE and parent.status is Status.APPROVED):
@@ -175,8 +174,8 @@ class Lifecycle:
             if amount > remaining or amount <= 0:
                 in_flight = f", {parent.amount_refund_pending} in refunds still being resolved" \
                     if parent.amount_refund_pending else ""
-                raise ApiError("invalid_request", f"refund amount {amount} exceeds what is left to refund "
-                               f"({remaining} of {parent.amount_captured} captured{in_flight})", field="amount")
+                raise InvalidRequest(f"refund amount {amount} exceeds what is left to refund "
+                                     f"({remaining} of {parent.amount_captured} captured{in_flight})", field="amount")
             return (*REFUNDABLE, Status.APPROVED)
         allowed = [Status.APPROVED]
         if self.void_after_capture.get(parent.connector, False):
@@ -187,8 +186,8 @@ class Lifecycle:
                                                            "voids after capture; refund instead)")
             raise _refused(parent, "void", what)
         if parent.amount_capture_pending or parent.amount_refund_pending or parent.amount_refunded:
-            raise ApiError(INVALID_STATE, "cannot void a payment with a capture or refund in progress or done; "
-                           "refund instead", field="txn_id")
+            raise InvalidState("cannot void a payment with a capture or refund in progress or done; "
+                               "refund instead", field="txn_id")
         return tuple(allowed)
 
     def _amount(self, parent: Transaction, req: LifecycleRequest) -> int:
@@ -198,14 +197,14 @@ class Lifecycle:
             return parent.amount_authorized
         return parent.amount_captured - parent.amount_refunded - parent.amount_refund_pending
 
-    async def _refusal(self, parent_id: str, req: LifecycleRequest) -> ApiError:
+    async def _refusal(self, parent_id: str, req: LifecycleRequest) -> DomainError:
         """Why the journal refused the reservation, said as precisely as a fresh read allows."""
         try:
             self._allowed(await self.journal.get_transaction(parent_id), req)
-        except ApiError as e:
+        except DomainError as e:
             return e
-        return ApiError(INVALID_STATE, "another operation on this payment changed it meanwhile; ask status",
-                        field="txn_id")
+        return InvalidState("another operation on this payment changed it meanwhile; ask status",
+                            field="txn_id")
 
     # -- capture and refund -------------------------------------------------------------
 
@@ -214,7 +213,7 @@ class Lifecycle:
     ) -> dict[str, Any]:
         bank = self.service.banks[parent.connector]
         if parent.card is None:
-            raise ApiError(INVALID_STATE, "the card of this transaction is no longer kept", field="txn_id")
+            raise InvalidState("the card of this transaction is no longer kept", field="txn_id")
         card = self.journal.reveal_card(parent.card)
         sent = await journalled_request(self.journal, parent)
         amount = self._amount(parent, req)
@@ -338,9 +337,8 @@ def _operation_answer(parent: Transaction, child: Transaction) -> dict[str, Any]
     return {**answer(parent), "operation": operation_view(child)}
 
 
-def _refused(original: Transaction, op: str, expected: str) -> ApiError:
-    return ApiError(
-        INVALID_STATE,
+def _refused(original: Transaction, op: str, expected: str) -> DomainError:
+    return InvalidState(
         f"cannot {op} a {original.kind.value} that is {API_STATUS[original.status]}; expected {expected}",
         field="txn_id",
     )

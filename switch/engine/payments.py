@@ -37,6 +37,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 
 from connectors.base import ConnectorPlugin, PaymentContext
+from switch.domain.errors import Busy, InvalidRequest, NotFound
 from switch.domain.model import AuthorizeRequest, BankAccountInstrument, CardInstrument
 from switch.engine.bank import Bank
 from switch.engine.confirmation import Confirmations
@@ -58,7 +59,6 @@ from switch.engine.router import RouteQuery, Router
 from switch.engine.saf import StoreAndForward
 from switch.engine.status import API_STATUS, answer
 from switch.gateway.config import MerchantConfig, StoreConfig
-from switch.gateway.errors import ApiError
 from switch.iso.dialect import Message
 from switch.iso.masking import mask_message
 from switch.iso.translate import Acceptor, carries_accounts, financial_request, sealed_instrument
@@ -172,10 +172,10 @@ class PaymentService:
     def _candidates(self, req: AuthorizeRequest) -> tuple[str, ...]:
         if req.bank is not None:
             if req.bank not in self.banks:
-                raise ApiError("invalid_request", f"unknown bank {req.bank!r}; expected one of {sorted(self.banks)}", field="bank")
+                raise InvalidRequest(f"unknown bank {req.bank!r}; expected one of {sorted(self.banks)}", field="bank")
             if not self._can_carry(req.bank, req):
-                raise ApiError("invalid_request", f"bank {req.bank!r} does not take {req.instrument.kind} payments "
-                               "(its dialect does not mask field 102)", field="bank")
+                raise InvalidRequest(f"bank {req.bank!r} does not take {req.instrument.kind} payments "
+                                     "(its dialect does not mask field 102)", field="bank")
             return (req.bank,)
         decision = self.router.route(route_query(req))
         return tuple(c for c in decision.connectors if self._can_carry(c, req))
@@ -191,7 +191,7 @@ class PaymentService:
         ready = [self.banks[c] for c in candidates if self.banks[c].ready]
         bank = next((b for b in ready if not b.saturated), None)
         if bank is None and ready:
-            raise ApiError("busy", f"bank {ready[0].name} has too many payments in flight; retry shortly")
+            raise Busy(f"bank {ready[0].name} has too many payments in flight; retry shortly")
         if bank is None:
             reason = "no_route" if not candidates else "issuer_unavailable"
             return await self._refused(req, h, kind, candidates[0] if candidates else "unrouted", reason)
@@ -330,7 +330,7 @@ class PaymentService:
         except TransactionNotFound:
             txn = None
         if txn is None or txn.merchant_id not in merchant_ids:
-            raise ApiError("not_found", f"no transaction {txn_id!r} for your merchants", field="txn_id")
+            raise NotFound(f"no transaction {txn_id!r} for your merchants", field="txn_id")
         return await self._answer(txn)
 
     def status_by_order(self, merchant_id: str, order_id: str) -> Deferred[dict[str, Any]]:
@@ -339,7 +339,7 @@ class PaymentService:
     async def _status_by_order(self, merchant_id: str, order_id: str) -> dict[str, Any]:
         payments = [t for t in await self.journal.find_by_order(merchant_id, order_id) if t.parent_txn_id is None]
         if not payments:
-            raise ApiError("not_found", f"no payment for order {order_id!r} of merchant {merchant_id!r}",
+            raise NotFound(f"no payment for order {order_id!r} of merchant {merchant_id!r}",
                            field="order_id")
         return await self._answer(max(payments, key=lambda t: t.created_at))
 
