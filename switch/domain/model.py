@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from switch.domain import cardcheck
+from switch.domain.cardcheck import mask_last4
 from switch.domain.currency import Currency
-from switch.iso.masking import mask_last4
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ import structlog
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from switch.domain.status import Status
 from switch.engine.lifecycle import journalled_request
 from switch.engine.recovery import reversal_draft
 from switch.engine.saf import StoreAndForward
@@ -37,7 +38,7 @@ from switch.iso.mti import approved_code, response_mti
 from switch.iso.translate import original_reference
 from switch.journal import Journal
 from switch.journal.errors import TransitionRefused
-from switch.journal.models import Direction, EventDraft, Status, Transaction
+from switch.journal.models import Direction, EventDraft, Transaction
 
 log = structlog.get_logger("kswitch.confirmation")
 

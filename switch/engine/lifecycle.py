@@ -32,6 +32,7 @@ import structlog
 from twisted.internet.defer import CancelledError
 
 from switch.domain.errors import DomainError, InvalidRequest, InvalidState, NotFound
+from switch.domain.status import Kind, Status
 from switch.engine.engine import (
     NOT_ENCODABLE,
     Answered,
@@ -58,7 +59,7 @@ from switch.iso.translate import (
 from switch.journal import Journal
 from switch.journal.errors import DuplicateIdempotencyKey, ReservationRefused, TransactionNotFound
 from switch.journal.ids import new_txn_id
-from switch.journal.models import Direction, Kind, NewTransaction, SafKind, Status, Transaction
+from switch.journal.models import Direction, NewTransaction, SafKind, Transaction
 
 if TYPE_CHECKING:
     from switch.engine.payments import PaymentService

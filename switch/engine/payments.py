@@ -39,6 +39,7 @@ from twisted.internet.interfaces import IReactorTime
 from connectors.base import ConnectorPlugin, PaymentContext
 from switch.domain.errors import Busy, InvalidRequest, NotFound
 from switch.domain.model import AuthorizeRequest, BankAccountInstrument, CardInstrument
+from switch.domain.status import Kind, Status
 from switch.engine.bank import Bank
 from switch.engine.confirmation import Confirmations
 from switch.engine.engine import (
@@ -65,14 +66,7 @@ from switch.iso.translate import Acceptor, carries_accounts, financial_request, 
 from switch.journal import Journal
 from switch.journal.errors import DuplicateIdempotencyKey, TransactionNotFound
 from switch.journal.ids import new_txn_id
-from switch.journal.models import (
-    Direction,
-    EventDraft,
-    Kind,
-    NewTransaction,
-    Status,
-    Transaction,
-)
+from switch.journal.models import Direction, EventDraft, NewTransaction, Transaction
 from switch.observe.metrics import MetricBundle
 
 log = structlog.get_logger("kswitch.payments")

@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any, Mapping
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
+from switch.domain.status import Kind, Status
 from switch.engine.engine import resolution_draft
 from switch.engine.lifecycle import journalled_request
 from switch.engine.saf import StoreAndForward
 from switch.iso.mti import response_mti
 from switch.journal import Journal
-from switch.journal.models import Kind, SafDraft, SafState, Status, Transaction
+from switch.journal.models import SafDraft, SafState, Transaction
 from switch.observe.metrics import MetricBundle
 
 if TYPE_CHECKING:

@@ -4,6 +4,7 @@ Open it with `open_journal(JournalConfig(...), reactor)`; everything else is a
 method of the `Journal` it yields.
 """
 
+from switch.domain.status import IN_FLIGHT_STATUSES, Kind, Status
 from switch.journal.config import JournalConfig, SecretSource
 from switch.journal.errors import (
     CardDataRefused,
@@ -33,13 +34,11 @@ from switch.journal.ids import new_txn_id
 from switch.journal.journal import Journal, open_journal
 from switch.journal.metrics import JournalMetrics
 from switch.journal.models import (
-    IN_FLIGHT_STATUSES,
     CardData,
     Direction,
     EncryptedCard,
     Event,
     EventDraft,
-    Kind,
     MessageRecord,
     NewTransaction,
     SafDraft,
@@ -47,7 +46,6 @@ from switch.journal.models import (
     SafKind,
     SafState,
     SafStats,
-    Status,
     Transaction,
     TransitionRecord,
     TxnChanges,

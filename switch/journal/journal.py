@@ -19,6 +19,7 @@ import structlog
 from prometheus_client import REGISTRY, CollectorRegistry
 from twisted.internet import defer
 
+from switch.domain.status import Status
 from switch.journal import cards, counters, events, lease, operations, saf_queue, schema, store
 from switch.journal.config import JournalConfig
 from switch.journal.db import Db
@@ -38,7 +39,6 @@ from switch.journal.models import (
     SafItem,
     SafState,
     SafStats,
-    Status,
     Transaction,
     TransitionRecord,
     TxnChanges,

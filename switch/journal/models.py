@@ -17,6 +17,7 @@ from typing import Any, TypedDict, TypeVar
 from switch.domain.cardcheck import mask_pan, valid_expiry, valid_pan
 from switch.domain.currency import by_alpha
 from switch.domain.panscan import safe_repr
+from switch.domain.status import IN_FLIGHT_STATUSES, Kind, Status
 from switch.journal.errors import InvalidRecord
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
@@ -31,37 +32,6 @@ _TEXT_CHANGES = {
     "transmission_datetime": re.compile(r"\d{10}"),
 }
 _MAX_REASON = 500
-
-
-class Kind(enum.StrEnum):
-    AUTHORIZATION = "authorization"
-    SALE = "sale"
-    CAPTURE = "capture"
-    VOID = "void"
-    REFUND = "refund"
-    REVERSAL = "reversal"
-
-
-class Status(enum.StrEnum):
-    PENDING = "pending"
-    APPROVED = "approved"
-    DECLINED = "declined"
-    FAILED = "failed"
-    TIMEOUT = "timeout"
-    REVERSAL_PENDING = "reversal_pending"
-    REVERSED = "reversed"
-    VOIDED = "voided"
-    CAPTURED = "captured"
-    REFUNDED = "refunded"
-    PARTIALLY_REFUNDED = "partially_refunded"
-    AWAITING_CUSTOMER = "pending_customer_action"
-
-
-# States that have an owner still working on them; crash recovery must resume each
-# (an awaiting-customer transaction gets its confirmation expiry re-armed, not a reversal).
-IN_FLIGHT_STATUSES: frozenset[Status] = frozenset(
-    {Status.PENDING, Status.REVERSAL_PENDING, Status.TIMEOUT, Status.AWAITING_CUSTOMER}
-)
 
 
 class Direction(enum.StrEnum):

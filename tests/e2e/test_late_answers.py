@@ -6,8 +6,9 @@ import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 
 from switch.bank.numbering import STAN_MAX
+from switch.domain.status import Kind, Status
 from switch.journal.ids import new_txn_id
-from switch.journal.models import CardData, Direction, Kind, NewTransaction, Status
+from switch.journal.models import CardData, Direction, NewTransaction
 from tests.e2e.harness import authorize, eventually, http_get, start_env, stop_env
 
 

@@ -8,9 +8,9 @@ from twisted.internet import reactor, ssl
 from twisted.internet.endpoints import SSL4ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
-from switch.ops import devcerts
 from switch.gateway.config import ApiConfig, ClientConfig
 from switch.gateway.listen import ListenError, listen, split_description
+from switch.ops import devcerts
 
 from .conftest import WEB1_TOKEN, WEB2_TOKEN, authorize_request, make_config
 

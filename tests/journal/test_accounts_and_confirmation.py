@@ -7,10 +7,11 @@ from contextlib import closing
 import pytest
 import pytest_twisted
 
+from switch.domain.status import IN_FLIGHT_STATUSES
 from switch.journal import Journal, JournalConfig, Kind, NewTransaction, SafDraft, SafKind, Status
 from switch.journal.errors import InvalidRecord
 from switch.journal.journal import backend_for
-from switch.journal.models import IN_FLIGHT_STATUSES, AccountData
+from switch.journal.models import AccountData
 from switch.journal.schema import MIGRATIONS, migrate
 
 ACCOUNT = "000123456789"
