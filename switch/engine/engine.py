@@ -40,6 +40,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from connectors.base import ConnectorPlugin
 from switch.bank.mux import LinkLost, MuxBusy, NoLinkAvailable, RequestTimeout
+from switch.domain.carddata import CardData
 from switch.domain.status import Status
 from switch.engine.bank import Bank
 from switch.engine.saf import REVERSIBLE, StoreAndForward
@@ -51,7 +52,7 @@ from switch.iso.responses import BankAnswer
 from switch.iso.translate import restore_instrument, reversal_request
 from switch.journal import Journal
 from switch.journal.errors import TransitionRefused
-from switch.journal.models import CardData, Direction, EventDraft, SafDraft, SafItem, SafKind, Transaction
+from switch.journal.models import Direction, EventDraft, SafDraft, SafItem, SafKind, Transaction
 
 log = structlog.get_logger("kswitch.engine")
 

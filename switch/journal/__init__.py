@@ -4,6 +4,7 @@ Open it with `open_journal(JournalConfig(...), reactor)`; everything else is a
 method of the `Journal` it yields.
 """
 
+from switch.domain.carddata import CardData
 from switch.domain.status import IN_FLIGHT_STATUSES, Kind, Status
 from switch.journal.config import JournalConfig, SecretSource
 from switch.journal.errors import (
@@ -34,7 +35,6 @@ from switch.journal.ids import new_txn_id
 from switch.journal.journal import Journal, open_journal
 from switch.journal.metrics import JournalMetrics
 from switch.journal.models import (
-    CardData,
     Direction,
     EncryptedCard,
     Event,

@@ -19,6 +19,7 @@ import structlog
 from prometheus_client import REGISTRY, CollectorRegistry
 from twisted.internet import defer
 
+from switch.domain.carddata import CardData
 from switch.domain.status import Status
 from switch.journal import cards, counters, events, lease, operations, saf_queue, schema, store
 from switch.journal.config import JournalConfig
@@ -28,7 +29,6 @@ from switch.journal.guard import dump_fields
 from switch.journal.ids import new_txn_id
 from switch.journal.metrics import JournalMetrics
 from switch.journal.models import (
-    CardData,
     Direction,
     EncryptedCard,
     Event,
