@@ -38,6 +38,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from connectors.base import ConnectorPlugin, PaymentContext
 from switch.domain.errors import Busy, InvalidRequest, NotFound
+from switch.domain.merchant import MerchantConfig, StoreConfig
 from switch.domain.model import AuthorizeRequest, BankAccountInstrument, CardInstrument
 from switch.domain.status import Kind, Status
 from switch.engine.bank import Bank
@@ -59,7 +60,6 @@ from switch.engine.lifecycle import Lifecycle, LifecycleRequest
 from switch.engine.router import RouteQuery, Router
 from switch.engine.saf import StoreAndForward
 from switch.engine.status import API_STATUS, answer
-from switch.gateway.config import MerchantConfig, StoreConfig
 from switch.iso.dialect import Message
 from switch.iso.masking import mask_message
 from switch.iso.translate import Acceptor, carries_accounts, financial_request, sealed_instrument

@@ -5,6 +5,7 @@ method of the `Journal` it yields.
 """
 
 from switch.domain.carddata import CardData
+from switch.domain.events import Event
 from switch.domain.status import IN_FLIGHT_STATUSES, Kind, Status
 from switch.journal.config import JournalConfig, SecretSource
 from switch.journal.errors import (
@@ -37,7 +38,6 @@ from switch.journal.metrics import JournalMetrics
 from switch.journal.models import (
     Direction,
     EncryptedCard,
-    Event,
     EventDraft,
     MessageRecord,
     NewTransaction,

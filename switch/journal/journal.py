@@ -20,6 +20,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from twisted.internet import defer
 
 from switch.domain.carddata import CardData
+from switch.domain.events import Event
 from switch.domain.status import Status
 from switch.journal import cards, counters, events, lease, operations, saf_queue, schema, store
 from switch.journal.config import JournalConfig
@@ -31,7 +32,6 @@ from switch.journal.metrics import JournalMetrics
 from switch.journal.models import (
     Direction,
     EncryptedCard,
-    Event,
     EventDraft,
     MessageRecord,
     NewTransaction,

@@ -377,13 +377,3 @@ class SafStats:
     depth: int
     oldest_enqueued_at: datetime | None
     dead_letters: int
-
-
-@dataclass(frozen=True)
-class Event:
-    event_id: int
-    merchant_id: str
-    txn_id: str | None
-    type: str
-    payload: Mapping[str, Any]
-    created_at: datetime

@@ -17,16 +17,18 @@ from typing import Any, Mapping
 from connectors import UnknownPlugin, plugin_class
 from switch.bank.connector import ConnectorOptions, LinkOptions, TlsClientOptions
 from switch.bank.pool import STRATEGIES
+from switch.domain.merchant import MerchantConfig, StoreConfig
 from switch.engine.confirmation import DEFAULT_TIMEOUT
 from switch.engine.notify import NotifyOptions
-from switch.engine.router import Router, parse_rules
+from switch.engine.router import Router
 from switch.engine.saf import SafOptions
-from switch.gateway.config import ApiConfig, ApiLimits, ClientConfig, MerchantConfig, StoreConfig
+from switch.gateway.config import ApiConfig, ApiLimits, ClientConfig
 from switch.iso.dialect import DialectError, load_dialect
 from switch.iso.framing import FRAMING_NAMES, TPDU_LENGTH, Framing
 from switch.iso.responses import APPROVED, DECLINED, FAILED, Outcome, ResponseTable
 from switch.iso.translate import AcquirerProfile
 from switch.journal.config import JournalConfig, SecretSource
+from switch.ops.routes import parse_rules
 from switch.ops.settings import ConfigError, Table
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "kswitch.toml"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from switch.engine.router import RouteQuery, parse_rules
+from switch.engine.router import RouteQuery
+from switch.ops.routes import parse_rules
 from switch.ops.settings import ConfigError, Table
 
 CONNECTORS = ["bank_a", "bank_b", "bank_c"]

@@ -19,8 +19,9 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from switch.domain.errors import IdempotencyConflict, NotFound
+from switch.domain.merchant import MerchantConfig, StoreConfig
 from switch.domain.model import AuthorizeRequest
-from switch.gateway.config import ApiConfig, ApiLimits, ClientConfig, MerchantConfig, StoreConfig
+from switch.gateway.config import ApiConfig, ApiLimits, ClientConfig
 from switch.gateway.listen import listen
 from switch.gateway.protocol import ApiFactory
 
