@@ -28,8 +28,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from switch.domain.status import Status
-from switch.engine.lifecycle import journalled_request
-from switch.engine.recovery import reversal_draft
+from switch.engine.engine import journalled_request, reversal_draft
 from switch.engine.saf import StoreAndForward
 from switch.iso.answercheck import reference, response_code
 from switch.iso.dialect import Message

@@ -26,25 +26,29 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from twisted.internet.defer import CancelledError
 
 from switch.domain.errors import DomainError, InvalidRequest, InvalidState, NotFound
+from switch.domain.merchant import MerchantConfig
 from switch.domain.status import Kind, Status
+from switch.engine.bank import Bank
 from switch.engine.engine import (
     NOT_ENCODABLE,
     Answered,
     Engine,
     NotEncodable,
     NotSent,
+    PaymentMetrics,
     answer_columns,
+    journalled_request,
     operation_view,
     resolution_draft,
     void_draft,
 )
-from switch.engine.idempotency import check_same
+from switch.engine.idempotency import KeyedOnce, check_same
 from switch.engine.status import API_STATUS, answer
 from switch.iso.dialect import Message
 from switch.iso.masking import mask_message
@@ -53,16 +57,12 @@ from switch.iso.translate import (
     financial_request,
     instrument_from_sealed,
     original_data_elements,
-    restore_instrument,
     reversal_request,
 )
-from switch.journal import Journal
-from switch.journal.errors import DuplicateIdempotencyKey, ReservationRefused, TransactionNotFound
+from switch.journal.errors import TransactionNotFound
 from switch.journal.ids import new_txn_id
-from switch.journal.models import Direction, NewTransaction, SafKind, Transaction
-
-if TYPE_CHECKING:
-    from switch.engine.payments import PaymentService
+from switch.journal.models import NewTransaction, SafKind, Transaction
+from switch.journal.refusals import DuplicateIdempotencyKey, ReservationRefused
 
 log = structlog.get_logger("kswitch.lifecycle")
 
@@ -87,30 +87,29 @@ class LifecycleRequest:
         return hashlib.sha256(canonical.encode()).digest()
 
 
-async def journalled_request(journal: Journal, txn: Transaction) -> Message:
-    """The original request as sent (masked in the journal), with the sealed card or account put back."""
-    messages = await journal.messages(txn.txn_id)
-    sent = next((m for m in messages if m.direction is Direction.OUT and m.mti[2] in "02"), None)
-    if sent is None:
-        raise LookupError(f"transaction {txn.txn_id} has no journalled request")
-    original: Message = {**sent.fields, "t": sent.mti}
-    if txn.card is not None:
-        restore_instrument(original, journal.reveal_card(txn.card))
-    return original
-
-
 class Lifecycle:
-    def __init__(self, service: PaymentService, engine: Engine, void_after_capture: Mapping[str, bool]) -> None:
-        self.service = service
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: PaymentMetrics,
+        keyed: KeyedOnce,
+        banks: Mapping[str, Bank],
+        merchants: Mapping[str, MerchantConfig],
+        void_after_capture: Mapping[str, bool],
+    ) -> None:
         self.engine = engine
         self.journal = engine.journal
+        self.metrics = metrics
+        self.keyed = keyed
+        self.banks = banks
+        self.merchants = merchants
         self.void_after_capture = void_after_capture
 
     async def run(self, req: LifecycleRequest, merchant_ids: frozenset[str]) -> dict[str, Any]:
         parent = await self._original(req.txn_id, merchant_ids)
         if req.idempotency_key is None:
             return await self._once(parent, req)
-        return await self.service.keyed.run(
+        return await self.keyed.run(
             (parent.merchant_id, req.idempotency_key), req.request_hash(),
             lambda: self._first_with_key(parent, req),
         )
@@ -129,7 +128,7 @@ class Lifecycle:
 
     async def replay(self, child: Transaction) -> dict[str, Any]:
         """The answer an operation gave (or gives now, while it is resolved), from the journal."""
-        self.service.metrics.replays.inc()
+        self.metrics.replays.inc()
         assert child.parent_txn_id is not None
         parent = await self.journal.get_transaction(child.parent_txn_id)
         return _operation_answer(parent, child)
@@ -212,7 +211,7 @@ class Lifecycle:
     async def _money(
         self, parent: Transaction, req: LifecycleRequest, kind: Kind, allowed: tuple[Status, ...]
     ) -> dict[str, Any]:
-        bank = self.service.banks[parent.connector]
+        bank = self.banks[parent.connector]
         if parent.card is None:
             raise InvalidState("the card of this transaction is no longer kept", field="txn_id")
         card = self.journal.reveal_card(parent.card)
@@ -243,11 +242,11 @@ class Lifecycle:
             bank.release_stan(message["11"])
             raise
         parent, child = await self._outcome(bank, child, message, card)
-        self.service.metrics.outcomes.labels(bank.name, kind.value, operation_view(child)["status"]).inc()
+        self.metrics.outcomes.labels(bank.name, kind.value, operation_view(child)["status"]).inc()
         return _operation_answer(parent, child)
 
     def _message(self, bank: Any, parent: Transaction, sent: Message, kind: Kind, amount: int, card: Any) -> Message:
-        merchant = self.service.merchants[parent.merchant_id]
+        merchant = self.merchants[parent.merchant_id]
         store = merchant.stores[parent.store_id or ""]
         acceptor = Acceptor(merchant.mcc, store.terminal_id, merchant.acquirer_merchant_id, merchant.name,
                             merchant.city, merchant.country)
@@ -290,7 +289,7 @@ class Lifecycle:
         codes = {} if a is None else answer_columns(a, message.get("37"))
         result = await finish(child.txn_id, to=Status.TIMEOUT, reason=outcome.cause, saf=draft, **codes)
         if draft.kind is SafKind.REVERSAL:
-            self.service.metrics.reversals_queued.labels(bank.name, outcome.cause).inc()
+            self.metrics.reversals_queued.labels(bank.name, outcome.cause).inc()
         log.warning("operation_uncertain", txn_id=child.txn_id, kind=child.kind.value, cause=outcome.cause,
                     resolution=draft.kind.value)
         self.engine.saf.kick(bank.name)
@@ -299,7 +298,7 @@ class Lifecycle:
     # -- void ---------------------------------------------------------------------------
 
     async def _void(self, parent: Transaction, req: LifecycleRequest, allowed: tuple[Status, ...]) -> dict[str, Any]:
-        bank = self.service.banks[parent.connector]
+        bank = self.banks[parent.connector]
         sent = await journalled_request(self.journal, parent)
         card = self.journal.reveal_card(parent.card) if parent.card is not None else None
         probe = reversal_request(sent, bank.profile, bank.reserve_stan(), self.engine.clock.seconds(), repeat=False)

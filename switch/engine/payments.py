@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 
@@ -49,6 +49,7 @@ from switch.engine.engine import (
     Engine,
     NotEncodable,
     NotSent,
+    PaymentMetrics,
     Uncertain,
     answer_columns,
     operation_view,
@@ -64,29 +65,12 @@ from switch.iso.dialect import Message
 from switch.iso.masking import mask_message
 from switch.iso.translate import Acceptor, carries_accounts, financial_request, sealed_instrument
 from switch.journal import Journal
-from switch.journal.errors import DuplicateIdempotencyKey, TransactionNotFound
+from switch.journal.errors import TransactionNotFound
 from switch.journal.ids import new_txn_id
 from switch.journal.models import Direction, EventDraft, NewTransaction, Transaction
-from switch.observe.metrics import MetricBundle
+from switch.journal.refusals import DuplicateIdempotencyKey
 
 log = structlog.get_logger("kswitch.payments")
-
-class PaymentMetrics(MetricBundle):
-    def __init__(self, registry: CollectorRegistry) -> None:
-        super().__init__(registry)
-        self.outcomes = Counter(
-            "kswitch_payments_total", "Payments by connector, kind and final status",
-            ["connector", "kind", "status"], registry=registry,
-        )
-        self.replays = Counter(
-            "kswitch_idempotent_replays_total", "Requests answered from an earlier request with the same idempotency key",
-            registry=registry,
-        )
-        self.reversals_queued = Counter(
-            "kswitch_reversals_queued_total", "Reversals queued in store-and-forward, by connector and cause",
-            ["connector", "cause"], registry=registry,
-        )
-
 
 def request_hash(req: AuthorizeRequest, pan_hash: bytes) -> bytes:
     """What makes two requests 'the same' for idempotency; the PAN or account only as its keyed hash."""
@@ -127,7 +111,7 @@ class PaymentService:
         self.metrics = PaymentMetrics.on(registry)
         self.engine = engine or Engine(clock, journal, banks, saf)
         self.keyed = KeyedOnce(self.metrics.replays.inc)
-        self.lifecycle = Lifecycle(self, self.engine, void_after_capture or {})
+        self.lifecycle = Lifecycle(self.engine, self.metrics, self.keyed, banks, merchants, void_after_capture or {})
         self.confirmations = confirmations
 
     def plugin(self, bank: Bank) -> ConnectorPlugin:

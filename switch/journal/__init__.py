@@ -11,7 +11,6 @@ from switch.journal.config import JournalConfig, SecretSource
 from switch.journal.errors import (
     CardDataRefused,
     CommitOutcomeUnknown,
-    DuplicateIdempotencyKey,
     InvalidRecord,
     JournalClosed,
     JournalError,
@@ -19,9 +18,7 @@ from switch.journal.errors import (
     JournalUnavailable,
     KeyConfigError,
     PanDecryptionFailed,
-    ReservationRefused,
     SafItemNotFound,
-    SafStateError,
     SchemaError,
     SchemaTooNew,
     StorageError,
@@ -50,6 +47,7 @@ from switch.journal.models import (
     TransitionRecord,
     TxnChanges,
 )
+from switch.journal.refusals import DuplicateIdempotencyKey, ReservationRefused, SafStateError
 from switch.journal.vault import PanVault, generate_key
 
 __all__ = [

@@ -14,7 +14,6 @@ from switch.domain.status import IN_FLIGHT_STATUSES, Kind, Status
 from switch.journal.cards import card_from_row, transaction_context
 from switch.journal.db import Db, Row, in_list
 from switch.journal.errors import (
-    DuplicateIdempotencyKey,
     StorageError,
     TransactionExists,
     TransactionNotFound,
@@ -23,6 +22,7 @@ from switch.journal.errors import (
 )
 from switch.journal.guard import load_fields
 from switch.journal.models import Direction, MessageRecord, Transaction, TransitionRecord, from_us, optional_from_us
+from switch.journal.refusals import DuplicateIdempotencyKey
 
 TRANSACTION_COLUMNS = (
     "txn_id", "kind", "parent_txn_id", "merchant_id", "store_id", "order_id", "connector", "status",
