@@ -1,7 +1,8 @@
 """The durable transaction journal: transactions, messages, store-and-forward, events.
 
 Open it with `open_journal(JournalConfig(...), reactor)`; everything else is a
-method of the `Journal` it yields.
+method of the `Journal` it yields. May import `switch.domain` and `switch.observe` only
+(not the ISO layer: messages arrive as masked field dicts).
 """
 
 from switch.domain.carddata import CardData
