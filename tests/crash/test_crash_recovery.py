@@ -123,7 +123,7 @@ async def _wait_saf_drained(switch: SwitchProcess) -> tuple[float, float]:
     about one item per connector per second today); returns (backlog, seconds taken).
     """
     began = time.monotonic()
-    backlog = (await switch.observe.metrics()).get("kswitch_saf_depth", 0.0)
+    backlog = (await switch.metrics()).get("kswitch_saf_depth", 0.0)
     timeout = min(20.0 + 1.2 * backlog, 90.0)
     clean = 0
     last: dict[str, float] = {}
@@ -134,7 +134,7 @@ async def _wait_saf_drained(switch: SwitchProcess) -> tuple[float, float]:
                 f"{last.get('kswitch_saf_depth')}, dead letters {last.get('kswitch_saf_dead_letters')}\n"
                 f"{switch.log_tail()}"
             )
-        last = await switch.observe.metrics()
+        last = await switch.metrics()
         # No sample at all means no connector has had an item since this run started.
         drained = bool(last) and last.get("kswitch_saf_depth", 0) == 0 \
             and last.get("kswitch_saf_dead_letters", 0) == 0
@@ -193,7 +193,7 @@ async def test_sigkill_under_load_keeps_money_invariants(tmp_path):
 
         config = load_config(cfg_file)
         journal = await open_journal(config.journal, reactor, registry=CollectorRegistry())
-        report = await check(journal, banks, web.snapshot(), switch.observe.logs)
+        report = await check(journal, banks, web.snapshot(), switch.logs)
         timings["checked"] = time.monotonic() - began
         summary = {
             "seed": SEED, "kills": switch.kills, "restart_seconds": [round(s, 2) for s in restarts],
@@ -225,7 +225,7 @@ async def test_sigkill_under_load_keeps_money_invariants(tmp_path):
 def _recovered(switch: SwitchProcess) -> int:
     """Transactions the restarted switches found in flight (their ``recovered_pending`` log lines)."""
     count = 0
-    for path in switch.observe.logs:
+    for path in switch.logs:
         for line in path.read_text(errors="replace").splitlines():
             if '"recovered_pending"' in line:
                 count += 1
