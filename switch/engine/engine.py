@@ -24,7 +24,9 @@ advice (0220 completion) is repeated (0221) with its original STAN until acknowl
 never reversed.  The whole outgoing message is kept (masked, card sealed), so every
 queued item can be built.  The engine installs `build_saf` and `settle_saf` as
 store-and-forward's hooks: settling an item finalizes its operation and the parent in
-one commit.
+one commit.  `journalled_request` and `reversal_draft` rebuild what was sent from the
+journal (for lifecycle operations, confirmations and recovery), and `PaymentMetrics`
+counts the outcomes of payments and their operations alike.
 """
 
 from __future__ import annotations
