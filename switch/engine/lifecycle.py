@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -33,6 +33,7 @@ from twisted.internet.defer import CancelledError
 
 from switch.domain.errors import DomainError, InvalidRequest, InvalidState, NotFound
 from switch.domain.merchant import MerchantConfig
+from switch.domain.model import LifecycleRequest
 from switch.domain.status import Kind, Status
 from switch.engine.bank import Bank
 from switch.engine.engine import (
@@ -69,22 +70,10 @@ log = structlog.get_logger("kswitch.lifecycle")
 REFUNDABLE = (Status.CAPTURED, Status.PARTIALLY_REFUNDED)
 
 
-@dataclass(frozen=True)
-class LifecycleRequest:
-    """capture / void / refund of ``txn_id``; ``amount`` None means the whole remaining amount."""
-
-    op: str
-    txn_id: str
-    amount: int | None = None
-    idempotency_key: str | None = None
-
-    def log_fields(self) -> dict[str, object]:
-        return {"txn_id": self.txn_id, "amount": self.amount}
-
-    def request_hash(self) -> bytes:
-        """What makes two operation requests 'the same' for idempotency."""
-        canonical = json.dumps([self.op, self.txn_id, self.amount], separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).digest()
+def operation_hash(req: LifecycleRequest) -> bytes:
+    """What makes two operation requests 'the same' for idempotency."""
+    canonical = json.dumps([req.op, req.txn_id, req.amount], separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).digest()
 
 
 class Lifecycle:
@@ -110,7 +99,7 @@ class Lifecycle:
         if req.idempotency_key is None:
             return await self._once(parent, req)
         return await self.keyed.run(
-            (parent.merchant_id, req.idempotency_key), req.request_hash(),
+            (parent.merchant_id, req.idempotency_key), operation_hash(req),
             lambda: self._first_with_key(parent, req),
         )
 
@@ -118,12 +107,12 @@ class Lifecycle:
         assert req.idempotency_key is not None
         earlier = await self.journal.find_by_idempotency_key(parent.merchant_id, req.idempotency_key)
         if earlier is not None:
-            check_same(earlier.request_hash, req.request_hash())
+            check_same(earlier.request_hash, operation_hash(req))
             return await self.replay(earlier)
         try:
             return await self._once(parent, req)
         except DuplicateIdempotencyKey as e:
-            check_same(e.transaction.request_hash if e.same_request else None, req.request_hash())
+            check_same(e.transaction.request_hash if e.same_request else None, operation_hash(req))
             return await self.replay(e.transaction)
 
     async def replay(self, child: Transaction) -> dict[str, Any]:
@@ -223,7 +212,7 @@ class Lifecycle:
             store_id=parent.store_id, order_id=parent.order_id, connector=bank.name, amount=amount,
             currency=parent.currency, card=card, retain_card=True, stan=message["11"],
             transmission_datetime=message["7"], rrn=message.get("37"), idempotency_key=req.idempotency_key,
-            request_hash=req.request_hash() if req.idempotency_key else None,
+            request_hash=operation_hash(req) if req.idempotency_key else None,
         )
         try:
             self.engine.check_encodes(bank, message)
@@ -306,7 +295,7 @@ class Lifecycle:
             txn_id=new_txn_id(), kind=Kind.VOID, parent_txn_id=parent.txn_id, merchant_id=parent.merchant_id,
             store_id=parent.store_id, order_id=parent.order_id, connector=bank.name, amount=parent.amount,
             currency=parent.currency, idempotency_key=req.idempotency_key,
-            request_hash=req.request_hash() if req.idempotency_key else None,
+            request_hash=operation_hash(req) if req.idempotency_key else None,
         )
         try:
             self.engine.check_encodes(bank, self.engine.plugin(bank).reversal_message(probe, sent))

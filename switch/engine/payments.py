@@ -39,7 +39,7 @@ from twisted.internet.interfaces import IReactorTime
 from connectors.base import ConnectorPlugin, PaymentContext
 from switch.domain.errors import Busy, InvalidRequest, NotFound
 from switch.domain.merchant import MerchantConfig, StoreConfig
-from switch.domain.model import AuthorizeRequest, BankAccountInstrument, CardInstrument
+from switch.domain.model import AuthorizeRequest, BankAccountInstrument, CardInstrument, LifecycleRequest
 from switch.domain.status import Kind, Status
 from switch.engine.bank import Bank
 from switch.engine.confirmation import Confirmations
@@ -57,7 +57,7 @@ from switch.engine.engine import (
 )
 from switch.engine.idempotency import KeyedOnce, check_same
 from switch.engine.late import match_late
-from switch.engine.lifecycle import Lifecycle, LifecycleRequest
+from switch.engine.lifecycle import Lifecycle
 from switch.engine.router import RouteQuery, Router
 from switch.engine.saf import StoreAndForward
 from switch.engine.status import API_STATUS, answer
