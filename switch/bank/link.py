@@ -27,6 +27,7 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
+from switch.bank.keepalive import SignOnAndEcho
 from switch.bank.linkparts import (
     Backoff,
     Channel,
@@ -42,7 +43,7 @@ from switch.bank.tls import client_connection_creator
 from switch.iso.dialect import Message, MessageError
 from switch.iso.framing import Frame, FramingError, swap_tpdu
 from switch.iso.masking import mask_message
-from switch.iso.mti import approved_code, is_network, is_request, network_kind, network_request, network_response
+from switch.iso.mti import is_network, is_request, network_kind, network_response
 
 # Network-management requests from the bank that the link answers itself.
 _ANSWERED_NETWORK_KINDS = ("echo", "sign_on", "sign_off")
@@ -66,7 +67,7 @@ class LinkOwner(Protocol):
 StateObserver = Callable[["Link", LinkState, LinkState], object]
 
 
-class Link:
+class Link(SignOnAndEcho):
     """A persistent, self-healing connection to one bank address.
 
     ``reactor`` connects; ``clock`` (default: the reactor) times everything else, so
@@ -414,86 +415,3 @@ class Link:
             self._write(protocol, answer, tpdu)
         except MessageError as e:
             self._log.error("link_reply_unencodable", mti=answer.get("t"), field=e.field, reason=e.reason)
-
-    # -- sign-on and echo -------------------------------------------------------------
-
-    def _network(self, kind: str, code: str | None = None) -> Message:
-        return network_request(kind, self._version, self._clock.seconds(), code)
-
-    def _sign_on(self, protocol: LinkProtocol) -> None:
-        self._set_state(LinkState.SIGNING_ON)
-        if not self._running or protocol is not self._protocol:
-            return
-        self._log.info("link_sign_on_sent")
-        answer = self._owner.exchange(self, self._network("sign_on", self.options.sign_on_code), self.options.echo_timeout)
-        answer.addCallbacks(self._signed_on, self._sign_on_failed, callbackArgs=(protocol,), errbackArgs=(protocol,))
-
-    def _signed_on(self, response: Message, protocol: LinkProtocol) -> None:
-        if protocol is not self._protocol or self._state is not LinkState.SIGNING_ON:
-            return
-        rc = response.get("39")
-        if rc == approved_code(self._version):
-            self._log.info("link_signed_on", rc=rc)
-            self._become_ready()
-        else:
-            self._log.warning("link_sign_on_failed", rc=rc, reason="declined")
-            self._drop(protocol, f"sign-on declined with response code {rc}")
-
-    def _sign_on_failed(self, failure: Failure, protocol: LinkProtocol) -> None:
-        if protocol is not self._protocol or self._state is not LinkState.SIGNING_ON:
-            return
-        self._log.warning("link_sign_on_failed", reason=failure.getErrorMessage())
-        self._drop(protocol, "sign-on unanswered")
-
-    def _become_ready(self) -> None:
-        self._backoff.reset()
-        self._echo_failures = 0
-        self._schedule_echo(self.options.echo_interval)
-        self._set_state(LinkState.READY)
-
-    def _schedule_echo(self, delay: float) -> None:
-        if self.options.echo_interval > 0:
-            self._echo_timer = self._clock.callLater(delay, self._echo_due)
-
-    def _echo_due(self) -> None:
-        """An echo goes out once nothing has come *from* the bank for ``echo_interval``.
-
-        Our own writes do not count as traffic: a bank that stopped answering while we
-        keep sending would otherwise never be tested, and every request would time out.
-        """
-        self._echo_timer = None
-        protocol = self._protocol
-        if self._state is not LinkState.READY or protocol is None:
-            return
-        idle = self._clock.seconds() - self._last_inbound
-        if idle < self.options.echo_interval:
-            self._schedule_echo(self.options.echo_interval - idle)
-            return
-        self._log.debug("link_echo_sent", idle=round(idle, 3))
-        answer = self._owner.exchange(self, self._network("echo"), self.options.echo_timeout)
-        answer.addCallbacks(self._echo_answered, self._echo_failed, callbackArgs=(protocol,), errbackArgs=(protocol,))
-
-    def _echo_answered(self, response: Message, protocol: LinkProtocol) -> None:
-        if protocol is not self._protocol or self._state is not LinkState.READY:
-            return
-        rc = response.get("39")
-        if rc != approved_code(self._version):
-            self._echo_missed(protocol, f"answered with response code {rc}")
-            return
-        self._echo_failures = 0
-        self._log.debug("link_echo_ok")
-        self._schedule_echo(self.options.echo_interval)
-
-    def _echo_failed(self, failure: Failure, protocol: LinkProtocol) -> None:
-        if protocol is not self._protocol or self._state is not LinkState.READY:
-            return
-        self._echo_missed(protocol, failure.getErrorMessage())
-
-    def _echo_missed(self, protocol: LinkProtocol, reason: str) -> None:
-        self._echo_failures += 1
-        self._echo_failure_count.inc()
-        self._log.warning("link_echo_failed", failures=self._echo_failures, limit=self.options.echo_max_failures, reason=reason)
-        if self._echo_failures >= self.options.echo_max_failures:
-            self._drop(protocol, f"{self._echo_failures} consecutive echo tests failed")
-        else:
-            self._schedule_echo(0)
