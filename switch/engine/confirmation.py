@@ -86,7 +86,7 @@ class Confirmations:
             txn.txn_id, txn.connector, txn.stan, txn.rrn, terminal.strip() if terminal else None,
             txn.kind.value == "sale", txn.amount, timer,
         )
-        log.info("awaiting_customer", txn_id=txn.txn_id, connector=txn.connector, expires_in=wait)
+        log.info("awaiting_customer", txn_id=txn.txn_id, connector=txn.connector, expires_in=round(wait, 3))
 
     async def rearm(self, txn: Transaction) -> None:
         """After a restart: the expiry counts from when the payment started waiting."""
