@@ -173,8 +173,9 @@ def _with_journal(cfg: SwitchConfig, work: Callable[[Any], Awaitable[list[str]]]
     from twisted.internet import task
     from twisted.internet.defer import ensureDeferred
 
-    from switch.journal.errors import InvalidRecord, JournalError, SafItemNotFound, SafStateError
+    from switch.journal.errors import InvalidRecord, JournalError, SafItemNotFound
     from switch.journal.journal import open_journal
+    from switch.journal.refusals import SafStateError
 
     logs.configure("json", level="warning")
 

@@ -17,7 +17,8 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 
-from switch.bank.link import Channel, Link, LinkOptions, LinkState, StateObserver
+from switch.bank.link import Link, StateObserver
+from switch.bank.linkparts import Channel, LinkOptions, LinkState
 from switch.bank.mux import (
     DEFAULT_MATCH_KEYS,
     LateResponseHook,

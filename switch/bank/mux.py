@@ -34,7 +34,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from switch.bank.link import Link, LinkNotConnected
+from switch.bank.link import Link
+from switch.bank.linkparts import LinkNotConnected
 from switch.bank.numbering import StanAllocator
 from switch.bank.pool import LinkPool
 from switch.iso.dialect import Dialect, Message

@@ -81,6 +81,11 @@ def mask_pan(pan: str) -> str:
     return "*" * length
 
 
+def mask_last4(value: str) -> str:
+    """Only the last four characters shown (account numbers, wallet ids); four or fewer are hidden entirely."""
+    return "*" * (len(value) - 4) + value[-4:] if len(value) > 4 else "*" * len(value)
+
+
 def _card_number_positions(text: str) -> Iterator[list[int]]:
     """For each Luhn-valid window of 13-19 digits, the positions of its digits in ``text``.
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from switch.domain import cardcheck
+from switch.domain.cardcheck import mask_last4
 from switch.domain.currency import Currency
-from switch.iso.masking import mask_last4
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,3 +171,16 @@ class StatusRequest:
 
     def log_fields(self) -> dict[str, object]:
         return {"txn_id": self.txn_id, "merchant": self.merchant_id, "order_id": self.order_id}
+
+
+@dataclass(frozen=True)
+class LifecycleRequest:
+    """capture / void / refund of ``txn_id``; ``amount`` None means the whole remaining amount."""
+
+    op: str
+    txn_id: str
+    amount: int | None = None
+    idempotency_key: str | None = None
+
+    def log_fields(self) -> dict[str, object]:
+        return {"txn_id": self.txn_id, "amount": self.amount}

@@ -27,8 +27,8 @@ import structlog
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from switch.engine.lifecycle import journalled_request
-from switch.engine.recovery import reversal_draft
+from switch.domain.status import Status
+from switch.engine.engine import journalled_request, reversal_draft
 from switch.engine.saf import StoreAndForward
 from switch.iso.answercheck import reference, response_code
 from switch.iso.dialect import Message
@@ -37,7 +37,7 @@ from switch.iso.mti import approved_code, response_mti
 from switch.iso.translate import original_reference
 from switch.journal import Journal
 from switch.journal.errors import TransitionRefused
-from switch.journal.models import Direction, EventDraft, Status, Transaction
+from switch.journal.models import Direction, EventDraft, Transaction
 
 log = structlog.get_logger("kswitch.confirmation")
 
@@ -86,7 +86,7 @@ class Confirmations:
             txn.txn_id, txn.connector, txn.stan, txn.rrn, terminal.strip() if terminal else None,
             txn.kind.value == "sale", txn.amount, timer,
         )
-        log.info("awaiting_customer", txn_id=txn.txn_id, connector=txn.connector, expires_in=wait)
+        log.info("awaiting_customer", txn_id=txn.txn_id, connector=txn.connector, expires_in=round(wait, 3))
 
     async def rearm(self, txn: Transaction) -> None:
         """After a restart: the expiry counts from when the payment started waiting."""

@@ -24,7 +24,9 @@ advice (0220 completion) is repeated (0221) with its original STAN until acknowl
 never reversed.  The whole outgoing message is kept (masked, card sealed), so every
 queued item can be built.  The engine installs `build_saf` and `settle_saf` as
 store-and-forward's hooks: settling an item finalizes its operation and the parent in
-one commit.
+one commit.  `journalled_request` and `reversal_draft` rebuild what was sent from the
+journal (for lifecycle operations, confirmations and recovery), and `PaymentMetrics`
+counts the outcomes of payments and their operations alike.
 """
 
 from __future__ import annotations
@@ -35,11 +37,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from prometheus_client import CollectorRegistry, Counter
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from connectors.base import ConnectorPlugin
 from switch.bank.mux import LinkLost, MuxBusy, NoLinkAvailable, RequestTimeout
+from switch.domain.carddata import CardData
+from switch.domain.status import Status
 from switch.engine.bank import Bank
 from switch.engine.saf import REVERSIBLE, StoreAndForward
 from switch.engine.status import API_STATUS
@@ -50,16 +55,8 @@ from switch.iso.responses import BankAnswer
 from switch.iso.translate import restore_instrument, reversal_request
 from switch.journal import Journal
 from switch.journal.errors import TransitionRefused
-from switch.journal.models import (
-    CardData,
-    Direction,
-    EventDraft,
-    SafDraft,
-    SafItem,
-    SafKind,
-    Status,
-    Transaction,
-)
+from switch.journal.models import Direction, EventDraft, SafDraft, SafItem, SafKind, Transaction
+from switch.observe.metrics import MetricBundle
 
 log = structlog.get_logger("kswitch.engine")
 
@@ -138,6 +135,45 @@ def void_draft(bank: Bank, original: Message, card: CardData | None) -> SafDraft
     """A void: the reversal of the original authorization or sale, delivered by store-and-forward."""
     return SafDraft(connector=bank.name, kind=SafKind.VOID, mti=mti_for(bank.profile.reversal, bank.profile.version),
                     fields=kept_fields(original, bank), card=card, max_attempts=bank.saf.max_attempts)
+
+
+async def reversal_draft(journal: Journal, txn: Transaction, bank: Bank) -> SafDraft:
+    """What resolves ``txn`` by its message class (a reversal, or an advice's repeat), rebuilt
+    from the journalled outgoing request and the sealed card."""
+    request = await journalled_request(journal, txn)
+    card = journal.reveal_card(txn.card) if txn.card is not None else None
+    return resolution_draft(bank, request, card)
+
+
+async def journalled_request(journal: Journal, txn: Transaction) -> Message:
+    """The original request as sent (masked in the journal), with the sealed card or account put back."""
+    messages = await journal.messages(txn.txn_id)
+    sent = next((m for m in messages if m.direction is Direction.OUT and m.mti[2] in "02"), None)
+    if sent is None:
+        raise LookupError(f"transaction {txn.txn_id} has no journalled request")
+    original: Message = {**sent.fields, "t": sent.mti}
+    if txn.card is not None:
+        restore_instrument(original, journal.reveal_card(txn.card))
+    return original
+
+
+class PaymentMetrics(MetricBundle):
+    """Outcomes, idempotent replays and queued reversals of payments and their operations."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
+        self.outcomes = Counter(
+            "kswitch_payments_total", "Payments by connector, kind and final status",
+            ["connector", "kind", "status"], registry=registry,
+        )
+        self.replays = Counter(
+            "kswitch_idempotent_replays_total", "Requests answered from an earlier request with the same idempotency key",
+            registry=registry,
+        )
+        self.reversals_queued = Counter(
+            "kswitch_reversals_queued_total", "Reversals queued in store-and-forward, by connector and cause",
+            ["connector", "cause"], registry=registry,
+        )
 
 
 _COLUMNS = {"response_code": re.compile(r"[A-Za-z0-9]{2,3}"), "auth_code": re.compile(r"[A-Za-z0-9 ]{1,6}"),

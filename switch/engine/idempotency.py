@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from switch.gateway.errors import ApiError
+from switch.domain.errors import IdempotencyConflict
 
 
 @dataclass
@@ -60,8 +60,7 @@ class KeyedOnce:
 
 def check_same(first: bytes | None, this: bytes) -> None:
     if first != this:
-        raise ApiError(
-            "idempotency_conflict",
+        raise IdempotencyConflict(
             "this idempotency_key was used for a different request; use a new key for a new request",
             field="idempotency_key",
         )

@@ -25,26 +25,32 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import Any
 
 import structlog
 from twisted.internet.defer import CancelledError
 
+from switch.domain.errors import DomainError, InvalidRequest, InvalidState, NotFound
+from switch.domain.merchant import MerchantConfig
+from switch.domain.model import LifecycleRequest
+from switch.domain.status import Kind, Status
+from switch.engine.bank import Bank
 from switch.engine.engine import (
     NOT_ENCODABLE,
     Answered,
     Engine,
     NotEncodable,
     NotSent,
+    PaymentMetrics,
     answer_columns,
+    journalled_request,
     operation_view,
     resolution_draft,
     void_draft,
 )
-from switch.engine.idempotency import check_same
+from switch.engine.idempotency import KeyedOnce, check_same
 from switch.engine.status import API_STATUS, answer
-from switch.gateway.errors import ApiError
 from switch.iso.dialect import Message
 from switch.iso.masking import mask_message
 from switch.iso.translate import (
@@ -52,66 +58,48 @@ from switch.iso.translate import (
     financial_request,
     instrument_from_sealed,
     original_data_elements,
-    restore_instrument,
     reversal_request,
 )
-from switch.journal import Journal
-from switch.journal.errors import DuplicateIdempotencyKey, ReservationRefused, TransactionNotFound
+from switch.journal.errors import TransactionNotFound
 from switch.journal.ids import new_txn_id
-from switch.journal.models import Direction, Kind, NewTransaction, SafKind, Status, Transaction
-
-if TYPE_CHECKING:
-    from switch.engine.payments import PaymentService
+from switch.journal.models import NewTransaction, SafKind, Transaction
+from switch.journal.refusals import DuplicateIdempotencyKey, ReservationRefused
 
 log = structlog.get_logger("kswitch.lifecycle")
 
-INVALID_STATE = "invalid_state"
 REFUNDABLE = (Status.CAPTURED, Status.PARTIALLY_REFUNDED)
 
 
-@dataclass(frozen=True)
-class LifecycleRequest:
-    """capture / void / refund of ``txn_id``; ``amount`` None means the whole remaining amount."""
-
-    op: str
-    txn_id: str
-    amount: int | None = None
-    idempotency_key: str | None = None
-
-    def log_fields(self) -> dict[str, object]:
-        return {"txn_id": self.txn_id, "amount": self.amount}
-
-    def request_hash(self) -> bytes:
-        """What makes two operation requests 'the same' for idempotency."""
-        canonical = json.dumps([self.op, self.txn_id, self.amount], separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).digest()
-
-
-async def journalled_request(journal: Journal, txn: Transaction) -> Message:
-    """The original request as sent (masked in the journal), with the sealed card or account put back."""
-    messages = await journal.messages(txn.txn_id)
-    sent = next((m for m in messages if m.direction is Direction.OUT and m.mti[2] in "02"), None)
-    if sent is None:
-        raise LookupError(f"transaction {txn.txn_id} has no journalled request")
-    original: Message = {**sent.fields, "t": sent.mti}
-    if txn.card is not None:
-        restore_instrument(original, journal.reveal_card(txn.card))
-    return original
+def operation_hash(req: LifecycleRequest) -> bytes:
+    """What makes two operation requests 'the same' for idempotency."""
+    canonical = json.dumps([req.op, req.txn_id, req.amount], separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).digest()
 
 
 class Lifecycle:
-    def __init__(self, service: PaymentService, engine: Engine, void_after_capture: Mapping[str, bool]) -> None:
-        self.service = service
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: PaymentMetrics,
+        keyed: KeyedOnce,
+        banks: Mapping[str, Bank],
+        merchants: Mapping[str, MerchantConfig],
+        void_after_capture: Mapping[str, bool],
+    ) -> None:
         self.engine = engine
         self.journal = engine.journal
+        self.metrics = metrics
+        self.keyed = keyed
+        self.banks = banks
+        self.merchants = merchants
         self.void_after_capture = void_after_capture
 
     async def run(self, req: LifecycleRequest, merchant_ids: frozenset[str]) -> dict[str, Any]:
         parent = await self._original(req.txn_id, merchant_ids)
         if req.idempotency_key is None:
             return await self._once(parent, req)
-        return await self.service.keyed.run(
-            (parent.merchant_id, req.idempotency_key), req.request_hash(),
+        return await self.keyed.run(
+            (parent.merchant_id, req.idempotency_key), operation_hash(req),
             lambda: self._first_with_key(parent, req),
         )
 
@@ -119,17 +107,17 @@ class Lifecycle:
         assert req.idempotency_key is not None
         earlier = await self.journal.find_by_idempotency_key(parent.merchant_id, req.idempotency_key)
         if earlier is not None:
-            check_same(earlier.request_hash, req.request_hash())
+            check_same(earlier.request_hash, operation_hash(req))
             return await self.replay(earlier)
         try:
             return await self._once(parent, req)
         except DuplicateIdempotencyKey as e:
-            check_same(e.transaction.request_hash if e.same_request else None, req.request_hash())
+            check_same(e.transaction.request_hash if e.same_request else None, operation_hash(req))
             return await self.replay(e.transaction)
 
     async def replay(self, child: Transaction) -> dict[str, Any]:
         """The answer an operation gave (or gives now, while it is resolved), from the journal."""
-        self.service.metrics.replays.inc()
+        self.metrics.replays.inc()
         assert child.parent_txn_id is not None
         parent = await self.journal.get_transaction(child.parent_txn_id)
         return _operation_answer(parent, child)
@@ -147,7 +135,7 @@ class Lifecycle:
         except TransactionNotFound:
             txn = None
         if txn is None or txn.merchant_id not in merchant_ids:
-            raise ApiError("not_found", f"no transaction {txn_id!r} for your merchants", field="txn_id")
+            raise NotFound(f"no transaction {txn_id!r} for your merchants", field="txn_id")
         return txn
 
     # -- what is allowed (checked here for a precise answer; enforced by the journal) ----------
@@ -160,12 +148,12 @@ class Lifecycle:
             if parent.kind is not Kind.AUTHORIZATION or parent.status is not Status.APPROVED:
                 raise _refused(parent, "capture", "an approved pre-authorization (capture: false)")
             if parent.amount_capture_pending:
-                raise ApiError(INVALID_STATE, "a capture of this pre-authorization is still being resolved; "
-                               "ask status", field="txn_id")
+                raise InvalidState("a capture of this pre-authorization is still being resolved; "
+                                   "ask status", field="txn_id")
             amount = req.amount if req.amount is not None else parent.amount_authorized
             if amount > parent.amount_authorized:
-                raise ApiError("invalid_request", f"capture amount {amount} exceeds the authorized "
-                               f"{parent.amount_authorized}", field="amount")
+                raise InvalidRequest(f"capture amount {amount} exceeds the authorized "
+                                     f"{parent.amount_authorized}", field="amount")
             return (Status.APPROVED,)
         if req.op == "refund":
             if parent.status not in REFUNDABLE and not (parent.kind is Kind.SALE and parent.status is Status.APPROVED):
@@ -175,8 +163,8 @@ class Lifecycle:
             if amount > remaining or amount <= 0:
                 in_flight = f", {parent.amount_refund_pending} in refunds still being resolved" \
                     if parent.amount_refund_pending else ""
-                raise ApiError("invalid_request", f"refund amount {amount} exceeds what is left to refund "
-                               f"({remaining} of {parent.amount_captured} captured{in_flight})", field="amount")
+                raise InvalidRequest(f"refund amount {amount} exceeds what is left to refund "
+                                     f"({remaining} of {parent.amount_captured} captured{in_flight})", field="amount")
             return (*REFUNDABLE, Status.APPROVED)
         allowed = [Status.APPROVED]
         if self.void_after_capture.get(parent.connector, False):
@@ -187,8 +175,8 @@ class Lifecycle:
                                                            "voids after capture; refund instead)")
             raise _refused(parent, "void", what)
         if parent.amount_capture_pending or parent.amount_refund_pending or parent.amount_refunded:
-            raise ApiError(INVALID_STATE, "cannot void a payment with a capture or refund in progress or done; "
-                           "refund instead", field="txn_id")
+            raise InvalidState("cannot void a payment with a capture or refund in progress or done; "
+                               "refund instead", field="txn_id")
         return tuple(allowed)
 
     def _amount(self, parent: Transaction, req: LifecycleRequest) -> int:
@@ -198,23 +186,23 @@ class Lifecycle:
             return parent.amount_authorized
         return parent.amount_captured - parent.amount_refunded - parent.amount_refund_pending
 
-    async def _refusal(self, parent_id: str, req: LifecycleRequest) -> ApiError:
+    async def _refusal(self, parent_id: str, req: LifecycleRequest) -> DomainError:
         """Why the journal refused the reservation, said as precisely as a fresh read allows."""
         try:
             self._allowed(await self.journal.get_transaction(parent_id), req)
-        except ApiError as e:
+        except DomainError as e:
             return e
-        return ApiError(INVALID_STATE, "another operation on this payment changed it meanwhile; ask status",
-                        field="txn_id")
+        return InvalidState("another operation on this payment changed it meanwhile; ask status",
+                            field="txn_id")
 
     # -- capture and refund -------------------------------------------------------------
 
     async def _money(
         self, parent: Transaction, req: LifecycleRequest, kind: Kind, allowed: tuple[Status, ...]
     ) -> dict[str, Any]:
-        bank = self.service.banks[parent.connector]
+        bank = self.banks[parent.connector]
         if parent.card is None:
-            raise ApiError(INVALID_STATE, "the card of this transaction is no longer kept", field="txn_id")
+            raise InvalidState("the card of this transaction is no longer kept", field="txn_id")
         card = self.journal.reveal_card(parent.card)
         sent = await journalled_request(self.journal, parent)
         amount = self._amount(parent, req)
@@ -224,7 +212,7 @@ class Lifecycle:
             store_id=parent.store_id, order_id=parent.order_id, connector=bank.name, amount=amount,
             currency=parent.currency, card=card, retain_card=True, stan=message["11"],
             transmission_datetime=message["7"], rrn=message.get("37"), idempotency_key=req.idempotency_key,
-            request_hash=req.request_hash() if req.idempotency_key else None,
+            request_hash=operation_hash(req) if req.idempotency_key else None,
         )
         try:
             self.engine.check_encodes(bank, message)
@@ -243,11 +231,11 @@ class Lifecycle:
             bank.release_stan(message["11"])
             raise
         parent, child = await self._outcome(bank, child, message, card)
-        self.service.metrics.outcomes.labels(bank.name, kind.value, operation_view(child)["status"]).inc()
+        self.metrics.outcomes.labels(bank.name, kind.value, operation_view(child)["status"]).inc()
         return _operation_answer(parent, child)
 
     def _message(self, bank: Any, parent: Transaction, sent: Message, kind: Kind, amount: int, card: Any) -> Message:
-        merchant = self.service.merchants[parent.merchant_id]
+        merchant = self.merchants[parent.merchant_id]
         store = merchant.stores[parent.store_id or ""]
         acceptor = Acceptor(merchant.mcc, store.terminal_id, merchant.acquirer_merchant_id, merchant.name,
                             merchant.city, merchant.country)
@@ -290,7 +278,7 @@ class Lifecycle:
         codes = {} if a is None else answer_columns(a, message.get("37"))
         result = await finish(child.txn_id, to=Status.TIMEOUT, reason=outcome.cause, saf=draft, **codes)
         if draft.kind is SafKind.REVERSAL:
-            self.service.metrics.reversals_queued.labels(bank.name, outcome.cause).inc()
+            self.metrics.reversals_queued.labels(bank.name, outcome.cause).inc()
         log.warning("operation_uncertain", txn_id=child.txn_id, kind=child.kind.value, cause=outcome.cause,
                     resolution=draft.kind.value)
         self.engine.saf.kick(bank.name)
@@ -299,7 +287,7 @@ class Lifecycle:
     # -- void ---------------------------------------------------------------------------
 
     async def _void(self, parent: Transaction, req: LifecycleRequest, allowed: tuple[Status, ...]) -> dict[str, Any]:
-        bank = self.service.banks[parent.connector]
+        bank = self.banks[parent.connector]
         sent = await journalled_request(self.journal, parent)
         card = self.journal.reveal_card(parent.card) if parent.card is not None else None
         probe = reversal_request(sent, bank.profile, bank.reserve_stan(), self.engine.clock.seconds(), repeat=False)
@@ -307,7 +295,7 @@ class Lifecycle:
             txn_id=new_txn_id(), kind=Kind.VOID, parent_txn_id=parent.txn_id, merchant_id=parent.merchant_id,
             store_id=parent.store_id, order_id=parent.order_id, connector=bank.name, amount=parent.amount,
             currency=parent.currency, idempotency_key=req.idempotency_key,
-            request_hash=req.request_hash() if req.idempotency_key else None,
+            request_hash=operation_hash(req) if req.idempotency_key else None,
         )
         try:
             self.engine.check_encodes(bank, self.engine.plugin(bank).reversal_message(probe, sent))
@@ -338,9 +326,8 @@ def _operation_answer(parent: Transaction, child: Transaction) -> dict[str, Any]
     return {**answer(parent), "operation": operation_view(child)}
 
 
-def _refused(original: Transaction, op: str, expected: str) -> ApiError:
-    return ApiError(
-        INVALID_STATE,
+def _refused(original: Transaction, op: str, expected: str) -> DomainError:
+    return InvalidState(
         f"cannot {op} a {original.kind.value} that is {API_STATUS[original.status]}; expected {expected}",
         field="txn_id",
     )

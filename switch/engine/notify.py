@@ -28,8 +28,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
+from switch.domain.events import Event
 from switch.journal import Journal
-from switch.journal.models import Event
 from switch.observe.metrics import MetricBundle
 
 log = structlog.get_logger("kswitch.notify")

@@ -32,12 +32,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 
 from connectors.base import ConnectorPlugin, PaymentContext
-from switch.domain.model import AuthorizeRequest, BankAccountInstrument, CardInstrument
+from switch.domain.errors import Busy, InvalidRequest, NotFound
+from switch.domain.merchant import MerchantConfig, StoreConfig
+from switch.domain.model import AuthorizeRequest, BankAccountInstrument, CardInstrument, LifecycleRequest
+from switch.domain.status import Kind, Status
 from switch.engine.bank import Bank
 from switch.engine.confirmation import Confirmations
 from switch.engine.engine import (
@@ -46,6 +49,7 @@ from switch.engine.engine import (
     Engine,
     NotEncodable,
     NotSent,
+    PaymentMetrics,
     Uncertain,
     answer_columns,
     operation_view,
@@ -53,46 +57,20 @@ from switch.engine.engine import (
 )
 from switch.engine.idempotency import KeyedOnce, check_same
 from switch.engine.late import match_late
-from switch.engine.lifecycle import Lifecycle, LifecycleRequest
+from switch.engine.lifecycle import Lifecycle
 from switch.engine.router import RouteQuery, Router
 from switch.engine.saf import StoreAndForward
 from switch.engine.status import API_STATUS, answer
-from switch.gateway.config import MerchantConfig, StoreConfig
-from switch.gateway.errors import ApiError
 from switch.iso.dialect import Message
 from switch.iso.masking import mask_message
 from switch.iso.translate import Acceptor, carries_accounts, financial_request, sealed_instrument
 from switch.journal import Journal
-from switch.journal.errors import DuplicateIdempotencyKey, TransactionNotFound
+from switch.journal.errors import TransactionNotFound
 from switch.journal.ids import new_txn_id
-from switch.journal.models import (
-    Direction,
-    EventDraft,
-    Kind,
-    NewTransaction,
-    Status,
-    Transaction,
-)
-from switch.observe.metrics import MetricBundle
+from switch.journal.models import Direction, EventDraft, NewTransaction, Transaction
+from switch.journal.refusals import DuplicateIdempotencyKey
 
 log = structlog.get_logger("kswitch.payments")
-
-class PaymentMetrics(MetricBundle):
-    def __init__(self, registry: CollectorRegistry) -> None:
-        super().__init__(registry)
-        self.outcomes = Counter(
-            "kswitch_payments_total", "Payments by connector, kind and final status",
-            ["connector", "kind", "status"], registry=registry,
-        )
-        self.replays = Counter(
-            "kswitch_idempotent_replays_total", "Requests answered from an earlier request with the same idempotency key",
-            registry=registry,
-        )
-        self.reversals_queued = Counter(
-            "kswitch_reversals_queued_total", "Reversals queued in store-and-forward, by connector and cause",
-            ["connector", "cause"], registry=registry,
-        )
-
 
 def request_hash(req: AuthorizeRequest, pan_hash: bytes) -> bytes:
     """What makes two requests 'the same' for idempotency; the PAN or account only as its keyed hash."""
@@ -133,7 +111,7 @@ class PaymentService:
         self.metrics = PaymentMetrics.on(registry)
         self.engine = engine or Engine(clock, journal, banks, saf)
         self.keyed = KeyedOnce(self.metrics.replays.inc)
-        self.lifecycle = Lifecycle(self, self.engine, void_after_capture or {})
+        self.lifecycle = Lifecycle(self.engine, self.metrics, self.keyed, banks, merchants, void_after_capture or {})
         self.confirmations = confirmations
 
     def plugin(self, bank: Bank) -> ConnectorPlugin:
@@ -172,10 +150,10 @@ class PaymentService:
     def _candidates(self, req: AuthorizeRequest) -> tuple[str, ...]:
         if req.bank is not None:
             if req.bank not in self.banks:
-                raise ApiError("invalid_request", f"unknown bank {req.bank!r}; expected one of {sorted(self.banks)}", field="bank")
+                raise InvalidRequest(f"unknown bank {req.bank!r}; expected one of {sorted(self.banks)}", field="bank")
             if not self._can_carry(req.bank, req):
-                raise ApiError("invalid_request", f"bank {req.bank!r} does not take {req.instrument.kind} payments "
-                               "(its dialect does not mask field 102)", field="bank")
+                raise InvalidRequest(f"bank {req.bank!r} does not take {req.instrument.kind} payments "
+                                     "(its dialect does not mask field 102)", field="bank")
             return (req.bank,)
         decision = self.router.route(route_query(req))
         return tuple(c for c in decision.connectors if self._can_carry(c, req))
@@ -191,7 +169,7 @@ class PaymentService:
         ready = [self.banks[c] for c in candidates if self.banks[c].ready]
         bank = next((b for b in ready if not b.saturated), None)
         if bank is None and ready:
-            raise ApiError("busy", f"bank {ready[0].name} has too many payments in flight; retry shortly")
+            raise Busy(f"bank {ready[0].name} has too many payments in flight; retry shortly")
         if bank is None:
             reason = "no_route" if not candidates else "issuer_unavailable"
             return await self._refused(req, h, kind, candidates[0] if candidates else "unrouted", reason)
@@ -330,7 +308,7 @@ class PaymentService:
         except TransactionNotFound:
             txn = None
         if txn is None or txn.merchant_id not in merchant_ids:
-            raise ApiError("not_found", f"no transaction {txn_id!r} for your merchants", field="txn_id")
+            raise NotFound(f"no transaction {txn_id!r} for your merchants", field="txn_id")
         return await self._answer(txn)
 
     def status_by_order(self, merchant_id: str, order_id: str) -> Deferred[dict[str, Any]]:
@@ -339,7 +317,7 @@ class PaymentService:
     async def _status_by_order(self, merchant_id: str, order_id: str) -> dict[str, Any]:
         payments = [t for t in await self.journal.find_by_order(merchant_id, order_id) if t.parent_txn_id is None]
         if not payments:
-            raise ApiError("not_found", f"no payment for order {order_id!r} of merchant {merchant_id!r}",
+            raise NotFound(f"no payment for order {order_id!r} of merchant {merchant_id!r}",
                            field="order_id")
         return await self._answer(max(payments, key=lambda t: t.created_at))
 

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any, Mapping
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
-from switch.engine.engine import resolution_draft
-from switch.engine.lifecycle import journalled_request
+from switch.domain.status import Kind, Status
+from switch.engine.engine import reversal_draft
 from switch.engine.saf import StoreAndForward
 from switch.iso.mti import response_mti
 from switch.journal import Journal
-from switch.journal.models import Kind, SafDraft, SafState, Status, Transaction
+from switch.journal.models import SafState, Transaction
 from switch.observe.metrics import MetricBundle
 
 if TYPE_CHECKING:
@@ -137,11 +137,3 @@ async def _never_sent(journal: Journal, txn: Transaction) -> None:
         log.warning("recovered_never_sent", txn_id=txn.txn_id, connector=txn.connector)
     else:
         log.error("recovery_without_request", txn_id=txn.txn_id, connector=txn.connector, status=txn.status.value)
-
-
-async def reversal_draft(journal: Journal, txn: Transaction, bank: Any) -> SafDraft:
-    """What resolves ``txn`` by its message class (a reversal, or an advice's repeat), rebuilt
-    from the journalled outgoing request and the sealed card."""
-    request = await journalled_request(journal, txn)
-    card = journal.reveal_card(txn.card) if txn.card is not None else None
-    return resolution_draft(bank, request, card)

@@ -31,12 +31,13 @@ from twisted.internet.task import LoopingCall
 
 from switch.bank.mux import MuxError
 from switch.domain.panscan import looks_like_pan
+from switch.domain.status import Status
 from switch.iso.dialect import Message
 from switch.iso.masking import mask_message
 from switch.iso.translate import reversal_request
 from switch.journal import Journal
 from switch.journal.errors import TransitionRefused
-from switch.journal.models import Direction, EventDraft, SafItem, SafKind, Status, utc_from_seconds
+from switch.journal.models import Direction, EventDraft, SafItem, SafKind, utc_from_seconds
 from switch.observe.metrics import MetricBundle
 
 log = structlog.get_logger("kswitch.saf")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from switch.journal.models import Status, Transaction
+from switch.domain.status import Status
+from switch.journal.models import Transaction
 
 API_STATUS = {
     Status.PENDING: "pending",

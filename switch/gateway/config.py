@@ -1,4 +1,6 @@
-"""What the socket API needs to know about clients and merchants, as plain dataclasses.
+"""What the socket API needs to know about its clients and limits, as plain dataclasses.
+
+Merchants and stores are domain objects (`switch.domain.merchant`).
 
 The switch fills these from its TOML configuration; the API never reads files itself,
 which keeps it testable and lets a reload swap the whole `ApiConfig` at once.
@@ -10,6 +12,8 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+from switch.domain.merchant import MerchantConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,37 +33,6 @@ class ClientConfig:
         if not self.name or not self.token:
             raise ValueError("a client needs a non-empty name and token")
         object.__setattr__(self, "merchant_ids", frozenset(self.merchant_ids))
-
-
-@dataclass(frozen=True, slots=True)
-class StoreConfig:
-    """A store (web shop, channel) of a merchant; ``terminal_id`` goes to ISO 8583 field 41."""
-
-    id: str
-    terminal_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class MerchantConfig:
-    """A merchant as the acquirer knows it: fields 18 (``mcc``), 42 (``acquirer_merchant_id``) and 43."""
-
-    id: str
-    name: str
-    mcc: str
-    city: str
-    country: str
-    acquirer_merchant_id: str
-    stores: Mapping[str, StoreConfig]
-
-    @classmethod
-    def with_stores(cls, stores: Iterable[StoreConfig], **fields: str) -> MerchantConfig:
-        """Build a merchant from a list of stores, refusing duplicate store ids."""
-        by_id: dict[str, StoreConfig] = {}
-        for store in stores:
-            if store.id in by_id:
-                raise ValueError(f"merchant {fields.get('id')!r} lists store {store.id!r} twice")
-            by_id[store.id] = store
-        return cls(stores=by_id, **fields)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
 
-from switch.engine.lifecycle import LifecycleRequest
+from switch.domain.model import LifecycleRequest
 from switch.gateway.ops import Answer, OpContext, Operation, OperationRegistry
 from switch.gateway.validate import (
     IDEMPOTENCY_KEY,

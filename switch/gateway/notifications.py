@@ -17,6 +17,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from switch.domain.events import Event
 from switch.engine.notify import EventsNotFound, Notifier
 from switch.gateway.errors import ApiError, ErrorCode
 from switch.gateway.ops import Answer, OpContext, Operation
@@ -24,7 +25,6 @@ from switch.gateway.protocol import ApiFactory, ApiProtocol
 from switch.gateway.session import Session
 from switch.gateway.validate import ENVELOPE_FIELDS, IDENTIFIER, IDENTIFIER_EXPECTED, Fields, invalid, json_type
 from switch.gateway.wire import encode
-from switch.journal.models import Event
 
 MAX_IDS = 500
 MAX_EVENT_ID = 2**63 - 1

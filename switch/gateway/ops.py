@@ -14,9 +14,10 @@ from typing import Any, Generic, Protocol, TypeVar
 import structlog
 from twisted.internet.defer import Deferred, maybeDeferred
 
+from switch.domain.merchant import MerchantConfig
 from switch.domain.model import AuthorizeRequest, HelloRequest, PingRequest, StatusRequest
 from switch.gateway.answers import FINAL_STATUSES, transaction_answer
-from switch.gateway.config import ApiConfig, ClientConfig, MerchantConfig
+from switch.gateway.config import ApiConfig, ClientConfig
 from switch.gateway.errors import ApiError, ErrorCode
 from switch.gateway.service import IPaymentService
 from switch.gateway.session import Session

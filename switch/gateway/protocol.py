@@ -24,9 +24,10 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from switch.domain.errors import DomainError
 from switch.gateway.answers import STATUSES
 from switch.gateway.config import ApiConfig
-from switch.gateway.errors import ApiError, ErrorCode
+from switch.gateway.errors import ApiError, ErrorCode, from_domain
 from switch.gateway.metrics import ApiMetrics
 from switch.gateway.ops import OpContext, Operation, OperationRegistry, default_operations
 from switch.gateway.service import IPaymentService
@@ -145,6 +146,10 @@ class ApiProtocol(Protocol):
         except ApiError as error:
             self._answer(exchange, failure(exchange.request_id, error), error)
             return
+        except DomainError as refused:
+            error = from_domain(refused)
+            self._answer(exchange, failure(exchange.request_id, error), error)
+            return
         except Exception:
             error = self._internal_error(exchange, traceback.format_exc())
             self._answer(exchange, failure(exchange.request_id, error), error)
@@ -191,7 +196,12 @@ class ApiProtocol(Protocol):
 
     def _failed(self, reason: Failure, exchange: _Exchange) -> None:
         self._settle(exchange)
-        error = reason.value if reason.check(ApiError) else self._internal_error(exchange, reason.getTraceback())
+        if reason.check(ApiError):
+            error = reason.value
+        elif reason.check(DomainError):
+            error = from_domain(reason.value)
+        else:
+            error = self._internal_error(exchange, reason.getTraceback())
         self._answer(exchange, failure(exchange.request_id, error), error)
 
     def _settle(self, exchange: _Exchange) -> None:

@@ -27,9 +27,10 @@ class IPaymentService(Protocol):
     and ``masked_pan`` may be None. Extra keys are passed to the client unchanged,
     so they must be JSON values and must never hold a full PAN or a CVV.
 
-    To refuse a request, raise (or fail the Deferred with) `switch.gateway.errors.ApiError`;
-    its message goes to the client verbatim. Any other exception is answered as
-    ``internal`` and logged with its traceback.
+    To refuse a request, raise (or fail the Deferred with) a `switch.domain.errors.DomainError`;
+    the API answers it with its class's error code (`switch.gateway.errors.from_domain`) and
+    its message verbatim. Any other exception is answered as ``internal`` and logged with
+    its traceback.
     """
 
     def authorize(self, request: AuthorizeRequest, client: str) -> Deferred[TransactionAnswer]:
@@ -41,10 +42,10 @@ class IPaymentService(Protocol):
         out, because an answer it made up could contradict the bank.
 
         ``request.bank``, when set, forces the connector; an unknown connector is
-        ``ApiError("invalid_request", ..., field="bank")``. ``request.idempotency_key``,
+        ``InvalidRequest(..., field="bank")``. ``request.idempotency_key``,
         when set, must make a repeat with the same key and the same request replay
         the first answer (waiting for it if still in flight), and the same key with
-        a different request fail with ``ApiError("conflict", ..., field="idempotency_key")``.
+        a different request fail with ``IdempotencyConflict(..., field="idempotency_key")``.
         """
         ...
 
@@ -53,13 +54,13 @@ class IPaymentService(Protocol):
 
         The answer must include ``merchant_id``, ``store_id``, ``order_id``, ``amount``
         (int) and ``currency`` (alpha code). A transaction that does not exist, or
-        belongs to another merchant, is ``ApiError("not_found", ...)`` alike, so a
+        belongs to another merchant, is ``NotFound(...)`` alike, so a
         client cannot probe for other merchants' transactions.
         """
         ...
 
     def status_by_order(self, merchant_id: str, order_id: str) -> Deferred[TransactionAnswer]:
-        """The latest payment (not capture/void/refund) of an order; ``ApiError("not_found")`` when none.
+        """The latest payment (not capture/void/refund) of an order; ``NotFound`` when none.
 
         The API has already checked that the client may use ``merchant_id``.
         """

@@ -19,7 +19,7 @@ from twisted.internet.task import LoopingCall
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
-from switch.gateway.client import (
+from switch.gateway.clientcore import (
     DEFAULT_CONNECT,
     MAX_ANSWER_BYTES,
     Answer,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-from switch.domain.cardcheck import mask_pan, redact_pans
+from switch.domain.cardcheck import mask_last4, mask_pan, redact_pans
 from switch.iso.dialect import ALWAYS_SENSITIVE, Dialect
 
 __all__ = ["mask_pan", "mask_last4", "mask_full", "mask_message", "mask_card_data"]
@@ -29,10 +29,6 @@ _TRACK = re.compile(
     r"|[0-9]{12,19}\^[^^]{0,26}\^[0-9]{4}",  # track 1 without its sentinel: ``PAN^NAME^YYMM``
     re.ASCII,
 )
-
-
-def mask_last4(value: str) -> str:
-    return "*" * (len(value) - 4) + value[-4:] if len(value) > 4 else "*" * len(value)
 
 
 def mask_full(value: str) -> str:

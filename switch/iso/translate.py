@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Mapping
 
+from switch.domain.cardcheck import mask_last4
+from switch.domain.carddata import AccountData, CardData
 from switch.domain.model import ACCOUNT_TYPES, BankAccountInstrument, CardInstrument, Instrument, WalletInstrument
 from switch.iso.dialect import Dialect, Message
-from switch.iso.masking import mask_last4, mask_message
+from switch.iso.masking import mask_message
 from switch.iso.mti import mti_for, transmission_time
 from switch.iso.responses import ResponseTable
-from switch.journal.models import AccountData, CardData
 
 PURCHASE, REFUND = "00", "20"
 ACCOUNT_FIELD = "102"

@@ -1,14 +1,17 @@
 """The durable transaction journal: transactions, messages, store-and-forward, events.
 
 Open it with `open_journal(JournalConfig(...), reactor)`; everything else is a
-method of the `Journal` it yields.
+method of the `Journal` it yields. May import `switch.domain` and `switch.observe` only
+(not the ISO layer: messages arrive as masked field dicts).
 """
 
+from switch.domain.carddata import CardData
+from switch.domain.events import Event
+from switch.domain.status import IN_FLIGHT_STATUSES, Kind, Status
 from switch.journal.config import JournalConfig, SecretSource
 from switch.journal.errors import (
     CardDataRefused,
     CommitOutcomeUnknown,
-    DuplicateIdempotencyKey,
     InvalidRecord,
     JournalClosed,
     JournalError,
@@ -16,9 +19,7 @@ from switch.journal.errors import (
     JournalUnavailable,
     KeyConfigError,
     PanDecryptionFailed,
-    ReservationRefused,
     SafItemNotFound,
-    SafStateError,
     SchemaError,
     SchemaTooNew,
     StorageError,
@@ -33,13 +34,9 @@ from switch.journal.ids import new_txn_id
 from switch.journal.journal import Journal, open_journal
 from switch.journal.metrics import JournalMetrics
 from switch.journal.models import (
-    IN_FLIGHT_STATUSES,
-    CardData,
     Direction,
     EncryptedCard,
-    Event,
     EventDraft,
-    Kind,
     MessageRecord,
     NewTransaction,
     SafDraft,
@@ -47,11 +44,11 @@ from switch.journal.models import (
     SafKind,
     SafState,
     SafStats,
-    Status,
     Transaction,
     TransitionRecord,
     TxnChanges,
 )
+from switch.journal.refusals import DuplicateIdempotencyKey, ReservationRefused, SafStateError
 from switch.journal.vault import PanVault, generate_key
 
 __all__ = [

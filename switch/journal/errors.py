@@ -2,18 +2,16 @@
 
 Every failure a caller may want to handle differently has its own class, so the
 switch can map them to answers (decline, retry, 409, 404) without parsing
-messages. Messages never contain card data.
+messages. Messages never contain card data. Refusals that hand back the record that
+caused them are in `switch.journal.refusals` (they need the record types of
+`switch.journal.models`, which needs `InvalidRecord` from here).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from switch.domain.panscan import safe_repr
-
-if TYPE_CHECKING:
-    from switch.journal.models import SafItem, Transaction
 
 
 class JournalError(Exception):
@@ -38,40 +36,6 @@ class TransactionExists(JournalError):
     def __init__(self, txn_id: str) -> None:
         super().__init__(f"transaction {safe_repr(txn_id)} already exists")
         self.txn_id = txn_id
-
-
-class DuplicateIdempotencyKey(JournalError):
-    """The (merchant, idempotency key) pair is already bound to a transaction.
-
-    ``same_request`` tells the caller whether to replay the stored answer (same
-    request hash) or answer a conflict (different hash).
-    """
-
-    def __init__(self, transaction: Transaction, same_request: bool) -> None:
-        verdict = "same request" if same_request else "different request"
-        super().__init__(
-            f"idempotency key {transaction.idempotency_key!r} of merchant {transaction.merchant_id!r} "
-            f"is already used by transaction {transaction.txn_id!r} ({verdict})"
-        )
-        self.transaction = transaction
-        self.same_request = same_request
-
-
-class ReservationRefused(JournalError):
-    """An operation could not reserve what it needs on its parent (state or amount).
-
-    ``parent`` is the parent as it is now, so the caller can say why.
-    """
-
-    def __init__(self, parent: Transaction, kind: str, amount: int) -> None:
-        super().__init__(
-            f"cannot reserve {kind} of {amount} on transaction {parent.txn_id!r} ({parent.status.value}, "
-            f"captured {parent.amount_captured}, refunded {parent.amount_refunded}, pending capture "
-            f"{parent.amount_capture_pending}, pending refund {parent.amount_refund_pending})"
-        )
-        self.parent = parent
-        self.kind = kind
-        self.amount = amount
 
 
 class TransitionRefused(JournalError):
@@ -105,18 +69,6 @@ class SafItemNotFound(JournalError, LookupError):
     def __init__(self, saf_id: int) -> None:
         super().__init__(f"store-and-forward item {saf_id} not found")
         self.saf_id = saf_id
-
-
-class SafStateError(JournalError):
-    """An SAF action is not allowed in the item's current state (e.g. retrying a completed item)."""
-
-    def __init__(self, item: SafItem, action: str, allowed: Iterable[str]) -> None:
-        super().__init__(
-            f"cannot {action} store-and-forward item {item.saf_id}: it is {item.state.value!r}, "
-            f"allowed from [{', '.join(sorted(allowed))}]"
-        )
-        self.item = item
-        self.action = action
 
 
 class UnknownEvent(JournalError, LookupError):

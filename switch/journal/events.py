@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from switch.domain.events import Event
 from switch.journal.db import Db, Row, in_list
 from switch.journal.errors import UnknownEvent
 from switch.journal.guard import load_fields
-from switch.journal.models import Event, from_us
+from switch.journal.models import from_us
 
 
 def append(db: Db, *, merchant_id: str, txn_id: str | None, type: str, payload: str, now: int) -> Event:

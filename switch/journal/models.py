@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypedDict, TypeVar
 
-from switch.domain.cardcheck import mask_pan, valid_expiry, valid_pan
+from switch.domain.carddata import CardData
 from switch.domain.currency import by_alpha
 from switch.domain.panscan import safe_repr
+from switch.domain.status import IN_FLIGHT_STATUSES, Kind, Status
 from switch.journal.errors import InvalidRecord
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
@@ -31,37 +32,6 @@ _TEXT_CHANGES = {
     "transmission_datetime": re.compile(r"\d{10}"),
 }
 _MAX_REASON = 500
-
-
-class Kind(enum.StrEnum):
-    AUTHORIZATION = "authorization"
-    SALE = "sale"
-    CAPTURE = "capture"
-    VOID = "void"
-    REFUND = "refund"
-    REVERSAL = "reversal"
-
-
-class Status(enum.StrEnum):
-    PENDING = "pending"
-    APPROVED = "approved"
-    DECLINED = "declined"
-    FAILED = "failed"
-    TIMEOUT = "timeout"
-    REVERSAL_PENDING = "reversal_pending"
-    REVERSED = "reversed"
-    VOIDED = "voided"
-    CAPTURED = "captured"
-    REFUNDED = "refunded"
-    PARTIALLY_REFUNDED = "partially_refunded"
-    AWAITING_CUSTOMER = "pending_customer_action"
-
-
-# States that have an owner still working on them; crash recovery must resume each
-# (an awaiting-customer transaction gets its confirmation expiry re-armed, not a reversal).
-IN_FLIGHT_STATUSES: frozenset[Status] = frozenset(
-    {Status.PENDING, Status.REVERSAL_PENDING, Status.TIMEOUT, Status.AWAITING_CUSTOMER}
-)
 
 
 class Direction(enum.StrEnum):
@@ -213,57 +183,6 @@ def require_text(name: str, value: object, max_length: int) -> str:
     if not isinstance(value, str) or not value or len(value) > max_length:
         raise InvalidRecord(f"{name} must be a non-empty string of at most {max_length} characters")
     return value
-
-
-@dataclass(frozen=True, repr=False)
-class CardData:
-    """A clear PAN and expiry, only ever held in memory.
-
-    There is deliberately no field for CVV, track data or PIN: the journal has no
-    way to receive them. ``repr`` shows the masked PAN so it is safe in logs.
-    """
-
-    pan: str
-    expiry: str | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.pan, str) or not valid_pan(self.pan):
-            raise InvalidRecord("PAN must be 12-19 digits passing the Luhn check")
-        if self.expiry is not None and (not isinstance(self.expiry, str) or not valid_expiry(self.expiry)):
-            raise InvalidRecord("expiry must be YYMM")
-
-    @property
-    def masked(self) -> str:
-        return mask_pan(self.pan)
-
-    def __repr__(self) -> str:
-        return f"CardData(pan={self.masked!r}, expiry={'set' if self.expiry else None})"
-
-
-_ACCOUNT = re.compile(r"[A-Za-z0-9:/-]{4,28}")
-
-
-@dataclass(frozen=True, repr=False)
-class AccountData(CardData):
-    """A bank account number or wallet id, exactly as the bank receives it (field 102).
-
-    It rides in `CardData`'s ``pan`` slot on purpose: every journal path that seals,
-    hashes and masks a PAN then protects an account number the same way, with no
-    second code path to get wrong.  It is not Luhn-checked and masks to its last four.
-    """
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.pan, str) or not _ACCOUNT.fullmatch(self.pan):
-            raise InvalidRecord("account must be 4-28 letters, digits, ':', '/' or '-'")
-        if self.expiry is not None:
-            raise InvalidRecord("an account has no expiry")
-
-    @property
-    def masked(self) -> str:
-        return "*" * (len(self.pan) - 4) + self.pan[-4:]
-
-    def __repr__(self) -> str:
-        return f"AccountData(account={self.masked!r})"
 
 
 @dataclass(frozen=True)
@@ -458,13 +377,3 @@ class SafStats:
     depth: int
     oldest_enqueued_at: datetime | None
     dead_letters: int
-
-
-@dataclass(frozen=True)
-class Event:
-    event_id: int
-    merchant_id: str
-    txn_id: str | None
-    type: str
-    payload: Mapping[str, Any]
-    created_at: datetime

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from switch.domain.status import Kind, Status
 from switch.journal.db import Db, in_list
-from switch.journal.errors import ReservationRefused, StorageError, TransactionNotFound
-from switch.journal.models import Kind, Status, Transaction
+from switch.journal.errors import StorageError, TransactionNotFound
+from switch.journal.models import Transaction
+from switch.journal.refusals import ReservationRefused
 from switch.journal.store import get_transaction, record_transition, transaction_from_row
 
 _RESERVE = {

@@ -17,9 +17,10 @@ from collections.abc import Collection, Mapping
 from switch.journal import events
 from switch.journal.cards import card_from_row, saf_context
 from switch.journal.db import Db, Row, in_list
-from switch.journal.errors import SafItemNotFound, SafStateError, StorageError
+from switch.journal.errors import SafItemNotFound, StorageError
 from switch.journal.guard import dump_fields, load_fields
 from switch.journal.models import SafItem, SafKind, SafState, SafStats, from_us, optional_from_us
+from switch.journal.refusals import SafStateError
 
 _INSERT = (
     "INSERT INTO saf_queue (connector, txn_id, kind, mti, fields, pan_key_id, pan_ciphertext, state, attempts, "

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Mapping
 
+from switch.domain.status import IN_FLIGHT_STATUSES, Kind, Status
 from switch.journal.cards import card_from_row, transaction_context
 from switch.journal.db import Db, Row, in_list
 from switch.journal.errors import (
-    DuplicateIdempotencyKey,
     StorageError,
     TransactionExists,
     TransactionNotFound,
@@ -21,17 +21,8 @@ from switch.journal.errors import (
     VersionConflict,
 )
 from switch.journal.guard import load_fields
-from switch.journal.models import (
-    IN_FLIGHT_STATUSES,
-    Direction,
-    Kind,
-    MessageRecord,
-    Status,
-    Transaction,
-    TransitionRecord,
-    from_us,
-    optional_from_us,
-)
+from switch.journal.models import Direction, MessageRecord, Transaction, TransitionRecord, from_us, optional_from_us
+from switch.journal.refusals import DuplicateIdempotencyKey
 
 TRANSACTION_COLUMNS = (
     "txn_id", "kind", "parent_txn_id", "merchant_id", "store_id", "order_id", "connector", "status",

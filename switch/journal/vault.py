@@ -29,9 +29,10 @@ import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESGCMSIV
 
+from switch.domain.carddata import AccountData, CardData
 from switch.journal.config import JournalConfig, SecretSource
 from switch.journal.errors import KeyConfigError, PanDecryptionFailed, UnknownKeyId
-from switch.journal.models import AccountData, CardData, EncryptedCard
+from switch.journal.models import EncryptedCard
 
 log = structlog.get_logger("kswitch.journal")
 

@@ -25,11 +25,12 @@ from twisted.internet.endpoints import serverFromString
 
 from connectors import UnknownPlugin, plugin_class
 from switch.bank.connector import ConnectorOptions, LinkOptions, TlsClientOptions
+from switch.domain.merchant import MerchantConfig, StoreConfig
 from switch.engine.confirmation import DEFAULT_TIMEOUT
 from switch.engine.notify import NotifyOptions
 from switch.engine.router import Router
 from switch.engine.saf import SafOptions
-from switch.gateway.config import ApiConfig, ApiLimits, ClientConfig, MerchantConfig, StoreConfig
+from switch.gateway.config import ApiConfig, ApiLimits, ClientConfig
 from switch.gateway.listen import server_endpoint, split_description
 from switch.iso.dialect import DialectError, load_dialect
 from switch.iso.framing import Framing

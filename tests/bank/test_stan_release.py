@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from twisted.internet.task import Clock
 
 from switch.bank.connector import LinkLost, MuxBusy, NoLinkAvailable, RequestTimeout
-from switch.bank.link import LinkNotConnected
+from switch.bank.linkparts import LinkNotConnected
 from switch.bank.mux import Mux
 from switch.bank.numbering import StanAllocator
 from switch.bank.pool import LinkPool

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from switch.bank.connector import ConnectorOptions, LinkOptions, TlsClientOptions
-from switch.bank.link import Backoff
+from switch.bank.linkparts import Backoff
 from switch.bank.mux import MatchKeys
 from switch.bank.pool import LinkPool
 from switch.bank.tls import TlsConfigError, client_connection_creator

@@ -10,7 +10,7 @@ import pytest_twisted
 from structlog.testing import capture_logs
 
 from connectors.base import _REGISTRY, parse_tlv, register
-from switch.engine.recovery import reversal_draft
+from switch.engine.engine import reversal_draft
 from tests.e2e.harness import BANKS, PLUGIN_BANKS, PLUGIN_ROUTES, authorize, eventually, start_env, stop_env
 
 VISA = "4111111111111111"

@@ -10,9 +10,10 @@ import pytest_twisted
 
 import connectors.base
 from connectors.base import ConnectorPlugin
+from switch.domain.status import Status
 from switch.iso.dialect import Message
 from switch.iso.responses import BankAnswer, ResponseTable
-from switch.journal.models import SafKind, Status
+from switch.journal.models import SafKind
 from tests.e2e.harness import BANKS, authorize, eventually, start_env, stop_env
 
 VISA = "4111111111111111"

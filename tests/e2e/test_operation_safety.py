@@ -11,18 +11,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
+from switch.domain.carddata import CardData
+from switch.domain.status import Kind, Status
 from switch.engine.recovery import recover
-from switch.journal.models import (
-    CardData,
-    Direction,
-    Kind,
-    NewTransaction,
-    SafDraft,
-    SafKind,
-    SafState,
-    Status,
-    utc_from_seconds,
-)
+from switch.journal.models import Direction, NewTransaction, SafDraft, SafKind, SafState, utc_from_seconds
 from switch.tools.banksim import ORIGINAL_KINDS
 from tests.e2e.harness import TOKEN, authorize, eventually, start_env, stop_env
 

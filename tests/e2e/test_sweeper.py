@@ -8,9 +8,11 @@ from datetime import timedelta
 import pytest_twisted
 from twisted.internet import reactor
 
+from switch.domain.carddata import CardData
+from switch.domain.status import Kind, Status
 from switch.engine.recovery import sweep_stale_pending
 from switch.journal.ids import new_txn_id
-from switch.journal.models import CardData, Kind, NewTransaction, SafState, Status, utc_from_seconds
+from switch.journal.models import NewTransaction, SafState, utc_from_seconds
 from tests.e2e.harness import eventually
 
 VISA = "4111111111111111"

@@ -15,9 +15,9 @@ from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
+from switch.domain.events import Event
 from switch.engine.notify import Notifier, NotifyOptions
 from switch.journal.errors import UnknownEvent
-from switch.journal.models import Event
 
 
 class EventLog:

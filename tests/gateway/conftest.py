@@ -18,9 +18,10 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
+from switch.domain.errors import IdempotencyConflict, NotFound
+from switch.domain.merchant import MerchantConfig, StoreConfig
 from switch.domain.model import AuthorizeRequest
-from switch.gateway.config import ApiConfig, ApiLimits, ClientConfig, MerchantConfig, StoreConfig
-from switch.gateway.errors import ApiError
+from switch.gateway.config import ApiConfig, ApiLimits, ClientConfig
 from switch.gateway.listen import listen
 from switch.gateway.protocol import ApiFactory
 
@@ -50,7 +51,7 @@ class FakePaymentService:
     """Stands in for the switch core. The order id chooses the behaviour:
 
     ``hold-*`` waits until `release` is called, ``boom-*`` raises an unexpected
-    exception, ``decline-*`` declines, ``conflict-*`` raises ApiError("idempotency_conflict"),
+    exception, ``decline-*`` declines, ``conflict-*`` raises IdempotencyConflict,
     ``garbage-*`` answers something the spec does not allow; anything else is approved.
     """
 
@@ -68,7 +69,7 @@ class FakePaymentService:
         if order.startswith("boom"):
             raise RuntimeError("kaboom: internal detail the client must not see")
         if order.startswith("conflict"):
-            raise ApiError("idempotency_conflict", "key reused for another request", field="idempotency_key")
+            raise IdempotencyConflict("key reused for another request", field="idempotency_key")
         if order.startswith("garbage"):
             return succeed({"status": "maybe"})
         txn_id = f"T{next(self._txn_ids):06d}"
@@ -107,7 +108,7 @@ class FakePaymentService:
             return succeed(self.status_override)
         transaction = self.transactions.get(txn_id)
         if transaction is None or transaction["merchant_id"] not in merchant_ids:
-            raise ApiError("not_found", "no such transaction", field="txn_id")
+            raise NotFound("no such transaction", field="txn_id")
         return succeed(transaction)
 
     def answer_undeliverable(self, txn_id: str, client: str) -> None:

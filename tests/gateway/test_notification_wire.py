@@ -7,10 +7,10 @@ from datetime import datetime, timezone
 
 import pytest
 
+from switch.domain.events import Event
 from switch.gateway.errors import ApiError
 from switch.gateway.notifications import AckRequest, SubscribeRequest, parse_ack, parse_subscribe, push_line
 from switch.gateway.wire import encode
-from switch.journal.models import Event
 
 
 def refused(parse, obj):

@@ -7,10 +7,11 @@ from contextlib import closing
 import pytest
 import pytest_twisted
 
+from switch.domain.carddata import AccountData
+from switch.domain.errors import InvalidValue
+from switch.domain.status import IN_FLIGHT_STATUSES
 from switch.journal import Journal, JournalConfig, Kind, NewTransaction, SafDraft, SafKind, Status
-from switch.journal.errors import InvalidRecord
 from switch.journal.journal import backend_for
-from switch.journal.models import IN_FLIGHT_STATUSES, AccountData
 from switch.journal.schema import MIGRATIONS, migrate
 
 ACCOUNT = "000123456789"
@@ -20,9 +21,9 @@ def test_account_data_masks_to_last_four_and_refuses_bad_values() -> None:
     assert AccountData(ACCOUNT).masked == "********6789"
     assert ACCOUNT not in repr(AccountData(ACCOUNT))
     for bad in ("12", "has space", "x" * 29):
-        with pytest.raises(InvalidRecord):
+        with pytest.raises(InvalidValue):
             AccountData(bad)
-    with pytest.raises(InvalidRecord):
+    with pytest.raises(InvalidValue):
         AccountData(ACCOUNT, expiry="3012")
 
 

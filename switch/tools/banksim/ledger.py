@@ -30,8 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from switch.domain.cardcheck import mask_pan
-from switch.iso.masking import mask_last4
+from switch.domain.cardcheck import mask_last4, mask_pan
 from switch.tools.banksim.accounts import Account
 
 SCHEMA_VERSION = 1

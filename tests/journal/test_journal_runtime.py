@@ -1,0 +1,213 @@
+"""The journal at run time: group commit, key rotation, lost connections, several processes, per backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_twisted
+from prometheus_client import CollectorRegistry
+from twisted.internet import defer, reactor
+
+from switch.journal import (
+    CardData,
+    DuplicateIdempotencyKey,
+    EventDraft,
+    Journal,
+    JournalClosed,
+    PanDecryptionFailed,
+    Status,
+    TransactionExists,
+    TransitionRefused,
+    generate_key,
+    open_journal,
+)
+from tests.journal.conftest import raw_connect, sample
+from tests.journal.test_journal import AMEX, VISA, failure_of, sale
+from tests.journal.test_journal_saf_events import reversal
+
+# Group commit
+
+
+@pytest_twisted.ensureDeferred
+async def test_group_commit_batches_concurrent_writes(journal: Journal, registry: Any, backend: str) -> None:
+    count = 200
+    await defer.gatherResults([journal.create_transaction(sale(order_id=f"o-{n}")) for n in range(count)])
+    commits = sample(registry, "kswitch_journal_commits_total", backend=backend)
+    batched = sample(registry, "kswitch_journal_batch_size_sum", backend=backend)
+    assert batched == count
+    assert commits < count / 4, f"{count} concurrent writes took {commits} commits"
+    assert sample(registry, "kswitch_journal_writes_total", backend=backend, outcome="committed") == count
+    assert sample(registry, "kswitch_journal_commit_seconds_count", backend=backend) == commits
+    assert sample(registry, "kswitch_journal_queue_depth", backend=backend) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_deferreds_fire_only_after_commit(journal: Journal, config: Any) -> None:
+    observer = raw_connect(config)
+    seen: list[bool] = []
+
+    def visible_elsewhere(txn: Any) -> Any:
+        row = observer.execute(f"SELECT status FROM transactions WHERE txn_id = '{txn.txn_id}'").fetchone()
+        seen.append(row is not None)
+        return txn
+
+    try:
+        writes = [journal.create_transaction(sale(order_id=f"o-{n}")) for n in range(50)]
+        for write in writes:
+            write.addCallback(visible_elsewhere)
+        await defer.gatherResults(writes)
+    finally:
+        observer.close()
+    assert seen == [True] * 50
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_write_does_not_sink_its_batch(journal: Journal, registry: Any, backend: str) -> None:
+    existing = await journal.create_transaction(sale(txn_id="taken"))
+    results = await defer.DeferredList(
+        [journal.create_transaction(sale(order_id=f"ok-{n}")) for n in range(10)]
+        + [journal.create_transaction(sale(txn_id="taken"))]
+        + [journal.transition(existing.txn_id, expected_from={Status.APPROVED}, to=Status.CAPTURED)]
+        + [journal.create_transaction(sale(order_id=f"ok-{n}")) for n in range(10, 20)],
+        consumeErrors=True,
+    )
+    oks = [ok for ok, _ in results]
+    assert oks == [True] * 10 + [False, False] + [True] * 10
+    assert results[10][1].check(TransactionExists) and results[11][1].check(TransitionRefused)
+    assert len(await journal.in_flight()) == 21
+    assert sample(registry, "kswitch_journal_writes_total", backend=backend, outcome="refused") == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_closed_journal_refuses_work_and_reopens_with_data(config: Any, registry: Any) -> None:
+    first = await open_journal(config, reactor, registry=registry)
+    txn = await first.create_transaction(sale())
+    pending = [first.create_transaction(sale(order_id=f"o-{n}")) for n in range(20)]
+    await first.close()
+    assert len(await defer.gatherResults(pending)) == 20
+    assert isinstance(await failure_of(first.create_transaction(sale())), JournalClosed)
+    assert isinstance(await failure_of(first.get_transaction(txn.txn_id)), JournalClosed)
+
+    second = await open_journal(config, reactor, registry=registry)
+    try:
+        assert (await second.get_transaction(txn.txn_id)).masked_pan == "411111******1111"
+        assert len(await second.in_flight()) == 21
+    finally:
+        await second.close()
+
+
+# Key rotation
+
+
+@pytest_twisted.ensureDeferred
+async def test_key_rotation_rewrap_and_retirement(config: Any, registry: Any, key_files: Any) -> None:
+    k1 = key_files.ring.read_text().strip().partition(":")[2]
+    first = await open_journal(config, reactor, registry=registry)
+    try:
+        old = await first.create_transaction(sale())
+        await first.saf_enqueue(old.txn_id, reversal(card=CardData(AMEX, "2607")))
+    finally:
+        await first.close()
+
+    k2 = generate_key()
+    key_files.write_ring(("k1", k1), ("k2", k2))
+    second = await open_journal(config, reactor, registry=registry)
+    try:
+        assert second.reveal_card((await second.get_transaction(old.txn_id)).card).pan == VISA
+        fresh = await second.create_transaction(sale(order_id="o-2"))
+        assert fresh.card is not None and fresh.card.key_id == "k2"
+        assert await second.key_usage() == {"k1": 2, "k2": 1}
+        assert await second.rewrap_cards(batch=1) == 2
+        assert await second.key_usage() == {"k2": 3}
+    finally:
+        await second.close()
+
+    key_files.write_ring(("k2", k2))
+    third = await open_journal(config, reactor, registry=registry)
+    try:
+        assert third.reveal_card((await third.get_transaction(old.txn_id)).card) == CardData(VISA, "2712")
+        assert third.reveal_card((await third.saf_head("bank_a")).card) == CardData(AMEX, "2607")
+    finally:
+        await third.close()
+
+    key_files.write_ring(("k2", generate_key()))
+    fourth = await open_journal(config, reactor, registry=registry)
+    try:
+        stored = (await fourth.get_transaction(old.txn_id)).card
+        with pytest.raises(PanDecryptionFailed, match="key id 'k2'"):
+            fourth.reveal_card(stored)
+    finally:
+        await fourth.close()
+
+
+# Connection loss
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_lost_postgres_connections_are_replaced(journal: Journal, config: Any) -> None:
+    txn = await journal.create_transaction(sale())
+    backend_pid = "SELECT pg_backend_pid() AS pid"
+    writer_pid = await journal._writer.submit(lambda db: db.one(backend_pid)["pid"])
+    reader_pids = set()
+    for _ in range(20):
+        reader_pids.add(await journal._readers.read(lambda db: db.one(backend_pid)["pid"]))
+    killer = raw_connect(config)
+    try:
+        for pid in {writer_pid, *reader_pids}:
+            killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    finally:
+        killer.close()
+
+    approved = await journal.transition(txn.txn_id, expected_from={Status.PENDING}, to=Status.APPROVED)
+    assert approved.status == Status.APPROVED
+    for _ in range(5):
+        assert (await journal.get_transaction(txn.txn_id)).status == Status.APPROVED
+
+
+# Several switch processes on one journal
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_switch_processes_share_one_journal(config: Any, registry: Any) -> None:
+    first = await open_journal(config, reactor, registry=registry)
+    second = await open_journal(config, reactor, registry=CollectorRegistry())
+    try:
+        writes = [
+            journal.append_event("m1", EventDraft("payment.completed", {"n": n}))
+            for n in range(100)
+            for journal in (first, second)
+        ]
+        all_written = defer.gatherResults(writes)
+        seen: list[int] = []
+        while True:
+            finished = all_written.called
+            page = await first.events_after(["m1"], seen[-1] if seen else 0)
+            seen += [event.event_id for event in page]
+            if finished and not page:
+                break
+        appended = await all_written
+        assert seen == sorted(event.event_id for event in appended), "a reader paging by id skipped an event"
+
+        body = b"\x02" * 32
+        created = await defer.DeferredList(
+            [j.create_transaction(sale(idempotency_key="shared", request_hash=body)) for j in (first, second)],
+            consumeErrors=True,
+        )
+        assert sorted(ok for ok, _ in created) == [False, True]
+        assert next(value for ok, value in created if not ok).check(DuplicateIdempotencyKey)
+        txn = next(value for ok, value in created if ok)
+
+        items = await defer.gatherResults([j.saf_enqueue(txn.txn_id, reversal()) for j in (first, second)])
+        assert items[0].saf_id == items[1].saf_id
+
+        moved = await defer.DeferredList(
+            [j.transition(txn.txn_id, expected_from={Status.PENDING}, to=s) for j, s in
+             ((first, Status.APPROVED), (second, Status.TIMEOUT))],
+            consumeErrors=True,
+        )  # fmt: skip
+        assert sorted(ok for ok, _ in moved) == [False, True]
+    finally:
+        await first.close()
+        await second.close()
