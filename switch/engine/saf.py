@@ -116,7 +116,6 @@ class StoreAndForward:
         self._loop.clock = clock
         self._poll_interval = poll_interval
         self._stopped = False
-        self._waiters: dict[str, list[Deferred[Any]]] = {}
         self.build: Callable[[Any, SafItem, str, bool], Message] = self.build_reversal
         """Builds the message for one send of an item (bank, item, new STAN, repeat?); the
         transaction engine replaces it so every message class and plugin is served. A raise
@@ -194,18 +193,6 @@ class StoreAndForward:
             delivery = ensureDeferred(self._deliver(bank, item))
             self._deliveries.add(delivery)
             delivery.addBoth(lambda _, d=delivery: self._deliveries.discard(d))
-
-    def completion(self, txn_id: str) -> Deferred[Any]:
-        """Fires with the transaction once the bank acknowledges its reversal or void."""
-        waiters = self._waiters.setdefault(txn_id, [])
-
-        def cancel(d: Deferred[Any]) -> None:
-            if d in waiters:
-                waiters.remove(d)
-
-        d: Deferred[Any] = Deferred(cancel)
-        waiters.append(d)
-        return d
 
     def kick(self, connector: str) -> None:
         """Try at once (after an enqueue or a delivery) rather than at the next poll."""
@@ -300,16 +287,13 @@ class StoreAndForward:
         event = EventDraft("payment.reversed" if item.kind is SafKind.REVERSAL else "payment.voided",
                            {"txn_id": item.txn_id, "reversal_response_code": code})
         try:
-            txn = await self.journal.transition(
+            await self.journal.transition(
                 item.txn_id, expected_from=REVERSIBLE,
                 to=Status.REVERSED if item.kind is SafKind.REVERSAL else Status.VOIDED,
                 forget_card=True, event=event,
             )
         except TransitionRefused as e:
             log.info("saf_reversal_already_recorded", txn_id=item.txn_id, detail=str(e))
-            txn = await self.journal.get_transaction(item.txn_id)
-        for waiter in self._waiters.pop(item.txn_id, []):
-            waiter.callback(txn)
         log.info("saf_acknowledged", connector=item.connector, txn_id=item.txn_id, kind=item.kind.value,
                  response_code=code)
 
