@@ -163,5 +163,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"isodump: {e}", file=sys.stderr)
         return 1
     blocks = [as_json(item) if args.json else as_text(item, dialect) for item in dumped]
-    print(("\n" if args.json else "\n\n").join(blocks))
+    print(("\n" if args.json else "\n\n").join(blocks), file=sys.stdout)
     return 0

@@ -122,7 +122,7 @@ def _serve(reactor: Any, sim: BankSim, host: str, port: int, tls: TlsFiles | Non
         reactor.listenTCP(http[1], customer_site(sim), interface=http[0])
 
     def ready(listening: Any) -> Deferred:
-        print(f"LISTENING {listening.getHost().port}", flush=True)
+        print(f"LISTENING {listening.getHost().port}", flush=True, file=sys.stdout)
         return Deferred()
 
     def failed(failure: Failure) -> Failure:

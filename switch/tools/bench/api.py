@@ -109,10 +109,10 @@ class Run:
             return lat[min(int(p * len(lat)), len(lat) - 1)] * 1000 if lat else float("nan")
 
         mode = f"offered {self.args.rate}/s" if self.args.rate else f"window {self.args.window}/connection"
-        print(f"kswitch bench: {self.args.connections} connections, {mode}, {elapsed:.1f} s")
-        print(f"  completed   {len(lat)} authorizations, {len(lat) / elapsed:.0f}/s")
-        print(f"  latency ms  p50 {pct(0.50):.2f}  p95 {pct(0.95):.2f}  p99 {pct(0.99):.2f}  max {pct(1.0):.2f}")
-        print("  outcomes    " + ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())))
+        print(f"kswitch bench: {self.args.connections} connections, {mode}, {elapsed:.1f} s", file=sys.stdout)
+        print(f"  completed   {len(lat)} authorizations, {len(lat) / elapsed:.0f}/s", file=sys.stdout)
+        print(f"  latency ms  p50 {pct(0.50):.2f}  p95 {pct(0.95):.2f}  p99 {pct(0.99):.2f}  max {pct(1.0):.2f}", file=sys.stdout)
+        print("  outcomes    " + ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())), file=sys.stdout)
         reactor.stop()
 
 
@@ -134,7 +134,7 @@ def main() -> None:
     def unreachable(failure: object) -> None:
         if not run.ending:
             run.ending = True
-            print(f"kswitch-bench: cannot connect to {args.connect}: {failure.getErrorMessage()}")  # type: ignore[attr-defined]
+            print(f"kswitch-bench: cannot connect to {args.connect}: {failure.getErrorMessage()}", file=sys.stdout)  # type: ignore[attr-defined]
             reactor.stop()
 
     for _ in range(args.connections):

@@ -17,6 +17,7 @@ import argparse
 import base64
 import os
 import secrets
+import sys
 import tempfile
 import time
 import uuid
@@ -145,13 +146,13 @@ async def measure(reactor, args: argparse.Namespace) -> None:
     configure(fmt="console", level="warning")
     counts = [int(part) for part in args.writers.split(",") if part.strip()]
     backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
-    print(f"{'backend':<11} {'writers':>7} {'payments/s':>11} {'writes/s':>9} {'mean batch':>11} {'mean commit':>12}")
+    print(f"{'backend':<11} {'writers':>7} {'payments/s':>11} {'writes/s':>9} {'mean batch':>11} {'mean commit':>12}", file=sys.stdout)
     with tempfile.TemporaryDirectory(prefix="bench-journal-") as scratch:
         pan_keys, pan_hash_secret = keys(Path(scratch))
         state_dir = args.state_dir or Path(scratch)
         for backend in backends:
             if backend == "postgresql" and (problem := postgres_problem(args.dsn)):
-                print(f"{backend:<11} skipped: PostgreSQL not reachable ({problem})")
+                print(f"{backend:<11} skipped: PostgreSQL not reachable ({problem})", file=sys.stdout)
                 continue
             for writers in counts:
                 schema = f"kswitch_bench_{uuid.uuid4().hex[:12]}"
@@ -171,8 +172,8 @@ async def measure(reactor, args: argparse.Namespace) -> None:
                 print(
                     f"{backend:<11} {writers:>7} {result['payments_per_s']:>11.0f} {result['writes_per_s']:>9.0f} "
                     f"{result['mean_batch']:>11.1f} {result['mean_commit_ms']:>10.2f}ms"
-                )
-    print(f"(one payment = {WRITES_PER_PAYMENT} durable writes: create, two messages, approve + event)")
+                , file=sys.stdout)
+    print(f"(one payment = {WRITES_PER_PAYMENT} durable writes: create, two messages, approve + event)", file=sys.stdout)
 
 
 def drop(config: JournalConfig) -> None:

@@ -162,11 +162,11 @@ def main() -> None:
     args = p.parse_args()
     with open("/dev/null", "w") as sink:
         configure("json", stream=sink, level=args.log_level)
-        print(f"python {sys.version.split()[0]}, log level {args.log_level}")
-        print("\ncodec: encode + decode of a 0200/1200 purchase (16 fields)")
-        print(f"  {'dialect':<14}{'bytes':>6}{'round trips/s':>16}")
+        print(f"python {sys.version.split()[0]}, log level {args.log_level}", file=sys.stdout)
+        print("\ncodec: encode + decode of a 0200/1200 purchase (16 fields)", file=sys.stdout)
+        print(f"  {'dialect':<14}{'bytes':>6}{'round trips/s':>16}", file=sys.stdout)
         for name, size, rate in codec_rates(args.codec_seconds):
-            print(f"  {name:<14}{size:>6}{rate:>16,.0f}")
+            print(f"  {name:<14}{size:>6}{rate:>16,.0f}", file=sys.stdout)
         with tempfile.TemporaryDirectory() as tmp:
             pki_dir = Path(tmp) if args.tls else None
             if pki_dir is not None:
@@ -182,10 +182,10 @@ def main() -> None:
 async def report_link(reactor: object, args: argparse.Namespace, port: int, pki_dir: Path | None) -> None:
     rows = await link_rates(reactor, args, port, pki_dir)
     print(f"\nlink: one {'mutual-TLS' if args.tls else 'plain TCP'} link to banksim, {args.dialect}, "
-          f"framing {args.framing}, {args.requests} requests per row")
-    print(f"  {'in flight':>9}{'pairs/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}")
+          f"framing {args.framing}, {args.requests} requests per row", file=sys.stdout)
+    print(f"  {'in flight':>9}{'pairs/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}", file=sys.stdout)
     for in_flight, rate, p50, p99, failures in rows:
-        print(f"  {in_flight:>9}{rate:>10,.0f}{p50:>9.2f}{p99:>9.2f}{failures:>8}")
+        print(f"  {in_flight:>9}{rate:>10,.0f}{p50:>9.2f}{p99:>9.2f}{failures:>8}", file=sys.stdout)
 
 if __name__ == "__main__":
     main()
