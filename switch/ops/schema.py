@@ -318,6 +318,44 @@ class Route(Section):
     max_amount: int | None = option(None, "largest amount, in minor units", ge=0)
 
 
+MajorAmounts = Annotated[dict[str, str], Expect('a table of ISO 4217 code = decimal string, e.g. { USD = "0.10" }')]
+
+
+class FeeRule(Section):
+    """One fee rule (see [Fee plans](#fee-plans)); the first rule of a bank or merchant that matches a payment
+    applies. Filters left out match everything."""
+
+    basis_points: int = option(0, "percentage of the amount in 1/100 %, e.g. `50` = 0.50 %", ge=0, le=10_000)
+    fixed: MajorAmounts = option({}, "fixed amount per payment, per currency, in major units")
+    minimum: MajorAmounts = option({}, "least fee per payment, per currency, in major units")
+    maximum: MajorAmounts = option({}, "largest fee per payment, per currency, in major units")
+    on_refund: Literal["reverse", "keep"] = option(
+        "reverse", "what a refund or void does to the fee: `reverse` it in proportion, or `keep` it")
+    schemes: NonEmptyStrings | None = option(None, "card schemes it applies to, e.g. `visa`")
+    instruments: Annotated[list[Instrument] | None, Field(min_length=1)] = option(
+        None, "instruments it applies to")
+    currencies: NonEmptyStrings | None = option(None, "ISO 4217 alphabetic codes it applies to")
+
+
+class BankFeeRule(FeeRule):
+    """The settlement fee a bank earns per successful payment it carries."""
+
+    bank: str = option(..., "the connector's name", min_length=1)
+
+
+class MerchantFeeRule(FeeRule):
+    """The merchant discount rate a merchant pays per successful payment."""
+
+    merchant: str = option(..., "the merchant id", min_length=1)
+
+
+class FeesSection(Section):
+    """Fee plans: rules per bank and per merchant, computed when money moves and journalled with it."""
+
+    banks: list[BankFeeRule] = option([], "bank settlement fee rules, in order")
+    merchants: list[MerchantFeeRule] = option([], "merchant discount rate rules, in order")
+
+
 class KswitchConfig(Section):
     """The whole file."""
 
@@ -331,3 +369,4 @@ class KswitchConfig(Section):
     connectors: list[Connector] = option(..., "banks")
     simulators: list[Simulator] = option([], "simulated banks")
     routes: list[Route] = option([], "routing rules")
+    fees: FeesSection = option(FeesSection(), "fee plans")
