@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
+from switch.domain.currency import by_alpha
 from switch.domain.fees import FeePlan, FeeSchedule, RefundEffect, to_minor
 from switch.ops.schema import FeeRule, FeesSection
 from switch.ops.settings import at
@@ -21,14 +22,23 @@ def _set(values: list[str] | None, lower: bool = False) -> frozenset[str] | None
 
 
 def _plan(file: Path, where: tuple[str | int, ...], rule: FeeRule) -> FeePlan:
-    amounts: dict[str, dict[str, int]] = {}
-    for key in ("fixed", "minimum", "maximum"):
-        amounts[key] = {}
-        for currency, value in getattr(rule, key).items():
+    amounts: dict[str, dict[str, int]] = {"fixed": {}, "minimum": {}, "maximum": {}}
+    seen: set[str] = set()
+    for i, entry in enumerate(rule.per_currency):
+        if by_alpha(entry.currency) is None:
+            raise at(file, (*where, "per_currency", i, "currency"),
+                     f"{entry.currency!r} is not a current ISO 4217 currency")
+        if entry.currency in seen:
+            raise at(file, (*where, "per_currency", i, "currency"), f"{entry.currency} is listed twice")
+        seen.add(entry.currency)
+        for key, table in amounts.items():
+            value = getattr(entry, key)
+            if value is None:
+                continue
             try:
-                amounts[key][currency] = to_minor(value, currency)
+                table[entry.currency] = to_minor(value, entry.currency)
             except ValueError as e:
-                raise at(file, (*where, key, currency), str(e)) from None
+                raise at(file, (*where, "per_currency", i, key), str(e)) from None
     try:
         return FeePlan(
             basis_points=rule.basis_points, fixed=amounts["fixed"], minimum=amounts["minimum"],

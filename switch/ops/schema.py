@@ -318,7 +318,18 @@ class Route(Section):
     max_amount: int | None = option(None, "largest amount, in minor units", ge=0)
 
 
-MajorAmounts = Annotated[dict[str, str], Expect('a table of ISO 4217 code = decimal string, e.g. { USD = "0.10" }')]
+MajorAmount = Annotated[str | None, Field(pattern=r"^[0-9]+(\.[0-9]+)?$"),
+                        Expect('a decimal string in major units such as "0.10"')]
+
+
+class CurrencyAmounts(Section):
+    """A fee rule's amounts in one currency, in major units (at most the currency's decimals)."""
+
+    currency: Annotated[str, Expect("an ISO 4217 alphabetic code such as USD")] = option(
+        ..., "the currency these amounts are in", pattern=r"^[A-Z]{3}$")
+    fixed: MajorAmount = option(None, "fixed amount added per payment")
+    minimum: MajorAmount = option(None, "least fee per payment")
+    maximum: MajorAmount = option(None, "largest fee per payment")
 
 
 class FeeRule(Section):
@@ -326,9 +337,8 @@ class FeeRule(Section):
     applies. Filters left out match everything."""
 
     basis_points: int = option(0, "percentage of the amount in 1/100 %, e.g. `50` = 0.50 %", ge=0, le=10_000)
-    fixed: MajorAmounts = option({}, "fixed amount per payment, per currency, in major units")
-    minimum: MajorAmounts = option({}, "least fee per payment, per currency, in major units")
-    maximum: MajorAmounts = option({}, "largest fee per payment, per currency, in major units")
+    per_currency: list[CurrencyAmounts] = option(
+        [], 'fixed amount, minimum and maximum per currency, e.g. `[{ currency = "USD", minimum = "0.10" }]`')
     on_refund: Literal["reverse", "keep"] = option(
         "reverse", "what a refund or void does to the fee: `reverse` it in proportion, or `keep` it")
     schemes: NonEmptyStrings | None = option(None, "card schemes it applies to, e.g. `visa`")

@@ -17,13 +17,13 @@ DEMO_FEES = """
 [[fees.banks]]
 bank = "bank_a"
 basis_points = 50
-minimum = { USD = "0.10" }
+per_currency = [{ currency = "USD", minimum = "0.10" }]
 on_refund = "reverse"
 
 [[fees.banks]]
 bank = "bank_b"
 basis_points = 40
-fixed = { USD = "0.05" }
+per_currency = [{ currency = "USD", fixed = "0.05" }]
 on_refund = "reverse"
 
 [[fees.merchants]]
