@@ -195,6 +195,7 @@ def operation_view(child: Transaction) -> dict[str, Any]:
         "status": "pending" if resolving else API_STATUS[child.status],
         "reason": child.reason or child.status.value, "response_code": child.response_code,
         "amount": child.amount, "stan": child.stan, "rrn": child.rrn,
+        "bank_fee": child.bank_fee, "merchant_fee": child.merchant_fee,
         "created_at": child.created_at.isoformat().replace("+00:00", "Z"),
     }
 

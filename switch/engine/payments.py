@@ -60,7 +60,7 @@ from switch.engine.late import match_late
 from switch.engine.lifecycle import Lifecycle
 from switch.engine.router import RouteQuery, Router
 from switch.engine.saf import StoreAndForward
-from switch.engine.status import API_STATUS, answer
+from switch.engine.status import API_STATUS, answer, net_fees
 from switch.iso.dialect import Message
 from switch.iso.masking import mask_message
 from switch.iso.translate import Acceptor, carries_accounts, financial_request, sealed_instrument
@@ -326,7 +326,8 @@ class PaymentService:
         (status and idempotent replays), read from the bank's journalled answer by its plugin."""
         if txn.parent_txn_id is None:
             txn, operations = await self.journal.with_operations(txn.txn_id)
-            result = {**answer(txn), "operations": [operation_view(child) for child in operations]}
+            result = {**answer(txn), "operations": [operation_view(child) for child in operations],
+                      "fees": net_fees(txn, operations)}
         else:
             result = answer(txn)
         bank = self.banks.get(txn.connector)

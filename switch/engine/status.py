@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from switch.domain.status import Status
@@ -44,4 +45,12 @@ def answer(txn: Transaction) -> dict[str, Any]:
         "amount_authorized": txn.amount_authorized,
         "amount_captured": txn.amount_captured,
         "amount_refunded": txn.amount_refunded,
+        "bank_fee": txn.bank_fee,
+        "merchant_fee": txn.merchant_fee,
     }
+
+
+def net_fees(payment: Transaction, operations: Iterable[Transaction]) -> dict[str, int]:
+    """A payment's fees so far: its own row's plus its operations' (refunds and voids are negative)."""
+    rows = [payment, *operations]
+    return {"bank_fee": sum(t.bank_fee for t in rows), "merchant_fee": sum(t.merchant_fee for t in rows)}

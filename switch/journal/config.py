@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
+from switch.domain.fees import NO_FEES, FeeSchedule
 from switch.journal.errors import KeyConfigError
 
 Backend = Literal["sqlite", "postgresql"]
@@ -59,6 +60,8 @@ class JournalConfig:
         Threads (each with its own connection) serving reads.
     idempotency_ttl
         How long an idempotency key stays bound to its transaction.
+    fees
+        The fee plans applied when a payment settles (`switch.journal.feebook`); none by default.
     """
 
     backend: Backend = "sqlite"
@@ -72,6 +75,7 @@ class JournalConfig:
     max_queue: int = 10_000
     reader_threads: int = 4
     idempotency_ttl: timedelta = timedelta(hours=24)
+    fees: FeeSchedule = NO_FEES
 
     def __post_init__(self) -> None:
         if self.backend not in ("sqlite", "postgresql"):

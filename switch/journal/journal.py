@@ -19,7 +19,7 @@ from twisted.internet import defer
 
 from switch.domain.carddata import CardData
 from switch.domain.status import Status
-from switch.journal import cards, operations, saf_queue, store
+from switch.journal import cards, feebook, operations, saf_queue, store
 from switch.journal.base import Backend, fails_as_deferred, microseconds
 from switch.journal.config import JournalConfig
 from switch.journal.db import Db
@@ -137,6 +137,7 @@ class Journal(SafApi, EventApi, UpkeepApi):
                 forget_card=forget_card,
                 now=now,
             )
+            txn = feebook.after_transition(db, txn, self._config.fees, now)
             self._append_event(db, txn, event, payload, now)
             if saf_row is not None:
                 saf_queue.enqueue(db, saf_row)
@@ -228,6 +229,7 @@ class Journal(SafApi, EventApi, UpkeepApi):
             parent = operations.settle(db, child, now) or store.get_transaction(db, child.parent_txn_id)
             if parent is None:
                 raise TransactionNotFound(child.parent_txn_id)
+            child = feebook.after_operation(db, parent, child, self._config.fees, now)
             if saf_row is not None:
                 saf_queue.enqueue(db, saf_row)
             self._append_event(db, parent, event, payload, now)

@@ -318,6 +318,10 @@ class Transaction:
     """Reserved by a capture still in flight (its completion advice not yet acknowledged)."""
     amount_refund_pending: int = 0
     """Reserved by refunds still in flight: never refundable twice."""
+    bank_fee: int = 0
+    """Settlement fee the bank earned on this row's movement of money (negative: reversed); minor units."""
+    merchant_fee: int = 0
+    """Merchant discount charged on this row's movement of money (negative: reversed); minor units."""
 
     @property
     def in_flight(self) -> bool:

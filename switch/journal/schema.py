@@ -194,6 +194,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        7,
+        "placeholder for the risk branch's step 7 (replaced by it when merged)",
+        (),
+    ),
+    Migration(
+        8,
+        "fees journalled with the operation that moved the money (signed: reversals are negative)",
+        (
+            "ALTER TABLE transactions ADD COLUMN bank_fee BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE transactions ADD COLUMN merchant_fee BIGINT NOT NULL DEFAULT 0",
+        ),
+    ),
 )
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

@@ -316,6 +316,8 @@ def transaction_from_row(row: Row) -> Transaction:
         updated_at=from_us(row["updated_at"]),
         amount_capture_pending=row["amount_capture_pending"],
         amount_refund_pending=row["amount_refund_pending"],
+        bank_fee=row["bank_fee"],
+        merchant_fee=row["merchant_fee"],
     )
 
 

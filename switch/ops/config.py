@@ -38,6 +38,7 @@ from switch.iso.responses import Outcome, ResponseTable
 from switch.iso.translate import AcquirerProfile
 from switch.journal.config import JournalConfig, SecretSource
 from switch.ops import schema
+from switch.ops.feeplans import build_fee_schedule
 from switch.ops.routes import build_router
 from switch.ops.settings import ConfigError, at, describe
 
@@ -124,7 +125,9 @@ def from_document(file: Path, doc: Mapping[str, Any]) -> SwitchConfig:
     return SwitchConfig(
         file=file, state_dir=state_dir, log_format=sw.log_format, log_level=sw.log_level,
         shutdown_grace=sw.shutdown_grace, api_listen=tuple(model.api.listen), api=_api(file, model),
-        admin_listen=model.admin.listen, journal=_journal(file, model.journal, state_dir),
+        admin_listen=model.admin.listen,
+        journal=dataclasses.replace(_journal(file, model.journal, state_dir), fees=build_fee_schedule(
+            file, model.fees, banks, [m.id for m in model.merchants])),
         dev_keys=model.journal.dev_keys, banks=banks,
         simulators=tuple(_simulator(file, i, s, base, banks) for i, s in enumerate(model.simulators)),
         router=build_router(file, model.routes, banks), node=sw.node,

@@ -318,6 +318,54 @@ class Route(Section):
     max_amount: int | None = option(None, "largest amount, in minor units", ge=0)
 
 
+MajorAmount = Annotated[str | None, Field(pattern=r"^[0-9]+(\.[0-9]+)?$"),
+                        Expect('a decimal string in major units such as "0.10"')]
+
+
+class CurrencyAmounts(Section):
+    """A fee rule's amounts in one currency, in major units (at most the currency's decimals)."""
+
+    currency: Annotated[str, Expect("an ISO 4217 alphabetic code such as USD")] = option(
+        ..., "the currency these amounts are in", pattern=r"^[A-Z]{3}$")
+    fixed: MajorAmount = option(None, "fixed amount added per payment")
+    minimum: MajorAmount = option(None, "least fee per payment")
+    maximum: MajorAmount = option(None, "largest fee per payment")
+
+
+class FeeRule(Section):
+    """One fee rule (see [Fee plans](#fee-plans)); the first rule of a bank or merchant that matches a payment
+    applies. Filters left out match everything."""
+
+    basis_points: int = option(0, "percentage of the amount in 1/100 %, e.g. `50` = 0.50 %", ge=0, le=10_000)
+    per_currency: list[CurrencyAmounts] = option(
+        [], 'fixed amount, minimum and maximum per currency, e.g. `[{ currency = "USD", minimum = "0.10" }]`')
+    on_refund: Literal["reverse", "keep"] = option(
+        "reverse", "what a refund or void does to the fee: `reverse` it in proportion, or `keep` it")
+    schemes: NonEmptyStrings | None = option(None, "card schemes it applies to, e.g. `visa`")
+    instruments: Annotated[list[Instrument] | None, Field(min_length=1)] = option(
+        None, "instruments it applies to")
+    currencies: NonEmptyStrings | None = option(None, "ISO 4217 alphabetic codes it applies to")
+
+
+class BankFeeRule(FeeRule):
+    """The settlement fee a bank earns per successful payment it carries."""
+
+    bank: str = option(..., "the connector's name", min_length=1)
+
+
+class MerchantFeeRule(FeeRule):
+    """The merchant discount rate a merchant pays per successful payment."""
+
+    merchant: str = option(..., "the merchant id", min_length=1)
+
+
+class FeesSection(Section):
+    """Fee plans: rules per bank and per merchant, computed when money moves and journalled with it."""
+
+    banks: list[BankFeeRule] = option([], "bank settlement fee rules, in order")
+    merchants: list[MerchantFeeRule] = option([], "merchant discount rate rules, in order")
+
+
 class KswitchConfig(Section):
     """The whole file."""
 
@@ -331,3 +379,4 @@ class KswitchConfig(Section):
     connectors: list[Connector] = option(..., "banks")
     simulators: list[Simulator] = option([], "simulated banks")
     routes: list[Route] = option([], "routing rules")
+    fees: FeesSection = option(FeesSection(), "fee plans")
