@@ -155,6 +155,8 @@ def _run(cfg: SwitchConfig) -> int:
     # once the reactor runs, after Twisted installed its handlers.
     reactor.callWhenRunning(signal.signal, signal.SIGTERM, shutdown)
     reactor.callWhenRunning(signal.signal, signal.SIGINT, shutdown)
+    reactor.callWhenRunning(signal.signal, signal.SIGHUP,
+                            lambda _signum, _frame: reactor.callFromThread(switch.reload_risk))
     reactor.run()
     return status["code"]
 

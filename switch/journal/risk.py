@@ -4,7 +4,8 @@ Why here: velocity and cumulative limits must survive restarts and stay exact wh
 payments race (or when several nodes share one PostgreSQL journal), so every count is
 one atomic ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` on the counter's row, and a
 limit is checked *in* that statement (``WHERE count + n <= max``): two payments can
-never both take the last unit of a limit.  The engine's risk stage runs a whole
+never both take the last unit of a limit.  A window opens with the first payment it
+counts and lasts the rule's window (or ends at the end of a calendar day).  The engine's risk stage runs a whole
 evaluation as one writer unit through `RiskLedger`, so the counts it bumped for a
 payment it then blocks are taken back in the same database transaction.
 
@@ -28,13 +29,16 @@ from switch.journal.db import Db
 
 T = TypeVar("T")
 
+_FRESH = "risk_counters.expires_at <= :now"
 _ADD = (
     "INSERT INTO risk_counters (name, window_start, count, amount, expires_at) "
-    "VALUES (:name, :start, :count, :amount, :expires) "
-    "ON CONFLICT (name, window_start) DO UPDATE SET count = risk_counters.count + excluded.count, "
-    "amount = risk_counters.amount + excluded.amount "
-    "WHERE risk_counters.count + excluded.count <= :max_count "
-    "AND risk_counters.amount + excluded.amount <= :max_amount "
+    "VALUES (:name, :now, :count, :amount, :expires) "
+    "ON CONFLICT (name) DO UPDATE SET "
+    + ", ".join(f"{column} = CASE WHEN {_FRESH} THEN excluded.{column} ELSE {old} END" for column, old in (
+        ("window_start", "risk_counters.window_start"), ("count", "risk_counters.count + excluded.count"),
+        ("amount", "risk_counters.amount + excluded.amount"), ("expires_at", "risk_counters.expires_at")))
+    + f" WHERE {_FRESH} OR (risk_counters.count + excluded.count <= :max_count "
+    "AND risk_counters.amount + excluded.amount <= :max_amount) "
     "RETURNING count, amount"
 )
 _NO_LIMIT = 2**62
@@ -72,27 +76,28 @@ class RiskLedger:
             "AND (expires_at IS NULL OR expires_at > :now)", params)
         return [_entry(r) for r in rows]
 
-    def add(self, name: str, start: int, expires: int, count: int, amount: int,
+    def add(self, name: str, expires: int, count: int, amount: int,
             max_count: int | None = None, max_amount: int | None = None) -> tuple[int, int] | None:
-        """Add to a window's counter and return its new (count, amount); None (nothing added) when
-        that would pass ``max_count`` or ``max_amount``."""
+        """Add to counter ``name`` and return its new (count, amount); None (nothing added) when that
+        would pass ``max_count`` or ``max_amount``.  A counter whose window has ended starts a new
+        window now, ending at ``expires``: a window opens with the first payment it counts."""
         limit_count = _NO_LIMIT if max_count is None else max_count
         limit_amount = _NO_LIMIT if max_amount is None else max_amount
         if count > limit_count or amount > limit_amount:
             return None
-        row = self._db.one(_ADD, {"name": name, "start": start, "count": count, "amount": amount, "expires": expires,
+        row = self._db.one(_ADD, {"name": name, "now": self.now_us, "count": count, "amount": amount, "expires": expires,
                                   "max_count": limit_count, "max_amount": limit_amount})
         return None if row is None else (int(row["count"]), int(row["amount"]))
 
-    def take_back(self, name: str, start: int, count: int, amount: int) -> None:
-        self._db.execute(
-            "UPDATE risk_counters SET count = count - :count, amount = amount - :amount "
-            "WHERE name = :name AND window_start = :start", {"name": name, "start": start, "count": count,
-                                                             "amount": amount})
+    def take_back(self, name: str, count: int, amount: int) -> None:
+        """Undo an `add` of this same unit."""
+        self._db.execute("UPDATE risk_counters SET count = count - :count, amount = amount - :amount "
+                         "WHERE name = :name", {"name": name, "count": count, "amount": amount})
 
-    def seen(self, name: str, start: int) -> tuple[int, int]:
-        row = self._db.one("SELECT count, amount FROM risk_counters WHERE name = :name AND window_start = :start",
-                           {"name": name, "start": start})
+    def seen(self, name: str) -> tuple[int, int]:
+        """The (count, amount) of counter ``name``'s current window; (0, 0) when it has none."""
+        row = self._db.one("SELECT count, amount FROM risk_counters WHERE name = :name AND expires_at > :now",
+                           {"name": name, "now": self.now_us})
         return (0, 0) if row is None else (int(row["count"]), int(row["amount"]))
 
     def hold(self, kind: str, value: str, shown: str, source: str, expires_at: int) -> None:

@@ -204,7 +204,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 count BIGINT NOT NULL CHECK (count >= 0),
                 amount BIGINT NOT NULL CHECK (amount >= 0),
                 expires_at BIGINT NOT NULL,
-                PRIMARY KEY (name, window_start)
+                PRIMARY KEY (name)
             )""",
             "CREATE INDEX risk_counters_expiry ON risk_counters (expires_at)",
             """CREATE TABLE risk_blocklist (

@@ -8,27 +8,27 @@ from twisted.internet import defer
 
 from switch.journal import Journal
 
-START, EXPIRES = 1_000, 10**18
+EXPIRES = 10**18
 
 
 @pytest_twisted.ensureDeferred
 async def test_concurrent_adds_never_pass_a_limit(journal: Journal) -> None:
     def one(ledger):
-        return ledger.add("cum:card:x", START, EXPIRES, 1, 700, max_amount=5_000)
+        return ledger.add("cum:card:x", EXPIRES, 1, 700, max_amount=5_000)
 
     results = await defer.gatherResults([journal.risk_unit(one, 1.0) for _ in range(20)])
     taken = [r for r in results if r is not None]
     assert len(taken) == 7  # 7 * 700 = 4900 <= 5000 < 5600
     assert max(amount for _, amount in taken) == 4_900
-    assert await journal.risk_unit(lambda ledger: ledger.seen("cum:card:x", START), 1.0) == (7, 4_900)
+    assert await journal.risk_unit(lambda ledger: ledger.seen("cum:card:x"), 1.0) == (7, 4_900)
 
 
 @pytest_twisted.ensureDeferred
 async def test_take_back_undoes_an_add_in_the_same_unit(journal: Journal) -> None:
     def add_then_undo(ledger):
-        ledger.add("vel:card:x", START, EXPIRES, 1, 0)
-        ledger.take_back("vel:card:x", START, 1, 0)
-        return ledger.seen("vel:card:x", START)
+        ledger.add("vel:card:x", EXPIRES, 1, 0)
+        ledger.take_back("vel:card:x", 1, 0)
+        return ledger.seen("vel:card:x")
 
     assert await journal.risk_unit(add_then_undo, 1.0) == (0, 0)
 
@@ -52,3 +52,13 @@ async def test_a_decision_is_kept(journal: Journal) -> None:
     await journal.risk_unit(lambda ledger: ledger.decide("t-1", "block", "m100-max", matches), 1.0)
     assert await journal.risk_decision("t-1") == {"action": "block", "rule": "m100-max", "matches": matches}
     assert await journal.risk_decision("t-2") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_window_opens_with_its_first_count_and_restarts_once_over(journal: Journal) -> None:
+    def add(ledger):
+        return ledger.add("vel:card:y", ledger.now_us + 60_000_000, 1, 0, max_count=2)
+
+    assert [await journal.risk_unit(add, t) for t in (100.0, 130.0, 150.0)] == [(1, 0), (2, 0), None]
+    assert await journal.risk_unit(add, 160.5) == (1, 0)  # the window of 100 s ended at 160 s
+    assert await journal.risk_unit(lambda ledger: ledger.seen("vel:card:y"), 161.0) == (1, 0)

@@ -1,0 +1,169 @@
+"""The risk stage of an authorization: after routing, before anything is sent to a bank.
+
+Owns the order of evaluation and what a decision does.  Rules run in their configured
+order inside one journal writer unit (`switch.journal.risk.RiskLedger`), so counters,
+the decision and the take-back of a blocked payment's reservations commit together:
+
+* a rule in mode ``shadow`` that matches is recorded ("would have ...") and evaluation
+  goes on; it changes nothing for the payment;
+* the first rule in mode ``enforce`` that matches decides, and evaluation stops:
+  ``allow`` lets the payment through, ``block`` refuses it (nothing is sent),
+  ``review`` sends it flagged, ``step_up`` acts as the rule's ``otherwise`` (no connector
+  here can ask the customer to confirm on the switch's request);
+* no match: allowed.
+
+Every evaluated payment's decision (rules matched, their mode and action, counter
+values seen) is journalled under its txn_id.  Bank declines feed the card-testing rules
+(`declined`).  Rules can be replaced at run time (`replace`, on SIGHUP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter
+from twisted.internet.interfaces import IReactorTime
+
+from switch.domain.customer import hash_email
+from switch.domain.model import AuthorizeRequest, CardInstrument
+from switch.engine.risk.bins import BinTable
+from switch.engine.risk.rules import Facts, Rule, feed_decline
+from switch.iso.translate import sealed_instrument
+from switch.journal import Journal
+from switch.journal.risk import RiskLedger
+from switch.observe.metrics import MetricBundle
+
+log = structlog.get_logger("kswitch.risk")
+
+
+@dataclass(frozen=True)
+class RiskRules:
+    """The configured rules in order, and the BIN table the country rules read."""
+
+    rules: tuple[Rule, ...] = ()
+    bins: BinTable | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``action`` is what happens: allow, block or review; ``rule`` the enforced rule that decided."""
+
+    action: str
+    rule: str | None
+    matches: tuple[dict[str, Any], ...]
+
+    def answer_field(self) -> dict[str, str] | None:
+        """The answer's ``risk`` object, when an enforced rule decided."""
+        return None if self.rule is None else {"rule": self.rule, "action": self.action}
+
+
+class RiskMetrics(MetricBundle):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
+        self.evaluations = Counter("kswitch_risk_evaluations_total", "Authorizations the risk stage evaluated, "
+                                   "by the action taken", ["action"], registry=registry)
+        self.matches = Counter("kswitch_risk_rule_matches_total", "Risk rule matches by rule, action and mode "
+                               "(shadow: would have)", ["rule", "action", "mode"], registry=registry)
+
+
+def _outcome(rule: Rule | None) -> str:
+    if rule is None:
+        return "allow"
+    return rule.otherwise if rule.action == "step_up" else rule.action
+
+
+def decide(rules: tuple[Rule, ...], facts: Facts, now: float, txn_id: str) -> Any:
+    """The writer unit evaluating ``rules`` for one payment (see the module docstring)."""
+
+    def unit(ledger: RiskLedger) -> Verdict:
+        matches: list[dict[str, Any]] = []
+        bumps: list[tuple[str, int, int]] = []
+        decisive: Rule | None = None
+        for rule in rules:
+            if not rule.scope.covers(facts):
+                continue
+            seen = rule.check(ledger, facts, now, bumps)
+            if seen is None:
+                continue
+            matches.append({"rule": rule.name, "kind": rule.kind, "action": rule.action, "mode": rule.mode,
+                            "seen": seen})
+            if rule.mode == "enforce":
+                decisive = rule
+                break
+        action = _outcome(decisive)
+        if action == "block":
+            for bump in bumps:
+                ledger.take_back(*bump)
+        rule_name = decisive.name if decisive is not None else None
+        ledger.decide(txn_id, action, rule_name, matches)
+        return Verdict(action, rule_name, tuple(matches))
+
+    return unit
+
+
+class RiskStage:
+    def __init__(self, clock: IReactorTime, journal: Journal, rules: RiskRules, registry: CollectorRegistry) -> None:
+        self.clock = clock
+        self.journal = journal
+        self.rules = self._keyed(rules)
+        self.metrics = RiskMetrics.on(registry)
+
+    def replace(self, rules: RiskRules) -> None:
+        """Take new rules for the payments evaluated from now on."""
+        self.rules = self._keyed(rules)
+        log.info("risk_rules_loaded", rules=[r.name for r in rules.rules])
+
+    def _keyed(self, rules: RiskRules) -> RiskRules:
+        """The rules with the config file's card numbers replaced by their keyed hashes."""
+        def keyed(rule: Rule) -> Rule:
+            pans = {value for kind, value in rule.entries if kind == "card-pan"}
+            if not pans:
+                return rule
+            cards = {("card", self.journal.vault.pan_hash(pan).hex()) for pan in pans}
+            return replace(rule, entries=frozenset(e for e in rule.entries if e[0] != "card-pan") | cards)
+
+        return RiskRules(tuple(keyed(r) for r in rules.rules), rules.bins)
+
+    def facts(self, req: AuthorizeRequest) -> Facts:
+        """What the rules see of ``req``: the card only as its keyed hash, BIN and country."""
+        instrument = req.instrument
+        card = self.journal.vault.pan_hash(sealed_instrument(instrument).pan).hex()
+        pan = instrument.pan if isinstance(instrument, CardInstrument) else None
+        bins = self.rules.bins
+        c = req.customer
+        return Facts(
+            merchant_id=req.merchant_id, amount=req.amount, currency=req.currency.alpha, instrument=instrument.kind,
+            card=card, masked=instrument.masked_pan, bin6=pan[:6] if pan else None,
+            bin8=pan[:8] if pan and len(pan) >= 16 else None,
+            country=bins.country(pan) if pan and bins is not None else None,
+            customer=c.id if c else None, ip=c.ip if c else None, device=c.device_id if c else None,
+            email=hash_email(c.email) if c and c.email else None, idempotency_key=req.idempotency_key,
+        )
+
+    async def evaluate(self, txn_id: str, facts: Facts) -> Verdict:
+        """Evaluate, count and journal the decision for payment ``txn_id``."""
+        verdict: Verdict = await self.journal.risk_unit(
+            decide(self.rules.rules, facts, self.clock.seconds(), txn_id), self.clock.seconds())
+        self.metrics.evaluations.labels(verdict.action).inc()
+        for match in verdict.matches:
+            self.metrics.matches.labels(match["rule"], match["action"], match["mode"]).inc()
+        if verdict.matches:
+            log.info("risk_decision", txn_id=txn_id, action=verdict.action, rule=verdict.rule,
+                     matched=[f"{m['rule']}({m['mode']})" for m in verdict.matches])
+        return verdict
+
+    async def declined(self, facts: Facts) -> None:
+        """A bank declined a payment: count it for the card-testing rules, which may put a hold."""
+        rules = [r for r in self.rules.rules if r.kind == "card_testing" and r.scope.covers(facts)]
+        if not rules:
+            return
+        now = self.clock.seconds()
+
+        def unit(ledger: RiskLedger) -> list[tuple[str, int]]:
+            held = [(rule.name, feed_decline(rule, ledger, facts, now)) for rule in rules]
+            return [(name, count) for name, count in held if count is not None]
+
+        for name, count in await self.journal.risk_unit(unit, now):
+            log.warning("risk_hold", rule=name, declines=count, masked_pan=facts.masked)
