@@ -118,6 +118,27 @@ class RiskLedger:
              "now": self.now_us})
 
 
+class DryLedger(RiskLedger):
+    """The same view for `kswitch risk explain`: reads counters and lists, writes nothing."""
+
+    def add(self, name: str, expires: int, count: int, amount: int,
+            max_count: int | None = None, max_amount: int | None = None) -> tuple[int, int] | None:
+        seen_count, seen_amount = self.seen(name)
+        total = (seen_count + count, seen_amount + amount)
+        if (max_count is not None and total[0] > max_count) or (max_amount is not None and total[1] > max_amount):
+            return None
+        return total
+
+    def take_back(self, name: str, count: int, amount: int) -> None:
+        return None
+
+    def hold(self, kind: str, value: str, shown: str, source: str, expires_at: int) -> None:
+        return None
+
+    def decide(self, txn_id: str, action: str, rule: str | None, matches: list[Mapping[str, Any]]) -> None:
+        return None
+
+
 def _entry(row: Mapping[str, Any]) -> BlockEntry:
     expires = row["expires_at"]
     return BlockEntry(row["kind"], row["value"], row["shown"], row["source"], int(row["created_at"]),
@@ -131,6 +152,11 @@ class RiskApi(JournalBase):
         """Run ``work`` in one writer transaction; fires once it is durable."""
         now_us = int(now * 1_000_000)
         return self._writer.submit(lambda db: work(RiskLedger(db, now_us)))
+
+    def risk_dry_run(self, work: Callable[[RiskLedger], T], now: float) -> defer.Deferred[T]:
+        """Run ``work`` against the risk tables as they are, changing nothing (`kswitch risk explain`)."""
+        now_us = int(now * 1_000_000)
+        return self._readers.read(lambda db: work(DryLedger(db, now_us)))
 
     def risk_block(self, kind: str, value: str, shown: str, source: str) -> defer.Deferred[bool]:
         """Block permanently (until unblocked); fires False if it already was."""

@@ -16,6 +16,7 @@ from switch.app import Switch
 from switch.ops.config import load_config
 from tests.e2e.harness import Env, authorize, start_env, stop_env
 from tests.e2e.test_notifications import subscriber
+from tests.e2e.test_saf_cli import kswitch
 
 BIN_TABLE = Path(__file__).resolve().parents[2] / "config" / "bin-countries.csv"
 VISA, DECLINING, BLOCKED = "4111111111111111", "4000000000000002", "4000000000000259"
@@ -291,5 +292,39 @@ async def test_reload_takes_a_good_file_and_keeps_the_rules_when_the_file_is_bad
         assert not env.switch.reload_risk()  # an amount_limit takes no max_count: the old rules stay
         assert_blocked(await c.call(authorize(2, amount=1001)), "m100-max")
         assert (await c.call(authorize(3, amount=1000)))["status"] == "approved"
+    finally:
+        await stop_env(env)
+
+
+@pytest_twisted.ensureDeferred
+async def test_blocklist_cli_beside_a_running_switch_and_explain(tmp_path):
+    env = await risk_env(tmp_path, BLOCKLIST, AMOUNT, CARD_TESTING)
+    config = str(tmp_path / "kswitch.toml")
+    try:
+        c = await env.connect()
+        code, out, err = await kswitch("risk", "block", "card", VISA, "--operator", "alice", "--config", config)
+        assert (code, out.strip()) == (0, "card 411111******1111 blocked"), err
+        assert_blocked(await c.call(authorize(1)), "blocklist")
+        code, out, _ = await kswitch("risk", "block", "ip", "192.0.2.1", "--operator", "bob", "--config", config)
+        code, out, _ = await kswitch("risk", "list", "--config", config)
+        assert code == 0 and VISA not in out
+        assert [line.split()[:4] for line in out.splitlines()] == [
+            ["card", "411111******1111", "operator", "alice"], ["ip", "192.0.2.1", "operator", "bob"]]
+        code, out, _ = await kswitch("risk", "explain", "--pan", VISA, "--amount", "600000", "--currency", "USD",
+                                     "--merchant", "M100", "--config", config)
+        assert code == 0 and VISA not in out
+        lines = out.splitlines()
+        assert lines[0].startswith("411111******1111 600000 USD at M100 (issuing country KH)")
+        assert "MATCH" in lines[1] and lines[1].split()[0] == "blocklist"
+        assert "MATCH" in lines[2] and lines[2].split()[0] == "m100-max"
+        assert lines[3].split()[0] == "card-testing" and lines[3].endswith("no match")
+        assert lines[-1] == "decision: block by blocklist"
+        code, out, _ = await kswitch("risk", "unblock", "card", VISA, "--config", config)
+        assert (code, out.strip()) == (0, "card 411111******1111 unblocked")
+        assert (await c.call(authorize(2)))["status"] == "approved"
+        code, _, err = await kswitch("risk", "unblock", "card", VISA, "--config", config)
+        assert (code, err.strip()) == (2, "kswitch: card 411111******1111 is not on the blocklist")
+        code, _, err = await kswitch("risk", "block", "card", "4111111111111112", "--operator", "a", "--config", config)
+        assert code == 2 and "Luhn" in err
     finally:
         await stop_env(env)

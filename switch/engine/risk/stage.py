@@ -74,8 +74,9 @@ def _outcome(rule: Rule | None) -> str:
     return rule.otherwise if rule.action == "step_up" else rule.action
 
 
-def decide(rules: tuple[Rule, ...], facts: Facts, now: float, txn_id: str) -> Any:
-    """The writer unit evaluating ``rules`` for one payment (see the module docstring)."""
+def decide(rules: tuple[Rule, ...], facts: Facts, now: float, txn_id: str, every_rule: bool = False) -> Any:
+    """The writer unit evaluating ``rules`` for one payment (see the module docstring); ``every_rule``
+    goes on after the deciding rule, to show all matches (explain)."""
 
     def unit(ledger: RiskLedger) -> Verdict:
         matches: list[dict[str, Any]] = []
@@ -89,9 +90,10 @@ def decide(rules: tuple[Rule, ...], facts: Facts, now: float, txn_id: str) -> An
                 continue
             matches.append({"rule": rule.name, "kind": rule.kind, "action": rule.action, "mode": rule.mode,
                             "seen": seen})
-            if rule.mode == "enforce":
+            if rule.mode == "enforce" and decisive is None:
                 decisive = rule
-                break
+                if not every_rule:
+                    break
         action = _outcome(decisive)
         if action == "block":
             for bump in bumps:
@@ -152,6 +154,12 @@ class RiskStage:
         if verdict.matches:
             log.info("risk_decision", txn_id=txn_id, action=verdict.action, rule=verdict.rule,
                      matched=[f"{m['rule']}({m['mode']})" for m in verdict.matches])
+        return verdict
+
+    async def explain(self, facts: Facts) -> Verdict:
+        """What the rules would decide for ``facts`` now, counting it as one more payment, changing nothing."""
+        now = self.clock.seconds()
+        verdict: Verdict = await self.journal.risk_dry_run(decide(self.rules.rules, facts, now, "explain", every_rule=True), now)
         return verdict
 
     async def declined(self, facts: Facts) -> None:
