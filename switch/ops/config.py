@@ -39,7 +39,7 @@ from switch.iso.responses import Outcome, ResponseTable
 from switch.iso.translate import AcquirerProfile
 from switch.journal.config import JournalConfig, SecretSource
 from switch.ops import schema
-from switch.ops.risk import build_risk
+from switch.ops.risk import build_risk, name_the_rule
 from switch.ops.routes import build_router
 from switch.ops.settings import ConfigError, at, describe
 
@@ -115,7 +115,7 @@ def from_document(file: Path, doc: Mapping[str, Any]) -> SwitchConfig:
     try:
         model = schema.KswitchConfig.model_validate(doc)
     except ValidationError as e:
-        raise describe(file, schema.KswitchConfig, e) from None
+        raise name_the_rule(describe(file, schema.KswitchConfig, e), doc) from None
     base = file.resolve().parent
     state_dir = _path(model.switch.state_dir, base)
     for i, description in enumerate(model.api.listen):

@@ -9,8 +9,10 @@ the BIN table file.  Every error names the file, the rule (by index and name) an
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from switch.domain.cardcheck import luhn_valid
@@ -35,6 +37,23 @@ _NEEDS = {
     "velocity": ({"max_count"}, "max_count"),
     "country": ({"allow_countries", "deny_countries"}, "allow_countries or deny_countries"),
 }
+
+
+_RULE_PATH = re.compile(r"(: risk\.rules\[(\d+)\][^:]*): ")
+
+
+def name_the_rule(error: ConfigError, doc: Mapping[str, Any]) -> ConfigError:
+    """A schema error about a risk rule, with the rule's name after its path (the schema knows only its index)."""
+    found = _RULE_PATH.search(str(error))
+    if found is None:
+        return error
+    try:
+        name = doc["risk"]["rules"][int(found.group(2))]["name"]
+    except (KeyError, IndexError, TypeError):
+        return error
+    if not isinstance(name, str):
+        return error
+    return ConfigError(str(error).replace(found.group(0), f"{found.group(1)}: rule {name!r}: ", 1))
 
 
 def build_risk(file: Path, section: RiskSection) -> RiskRules:
