@@ -43,7 +43,7 @@ _RULE_PATH = re.compile(r"(: risk\.rules\[(\d+)\][^:]*): ")
 
 
 def name_the_rule(error: ConfigError, doc: Mapping[str, Any]) -> ConfigError:
-    """A schema error about a risk rule, with the rule's name after its path (the schema knows only its index)."""
+    """A schema error about a risk rule, with the rule's name at the end (the schema knows only its index)."""
     found = _RULE_PATH.search(str(error))
     if found is None:
         return error
@@ -53,7 +53,7 @@ def name_the_rule(error: ConfigError, doc: Mapping[str, Any]) -> ConfigError:
         return error
     if not isinstance(name, str):
         return error
-    return ConfigError(str(error).replace(found.group(0), f"{found.group(1)}: rule {name!r}: ", 1))
+    return ConfigError(f"{error} (in rule {name!r})")
 
 
 def build_risk(file: Path, section: RiskSection) -> RiskRules:

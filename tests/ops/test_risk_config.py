@@ -29,15 +29,16 @@ def test_the_demo_config_ships_the_issue_rules():
 @pytest.mark.parametrize(("old", "new", "message"), [
     ('max_amount = 500000 ', 'max_amount = 500000\nmax_count = 2\n',
      "risk.rules[1].max_count: rule 'm100-max-per-payment': a amount_limit rule does not take max_count"),
-    ('max_amount = 500000 ', 'max_amount = "5000.00"\n', "risk.rules[1].max_amount: rule 'm100-max-per-payment': got '5000.00'; expected an integer >= 1"),
-    ('kind = "card_testing"', 'kind = "card_tester"', "risk.rules[2].kind: rule 'card-testing': "),
+    ('max_amount = 500000 ', 'max_amount = "5000.00"\n', "risk.rules[1].max_amount: got '5000.00'; expected an integer >= 1 (in rule 'm100-max-per-payment')"),
+    ('kind = "card_testing"', 'kind = "card_tester"', "risk.rules[2].kind: got 'card_tester'; expected one of blocklist, amount_limit, cumulative, velocity, "
+     "card_testing, country, duplicate (in rule 'card-testing')"),
     ('max_count = 10\n', '', "risk.rules[3].max_count: rule 'card-velocity': a velocity rule needs max_count"),
     ('cards = ["4000000000000259"]', 'cards = ["4000000000000258"]',
      "risk.rules[0].cards[0]: rule 'blocklist': expected a card number of 12-19 digits passing the Luhn check"),
     ('cards = ["4000000000000259"]', 'ips = ["10.0.0.0/33"]',
      "risk.rules[0].ips[0]: rule 'blocklist': expected an IP address or CIDR network, got '10.0.0.0/33'"),
     ('name = "card-velocity"', 'name = "card-testing"', "risk.rules[3].name: rule 'card-testing': another rule"),
-    ('mode = "shadow"', 'mode = "dry-run"', "risk.rules[4].mode: rule 'ip-velocity-watch': "),
+    ('mode = "shadow"', 'mode = "dry-run"', "(in rule 'ip-velocity-watch')"),
     ('per = "ip"', 'per = "ip"\ntimezone = "Mars/Olympus"', "risk.rules[4].timezone: rule 'ip-velocity-watch'"),
 ])
 def test_a_bad_rule_is_named_with_its_key(tmp_path: Path, old: str, new: str, message: str):
