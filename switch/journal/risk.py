@@ -9,7 +9,7 @@ counts and lasts the rule's window (or ends at the end of a calendar day).  The 
 evaluation as one writer unit through `RiskLedger`, so the counts it bumped for a
 payment it then blocks are taken back in the same database transaction.
 
-Blocklist values are what the rules compare: a card as its keyed PAN hash (hex), a BIN,
+Blocklist values are what the rules compare: a card as its keyed PAN hash (base32), a BIN,
 an IP address or CIDR, a device id, an email hash, a customer id; ``shown`` is what an
 operator may see (a masked PAN).  An entry with ``expires_at`` is a hold (the
 card-testing guard's), gone when it expires.

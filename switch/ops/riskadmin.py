@@ -21,7 +21,7 @@ from switch.domain.cardcheck import luhn_valid, mask_pan
 from switch.domain.currency import by_alpha
 from switch.domain.customer import Customer, hash_email
 from switch.domain.model import AuthorizeRequest, CardInstrument
-from switch.engine.risk import RiskRules, RiskStage
+from switch.engine.risk import RiskRules, RiskStage, tag
 from switch.journal.errors import InvalidRecord
 
 LIST_HELP = "card (a card number), bin (6 or 8 digits), ip (an address), device, email or customer (an id)"
@@ -55,7 +55,7 @@ def list_entry(journal: Any, kind: str, value: str) -> tuple[str, str]:
     if kind == "card":
         if not (value.isascii() and value.isdigit() and 12 <= len(value) <= 19 and luhn_valid(value)):
             raise InvalidRecord("expected a card number of 12-19 digits passing the Luhn check")
-        return journal.vault.pan_hash(value).hex(), mask_pan(value)
+        return tag(journal.vault.pan_hash(value)), mask_pan(value)
     if kind == "bin" and not (value.isascii() and value.isdigit() and len(value) in (6, 8)):
         raise InvalidRecord(f"expected a BIN of 6 or 8 digits, got {value!r}")
     if kind == "ip":

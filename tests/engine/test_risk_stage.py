@@ -4,13 +4,16 @@ they should, step_up falls back to its rule's `otherwise`, shadow rules change n
 from __future__ import annotations
 
 import pytest_twisted
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from twisted.internet.task import Clock as ReactorClock
 
 from switch.domain.currency import by_alpha
 from switch.domain.customer import Customer
 from switch.domain.model import AuthorizeRequest, CardInstrument
-from switch.engine.risk import RiskRules, RiskStage, Rule, Scope
+from switch.domain.panscan import holds_card_number
+from switch.engine.risk import RiskRules, RiskStage, Rule, Scope, tag
 from tests.journal.conftest import backend, clock, config, journal, key_files, pg_schema, registry  # noqa: F401
 
 VISA = "4111111111111111"
@@ -83,3 +86,8 @@ async def test_scope_and_replace(journal):
     assert (await risk.evaluate("t1", risk.facts(request(amount=500)))).action == "allow"
     risk.replace(RiskRules((Rule("usd", "amount_limit", "block", max_amount=10),)))
     assert (await risk.evaluate("t2", risk.facts(request(amount=500)))).rule == "usd"
+
+
+@given(st.binary(min_size=8, max_size=32))
+def test_hash_tags_never_look_like_a_card_number_to_the_journal_guard(digest):
+    assert not holds_card_number(tag(digest))

@@ -6,8 +6,8 @@ country table.  Counters, the blocklist and decisions live in the journal
 """
 
 from switch.engine.risk.bins import BinTable, BinTableError, load_bin_table
-from switch.engine.risk.rules import ACTIONS, KINDS, LIST_KINDS, MODES, SUBJECTS, Facts, Rule, Scope
+from switch.engine.risk.rules import ACTIONS, KINDS, LIST_KINDS, MODES, SUBJECTS, Facts, Rule, Scope, tag
 from switch.engine.risk.stage import RiskRules, RiskStage, Verdict
 
 __all__ = ["ACTIONS", "KINDS", "LIST_KINDS", "MODES", "SUBJECTS", "BinTable", "BinTableError", "Facts", "RiskRules",
-           "RiskStage", "Rule", "Scope", "Verdict", "load_bin_table"]
+           "RiskStage", "Rule", "Scope", "Verdict", "load_bin_table", "tag"]

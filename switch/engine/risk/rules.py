@@ -17,6 +17,7 @@ a sliding window: a burst that starts late in one window is partly counted in th
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ class Facts:
     amount: int
     currency: str
     instrument: str
-    card: str  # keyed hash (hex) of the PAN or account: the card's identity for counters and lists
+    card: str  # keyed hash of the PAN or account (`tag`): the card's identity for counters and lists
     masked: str | None
     bin6: str | None
     bin8: str | None
@@ -108,8 +109,7 @@ class Rule:
 
     def counter(self, what: str, subject: str, now: float) -> tuple[str, int]:
         """A counter's name for ``subject`` and, should a window open at ``now``, when it ends (microseconds)."""
-        tag = hashlib.sha256(subject.encode()).hexdigest()[:24]
-        name = f"{self.name}:{what}:{self.per}:{tag}"
+        name = f"{self.name}:{what}:{self.per}:{tag(hashlib.sha256(subject.encode()).digest()[:15])}"
         if self.period != "day":
             return name, int((now + self.window) * 1_000_000)
         day = datetime.fromtimestamp(now, ZoneInfo(self.timezone)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -124,6 +124,13 @@ class Rule:
         if "bin" in self.lists and f.bin8 is not None:
             found.append(("bin", f.bin8))
         return found
+
+
+def tag(digest: bytes) -> str:
+    """A hash as lower-case base32: the journal's card-data guard scans text for card numbers, and
+    hex digests hold long digit runs that now and then pass Luhn with a scheme's prefix; base32
+    has six digits in 32 symbols."""
+    return base64.b32encode(digest).decode("ascii").rstrip("=").lower()
 
 
 def _blocklist(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list) -> dict | None:

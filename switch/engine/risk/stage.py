@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IReactorTime
 from switch.domain.customer import hash_email
 from switch.domain.model import AuthorizeRequest, CardInstrument
 from switch.engine.risk.bins import BinTable
-from switch.engine.risk.rules import Facts, Rule, feed_decline
+from switch.engine.risk.rules import Facts, Rule, feed_decline, tag
 from switch.iso.translate import sealed_instrument
 from switch.journal import Journal
 from switch.journal.risk import RiskLedger
@@ -123,7 +123,7 @@ class RiskStage:
             pans = {value for kind, value in rule.entries if kind == "card-pan"}
             if not pans:
                 return rule
-            cards = {("card", self.journal.vault.pan_hash(pan).hex()) for pan in pans}
+            cards = {("card", tag(self.journal.vault.pan_hash(pan))) for pan in pans}
             return replace(rule, entries=frozenset(e for e in rule.entries if e[0] != "card-pan") | cards)
 
         return RiskRules(tuple(keyed(r) for r in rules.rules), rules.bins)
@@ -131,7 +131,7 @@ class RiskStage:
     def facts(self, req: AuthorizeRequest) -> Facts:
         """What the rules see of ``req``: the card only as its keyed hash, BIN and country."""
         instrument = req.instrument
-        card = self.journal.vault.pan_hash(sealed_instrument(instrument).pan).hex()
+        card = tag(self.journal.vault.pan_hash(sealed_instrument(instrument).pan))
         pan = instrument.pan if isinstance(instrument, CardInstrument) else None
         bins = self.rules.bins
         c = req.customer
