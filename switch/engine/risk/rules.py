@@ -20,12 +20,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from switch.journal.risk import RiskLedger
+from switch.journal.risk import BlockEntry, RiskLedger
 
+Listed = Mapping[tuple[str, str], BlockEntry]
 ACTIONS = ("allow", "block", "review", "step_up")
 MODES = ("enforce", "shadow")
 KINDS = ("blocklist", "amount_limit", "cumulative", "velocity", "card_testing", "country", "duplicate")
@@ -103,9 +105,18 @@ class Rule:
     deny: frozenset[str] = frozenset()
     unknown_matches: bool = False
 
-    def check(self, ledger: RiskLedger, f: Facts, now: float, bumps: list[tuple[str, int, int]]) -> dict | None:
-        """What it saw when it matches, else None; reservations to take back on a block go to ``bumps``."""
-        return _CHECKS[self.kind](self, ledger, f, now, bumps)
+    def check(self, ledger: RiskLedger, f: Facts, now: float, bumps: list[tuple[str, int, int]],
+              listed: Listed) -> dict | None:
+        """What it saw when it matches, else None; reservations to take back on a block go to ``bumps``;
+        ``listed`` holds the journal's live entries among every rule's `lookups`, read in one query."""
+        return _CHECKS[self.kind](self, ledger, f, now, bumps, listed)
+
+    def lookups(self, f: Facts) -> list[tuple[str, str]]:
+        """The journal blocklist entries (kind, value) this rule needs to see for ``f``."""
+        if self.kind == "blocklist":
+            return self.list_keys(f)
+        subject = f.subject(self.per)
+        return [(hold_kind(self), subject)] if self.kind == "card_testing" and subject is not None else []
 
     def counter(self, what: str, subject: str, now: float) -> tuple[str, int]:
         """A counter's name for ``subject`` and, should a window open at ``now``, when it ends (microseconds)."""
@@ -133,7 +144,7 @@ def tag(digest: bytes) -> str:
     return base64.b32encode(digest).decode("ascii").rstrip("=").lower()
 
 
-def _blocklist(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list) -> dict | None:
+def _blocklist(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list, listed: Listed) -> dict | None:
     keys = rule.list_keys(f)
     for kind, value in keys:
         if (kind, value) in rule.entries:
@@ -143,19 +154,21 @@ def _blocklist(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list
         for network in rule.networks:
             if address in network:
                 return {"list": "ip", "entry": str(network)}
-    for entry in ledger.blocked(keys):
-        return {"list": entry.kind, "entry": entry.shown}
+    for key in keys:
+        entry = listed.get(key)
+        if entry is not None:
+            return {"list": entry.kind, "entry": entry.shown}
     return None
 
 
-def _amount_limit(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list) -> dict | None:
+def _amount_limit(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list, listed: Listed) -> dict | None:
     if (rule.max_amount is not None and f.amount > rule.max_amount) or (
             rule.min_amount is not None and f.amount < rule.min_amount):
         return {"amount": f.amount}
     return None
 
 
-def _cumulative(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list) -> dict | None:
+def _cumulative(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list, listed: Listed) -> dict | None:
     subject = f.subject(rule.per)
     if subject is None:
         return None
@@ -168,7 +181,7 @@ def _cumulative(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: lis
     return None
 
 
-def _velocity(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list) -> dict | None:
+def _velocity(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list, listed: Listed) -> dict | None:
     subject = f.subject(rule.per)
     if subject is None:
         return None
@@ -177,13 +190,12 @@ def _velocity(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list)
     return {"count": count} if rule.max_count is not None and count > rule.max_count else None
 
 
-def _card_testing(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list) -> dict | None:
+def _card_testing(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list, listed: Listed) -> dict | None:
     subject = f.subject(rule.per)
     if subject is None:
         return None
-    for entry in ledger.blocked([(hold_kind(rule), subject)]):
-        return {"held_until_us": entry.expires_at}
-    return None
+    entry = listed.get((hold_kind(rule), subject))
+    return None if entry is None else {"held_until_us": entry.expires_at}
 
 
 def hold_kind(rule: Rule) -> str:
@@ -205,7 +217,7 @@ def feed_decline(rule: Rule, ledger: RiskLedger, f: Facts, now: float) -> int | 
     return count
 
 
-def _country(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list) -> dict | None:
+def _country(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list, listed: Listed) -> dict | None:
     if f.country is None:
         return {"country": None} if rule.unknown_matches else None
     if f.country in rule.deny or (rule.allow is not None and f.country not in rule.allow):
@@ -213,7 +225,7 @@ def _country(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list) 
     return None
 
 
-def _duplicate(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list) -> dict | None:
+def _duplicate(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list, listed: Listed) -> dict | None:
     if f.idempotency_key is not None:
         return None
     same = f"{f.card}|{f.amount}|{f.currency}|{f.merchant_id}"

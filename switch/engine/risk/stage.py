@@ -82,10 +82,11 @@ def decide(rules: tuple[Rule, ...], facts: Facts, now: float, txn_id: str, every
         matches: list[dict[str, Any]] = []
         bumps: list[tuple[str, int, int]] = []
         decisive: Rule | None = None
-        for rule in rules:
-            if not rule.scope.covers(facts):
-                continue
-            seen = rule.check(ledger, facts, now, bumps)
+        in_scope = [rule for rule in rules if rule.scope.covers(facts)]
+        lookups = [key for rule in in_scope for key in rule.lookups(facts)]
+        listed = {(e.kind, e.value): e for e in ledger.blocked(lookups)}
+        for rule in in_scope:
+            seen = rule.check(ledger, facts, now, bumps, listed)
             if seen is None:
                 continue
             matches.append({"rule": rule.name, "kind": rule.kind, "action": rule.action, "mode": rule.mode,
