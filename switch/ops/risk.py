@@ -16,7 +16,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from switch.domain.cardcheck import luhn_valid
-from switch.domain.customer import hash_email
 from switch.engine.risk import LIST_KINDS, BinTableError, RiskRules, Rule, Scope, load_bin_table
 from switch.ops.schema import RiskRule, RiskSection
 from switch.ops.settings import ConfigError, at
@@ -39,6 +38,7 @@ _NEEDS = {
 }
 
 
+_EMAIL = re.compile(r"[\x21-\x3f\x41-\x7e]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z0-9-]{2,63}")
 _RULE_PATH = re.compile(r"(: risk\.rules\[(\d+)\][^:]*): ")
 
 
@@ -112,7 +112,10 @@ def _rule(file: Path, where: tuple[str | int, ...], r: RiskRule) -> Rule:
         else:
             networks.append(network)
     entries |= {("bin", b) for b in r.bins} | {("device", d) for d in r.devices}
-    entries |= {("email", hash_email(e)) for e in r.emails} | {("customer", c) for c in r.customers}
+    for j, email in enumerate(r.emails):
+        if not _EMAIL.fullmatch(email):
+            raise error(f"emails[{j}]", "expected an email address such as ana@example.com (ASCII)")
+    entries |= {("email-clear", e.strip().lower()) for e in r.emails} | {("customer", c) for c in r.customers}
     return Rule(
         name=r.name, kind=r.kind, action=r.action, mode=r.mode, otherwise=r.otherwise,
         scope=Scope(_set(r.merchants), _set(r.currencies), _set(r.instruments)),

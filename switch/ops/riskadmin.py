@@ -19,9 +19,9 @@ from twisted.internet.task import Clock
 
 from switch.domain.cardcheck import luhn_valid, mask_pan
 from switch.domain.currency import by_alpha
-from switch.domain.customer import Customer, hash_email
+from switch.domain.customer import Customer
 from switch.domain.model import AuthorizeRequest, CardInstrument
-from switch.engine.risk import RiskRules, RiskStage, tag
+from switch.engine.risk import RiskRules, RiskStage
 from switch.journal.errors import InvalidRecord
 
 LIST_HELP = "card (a card number), bin (6 or 8 digits), ip (an address), device, email or customer (an id)"
@@ -50,12 +50,12 @@ def add_parser(sub: Any, config: argparse.ArgumentParser) -> None:
     explain.add_argument("--idempotency-key")
 
 
-def list_entry(journal: Any, kind: str, value: str) -> tuple[str, str]:
+def list_entry(stage: RiskStage, kind: str, value: str) -> tuple[str, str]:
     """The stored value of an entry and what may be shown of it; InvalidRecord for a bad value."""
     if kind == "card":
         if not (value.isascii() and value.isdigit() and 12 <= len(value) <= 19 and luhn_valid(value)):
             raise InvalidRecord("expected a card number of 12-19 digits passing the Luhn check")
-        return tag(journal.vault.pan_hash(value)), mask_pan(value)
+        return stage.card_key(value), mask_pan(value)
     if kind == "bin" and not (value.isascii() and value.isdigit() and len(value) in (6, 8)):
         raise InvalidRecord(f"expected a BIN of 6 or 8 digits, got {value!r}")
     if kind == "ip":
@@ -65,17 +65,22 @@ def list_entry(journal: Any, kind: str, value: str) -> tuple[str, str]:
             raise InvalidRecord(f"expected an IP address, got {value!r} (networks go in the config file)") from None
     if kind == "email":
         local, _, domain = value.partition("@")
-        return hash_email(value), f"{local[:1]}***@{domain}"
+        if not (value.isascii() and local and domain):
+            raise InvalidRecord("expected an email address such as ana@example.com")
+        return stage.email_key(value), f"{local[:1]}***@{domain}"
     return value, value
 
 
 async def run(journal: Any, args: argparse.Namespace, rules: RiskRules) -> list[str]:
+    now = Clock()
+    now.advance(time.time())
+    stage = RiskStage(now, journal, rules, CollectorRegistry())
     if args.action == "block":
-        value, shown = list_entry(journal, args.kind, args.value)
+        value, shown = list_entry(stage, args.kind, args.value)
         added = await journal.risk_block(args.kind, value, shown, f"operator {args.operator}")
         return [f"{args.kind} {shown} {'blocked' if added else 'was already blocked'}"]
     if args.action == "unblock":
-        value, shown = list_entry(journal, args.kind, args.value)
+        value, shown = list_entry(stage, args.kind, args.value)
         gone = await journal.risk_unblock(args.kind, value)
         if not gone:
             raise InvalidRecord(f"{args.kind} {shown} is not on the blocklist")
@@ -84,10 +89,10 @@ async def run(journal: Any, args: argparse.Namespace, rules: RiskRules) -> list[
         return [f"{e.kind:<28} {e.shown:<24} {e.source:<24} "
                 f"{'permanent' if e.expires_at is None else 'until ' + _utc(e.expires_at)}"
                 for e in await journal.risk_blocklist()]
-    return await _explain(journal, args, rules)
+    return await _explain(stage, args, rules)
 
 
-async def _explain(journal: Any, args: argparse.Namespace, rules: RiskRules) -> list[str]:
+async def _explain(stage: RiskStage, args: argparse.Namespace, rules: RiskRules) -> list[str]:
     currency = by_alpha(args.currency.upper())
     if currency is None:
         raise InvalidRecord(f"unknown currency {args.currency!r}")
@@ -98,9 +103,6 @@ async def _explain(journal: Any, args: argparse.Namespace, rules: RiskRules) -> 
         capture=True, instrument=CardInstrument(args.pan, "9912"), idempotency_key=args.idempotency_key,
         customer=Customer(id=args.customer, email=args.email, ip=args.ip, device_id=args.device),
     )
-    now = Clock()
-    now.advance(time.time())
-    stage = RiskStage(now, journal, rules, CollectorRegistry())
     facts = stage.facts(request)
     verdict = await stage.explain(facts)
     names = {m["rule"]: m for m in verdict.matches}

@@ -306,10 +306,17 @@ async def test_blocklist_cli_beside_a_running_switch_and_explain(tmp_path):
         assert (code, out.strip()) == (0, "card 411111******1111 blocked"), err
         assert_blocked(await c.call(authorize(1)), "blocklist")
         code, out, _ = await kswitch("risk", "block", "ip", "192.0.2.1", "--operator", "bob", "--config", config)
+        assert code == 0
+        code, out, _ = await kswitch("risk", "block", "email", "Mallory@Example.org", "--operator", "bob",
+                                     "--config", config)
+        assert (code, out.strip()) == (0, "email M***@Example.org blocked")
+        mallory = await c.call(authorize(5, pan="5555555555554444", customer={"email": "mallory@example.ORG"}))
+        assert_blocked(mallory, "blocklist")
         code, out, _ = await kswitch("risk", "list", "--config", config)
-        assert code == 0 and VISA not in out
+        assert code == 0 and VISA not in out and "mallory" not in out.lower()
         assert [line.split()[:4] for line in out.splitlines()] == [
-            ["card", "411111******1111", "operator", "alice"], ["ip", "192.0.2.1", "operator", "bob"]]
+            ["card", "411111******1111", "operator", "alice"], ["email", "M***@Example.org", "operator", "bob"],
+            ["ip", "192.0.2.1", "operator", "bob"]]
         code, out, _ = await kswitch("risk", "explain", "--pan", VISA, "--amount", "600000", "--currency", "USD",
                                      "--merchant", "M100", "--config", config)
         assert code == 0 and VISA not in out

@@ -26,7 +26,6 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 from twisted.internet.interfaces import IReactorTime
 
-from switch.domain.customer import hash_email
 from switch.domain.model import AuthorizeRequest, CardInstrument
 from switch.engine.risk.bins import BinTable
 from switch.engine.risk.rules import Facts, Rule, feed_decline, tag
@@ -119,20 +118,28 @@ class RiskStage:
         log.info("risk_rules_loaded", rules=[r.name for r in rules.rules])
 
     def _keyed(self, rules: RiskRules) -> RiskRules:
-        """The rules with the config file's card numbers replaced by their keyed hashes."""
+        """The rules with the config file's card numbers and emails replaced by their keyed hashes."""
         def keyed(rule: Rule) -> Rule:
-            pans = {value for kind, value in rule.entries if kind == "card-pan"}
-            if not pans:
+            clear = {e for e in rule.entries if e[0] in ("card-pan", "email-clear")}
+            if not clear:
                 return rule
-            cards = {("card", tag(self.journal.vault.pan_hash(pan))) for pan in pans}
-            return replace(rule, entries=frozenset(e for e in rule.entries if e[0] != "card-pan") | cards)
+            hashed = {("card", self.card_key(v)) if k == "card-pan" else ("email", self.email_key(v)) for k, v in clear}
+            return replace(rule, entries=(rule.entries - clear) | hashed)
 
         return RiskRules(tuple(keyed(r) for r in rules.rules), rules.bins)
+
+    def card_key(self, pan: str) -> str:
+        """A card (or account number) as the rules and the blocklist know it: its keyed hash."""
+        return tag(self.journal.vault.pan_hash(pan))
+
+    def email_key(self, email: str) -> str:
+        """An email as the rules and the blocklist know it: keyed, so the journal holds no guessable hash."""
+        return tag(self.journal.vault.pan_hash("email:" + email.strip().lower()))
 
     def facts(self, req: AuthorizeRequest) -> Facts:
         """What the rules see of ``req``: the card only as its keyed hash, BIN and country."""
         instrument = req.instrument
-        card = tag(self.journal.vault.pan_hash(sealed_instrument(instrument).pan))
+        card = self.card_key(sealed_instrument(instrument).pan)
         pan = instrument.pan if isinstance(instrument, CardInstrument) else None
         bins = self.rules.bins
         c = req.customer
@@ -142,7 +149,7 @@ class RiskStage:
             bin8=pan[:8] if pan and len(pan) >= 16 else None,
             country=bins.country(pan) if pan and bins is not None else None,
             customer=c.id if c else None, ip=c.ip if c else None, device=c.device_id if c else None,
-            email=hash_email(c.email) if c and c.email else None, idempotency_key=req.idempotency_key,
+            email=self.email_key(c.email) if c and c.email else None, idempotency_key=req.idempotency_key,
         )
 
     async def evaluate(self, txn_id: str, facts: Facts) -> Verdict:
