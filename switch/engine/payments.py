@@ -188,7 +188,7 @@ class PaymentService:
         self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, merchant: MerchantConfig, store: StoreConfig
     ) -> dict[str, Any]:
         """The risk stage (`switch.engine.risk`) decides, then the payment is sent unless it blocked;
-        a bank's decline feeds the card-testing rules."""
+        its outcome goes back to the stage (declines feed card-testing rules, failures give limits back)."""
         txn_id = new_txn_id()
         if self.risk is None:
             return await self._send(req, h, kind, bank, merchant, store, txn_id)
@@ -205,11 +205,10 @@ class PaymentService:
             self.metrics.outcomes.labels(bank.name, kind.value, "declined").inc()
             return {**answer(txn), "risk": flag}
         result = await self._send(req, h, kind, bank, merchant, store, txn_id)
-        if result["status"] == "declined":
-            try:
-                await self.risk.declined(facts)
-            except Exception as e:  # the payment's outcome stands; only the guard's count is lost
-                log.error("risk_decline_not_counted", txn_id=txn_id, error=str(e))
+        try:
+            await self.risk.answered(facts, verdict, result["status"])
+        except Exception as e:  # the payment's outcome stands; only a count is off
+            log.error("risk_outcome_not_counted", txn_id=txn_id, status=result["status"], error=str(e))
         if verdict.action == "review":
             await self.journal.append_event(req.merchant_id, EventDraft("payment.review", {
                 "txn_id": txn_id, "rule": verdict.rule, "status": result["status"]}), txn_id=txn_id)

@@ -89,10 +89,15 @@ class RiskLedger:
                                   "max_count": limit_count, "max_amount": limit_amount})
         return None if row is None else (int(row["count"]), int(row["amount"]))
 
-    def take_back(self, name: str, count: int, amount: int) -> None:
-        """Undo an `add` of this same unit."""
-        self._db.execute("UPDATE risk_counters SET count = count - :count, amount = amount - :amount "
-                         "WHERE name = :name", {"name": name, "count": count, "amount": amount})
+    def take_back(self, name: str, count: int, amount: int, added_at: int | None = None) -> None:
+        """Undo an `add` made at ``added_at`` (this unit's time by default); nothing when the counter's
+        window has since ended and a new one opened, which never held that add."""
+        self._db.execute(
+            "UPDATE risk_counters SET count = CASE WHEN count >= :count THEN count - :count ELSE 0 END, "
+            "amount = CASE WHEN amount >= :amount THEN amount - :amount ELSE 0 END "
+            "WHERE name = :name AND window_start <= :added_at",
+            {"name": name, "count": count, "amount": amount,
+             "added_at": self.now_us if added_at is None else added_at})
 
     def seen(self, name: str) -> tuple[int, int]:
         """The (count, amount) of counter ``name``'s current window; (0, 0) when it has none."""
@@ -129,7 +134,7 @@ class DryLedger(RiskLedger):
             return None
         return total
 
-    def take_back(self, name: str, count: int, amount: int) -> None:
+    def take_back(self, name: str, count: int, amount: int, added_at: int | None = None) -> None:
         return None
 
     def hold(self, kind: str, value: str, shown: str, source: str, expires_at: int) -> None:

@@ -13,7 +13,7 @@ from switch.domain.currency import by_alpha
 from switch.domain.customer import Customer
 from switch.domain.model import AuthorizeRequest, CardInstrument
 from switch.domain.panscan import holds_card_number
-from switch.engine.risk import RiskRules, RiskStage, Rule, Scope, tag
+from switch.engine.risk import RiskRules, RiskStage, Rule, Scope, Verdict, tag
 from tests.journal.conftest import backend, clock, config, journal, key_files, pg_schema, registry  # noqa: F401
 
 VISA = "4111111111111111"
@@ -32,6 +32,7 @@ def stage(journal, *rules: Rule) -> tuple[RiskStage, ReactorClock]:
     return RiskStage(now, journal, RiskRules(tuple(rules)), CollectorRegistry()), now
 
 
+NOTHING = Verdict("allow", None, ())
 GUARD = Rule("card-testing", "card_testing", "block", declines=3, window=600.0, hold=1800.0)
 
 
@@ -39,14 +40,14 @@ GUARD = Rule("card-testing", "card_testing", "block", declines=3, window=600.0, 
 async def test_a_hold_starts_at_the_third_decline_in_the_window_and_ends_after_hold(journal):
     risk, now = stage(journal, GUARD)
     facts = risk.facts(request())
-    await risk.declined(facts)
-    await risk.declined(facts)
+    await risk.answered(facts, NOTHING, "declined")
+    await risk.answered(facts, NOTHING, "declined")
     assert (await risk.evaluate("t1", facts)).action == "allow"
     now.advance(601)  # the first two declines' window is over: counting starts again
-    await risk.declined(facts)
-    await risk.declined(facts)
+    await risk.answered(facts, NOTHING, "declined")
+    await risk.answered(facts, NOTHING, "declined")
     assert (await risk.evaluate("t2", facts)).action == "allow"
-    await risk.declined(facts)
+    await risk.answered(facts, NOTHING, "declined")
     verdict = await risk.evaluate("t3", facts)
     assert (verdict.action, verdict.rule) == ("block", "card-testing")
     now.advance(1799)
@@ -91,3 +92,22 @@ async def test_scope_and_replace(journal):
 @given(st.binary(min_size=8, max_size=32))
 def test_hash_tags_never_look_like_a_card_number_to_the_journal_guard(digest):
     assert not holds_card_number(tag(digest))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_payment_that_fails_or_is_declined_gives_its_cumulative_counts_back(journal):
+    cumulative = Rule("daily", "cumulative", "block", per="customer", max_amount=3000, window=3600.0)
+    risk, now = stage(journal, cumulative)
+    facts = risk.facts(request(2000, id="c-1"))
+    declined = await risk.evaluate("t1", facts)
+    await risk.answered(facts, declined, "declined")
+    approved = await risk.evaluate("t2", facts)
+    await risk.answered(facts, approved, "approved")
+    assert (await risk.evaluate("t3", risk.facts(request(1001, id="c-1")))).action == "block"
+    timed_out = await risk.evaluate("t4", risk.facts(request(1000, id="c-1")))
+    now.advance(3601)  # a new window opened since: giving back must not touch it
+    fresh = await risk.evaluate("t5", risk.facts(request(2500, id="c-1")))
+    await risk.answered(facts, timed_out, "timeout")
+    assert fresh.action == "allow"
+    verdict = await risk.evaluate("t6", risk.facts(request(501, id="c-1")))
+    assert verdict.action == "block" and verdict.matches[0]["seen"]["amount"] == 2500

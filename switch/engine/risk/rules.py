@@ -7,7 +7,8 @@ counters that must be exact under concurrency (so each is one atomic statement i
 A rule's `check` runs inside the risk stage's writer unit and returns what it saw (the
 counter values, the matched list entry) when it matches, else None.  Counting rules count
 every payment they see that the rules before them let through; a cumulative limit's
-reservation is taken back when the payment is finally blocked.
+reservation is taken back when the payment is finally blocked, declined or fails
+(`switch.engine.risk.stage.RiskStage.answered`).
 
 A window opens with the first payment a counter counts and lasts the rule's ``window``
 (or, for a cumulative limit with ``period = "day"``, is the calendar day in the rule's

@@ -52,6 +52,8 @@ class Verdict:
     action: str
     rule: str | None
     matches: tuple[dict[str, Any], ...]
+    reserved: tuple[tuple[str, int, int, int], ...] = ()
+    """Cumulative counts this payment added: (counter, count, amount, when), given back if it fails."""
 
     def answer_field(self) -> dict[str, str] | None:
         """The answer's ``risk`` object, when an enforced rule decided."""
@@ -98,9 +100,10 @@ def decide(rules: tuple[Rule, ...], facts: Facts, now: float, txn_id: str, every
         if action == "block":
             for bump in bumps:
                 ledger.take_back(*bump)
+            bumps = []
         rule_name = decisive.name if decisive is not None else None
         ledger.decide(txn_id, action, rule_name, matches)
-        return Verdict(action, rule_name, tuple(matches))
+        return Verdict(action, rule_name, tuple(matches), tuple((*b, ledger.now_us) for b in bumps))
 
     return unit
 
@@ -170,14 +173,19 @@ class RiskStage:
         verdict: Verdict = await self.journal.risk_dry_run(decide(self.rules.rules, facts, now, "explain", every_rule=True), now)
         return verdict
 
-    async def declined(self, facts: Facts) -> None:
-        """A bank declined a payment: count it for the card-testing rules, which may put a hold."""
-        rules = [r for r in self.rules.rules if r.kind == "card_testing" and r.scope.covers(facts)]
-        if not rules:
+    async def answered(self, facts: Facts, verdict: Verdict, status: str) -> None:
+        """The payment's outcome: anything but an approval (or a wait for the customer) gives its
+        cumulative counts back; a bank's decline counts for the card-testing rules, which may put a hold."""
+        release = verdict.reserved if status not in ("approved", "pending_customer_action") else ()
+        rules = [r for r in self.rules.rules if r.kind == "card_testing" and r.scope.covers(facts)] \
+            if status == "declined" else []
+        if not rules and not release:
             return
         now = self.clock.seconds()
 
         def unit(ledger: RiskLedger) -> list[tuple[str, int]]:
+            for name, count, amount, added_at in release:
+                ledger.take_back(name, count, amount, added_at)
             held = [(rule.name, feed_decline(rule, ledger, facts, now)) for rule in rules]
             return [(name, count) for name, count in held if count is not None]
 
