@@ -14,7 +14,8 @@ the decision and the take-back of a blocked payment's reservations commit togeth
 
 Every evaluated payment's decision (rules matched, their mode and action, counter
 values seen) is journalled under its txn_id.  Bank declines feed the card-testing rules
-(`declined`).  Rules can be replaced at run time (`replace`, on SIGHUP).
+(`answered`, which also gives a failed payment's cumulative counts back).  Rules can be
+replaced at run time (`replace`, on SIGHUP).
 """
 
 from __future__ import annotations
