@@ -205,13 +205,13 @@ class PaymentService:
             self.metrics.outcomes.labels(bank.name, kind.value, "declined").inc()
             return {**answer(txn), "risk": flag}
         result = await self._send(req, h, kind, bank, merchant, store, txn_id)
-        try:
+        try:  # the payment's outcome is journalled and stands: a failure below only loses a count or a flag
             await self.risk.answered(facts, verdict, result["status"])
-        except Exception as e:  # the payment's outcome stands; only a count is off
-            log.error("risk_outcome_not_counted", txn_id=txn_id, status=result["status"], error=str(e))
-        if verdict.action == "review":
-            await self.journal.append_event(req.merchant_id, EventDraft("payment.review", {
-                "txn_id": txn_id, "rule": verdict.rule, "status": result["status"]}), txn_id=txn_id)
+            if verdict.action == "review":
+                await self.journal.append_event(req.merchant_id, EventDraft("payment.review", {
+                    "txn_id": txn_id, "rule": verdict.rule, "status": result["status"]}), txn_id=txn_id)
+        except Exception as e:
+            log.error("risk_outcome_not_recorded", txn_id=txn_id, status=result["status"], error=str(e))
         return {**result, "risk": flag} if flag is not None else result
 
     async def _send(
