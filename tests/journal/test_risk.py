@@ -4,9 +4,10 @@ expire, decisions kept."""
 from __future__ import annotations
 
 import pytest_twisted
-from twisted.internet import defer
+from prometheus_client import CollectorRegistry
+from twisted.internet import defer, reactor
 
-from switch.journal import Journal
+from switch.journal import Journal, open_journal
 
 EXPIRES = 10**18
 
@@ -62,3 +63,19 @@ async def test_a_window_opens_with_its_first_count_and_restarts_once_over(journa
     assert [await journal.risk_unit(add, t) for t in (100.0, 130.0, 150.0)] == [(1, 0), (2, 0), None]
     assert await journal.risk_unit(add, 160.5) == (1, 0)  # the window of 100 s ended at 160 s
     assert await journal.risk_unit(lambda ledger: ledger.seen("vel:card:y"), 161.0) == (1, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_writers_share_one_count_and_never_pass_a_limit(journal: Journal, config, clock) -> None:
+    """Two journals (two writer connections, as two switch nodes on one database would have):
+    the limit is the upsert's WHERE clause, so together they take exactly the limit."""
+    other = await open_journal(config, reactor, registry=CollectorRegistry(), clock=clock)
+    try:
+        def one(ledger):
+            return ledger.add("cum:merchant:m", EXPIRES, 1, 300, max_amount=3_000)
+
+        results = await defer.gatherResults([j.risk_unit(one, 1.0) for _ in range(15) for j in (journal, other)])
+        assert len([r for r in results if r is not None]) == 10
+        assert await other.risk_unit(lambda ledger: ledger.seen("cum:merchant:m"), 1.0) == (10, 3_000)
+    finally:
+        await other.close()
