@@ -335,3 +335,30 @@ async def test_blocklist_cli_beside_a_running_switch_and_explain(tmp_path):
         assert code == 2 and "Luhn" in err
     finally:
         await stop_env(env)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_demo_rules_work_as_the_readme_says(tmp_path):
+    demo = (Path(__file__).resolve().parents[2] / "config" / "kswitch.toml").read_text()
+    env = await start_env(tmp_path, extra_config=demo[demo.index("\n[risk]"):])
+    try:
+        c = await env.connect()
+        assert_blocked(await c.call(authorize(1, pan=BLOCKED)), "blocklist")
+        assert_blocked(await c.call(authorize(2, amount=500001)), "m100-max-per-payment")
+        for i in range(3):
+            assert (await c.call(authorize(10 + i, pan=DECLINING)))["reason"] == "do_not_honour"
+        assert_blocked(await c.call(authorize(13, pan=DECLINING)), "card-testing")
+        answers = [await c.call(authorize(20 + i, amount=100, customer={"ip": "203.0.113.8"})) for i in range(11)]
+        assert [a["status"] for a in answers] == ["approved"] * 10 + ["declined"]
+        assert answers[-1]["risk"] == {"rule": "card-velocity", "action": "block"}
+        more = [await c.call(authorize(40 + i, pan=card, amount=100, customer={"ip": "203.0.113.8"}))
+                for i, card in enumerate(["5555555555554444"] * 10 + ["5105105105105100"])]
+        # the blocked 11th stopped at card-velocity, so the last is the IP's 21st counted: the shadow rule's match
+        assert [a["status"] for a in more] == ["approved"] * 11 and all("risk" not in a for a in more)
+        assert sample(env, "kswitch_risk_rule_matches_total", rule="ip-velocity-watch", action="review",
+                      mode="shadow") == 1
+        decision = await env.journal.risk_decision(more[-1]["txn_id"])
+        assert decision["action"] == "allow" and decision["matches"][0]["seen"] == {"count": 21}
+        assert env.sims["bank_a"].received["0200"] == 13
+    finally:
+        await stop_env(env)
