@@ -85,8 +85,8 @@ class RiskLedger:
         limit_amount = _NO_LIMIT if max_amount is None else max_amount
         if count > limit_count or amount > limit_amount:
             return None
-        row = self._db.one(_ADD, {"name": name, "now": self.now_us, "count": count, "amount": amount, "expires": expires,
-                                  "max_count": limit_count, "max_amount": limit_amount})
+        row = self._db.one(_ADD, {"name": name, "now": self.now_us, "count": count, "amount": amount,
+                                  "expires": expires, "max_count": limit_count, "max_amount": limit_amount})
         return None if row is None else (int(row["count"]), int(row["amount"]))
 
     def take_back(self, name: str, count: int, amount: int, added_at: int | None = None) -> None:
@@ -172,7 +172,8 @@ class RiskApi(JournalBase):
                          {"kind": kind, "value": value})
             if row is not None and row["expires_at"] is None:
                 return False
-            db.execute("DELETE FROM risk_blocklist WHERE kind = :kind AND value = :value", {"kind": kind, "value": value})
+            db.execute("DELETE FROM risk_blocklist WHERE kind = :kind AND value = :value",
+                       {"kind": kind, "value": value})
             db.execute("INSERT INTO risk_blocklist (kind, value, shown, source, created_at, expires_at) "
                        "VALUES (:kind, :value, :shown, :source, :now, NULL)",
                        {"kind": kind, "value": value, "shown": shown, "source": source, "now": now})

@@ -85,10 +85,10 @@ def _rule(file: Path, where: tuple[str | int, ...], r: RiskRule) -> Rule:
 
     allowed = _COMMON | _KEYS[r.kind]
     for key in sorted(r.model_fields_set - allowed):
-        raise error(key, f"a {r.kind} rule does not take {key}; it takes {', '.join(sorted(_KEYS[r.kind]))}")
+        raise error(key, f"kind {r.kind} does not take {key}; it takes {', '.join(sorted(_KEYS[r.kind]))}")
     needs = _NEEDS.get(r.kind)
     if needs is not None and not needs[0] & r.model_fields_set:
-        raise error(sorted(needs[0])[0], f"a {r.kind} rule needs {needs[1]}")
+        raise error(sorted(needs[0])[0], f"kind {r.kind} needs {needs[1]}")
     if r.kind == "amount_limit" and r.min_amount and r.max_amount and r.min_amount > r.max_amount:
         raise error("min_amount", f"min_amount {r.min_amount} is above max_amount {r.max_amount}")
     try:

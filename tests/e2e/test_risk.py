@@ -249,8 +249,8 @@ async def test_concurrent_payments_never_exceed_a_cumulative_limit(tmp_path):
     try:
         clients = [await env.connect() for _ in range(4)]
         before = env.sims["bank_a"].balance(VISA)
-        answers = await gatherResults([ensureDeferred(clients[i % 4].call(authorize(i, amount=1000, customer={"id": "c-7"})))
-                                       for i in range(12)])
+        calls = [clients[i % 4].call(authorize(i, amount=1000, customer={"id": "c-7"})) for i in range(12)]
+        answers = await gatherResults([ensureDeferred(call) for call in calls])
         approved = [a for a in answers if a["status"] == "approved"]
         assert len(approved) == 5
         assert all(a["risk"] == {"rule": "customer-daily", "action": "block"} for a in answers if a not in approved)

@@ -171,7 +171,8 @@ class RiskStage:
     async def explain(self, facts: Facts) -> Verdict:
         """What the rules would decide for ``facts`` now, counting it as one more payment, changing nothing."""
         now = self.clock.seconds()
-        verdict: Verdict = await self.journal.risk_dry_run(decide(self.rules.rules, facts, now, "explain", every_rule=True), now)
+        unit = decide(self.rules.rules, facts, now, "explain", every_rule=True)
+        verdict: Verdict = await self.journal.risk_dry_run(unit, now)
         return verdict
 
     async def answered(self, facts: Facts, verdict: Verdict, status: str) -> None:
