@@ -190,7 +190,7 @@ class PaymentService:
         """The risk stage (`switch.engine.risk`) decides, then the payment is sent unless it blocked;
         its outcome goes back to the stage (declines feed card-testing rules, failures give limits back)."""
         txn_id = new_txn_id()
-        if self.risk is None:
+        if self.risk is None or not self.risk.rules.rules:  # no rules: no stage, nothing journalled for it
             return await self._send(req, h, kind, bank, merchant, store, txn_id)
         facts = self.risk.facts(req)
         verdict = await self.risk.evaluate(txn_id, facts)

@@ -362,3 +362,16 @@ async def test_the_demo_rules_work_as_the_readme_says(tmp_path):
         assert env.sims["bank_a"].received["0200"] == 13
     finally:
         await stop_env(env)
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_rules_there_is_no_risk_stage(tmp_path):
+    env = await start_env(tmp_path)
+    try:
+        c = await env.connect()
+        answer = await c.call(authorize(1, pan=BLOCKED))
+        assert answer["reason"] != "risk_declined" and "risk" not in answer
+        assert await env.journal.risk_decision(answer["txn_id"]) is None
+        assert sample(env, "kswitch_risk_evaluations_total", action="allow") == 0
+    finally:
+        await stop_env(env)
