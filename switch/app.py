@@ -36,6 +36,7 @@ from switch.engine.engine import Engine
 from switch.engine.notify import Notifier
 from switch.engine.payments import PaymentService
 from switch.engine.recovery import recover, sweep_stale_pending
+from switch.engine.risk import RiskStage
 from switch.engine.saf import StoreAndForward
 from switch.gateway.lifecycle import register_lifecycle
 from switch.gateway.listen import listen
@@ -48,8 +49,9 @@ from switch.journal.lease import LeaseLost, NodeLease
 from switch.journal.models import utc_from_seconds
 from switch.journal.vault import generate_key
 from switch.ops.admin import admin_site
-from switch.ops.config import SwitchConfig
+from switch.ops.config import SwitchConfig, load_config
 from switch.ops.devcerts import make_dev_pki
+from switch.ops.settings import ConfigError
 
 log = structlog.get_logger("kswitch.switch")
 LINK_WAIT = 5.0  # seconds the API waits at start-up for links to sign on
@@ -102,6 +104,7 @@ class Switch:
         self.saf: StoreAndForward | None = None
         self.confirmations: Confirmations | None = None
         self.service: PaymentService | None = None
+        self.risk: RiskStage | None = None
         self.notifier: Notifier | None = None
         self.api_factory: ApiFactory | None = None
         self.api_ports: list[IListeningPort] = []
@@ -149,10 +152,11 @@ class Switch:
         # The engine installs itself as store-and-forward's build/settle hooks: every queued item is
         # built per message class and plugin, and settles its operation and parent in one commit.
         engine = Engine(self.reactor, self.journal, self.banks, self.saf, plugins)
+        self.risk = RiskStage(self.reactor, self.journal, cfg.risk, self.registry)
         self.service = PaymentService(self.reactor, self.journal, self.banks, cfg.router, cfg.api.merchants,
                                       self.saf, self.registry,
                                       {name: b.void_after_capture for name, b in cfg.banks.items()},
-                                      engine=engine, confirmations=self.confirmations)
+                                      engine=engine, confirmations=self.confirmations, risk=self.risk)
         for bank in self.banks.values():
             bank.connector.mux.on_late_response = self._late_response_hook(bank)
             bank.connector.on_inbound_request = self._inbound_request_hook(bank, self.service.plugin(bank))
@@ -199,7 +203,21 @@ class Switch:
     def _purge_idempotency_keys(self) -> Deferred[int]:
         """Idempotency keys are kept 24 hours (the journal's ``idempotency_ttl``), not forever."""
         assert self.journal is not None
+        self.journal.purge_risk_counters().addErrback(lambda f: log.failure("risk_purge_failed", failure=f))
         return self.journal.purge_idempotency_keys()
+
+    def reload_risk(self) -> bool:
+        """SIGHUP: take the config file's ``[risk]`` rules; a file that does not load keeps the rules in
+        force, and the log says why."""
+        try:
+            rules = load_config(self.config.file).risk
+        except ConfigError as e:
+            log.error("risk_reload_refused", error=str(e), keeping="the rules in force")
+            return False
+        if self.risk is None:
+            return False
+        self.risk.replace(rules)
+        return True
 
     def _lease_lost(self, error: LeaseLost) -> None:
         """Another node took this journal over (this one stalled past its lease): stop serving now."""

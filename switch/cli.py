@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable, NoReturn, Sequence
 from switch.engine.router import RouteQuery
 from switch.iso.dialect import DialectError
 from switch.observe import logs
+from switch.ops import riskadmin
 from switch.ops.config import DEFAULT_CONFIG, SwitchConfig, load_config
 from switch.ops.settings import ConfigError
 
@@ -92,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     drop.add_argument("--operator", required=True)
     drop.add_argument("--reason", required=True)
 
+    riskadmin.add_parser(sub, config)
+
     keys = sub.add_parser("keys", help="PAN encryption keys: usage per key id, re-encrypt under the current key",
                           parents=[config])
     keys.add_argument("action", choices=("usage", "rewrap"))
@@ -155,6 +158,8 @@ def _run(cfg: SwitchConfig) -> int:
     # once the reactor runs, after Twisted installed its handlers.
     reactor.callWhenRunning(signal.signal, signal.SIGTERM, shutdown)
     reactor.callWhenRunning(signal.signal, signal.SIGINT, shutdown)
+    reactor.callWhenRunning(signal.signal, signal.SIGHUP,
+                            lambda _signum, _frame: reactor.callFromThread(switch.reload_risk))
     reactor.run()
     return status["code"]
 
@@ -281,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _saf(cfg, args)
     if args.command == "keys":
         return _keys(cfg, args)
+    if args.command == "risk":
+        return _with_journal(cfg, lambda journal: riskadmin.run(journal, args, cfg.risk))
     if args.command == "journal":
         return _journal_copy(cfg, args)
     return _run(cfg)

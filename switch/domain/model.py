@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from switch.domain import cardcheck
 from switch.domain.cardcheck import mask_last4
 from switch.domain.currency import Currency
+from switch.domain.customer import Customer
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +145,12 @@ class AuthorizeRequest:
     instrument: Instrument
     bank: str | None = None
     idempotency_key: str | None = None
+    customer: Customer | None = None
 
     def log_fields(self) -> dict[str, object]:
+        customer = self.customer.log_fields() if self.customer is not None else {}
         return {
+            **customer,
             "merchant": self.merchant_id,
             "store": self.store_id,
             "order_id": self.order_id,

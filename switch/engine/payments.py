@@ -58,6 +58,7 @@ from switch.engine.engine import (
 from switch.engine.idempotency import KeyedOnce, check_same
 from switch.engine.late import match_late
 from switch.engine.lifecycle import Lifecycle
+from switch.engine.risk import RiskStage
 from switch.engine.router import RouteQuery, Router
 from switch.engine.saf import StoreAndForward
 from switch.engine.status import API_STATUS, answer, net_fees
@@ -71,6 +72,7 @@ from switch.journal.models import Direction, EventDraft, NewTransaction, Transac
 from switch.journal.refusals import DuplicateIdempotencyKey
 
 log = structlog.get_logger("kswitch.payments")
+RISK_DECLINED = "risk_declined"
 
 def request_hash(req: AuthorizeRequest, pan_hash: bytes) -> bytes:
     """What makes two requests 'the same' for idempotency; the PAN or account only as its keyed hash."""
@@ -101,6 +103,7 @@ class PaymentService:
         void_after_capture: Mapping[str, bool] | None = None,
         engine: Engine | None = None,
         confirmations: Confirmations | None = None,
+        risk: RiskStage | None = None,
     ) -> None:
         self.clock = clock
         self.saf = saf
@@ -113,6 +116,7 @@ class PaymentService:
         self.keyed = KeyedOnce(self.metrics.replays.inc)
         self.lifecycle = Lifecycle(self.engine, self.metrics, self.keyed, banks, merchants, void_after_capture or {})
         self.confirmations = confirmations
+        self.risk = risk
 
     def plugin(self, bank: Bank) -> ConnectorPlugin:
         """The bank's plugin, or the no-op base behaviour for a bank without one."""
@@ -176,15 +180,45 @@ class PaymentService:
 
         bank.active += 1
         try:
-            return await self._send(req, h, kind, bank, merchant, store)
+            return await self._checked_send(req, h, kind, bank, merchant, store)
         finally:
             bank.active -= 1
 
-    async def _send(
+    async def _checked_send(
         self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, merchant: MerchantConfig, store: StoreConfig
     ) -> dict[str, Any]:
-        stan = bank.reserve_stan()
+        """The risk stage (`switch.engine.risk`) decides, then the payment is sent unless it blocked;
+        its outcome goes back to the stage (declines feed card-testing rules, failures give limits back)."""
         txn_id = new_txn_id()
+        if self.risk is None or not self.risk.rules.rules:  # no rules: no stage, nothing journalled for it
+            return await self._send(req, h, kind, bank, merchant, store, txn_id)
+        facts = self.risk.facts(req)
+        verdict = await self.risk.evaluate(txn_id, facts)
+        flag = verdict.answer_field()
+        if verdict.action == "block":
+            txn = await self.journal.create_transaction(NewTransaction(
+                txn_id=txn_id, kind=kind, merchant_id=req.merchant_id, store_id=req.store_id, order_id=req.order_id,
+                connector=bank.name, amount=req.amount, currency=req.currency.alpha,
+                card=sealed_instrument(req.instrument), retain_card=False, idempotency_key=req.idempotency_key,
+                request_hash=h if req.idempotency_key else None, status=Status.DECLINED, reason=RISK_DECLINED,
+            ))
+            self.metrics.outcomes.labels(bank.name, kind.value, "declined").inc()
+            return {**answer(txn), "risk": flag}
+        result = await self._send(req, h, kind, bank, merchant, store, txn_id)
+        try:  # the payment's outcome is journalled and stands: a failure below only loses a count or a flag
+            await self.risk.answered(facts, verdict, result["status"])
+            if verdict.action == "review":
+                await self.journal.append_event(req.merchant_id, EventDraft("payment.review", {
+                    "txn_id": txn_id, "rule": verdict.rule, "status": result["status"]}), txn_id=txn_id)
+        except Exception as e:
+            log.error("risk_outcome_not_recorded", txn_id=txn_id, status=result["status"], error=str(e))
+        return {**result, "risk": flag} if flag is not None else result
+
+    async def _send(
+        self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, merchant: MerchantConfig, store: StoreConfig,
+        txn_id: str,
+    ) -> dict[str, Any]:
+        stan = bank.reserve_stan()
         try:
             message = self.plugin(bank).request(
                 financial_request(
@@ -330,6 +364,10 @@ class PaymentService:
                       "fees": net_fees(txn, operations)}
         else:
             result = answer(txn)
+        if self.risk is not None and txn.parent_txn_id is None:
+            decision = await self.journal.risk_decision(txn.txn_id)
+            if decision is not None:
+                result["risk"] = decision
         bank = self.banks.get(txn.connector)
         if txn.status is not Status.AWAITING_CUSTOMER or bank is None:
             return result

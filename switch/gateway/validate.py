@@ -20,6 +20,7 @@ from typing import Any, cast
 
 from switch.domain import cardcheck
 from switch.domain.currency import Currency, by_alpha
+from switch.domain.customer import ISO3166_ALPHA2, Customer, valid_ip
 from switch.domain.model import (
     ACCOUNT_TYPES,
     AuthorizeRequest,
@@ -56,6 +57,15 @@ PROVIDER = re.compile(r"[A-Z0-9]{2,12}")
 PROVIDER_EXPECTED = "2-12 upper-case letters or digits, the wallet provider's code such as TRUEMONEY"
 WALLET_ID = re.compile(r"[A-Za-z0-9]{4,15}")
 WALLET_ID_EXPECTED = "4-15 letters or digits"  # with the provider and ':' it fits field 102 (ans..28)
+CUSTOMER_EXPECTED = 'an object such as {"id": "c-42", "email": ..., "ip": ..., "device_id": ..., "country": "KH"}'
+EMAIL = re.compile(r"[\x21-\x3f\x41-\x7e]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z0-9-]{2,63}")
+EMAIL_EXPECTED = "an email address such as ana@example.com (at most 254 characters)"
+IP_TEXT = re.compile(r"[0-9A-Fa-f:.]{2,45}")
+IP_EXPECTED = "an IPv4 or IPv6 address such as 203.0.113.7 or 2001:db8::1"
+TOKEN_64 = re.compile(r"[\x21-\x7e]{1,64}")
+TOKEN_64_EXPECTED = "1-64 printable ASCII characters without spaces"
+COUNTRY = re.compile(r"[A-Z]{2}")
+COUNTRY_EXPECTED = "an ISO 3166-1 alpha-2 country code in upper case, such as KH"
 INSTRUMENT_TYPES = ("card", "bank_account", "wallet")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _MISSING = object()
@@ -149,6 +159,14 @@ class Fields:
             raise invalid(self.path(name), f"expected {expected}, got {json_type(value)}")
         return Fields(value, self.path(name))
 
+    def optional_nested(self, name: str, expected: str) -> Fields | None:
+        value = self._take(name, expected, False)
+        if value is _MISSING:
+            return None
+        if not isinstance(value, dict):
+            raise invalid(self.path(name), f"expected {expected}, got {json_type(value)}")
+        return Fields(value, self.path(name))
+
     def finish(self) -> None:
         """Refuse fields nobody read: a misspelt optional field must not be silently ignored."""
         for name in self._obj:
@@ -213,8 +231,14 @@ def parse_authorize(obj: Mapping[str, Any]) -> AuthorizeRequest:
     instrument = _instrument(fields.nested("instrument", 'an object such as {"type": "card", "pan": ..., "expiry": ...}'))
     bank = fields.optional_text("bank", IDENTIFIER, IDENTIFIER_EXPECTED)
     idempotency_key = fields.optional_text("idempotency_key", IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_EXPECTED)
+    customer_fields = fields.optional_nested("customer", CUSTOMER_EXPECTED)
+    customer = _customer(customer_fields) if customer_fields is not None else None
     fields.finish()
     pan = instrument.pan if isinstance(instrument, CardInstrument) else None
+    if customer is not None:
+        for name in ("id", "device_id"):
+            if (value := getattr(customer, name)) is not None:
+                refuse_card_number(f"customer.{name}", value, pan)
     refuse_card_number("order_id", order_id, pan)
     if idempotency_key is not None:
         refuse_card_number("idempotency_key", idempotency_key, pan)
@@ -228,7 +252,24 @@ def parse_authorize(obj: Mapping[str, Any]) -> AuthorizeRequest:
         instrument=instrument,
         bank=bank,
         idempotency_key=idempotency_key,
+        customer=customer,
     )
+
+
+def _customer(fields: Fields) -> Customer:
+    customer = Customer(
+        id=fields.optional_text("id", IDENTIFIER, IDENTIFIER_EXPECTED),
+        email=fields.optional_text("email", EMAIL, EMAIL_EXPECTED),
+        ip=fields.optional_text("ip", IP_TEXT, IP_EXPECTED),
+        device_id=fields.optional_text("device_id", TOKEN_64, TOKEN_64_EXPECTED),
+        country=fields.optional_text("country", COUNTRY, COUNTRY_EXPECTED),
+    )
+    fields.finish()
+    if customer.ip is not None and not valid_ip(customer.ip):
+        raise invalid(fields.path("ip"), f"not a valid address; expected {IP_EXPECTED}")
+    if customer.country is not None and customer.country not in ISO3166_ALPHA2:
+        raise invalid(fields.path("country"), f"unknown country {customer.country!r}; expected {COUNTRY_EXPECTED}")
+    return customer
 
 
 def _amount(fields: Fields) -> int:

@@ -46,13 +46,14 @@ from switch.journal.models import (
     to_us,
 )
 from switch.journal.postgres import PostgresBackend
+from switch.journal.risk import RiskApi
 from switch.journal.safapi import SafApi
 from switch.journal.sqlite import SQLiteBackend
 from switch.journal.upkeep import UpkeepApi
 from switch.journal.vault import PanVault
 
 
-class Journal(SafApi, EventApi, UpkeepApi):
+class Journal(SafApi, EventApi, UpkeepApi, RiskApi):
     """Durable record of transactions, messages, store-and-forward items and events.
 
     Build it with `open_journal`. One Journal (one writer) per database: event ids

@@ -196,8 +196,34 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         7,
-        "placeholder for the risk branch's step 7 (replaced by it when merged)",
-        (),
+        "risk management: rule counters per window, blocklist (with holds that expire), decisions",
+        (
+            """CREATE TABLE risk_counters (
+                name TEXT NOT NULL,
+                window_start BIGINT NOT NULL,
+                count BIGINT NOT NULL CHECK (count >= 0),
+                amount BIGINT NOT NULL CHECK (amount >= 0),
+                expires_at BIGINT NOT NULL,
+                PRIMARY KEY (name)
+            )""",
+            "CREATE INDEX risk_counters_expiry ON risk_counters (expires_at)",
+            """CREATE TABLE risk_blocklist (
+                kind TEXT NOT NULL,
+                value TEXT NOT NULL,
+                shown TEXT NOT NULL,
+                source TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT,
+                PRIMARY KEY (kind, value)
+            )""",
+            """CREATE TABLE risk_decisions (
+                txn_id TEXT PRIMARY KEY,
+                action TEXT NOT NULL,
+                rule TEXT,
+                matches TEXT NOT NULL,
+                decided_at BIGINT NOT NULL
+            )""",
+        ),
     ),
     Migration(
         8,

@@ -28,6 +28,7 @@ from switch.bank.connector import ConnectorOptions, LinkOptions, TlsClientOption
 from switch.domain.merchant import MerchantConfig, StoreConfig
 from switch.engine.confirmation import DEFAULT_TIMEOUT
 from switch.engine.notify import NotifyOptions
+from switch.engine.risk import RiskRules
 from switch.engine.router import Router
 from switch.engine.saf import SafOptions
 from switch.gateway.config import ApiConfig, ApiLimits, ClientConfig
@@ -39,6 +40,7 @@ from switch.iso.translate import AcquirerProfile
 from switch.journal.config import JournalConfig, SecretSource
 from switch.ops import schema
 from switch.ops.feeplans import build_fee_schedule
+from switch.ops.risk import build_risk, name_the_rule
 from switch.ops.routes import build_router
 from switch.ops.settings import ConfigError, at, describe
 
@@ -89,6 +91,7 @@ class SwitchConfig:
     router: Router
     node: int | None = None
     notify: NotifyOptions = field(default_factory=NotifyOptions)
+    risk: RiskRules = field(default_factory=RiskRules)
 
     @property
     def pki_dir(self) -> Path:
@@ -113,7 +116,7 @@ def from_document(file: Path, doc: Mapping[str, Any]) -> SwitchConfig:
     try:
         model = schema.KswitchConfig.model_validate(doc)
     except ValidationError as e:
-        raise describe(file, schema.KswitchConfig, e) from None
+        raise name_the_rule(describe(file, schema.KswitchConfig, e), doc) from None
     base = file.resolve().parent
     state_dir = _path(model.switch.state_dir, base)
     for i, description in enumerate(model.api.listen):
@@ -131,7 +134,7 @@ def from_document(file: Path, doc: Mapping[str, Any]) -> SwitchConfig:
         dev_keys=model.journal.dev_keys, banks=banks,
         simulators=tuple(_simulator(file, i, s, base, banks) for i, s in enumerate(model.simulators)),
         router=build_router(file, model.routes, banks), node=sw.node,
-        notify=NotifyOptions(**model.notifications.model_dump()),
+        notify=NotifyOptions(**model.notifications.model_dump()), risk=build_risk(file, model.risk),
     )
 
 

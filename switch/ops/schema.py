@@ -25,6 +25,7 @@ from switch.bank.connector import ConnectorOptions, LinkOptions
 from switch.bank.pool import STRATEGIES
 from switch.engine.confirmation import DEFAULT_TIMEOUT
 from switch.engine.notify import NotifyOptions
+from switch.engine.risk import ACTIONS, KINDS, LIST_KINDS, MODES, SUBJECTS
 from switch.engine.router import INSTRUMENTS
 from switch.engine.saf import SafOptions
 from switch.gateway.config import ApiLimits
@@ -366,6 +367,62 @@ class FeesSection(Section):
     merchants: list[MerchantFeeRule] = option([], "merchant discount rate rules, in order")
 
 
+RiskKind = Literal[KINDS]  # type: ignore[valid-type]
+RiskAction = Literal[ACTIONS]  # type: ignore[valid-type]
+RiskMode = Literal[MODES]  # type: ignore[valid-type]
+RiskSubject = Literal[SUBJECTS]  # type: ignore[valid-type]
+ListKind = Literal[LIST_KINDS]  # type: ignore[valid-type]
+Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$"), Expect("an ISO 3166-1 alpha-2 code such as KH")]
+
+
+class RiskRule(Section):
+    """A risk rule (see [Risk management](#risk-management)); which keys a kind takes is checked after this
+    schema, naming the rule."""
+
+    name: str = option(..., "the rule's name in answers, logs, metrics and `kswitch risk explain`",
+                       pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    kind: RiskKind = option(..., "what it checks")
+    action: RiskAction = option(..., "what a match does")
+    mode: RiskMode = option("enforce", "`shadow`: evaluated, counted, logged and journalled, without effect")
+    otherwise: Literal["allow", "block", "review"] = option("block", "what `step_up` does where the bank "
+                                                                     "cannot ask the customer to confirm")
+    merchants: NonEmptyStrings | None = option(None, "merchant ids it looks at")
+    currencies: NonEmptyStrings | None = option(None, "ISO 4217 codes it looks at")
+    instruments: Annotated[list[Instrument] | None, Field(min_length=1)] = option(None, "instruments it looks at")
+    lists: Annotated[list[ListKind] | None, Field(min_length=1)] = option(
+        None, "blocklist: which lists it checks (all when left out)")
+    cards: list[str] = option([], "blocklist: card numbers (kept only as keyed hashes in memory and the journal)")
+    bins: list[Annotated[str, Field(pattern=r"^([0-9]{6}|[0-9]{8})$"), Expect("6 or 8 digits")]] = option(
+        [], "blocklist: BINs/IINs")
+    ips: list[str] = option([], "blocklist: IP addresses or CIDR networks")
+    devices: list[str] = option([], "blocklist: device ids")
+    emails: list[str] = option([], "blocklist: email addresses")
+    customers: list[str] = option([], "blocklist: customer ids")
+    min_amount: int | None = option(None, "amount_limit: smallest amount, in minor units", ge=1)
+    max_amount: int | None = option(None, "amount_limit: largest amount; cumulative: largest total, in minor units",
+                                    ge=1)
+    per: RiskSubject = option("card", "cumulative, velocity, card_testing: what is counted")
+    max_count: int | None = option(None, "cumulative, velocity: most payments in a window", ge=1)
+    window: Seconds = option(60.0, "cumulative, velocity, card_testing, duplicate: window length", ge=1.0)
+    period: Literal["day"] | None = option(None, "cumulative: `day` counts per calendar day in `timezone` "
+                                                 "instead of `window`")
+    timezone: str = option("UTC", "cumulative: the IANA time zone of `period = \"day\"`")
+    declines: int = option(3, "card_testing: bank declines in a window that put a hold", ge=1)
+    hold: Seconds = option(1800.0, "card_testing: how long a hold blocks", ge=1.0)
+    allow_countries: Annotated[list[Country] | None, Field(min_length=1)] = option(
+        None, "country: issuing countries let through (others match)")
+    deny_countries: list[Country] = option([], "country: issuing countries that match")
+    unknown_country: Literal["allow", "match"] = option("allow", "country: a card the BIN table does not know")
+
+
+class RiskSection(Section):
+    """Risk management (see [Risk management](#risk-management)): reloaded on SIGHUP."""
+
+    bin_table: FilePath | None = option(None, "the BIN country table for `country` rules, relative to the "
+                                              "config file")
+    rules: list[RiskRule] = option([], "risk rules, evaluated in order")
+
+
 class KswitchConfig(Section):
     """The whole file."""
 
@@ -380,3 +437,4 @@ class KswitchConfig(Section):
     simulators: list[Simulator] = option([], "simulated banks")
     routes: list[Route] = option([], "routing rules")
     fees: FeesSection = option(FeesSection(), "fee plans")
+    risk: RiskSection = option(RiskSection(), "risk management")

@@ -1,0 +1,195 @@
+"""The risk stage of an authorization: after routing, before anything is sent to a bank.
+
+Owns the order of evaluation and what a decision does.  Rules run in their configured
+order inside one journal writer unit (`switch.journal.risk.RiskLedger`), so counters,
+the decision and the take-back of a blocked payment's reservations commit together:
+
+* a rule in mode ``shadow`` that matches is recorded ("would have ...") and evaluation
+  goes on; it changes nothing for the payment;
+* the first rule in mode ``enforce`` that matches decides, and evaluation stops:
+  ``allow`` lets the payment through, ``block`` refuses it (nothing is sent),
+  ``review`` sends it flagged, ``step_up`` acts as the rule's ``otherwise`` (no connector
+  here can ask the customer to confirm on the switch's request);
+* no match: allowed.
+
+Every evaluated payment's decision (rules matched, their mode and action, counter
+values seen) is journalled under its txn_id.  Bank declines feed the card-testing rules
+(`answered`, which also gives a failed payment's cumulative counts back).  Rules can be
+replaced at run time (`replace`, on SIGHUP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter
+from twisted.internet.interfaces import IReactorTime
+
+from switch.domain.model import AuthorizeRequest, CardInstrument
+from switch.engine.risk.bins import BinTable
+from switch.engine.risk.rules import Facts, Rule, feed_decline, tag
+from switch.iso.translate import sealed_instrument
+from switch.journal import Journal
+from switch.journal.risk import RiskLedger
+from switch.observe.metrics import MetricBundle
+
+log = structlog.get_logger("kswitch.risk")
+
+
+@dataclass(frozen=True)
+class RiskRules:
+    """The configured rules in order, and the BIN table the country rules read."""
+
+    rules: tuple[Rule, ...] = ()
+    bins: BinTable | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``action`` is what happens: allow, block or review; ``rule`` the enforced rule that decided."""
+
+    action: str
+    rule: str | None
+    matches: tuple[dict[str, Any], ...]
+    reserved: tuple[tuple[str, int, int, int], ...] = ()
+    """Cumulative counts this payment added: (counter, count, amount, when), given back if it fails."""
+
+    def answer_field(self) -> dict[str, str] | None:
+        """The answer's ``risk`` object, when an enforced rule decided."""
+        return None if self.rule is None else {"rule": self.rule, "action": self.action}
+
+
+class RiskMetrics(MetricBundle):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
+        self.evaluations = Counter("kswitch_risk_evaluations_total", "Authorizations the risk stage evaluated, "
+                                   "by the action taken", ["action"], registry=registry)
+        self.matches = Counter("kswitch_risk_rule_matches_total", "Risk rule matches by rule, action and mode "
+                               "(shadow: would have)", ["rule", "action", "mode"], registry=registry)
+
+
+def _outcome(rule: Rule | None) -> str:
+    if rule is None:
+        return "allow"
+    return rule.otherwise if rule.action == "step_up" else rule.action
+
+
+def decide(rules: tuple[Rule, ...], facts: Facts, now: float, txn_id: str, every_rule: bool = False) -> Any:
+    """The writer unit evaluating ``rules`` for one payment (see the module docstring); ``every_rule``
+    goes on after the deciding rule, to show all matches (explain)."""
+
+    def unit(ledger: RiskLedger) -> Verdict:
+        matches: list[dict[str, Any]] = []
+        bumps: list[tuple[str, int, int]] = []
+        decisive: Rule | None = None
+        in_scope = [rule for rule in rules if rule.scope.covers(facts)]
+        lookups = [key for rule in in_scope for key in rule.lookups(facts)]
+        listed = {(e.kind, e.value): e for e in ledger.blocked(lookups)}
+        for rule in in_scope:
+            seen = rule.check(ledger, facts, now, bumps, listed)
+            if seen is None:
+                continue
+            matches.append({"rule": rule.name, "kind": rule.kind, "action": rule.action, "mode": rule.mode,
+                            "seen": seen})
+            if rule.mode == "enforce" and decisive is None:
+                decisive = rule
+                if not every_rule:
+                    break
+        action = _outcome(decisive)
+        if action == "block":
+            for bump in bumps:
+                ledger.take_back(*bump)
+            bumps = []
+        rule_name = decisive.name if decisive is not None else None
+        ledger.decide(txn_id, action, rule_name, matches)
+        return Verdict(action, rule_name, tuple(matches), tuple((*b, ledger.now_us) for b in bumps))
+
+    return unit
+
+
+class RiskStage:
+    def __init__(self, clock: IReactorTime, journal: Journal, rules: RiskRules, registry: CollectorRegistry) -> None:
+        self.clock = clock
+        self.journal = journal
+        self.rules = self._keyed(rules)
+        self.metrics = RiskMetrics.on(registry)
+
+    def replace(self, rules: RiskRules) -> None:
+        """Take new rules for the payments evaluated from now on."""
+        self.rules = self._keyed(rules)
+        log.info("risk_rules_loaded", rules=[r.name for r in rules.rules])
+
+    def _keyed(self, rules: RiskRules) -> RiskRules:
+        """The rules with the config file's card numbers and emails replaced by their keyed hashes."""
+        def keyed(rule: Rule) -> Rule:
+            clear = {e for e in rule.entries if e[0] in ("card-pan", "email-clear")}
+            if not clear:
+                return rule
+            hashed = {("card", self.card_key(v)) if k == "card-pan" else ("email", self.email_key(v)) for k, v in clear}
+            return replace(rule, entries=(rule.entries - clear) | hashed)
+
+        return RiskRules(tuple(keyed(r) for r in rules.rules), rules.bins)
+
+    def card_key(self, pan: str) -> str:
+        """A card (or account number) as the rules and the blocklist know it: its keyed hash."""
+        return tag(self.journal.vault.pan_hash(pan))
+
+    def email_key(self, email: str) -> str:
+        """An email as the rules and the blocklist know it: keyed, so the journal holds no guessable hash."""
+        return tag(self.journal.vault.pan_hash("email:" + email.strip().lower()))
+
+    def facts(self, req: AuthorizeRequest) -> Facts:
+        """What the rules see of ``req``: the card only as its keyed hash, BIN and country."""
+        instrument = req.instrument
+        card = self.card_key(sealed_instrument(instrument).pan)
+        pan = instrument.pan if isinstance(instrument, CardInstrument) else None
+        bins = self.rules.bins
+        c = req.customer
+        return Facts(
+            merchant_id=req.merchant_id, amount=req.amount, currency=req.currency.alpha, instrument=instrument.kind,
+            card=card, masked=instrument.masked_pan, bin6=pan[:6] if pan else None,
+            bin8=pan[:8] if pan and len(pan) >= 16 else None,
+            country=bins.country(pan) if pan and bins is not None else None,
+            customer=c.id if c else None, ip=c.ip if c else None, device=c.device_id if c else None,
+            email=self.email_key(c.email) if c and c.email else None, idempotency_key=req.idempotency_key,
+        )
+
+    async def evaluate(self, txn_id: str, facts: Facts) -> Verdict:
+        """Evaluate, count and journal the decision for payment ``txn_id``."""
+        verdict: Verdict = await self.journal.risk_unit(
+            decide(self.rules.rules, facts, self.clock.seconds(), txn_id), self.clock.seconds())
+        self.metrics.evaluations.labels(verdict.action).inc()
+        for match in verdict.matches:
+            self.metrics.matches.labels(match["rule"], match["action"], match["mode"]).inc()
+        if verdict.matches:
+            log.info("risk_decision", txn_id=txn_id, action=verdict.action, rule=verdict.rule,
+                     matched=[f"{m['rule']}({m['mode']})" for m in verdict.matches])
+        return verdict
+
+    async def explain(self, facts: Facts) -> Verdict:
+        """What the rules would decide for ``facts`` now, counting it as one more payment, changing nothing."""
+        now = self.clock.seconds()
+        unit = decide(self.rules.rules, facts, now, "explain", every_rule=True)
+        verdict: Verdict = await self.journal.risk_dry_run(unit, now)
+        return verdict
+
+    async def answered(self, facts: Facts, verdict: Verdict, status: str) -> None:
+        """The payment's outcome: anything but an approval (or a wait for the customer) gives its
+        cumulative counts back; a bank's decline counts for the card-testing rules, which may put a hold."""
+        release = verdict.reserved if status not in ("approved", "pending_customer_action") else ()
+        rules = [r for r in self.rules.rules if r.kind == "card_testing" and r.scope.covers(facts)] \
+            if status == "declined" else []
+        if not rules and not release:
+            return
+        now = self.clock.seconds()
+
+        def unit(ledger: RiskLedger) -> list[tuple[str, int]]:
+            for name, count, amount, added_at in release:
+                ledger.take_back(name, count, amount, added_at)
+            held = [(rule.name, feed_decline(rule, ledger, facts, now)) for rule in rules]
+            return [(name, count) for name, count in held if count is not None]
+
+        for name, count in await self.journal.risk_unit(unit, now):
+            log.warning("risk_hold", rule=name, declines=count, masked_pan=facts.masked)

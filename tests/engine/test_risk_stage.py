@@ -1,0 +1,113 @@
+"""The risk stage against a real journal with time driven by a Clock: holds and windows end when
+they should, step_up falls back to its rule's `otherwise`, shadow rules change nothing, reload."""
+
+from __future__ import annotations
+
+import pytest_twisted
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+from twisted.internet.task import Clock as ReactorClock
+
+from switch.domain.currency import by_alpha
+from switch.domain.customer import Customer
+from switch.domain.model import AuthorizeRequest, CardInstrument
+from switch.domain.panscan import holds_card_number
+from switch.engine.risk import RiskRules, RiskStage, Rule, Scope, Verdict, tag
+from tests.journal.conftest import backend, clock, config, journal, key_files, pg_schema, registry  # noqa: F401
+
+VISA = "4111111111111111"
+
+
+def request(amount: int = 1000, pan: str = VISA, **customer: str) -> AuthorizeRequest:
+    usd = by_alpha("USD")
+    assert usd is not None
+    return AuthorizeRequest("M100", "web", "o-1", amount, usd, True, CardInstrument(pan, "3012"),
+                            customer=Customer(**customer) if customer else None)
+
+
+def stage(journal, *rules: Rule) -> tuple[RiskStage, ReactorClock]:
+    now = ReactorClock()
+    now.advance(1_800_000_000)
+    return RiskStage(now, journal, RiskRules(tuple(rules)), CollectorRegistry()), now
+
+
+NOTHING = Verdict("allow", None, ())
+GUARD = Rule("card-testing", "card_testing", "block", declines=3, window=600.0, hold=1800.0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hold_starts_at_the_third_decline_in_the_window_and_ends_after_hold(journal):
+    risk, now = stage(journal, GUARD)
+    facts = risk.facts(request())
+    await risk.answered(facts, NOTHING, "declined")
+    await risk.answered(facts, NOTHING, "declined")
+    assert (await risk.evaluate("t1", facts)).action == "allow"
+    now.advance(601)  # the first two declines' window is over: counting starts again
+    await risk.answered(facts, NOTHING, "declined")
+    await risk.answered(facts, NOTHING, "declined")
+    assert (await risk.evaluate("t2", facts)).action == "allow"
+    await risk.answered(facts, NOTHING, "declined")
+    verdict = await risk.evaluate("t3", facts)
+    assert (verdict.action, verdict.rule) == ("block", "card-testing")
+    now.advance(1799)
+    assert (await risk.evaluate("t4", facts)).action == "block"
+    now.advance(2)
+    assert (await risk.evaluate("t5", facts)).action == "allow"
+
+
+@pytest_twisted.ensureDeferred
+async def test_step_up_acts_as_otherwise_and_shadow_changes_nothing(journal):
+    shadow = Rule("big-shadow", "amount_limit", "block", mode="shadow", max_amount=500)
+    step_up = Rule("big", "amount_limit", "step_up", otherwise="review", max_amount=800)
+    risk, _ = stage(journal, shadow, step_up)
+    verdict = await risk.evaluate("t1", risk.facts(request(amount=900)))
+    assert (verdict.action, verdict.rule) == ("review", "big")
+    assert [(m["rule"], m["mode"]) for m in verdict.matches] == [("big-shadow", "shadow"), ("big", "enforce")]
+    verdict = await risk.evaluate("t2", risk.facts(request(amount=600)))
+    assert (verdict.action, verdict.rule, verdict.answer_field()) == ("allow", None, None)
+    assert (await journal.risk_decision("t2"))["matches"][0]["rule"] == "big-shadow"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_blocked_payment_gives_its_cumulative_reservation_back(journal):
+    cumulative = Rule("daily", "cumulative", "block", per="customer", max_amount=3000, window=86400.0)
+    blocked_device = Rule("devices", "blocklist", "block", entries=frozenset({("device", "d-bad")}))
+    risk, _ = stage(journal, cumulative, blocked_device)
+    assert (await risk.evaluate("t1", risk.facts(request(2000, id="c-1", device_id="d-bad")))).action == "block"
+    assert (await risk.evaluate("t2", risk.facts(request(3000, id="c-1")))).action == "allow"  # the 2000 went back
+    verdict = await risk.evaluate("t3", risk.facts(request(1, id="c-1")))
+    assert verdict.matches[0]["seen"] == {"count": 1, "amount": 3000, "asked": 1}
+
+
+@pytest_twisted.ensureDeferred
+async def test_scope_and_replace(journal):
+    limit = Rule("eur-only", "amount_limit", "block", scope=Scope(currencies=frozenset({"EUR"})), max_amount=10)
+    risk, _ = stage(journal, limit)
+    assert (await risk.evaluate("t1", risk.facts(request(amount=500)))).action == "allow"
+    risk.replace(RiskRules((Rule("usd", "amount_limit", "block", max_amount=10),)))
+    assert (await risk.evaluate("t2", risk.facts(request(amount=500)))).rule == "usd"
+
+
+@given(st.binary(min_size=8, max_size=32))
+def test_hash_tags_never_look_like_a_card_number_to_the_journal_guard(digest):
+    assert not holds_card_number(tag(digest))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_payment_that_fails_or_is_declined_gives_its_cumulative_counts_back(journal):
+    cumulative = Rule("daily", "cumulative", "block", per="customer", max_amount=3000, window=3600.0)
+    risk, now = stage(journal, cumulative)
+    facts = risk.facts(request(2000, id="c-1"))
+    declined = await risk.evaluate("t1", facts)
+    await risk.answered(facts, declined, "declined")
+    approved = await risk.evaluate("t2", facts)
+    await risk.answered(facts, approved, "approved")
+    assert (await risk.evaluate("t3", risk.facts(request(1001, id="c-1")))).action == "block"
+    timed_out = await risk.evaluate("t4", risk.facts(request(1000, id="c-1")))
+    now.advance(3601)  # a new window opened since: giving back must not touch it
+    fresh = await risk.evaluate("t5", risk.facts(request(2500, id="c-1")))
+    await risk.answered(facts, timed_out, "timeout")
+    assert fresh.action == "allow"
+    verdict = await risk.evaluate("t6", risk.facts(request(501, id="c-1")))
+    assert verdict.action == "block" and verdict.matches[0]["seen"]["amount"] == 2500
