@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -88,11 +89,11 @@ async def run(reactor, args: argparse.Namespace) -> None:
             start = time.perf_counter()
             await stage.evaluate(f"j{i}", stage.facts(req))
             journalled.append(time.perf_counter() - start)
-        print(f"risk stage, {len(stage.rules.rules)} rules from {args.config}, {args.payments} payments:")
+        print(f"risk stage, {len(stage.rules.rules)} rules from {args.config}, {args.payments} payments:", file=sys.stdout)
         print(f"  rules      median {median_us(rule_times):8.1f} µs per authorization (facts + every rule, "
-              "in-memory ledger)")
+              "in-memory ledger)", file=sys.stdout)
         print(f"  journalled median {median_us(journalled):8.1f} µs per authorization (evaluate with durable "
-              "commit, SQLite)")
+              "commit, SQLite)", file=sys.stdout)
     finally:
         await journal.close()
 
