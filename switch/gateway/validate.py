@@ -135,37 +135,32 @@ class Fields:
         return value
 
     def raw_string(self, name: str, expected: str) -> str:
-        value = self._take(name, expected, True)
-        if not isinstance(value, str):
-            raise invalid(self.path(name), f"expected {expected}, got {json_type(value)}")
-        return value
+        return cast(str, self._typed(name, expected, str))
 
     def integer(self, name: str, expected: str) -> int:
-        value = self._take(name, expected, True)
-        if isinstance(value, bool) or not isinstance(value, int):
-            got = "a number with a fraction or exponent" if isinstance(value, float) else json_type(value)
-            raise invalid(self.path(name), f"expected {expected}, got {got}")
-        return value
+        return cast(int, self._typed(name, expected, int))
 
     def boolean(self, name: str, expected: str) -> bool:
-        value = self._take(name, expected, True)
-        if not isinstance(value, bool):
-            raise invalid(self.path(name), f"expected {expected}, got {json_type(value)}")
-        return value
+        return cast(bool, self._typed(name, expected, bool))
 
     def nested(self, name: str, expected: str) -> Fields:
-        value = self._take(name, expected, True)
-        if not isinstance(value, dict):
-            raise invalid(self.path(name), f"expected {expected}, got {json_type(value)}")
-        return Fields(value, self.path(name))
+        return Fields(self._typed(name, expected, dict), self.path(name))
 
     def optional_nested(self, name: str, expected: str) -> Fields | None:
-        value = self._take(name, expected, False)
+        value = self._typed(name, expected, dict, required=False)
+        return None if value is None else Fields(value, self.path(name))
+
+    def _typed(self, name: str, expected: str, kind: type, *, required: bool = True) -> Any:
+        """The field's value when it is a JSON value of ``kind`` (a bool is no integer); None when
+        optional and absent."""
+        value = self._take(name, expected, required)
         if value is _MISSING:
             return None
-        if not isinstance(value, dict):
-            raise invalid(self.path(name), f"expected {expected}, got {json_type(value)}")
-        return Fields(value, self.path(name))
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            fraction = kind is int and isinstance(value, float)
+            got = "a number with a fraction or exponent" if fraction else json_type(value)
+            raise invalid(self.path(name), f"expected {expected}, got {got}")
+        return value
 
     def finish(self) -> None:
         """Refuse fields nobody read: a misspelt optional field must not be silently ignored."""

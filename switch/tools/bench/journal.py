@@ -171,8 +171,9 @@ async def measure(reactor, args: argparse.Namespace) -> None:
                     drop(config)
                 print(
                     f"{backend:<11} {writers:>7} {result['payments_per_s']:>11.0f} {result['writes_per_s']:>9.0f} "
-                    f"{result['mean_batch']:>11.1f} {result['mean_commit_ms']:>10.2f}ms"
-                , file=sys.stdout)
+                    f"{result['mean_batch']:>11.1f} {result['mean_commit_ms']:>10.2f}ms",
+                    file=sys.stdout,
+                )
     print(f"(one payment = {WRITES_PER_PAYMENT} durable writes: create, two messages, approve + event)", file=sys.stdout)
 
 
