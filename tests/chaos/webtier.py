@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from switch.gateway.client import BlockingClient, KSwitchConnectionError, KSwitchError
-from tests.crash.harness import CARDS, CLIENT, CVV, EXPIRY, MERCHANT, STORE, TOKEN
+from tests.crash.harness import CARDS, CLIENT, CVV, EXPIRY, MERCHANT, STORE, TOKEN, WebWorkers
 
 RETRY_PAUSE = 0.05
 FAILED_PAUSE = 0.2
@@ -137,39 +137,15 @@ def draw_plan(rng: random.Random, capture: bool) -> list[str]:
     return steps
 
 
-class LifecycleWebTier:
+class LifecycleWebTier(WebWorkers):
     """``workers`` threads, each a web-tier request handler with its own connection."""
 
+    THREAD_NAME = "chaos-web"
+
     def __init__(self, api_sock: Path, seed: int, workers: int, think: float = 0.01) -> None:
-        self.api_sock = api_sock
-        self.seed = seed
-        self.workers = workers
-        self.think = think
+        super().__init__(api_sock, seed, workers, think)
         self.orders: list[Order] = []
-        self.crashes: list[str] = []
-        self._lock = threading.Lock()
-        self._next = 0
-        self._stop_new = threading.Event()
-        self._abort = threading.Event()
-        self._threads: list[threading.Thread] = []
         self._second: dict[int, BlockingClient] = {}  # each worker's second connection, for double submissions
-
-    def start(self) -> None:
-        for w in range(self.workers):
-            t = threading.Thread(target=self._run, args=(w,), name=f"chaos-web-{w}", daemon=True)
-            self._threads.append(t)
-            t.start()
-
-    def stop_new(self) -> None:
-        """No new orders or steps; each worker still gets an answer to the request it has."""
-        self._stop_new.set()
-
-    def abort(self) -> None:
-        self._stop_new.set()
-        self._abort.set()
-
-    def alive(self) -> int:
-        return sum(t.is_alive() for t in self._threads)
 
     def snapshot(self) -> list[Order]:
         with self._lock:

@@ -384,7 +384,46 @@ class WebRequest:
                 f"{self.pan[:6]}…{self.pan[-4:]}, answers [{answers}])")
 
 
-class WebTier:
+class WebWorkers:
+    """``workers`` threads, each a web-tier request handler with its own connection to the socket API;
+    subclasses say what one worker does (`_run`) and what the run recorded."""
+
+    THREAD_NAME = "web"
+
+    def __init__(self, api_sock: Path, seed: int, workers: int, think: float = 0.01) -> None:
+        self.api_sock = api_sock
+        self.seed = seed
+        self.workers = workers
+        self.think = think
+        self.crashes: list[str] = []
+        self._lock = threading.Lock()
+        self._next = 0
+        self._stop_new = threading.Event()
+        self._abort = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for w in range(self.workers):
+            t = threading.Thread(target=self._run, args=(w,), name=f"{self.THREAD_NAME}-{w}", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def stop_new(self) -> None:
+        """No new work; each worker still gets an answer to the request it has."""
+        self._stop_new.set()
+
+    def abort(self) -> None:
+        self._stop_new.set()
+        self._abort.set()
+
+    def alive(self) -> int:
+        return sum(t.is_alive() for t in self._threads)
+
+    def _run(self, worker: int) -> None:
+        raise NotImplementedError
+
+
+class WebTier(WebWorkers):
     """Worker threads, each a web-tier request handler with its own connection.
 
     Each sends authorizations with a unique order id and idempotency key and keeps the
@@ -396,35 +435,11 @@ class WebTier:
     RETRY_PAUSE = 0.05
     FAILED_PAUSE = 0.2  # after a "failed" answer a shopper tries again a little later
 
+    THREAD_NAME = "crash-web"
+
     def __init__(self, api_sock: Path, seed: int, workers: int, think: float = 0.01) -> None:
-        self.api_sock = api_sock
-        self.seed = seed
-        self.workers = workers
-        self.think = think
+        super().__init__(api_sock, seed, workers, think)
         self.requests: list[WebRequest] = []
-        self._lock = threading.Lock()
-        self._next = 0
-        self._stop_new = threading.Event()
-        self._abort = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self.crashes: list[str] = []
-
-    def start(self) -> None:
-        for w in range(self.workers):
-            t = threading.Thread(target=self._run, args=(w,), name=f"crash-web-{w}", daemon=True)
-            self._threads.append(t)
-            t.start()
-
-    def stop_new(self) -> None:
-        """No new payments; each worker still finishes (gets an answer for) the one it has."""
-        self._stop_new.set()
-
-    def abort(self) -> None:
-        self._stop_new.set()
-        self._abort.set()
-
-    def alive(self) -> int:
-        return sum(t.is_alive() for t in self._threads)
 
     async def finished(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
