@@ -52,6 +52,7 @@ from switch.engine.engine import (
     PaymentMetrics,
     Uncertain,
     answer_columns,
+    settlement_column,
     operation_view,
     resolution_draft,
 )
@@ -283,7 +284,7 @@ class PaymentService:
         self, txn_id: str, kind: Kind, bank: Bank, amount: int, capture: bool, outcome: Answered, rrn: str
     ) -> dict[str, Any]:
         a = outcome.answer
-        changes: dict[str, Any] = answer_columns(a, rrn)
+        changes: dict[str, Any] = {**answer_columns(a, rrn), **settlement_column(self.journal, bank.name, a)}
         if a.status == "approved":
             approved = a.amount if a.amount is not None else amount
             changes["amount_authorized"] = approved
