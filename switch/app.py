@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from connectors import ConnectorPlugin, plugin_class
 from switch.bank.connector import Connector
 from switch.bank.numbering import RrnAllocator
+from switch.domain.businessday import local_date
 from switch.engine.bank import Bank
 from switch.engine.confirmation import Confirmations
 from switch.engine.dayend import CutoverBusy, DayEnd
@@ -44,13 +45,13 @@ from switch.gateway.listen import listen
 from switch.gateway.notifications import NotifyingApiFactory
 from switch.gateway.ops import default_operations
 from switch.gateway.protocol import ApiFactory
+from switch.iso.mti import is_network, network_kind
 from switch.journal import Journal
+from switch.journal.errors import CutoverRefused
 from switch.journal.journal import open_journal
 from switch.journal.lease import LeaseLost, NodeLease
 from switch.journal.models import utc_from_seconds
 from switch.journal.vault import generate_key
-from switch.iso.mti import is_network, network_kind
-from switch.journal.errors import CutoverRefused
 from switch.ops.admin import OperatorError, admin_site
 from switch.ops.config import SwitchConfig, load_config
 from switch.ops.devcerts import make_dev_pki
@@ -137,8 +138,9 @@ class Switch:
                                           clock=self.reactor.seconds)
         self.lease = NodeLease(self.journal, self.reactor, self._lease_lost)
         await self.lease.acquire()  # before recovery: only the journal's one node may resume its payments
-        today = utc_from_seconds(self.reactor.seconds()).date().isoformat()
-        await self.journal.open_business_days({name: today for name in cfg.banks})
+        now = self.reactor.seconds()
+        await self.journal.open_business_days(
+            {name: local_date(now, b.day_end.timezone).isoformat() for name, b in cfg.banks.items()})
         plugins: dict[str, ConnectorPlugin] = {}
         for name, settings in cfg.banks.items():
             connector = Connector(settings.options, reactor=self.reactor, registry=self.registry)

@@ -29,12 +29,12 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 
 from switch.domain.businessday import following, local_date, mmdd, nearest_date, next_cutover
-from switch.domain.settlement import DayTotals, movements
+from switch.domain.settlement import DayTotals, Movement, on_date
 from switch.domain.status import Status
 from switch.engine.bank import Bank
 from switch.engine.reconcile import differences, request_message, verdict
 from switch.iso.dialect import Message
-from switch.iso.mti import approved_code, mti_for, network_code_field, network_request, network_response
+from switch.iso.mti import approved_code, network_code_field, network_request, network_response
 from switch.iso.totals import DATE_FIELD
 from switch.journal import Journal
 from switch.journal.dayend import ExceptionDraft
@@ -216,7 +216,7 @@ class DayEnd:
         deadline = self.clock.seconds() + self.options[name].in_flight_wait
         while True:
             rows = await self.journal.day_rows(closed, name)
-            waiting = [r.txn_id for r in _rows(rows) if r.status is Status.PENDING]
+            waiting = [r.txn_id for r in rows if r.status is Status.PENDING]
             if not waiting:
                 return
             if self.clock.seconds() >= deadline:
@@ -272,14 +272,19 @@ class DayEnd:
                 currency=currency, result=outcome, exceptions=len(exceptions), detail=detail or None)
         return outcome, len(exceptions)
 
-    async def day_totals(self, name: str, day: str) -> tuple[dict[str, dict[str, int]], dict[str, list[Any]]]:
+    async def day_totals(self, name: str, day: str) -> tuple[dict[str, dict[str, int]], dict[str, list[Movement]]]:
         """({currency: totals}, {currency: movements}) of ``name`` on business date ``day``."""
         rows = await self.journal.day_rows(day, name)
-        moves = _movements(rows, day)
-        by_currency: dict[str, list[Any]] = {}
+        parents = {row.txn_id: row for row in rows}
+        for row in rows:
+            if row.parent_txn_id is not None and row.parent_txn_id not in parents:
+                parents[row.parent_txn_id] = await self.journal.get_transaction(row.parent_txn_id)
+        moves = on_date(rows, parents, day)
+        by_currency: dict[str, list[Movement]] = {}
         for move in moves:
             by_currency.setdefault(move.currency, []).append(move)
-        totals = {currency: _as_dict(DayTotals.from_movements(group)) for currency, group in by_currency.items()}
+        totals = {currency: {k: v for k, v in found.as_dict().items() if isinstance(v, int)}
+                  for (_, currency), found in DayTotals.from_movements(moves).items()}
         return totals, by_currency
 
     def _show_date(self, name: str) -> None:
@@ -287,19 +292,3 @@ class DayEnd:
         if current is not None:
             self.metrics.business_date.labels(name).set((date.fromisoformat(current) - _EPOCH).days)
 
-
-def _rows(rows: Any) -> list[Any]:
-    return list(getattr(rows, "rows", rows))
-
-
-def _movements(rows: Any, day: str) -> list[Any]:
-    parents = getattr(rows, "parents", {})
-    out = []
-    for row in _rows(rows):
-        parent = parents.get(row.parent_txn_id) if row.parent_txn_id else None
-        out.extend(movements(row, parent.kind if parent is not None else None, day))
-    return out
-
-
-def _as_dict(totals: Any) -> dict[str, int]:
-    return {k: int(v) for k, v in vars(totals).items() if isinstance(v, int)}

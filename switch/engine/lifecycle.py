@@ -44,10 +44,10 @@ from switch.engine.engine import (
     NotSent,
     PaymentMetrics,
     answer_columns,
-    settlement_column,
     journalled_request,
     operation_view,
     resolution_draft,
+    settlement_column,
     void_draft,
 )
 from switch.engine.idempotency import KeyedOnce, check_same

@@ -52,9 +52,9 @@ from switch.engine.engine import (
     PaymentMetrics,
     Uncertain,
     answer_columns,
-    settlement_column,
     operation_view,
     resolution_draft,
+    settlement_column,
 )
 from switch.engine.idempotency import KeyedOnce, check_same
 from switch.engine.late import match_late

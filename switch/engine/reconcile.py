@@ -14,7 +14,15 @@ from switch.domain.currency import by_alpha
 from switch.engine.bank import Bank
 from switch.iso.dialect import Message
 from switch.iso.mti import approved_code, mti_for, transmission_time
-from switch.iso.totals import IN_BALANCE, OUT_OF_BALANCE, SETTLEMENT_CODE, TotalsError, compared, read_totals, request_fields
+from switch.iso.totals import (
+    IN_BALANCE,
+    OUT_OF_BALANCE,
+    SETTLEMENT_CODE,
+    TotalsError,
+    compared,
+    read_totals,
+    request_fields,
+)
 from switch.journal.dayend import ExceptionDraft
 
 # (count total, amount total, movement kind, reversal) of the categories a difference can point into

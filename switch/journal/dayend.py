@@ -49,34 +49,6 @@ class Reconciliation:
     exceptions: tuple[ExceptionDraft, ...]
 
 
-MIGRATION_STATEMENTS = (
-    """CREATE TABLE reconciliations (
-        reconciliation_id {id_pk},
-        connector TEXT NOT NULL,
-        business_date TEXT NOT NULL,
-        currency TEXT NOT NULL,
-        method TEXT NOT NULL,
-        result TEXT NOT NULL,
-        switch_totals TEXT NOT NULL,
-        bank_totals TEXT,
-        at BIGINT NOT NULL
-    )""",
-    "CREATE INDEX reconciliations_day ON reconciliations (connector, business_date)",
-    """CREATE TABLE reconciliation_exceptions (
-        exception_id {id_pk},
-        reconciliation_id INTEGER REFERENCES reconciliations (reconciliation_id),
-        connector TEXT NOT NULL,
-        business_date TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        txn_id TEXT REFERENCES transactions (txn_id),
-        detail TEXT NOT NULL,
-        at BIGINT NOT NULL
-    )""",
-    "CREATE INDEX reconciliation_exceptions_day ON reconciliation_exceptions (connector, business_date)",
-)
-"""Migration 12 (`switch.journal.schema`); ``{id_pk}`` is each backend's identity key, as for ``events``."""
-
-
 def _insert(db: Db, record: Mapping[str, Any], exceptions: Sequence[ExceptionDraft],
             event: EventDraft | None, now: int) -> int:
     row = db.one(

@@ -25,8 +25,8 @@ from twisted.internet.endpoints import serverFromString
 
 from connectors import UnknownPlugin, plugin_class
 from switch.bank.connector import ConnectorOptions, LinkOptions, TlsClientOptions
+from switch.domain.businessday import parse_hhmm, zone
 from switch.domain.merchant import MerchantConfig, StoreConfig
-from switch.domain.businessday import parse_hhmm
 from switch.engine.confirmation import DEFAULT_TIMEOUT
 from switch.engine.dayend import GRACE, DayEndOptions
 from switch.engine.notify import NotifyOptions
@@ -309,12 +309,17 @@ def _bank(file: Path, i: int, c: schema.Connector, base: Path, state_dir: Path) 
             raise at(file, (*where, "plugin"), str(e)) from None
     return BankSettings(options=options, profile=profile, saf=SafOptions(**c.saf.model_dump()), plugin=c.plugin,
                         dev_tls=c.tls == "dev", void_after_capture=c.void_after_capture,
-                        confirmation_timeout=c.confirmation_timeout, day_end=_day_end(c))
+                        confirmation_timeout=c.confirmation_timeout, day_end=_day_end(file, i, c))
 
 
-def _day_end(c: schema.Connector) -> DayEndOptions:
+def _day_end(file: Path, i: int, c: schema.Connector) -> DayEndOptions:
+    try:
+        zone(c.business_day_timezone)
+    except ValueError as e:
+        raise at(file, ("connectors", i, "business_day_timezone"), str(e)) from None
     return DayEndOptions(cutover_time=parse_hhmm(c.cutover_time) if c.cutover_time is not None else None,
-                         reconciliation=c.reconciliation, in_flight_wait=c.request_timeout + GRACE)
+                         timezone=c.business_day_timezone, reconciliation=c.reconciliation,
+                         in_flight_wait=c.request_timeout + GRACE)
 
 
 def _simulator(file: Path, i: int, s: schema.Simulator, base: Path,

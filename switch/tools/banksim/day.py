@@ -23,7 +23,14 @@ from switch.domain.currency import by_numeric
 from switch.iso.dialect import Message
 from switch.iso.mti import network_code_field, response_mti, transmission_time
 from switch.iso.totals import (
-    CURRENCY_FIELD, DATE_FIELD, IN_BALANCE, OUT_OF_BALANCE, SETTLEMENT_CODE, TotalsError, compared, read_totals,
+    CURRENCY_FIELD,
+    DATE_FIELD,
+    IN_BALANCE,
+    OUT_OF_BALANCE,
+    SETTLEMENT_CODE,
+    TotalsError,
+    compared,
+    read_totals,
     totals_fields,
 )
 from switch.tools.banksim import codes
