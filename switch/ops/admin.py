@@ -95,6 +95,10 @@ class _Cutover(Resource):
         super().__init__()
         self.action = action
 
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"allow", b"POST")
+        return _json(request, 405, {"error": "a cutover is a POST"})
+
     def render_POST(self, request: Request) -> bytes | int:
         if not operator_allowed(request):
             return _json(request, 403, {"error": "operator actions are served to loopback and Unix-socket clients "
