@@ -30,7 +30,6 @@ from twisted.python.failure import Failure
 from connectors import ConnectorPlugin, plugin_class
 from switch.bank.connector import Connector
 from switch.bank.numbering import RrnAllocator
-from switch.domain.businessday import local_date
 from switch.engine.bank import Bank
 from switch.engine.confirmation import Confirmations
 from switch.engine.dayend import CutoverBusy, DayEnd
@@ -140,7 +139,7 @@ class Switch:
         await self.lease.acquire()  # before recovery: only the journal's one node may resume its payments
         now = self.reactor.seconds()
         await self.journal.open_business_days(
-            {name: local_date(now, b.day_end.timezone).isoformat() for name, b in cfg.banks.items()})
+            {name: b.day_end.date_at(now) for name, b in cfg.banks.items()})
         plugins: dict[str, ConnectorPlugin] = {}
         for name, settings in cfg.banks.items():
             connector = Connector(settings.options, reactor=self.reactor, registry=self.registry)

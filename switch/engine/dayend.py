@@ -59,6 +59,14 @@ class DayEndOptions:
     reconciliation: str = "none"
     in_flight_wait: float = 35.0
 
+    def date_at(self, now: float) -> str:
+        """The business date that Unix time ``now`` falls in: with a scheduled cutover, a business day is
+        named after the local date it ends on (23:59 on the 15th opens the 16th; 22:00 on the 15th opens
+        the 16th too), without one it is the local calendar date."""
+        if self.cutover_time is None:
+            return local_date(now, self.timezone).isoformat()
+        return local_date(next_cutover(now, self.cutover_time, self.timezone) - 1, self.timezone).isoformat()
+
 
 @dataclass(frozen=True)
 class CutoverResult:
@@ -168,8 +176,10 @@ class DayEnd:
         return answered
 
     def _next_date(self, name: str) -> str:
+        """The day after the open one, or later: the business date of now (`DayEndOptions.date_at`) when the
+        switch was down over a cutover."""
         current = self.journal.business_date(name)
-        today = local_date(self.clock.seconds(), self.options[name].timezone).isoformat()
+        today = self.options[name].date_at(self.clock.seconds())
         return today if current is None else max(following(current), today)
 
     async def _run(self, bank: Bank, trigger: str, opened: str,

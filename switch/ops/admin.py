@@ -12,6 +12,7 @@ import ipaddress
 import json
 from typing import Any, Callable, Mapping
 
+import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -19,6 +20,8 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+
+log = structlog.get_logger("kswitch.admin")
 
 ReadinessProbe = Callable[[], Mapping[str, Mapping[str, str]]]
 """Returns {connector: {link: state}}; a connector is ready when any link is "ready"."""
@@ -108,18 +111,23 @@ class _Cutover(Resource):
         if (bank is None) == (not every):
             return _json(request, 400, {"error": "give bank=NAME or all=1"})
         done = self.action(bank)
+        gone: list[bool] = []  # the operator gave up waiting: the cutover goes on, nobody to answer
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
 
-        def answered(results: list[dict[str, Any]]) -> None:
-            request.write(_json(request, 200, {"results": results}))
-            request.finish()
+        def reply(status: int, body: dict[str, Any]) -> None:
+            if not gone:
+                request.write(_json(request, status, body))
+                request.finish()
 
         def refused(failure: Failure) -> None:
-            status = failure.value.status if isinstance(failure.value, OperatorError) else 500
-            request.write(_json(request, status, {"error": failure.getErrorMessage() if status != 500 else
-                                                  "cutover failed; see the switch's cutover_failed log event"}))
-            request.finish()
+            if isinstance(failure.value, OperatorError):
+                reply(failure.value.status, {"error": failure.getErrorMessage()})
+                return
+            log.error("operator_action_failed", action="cutover", bank=bank, error=failure.getErrorMessage(),
+                      error_type=failure.type.__name__)
+            reply(500, {"error": "cutover failed; see the switch's operator_action_failed log event"})
 
-        done.addCallbacks(answered, refused)
+        done.addCallbacks(lambda results: reply(200, {"results": results}), refused)
         return NOT_DONE_YET
 
 
