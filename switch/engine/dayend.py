@@ -45,6 +45,8 @@ log = structlog.get_logger("kswitch.dayend")
 GRACE = 5.0
 """Seconds beyond the request timeout a cutover waits for the closed date's operations in flight."""
 POLL = 0.25
+RETRY = 60.0
+"""Seconds before a failed scheduled cutover is tried again."""
 TRIGGERS = ("bank", "scheduled", "operator")
 _EPOCH = date(1970, 1, 1)
 
@@ -142,10 +144,21 @@ class DayEnd:
         self._timers[name] = self.clock.callLater(due - now, self._scheduled, name)
 
     def _scheduled(self, name: str) -> None:
+        """Cut over unless the day was already ended (an operator or the bank got there first); a cutover
+        that fails is tried again every `RETRY` seconds, and the due time stays (the missed-cutover alert)."""
+        current = self.journal.business_date(name)
+        if current is not None and current >= self.options[name].date_at(self.clock.seconds()):
+            log.info("scheduled_cutover_skipped", connector=name, business_date=current, reason="already cut over")
+            self._schedule(name)
+            return
         done = self.cutover(name, "scheduled")
-        done.addErrback(lambda f: log.error("cutover_failed", connector=name, trigger="scheduled",
-                                            error=f.getErrorMessage()))
-        done.addBoth(lambda _: self._schedule(name))
+
+        def failed(failure: Any) -> None:
+            log.error("cutover_failed", connector=name, trigger="scheduled", error=failure.getErrorMessage(),
+                      retry_in=RETRY)
+            self._timers[name] = self.clock.callLater(RETRY, self._scheduled, name)
+
+        done.addCallbacks(lambda _: self._schedule(name), failed)
 
     # -- the three triggers -------------------------------------------------------------
 

@@ -106,6 +106,21 @@ async def test_the_scheduled_cutover_runs_at_the_local_time_and_opens_the_day_it
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_day_ended_by_hand_before_the_schedule_is_not_ended_twice(journal: Journal) -> None:
+    clock = Clock()
+    clock.advance(EVENING)
+    bank = FakeBank(clock)
+    ends = day_end(clock, journal, bank)
+    await journal.open_business_days({"bank_a": "2026-06-15"})
+    ends.start()
+    assert (await ends.cutover("bank_a")).opened == "2026-06-16"  # an operator, at 23:00
+    clock.advance(59 * 60)  # 23:59: the schedule finds the 16th already open
+    assert journal.business_date("bank_a") == "2026-06-16" and len(bank.sent) == 1
+    assert ends.metrics.cutover_due.labels("bank_a")._value.get() == EVENING + 59 * 60 + 86400
+    ends.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_after_an_outage_the_cutover_opens_the_current_business_day(journal: Journal) -> None:
     clock = Clock()
     clock.advance(EVENING)
