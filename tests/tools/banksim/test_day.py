@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from datetime import date
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.web.client import Agent, readBody
 
 from switch.iso.mti import response_mti
 from switch.iso.totals import request_fields
+from switch.tools.banksim import Ledger, load_accounts
+from switch.tools.banksim import ledger as ledger_module
+from switch.tools.banksim.web import customer_site
 from tests.tools.banksim.wire import MASTERCARD, VISA, code, network, request, reversal
 
 ZERO = dict.fromkeys(("debits_count", "debits_amount", "debit_reversals_count", "debit_reversals_amount",
@@ -107,3 +115,51 @@ def test_an_unreadable_reconciliation_is_a_format_error(banks):
     message["97"] = "X0000000000000000"
     answer = yield client.exchange(message)
     assert (answer["39"], answer["66"]) == ("30", "3")
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_banks_web_page_ends_its_day_and_shows_its_totals(banks):
+    bank = await banks()
+    site = reactor.listenTCP(0, customer_site(bank.sim), interface="127.0.0.1")
+    base = f"http://127.0.0.1:{site.getHost().port}"
+    try:
+        status, body = await http("POST", f"{base}/cutover")
+        assert status == 503 and "no connection" in body["error"]  # nobody to tell: the date stays
+        client = await bank.connect()
+        day = bank.sim.day.business_date
+        await client.exchange(request("sale", 1987, amount=600))
+        posted = Deferred()
+        reactor.callLater(0, lambda: http("POST", f"{base}/cutover").addCallback(posted.callback))
+        told = bank.dialect.decode((await client.next_frame()).payload)
+        assert (told["t"], told["70"]) == ("0800", "201")
+        client.send({"t": "0810", "11": told["11"], "70": "201", "39": "00"})
+        status, body = await posted
+        assert (status, body) == (200, {"closed": day, "opened": bank.sim.day.business_date, "acknowledged": "00"})
+        status, body = await http("GET", f"{base}/day?date={day}")
+        assert status == 200 and body["closed"] == [day] and body["totals"]["USD"]["debits_amount"] == 600
+        status, body = await http("GET", f"{base}/day?date=15-06-2026")
+        assert status == 400 and "YYYY-MM-DD" in body["error"]
+    finally:
+        await site.stopListening()
+
+
+def test_a_ledger_file_of_the_first_schema_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "bank.ledger"
+    old = sqlite3.connect(path)
+    old.executescript(ledger_module._SCHEMA.replace(",\n    business_date TEXT,\n    settled INTEGER NOT NULL DEFAULT 1", ""))
+    old.execute("PRAGMA user_version = 1")
+    old.close()
+    book = Ledger(load_accounts(), path)
+    book.business_date = "2026-06-15"
+    with book.transaction():
+        posting = book.post(VISA, "sale_debit", 100, 1.0)
+    assert (book.posting(posting.id).business_date, book.posting(posting.id).settled) == ("2026-06-15", 1)
+    book.close()
+
+
+def http(method: str, url: str) -> Deferred:
+    async def go() -> tuple[int, dict]:
+        response = await Agent(reactor).request(method.encode(), url.encode())
+        return response.code, json.loads(await readBody(response))
+
+    return ensureDeferred(go())
