@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 
 from switch.domain.businessday import following, local_date, mmdd, nearest_date, next_cutover
-from switch.domain.settlement import DayTotals, Movement, on_date
+from switch.domain.settlement import DayTotals, Movement
 from switch.domain.status import Status
 from switch.engine.bank import Bank
 from switch.engine.reconcile import differences, request_message, verdict
@@ -297,12 +297,7 @@ class DayEnd:
 
     async def day_totals(self, name: str, day: str) -> tuple[dict[str, dict[str, int]], dict[str, list[Movement]]]:
         """({currency: totals}, {currency: movements}) of ``name`` on business date ``day``."""
-        rows = await self.journal.day_rows(day, name)
-        parents = {row.txn_id: row for row in rows}
-        for row in rows:
-            if row.parent_txn_id is not None and row.parent_txn_id not in parents:
-                parents[row.parent_txn_id] = await self.journal.get_transaction(row.parent_txn_id)
-        moves = on_date(rows, parents, day)
+        moves = await self.journal.day_movements(day, name)
         by_currency: dict[str, list[Movement]] = {}
         for move in moves:
             by_currency.setdefault(move.currency, []).append(move)

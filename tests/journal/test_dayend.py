@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 
-from switch.journal import Journal
+from switch.journal import Journal, Kind, Status
 from switch.journal.dayend import OPERATORS, ExceptionDraft
+from switch.journal.errors import InvalidRecord
 from switch.journal.models import EventDraft
 from tests.journal.test_journal import failure_of, sale
+from tests.journal.test_operations import approved, child
 
 OURS = {"debits_count": 2, "debits_amount": 3_000, "net": 3_000}
 THEIRS = {"debits_count": 1, "debits_amount": 1_000, "net": 1_000}
@@ -47,3 +49,19 @@ async def test_an_unknown_result_or_transaction_records_nothing(journal: Journal
         event=EventDraft("reconciliation.out_of_balance", {})))
     assert failure is not None
     assert await journal.reconciliations() == [] and await journal.events_after([OPERATORS], 0) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_void_on_the_next_date_is_classified_with_its_parent_from_the_day_before(journal: Journal) -> None:
+    await journal.open_business_days({"bank_a": "2026-11-28"})
+    parent_id = await approved(journal, Kind.SALE, 5000)
+    await journal.cutover("bank_a", "2026-11-29", by="bank")
+    _, void = await journal.begin_operation(parent_id, child(parent_id, Kind.VOID, 5000), allowed=(Status.APPROVED,))
+    await journal.finish_operation(void.txn_id, to=Status.APPROVED)
+    [moved] = await journal.day_movements("2026-11-29", "bank_a")  # the parent's row is not dated the 29th
+    assert (moved.txn_id, moved.kind, moved.reversal, moved.amount, moved.original) == (
+        void.txn_id, "debit", True, 5000, parent_id)
+    [sold] = await journal.day_movements("2026-11-28")
+    assert (sold.txn_id, sold.reversal) == (parent_id, False)
+    with pytest.raises(InvalidRecord, match="YYYY-MM-DD"):
+        await journal.day_movements("28-11-2026")
