@@ -256,10 +256,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     # Placeholders on branch `day` only, so that day end keeps its planned number 12: 10 is the risk
     # branch's, 11 the perf branch's (at the merge, the real steps replace these; an unused one stays empty).
-    Migration(10, "placeholder for the risk branch's migration", ()),
-    Migration(11, "placeholder for the perf branch's migration (if any)", ()),
     Migration(
-        12,
+        10,
         "day end: reconciliation results (both sides' totals) and their exceptions",
         (
             """CREATE TABLE reconciliations (
