@@ -72,15 +72,22 @@ def _shown(value: str) -> str:
     return repr(value if len(value) <= 40 else value[:40] + "...")
 
 
+def parse_date(text: str) -> str:
+    """A business date as written everywhere: ``YYYY-MM-DD``, a real date; ValueError otherwise."""
+    if isinstance(text, str) and _DATE.fullmatch(text):
+        try:
+            return date.fromisoformat(text).isoformat()
+        except ValueError:
+            pass
+    raise ValueError(f"expected a date YYYY-MM-DD, got {_shown(str(text))}")
+
+
 def _field(number: int, name: str, value: str) -> str:
     if name == "business_date":
         try:
-            if _DATE.fullmatch(value):
-                date.fromisoformat(value)
-                return value
-        except ValueError:
-            pass
-        raise SettlementFileError(number, f"business_date: expected a date YYYY-MM-DD, got {_shown(value)}")
+            return parse_date(value)
+        except ValueError as e:
+            raise SettlementFileError(number, f"business_date: {e}") from None
     if name == "currency":
         if by_alpha(value) is None:
             raise SettlementFileError(number, f"currency: expected an ISO 4217 code such as USD, got {_shown(value)}")

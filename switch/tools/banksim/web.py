@@ -7,7 +7,8 @@ approve|reject`` decides it, from that page or from a test or script; the decisi
 the switch as an advice (see `BankSim.confirm`) and the answer waits for the switch's
 acknowledgement: JSON, or an HTML page when the client asks for HTML (a browser does).
 ``GET /pending`` lists payments waiting for the customer; ``GET /ledger`` shows the bank's
-books (`Ledger.snapshot`: balances per account, every posting, anomaly counts; cards masked).
+books (`Ledger.snapshot`: balances per account, every posting, anomaly counts; cards masked);
+``GET /settlement?date=YYYY-MM-DD`` the settlement file of that business date (`settlement`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from switch.domain.currency import by_numeric
+from switch.domain.settlementfile import parse_date, render_file
 from switch.tools.banksim.issuer import PendingConfirmation, instrument_id
 from switch.tools.banksim.ledger import mask_number
 from switch.tools.banksim.server import BankSim
+from switch.tools.banksim.settlement import settlement_lines
 
 DECISIONS = {"approve": True, "reject": False}
 
@@ -112,6 +115,22 @@ class _Ledger(Resource):
         return _json(request, 200, self.sim.ledger.snapshot())
 
 
+class _Settlement(Resource):
+    isLeaf = True
+
+    def __init__(self, sim: BankSim) -> None:
+        super().__init__()
+        self.sim = sim
+
+    def render_GET(self, request: Request) -> bytes:
+        try:
+            business_date = parse_date(request.args.get(b"date", [b""])[0].decode("ascii", "replace"))
+        except ValueError as e:
+            return _json(request, 400, {"error": f"date: {e}"})
+        request.setHeader(b"content-type", b"text/csv; charset=us-ascii")
+        return render_file(settlement_lines(self.sim.ledger.postings(), business_date))
+
+
 class _Confirm(Resource):
     isLeaf = True
 
@@ -153,4 +172,5 @@ def customer_site(sim: BankSim) -> Site:
     root.putChild(b"pending", _Pending(sim))
     root.putChild(b"confirm", _Confirm(sim))
     root.putChild(b"ledger", _Ledger(sim))
+    root.putChild(b"settlement", _Settlement(sim))
     return Site(root)
