@@ -133,6 +133,8 @@ class Switch:
                                           clock=self.reactor.seconds)
         self.lease = NodeLease(self.journal, self.reactor, self._lease_lost)
         await self.lease.acquire()  # before recovery: only the journal's one node may resume its payments
+        today = utc_from_seconds(self.reactor.seconds()).date().isoformat()
+        await self.journal.open_business_days({name: today for name in cfg.banks})
         plugins: dict[str, ConnectorPlugin] = {}
         for name, settings in cfg.banks.items():
             connector = Connector(settings.options, reactor=self.reactor, registry=self.registry)

@@ -233,6 +233,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE transactions ADD COLUMN merchant_fee BIGINT NOT NULL DEFAULT 0",
         ),
     ),
+    Migration(
+        9,
+        "business dates: one open date per connector, each row dated when sent and when reversed",
+        (
+            """CREATE TABLE business_days (
+                connector TEXT NOT NULL,
+                business_date TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('open', 'closed')),
+                opened_at BIGINT NOT NULL,
+                closed_at BIGINT,
+                closed_by TEXT,
+                PRIMARY KEY (connector, business_date)
+            )""",
+            "CREATE UNIQUE INDEX business_days_open ON business_days (connector) WHERE state = 'open'",
+            "ALTER TABLE transactions ADD COLUMN business_date TEXT",
+            "ALTER TABLE transactions ADD COLUMN reversal_business_date TEXT",
+            "CREATE INDEX transactions_business_date ON transactions (business_date)",
+            """CREATE INDEX transactions_reversal_business_date ON transactions (reversal_business_date)
+                WHERE reversal_business_date IS NOT NULL""",
+        ),
+    ),
 )
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

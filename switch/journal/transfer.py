@@ -45,6 +45,7 @@ TABLES: tuple[Table, ...] = (
     Table("events", ("event_id",), identity="event_id"),
     Table("event_acks", ("client_id", "event_id")),
     Table("counters", ("name",)),  # RRN blocks: a moved journal must not hand out used RRNs again
+    Table("business_days", ("connector", "business_date")),
 )
 
 
