@@ -274,7 +274,7 @@ def _report(cfg: SwitchConfig, args: argparse.Namespace) -> int:
     rendered: list[bytes] = []
 
     async def work(journal: Any) -> list[str]:
-        rendered.append(await settlementcli.run_report(journal, args))
+        rendered.append(await settlementcli.run_report(journal, args, cfg.banks))
         return []
 
     code = _with_journal(cfg, work)

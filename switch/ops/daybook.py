@@ -3,6 +3,9 @@
 Why here once: a report and a reconciliation that classified the same rows differently
 would disagree about the same day; both take their movements from `day_movements`
 (`Journal.day_rows` classified by `switch.domain.settlement.movements`).
+
+Movements are not netted here: a sale voided on its own date is a sale and a void in a report
+and two lines in a bank's file; `switch.domain.settlement.netted` is for the day's totals.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ async def day_movements(journal: Any, business_date: str, connector: str | None 
         if row.parent_txn_id is not None:
             parent = known.get(row.parent_txn_id) or await journal.get_transaction(row.parent_txn_id)
             known[parent.txn_id] = parent
-        out.extend((m, row, parent) for m in movements(row, parent.kind if parent else None, business_date))
+        out.extend((m, row, parent) for m in movements(row, parent) if m.business_date == business_date)
     return out
 
 

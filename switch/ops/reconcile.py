@@ -181,7 +181,7 @@ async def _unmatched_line(line: SettlementLine, business_date: str, matched: set
                                               "bank with this STAN and RRN")
     if (row.txn_id, line.type) in matched:
         return exception("duplicate_at_bank", f"the bank posted it again; the switch's {row.kind.value} moved it once")
-    dates = {getattr(row, "business_date", None), getattr(row, "reversal_business_date", None)}
+    dates = {row.business_date, row.reversal_business_date}
     if business_date not in dates:
         shown = ", ".join(sorted(d for d in dates if d)) or "no business date"
         return exception("date_mismatch", f"the switch's {row.kind.value} is on {shown}")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from switch.domain.settlementfile import SettlementFileError, SettlementLine, parse_date, parse_file
 from switch.ops import daybook, reconcile
-from switch.ops.reports.build import SettlementReport, build
+from switch.ops.reports.build import settlement_report
 from switch.ops.reports.render import FORMATS, render
 
 
@@ -85,19 +85,8 @@ async def run_reconcile(journal: Any, args: argparse.Namespace, lines: list[Sett
     return await reconcile.reconcile(args.bank, args.date, lines, moved, find)
 
 
-async def settlement_report(journal: Any, business_date: str | None, bank: str | None = None,
-                            merchant: str | None = None) -> SettlementReport | None:
-    """The report of ``business_date`` (default `daybook.report_date`); None when there is no business day."""
-    if business_date is None:
-        business_date = await daybook.report_date(journal, bank)
-        if business_date is None:
-            return None
-    return build(business_date, await daybook.day_movements(journal, business_date, bank), bank=bank,
-                 merchant=merchant)
-
-
-async def run_report(journal: Any, args: argparse.Namespace) -> bytes:
-    report = await settlement_report(journal, args.date, args.bank, args.merchant)
+async def run_report(journal: Any, args: argparse.Namespace, banks: Collection[str]) -> bytes:
+    report = await settlement_report(journal, args.date, banks, bank=args.bank, merchant=args.merchant)
     if report is None:
         raise Refused("the journal has no business day yet: give --date")
     return render(report, args.format)

@@ -5,6 +5,9 @@ date, the same classification the reconciliation uses), summed per bank and curr
 merchant and currency, and per currency for the gateway. Amounts are integer minor units;
 fees are signed as journalled (a refund's or void's reversed fee is negative).
 
+Counts are of what happened on the date: a sale voided the same day is a sale and a void here
+(the day's 0500 totals net such a pair out; the net is the same either way).
+
 Per bank: ``sales`` are debits (sales and captures); ``refunds`` credits; ``voids`` the
 debits a void undid; ``reversals`` every other reversal of money (a sale the switch reversed
 on a later date than its approval, a refund reversed), whichever way the money went back;
@@ -21,11 +24,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Iterable, Sequence
+from typing import Any, Collection, Iterable, Sequence
 
 from switch.domain.settlement import Movement
 from switch.domain.status import Kind
-from switch.journal.models import Transaction
+from switch.ops import daybook
 from switch.ops.daybook import Moved
 
 
@@ -96,12 +99,12 @@ def columns(section: str) -> tuple[str, ...]:
     return tuple(f.name for f in fields(kind))
 
 
-def _category(movement: Movement, row: Transaction) -> str:
+def _category(movement: Movement) -> str:
     if movement.kind == "authorization":
         return "authorization_reversals" if movement.reversal else "authorizations"
     if not movement.reversal:
         return "sales" if movement.kind == "debit" else "refunds"
-    return "voids" if row.kind is Kind.VOID else "reversals"
+    return "voids" if movement.operation is Kind.VOID else "reversals"
 
 
 def _signed(movement: Movement) -> int:
@@ -120,10 +123,10 @@ def build(
     banks: dict[tuple[str, str], BankTotals] = {}
     merchants: dict[tuple[str, str], MerchantTotals] = {}
     gateway: dict[str, GatewayTotals] = {}
-    for movement, row, _ in moved:
+    for movement, _, _ in moved:
         if bank is not None and movement.connector != bank or merchant is not None and movement.merchant_id != merchant:
             continue
-        currency, category, signed = movement.currency, _category(movement, row), _signed(movement)
+        currency, category, signed = movement.currency, _category(movement), _signed(movement)
         b = banks.setdefault((movement.connector, currency), BankTotals(movement.connector, currency))
         setattr(b, f"{category}_count", getattr(b, f"{category}_count") + 1)
         if category not in ("authorizations", "authorization_reversals"):
@@ -161,3 +164,21 @@ def totals(rows: Sequence[Any]) -> dict[str, dict[str, int]]:
             if isinstance(value, int) and name != "currency":
                 out[row.currency][name] += value
     return {currency: dict(sums) for currency, sums in sorted(out.items())}
+
+
+class UnknownBank(ValueError):
+    """A report asked for a bank (connector) the configuration does not have."""
+
+
+async def settlement_report(journal: Any, business_date: str | None, banks: Collection[str], *,
+                            bank: str | None = None, merchant: str | None = None) -> SettlementReport | None:
+    """The report of ``business_date`` (default `daybook.report_date`) from the journal; None when there
+    is no business day at all; UnknownBank when ``bank`` is not one of ``banks``."""
+    if bank is not None and bank not in banks:
+        raise UnknownBank(f"unknown bank {bank!r}; configured: {', '.join(sorted(banks))}")
+    if business_date is None:
+        business_date = await daybook.report_date(journal, bank)
+        if business_date is None:
+            return None
+    return build(business_date, await daybook.day_movements(journal, business_date, bank), bank=bank,
+                 merchant=merchant)

@@ -23,9 +23,9 @@ from twisted.internet.stdio import StandardIO
 from twisted.internet.task import react
 from twisted.python.failure import Failure
 
+from switch.domain.settlementfile import parse_date, render_file
 from switch.iso.dialect import DialectError, load_dialect
 from switch.iso.framing import FRAMING_NAMES, TPDU_LENGTH, Framing
-from switch.domain.settlementfile import parse_date, render_file
 from switch.observe.logs import configure
 from switch.tools.banksim.accounts import DEFAULT_ACCOUNTS, AccountsError, load_accounts
 from switch.tools.banksim.codes import CVV_MISMATCH, wire_code
@@ -203,7 +203,7 @@ def settlement_main(argv: list[str]) -> int:
                                 "Reconciliation by file). Safe while banksim runs.")
     p.add_argument("--ledger", type=Path, required=True, metavar="FILE", help="the file given to banksim --ledger")
     p.add_argument("--date", type=_business_date, required=True, metavar="YYYY-MM-DD",
-                   help="the business date (banksim dates a posting by its UTC day)")
+                   help="the business date (of each posting as banksim stamped it; else its UTC day)")
     p.add_argument("--output", type=Path, metavar="FILE", help="write here (default: standard output)")
     args = p.parse_args(argv)
     try:

@@ -202,6 +202,7 @@ class BankSim:
         if "seed" in changes:
             self._random.seed(faults.seed)
         self._faults = faults
+        self.ledger.settle_weight = 0 if faults.drop_posting else 2 if faults.double_posting else 1
         log.info("banksim_faults", bank=self.options.name,
                  **{**vars(faults), "answer_fields": mask_message(dict(faults.answer_fields))})
         return faults

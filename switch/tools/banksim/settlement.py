@@ -11,8 +11,10 @@ as a bank's file names a reversed transaction. Holds and their releases move no 
 are left out. A reversal on the same date as its original is listed too (both lines): the
 reader nets them.
 
-A posting's business date is the UTC day it was made (`utc_day`) unless the caller says
-otherwise (``date_of``): banksim keeps no business date of its own yet.
+A posting's business date is the one banksim stamped on it (`Posting.business_date`), else the
+UTC day it was made (`posting_date`). A posting is listed as many times as it is ``settled``:
+once, or not at all / twice under the ``drop_posting`` / ``double_posting`` faults (the bank's
+file then disagrees with the switch about that payment, as its totals do).
 """
 
 from __future__ import annotations
@@ -33,12 +35,12 @@ SETTLED = {
 """Posting kinds in the file, and the line type each becomes."""
 
 
-def utc_day(posting: Posting) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(posting.at))
+def posting_date(posting: Posting) -> str:
+    return posting.business_date or time.strftime("%Y-%m-%d", time.gmtime(posting.at))
 
 
 def settlement_lines(
-    postings: Sequence[Posting], business_date: str, date_of: Callable[[Posting], str] = utc_day
+    postings: Sequence[Posting], business_date: str, date_of: Callable[[Posting], str] = posting_date
 ) -> list[SettlementLine]:
     """The file's lines for ``business_date``, in posting order (``postings``: the whole ledger,
     so that a reversal finds its original even from an earlier date)."""
@@ -49,9 +51,9 @@ def settlement_lines(
         if kind is None or date_of(posting) != business_date:
             continue
         ref = by_id.get(posting.original or 0, posting) if kind.endswith("_reversal") else posting
-        lines.append(SettlementLine(
+        lines += [SettlementLine(
             business_date=business_date, rrn=ref.rrn or "", stan=ref.stan or "", terminal=ref.terminal or "",
             card=ref.masked_pan or "", amount=posting.amount, currency=posting.currency or "", type=kind,
             auth_code=ref.auth_code or "",
-        ))
+        )] * posting.settled
     return lines

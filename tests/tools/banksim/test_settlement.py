@@ -18,7 +18,7 @@ from switch.tools.banksim.settlement import settlement_lines
 from switch.tools.banksim.web import customer_site
 from tests.tools.banksim.test_cli import BANKSIM
 from tests.tools.banksim.test_ledger import REFUND, completion_of
-from tests.tools.banksim.wire import MASTERCARD, TODAY, request, reversal
+from tests.tools.banksim.wire import MASTERCARD, TODAY, VISA, request, reversal
 
 DAY = 24 * 3600.0
 
@@ -114,3 +114,18 @@ async def test_get_settlement_serves_the_file_and_refuses_a_bad_date():
     assert good.code == 200 and good.headers.getRawHeaders(b"content-type") == [b"text/csv; charset=us-ascii"]
     assert parse_file(body) == settlement_lines(ledger.postings(), "2026-06-15")
     assert bad.code == 400 and b"expected a date YYYY-MM-DD" in error
+
+
+def test_a_dropped_posting_is_left_out_and_a_doubled_one_listed_twice():
+    clock = Clock()
+    clock.advance(TODAY)
+    ledger = Ledger(load_accounts())
+    issuer = Issuer(ledger, load_dialect("iso87ascii"), clock)
+    ledger.business_date = "2026-06-14"  # banksim's own business date wins over the clock's day
+    for stan, weight in (("000001", 1), ("000002", 0), ("000003", 2)):
+        ledger.settle_weight = weight
+        issuer.answer(request("sale", 1987, amount=100 + int(stan), stan=stan))
+    lines = settlement_lines(ledger.postings(), "2026-06-14")
+    assert [(x.stan, x.amount) for x in lines] == [("000001", 101), ("000003", 103), ("000003", 103)]
+    assert ledger.balance(VISA) == 1000000 - 101 - 102 - 103, "the books move as usual"
+    assert settlement_lines(ledger.postings(), "2026-06-15") == []
