@@ -206,8 +206,8 @@ def _with_journal(cfg: SwitchConfig, work: Callable[[Any], Awaitable[list[str] |
 
     try:
         task.react(lambda reactor: ensureDeferred(run(reactor)))
-    except SystemExit as e:
-        code = int(e.code or 0)
+    except SystemExit as e:  # react ends the process's reactor by raising SystemExit, 0 on success
+        code = int(e.code or 0) or status[0]
     else:
         code = status[0]
     _emit(*output)
