@@ -120,7 +120,12 @@ class _SettlementReport(Resource):
         log.info("admin_report", report="settlement", date=date, format=fmt, bank=args.get("bank"),
                  merchant=args.get("merchant"))
 
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)  # the client may leave before the report is ready
+
         def done(report: SettlementReport | None) -> None:
+            if gone:
+                return
             if report is None:
                 body = _json(request, 404, {"error": "the journal has no business day yet: give date"})
             else:
@@ -130,10 +135,13 @@ class _SettlementReport(Resource):
             request.finish()
 
         def failed(failure: Failure) -> None:
+            if not failure.check(UnknownBank):
+                log.failure("admin_report_failed", failure=failure)
+            if gone:
+                return
             if failure.check(UnknownBank):
                 body = _json(request, 400, {"error": f"bank: {failure.getErrorMessage()}"})
             else:
-                log.failure("admin_report_failed", failure=failure)
                 body = _json(request, 500, {"error": "the report could not be built; see the switch's log"})
             request.write(body)
             request.finish()

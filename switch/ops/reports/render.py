@@ -28,6 +28,8 @@ CONTENT_TYPES = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
 FORMATS = tuple(CONTENT_TYPES)
+_NAMES = ("bank", "merchant", "currency")
+"""Columns of names, aligned left in the table (numbers align right)."""
 
 
 def _exponent(currency: str) -> int:
@@ -78,7 +80,7 @@ def as_table(report: SettlementReport) -> bytes:
                          _cell(n, sums.get(n, 0), currency, section) for n in names])
         widths = [max(len(n), *(len(r[i]) for r in body)) for i, n in enumerate(names)]
         lines += ["", f"{section}:" if body else f"{section}: none",
-                  *("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                  *("  ".join(c.ljust(w) if n in _NAMES else c.rjust(w) for n, c, w in zip(names, r, widths))
                     for r in ([list(names)] + body if body else []))]
     return "\n".join(line.rstrip() for line in lines).encode() + b"\n"
 

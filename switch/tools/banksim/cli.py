@@ -30,9 +30,9 @@ from switch.observe.logs import configure
 from switch.tools.banksim.accounts import DEFAULT_ACCOUNTS, AccountsError, load_accounts
 from switch.tools.banksim.codes import CVV_MISMATCH, wire_code
 from switch.tools.banksim.faults import Faults
-from switch.tools.banksim.ledger import Ledger, LedgerError, read_postings, read_snapshot
+from switch.tools.banksim.ledger import Ledger, LedgerError, read_snapshot
 from switch.tools.banksim.server import BankSim, BankSimOptions
-from switch.tools.banksim.settlement import settlement_lines
+from switch.tools.banksim.settlement import read_postings, settlement_lines
 from switch.tools.banksim.tls import TlsError, TlsFiles, server_tls_options
 from switch.tools.banksim.web import customer_site
 

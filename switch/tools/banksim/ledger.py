@@ -28,7 +28,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Iterator, Mapping, Sequence
 
 from switch.domain.cardcheck import mask_last4, mask_pan
 from switch.tools.banksim.accounts import Account
@@ -480,21 +480,9 @@ def snapshot(db: sqlite3.Connection) -> dict[str, Any]:
 
 def read_snapshot(path: Path | str) -> dict[str, Any]:
     """`snapshot` of a ledger file, read-only (a running banksim may keep writing it). LedgerError if unusable."""
-    return _read(path, snapshot)
-
-
-def read_postings(path: Path | str) -> list[Posting]:
-    """Every posting of a ledger file in order, read-only like `read_snapshot`."""
-    return _read(path, lambda db: [Posting.from_row(r) for r in db.execute("SELECT * FROM postings ORDER BY id")])
-
-
-T = TypeVar("T")
-
-
-def _read(path: Path | str, reader: Callable[[sqlite3.Connection], T]) -> T:
     db = _connect(path, read_only=True)
     try:
-        return reader(db)
+        return snapshot(db)
     except sqlite3.DatabaseError as e:
         raise LedgerError(f"{path}: cannot be read ({e})") from None
     finally:

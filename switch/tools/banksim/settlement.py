@@ -20,10 +20,11 @@ file then disagrees with the switch about that payment, as its totals do).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable, Sequence
 
 from switch.domain.settlementfile import SettlementLine
-from switch.tools.banksim.ledger import Posting
+from switch.tools.banksim.ledger import Posting, read_snapshot
 
 SETTLED = {
     "sale_debit": "debit",
@@ -57,3 +58,9 @@ def settlement_lines(
             auth_code=ref.auth_code or "",
         )] * posting.settled
     return lines
+
+
+def read_postings(path: Path | str) -> list[Posting]:
+    """Every posting of a ledger file, read-only (banksim may be writing it); LedgerError if unusable."""
+    return [Posting(**{k: v for k, v in p.items() if k != "time"}, times=(), acquirer="")
+            for p in read_snapshot(path)["postings"]]
