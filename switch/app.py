@@ -180,7 +180,7 @@ class Switch:
                                                operations=register_lifecycle(default_operations()))
         self.api_ports = list(await listen(self.reactor, cfg.api_listen, self.api_factory))
         self.admin_port = await serverFromString(self.reactor, cfg.admin_listen).listen(
-            admin_site(self.registry, self.link_states, self._settlement_report)
+            admin_site(self.registry, self.link_states, reports=self._settlement_report)
         )
         log.info("switch_started", config=str(cfg.file), api=list(cfg.api_listen), admin=cfg.admin_listen,
                  connectors=sorted(self.banks), journal=cfg.journal.backend)

@@ -223,7 +223,7 @@ async def check_admin(env: Env, report: Any) -> None:
         built.append(args)
         return report
 
-    resource = admin_site(env.registry, dict, source).resource.children[b"reports"].children[b"settlement"]
+    resource = admin_site(env.registry, dict, reports=source).resource.children[b"reports"].children[b"settlement"]
     outsider = DummyRequest([b""])
     outsider.client = IPv4Address("TCP", "192.0.2.7", 40000)
     assert json.loads(resource.render_GET(outsider))["error"].startswith("reports are served to loopback")
