@@ -139,16 +139,17 @@ def _pair(lines: list[SettlementLine], items: list[Item]) -> tuple[list[tuple[Se
 
 def _cancel(left: list[Any], key: Callable[[Any], Key]) -> tuple[list[Any], int]:
     """Drop each original and reversal of the same transaction and amount among ``left``."""
-    kept, cancelled = list(left), 0
-    for original in [x for x in left if not key(x)[0].endswith("_reversal")]:
-        _, rrn, stan = key(original)
-        undo = next((x for x in kept if key(x) == (f"{key(original)[0]}_reversal", rrn, stan)
-                     and x.amount == original.amount and x.currency == original.currency), None)
-        if undo is not None and original in kept:
-            kept.remove(original)
-            kept.remove(undo)
-            cancelled += 2
-    return kept, cancelled
+    reversals: dict[tuple[Key, int, str], list[int]] = defaultdict(list)
+    for i, x in enumerate(left):
+        if key(x)[0].endswith("_reversal"):
+            reversals[(key(x), x.amount, x.currency)].append(i)
+    dropped: set[int] = set()
+    for i, original in enumerate(left):
+        type_, rrn, stan = key(original)
+        undo = reversals.get(((f"{type_}_reversal", rrn, stan), original.amount, original.currency))
+        if not type_.endswith("_reversal") and undo:
+            dropped.update((i, undo.pop()))
+    return [x for i, x in enumerate(left) if i not in dropped], len(dropped)
 
 
 def _mismatch(line: SettlementLine, it: Item) -> ReconException | None:
