@@ -80,7 +80,7 @@ def _cutover(db: Db, connector: str, opened: str, by: str, now: int) -> Business
     return _day(closed)
 
 
-def _day_rows(db: Db, date: str, connector: str | None) -> list[Transaction]:
+def day_rows(db: Db, date: str, connector: str | None) -> list[Transaction]:
     where = "(business_date = :d OR reversal_business_date = :d)"
     params: dict[str, object] = {"d": date}
     if connector is not None:
@@ -147,4 +147,4 @@ class CalendarApi(JournalBase):
     def day_rows(self, business_date: str, connector: str | None = None) -> defer.Deferred[list[Transaction]]:
         """Every row that moved (or reversed) money on ``business_date``: the input of totals and reports."""
         require_date("business_date", business_date)
-        return self._readers.read(lambda db: _day_rows(db, business_date, connector))
+        return self._readers.read(lambda db: day_rows(db, business_date, connector))

@@ -23,6 +23,7 @@ from switch.journal import cards, feebook, operations, saf_queue, store
 from switch.journal.base import Backend, fails_as_deferred, microseconds
 from switch.journal.calendar import CalendarApi
 from switch.journal.config import JournalConfig
+from switch.journal.dayend import DayEndApi
 from switch.journal.db import Db
 from switch.journal.errors import InvalidRecord, JournalError, TransactionNotFound
 from switch.journal.eventapi import EventApi
@@ -54,7 +55,7 @@ from switch.journal.upkeep import UpkeepApi
 from switch.journal.vault import PanVault
 
 
-class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi):
+class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
     """Durable record of transactions, messages, store-and-forward items and events.
 
     Build it with `open_journal`. One Journal (one writer) per database: event ids

@@ -254,6 +254,37 @@ MIGRATIONS: tuple[Migration, ...] = (
                 WHERE reversal_business_date IS NOT NULL""",
         ),
     ),
+    # Placeholders on branch `day` only, so that day end keeps its planned number 12: 10 is the risk
+    # branch's, 11 the perf branch's (at the merge, the real steps replace these; an unused one stays empty).
+    Migration(
+        10,
+        "day end: reconciliation results (both sides' totals) and their exceptions",
+        (
+            """CREATE TABLE reconciliations (
+                reconciliation_id {id_pk},
+                connector TEXT NOT NULL,
+                business_date TEXT NOT NULL,
+                currency TEXT NOT NULL,
+                method TEXT NOT NULL,
+                result TEXT NOT NULL,
+                switch_totals TEXT NOT NULL,
+                bank_totals TEXT,
+                at BIGINT NOT NULL
+            )""",
+            "CREATE INDEX reconciliations_day ON reconciliations (connector, business_date)",
+            """CREATE TABLE reconciliation_exceptions (
+                exception_id {id_pk},
+                reconciliation_id BIGINT REFERENCES reconciliations (reconciliation_id),
+                connector TEXT NOT NULL,
+                business_date TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                txn_id TEXT REFERENCES transactions (txn_id),
+                detail TEXT NOT NULL,
+                at BIGINT NOT NULL
+            )""",
+            "CREATE INDEX reconciliation_exceptions_day ON reconciliation_exceptions (connector, business_date)",
+        ),
+    ),
 )
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

@@ -46,6 +46,8 @@ TABLES: tuple[Table, ...] = (
     Table("event_acks", ("client_id", "event_id")),
     Table("counters", ("name",)),  # RRN blocks: a moved journal must not hand out used RRNs again
     Table("business_days", ("connector", "business_date")),
+    Table("reconciliations", ("reconciliation_id",), identity="reconciliation_id"),
+    Table("reconciliation_exceptions", ("exception_id",), identity="exception_id"),
 )
 
 

@@ -21,7 +21,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -38,6 +38,17 @@ ReportSource = Callable[[str | None, str | None, str | None], Awaitable[Settleme
 """(business date or None for the default, bank, merchant) -> the settlement report; None with no business
 day; fails with UnknownBank."""
 REPORT_FORMATS = ("json", "csv")
+CutoverAction = Callable[[str | None], "Deferred[list[dict[str, Any]]]"]
+"""Cut over one connector (its name) or every one (None); fires with one result per connector, or fails
+with `OperatorError`."""
+
+
+class OperatorError(Exception):
+    """An operator action refused: ``status`` is the HTTP code (404 unknown bank, 409 refused now)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _json(request: Request, status: int, body: Any) -> bytes:
@@ -150,11 +161,54 @@ class _SettlementReport(Resource):
         return NOT_DONE_YET
 
 
-def admin_site(registry: CollectorRegistry, probe: ReadinessProbe, reports: ReportSource | None = None) -> Site:
+class _Cutover(Resource):
+    isLeaf = True
+
+    def __init__(self, action: CutoverAction) -> None:
+        super().__init__()
+        self.action = action
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"allow", b"POST")
+        return _json(request, 405, {"error": "a cutover is a POST"})
+
+    def render_POST(self, request: Request) -> bytes | int:
+        if not operator_allowed(request):
+            return _json(request, 403, {"error": "operator actions are served to loopback and Unix-socket clients "
+                                                 "only"})
+        bank = request.args.get(b"bank", [b""])[0].decode("utf-8", "replace") or None
+        every = request.args.get(b"all", [b""])[0] in (b"1", b"true")
+        if (bank is None) == (not every):
+            return _json(request, 400, {"error": "give bank=NAME or all=1"})
+        done = self.action(bank)
+        gone: list[bool] = []  # the operator gave up waiting: the cutover goes on, nobody to answer
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def reply(status: int, body: dict[str, Any]) -> None:
+            if not gone:
+                request.write(_json(request, status, body))
+                request.finish()
+
+        def refused(failure: Failure) -> None:
+            if isinstance(failure.value, OperatorError):
+                reply(failure.value.status, {"error": failure.getErrorMessage()})
+                return
+            log.error("operator_action_failed", action="cutover", bank=bank, error=failure.getErrorMessage(),
+                      error_type=failure.type.__name__)
+            reply(500, {"error": "cutover failed; see the switch's operator_action_failed log event"})
+
+        done.addCallbacks(lambda results: reply(200, {"results": results}), refused)
+        return NOT_DONE_YET
+
+
+def admin_site(registry: CollectorRegistry, probe: ReadinessProbe, cutover: CutoverAction | None = None,
+               reports: ReportSource | None = None) -> Site:
     root = Resource()
     root.putChild(b"metrics", _Metrics(registry))
     root.putChild(b"healthz", _Health())
     root.putChild(b"readyz", _Ready(probe))
+    if cutover is not None:
+        root.putChild(b"cutover", _Cutover(cutover))
     if reports is not None:
         folder = Resource()
         folder.putChild(b"settlement", _SettlementReport(reports))

@@ -1,18 +1,17 @@
-"""What the journal says moved on a business date: the common start of reports and reconciliation by file.
+"""What the journal says moved on a business date, with the rows behind it: the start of reconciliation by file.
 
-Why here once: a report and a reconciliation that classified the same rows differently
-would disagree about the same day; both take their movements from `day_movements`
-(`Journal.day_rows` classified by `switch.domain.settlement.movements`).
-
-Movements are not netted here: a sale voided on its own date is a sale and a void in a report
-and two lines in a bank's file; `switch.domain.settlement.netted` is for the day's totals.
+Why: the journal classifies a day's movements on a reader thread (`Journal.day_movements`,
+the rules of `switch.domain.settlement`), which reports use as they are; matching a bank's
+file also needs each movement's message references (RRN, STAN), which live on the row, or
+for a void on the payment it undoes. Movements are not netted: a sale voided on its own date
+is two lines in a bank's file too (`switch.domain.settlement.netted` is for the day's totals).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from switch.domain.settlement import Movement, movements
+from switch.domain.settlement import Movement
 from switch.journal.models import Transaction
 
 Moved = tuple[Movement, Transaction, "Transaction | None"]
@@ -20,16 +19,15 @@ Moved = tuple[Movement, Transaction, "Transaction | None"]
 
 
 async def day_movements(journal: Any, business_date: str, connector: str | None = None) -> list[Moved]:
-    """Every movement of ``business_date`` (through ``connector`` when given), in journal order."""
-    rows = await journal.day_rows(business_date, connector)
-    known = {row.txn_id: row for row in rows}
+    """Every movement of ``business_date`` (through ``connector`` when given) with its row and parent."""
+    moved = await journal.day_movements(business_date, connector)
+    rows = {row.txn_id: row for row in await journal.day_rows(business_date, connector)}
+    for txn_id in {row.parent_txn_id for row in rows.values() if row.parent_txn_id} - rows.keys():
+        rows[txn_id] = await journal.get_transaction(txn_id)
     out: list[Moved] = []
-    for row in rows:
-        parent = None
-        if row.parent_txn_id is not None:
-            parent = known.get(row.parent_txn_id) or await journal.get_transaction(row.parent_txn_id)
-            known[parent.txn_id] = parent
-        out.extend((m, row, parent) for m in movements(row, parent) if m.business_date == business_date)
+    for m in moved:
+        row = rows[m.txn_id]
+        out.append((m, row, rows[row.parent_txn_id] if row.parent_txn_id else None))
     return out
 
 

@@ -29,7 +29,6 @@ from typing import Any, Collection, Iterable, Sequence
 from switch.domain.settlement import Movement
 from switch.domain.status import Kind
 from switch.ops import daybook
-from switch.ops.daybook import Moved
 
 
 @dataclass
@@ -116,14 +115,14 @@ def _signed(movement: Movement) -> int:
 
 
 def build(
-    business_date: str, moved: Iterable[Moved], *, bank: str | None = None, merchant: str | None = None
+    business_date: str, moved: Iterable[Movement], *, bank: str | None = None, merchant: str | None = None
 ) -> SettlementReport:
-    """The report of ``moved`` (`switch.ops.daybook.day_movements`), only those through ``bank`` or for
-    ``merchant`` when given."""
+    """The report of ``moved`` (`Journal.day_movements`), only those through ``bank`` or for ``merchant``
+    when given."""
     banks: dict[tuple[str, str], BankTotals] = {}
     merchants: dict[tuple[str, str], MerchantTotals] = {}
     gateway: dict[str, GatewayTotals] = {}
-    for movement, _, _ in moved:
+    for movement in moved:
         if bank is not None and movement.connector != bank or merchant is not None and movement.merchant_id != merchant:
             continue
         currency, category, signed = movement.currency, _category(movement), _signed(movement)
@@ -180,5 +179,4 @@ async def settlement_report(journal: Any, business_date: str | None, banks: Coll
         business_date = await daybook.report_date(journal, bank)
         if business_date is None:
             return None
-    return build(business_date, await daybook.day_movements(journal, business_date, bank), bank=bank,
-                 merchant=merchant)
+    return build(business_date, await journal.day_movements(business_date, bank), bank=bank, merchant=merchant)
