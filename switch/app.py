@@ -54,6 +54,7 @@ from switch.journal.vault import generate_key
 from switch.ops.admin import OperatorError, admin_site
 from switch.ops.config import SwitchConfig, load_config
 from switch.ops.devcerts import make_dev_pki
+from switch.ops.reports.build import SettlementReport, settlement_report
 from switch.ops.settings import ConfigError
 
 log = structlog.get_logger("kswitch.switch")
@@ -187,10 +188,14 @@ class Switch:
                                                operations=register_lifecycle(default_operations()))
         self.api_ports = list(await listen(self.reactor, cfg.api_listen, self.api_factory))
         self.admin_port = await serverFromString(self.reactor, cfg.admin_listen).listen(
-            admin_site(self.registry, self.link_states, self.operator_cutover)
+            admin_site(self.registry, self.link_states, self.operator_cutover, reports=self._settlement_report)
         )
         log.info("switch_started", config=str(cfg.file), api=list(cfg.api_listen), admin=cfg.admin_listen,
                  connectors=sorted(self.banks), journal=cfg.journal.backend)
+
+    async def _settlement_report(self, business_date: str | None, bank: str | None,
+                                 merchant: str | None) -> SettlementReport | None:
+        return await settlement_report(self.journal, business_date, self.config.banks, bank=bank, merchant=merchant)
 
     async def _links_ready(self, limit: float) -> None:
         """Give links a moment to sign on before the API opens, so a restart does not answer a burst

@@ -1,4 +1,5 @@
-"""``kswitch``: run the switch, explain routing, check a config, operate the SAF queue, cut over a day.
+"""``kswitch``: run the switch, explain routing, check a config, operate the SAF queue, cut over a day,
+reconcile with a bank's file and report.
 
 Every command exits with one clear line on error (config file, key, expectation) and
 never a traceback: operators read these at 3 a.m.
@@ -16,7 +17,7 @@ from typing import Any, Awaitable, Callable, NoReturn, Sequence
 from switch.engine.router import RouteQuery
 from switch.iso.dialect import DialectError
 from switch.observe import logs
-from switch.ops import cutover, riskadmin
+from switch.ops import cutover, riskadmin, settlementcli
 from switch.ops.config import DEFAULT_CONFIG, SwitchConfig, load_config
 from switch.ops.settings import ConfigError
 
@@ -95,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 
     riskadmin.add_parser(sub, config)
     cutover.add_parser(sub, config)
+    settlementcli.add_parsers(sub, config)
 
     keys = sub.add_parser("keys", help="PAN encryption keys: usage per key id, re-encrypt under the current key",
                           parents=[config])
@@ -170,9 +172,10 @@ def _emit(*lines: str) -> None:
     sys.stdout.write("".join(f"{line}\n" for line in lines))
 
 
-def _with_journal(cfg: SwitchConfig, work: Callable[[Any], Awaitable[list[str]]]) -> int:
+def _with_journal(cfg: SwitchConfig, work: Callable[[Any], Awaitable[list[str] | tuple[int, list[str]]]]) -> int:
     """Open the configured journal beside (or instead of) a running switch, run ``work``, close it,
-    then write the lines ``work`` returned: nothing is written to a terminal from the reactor.
+    then write the lines ``work`` returned (with its exit status, when it gives one): nothing is
+    written to a terminal from the reactor.
 
     A refusal from the journal is one line on stderr: exit 2 for the operator's mistake (no such
     item, wrong state, invalid value), 1 for anything else (keys, database)."""
@@ -187,25 +190,28 @@ def _with_journal(cfg: SwitchConfig, work: Callable[[Any], Awaitable[list[str]]]
 
     output: list[str] = []
     refused: list[tuple[int, str]] = []
+    status = [0]
 
     async def run(reactor: Any) -> None:
         try:
             journal = await open_journal(cfg.journal, reactor)
             try:
-                output.extend(await work(journal))
+                done = await work(journal)
             finally:
                 await journal.close()
-        except (SafItemNotFound, SafStateError, InvalidRecord) as e:
+            status[0], lines = done if isinstance(done, tuple) else (0, done)
+            output.extend(lines)
+        except (SafItemNotFound, SafStateError, InvalidRecord, settlementcli.Refused) as e:
             refused.append((2, str(e)))
         except JournalError as e:
             refused.append((1, str(e)))
 
     try:
         task.react(lambda reactor: ensureDeferred(run(reactor)))
-    except SystemExit as e:
-        code = int(e.code or 0)
+    except SystemExit as e:  # react ends the process's reactor by raising SystemExit, 0 on success
+        code = int(e.code or 0) or status[0]
     else:
-        code = 0
+        code = status[0]
     _emit(*output)
     if refused:
         code, message = refused[0]
@@ -250,6 +256,40 @@ def _keys(cfg: SwitchConfig, args: argparse.Namespace) -> int:
                 for key_id, count in sorted(usage.items())]
 
     return _with_journal(cfg, work)
+
+
+def _reconcile(cfg: SwitchConfig, args: argparse.Namespace) -> int:
+    from switch.ops.reconcile import render_text
+
+    lines = settlementcli.check(args, cfg.banks)
+
+    async def work(journal: Any) -> tuple[int, list[str]]:
+        result = await settlementcli.run_reconcile(journal, args, lines)
+        shown = [json.dumps(result.as_dict(), indent=2)] if args.json else render_text(result)
+        return (0 if result.clean else 1), shown
+
+    return _with_journal(cfg, work)
+
+
+def _report(cfg: SwitchConfig, args: argparse.Namespace) -> int:
+    settlementcli.check(args, cfg.banks)
+    rendered: list[bytes] = []
+
+    async def work(journal: Any) -> list[str]:
+        rendered.append(await settlementcli.run_report(journal, args, cfg.banks))
+        return []
+
+    code = _with_journal(cfg, work)
+    if code or not rendered:
+        return code
+    if args.output is None:
+        sys.stdout.buffer.write(rendered[0])
+        return 0
+    try:
+        args.output.write_bytes(rendered[0])
+    except OSError as e:
+        raise settlementcli.Refused(f"cannot write {args.output}: {e.strerror}") from None
+    return 0
 
 
 def _journal_copy(cfg: SwitchConfig, args: argparse.Namespace) -> int:
@@ -303,6 +343,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _journal_copy(cfg, args)
     if args.command == "cutover":
         return _cutover(cfg, args)
+    if args.command in ("reconcile", "report"):
+        try:
+            return (_reconcile if args.command == "reconcile" else _report)(cfg, args)
+        except settlementcli.Refused as e:
+            sys.stderr.write(f"kswitch: {e}\n")
+            return 2
     return _run(cfg)
 
 

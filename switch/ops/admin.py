@@ -4,27 +4,40 @@
 ``/readyz`` answers 200 only when every connector has a ready link (a readiness
 probe: send me traffic), and its JSON body says which links are in which state, so
 the operator sees *why* without opening the logs.
+
+``/reports/settlement?date=YYYY-MM-DD&format=json|csv[&bank=B|&merchant=M]`` serves the
+settlement report (`switch.ops.reports`) behind the admin server's access rule for operator
+endpoints (`operator_allowed`: loopback or Unix-socket clients only; 403 for anyone else):
+it shows the business's money. Each report served is logged.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Any, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from switch.domain.settlementfile import parse_date
+from switch.ops.reports.build import SettlementReport, UnknownBank
+from switch.ops.reports.render import CONTENT_TYPES, render
 
 log = structlog.get_logger("kswitch.admin")
 
 ReadinessProbe = Callable[[], Mapping[str, Mapping[str, str]]]
 """Returns {connector: {link: state}}; a connector is ready when any link is "ready"."""
+ReportSource = Callable[[str | None, str | None, str | None], Awaitable[SettlementReport | None]]
+"""(business date or None for the default, bank, merchant) -> the settlement report; None with no business
+day; fails with UnknownBank."""
+REPORT_FORMATS = ("json", "csv")
 CutoverAction = Callable[[str | None], "Deferred[list[dict[str, Any]]]"]
 """Cut over one connector (its name) or every one (None); fires with one result per connector, or fails
 with `OperatorError`."""
@@ -91,6 +104,63 @@ class _Ready(Resource):
         return json.dumps(body, sort_keys=True).encode() + b"\n"
 
 
+class _SettlementReport(Resource):
+    isLeaf = True
+
+    def __init__(self, source: ReportSource) -> None:
+        super().__init__()
+        self.source = source
+
+    def render_GET(self, request: Request) -> bytes | int:
+        if not operator_allowed(request):
+            return _json(request, 403, {"error": "reports are served to loopback and Unix-socket clients only"})
+        args = {k.decode("ascii", "replace"): v[-1].decode("utf-8", "replace") for k, v in request.args.items()}
+        unknown = sorted(set(args) - {"date", "format", "bank", "merchant"})
+        fmt = args.get("format", "json")
+        if unknown:
+            return _json(request, 400, {"error": f"unknown parameter {unknown[0]!r}; expected date, format, bank "
+                                                 "or merchant"})
+        if fmt not in REPORT_FORMATS:
+            return _json(request, 400, {"error": f"format: expected json or csv, got {fmt!r}"})
+        if "bank" in args and "merchant" in args:
+            return _json(request, 400, {"error": "bank and merchant: expected at most one of them"})
+        try:
+            date = parse_date(args["date"]) if "date" in args else None
+        except ValueError as e:
+            return _json(request, 400, {"error": f"date: {e}"})
+        log.info("admin_report", report="settlement", date=date, format=fmt, bank=args.get("bank"),
+                 merchant=args.get("merchant"))
+
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)  # the client may leave before the report is ready
+
+        def done(report: SettlementReport | None) -> None:
+            if gone:
+                return
+            if report is None:
+                body = _json(request, 404, {"error": "the journal has no business day yet: give date"})
+            else:
+                request.setHeader(b"content-type", CONTENT_TYPES[fmt].encode())
+                body = render(report, fmt)
+            request.write(body)
+            request.finish()
+
+        def failed(failure: Failure) -> None:
+            if not failure.check(UnknownBank):
+                log.failure("admin_report_failed", failure=failure)
+            if gone:
+                return
+            if failure.check(UnknownBank):
+                body = _json(request, 400, {"error": f"bank: {failure.getErrorMessage()}"})
+            else:
+                body = _json(request, 500, {"error": "the report could not be built; see the switch's log"})
+            request.write(body)
+            request.finish()
+
+        ensureDeferred(self.source(date, args.get("bank"), args.get("merchant"))).addCallbacks(done, failed)
+        return NOT_DONE_YET
+
+
 class _Cutover(Resource):
     isLeaf = True
 
@@ -131,13 +201,18 @@ class _Cutover(Resource):
         return NOT_DONE_YET
 
 
-def admin_site(registry: CollectorRegistry, probe: ReadinessProbe, cutover: CutoverAction | None = None) -> Site:
+def admin_site(registry: CollectorRegistry, probe: ReadinessProbe, cutover: CutoverAction | None = None,
+               reports: ReportSource | None = None) -> Site:
     root = Resource()
     root.putChild(b"metrics", _Metrics(registry))
     root.putChild(b"healthz", _Health())
     root.putChild(b"readyz", _Ready(probe))
     if cutover is not None:
         root.putChild(b"cutover", _Cutover(cutover))
+    if reports is not None:
+        folder = Resource()
+        folder.putChild(b"settlement", _SettlementReport(reports))
+        root.putChild(b"reports", folder)
     site = Site(root)
     site.displayTracebacks = False
     site.noisy = False

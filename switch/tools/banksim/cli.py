@@ -3,7 +3,8 @@
 A parent process (a test, the demo) starts it with ``--listen 127.0.0.1:0`` and reads
 the line ``LISTENING <port>`` from standard output; everything else, including the
 same fact as a ``banksim_listening`` event, is structured JSON logging on standard error.
-``banksim ledger --ledger FILE`` reads the books a ``--ledger FILE`` banksim keeps.
+``banksim ledger --ledger FILE`` reads the books a ``--ledger FILE`` banksim keeps;
+``banksim settlement --ledger FILE --date D`` writes its settlement file for a business date.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from twisted.internet.stdio import StandardIO
 from twisted.internet.task import react
 from twisted.python.failure import Failure
 
+from switch.domain.settlementfile import parse_date, render_file
 from switch.iso.dialect import DialectError, load_dialect
 from switch.iso.framing import FRAMING_NAMES, TPDU_LENGTH, Framing
 from switch.observe.logs import configure
@@ -30,6 +32,7 @@ from switch.tools.banksim.codes import CVV_MISMATCH, wire_code
 from switch.tools.banksim.faults import Faults
 from switch.tools.banksim.ledger import Ledger, LedgerError, read_snapshot
 from switch.tools.banksim.server import BankSim, BankSimOptions
+from switch.tools.banksim.settlement import read_postings, settlement_lines
 from switch.tools.banksim.tls import TlsError, TlsFiles, server_tls_options
 from switch.tools.banksim.web import customer_site
 
@@ -55,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="banksim",
         description="Simulated ISO 8583 issuer host (see README, banksim). "
-                    "'banksim ledger --ledger FILE [--json]' prints a ledger file's balances and postings.",
+                    "'banksim ledger --ledger FILE [--json]' prints a ledger file's balances and postings; "
+                    "'banksim settlement --ledger FILE --date YYYY-MM-DD [--output FILE]' writes its settlement file.",
     )
     p.add_argument("--listen", type=_listen_address, required=True, metavar="HOST:PORT",
                    help="address to listen on; port 0 picks a free port, printed as 'LISTENING <port>'")
@@ -80,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http", type=_listen_address, metavar="HOST:PORT",
                    help="serve the customer page: GET /confirm/<ref> (a page with Approve and Reject buttons), "
                         "POST /confirm/<ref>?decision=approve|reject, GET /pending; "
-                        "and the books: GET /ledger")
+                        "and the books: GET /ledger, GET /settlement?date=YYYY-MM-DD (the settlement file)")
     p.add_argument("--trace", type=Path, metavar="FILE", help="append a masked link trace (read it with isotrace)")
     p.add_argument("--exit-with-parent", action="store_true",
                    help="exit when standard input closes: a parent that starts banksim (kswitch run) may die by "
@@ -136,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["ledger"]:
         return ledger_main(argv[1:])
+    if argv[:1] == ["settlement"]:
+        return settlement_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.tls_cert is not None and (args.tls_key is None or args.tls_ca is None):
@@ -180,6 +186,39 @@ def ledger_main(argv: list[str]) -> int:
         print(f"banksim ledger: {e}", file=sys.stderr)
         return 2
     sys.stdout.write(json.dumps(book, indent=2) + "\n" if args.json else render_ledger(book))
+    return 0
+
+
+def _business_date(value: str) -> str:
+    try:
+        return parse_date(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def settlement_main(argv: list[str]) -> int:
+    """``banksim settlement --ledger FILE --date D [--output FILE]``: the settlement file of business date D."""
+    p = argparse.ArgumentParser(prog="banksim settlement", description="Write the settlement file of a business "
+                                "date from a ledger file: one CSV line per posting that moved money (README, "
+                                "Reconciliation by file). Safe while banksim runs.")
+    p.add_argument("--ledger", type=Path, required=True, metavar="FILE", help="the file given to banksim --ledger")
+    p.add_argument("--date", type=_business_date, required=True, metavar="YYYY-MM-DD",
+                   help="the business date (of each posting as banksim stamped it; else its UTC day)")
+    p.add_argument("--output", type=Path, metavar="FILE", help="write here (default: standard output)")
+    args = p.parse_args(argv)
+    try:
+        data = render_file(settlement_lines(read_postings(args.ledger), args.date))
+    except LedgerError as e:
+        print(f"banksim settlement: {e}", file=sys.stderr)
+        return 2
+    if args.output is None:
+        sys.stdout.buffer.write(data)
+        return 0
+    try:
+        args.output.write_bytes(data)
+    except OSError as e:
+        print(f"banksim settlement: cannot write {args.output}: {e.strerror}", file=sys.stderr)
+        return 2
     return 0
 
 

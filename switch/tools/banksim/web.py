@@ -11,6 +11,7 @@ books (`Ledger.snapshot`: balances per account, every posting, anomaly counts; c
 ``POST /cutover`` ends the bank's business day and tells the switch (0800/201, 1804/821;
 answered with the switch's response code); ``GET /day?date=YYYY-MM-DD`` shows the open date,
 the dates closed, and the bank's totals of a date per currency (default: the open one).
+``GET /settlement?date=YYYY-MM-DD`` is the settlement file of that business date (`settlement`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from switch.domain.currency import by_numeric
+from switch.domain.settlementfile import parse_date, render_file
 from switch.tools.banksim.issuer import PendingConfirmation, instrument_id
 from switch.tools.banksim.ledger import mask_number
 from switch.tools.banksim.server import BankSim
+from switch.tools.banksim.settlement import settlement_lines
 
 DECISIONS = {"approve": True, "reject": False}
 
@@ -116,6 +119,22 @@ class _Ledger(Resource):
         return _json(request, 200, self.sim.ledger.snapshot())
 
 
+class _Settlement(Resource):
+    isLeaf = True
+
+    def __init__(self, sim: BankSim) -> None:
+        super().__init__()
+        self.sim = sim
+
+    def render_GET(self, request: Request) -> bytes:
+        try:
+            business_date = parse_date(request.args.get(b"date", [b""])[0].decode("ascii", "replace"))
+        except ValueError as e:
+            return _json(request, 400, {"error": f"date: {e}"})
+        request.setHeader(b"content-type", b"text/csv; charset=us-ascii")
+        return render_file(settlement_lines(self.sim.ledger.postings(), business_date))
+
+
 class _Confirm(Resource):
     isLeaf = True
 
@@ -196,6 +215,7 @@ def customer_site(sim: BankSim) -> Site:
     root.putChild(b"pending", _Pending(sim))
     root.putChild(b"confirm", _Confirm(sim))
     root.putChild(b"ledger", _Ledger(sim))
+    root.putChild(b"settlement", _Settlement(sim))
     root.putChild(b"cutover", _Cutover(sim))
     root.putChild(b"day", _Day(sim))
     return Site(root)
