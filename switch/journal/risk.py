@@ -1,13 +1,15 @@
 """The risk stage's durable state: counters per rule window, the blocklist, and decisions.
 
 Why here: velocity and cumulative limits must survive restarts and stay exact when
-payments race (or when several nodes share one PostgreSQL journal), so every count is
-one atomic ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` on the counter's row, and a
-limit is checked *in* that statement (``WHERE count + n <= max``): two payments can
-never both take the last unit of a limit.  A window opens with the first payment it
-counts and lasts the rule's window (or ends at the end of a calendar day).  The engine's risk stage runs a whole
-evaluation as one writer unit through `RiskLedger`, so the counts it bumped for a
-payment it then blocks are taken back in the same database transaction.
+payments race (or when several nodes share one PostgreSQL journal).  A counter is one
+row (`Window`) holding its slots: a slot is a slice of time (a tenth of the rule's
+window, or a calendar day) with the count and amount added in it, so a window slides
+slot by slot instead of resetting.  An evaluation locks the rows of every counter it may
+touch with one upsert (`RiskLedger.windows`), reads, checks and adds in memory, and
+writes the changed rows back (`RiskLedger.save`) in the same writer transaction: no
+other payment, on this node or another, can read a counter between a check and its
+add, so two payments never both take the last unit of a limit, and the counts a
+payment bumped before it was blocked are simply not written.
 
 Blocklist values are what the rules compare: a card as its keyed PAN hash (base32), a BIN,
 an IP address or CIDR, a device id, an email hash, a customer id; ``shown`` is what an
@@ -18,6 +20,7 @@ card-testing guard's), gone when it expires.
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,23 +28,68 @@ from typing import Any, TypeVar
 from twisted.internet import defer
 
 from switch.journal.base import JournalBase
-from switch.journal.db import Db
+from switch.journal.db import Db, in_list
 
 T = TypeVar("T")
 
-_FRESH = "risk_counters.expires_at <= :now"
-_ADD = (
-    "INSERT INTO risk_counters (name, window_start, count, amount, expires_at) "
-    "VALUES (:name, :now, :count, :amount, :expires) "
-    "ON CONFLICT (name) DO UPDATE SET "
-    + ", ".join(f"{column} = CASE WHEN {_FRESH} THEN excluded.{column} ELSE {old} END" for column, old in (
-        ("window_start", "risk_counters.window_start"), ("count", "risk_counters.count + excluded.count"),
-        ("amount", "risk_counters.amount + excluded.amount"), ("expires_at", "risk_counters.expires_at")))
-    + f" WHERE {_FRESH} OR (risk_counters.count + excluded.count <= :max_count "
-    "AND risk_counters.amount + excluded.amount <= :max_amount) "
-    "RETURNING count, amount"
-)
-_NO_LIMIT = 2**62
+_SLOT = struct.Struct("<qqq")  # slot start (µs), count, amount
+_MAX = 2**56 - 1
+"""Counts and amounts saturate here: every packed 64-bit value then has a zero top byte, so a
+window's blob never holds the run of 13 ASCII digits the card-data guard refuses."""
+
+
+@dataclass(slots=True)
+class Window:
+    """One counter: its slots (start in µs -> [count, amount]) that may still be inside its window.
+
+    A rule decides what a slot is (a tenth of its window, or a calendar day) and which slots
+    still count (`total` from ``since``); the window only adds them up.
+    """
+
+    name: str
+    slots: dict[int, list[int]]
+    expires_at: int = 0
+    changed: bool = False
+
+    def total(self, since: int) -> tuple[int, int]:
+        """(count, amount) of the slots that start at ``since`` or later."""
+        count = amount = 0
+        for start, (n, m) in self.slots.items():
+            if start >= since:
+                count += n
+                amount += m
+        return count, amount
+
+    def add(self, start: int, count: int, amount: int, since: int, expires_at: int) -> None:
+        """Count into the slot starting at ``start``; slots older than ``since`` are dropped."""
+        for old in [s for s in self.slots if s < since]:
+            del self.slots[old]
+        slot = self.slots.setdefault(start, [0, 0])
+        slot[0] = min(slot[0] + count, _MAX)
+        slot[1] = min(slot[1] + amount, _MAX)
+        self.expires_at = max(self.expires_at, expires_at)
+        self.changed = True
+
+    def take_back(self, start: int, count: int, amount: int) -> None:
+        """Undo an `add` into slot ``start``; nothing when that slot has left the window."""
+        slot = self.slots.get(start)
+        if slot is not None:
+            slot[0], slot[1] = max(slot[0] - count, 0), max(slot[1] - amount, 0)
+            self.changed = True
+
+    def packed(self) -> bytes:
+        return b"".join(_SLOT.pack(start, n, m) for start, (n, m) in sorted(self.slots.items()))
+
+
+_WINDOWS = ("SELECT 'w' AS src, name AS kind, '' AS value, '' AS shown, '' AS source, 0 AS created_at, expires_at, "
+            "slots FROM ")
+_BLOCKED = ("SELECT 'b' AS src, kind, value, shown, source, created_at, expires_at, NULL AS slots FROM risk_blocklist "
+            "WHERE value IN ({}) AND (expires_at IS NULL OR expires_at > :now)")
+
+
+def _window(name: str, blob: bytes | memoryview | None, expires_at: int) -> Window:
+    slots = {start: [n, m] for start, n, m in _SLOT.iter_unpack(bytes(blob))} if blob else {}
+    return Window(name, slots, int(expires_at))
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,47 +111,59 @@ class RiskLedger:
 
     def blocked(self, keys: Iterable[tuple[str, str]]) -> list[BlockEntry]:
         """The live entries among ``keys`` (kind, value)."""
-        keys = list(keys)
-        if not keys:
-            return []
-        params: dict[str, Any] = {"now": self.now_us}
-        terms = []
-        for i, (kind, value) in enumerate(keys):
-            params[f"k{i}"], params[f"v{i}"] = kind, value
-            terms.append(f"(kind = :k{i} AND value = :v{i})")
-        rows = self._db.all(
-            f"SELECT * FROM risk_blocklist WHERE ({' OR '.join(terms)}) "
-            "AND (expires_at IS NULL OR expires_at > :now)", params)
-        return [_entry(r) for r in rows]
+        return self.read(keys, ())[0]
 
-    def add(self, name: str, expires: int, count: int, amount: int,
-            max_count: int | None = None, max_amount: int | None = None) -> tuple[int, int] | None:
-        """Add to counter ``name`` and return its new (count, amount); None (nothing added) when that
-        would pass ``max_count`` or ``max_amount``.  A counter whose window has ended starts a new
-        window now, ending at ``expires``: a window opens with the first payment it counts."""
-        limit_count = _NO_LIMIT if max_count is None else max_count
-        limit_amount = _NO_LIMIT if max_amount is None else max_amount
-        if count > limit_count or amount > limit_amount:
-            return None
-        row = self._db.one(_ADD, {"name": name, "now": self.now_us, "count": count, "amount": amount,
-                                  "expires": expires, "max_count": limit_count, "max_amount": limit_amount})
-        return None if row is None else (int(row["count"]), int(row["amount"]))
+    def windows(self, names: Iterable[str]) -> dict[str, Window]:
+        """The counters ``names``, locked until this unit commits."""
+        return self.read((), names)[1]
 
-    def take_back(self, name: str, count: int, amount: int, added_at: int | None = None) -> None:
-        """Undo an `add` made at ``added_at`` (this unit's time by default); nothing when the counter's
-        window has since ended and a new one opened, which never held that add."""
+    def read(self, keys: Iterable[tuple[str, str]], names: Iterable[str]) -> tuple[list[BlockEntry], dict[str, Window]]:
+        """The live blocklist entries among ``keys`` (kind, value) and the counters ``names``, in one
+        statement.  What a rule reads and then adds to can change under no one else until this unit
+        commits, so a limit checked on it holds across concurrent payments and nodes: SQLite's writer
+        holds the whole database from BEGIN IMMEDIATE; on PostgreSQL an upsert locks the counters'
+        rows (in name order, so two nodes never lock in opposite orders; a counter seen for the first
+        time gets its row, so it is locked too)."""
+        wanted = set(keys)
+        ordered = sorted(set(names))
+        params: dict[str, Any] = {}
+        head, parts = "", []
+        if ordered:
+            params.update({f"n{i}": name for i, name in enumerate(ordered)})
+            marks = ", ".join(f":n{i}" for i in range(len(ordered)))
+            if self._db.dialect.name == "sqlite":
+                parts.append(_WINDOWS + f"risk_windows WHERE name IN ({marks})")
+            else:
+                params["empty"] = b""
+                values = ", ".join(f"(:n{i}, :empty, 0)" for i in range(len(ordered)))
+                head = (f"WITH w AS (INSERT INTO risk_windows (name, slots, expires_at) VALUES {values} "
+                        "ON CONFLICT (name) DO UPDATE SET expires_at = risk_windows.expires_at "
+                        "RETURNING name, slots, expires_at) ")
+                parts.append(_WINDOWS + "w")
+        if wanted:
+            values = sorted({value for _, value in wanted})
+            params.update({f"v{i}": value for i, value in enumerate(values)})
+            params["now"] = self.now_us
+            parts.append(_BLOCKED.format(", ".join(f":v{i}" for i in range(len(values)))))
+        if not parts:
+            return [], {}
+        rows = self._db.all(head + " UNION ALL ".join(parts), params)
+        entries = [_entry(r) for r in rows if r["src"] == "b" and (r["kind"], r["value"]) in wanted]
+        found = {r["kind"]: _window(r["kind"], r["slots"], r["expires_at"]) for r in rows if r["src"] == "w"}
+        return entries, {name: found.get(name) or Window(name, {}) for name in ordered}
+
+    def save(self, windows: Iterable[Window]) -> None:
+        """Write back the windows that changed (one statement)."""
+        changed = [w for w in windows if w.changed]
+        if not changed:
+            return
+        params: dict[str, Any] = {}
+        for i, w in enumerate(changed):
+            params[f"n{i}"], params[f"s{i}"], params[f"e{i}"] = w.name, w.packed(), w.expires_at
+        values = ", ".join(f"(:n{i}, :s{i}, :e{i})" for i in range(len(changed)))
         self._db.execute(
-            "UPDATE risk_counters SET count = CASE WHEN count >= :count THEN count - :count ELSE 0 END, "
-            "amount = CASE WHEN amount >= :amount THEN amount - :amount ELSE 0 END "
-            "WHERE name = :name AND window_start <= :added_at",
-            {"name": name, "count": count, "amount": amount,
-             "added_at": self.now_us if added_at is None else added_at})
-
-    def seen(self, name: str) -> tuple[int, int]:
-        """The (count, amount) of counter ``name``'s current window; (0, 0) when it has none."""
-        row = self._db.one("SELECT count, amount FROM risk_counters WHERE name = :name AND expires_at > :now",
-                           {"name": name, "now": self.now_us})
-        return (0, 0) if row is None else (int(row["count"]), int(row["amount"]))
+            f"INSERT INTO risk_windows (name, slots, expires_at) VALUES {values} ON CONFLICT (name) DO UPDATE "
+            "SET slots = excluded.slots, expires_at = excluded.expires_at", params)
 
     def hold(self, kind: str, value: str, shown: str, source: str, expires_at: int) -> None:
         """Block ``value`` until ``expires_at`` (a later hold extends it; a permanent entry stays)."""
@@ -124,17 +184,19 @@ class RiskLedger:
 
 
 class DryLedger(RiskLedger):
-    """The same view for `kswitch risk explain`: reads counters and lists, writes nothing."""
+    """The same view for `kswitch risk explain`: reads counters and lists, locks and writes nothing."""
 
-    def add(self, name: str, expires: int, count: int, amount: int,
-            max_count: int | None = None, max_amount: int | None = None) -> tuple[int, int] | None:
-        seen_count, seen_amount = self.seen(name)
-        total = (seen_count + count, seen_amount + amount)
-        if (max_count is not None and total[0] > max_count) or (max_amount is not None and total[1] > max_amount):
-            return None
-        return total
+    def read(self, keys: Iterable[tuple[str, str]], names: Iterable[str]) -> tuple[list[BlockEntry], dict[str, Window]]:
+        entries = RiskLedger(self._db, self.now_us).read(keys, ())[0]
+        ordered = sorted(set(names))
+        if not ordered:
+            return entries, {}
+        terms, params = in_list("name", ordered)
+        rows = self._db.all(f"SELECT name, slots, expires_at FROM risk_windows WHERE name IN {terms}", params)
+        found = {row["name"]: _window(row["name"], row["slots"], row["expires_at"]) for row in rows}
+        return entries, {name: found.get(name) or Window(name, {}) for name in ordered}
 
-    def take_back(self, name: str, count: int, amount: int, added_at: int | None = None) -> None:
+    def save(self, windows: Iterable[Window]) -> None:
         return None
 
     def hold(self, kind: str, value: str, shown: str, source: str, expires_at: int) -> None:
@@ -209,7 +271,7 @@ class RiskApi(JournalBase):
         now = self._now()
 
         def unit(db: Db) -> int:
-            gone = db.execute("DELETE FROM risk_counters WHERE expires_at <= :now", {"now": now})
+            gone = db.execute("DELETE FROM risk_windows WHERE expires_at <= :now", {"now": now})
             return gone + db.execute("DELETE FROM risk_blocklist WHERE expires_at <= :now", {"now": now})
 
         return self._writer.submit(unit)

@@ -233,6 +233,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE transactions ADD COLUMN merchant_fee BIGINT NOT NULL DEFAULT 0",
         ),
     ),
+    Migration(
+        9,
+        "PLACEHOLDER for the lead's business-date migration (branch risk2 only; drop at merge)",
+        (),
+    ),
+    Migration(
+        10,
+        "risk counters as sliding windows (one row per counter, its time slots packed); old fixed windows dropped",
+        (
+            """CREATE TABLE risk_windows (
+                name TEXT PRIMARY KEY,
+                slots {bytes} NOT NULL,
+                expires_at BIGINT NOT NULL
+            )""",
+            "CREATE INDEX risk_windows_expiry ON risk_windows (expires_at)",
+            "DROP TABLE risk_counters",
+            "CREATE INDEX risk_blocklist_value ON risk_blocklist (value)",
+        ),
+    ),
 )
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

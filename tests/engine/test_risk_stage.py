@@ -43,7 +43,7 @@ async def test_a_hold_starts_at_the_third_decline_in_the_window_and_ends_after_h
     await risk.answered(facts, NOTHING, "declined")
     await risk.answered(facts, NOTHING, "declined")
     assert (await risk.evaluate("t1", facts)).action == "allow"
-    now.advance(601)  # the first two declines' window is over: counting starts again
+    now.advance(660)  # a window (600 s) and a slot (60 s) later the first two declines have slid out
     await risk.answered(facts, NOTHING, "declined")
     await risk.answered(facts, NOTHING, "declined")
     assert (await risk.evaluate("t2", facts)).action == "allow"
@@ -105,7 +105,7 @@ async def test_a_payment_that_fails_or_is_declined_gives_its_cumulative_counts_b
     await risk.answered(facts, approved, "approved")
     assert (await risk.evaluate("t3", risk.facts(request(1001, id="c-1")))).action == "block"
     timed_out = await risk.evaluate("t4", risk.facts(request(1000, id="c-1")))
-    now.advance(3601)  # a new window opened since: giving back must not touch it
+    now.advance(3960)  # its slot has slid out of the window since: giving back must not touch what came after
     fresh = await risk.evaluate("t5", risk.facts(request(2500, id="c-1")))
     await risk.answered(facts, timed_out, "timeout")
     assert fresh.action == "allow"
