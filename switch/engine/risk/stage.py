@@ -165,14 +165,11 @@ class RiskStage:
         """An email as the rules and the blocklist know it: keyed, so the journal holds no guessable hash."""
         return tag(self.journal.vault.pan_hash("email:" + email.strip().lower()))
 
-    def facts(self, req: AuthorizeRequest, pan_hash: bytes | None = None) -> Facts:
-        """What the rules see of ``req``: the card only as its keyed hash, BIN and country; ``pan_hash``
-        is the vault's hash of the card or account when the caller has it already (one HMAC a payment)."""
+    def facts(self, req: AuthorizeRequest) -> Facts:
+        """What the rules see of ``req``: the card only as its keyed hash, BIN and country."""
         instrument = req.instrument
-        if pan_hash is None:
-            pan_hash = self.journal.vault.pan_hash(sealed_instrument(instrument).pan)
-        card = tag(pan_hash)
         pan = instrument.pan if isinstance(instrument, CardInstrument) else None
+        card = tag(self.journal.vault.pan_hash(pan or sealed_instrument(instrument).pan))
         bins = self.rules.bins
         c = req.customer
         return Facts(
