@@ -9,6 +9,7 @@ import pytest_twisted
 from connectors.base import parse_tlv
 from tests.e2e.harness import PLUGIN_BANKS, PLUGIN_ROUTES, authorize, eventually, start_env, stop_env
 from tests.e2e.test_risk import VISA, rules
+from tests.e2e.test_saf_cli import kswitch
 
 MASTERCARD = "5555555555554444"  # an active card banksim would approve at once
 STEP_UP = """
@@ -82,3 +83,13 @@ async def test_a_customer_rejecting_a_step_up_declines_the_payment(env):
 async def _status_is(env, txn_id, wanted):
     return (await env.journal.get_transaction(txn_id)).status.value == wanted
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_explain_shows_a_step_up_and_what_it_falls_back_to(env, tmp_path):
+    code, out, err = await kswitch("risk", "explain", "--pan", MASTERCARD, "--amount", "150000", "--currency", "USD",
+                                   "--merchant", "M100", "--config", str(tmp_path / "kswitch.toml"))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[1].split()[:4] == ["big-step-up", "amount_limit", "step_up", "enforce"] and "MATCH" in lines[1]
+    assert lines[-1] == "decision: step_up by big-step-up (block where the connector cannot ask the customer to confirm)"

@@ -195,9 +195,10 @@ class RiskStage:
         return verdict
 
     async def explain(self, facts: Facts) -> Verdict:
-        """What the rules would decide for ``facts`` now, counting it as one more payment, changing nothing."""
+        """What the rules would decide for ``facts`` now, counting it as one more payment, changing nothing
+        (a step_up as such: which connector the payment would go to is not known here)."""
         now = self.clock.seconds()
-        unit = decide(self.rules, facts, now, "explain", every_rule=True)
+        unit = decide(self.rules, facts, now, "explain", every_rule=True, step_up=True)
         verdict: Verdict = await self.journal.risk_dry_run(unit, now)
         return verdict
 
