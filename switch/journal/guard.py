@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from switch.domain.cardcheck import may_hold_card_number
+from switch.domain.cardcheck import SCAN_MIN_DIGITS, may_hold_card_number
 from switch.domain.panscan import holds_card_number
 from switch.journal.errors import CardDataRefused, InvalidRecord
 
@@ -72,7 +72,7 @@ def check_value(where: str, value: object) -> None:
     if where in REFERENCE_NAMES or type(value) is Derived:
         return
     if isinstance(value, str):
-        if holds_card_number(value):
+        if len(value) >= SCAN_MIN_DIGITS and holds_card_number(value):  # shorter text cannot hold a card number
             raise _refused(where)
     elif isinstance(value, (bytes, bytearray, memoryview)):
         for match in _BYTE_DIGIT_RUN.finditer(bytes(value)):

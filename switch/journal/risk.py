@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import functools
 import json
-import struct
+import sys
+from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -35,56 +36,68 @@ from switch.journal.guard import Derived
 
 T = TypeVar("T")
 
-_SLOT = struct.Struct("<qqq")  # slot start (µs), count, amount
-_MAX = 2**63 - 1
+_MAX = 2**63 - 1  # a slot's count and amount are signed 64-bit integers as stored, and saturate here
 _TO_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
 _FROM_LETTERS = str.maketrans("abcdefghijklmnop", "0123456789abcdef")
 
 
 @dataclass(slots=True)
 class Window:
-    """One counter: its slots (start in µs -> [count, amount]) that may still be inside its window.
+    """One counter: its slots that may still be inside its window, oldest first, as a flat list
+    ``[start, count, amount, start, count, amount, ...]`` (start in µs), which packs and unpacks
+    in C (`array`) rather than slot by slot.
 
     A rule decides what a slot is (a tenth of its window, or a calendar day) and which slots
     still count (`total` from ``since``); the window only adds them up.
     """
 
     name: str
-    slots: dict[int, list[int]]
+    slots: list[int]
     expires_at: int = 0
     changed: bool = False
 
     def total(self, since: int) -> tuple[int, int]:
         """(count, amount) of the slots that start at ``since`` or later."""
-        count = amount = 0
-        for start, (n, m) in self.slots.items():
-            if start >= since:
-                count += n
-                amount += m
+        s, count, amount = self.slots, 0, 0
+        for i in range(0, len(s), 3):
+            if s[i] >= since:
+                count += s[i + 1]
+                amount += s[i + 2]
         return count, amount
 
     def add(self, start: int, count: int, amount: int, since: int, expires_at: int) -> None:
         """Count into the slot starting at ``start``; slots older than ``since`` are dropped."""
-        for old in [s for s in self.slots if s < since]:
-            del self.slots[old]
-        slot = self.slots.setdefault(start, [0, 0])
-        slot[0] = min(slot[0] + count, _MAX)
-        slot[1] = min(slot[1] + amount, _MAX)
+        s = self.slots
+        old = 0
+        while old < len(s) and s[old] < since:
+            old += 3
+        del s[:old]
+        i = len(s) - 3  # the newest slot is nearly always the one counted into
+        while i >= 0 and s[i] > start:
+            i -= 3
+        if i >= 0 and s[i] == start:
+            s[i + 1], s[i + 2] = min(s[i + 1] + count, _MAX), min(s[i + 2] + amount, _MAX)
+        else:
+            s[i + 3:i + 3] = [start, count, amount]
         self.expires_at = max(self.expires_at, expires_at)
         self.changed = True
 
     def take_back(self, start: int, count: int, amount: int) -> None:
         """Undo an `add` into slot ``start``; nothing when that slot has left the window."""
-        slot = self.slots.get(start)
-        if slot is not None:
-            slot[0], slot[1] = max(slot[0] - count, 0), max(slot[1] - amount, 0)
-            self.changed = True
+        s = self.slots
+        for i in range(0, len(s), 3):
+            if s[i] == start:
+                s[i + 1], s[i + 2] = max(s[i + 1] - count, 0), max(s[i + 2] - amount, 0)
+                self.changed = True
+                return
 
     def packed(self) -> Derived:
-        """The slots as stored: packed 64-bit integers in hex spelt with the letters a-p.  Text
+        """The slots as stored: little-endian 64-bit integers in hex spelt with the letters a-p.  Text
         without a single digit holds no card number, so the card-data guard need not scan it."""
-        packed = b"".join([_SLOT.pack(start, n, m) for start, (n, m) in sorted(self.slots.items())])
-        return Derived(packed.hex().translate(_TO_LETTERS))
+        packed = array("q", self.slots)
+        if sys.byteorder == "big":
+            packed.byteswap()
+        return Derived(packed.tobytes().hex().translate(_TO_LETTERS))
 
 
 _WINDOWS = ("SELECT 'w' AS src, name AS kind, '' AS value, '' AS shown, '' AS source, 0 AS created_at, expires_at, "
@@ -119,8 +132,12 @@ def _save_sql(rows: int) -> str:
 
 
 def _window(name: str, text: str | None, expires_at: int) -> Window:
-    packed = bytes.fromhex(text.translate(_FROM_LETTERS)) if text else b""
-    return Window(name, {start: [n, m] for start, n, m in _SLOT.iter_unpack(packed)}, int(expires_at))
+    if not text:
+        return Window(name, [], int(expires_at))
+    packed = array("q", bytes.fromhex(text.translate(_FROM_LETTERS)))
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return Window(name, packed.tolist(), int(expires_at))
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +188,7 @@ class RiskLedger:
                 found[row["kind"]] = _window(row["kind"], row["slots"], row["expires_at"])
             elif (row["kind"], row["value"]) in wanted:
                 entries.append(_entry(row))
-        return entries, {name: found.get(name) or Window(name, {}) for name in ordered}
+        return entries, {name: found.get(name) or Window(name, []) for name in ordered}
 
     def save(self, windows: Iterable[Window]) -> None:
         """Write back the windows that changed (one statement)."""
@@ -213,7 +230,7 @@ class DryLedger(RiskLedger):
         terms, params = in_list("name", ordered)
         rows = self._db.all(f"SELECT name, slots, expires_at FROM risk_windows WHERE name IN {terms}", params)
         found = {row["name"]: _window(row["name"], row["slots"], row["expires_at"]) for row in rows}
-        return entries, {name: found.get(name) or Window(name, {}) for name in ordered}
+        return entries, {name: found.get(name) or Window(name, []) for name in ordered}
 
     def save(self, windows: Iterable[Window]) -> None:
         return None

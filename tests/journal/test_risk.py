@@ -4,10 +4,13 @@ expire, decisions kept."""
 from __future__ import annotations
 
 import pytest_twisted
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from twisted.internet import defer, reactor
 
 from switch.journal import Journal, open_journal
+from switch.journal.risk import Window, _window
 
 EXPIRES = 10**18
 
@@ -109,3 +112,28 @@ async def test_two_writers_share_one_count_and_never_pass_a_limit(journal: Journ
         assert await other.risk_unit(seen("cum:merchant:m"), 1.0) == (10, 3_000)
     finally:
         await other.close()
+
+
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 3), st.integers(0, 10**6), st.booleans()), max_size=40))
+def test_a_window_adds_up_what_a_plain_dict_of_slots_would(steps):
+    """Adds (and take-backs) in any order of slots, and what survives packing, against a dict model."""
+    window, model = Window("w", []), {}
+    for start, count, amount, back in steps:
+        since = start - 10
+        if back:
+            window.take_back(start, count, amount)
+            if start in model:
+                model[start] = [max(model[start][0] - count, 0), max(model[start][1] - amount, 0)]
+        else:
+            window.add(start, count, amount, since, start + 20)
+            model = {s: v for s, v in model.items() if s >= since}
+            slot = model.setdefault(start, [0, 0])
+            slot[0] += count
+            slot[1] += amount
+        for cut in (0, start, start - 5):
+            assert window.total(cut) == (sum(v[0] for s, v in model.items() if s >= cut),
+                                         sum(v[1] for s, v in model.items() if s >= cut))
+    assert window.slots[::3] == sorted(model)
+    text = window.packed()
+    assert not any(ch.isdigit() for ch in text)
+    assert _window("w", text, 0).slots == window.slots
