@@ -135,7 +135,7 @@ class Rule:
         if self.kind == "blocklist":
             return self.list_keys(f)
         subject = f.subject(self.per)
-        return [(hold_kind(self), subject)] if self.kind == "card_testing" and subject is not None else []
+        return [(self.hold_kind, subject)] if self.kind == "card_testing" and subject is not None else []
 
     def counter(self, f: Facts, now_us: int, what: str | None = None) -> Counter | None:
         """The counter this rule counts ``f`` in at ``now_us`` (``what``: which of its counters, by
@@ -168,12 +168,18 @@ class Rule:
 
     def list_keys(self, f: Facts) -> list[tuple[str, str]]:
         """The (kind, value) pairs of this payment a blocklist compares."""
-        keys = {"card": f.card, "bin": f.bin6, "ip": f.ip, "device": f.device, "email": f.email,
-                "customer": f.customer}
-        found = [(kind, value) for kind, value in keys.items() if kind in self.lists and value is not None]
-        if "bin" in self.lists and f.bin8 is not None:
-            found.append(("bin", f.bin8))
-        return found
+        return [(kind, value) for kind, attribute in self._listed_facts if (value := getattr(f, attribute)) is not None]
+
+    @functools.cached_property
+    def _listed_facts(self) -> tuple[tuple[str, str], ...]:
+        """(list kind, `Facts` attribute) for each list this rule checks; a BIN is checked at 6 and 8 digits."""
+        pairs = [(kind, _ATTRIBUTE.get(kind, "bin6")) for kind in LIST_KINDS if kind in self.lists]
+        return tuple(pairs + [("bin", "bin8")] if "bin" in self.lists else pairs)
+
+    @functools.cached_property
+    def hold_kind(self) -> str:
+        """The blocklist kind of a card-testing rule's holds: its own, so only that rule enforces them."""
+        return f"hold:{self.name}:{self.per}"
 
 
 class Counter(NamedTuple):
@@ -272,13 +278,8 @@ def _velocity(rule: Rule, seen: Seen) -> dict | None:
 
 def _card_testing(rule: Rule, seen: Seen) -> dict | None:
     subject = seen.facts.subject(rule.per)
-    entry = None if subject is None else seen.listed.get((hold_kind(rule), subject))
+    entry = None if subject is None else seen.listed.get((rule.hold_kind, subject))
     return None if entry is None else {"held_until_us": entry.expires_at}
-
-
-def hold_kind(rule: Rule) -> str:
-    """The blocklist kind of a card-testing rule's holds: its own, so only that rule enforces them."""
-    return f"hold:{rule.name}:{rule.per}"
 
 
 def feed_decline(rule: Rule, window: Window, c: Counter, f: Facts) -> tuple[str, str, str] | None:
@@ -288,7 +289,7 @@ def feed_decline(rule: Rule, window: Window, c: Counter, f: Facts) -> tuple[str,
     subject = f.subject(rule.per)
     if subject is None or window.total(c.since)[0] < rule.declines:
         return None
-    return hold_kind(rule), subject, f.masked if rule.per == "card" and f.masked else subject
+    return rule.hold_kind, subject, f.masked if rule.per == "card" and f.masked else subject
 
 
 def _country(rule: Rule, seen: Seen) -> dict | None:

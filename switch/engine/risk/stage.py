@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
@@ -46,18 +46,31 @@ class RiskRules:
 
     rules: tuple[Rule, ...] = ()
     bins: BinTable | None = None
-    _scoped: dict[tuple[str, str, str], tuple[Rule, ...]] = field(default_factory=dict, compare=False, repr=False)
+    _scoped: dict[tuple[str, str, str], Plan] = field(default_factory=dict, compare=False, repr=False)
 
     def in_scope(self, f: Facts) -> tuple[Rule, ...]:
-        """The rules whose scope covers ``f``, in order; remembered per (merchant, currency, instrument),
-        a handful of combinations, so the scopes are checked once per combination, not per payment."""
+        """The rules whose scope covers ``f``, in order."""
+        return self.plan(f).rules
+
+    def plan(self, f: Facts) -> Plan:
+        """The rules whose scope covers ``f``, and among them those that read the blocklist or count:
+        remembered per (merchant, currency, instrument), a handful of combinations, so scopes and kinds
+        are looked at once per combination, not per payment."""
         key = (f.merchant_id, f.currency, f.instrument)
         found = self._scoped.get(key)
         if found is None:
-            found = tuple(rule for rule in self.rules if rule.scope.covers(f))
+            rules = tuple(rule for rule in self.rules if rule.scope.covers(f))
+            found = Plan(rules, tuple(r for r in rules if r.kind in ("blocklist", "card_testing")),
+                         tuple(r for r in rules if r.kind in ("cumulative", "velocity", "duplicate")))
             if len(self._scoped) < 4096:
                 self._scoped[key] = found
         return found
+
+
+class Plan(NamedTuple):
+    rules: tuple[Rule, ...]
+    listing: tuple[Rule, ...]
+    counting: tuple[Rule, ...]
 
 
 @dataclass(frozen=True)
@@ -101,16 +114,17 @@ def decide(rules: RiskRules, facts: Facts, now: float, txn_id: str, every_rule: 
     def unit(ledger: RiskLedger) -> Verdict:
         matches: list[dict[str, Any]] = []
         decisive: Rule | None = None
-        in_scope = rules.in_scope(facts)
-        lookups = [key for rule in in_scope for key in rule.lookups(facts)]
+        plan = rules.plan(facts)
+        now_us = ledger.now_us
+        lookups = [key for rule in plan.listing for key in rule.lookups(facts)]
         counters = {}
-        for rule in in_scope:
-            counter = rule.counter(facts, ledger.now_us)
+        for rule in plan.counting:
+            counter = rule.counter(facts, now_us)
             if counter is not None:
                 counters[rule.name] = counter
         entries, windows = ledger.read(lookups, [c.name for c in counters.values()])
-        seen = Seen(facts, ledger.now_us, {(e.kind, e.value): e for e in entries}, windows, counters)
-        for rule in in_scope:
+        seen = Seen(facts, now_us, {(e.kind, e.value): e for e in entries} if entries else {}, windows, counters)
+        for rule in plan.rules:
             found = rule.check(seen)
             if found is None:
                 continue
