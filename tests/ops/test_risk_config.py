@@ -22,6 +22,9 @@ def test_the_demo_config_ships_the_issue_rules():
     assert (guard.declines, guard.window, guard.hold, guard.per, guard.action) == (3, 600.0, 1800.0, "card", "block")
     velocity = rules["card-velocity"]
     assert (velocity.kind, velocity.max_count, velocity.window, velocity.per) == ("velocity", 10, 60.0, "card")
+    step_up = rules["m100-step-up"]
+    assert (step_up.action, step_up.otherwise, step_up.max_amount) == ("step_up", "review", 200000)
+    assert list(rules)[-1] == "m100-step-up"  # last: blocks and counts come first
 
 
 @pytest.mark.parametrize(("old", "new", "message"), [

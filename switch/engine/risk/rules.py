@@ -203,6 +203,7 @@ class Seen:
     listed: Listed
     windows: Mapping[str, Window]
     counters: Mapping[str, Counter]  # by rule name
+    keys: Mapping[str, list[tuple[str, str]]]  # each blocklist rule's `list_keys`, by rule name
     reserved: list[tuple[Counter, int, int]] = field(default_factory=list)
 
     def count(self, rule: Rule, amount: int = 0) -> tuple[int, int] | None:
@@ -233,7 +234,7 @@ def tag(digest: bytes) -> Derived:
 
 def _blocklist(rule: Rule, seen: Seen) -> dict | None:
     f = seen.facts
-    keys = rule.list_keys(f)
+    keys = seen.keys[rule.name]
     for kind, value in keys:
         if (kind, value) in rule.entries:
             return {"list": kind, "entry": "config"}

@@ -116,14 +116,15 @@ def decide(rules: RiskRules, facts: Facts, now: float, txn_id: str, every_rule: 
         decisive: Rule | None = None
         plan = rules.plan(facts)
         now_us = ledger.now_us
-        lookups = [key for rule in plan.listing for key in rule.lookups(facts)]
+        keys = {rule.name: rule.lookups(facts) for rule in plan.listing}
         counters = {}
         for rule in plan.counting:
             counter = rule.counter(facts, now_us)
             if counter is not None:
                 counters[rule.name] = counter
-        entries, windows = ledger.read(lookups, [c.name for c in counters.values()])
-        seen = Seen(facts, now_us, {(e.kind, e.value): e for e in entries} if entries else {}, windows, counters)
+        entries, windows = ledger.read([key for found in keys.values() for key in found],
+                                       [c.name for c in counters.values()])
+        seen = Seen(facts, now_us, {(e.kind, e.value): e for e in entries} if entries else {}, windows, counters, keys)
         for rule in plan.rules:
             found = rule.check(seen)
             if found is None:
