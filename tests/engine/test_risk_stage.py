@@ -4,6 +4,8 @@ shadow rules change nothing, reload."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
@@ -96,6 +98,11 @@ async def test_scope_and_replace(journal):
 @given(st.binary(min_size=8, max_size=32))
 def test_hash_tags_never_look_like_a_card_number_to_the_journal_guard(digest):
     assert not holds_card_number(tag(digest))
+
+
+@given(st.binary(max_size=40))
+def test_a_tag_is_base32_as_the_blocklist_has_always_stored_it(digest):
+    assert tag(digest) == base64.b32encode(digest).decode().rstrip("=").lower()
 
 
 @pytest_twisted.ensureDeferred
