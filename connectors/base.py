@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Callable, ClassVar, TypeVar
+from typing import Callable, ClassVar, Mapping, TypeVar
 
 from switch.domain.model import Instrument
 from switch.iso.answercheck import read_answer
@@ -50,6 +50,9 @@ class ConnectorPlugin:
       advice), a refund, and a reversal or void (first send and repeats); ``original`` is
       the request being completed, refunded or reversed, as journalled (card put back).
     - ``network``: the same for network management messages (sign-on, echo, cutover).
+    - ``reconciliation``: the same for a closed day's reconciliation request (0500/1500) in one
+      currency; ``totals`` are the switch's (`switch.domain.settlement.DayTotals` names: counts,
+      amounts, ``net``), already in fields 74–89 and 97 (see `switch.iso.totals`).
     - ``read_response``: what the bank's answer to ``request`` says (status, reason, codes,
       amount, confirmation URL); the default (`switch.iso.answercheck.read_answer`) checks that
       the answer echoes the request's identifying fields, then reads field 39 through the
@@ -84,6 +87,9 @@ class ConnectorPlugin:
         return message
 
     def network(self, message: Message) -> Message:
+        return message
+
+    def reconciliation(self, message: Message, totals: Mapping[str, int]) -> Message:
         return message
 
     def read_response(self, request: Message, response: Message, table: ResponseTable) -> BankAnswer:

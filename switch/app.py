@@ -32,6 +32,7 @@ from switch.bank.connector import Connector
 from switch.bank.numbering import RrnAllocator
 from switch.engine.bank import Bank
 from switch.engine.confirmation import Confirmations
+from switch.engine.dayend import CutoverBusy, DayEnd
 from switch.engine.engine import Engine
 from switch.engine.notify import Notifier
 from switch.engine.payments import PaymentService
@@ -43,12 +44,14 @@ from switch.gateway.listen import listen
 from switch.gateway.notifications import NotifyingApiFactory
 from switch.gateway.ops import default_operations
 from switch.gateway.protocol import ApiFactory
+from switch.iso.mti import is_network, network_kind
 from switch.journal import Journal
+from switch.journal.errors import CutoverRefused
 from switch.journal.journal import open_journal
 from switch.journal.lease import LeaseLost, NodeLease
 from switch.journal.models import utc_from_seconds
 from switch.journal.vault import generate_key
-from switch.ops.admin import admin_site
+from switch.ops.admin import OperatorError, admin_site
 from switch.ops.config import SwitchConfig, load_config
 from switch.ops.devcerts import make_dev_pki
 from switch.ops.settings import ConfigError
@@ -106,6 +109,7 @@ class Switch:
         self.service: PaymentService | None = None
         self.risk: RiskStage | None = None
         self.notifier: Notifier | None = None
+        self.day_end: DayEnd | None = None
         self.api_factory: ApiFactory | None = None
         self.api_ports: list[IListeningPort] = []
         self.admin_port: IListeningPort | None = None
@@ -133,6 +137,9 @@ class Switch:
                                           clock=self.reactor.seconds)
         self.lease = NodeLease(self.journal, self.reactor, self._lease_lost)
         await self.lease.acquire()  # before recovery: only the journal's one node may resume its payments
+        now = self.reactor.seconds()
+        await self.journal.open_business_days(
+            {name: b.day_end.date_at(now) for name, b in cfg.banks.items()})
         plugins: dict[str, ConnectorPlugin] = {}
         for name, settings in cfg.banks.items():
             connector = Connector(settings.options, reactor=self.reactor, registry=self.registry)
@@ -157,6 +164,8 @@ class Switch:
                                       self.saf, self.registry,
                                       {name: b.void_after_capture for name, b in cfg.banks.items()},
                                       engine=engine, confirmations=self.confirmations, risk=self.risk)
+        self.day_end = DayEnd(self.reactor, self.journal, self.banks,
+                              {name: b.day_end for name, b in cfg.banks.items()}, self.registry)
         for bank in self.banks.values():
             bank.connector.mux.on_late_response = self._late_response_hook(bank)
             bank.connector.on_inbound_request = self._inbound_request_hook(bank, self.service.plugin(bank))
@@ -168,6 +177,7 @@ class Switch:
             bank.connector.start()
         await self._links_ready(LINK_WAIT)
         self.saf.start()
+        self.day_end.start()
         self._housekeeping.clock = self.reactor
         self._housekeeping.start(3600, now=True).addErrback(lambda f: log.failure("housekeeping_failed", failure=f))
         self._sweeper.clock = self.reactor
@@ -177,7 +187,7 @@ class Switch:
                                                operations=register_lifecycle(default_operations()))
         self.api_ports = list(await listen(self.reactor, cfg.api_listen, self.api_factory))
         self.admin_port = await serverFromString(self.reactor, cfg.admin_listen).listen(
-            admin_site(self.registry, self.link_states)
+            admin_site(self.registry, self.link_states, self.operator_cutover)
         )
         log.info("switch_started", config=str(cfg.file), api=list(cfg.api_listen), admin=cfg.admin_listen,
                  connectors=sorted(self.banks), journal=cfg.journal.backend)
@@ -231,14 +241,34 @@ class Switch:
 
         return hook
 
+    def operator_cutover(self, name: str | None) -> Deferred[list[dict[str, Any]]]:
+        """``kswitch cutover BANK|--all`` through the admin server: one connector, or each in turn."""
+        return ensureDeferred(self._operator_cutover(name))
+
+    async def _operator_cutover(self, name: str | None) -> list[dict[str, Any]]:
+        assert self.day_end is not None
+        if name is not None and name not in self.banks:
+            raise OperatorError(404, f"unknown bank {name!r}; configured: {', '.join(sorted(self.banks))}")
+        results = []
+        for each in [name] if name is not None else sorted(self.banks):
+            try:
+                results.append((await self.day_end.cutover(each, "operator")).public())
+            except (CutoverBusy, CutoverRefused) as e:
+                raise OperatorError(409, f"{each}: {e}") from None
+        return results
+
     def _inbound_request_hook(self, bank: Bank, plugin: ConnectorPlugin) -> Any:
-        """Advices completing a payment that awaits the customer; anything else stays unhandled (logged)."""
+        """Advices completing a payment that awaits the customer, and the bank's cutover; anything else stays
+        unhandled (logged)."""
         unhandled = bank.connector.on_inbound_request
+        version = bank.profile.dialect.version
 
         def hook(message: dict[str, str]) -> Any:
-            assert self.confirmations is not None
+            assert self.confirmations is not None and self.day_end is not None
             if plugin.is_customer_advice(message):
                 return self.confirmations.advice(bank, message)
+            if is_network(message["t"]) and network_kind(message, version) == "cutover":
+                return self.day_end.bank_cutover(bank, message)
             return unhandled(message)
 
         return hook
@@ -343,6 +373,8 @@ class Switch:
                 loop.stop()
         if self.notifier is not None:
             self.notifier.stop()
+        if self.day_end is not None:
+            self.day_end.stop()
         if self.saf is not None:
             self.saf.stop()
         if self.confirmations is not None:

@@ -1,4 +1,4 @@
-"""``kswitch``: run the switch, explain routing, check a config, operate the SAF queue.
+"""``kswitch``: run the switch, explain routing, check a config, operate the SAF queue, cut over a day.
 
 Every command exits with one clear line on error (config file, key, expectation) and
 never a traceback: operators read these at 3 a.m.
@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable, NoReturn, Sequence
 from switch.engine.router import RouteQuery
 from switch.iso.dialect import DialectError
 from switch.observe import logs
-from switch.ops import riskadmin
+from switch.ops import cutover, riskadmin
 from switch.ops.config import DEFAULT_CONFIG, SwitchConfig, load_config
 from switch.ops.settings import ConfigError
 
@@ -94,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     drop.add_argument("--reason", required=True)
 
     riskadmin.add_parser(sub, config)
+    cutover.add_parser(sub, config)
 
     keys = sub.add_parser("keys", help="PAN encryption keys: usage per key id, re-encrypt under the current key",
                           parents=[config])
@@ -265,6 +266,16 @@ def _journal_copy(cfg: SwitchConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cutover(cfg: SwitchConfig, args: argparse.Namespace) -> int:
+    try:
+        code, lines = cutover.run(cfg.admin_listen, args)
+    except cutover.CutoverError as e:
+        sys.stderr.write(f"kswitch: {e}\n")
+        return 2
+    _emit(*lines)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "config":
@@ -290,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _with_journal(cfg, lambda journal: riskadmin.run(journal, args, cfg.risk))
     if args.command == "journal":
         return _journal_copy(cfg, args)
+    if args.command == "cutover":
+        return _cutover(cfg, args)
     return _run(cfg)
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import structlog
@@ -43,6 +44,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from connectors.base import ConnectorPlugin
 from switch.bank.mux import LinkLost, MuxBusy, NoLinkAvailable, RequestTimeout
+from switch.domain.businessday import nearest_date
 from switch.domain.carddata import CardData
 from switch.domain.status import Status
 from switch.engine.bank import Bank
@@ -187,6 +189,17 @@ def answer_columns(answer: BankAnswer, rrn: str | None = None) -> dict[str, str 
     return {k: v if v is not None and _COLUMNS[k].fullmatch(v) else None for k, v in values.items()}
 
 
+def settlement_column(journal: Journal, connector: str, answer: BankAnswer) -> dict[str, str]:
+    """``{"business_date": ...}`` when the bank booked the operation on a date of its own (field 15,
+    MMDD, read as the date nearest to the connector's open one), else nothing: the row keeps the
+    date it was sent on."""
+    current = journal.business_date(connector)
+    if answer.settlement_date is None or current is None:
+        return {}
+    booked = nearest_date(answer.settlement_date, date.fromisoformat(current))
+    return {"business_date": booked.isoformat()} if booked is not None else {}
+
+
 def operation_view(child: Transaction) -> dict[str, Any]:
     """One capture, refund or void as the web tier sees it (``operation`` and ``operations[]``)."""
     resolving = child.status in RESOLVING
@@ -327,6 +340,7 @@ class Engine:
         _, child = await self.journal.finish_operation(
             txn.txn_id, expected_from=resolving, to=status, forget_card=True, event=event, reason=answer.reason,
             response_code=columns["response_code"], auth_code=columns["auth_code"],
+            **settlement_column(self.journal, bank.name, answer),
         )
         return child
 

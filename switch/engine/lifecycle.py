@@ -47,6 +47,7 @@ from switch.engine.engine import (
     journalled_request,
     operation_view,
     resolution_draft,
+    settlement_column,
     void_draft,
 )
 from switch.engine.idempotency import KeyedOnce, check_same
@@ -270,7 +271,7 @@ class Lifecycle:
             a = outcome.answer
             status = {"approved": Status.APPROVED, "declined": Status.DECLINED}.get(a.status, Status.FAILED)
             return await finish(child.txn_id, to=status, reason=a.reason, forget_card=True,
-                                **answer_columns(a, message.get("37")))
+                                **answer_columns(a, message.get("37")), **settlement_column(self.journal, bank.name, a))
         # Uncertain (no answer, or one the plugin does not believe): the reservation stays until
         # the repeat or reversal settles it; the operation answers "pending" meanwhile.
         draft = resolution_draft(bank, message, card)

@@ -54,6 +54,7 @@ from switch.engine.engine import (
     answer_columns,
     operation_view,
     resolution_draft,
+    settlement_column,
 )
 from switch.engine.idempotency import KeyedOnce, check_same
 from switch.engine.late import match_late
@@ -286,7 +287,7 @@ class PaymentService:
         self, txn_id: str, kind: Kind, bank: Bank, amount: int, capture: bool, outcome: Answered, rrn: str
     ) -> dict[str, Any]:
         a = outcome.answer
-        changes: dict[str, Any] = answer_columns(a, rrn)
+        changes: dict[str, Any] = {**answer_columns(a, rrn), **settlement_column(self.journal, bank.name, a)}
         if a.status == "approved":
             approved = a.amount if a.amount is not None else amount
             changes["amount_authorized"] = approved

@@ -69,10 +69,13 @@ def read_answer(request: Mapping[str, object], response: Mapping[str, object], t
         log.warning("bank_answer_mismatch", mti=_text(response.get("t")), stan=_text(request.get("11")),
                     response_code=code, fields=mismatched)
         return BankAnswer(FAILED, FORMAT_ERROR, code, rrn=rrn, uncertain=approved)
+    settled = response.get("15")
+    settlement_date = settled if isinstance(settled, str) and len(settled) == 4 and settled.isdigit() else None
     if partial:
-        return BankAnswer(APPROVED, PARTIAL_APPROVAL, code, auth_code=auth, rrn=rrn, amount=answered)
+        return BankAnswer(APPROVED, PARTIAL_APPROVAL, code, auth_code=auth, rrn=rrn, amount=answered,
+                          settlement_date=settlement_date)
     return BankAnswer(outcome.status, outcome.reason, code, retryable=outcome.retryable, auth_code=auth, rrn=rrn,
-                      confirmation_url=confirmation_url)
+                      confirmation_url=confirmation_url, settlement_date=settlement_date)
 
 
 def _same(field: str, sent: object, echoed: object) -> bool:

@@ -23,6 +23,7 @@ _KINDS: dict[str, tuple[str, str]] = {
     "reversal_advice": ("0420", "1420"),
     "reversal_advice_repeat": ("0421", "1421"),
     "network": ("0800", "1804"),
+    "reconciliation": ("0500", "1500"),
 }
 
 # Network-management codes: 1987 field 70 / 1993 field 24 (confirm per bank).
@@ -30,6 +31,8 @@ NETWORK_CODES: dict[str, tuple[str, str]] = {
     "sign_on": ("001", "801"),
     "sign_off": ("002", "802"),
     "echo": ("301", "831"),
+    # 1993: function code 821, "system accounting / cutover"; the bank's new business date in field 15.
+    "cutover": ("201", "821"),
 }
 
 
@@ -60,7 +63,7 @@ def network_code_field(version: int) -> str:
 
 
 def network_kind(message: Mapping[str, str], version: int) -> str | None:
-    """sign_on / sign_off / echo for a network-management message, None if unknown."""
+    """sign_on / sign_off / echo / cutover for a network-management message, None if unknown."""
     code = message.get(network_code_field(version))
     index = 0 if version == 1987 else 1
     for kind, codes in NETWORK_CODES.items():
@@ -75,7 +78,7 @@ def transmission_time(now: float) -> str:
 
 
 def network_request(kind: str, version: int, now: float, code: str | None = None) -> Message:
-    """An 0800/1804 sign-on, sign-off or echo; STAN (11) is added by the sender."""
+    """An 0800/1804 sign-on, sign-off, echo or cutover; STAN (11) is added by the sender."""
     return {
         "t": mti_for("network", version),
         "7": transmission_time(now),
@@ -85,7 +88,7 @@ def network_request(kind: str, version: int, now: float, code: str | None = None
 
 def network_response(request: Mapping[str, str], version: int, code: str | None = None) -> Message:
     """The 0810/1814 answer to a peer's network-management request, echoing its keys."""
-    answer = {k: v for k, v in request.items() if k in ("7", "11", "24", "41", "70")}
+    answer = {k: v for k, v in request.items() if k in ("7", "11", "15", "24", "41", "70")}
     answer["t"] = response_mti(request["t"])
     answer["39"] = code or approved_code(version)
     return answer

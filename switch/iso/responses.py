@@ -39,6 +39,8 @@ class BankAnswer:
     amount: int | None = None
     confirmation_url: str | None = None
     uncertain: bool = False
+    settlement_date: str | None = None
+    """Field 15 as the bank sent it (MMDD): the business date the bank booked the operation on."""
 
 
 def _d(reason: str) -> Outcome:

@@ -82,6 +82,8 @@ class JournalBase:
         )
         self._readers = ReaderPool(reactor, backend.open_reader, size=config.reader_threads, backend=backend.name)
         self._shutdown_trigger: object | None = None
+        self._open_dates: dict[str, str] = {}
+        """Each connector's open business date: stamped on rows on the reactor, changed by a cutover."""
 
     @property
     def vault(self) -> PanVault:

@@ -78,6 +78,10 @@ class UnknownEvent(JournalError, LookupError):
         self.event_ids = ids
 
 
+class CutoverRefused(JournalError):
+    """A cutover that cannot be done: no open business date, or the new date is not later."""
+
+
 class SchemaError(JournalError):
     """The database schema cannot be used by this version of kswitch."""
 

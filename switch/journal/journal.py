@@ -21,7 +21,9 @@ from switch.domain.carddata import CardData
 from switch.domain.status import Status
 from switch.journal import cards, feebook, operations, saf_queue, store
 from switch.journal.base import Backend, fails_as_deferred, microseconds
+from switch.journal.calendar import CalendarApi
 from switch.journal.config import JournalConfig
+from switch.journal.dayend import DayEndApi
 from switch.journal.db import Db
 from switch.journal.errors import InvalidRecord, JournalError, TransactionNotFound
 from switch.journal.eventapi import EventApi
@@ -53,7 +55,7 @@ from switch.journal.upkeep import UpkeepApi
 from switch.journal.vault import PanVault
 
 
-class Journal(SafApi, EventApi, UpkeepApi, RiskApi):
+class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
     """Durable record of transactions, messages, store-and-forward items and events.
 
     Build it with `open_journal`. One Journal (one writer) per database: event ids
@@ -383,6 +385,7 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi):
             "updated_at": now,
             "amount_capture_pending": 0,
             "amount_refund_pending": 0,
+            "business_date": self._open_dates.get(new.connector),
         }
 
 

@@ -30,6 +30,7 @@ _TEXT_CHANGES = {
     "auth_code": re.compile(r"[A-Za-z0-9 ]{1,6}"),
     "response_code": re.compile(r"[A-Za-z0-9]{2,3}"),
     "transmission_datetime": re.compile(r"\d{10}"),
+    "business_date": re.compile(r"\d{4}-\d{2}-\d{2}"),
 }
 _MAX_REASON = 500
 
@@ -136,6 +137,7 @@ class TxnChanges(TypedDict, total=False):
     reason: str | None
     transmission_datetime: str | None
     sent_at: datetime | None
+    business_date: str | None
 
 
 def prepare_changes(changes: Mapping[str, object]) -> dict[str, object]:
@@ -322,6 +324,10 @@ class Transaction:
     """Settlement fee the bank earned on this row's movement of money (negative: reversed); minor units."""
     merchant_fee: int = 0
     """Merchant discount charged on this row's movement of money (negative: reversed); minor units."""
+    business_date: str | None = None
+    """The connector's business date (YYYY-MM-DD) when the request was sent, or the bank's settlement date."""
+    reversal_business_date: str | None = None
+    """The connector's business date when the row's reversal was acknowledged (status ``reversed``)."""
 
     @property
     def in_flight(self) -> bool:
@@ -381,3 +387,15 @@ class SafStats:
     depth: int
     oldest_enqueued_at: datetime | None
     dead_letters: int
+
+
+@dataclass(frozen=True)
+class BusinessDay:
+    """One business date of one connector: ``open`` (new rows get it) or ``closed`` by a cutover."""
+
+    connector: str
+    business_date: str
+    state: str
+    opened_at: datetime
+    closed_at: datetime | None
+    closed_by: str | None

@@ -235,11 +235,56 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         9,
-        "PLACEHOLDER for the lead's business-date migration (branch risk2 only; drop at merge)",
-        (),
+        "business dates: one open date per connector, each row dated when sent and when reversed",
+        (
+            """CREATE TABLE business_days (
+                connector TEXT NOT NULL,
+                business_date TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('open', 'closed')),
+                opened_at BIGINT NOT NULL,
+                closed_at BIGINT,
+                closed_by TEXT,
+                PRIMARY KEY (connector, business_date)
+            )""",
+            "CREATE UNIQUE INDEX business_days_open ON business_days (connector) WHERE state = 'open'",
+            "ALTER TABLE transactions ADD COLUMN business_date TEXT",
+            "ALTER TABLE transactions ADD COLUMN reversal_business_date TEXT",
+            "CREATE INDEX transactions_business_date ON transactions (business_date)",
+            """CREATE INDEX transactions_reversal_business_date ON transactions (reversal_business_date)
+                WHERE reversal_business_date IS NOT NULL""",
+        ),
     ),
     Migration(
         10,
+        "day end: reconciliation results (both sides' totals) and their exceptions",
+        (
+            """CREATE TABLE reconciliations (
+                reconciliation_id {id_pk},
+                connector TEXT NOT NULL,
+                business_date TEXT NOT NULL,
+                currency TEXT NOT NULL,
+                method TEXT NOT NULL,
+                result TEXT NOT NULL,
+                switch_totals TEXT NOT NULL,
+                bank_totals TEXT,
+                at BIGINT NOT NULL
+            )""",
+            "CREATE INDEX reconciliations_day ON reconciliations (connector, business_date)",
+            """CREATE TABLE reconciliation_exceptions (
+                exception_id {id_pk},
+                reconciliation_id BIGINT REFERENCES reconciliations (reconciliation_id),
+                connector TEXT NOT NULL,
+                business_date TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                txn_id TEXT REFERENCES transactions (txn_id),
+                detail TEXT NOT NULL,
+                at BIGINT NOT NULL
+            )""",
+            "CREATE INDEX reconciliation_exceptions_day ON reconciliation_exceptions (connector, business_date)",
+        ),
+    ),
+    Migration(
+        11,
         "risk counters as sliding windows (one row per counter with its time slots); old fixed windows dropped",
         (
             """CREATE TABLE risk_windows (

@@ -29,7 +29,7 @@ TRANSACTION_COLUMNS = (
     "version", "amount", "currency", "amount_authorized", "amount_captured", "amount_refunded",
     "stan", "rrn", "auth_code", "response_code", "reason", "masked_pan", "pan_hash", "pan_key_id",
     "pan_ciphertext", "transmission_datetime", "sent_at", "idempotency_key", "request_hash",
-    "created_at", "updated_at", "amount_capture_pending", "amount_refund_pending",
+    "created_at", "updated_at", "amount_capture_pending", "amount_refund_pending", "business_date",
 )  # fmt: skip
 
 _INSERT_TRANSACTION = (
@@ -87,6 +87,11 @@ def _claim_idempotency_key(db: Db, row: Mapping[str, object], cutoff: int) -> No
     )
 
 
+_REVERSAL_DATE = ("reversal_business_date = (SELECT business_date FROM business_days "
+                  "WHERE business_days.connector = transactions.connector AND state = 'open')")
+"""A reversal is dated by its connector's business date when it is acknowledged (the bank's date then)."""
+
+
 def transition(
     db: Db,
     txn_id: str,
@@ -109,6 +114,8 @@ def transition(
     assignments += [f"{column} = :{column}" for column in changes]
     if forget_card:
         assignments += ["pan_key_id = NULL", "pan_ciphertext = NULL"]
+    if to == Status.REVERSED:
+        assignments.append(_REVERSAL_DATE)
     version_check = " AND version = :expected_version" if expected_version is not None else ""
     updated = db.one(
         f"UPDATE transactions SET {', '.join(assignments)} "
@@ -318,6 +325,8 @@ def transaction_from_row(row: Row) -> Transaction:
         amount_refund_pending=row["amount_refund_pending"],
         bank_fee=row["bank_fee"],
         merchant_fee=row["merchant_fee"],
+        business_date=row["business_date"],
+        reversal_business_date=row["reversal_business_date"],
     )
 
 

@@ -8,16 +8,50 @@ the operator sees *why* without opening the logs.
 
 from __future__ import annotations
 
+import ipaddress
 import json
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
+import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+log = structlog.get_logger("kswitch.admin")
 
 ReadinessProbe = Callable[[], Mapping[str, Mapping[str, str]]]
 """Returns {connector: {link: state}}; a connector is ready when any link is "ready"."""
+CutoverAction = Callable[[str | None], "Deferred[list[dict[str, Any]]]"]
+"""Cut over one connector (its name) or every one (None); fires with one result per connector, or fails
+with `OperatorError`."""
+
+
+class OperatorError(Exception):
+    """An operator action refused: ``status`` is the HTTP code (404 unknown bank, 409 refused now)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _json(request: Request, status: int, body: Any) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps(body, sort_keys=True).encode() + b"\n"
+
+
+def operator_allowed(request: Request) -> bool:
+    """Loopback or Unix socket: the admin server's access rule for actions that change anything."""
+    peer = request.getClientAddress()
+    if isinstance(peer, UNIXAddress):
+        return True
+    if isinstance(peer, (IPv4Address, IPv6Address)):
+        return ipaddress.ip_address(peer.host.split("%")[0]).is_loopback
+    return False
 
 
 class _Metrics(Resource):
@@ -57,11 +91,53 @@ class _Ready(Resource):
         return json.dumps(body, sort_keys=True).encode() + b"\n"
 
 
-def admin_site(registry: CollectorRegistry, probe: ReadinessProbe) -> Site:
+class _Cutover(Resource):
+    isLeaf = True
+
+    def __init__(self, action: CutoverAction) -> None:
+        super().__init__()
+        self.action = action
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"allow", b"POST")
+        return _json(request, 405, {"error": "a cutover is a POST"})
+
+    def render_POST(self, request: Request) -> bytes | int:
+        if not operator_allowed(request):
+            return _json(request, 403, {"error": "operator actions are served to loopback and Unix-socket clients "
+                                                 "only"})
+        bank = request.args.get(b"bank", [b""])[0].decode("utf-8", "replace") or None
+        every = request.args.get(b"all", [b""])[0] in (b"1", b"true")
+        if (bank is None) == (not every):
+            return _json(request, 400, {"error": "give bank=NAME or all=1"})
+        done = self.action(bank)
+        gone: list[bool] = []  # the operator gave up waiting: the cutover goes on, nobody to answer
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def reply(status: int, body: dict[str, Any]) -> None:
+            if not gone:
+                request.write(_json(request, status, body))
+                request.finish()
+
+        def refused(failure: Failure) -> None:
+            if isinstance(failure.value, OperatorError):
+                reply(failure.value.status, {"error": failure.getErrorMessage()})
+                return
+            log.error("operator_action_failed", action="cutover", bank=bank, error=failure.getErrorMessage(),
+                      error_type=failure.type.__name__)
+            reply(500, {"error": "cutover failed; see the switch's operator_action_failed log event"})
+
+        done.addCallbacks(lambda results: reply(200, {"results": results}), refused)
+        return NOT_DONE_YET
+
+
+def admin_site(registry: CollectorRegistry, probe: ReadinessProbe, cutover: CutoverAction | None = None) -> Site:
     root = Resource()
     root.putChild(b"metrics", _Metrics(registry))
     root.putChild(b"healthz", _Health())
     root.putChild(b"readyz", _Ready(probe))
+    if cutover is not None:
+        root.putChild(b"cutover", _Cutover(cutover))
     site = Site(root)
     site.displayTracebacks = False
     site.noisy = False

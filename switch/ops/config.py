@@ -25,8 +25,10 @@ from twisted.internet.endpoints import serverFromString
 
 from connectors import UnknownPlugin, plugin_class
 from switch.bank.connector import ConnectorOptions, LinkOptions, TlsClientOptions
+from switch.domain.businessday import parse_hhmm, zone
 from switch.domain.merchant import MerchantConfig, StoreConfig
 from switch.engine.confirmation import DEFAULT_TIMEOUT
+from switch.engine.dayend import GRACE, DayEndOptions
 from switch.engine.notify import NotifyOptions
 from switch.engine.risk import RiskRules
 from switch.engine.router import Router
@@ -63,6 +65,7 @@ class BankSettings:
     void_after_capture: bool = False
     confirmation_timeout: float = DEFAULT_TIMEOUT
     """Seconds a payment may wait for the customer to confirm at the bank before it expires."""
+    day_end: DayEndOptions = field(default_factory=DayEndOptions)
 
 
 @dataclass(frozen=True)
@@ -306,7 +309,17 @@ def _bank(file: Path, i: int, c: schema.Connector, base: Path, state_dir: Path) 
             raise at(file, (*where, "plugin"), str(e)) from None
     return BankSettings(options=options, profile=profile, saf=SafOptions(**c.saf.model_dump()), plugin=c.plugin,
                         dev_tls=c.tls == "dev", void_after_capture=c.void_after_capture,
-                        confirmation_timeout=c.confirmation_timeout)
+                        confirmation_timeout=c.confirmation_timeout, day_end=_day_end(file, i, c))
+
+
+def _day_end(file: Path, i: int, c: schema.Connector) -> DayEndOptions:
+    try:
+        zone(c.business_day_timezone)
+    except ValueError as e:
+        raise at(file, ("connectors", i, "business_day_timezone"), str(e)) from None
+    return DayEndOptions(cutover_time=parse_hhmm(c.cutover_time) if c.cutover_time is not None else None,
+                         timezone=c.business_day_timezone, reconciliation=c.reconciliation,
+                         in_flight_wait=c.request_timeout + GRACE)
 
 
 def _simulator(file: Path, i: int, s: schema.Simulator, base: Path,

@@ -290,6 +290,14 @@ class Connector(Section):
                                    "plugins](#connector-plugins))")
     confirmation_timeout: Seconds = option(DEFAULT_TIMEOUT, "seconds a payment may wait for the customer's "
                                                          "confirmation at the bank before it is reversed", ge=1.0)
+    business_day_timezone: Annotated[str, Expect("an IANA time zone such as Asia/Phnom_Penh")] = option(
+        "UTC", "the time zone of this bank's business day: the date opened at first start, and `cutover_time`")
+    cutover_time: Annotated[str | None, Expect("a 24-hour time HH:MM such as 23:59")] = option(
+        None, "local time (in `business_day_timezone`) the switch cuts over this bank's business date itself and "
+              "sends 0800/201 (1804/821); none: the bank or an operator does", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    reconciliation: Literal["message", "none"] = option(
+        "none", "after a cutover, send the closed date's totals (0500/1500) and compare the bank's answer "
+                "(`message`), or not (`none`)")
 
 
 class Simulator(Section):

@@ -165,6 +165,7 @@ class Env:
     tls: TlsFiles
     registry: CollectorRegistry
     clients: list[LineClient] = field(default_factory=list)
+    config_file: Path | None = None
 
     @property
     def api_port(self) -> int:
@@ -221,7 +222,7 @@ async def start_env(
     switch = Switch(load_config(cfg_file), reactor, registry)
     await switch.start()
     await gatherResults([bank.connector.when_ready() for bank in switch.banks.values()])
-    return Env(switch, sims, numbers, tls, registry)
+    return Env(switch, sims, numbers, tls, registry, config_file=cfg_file)
 
 
 async def stop_env(env: Env) -> None:

@@ -34,6 +34,8 @@ PANS = ("4111111111111111", "5555555555554444", "378282246310005")
 CVV = "7319"
 TRACK2 = f"{PANS[0]}=27121010000000000000"
 _DIGIT_RUN = re.compile(rb"(?<![0-9])[0-9]{13,19}(?![0-9])")
+_CVV_KEY = re.compile(rb"""cvv2?["']?\s*[:=]""")
+"""CVV as a key, not the letters alone: a random base32 transaction id can contain "CVV"."""
 
 
 def assert_clean(blob: bytes, where: str) -> None:
@@ -41,7 +43,8 @@ def assert_clean(blob: bytes, where: str) -> None:
         assert pan.encode() not in blob, f"full PAN found in {where}"
     pan_like = [m.group() for m in _DIGIT_RUN.finditer(blob) if luhn_valid(m.group().decode())]
     assert not pan_like, f"Luhn-valid 13-19 digit run found in {where}"
-    assert b"cvv" not in blob.lower() and f'"{CVV}"'.encode() not in blob, f"CVV found in {where}"
+    assert not _CVV_KEY.search(blob.lower()), f"a CVV key found in {where}"
+    assert f'"{CVV}"'.encode() not in blob, f"CVV found in {where}"
     assert b"=2712101" not in blob, f"track data found in {where}"
 
 

@@ -28,6 +28,9 @@ def test_the_shipped_default_config_loads():
     assert sorted(cfg.banks) == ["bank_a", "bank_b"] and cfg.api_listen == ("tcp:7583:interface=127.0.0.1",)
     assert cfg.banks["bank_a"].options.framing.tpdu and cfg.banks["bank_b"].profile.dialect.version == 1993
     assert cfg.banks["bank_a"].profile.dialect.name == "angkor" and cfg.banks["bank_b"].plugin == "sakura"
+    day = cfg.banks["bank_a"].day_end
+    assert (day.cutover_time.isoformat(), day.timezone, day.reconciliation) == ("23:59:00", "Asia/Phnom_Penh", "message")
+    assert day.in_flight_wait == cfg.banks["bank_a"].options.request_timeout + 5.0
 
 
 def test_connection_timeouts_come_from_the_api_table(tmp_path):
@@ -39,6 +42,12 @@ def test_connection_timeouts_come_from_the_api_table(tmp_path):
     "old, new, expected",
     [
         ('framing = "2b"', 'framing = "3b"', "connectors[0].framing: got '3b'; expected one of 2b, 4b, 2a, 4a, 2bcd"),
+        ('cutover_time = "23:59"', 'cutover_time = "24:00"',
+         "connectors[0].cutover_time: got '24:00'; expected a 24-hour time HH:MM such as 23:59"),
+        ('business_day_timezone = "Asia/Tokyo"', 'business_day_timezone = "Asia/Atlantis"',
+         "connectors[1].business_day_timezone: unknown time zone 'Asia/Atlantis'"),
+        ('reconciliation = "message"     #', 'reconciliation = "file" #',
+         "connectors[0].reconciliation: got 'file'; expected one of message, none"),
         ('tpdu = "6000010000"', 'tpdu = "60"', "connectors[0].tpdu: got '60'; expected 10 hex digits"),
         ('acquirer_id = "400001"', 'acquirer_id = "ABC"', "connectors[0].acquirer_id"),
         ('tls = "dev"                   #', '#', "connectors[0].tls: missing; expected a table"),

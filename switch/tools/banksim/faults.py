@@ -30,6 +30,10 @@ class Faults:
       authorization and financial request after the ledger moved: a host echoing
       another amount (``("4", "000000009999")``), a blank or NUL response code, card
       data in an unexpected field.
+    - ``drop_posting`` / ``double_posting``: while on, each new sale, completion or refund
+      posting is left out of / counted twice in the bank's day totals (its reconciliation
+      answer and settlement file), though the books move as usual: the bank disagrees with
+      the switch about that payment.  Turn it on for one payment to test an out-of-balance day.
     """
 
     delay: float = 0.0
@@ -39,6 +43,8 @@ class Faults:
     garbage_every: int | None = None
     decline_all: str | None = None
     answer_fields: tuple[tuple[str, str], ...] = ()
+    drop_posting: bool = False
+    double_posting: bool = False
 
     def check(self, version: int) -> None:
         """Raise ValueError naming the first setting that cannot work with this dialect version."""
@@ -50,6 +56,8 @@ class Faults:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name}: got {value}; expected a count of 1 or more")
+        if self.drop_posting and self.double_posting:
+            raise ValueError("drop_posting and double_posting: expected at most one of them on")
         if self.decline_all is not None:
             wire_code(self.decline_all, version)
         for number, value in self.answer_fields:

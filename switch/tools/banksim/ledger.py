@@ -33,7 +33,10 @@ from typing import Any, Iterator, Mapping, Sequence
 from switch.domain.cardcheck import mask_last4, mask_pan
 from switch.tools.banksim.accounts import Account
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_UPGRADES = {1: ("ALTER TABLE postings ADD COLUMN business_date TEXT",
+                 "ALTER TABLE postings ADD COLUMN settled INTEGER NOT NULL DEFAULT 1")}
+"""Statements bringing a file of an older schema version to `SCHEMA_VERSION`."""
 
 HOLD, RELEASE, DEBIT, CREDIT, NONE = "hold", "release", "debit", "credit", "none"
 """What a posting does to its account: held amount up or down, balance down or up, nothing."""
@@ -84,7 +87,9 @@ CREATE TABLE IF NOT EXISTS postings (
     original INTEGER REFERENCES postings(id),
     anomaly TEXT,
     reversed_by INTEGER REFERENCES postings(id),
-    closed_by INTEGER REFERENCES postings(id)
+    closed_by INTEGER REFERENCES postings(id),
+    business_date TEXT,
+    settled INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS postings_stan ON postings(stan);
 CREATE INDEX IF NOT EXISTS postings_rrn ON postings(rrn);
@@ -147,6 +152,10 @@ class Posting:
     anomaly: str | None
     reversed_by: int | None
     closed_by: int | None
+    business_date: str | None = None
+    settled: int = 1
+    """How many times the posting counts in the bank's day totals: 1, or 0 / 2 under the
+    ``drop_posting`` / ``double_posting`` faults (the books themselves are never wrong)."""
 
     @property
     def reversed(self) -> bool:
@@ -197,6 +206,11 @@ def _connect(path: Path | str | None, read_only: bool = False) -> sqlite3.Connec
     except sqlite3.Error as e:
         db.close()
         raise LedgerError(f"{target}: not a banksim ledger ({e})") from None
+    if tables and not read_only and version in _UPGRADES:
+        for statement in _UPGRADES[version]:
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        version = SCHEMA_VERSION
     if (tables or read_only) and (version != SCHEMA_VERSION or not {"accounts", "postings", "answered"} <= tables):
         db.close()
         raise LedgerError(f"{target}: not a banksim ledger (schema version {version}, expected {SCHEMA_VERSION})")
@@ -221,6 +235,10 @@ class Ledger:
         self.path = Path(path) if path is not None else None
         self._accounts = dict(accounts)
         self._depth = 0
+        self.business_date: str | None = None
+        """Stamped on every new posting (`switch.tools.banksim.day.BankDay` keeps it)."""
+        self.settle_weight = 1
+        """``settled`` of new sale, completion and refund postings (see `Posting.settled`)."""
         self._db = _connect(path)
         try:
             if self.path is not None:
@@ -317,14 +335,17 @@ class Ledger:
             currency=currency, mti=mti, stan=stan, rrn=rrn, terminal=terminal,
             auth_code=f"{self._last_id + 1:06d}"[-6:] if new_auth_code else auth_code, times=tuple(times),
             acquirer=acquirer, original=original, anomaly=anomaly, reversed_by=None, closed_by=None,
+            business_date=self.business_date,
+            settled=self.settle_weight if kind in ORIGINAL_KINDS and effect in (DEBIT, CREDIT) else 1,
         )
         with self.transaction():
             self._db.execute(
                 "INSERT INTO postings (id, at, account, masked_pan, kind, effect, amount, currency, mti, stan, rrn, "
-                "terminal, auth_code, times, acquirer, original, anomaly) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "terminal, auth_code, times, acquirer, original, anomaly, business_date, settled) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (posting.id, at, key, masked, kind, effect, amount, currency, mti, stan, rrn, terminal,
-                 posting.auth_code, " ".join(times), acquirer, original, anomaly),
+                 posting.auth_code, " ".join(times), acquirer, original, anomaly, posting.business_date,
+                 posting.settled),
             )
             self._last_id = posting.id
             change = {HOLD: ("held", amount), RELEASE: ("held", -amount), DEBIT: ("balance", -amount),

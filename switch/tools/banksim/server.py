@@ -26,9 +26,10 @@ from twisted.python.failure import Failure
 from switch.iso.dialect import Dialect, Message, MessageError
 from switch.iso.framing import TPDU_LENGTH, Frame, FramedProtocol, Framing, swap_tpdu
 from switch.iso.masking import mask_message
-from switch.iso.mti import is_network, is_request, transmission_time
+from switch.iso.mti import is_network, is_request, network_kind, transmission_time
 from switch.tools.banksim import codes
 from switch.tools.banksim.accounts import Account
+from switch.tools.banksim.day import BankDay
 from switch.tools.banksim.faults import Faults
 from switch.tools.banksim.issuer import DEFAULT_RETENTION, ECHOED, Issuer
 from switch.tools.banksim.ledger import Ledger
@@ -161,6 +162,8 @@ class BankSim:
         self._accounts = accounts
         self.ledger = ledger if ledger is not None else Ledger(accounts, self.options.ledger_path)
         self.issuer = Issuer(self.ledger, dialect, reactor, self.options.cvv_code, self.options.retention)
+        self.day = BankDay(self.ledger, dialect.version, reactor, self.options.name, self.ledger.business_date)
+        """The bank's business date, cutover and reconciliation totals (`BankDay`)."""
         self.received: Counter[str] = Counter()
         self.sent: Counter[str] = Counter()
         self.trace = (
@@ -202,6 +205,7 @@ class BankSim:
         if "seed" in changes:
             self._random.seed(faults.seed)
         self._faults = faults
+        self.ledger.settle_weight = 0 if faults.drop_posting else 2 if faults.double_posting else 1
         log.info("banksim_faults", bank=self.options.name,
                  **{**vars(faults), "answer_fields": mask_message(dict(faults.answer_fields))})
         return faults
@@ -248,6 +252,20 @@ class BankSim:
             original = f"{mti}{request['11']}{request.get('12', '0' * 12)}{len(acquirer):02d}{acquirer}"
         advice[self.dialect.original_data_field] = original
         return advice
+
+    def cutover(self) -> Deferred[str]:
+        """The bank ends its business day: close the date, open the next and tell the switch with an
+        0800/201 (1804/821) carrying the new date in field 15; fires with the switch's response code.
+        ConnectionError (the date is not changed) when no connection is up."""
+        connection = next(iter(self._connections), None)
+        if connection is None:
+            raise ConnectionError("no connection from the switch to send the cutover on")
+        request = self.day.request_cutover()
+        request["11"] = f"{next(self._advice_stans) % 1_000_000:06d}"
+        acknowledged: Deferred[str] = Deferred()
+        self._advices[request["11"]] = acknowledged
+        self._write(connection, Frame(self.dialect.encode(request), connection.last_tpdu), request)
+        return acknowledged
 
     def _advice_acknowledged(self, response: Message) -> bool:
         waiter = self._advices.pop(response.get("11", ""), None)
@@ -365,7 +383,7 @@ class BankSim:
                     return
                 log.warning("banksim_unexpected_response", bank=self.options.name, peer=connection.peer_name, mti=mti)
                 return
-            answer = self.issuer.answer(request, decline_all=faults.decline_all)
+            answer = self._day_answer(request)
             if faults.answer_fields and mti[1] in "12" and mti[2] == "0":
                 answer = {**answer, **dict(faults.answer_fields)}
             if not is_network(mti) and self._random.random() < faults.drop_ratio:
@@ -373,6 +391,19 @@ class BankSim:
                          rc=answer.get("39"))
                 return
         self._answer(connection, answer, reply_tpdu)
+
+    def _day_answer(self, request: Message) -> Message:
+        """The issuer's answer, with the day's part: cutover and reconciliation are `BankDay`'s, and
+        every authorization, financial and reversal answer carries the business date in field 15."""
+        mti = request["t"]
+        if mti[1] == "5":
+            return self.day.reconcile(request)
+        answer = self.issuer.answer(request, decline_all=self._faults.decline_all)
+        if is_network(mti) and network_kind(request, self.dialect.version) == "cutover":
+            return self.day.answer_cutover(request, answer)
+        if mti[1] in "124":
+            answer["15"] = self.day.business_date[5:7] + self.day.business_date[8:10]
+        return answer
 
     def _decode(self, payload: bytes) -> Message | MessageError:
         try:

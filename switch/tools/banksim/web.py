@@ -8,11 +8,15 @@ the switch as an advice (see `BankSim.confirm`) and the answer waits for the swi
 acknowledgement: JSON, or an HTML page when the client asks for HTML (a browser does).
 ``GET /pending`` lists payments waiting for the customer; ``GET /ledger`` shows the bank's
 books (`Ledger.snapshot`: balances per account, every posting, anomaly counts; cards masked).
+``POST /cutover`` ends the bank's business day and tells the switch (0800/201, 1804/821;
+answered with the switch's response code); ``GET /day?date=YYYY-MM-DD`` shows the open date,
+the dates closed, and the bank's totals of a date per currency (default: the open one).
 """
 
 from __future__ import annotations
 
 import json
+from datetime import date
 from html import escape
 from typing import Any
 
@@ -148,9 +152,50 @@ class _Confirm(Resource):
         return NOT_DONE_YET
 
 
+class _Cutover(Resource):
+    isLeaf = True
+
+    def __init__(self, sim: BankSim) -> None:
+        super().__init__()
+        self.sim = sim
+
+    def render_POST(self, request: Request) -> bytes | int:
+        try:
+            acknowledged = self.sim.cutover()
+        except ConnectionError as e:
+            return _json(request, 503, {"error": str(e)})
+        closed, opened = self.sim.day.closed[-1], self.sim.day.business_date
+
+        def done(code: str) -> None:
+            request.write(_json(request, 200, {"closed": closed, "opened": opened, "acknowledged": code}))
+            request.finish()
+
+        acknowledged.addCallback(done)
+        return NOT_DONE_YET
+
+
+class _Day(Resource):
+    isLeaf = True
+
+    def __init__(self, sim: BankSim) -> None:
+        super().__init__()
+        self.sim = sim
+
+    def render_GET(self, request: Request) -> bytes:
+        day = request.args.get(b"date", [self.sim.day.business_date.encode()])[0].decode("ascii", "replace")
+        try:
+            date.fromisoformat(day)
+        except ValueError:
+            return _json(request, 400, {"error": f"date must be YYYY-MM-DD, got {day!r}"})
+        return _json(request, 200, {"business_date": self.sim.day.business_date, "closed": self.sim.day.closed,
+                                    "date": day, "totals": self.sim.day.totals(day)})
+
+
 def customer_site(sim: BankSim) -> Site:
     root = Resource()
     root.putChild(b"pending", _Pending(sim))
     root.putChild(b"confirm", _Confirm(sim))
     root.putChild(b"ledger", _Ledger(sim))
+    root.putChild(b"cutover", _Cutover(sim))
+    root.putChild(b"day", _Day(sim))
     return Site(root)
