@@ -34,6 +34,9 @@ class PaymentContext:
     instrument: Instrument
     merchant_name: str
     order_id: str
+    step_up: bool = False
+    """The risk stage asks that the customer confirm this payment at the bank (only for a plugin
+    whose ``step_up`` is True)."""
 
 
 class ConnectorPlugin:
@@ -58,10 +61,15 @@ class ConnectorPlugin:
       bank's answer means "customer action required"; None for an ordinary answer.
     - ``is_customer_advice``: whether a bank-initiated message completes a payment
       awaiting the customer (default: authorization or financial advices, x120/x220).
+    - ``step_up``: True when ``request`` can ask the bank to have the customer confirm a
+      payment (``payment.step_up``), which the bank then answers "customer action required"
+      (see ``confirmation_url``).  A risk rule with ``action = "step_up"`` uses it; on a
+      connector whose plugin cannot, the rule acts as its ``otherwise``.
     """
 
     name: ClassVar[str] = ""
     reversal: ClassVar[str | None] = None
+    step_up: ClassVar[bool] = False
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect

@@ -188,13 +188,16 @@ class PaymentService:
     async def _checked_send(
         self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, merchant: MerchantConfig, store: StoreConfig
     ) -> dict[str, Any]:
-        """The risk stage (`switch.engine.risk`) decides, then the payment is sent unless it blocked;
-        its outcome goes back to the stage (declines feed card-testing rules, failures give limits back)."""
+        """The risk stage (`switch.engine.risk`) decides, then the payment is sent unless it blocked (asking
+        the bank to have the customer confirm it on a step-up, which only a connector whose plugin can
+        ask and that waits for customers is offered); its outcome goes back to the stage (declines feed
+        card-testing rules, failures give limits back)."""
         txn_id = new_txn_id()
         if self.risk is None or not self.risk.rules.rules:  # no rules: no stage, nothing journalled for it
             return await self._send(req, h, kind, bank, merchant, store, txn_id)
         facts = self.risk.facts(req)
-        verdict = await self.risk.evaluate(txn_id, facts)
+        verdict = await self.risk.evaluate(
+            txn_id, facts, step_up=self.plugin(bank).step_up and self.confirmations is not None)
         flag = verdict.answer_field()
         if verdict.action == "block":
             txn = await self.journal.create_transaction(NewTransaction(
@@ -205,7 +208,7 @@ class PaymentService:
             ))
             self.metrics.outcomes.labels(bank.name, kind.value, "declined").inc()
             return {**answer(txn), "risk": flag}
-        result = await self._send(req, h, kind, bank, merchant, store, txn_id)
+        result = await self._send(req, h, kind, bank, merchant, store, txn_id, step_up=verdict.action == "step_up")
         try:  # the payment's outcome is journalled and stands: a failure below only loses a count or a flag
             await self.risk.answered(facts, verdict, result["status"])
             if verdict.action == "review":
@@ -217,7 +220,7 @@ class PaymentService:
 
     async def _send(
         self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, merchant: MerchantConfig, store: StoreConfig,
-        txn_id: str,
+        txn_id: str, step_up: bool = False,
     ) -> dict[str, Any]:
         stan = bank.reserve_stan()
         try:
@@ -227,7 +230,7 @@ class PaymentService:
                     req.currency.numeric, req.instrument, _acceptor(merchant, store), stan, bank.next_rrn(),
                     self.clock.seconds(),
                 ),
-                PaymentContext(req.instrument, merchant.name, req.order_id),
+                PaymentContext(req.instrument, merchant.name, req.order_id, step_up=step_up),
             )
         except BaseException:
             bank.release_stan(stan)

@@ -254,8 +254,6 @@ MIGRATIONS: tuple[Migration, ...] = (
                 WHERE reversal_business_date IS NOT NULL""",
         ),
     ),
-    # Placeholders on branch `day` only, so that day end keeps its planned number 12: 10 is the risk
-    # branch's, 11 the perf branch's (at the merge, the real steps replace these; an unused one stays empty).
     Migration(
         10,
         "day end: reconciliation results (both sides' totals) and their exceptions",
@@ -283,6 +281,20 @@ MIGRATIONS: tuple[Migration, ...] = (
                 at BIGINT NOT NULL
             )""",
             "CREATE INDEX reconciliation_exceptions_day ON reconciliation_exceptions (connector, business_date)",
+        ),
+    ),
+    Migration(
+        11,
+        "risk counters as sliding windows (one row per counter with its time slots); old fixed windows dropped",
+        (
+            """CREATE TABLE risk_windows (
+                name TEXT PRIMARY KEY,
+                slots TEXT NOT NULL,
+                expires_at BIGINT NOT NULL
+            )""",
+            "CREATE INDEX risk_windows_expiry ON risk_windows (expires_at)",
+            "DROP TABLE risk_counters",
+            "CREATE INDEX risk_blocklist_value ON risk_blocklist (value)",
         ),
     ),
 )

@@ -48,6 +48,9 @@ TABLES: tuple[Table, ...] = (
     Table("business_days", ("connector", "business_date")),
     Table("reconciliations", ("reconciliation_id",), identity="reconciliation_id"),
     Table("reconciliation_exceptions", ("exception_id",), identity="exception_id"),
+    Table("risk_blocklist", ("kind", "value")),  # a moved journal keeps its blocklist and holds,
+    Table("risk_decisions", ("txn_id",)),  # the decisions `status` shows,
+    Table("risk_windows", ("name",)),  # and the risk counts in their windows
 )
 
 

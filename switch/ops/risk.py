@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from switch.domain.cardcheck import luhn_valid
+from switch.domain.panscan import looks_like_pan
 from switch.engine.risk import LIST_KINDS, BinTableError, RiskRules, Rule, Scope, load_bin_table
 from switch.ops.schema import RiskRule, RiskSection
 from switch.ops.settings import ConfigError, at
@@ -70,6 +71,8 @@ def build_risk(file: Path, section: RiskSection) -> RiskRules:
     rules = []
     for i, r in enumerate(section.rules):
         where = ("risk", "rules", i)
+        if looks_like_pan(r.name):  # a name goes into answers, logs and the journal's counter names
+            raise at(file, (*where, "name"), "a rule's name must not look like a card number")
         if r.name in seen:
             raise at(file, (*where, "name"), f"rule {r.name!r}: another rule has this name")
         seen.add(r.name)

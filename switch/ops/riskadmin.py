@@ -118,6 +118,9 @@ async def _explain(stage: RiskStage, args: argparse.Namespace, rules: RiskRules)
             state = f"MATCH {match['seen']}"
         lines.append(f"  {rule.name:<24} {rule.kind:<13} {rule.action:<8} {rule.mode:<8} {state}")
     decided = f" by {verdict.rule}" if verdict.rule else ""
+    if verdict.action == "step_up":
+        otherwise = next(r.otherwise for r in rules.rules if r.name == verdict.rule)
+        decided += f" ({otherwise} where the connector cannot ask the customer to confirm)"
     lines.append(f"decision: {verdict.action}{decided}")
     return lines
 

@@ -56,6 +56,13 @@ def test_sakura_sends_order_tlv_and_reads_the_confirmation_url():
     assert sakura.confirmation_url({"t": "1210", "39": "923", "62": "javascript:alert(1)"}) is None
 
 
+def test_only_sakura_can_ask_for_a_step_up_and_it_does_so_in_its_order_tlv():
+    assert not ConnectorPlugin.step_up and not plugin_class("angkor").step_up and plugin_class("sakura").step_up
+    sakura = plugin_class("sakura")(SAKURA)
+    asked = sakura.request({"t": "1200"}, PaymentContext(CARD, "SHOP", "order-7", step_up=True))
+    assert parse_tlv(asked["48"]) == {"01": "SHOP", "02": "order-7", "04": "1"}
+
+
 def test_sakura_dialect_keeps_the_cvv_out_of_its_order_field():
     assert SAKURA.cvv_field == "126" and SAKURA.fields["102"].sensitive and SAKURA.fields["48"].sensitive
 

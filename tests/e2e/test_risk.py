@@ -360,6 +360,9 @@ async def test_the_demo_rules_work_as_the_readme_says(tmp_path):
         decision = await env.journal.risk_decision(more[-1]["txn_id"])
         assert decision["action"] == "allow" and decision["matches"][0]["seen"] == {"count": 21}
         assert env.sims["bank_a"].received["0200"] == 13
+        # above 2,000.00 USD: bank_a cannot ask the customer to confirm, so it is sent flagged (the card is expired)
+        big = await c.call(authorize(60, pan="4000000000000069", amount=250000))
+        assert (big["reason"], big["risk"]) == ("expired_card", {"rule": "m100-step-up", "action": "review"})
     finally:
         await stop_env(env)
 

@@ -1,7 +1,10 @@
-"""The risk stage against a real journal with time driven by a Clock: holds and windows end when
-they should, step_up falls back to its rule's `otherwise`, shadow rules change nothing, reload."""
+"""The risk stage against a real journal with time driven by a Clock: holds end and counts slide out
+when they should, step_up steps up where the bank can ask and else acts as its rule's `otherwise`,
+shadow rules change nothing, reload."""
 
 from __future__ import annotations
+
+import base64
 
 import pytest_twisted
 from hypothesis import given
@@ -43,7 +46,7 @@ async def test_a_hold_starts_at_the_third_decline_in_the_window_and_ends_after_h
     await risk.answered(facts, NOTHING, "declined")
     await risk.answered(facts, NOTHING, "declined")
     assert (await risk.evaluate("t1", facts)).action == "allow"
-    now.advance(601)  # the first two declines' window is over: counting starts again
+    now.advance(660)  # a window (600 s) and a slot (60 s) later the first two declines have slid out
     await risk.answered(facts, NOTHING, "declined")
     await risk.answered(facts, NOTHING, "declined")
     assert (await risk.evaluate("t2", facts)).action == "allow"
@@ -57,7 +60,7 @@ async def test_a_hold_starts_at_the_third_decline_in_the_window_and_ends_after_h
 
 
 @pytest_twisted.ensureDeferred
-async def test_step_up_acts_as_otherwise_and_shadow_changes_nothing(journal):
+async def test_step_up_where_the_bank_can_ask_else_otherwise_and_shadow_changes_nothing(journal):
     shadow = Rule("big-shadow", "amount_limit", "block", mode="shadow", max_amount=500)
     step_up = Rule("big", "amount_limit", "step_up", otherwise="review", max_amount=800)
     risk, _ = stage(journal, shadow, step_up)
@@ -67,6 +70,9 @@ async def test_step_up_acts_as_otherwise_and_shadow_changes_nothing(journal):
     verdict = await risk.evaluate("t2", risk.facts(request(amount=600)))
     assert (verdict.action, verdict.rule, verdict.answer_field()) == ("allow", None, None)
     assert (await journal.risk_decision("t2"))["matches"][0]["rule"] == "big-shadow"
+    stepped = await risk.evaluate("t3", risk.facts(request(amount=900)), step_up=True)  # the bank can ask
+    assert (stepped.action, stepped.answer_field()) == ("step_up", {"rule": "big", "action": "step_up"})
+    assert (await journal.risk_decision("t3"))["action"] == "step_up"
 
 
 @pytest_twisted.ensureDeferred
@@ -94,6 +100,11 @@ def test_hash_tags_never_look_like_a_card_number_to_the_journal_guard(digest):
     assert not holds_card_number(tag(digest))
 
 
+@given(st.binary(max_size=40))
+def test_a_tag_is_base32_as_the_blocklist_has_always_stored_it(digest):
+    assert tag(digest) == base64.b32encode(digest).decode().rstrip("=").lower()
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_payment_that_fails_or_is_declined_gives_its_cumulative_counts_back(journal):
     cumulative = Rule("daily", "cumulative", "block", per="customer", max_amount=3000, window=3600.0)
@@ -105,9 +116,30 @@ async def test_a_payment_that_fails_or_is_declined_gives_its_cumulative_counts_b
     await risk.answered(facts, approved, "approved")
     assert (await risk.evaluate("t3", risk.facts(request(1001, id="c-1")))).action == "block"
     timed_out = await risk.evaluate("t4", risk.facts(request(1000, id="c-1")))
-    now.advance(3601)  # a new window opened since: giving back must not touch it
+    now.advance(3960)  # its slot has slid out of the window since: giving back must not touch what came after
     fresh = await risk.evaluate("t5", risk.facts(request(2500, id="c-1")))
     await risk.answered(facts, timed_out, "timeout")
     assert fresh.action == "allow"
     verdict = await risk.evaluate("t6", risk.facts(request(501, id="c-1")))
     assert verdict.action == "block" and verdict.matches[0]["seen"]["amount"] == 2500
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_count_slides_down_slot_by_slot_instead_of_resetting(journal):
+    burst = Rule("card-burst", "velocity", "block", mode="shadow", max_count=1, window=60.0)  # slots of 6 s
+    risk, now = stage(journal, burst)
+    facts = risk.facts(request())
+
+    async def in_window() -> int:  # explain counts the payment as one more and changes nothing
+        matches = (await risk.explain(facts)).matches
+        return matches[0]["seen"]["count"] - 1 if matches else 0
+
+    for i in range(4):
+        await risk.evaluate(f"t{i}", facts)
+        now.advance(6)
+    assert await in_window() == 4
+    counts = []
+    for _ in range(6):  # from 60 s after the first payment on
+        now.advance(6 if counts else 36)
+        counts.append(await in_window())
+    assert counts == [4, 3, 2, 1, 0, 0]  # a window is 60 s plus at most one slot: each payment leaves on its own

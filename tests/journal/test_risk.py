@@ -4,34 +4,79 @@ expire, decisions kept."""
 from __future__ import annotations
 
 import pytest_twisted
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from twisted.internet import defer, reactor
 
 from switch.journal import Journal, open_journal
+from switch.journal.risk import Window, _window
 
 EXPIRES = 10**18
 
 
+def take(name: str, amount: int, max_amount: int, slot: int = 0, since: int = 0):
+    """A unit adding ``amount`` to counter ``name`` unless that passes ``max_amount``, as a cumulative rule does:
+    read (locked), check, add, save; the new (count, amount), or None when refused."""
+    def unit(ledger):
+        window = ledger.windows([name])[name]
+        count, total = window.total(since)
+        if total + amount > max_amount:
+            return None
+        window.add(slot, 1, amount, since, EXPIRES)
+        ledger.save([window])
+        return count + 1, total + amount
+    return unit
+
+
+def seen(name: str, since: int = 0):
+    return lambda ledger: ledger.windows([name])[name].total(since)
+
+
 @pytest_twisted.ensureDeferred
 async def test_concurrent_adds_never_pass_a_limit(journal: Journal) -> None:
-    def one(ledger):
-        return ledger.add("cum:card:x", EXPIRES, 1, 700, max_amount=5_000)
-
-    results = await defer.gatherResults([journal.risk_unit(one, 1.0) for _ in range(20)])
+    results = await defer.gatherResults([journal.risk_unit(take("cum:card:x", 700, 5_000), 1.0) for _ in range(20)])
     taken = [r for r in results if r is not None]
     assert len(taken) == 7  # 7 * 700 = 4900 <= 5000 < 5600
     assert max(amount for _, amount in taken) == 4_900
-    assert await journal.risk_unit(lambda ledger: ledger.seen("cum:card:x"), 1.0) == (7, 4_900)
+    assert await journal.risk_unit(seen("cum:card:x"), 1.0) == (7, 4_900)
 
 
 @pytest_twisted.ensureDeferred
-async def test_take_back_undoes_an_add_in_the_same_unit(journal: Journal) -> None:
-    def add_then_undo(ledger):
-        ledger.add("vel:card:x", EXPIRES, 1, 0)
-        ledger.take_back("vel:card:x", 1, 0)
-        return ledger.seen("vel:card:x")
+async def test_take_back_undoes_an_add(journal: Journal) -> None:
+    await journal.risk_unit(take("vel:card:x", 5, 100, slot=10), 1.0)
 
-    assert await journal.risk_unit(add_then_undo, 1.0) == (0, 0)
+    def undo(ledger):
+        window = ledger.windows(["vel:card:x"])["vel:card:x"]
+        window.take_back(10, 1, 5)
+        window.take_back(20, 1, 5)  # a slot it never had: nothing
+        ledger.save([window])
+
+    await journal.risk_unit(undo, 2.0)
+    assert await journal.risk_unit(seen("vel:card:x"), 3.0) == (0, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_slots_slide_out_one_by_one_and_expired_windows_are_purged(journal: Journal, clock) -> None:
+    base = 2**52  # µs, in 2112: the journal's clock (wall time) is long before any of these slots expire
+
+    def add(slot):
+        def unit(ledger):
+            window = ledger.windows(["vel:ip:z"])["vel:ip:z"]
+            window.add(base + slot, 1, 10, since=base + slot - 30, expires_at=base + slot + 40)
+            ledger.save([window])
+        return unit
+
+    for slot in (10, 20, 30):
+        await journal.risk_unit(add(slot), 1.0)
+    assert [await journal.risk_unit(seen("vel:ip:z", base + since), 1.0) for since in (0, 11, 21, 31)] == [
+        (3, 30), (2, 20), (1, 10), (0, 0)]
+    await journal.risk_unit(add(45), 1.0)  # slots before 15 are dropped as it is written
+    assert await journal.risk_unit(seen("vel:ip:z"), 1.0) == (3, 30)  # 20, 30, 45
+    assert await journal.purge_risk_counters() == 0
+    clock.advance(base / 1e6 - clock() + 1)  # past the last slot's expiry (base + 85 µs)
+    assert await journal.purge_risk_counters() == 1
+    assert await journal.risk_unit(seen("vel:ip:z"), 1.0) == (0, 0)
 
 
 @pytest_twisted.ensureDeferred
@@ -56,26 +101,39 @@ async def test_a_decision_is_kept(journal: Journal) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_window_opens_with_its_first_count_and_restarts_once_over(journal: Journal) -> None:
-    def add(ledger):
-        return ledger.add("vel:card:y", ledger.now_us + 60_000_000, 1, 0, max_count=2)
-
-    assert [await journal.risk_unit(add, t) for t in (100.0, 130.0, 150.0)] == [(1, 0), (2, 0), None]
-    assert await journal.risk_unit(add, 160.5) == (1, 0)  # the window of 100 s ended at 160 s
-    assert await journal.risk_unit(lambda ledger: ledger.seen("vel:card:y"), 161.0) == (1, 0)
-
-
-@pytest_twisted.ensureDeferred
 async def test_two_writers_share_one_count_and_never_pass_a_limit(journal: Journal, config, clock) -> None:
-    """Two journals (two writer connections, as two switch nodes on one database would have):
-    the limit is the upsert's WHERE clause, so together they take exactly the limit."""
+    """Two journals (two writer connections, as two switch nodes on one database would have): a unit
+    locks the counter's row as it reads it, so together they take exactly the limit."""
     other = await open_journal(config, reactor, registry=CollectorRegistry(), clock=clock)
     try:
-        def one(ledger):
-            return ledger.add("cum:merchant:m", EXPIRES, 1, 300, max_amount=3_000)
-
+        one = take("cum:merchant:m", 300, 3_000)
         results = await defer.gatherResults([j.risk_unit(one, 1.0) for _ in range(15) for j in (journal, other)])
         assert len([r for r in results if r is not None]) == 10
-        assert await other.risk_unit(lambda ledger: ledger.seen("cum:merchant:m"), 1.0) == (10, 3_000)
+        assert await other.risk_unit(seen("cum:merchant:m"), 1.0) == (10, 3_000)
     finally:
         await other.close()
+
+
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 3), st.integers(0, 10**6), st.booleans()), max_size=40))
+def test_a_window_adds_up_what_a_plain_dict_of_slots_would(steps):
+    """Adds (and take-backs) in any order of slots, and what survives packing, against a dict model."""
+    window, model = Window("w", []), {}
+    for start, count, amount, back in steps:
+        since = start - 10
+        if back:
+            window.take_back(start, count, amount)
+            if start in model:
+                model[start] = [max(model[start][0] - count, 0), max(model[start][1] - amount, 0)]
+        else:
+            window.add(start, count, amount, since, start + 20)
+            model = {s: v for s, v in model.items() if s >= since}
+            slot = model.setdefault(start, [0, 0])
+            slot[0] += count
+            slot[1] += amount
+        for cut in (0, start, start - 5):
+            assert window.total(cut) == (sum(v[0] for s, v in model.items() if s >= cut),
+                                         sum(v[1] for s, v in model.items() if s >= cut))
+    assert window.slots[::3] == sorted(model)
+    text = window.packed()
+    assert not any(ch.isdigit() for ch in text)
+    assert _window("w", text, 0).slots == window.slots

@@ -48,6 +48,13 @@ async def snapshot(journal: Journal) -> dict[str, Any]:
     }
 
 
+def _risk_writes(ledger: Any) -> None:
+    ledger.decide("t-risk", "block", "big", [{"rule": "big", "action": "block", "mode": "enforce", "seen": {}}])
+    window = ledger.windows(["vel:card:x"])["vel:card:x"]
+    window.add(10, 1, 700, 0, 2**62)
+    ledger.save([window])
+
+
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("direction", ["sqlite-to-postgresql", "postgresql-to-sqlite"])
 @pytest_twisted.ensureDeferred
@@ -59,6 +66,8 @@ async def test_copy_keeps_everything(both: tuple[JournalConfig, JournalConfig], 
         first = (await journal.events_after(["m1"]))[0]
         await journal.acknowledge_events("hooks", [first.event_id])
         await journal.reserve_numbers("rrn:bank_a", 100_000)
+        await journal.risk_block("ip", "192.0.2.1", "192.0.2.1", "operator alice")
+        await journal.risk_unit(_risk_writes, 1.0)
         before = await snapshot(journal)
     finally:
         await journal.close()
@@ -72,6 +81,10 @@ async def test_copy_keeps_everything(both: tuple[JournalConfig, JournalConfig], 
         stored = next(t for t in before["transactions"].values() if t.card is not None)
         assert copied.reveal_card(stored.card).pan.startswith(stored.masked_pan[:6])
         assert await copied.reserve_numbers("rrn:bank_a", 1) == 100_000, "RRNs go on where the source stopped"
+        assert [(e.kind, e.shown) for e in await copied.risk_blocklist()] == [("ip", "192.0.2.1")]
+        assert (await copied.risk_decision("t-risk"))["rule"] == "big"
+        assert await copied.risk_unit(lambda ledger: ledger.windows(["vel:card:x"])["vel:card:x"].total(0), 1.0) == (
+            1, 700)
         newer = await copied.append_event("m1", EventDraft("payment.completed"))
         assert newer.event_id > max(e.event_id for e in before["events"])
     finally:

@@ -22,6 +22,9 @@ def test_the_demo_config_ships_the_issue_rules():
     assert (guard.declines, guard.window, guard.hold, guard.per, guard.action) == (3, 600.0, 1800.0, "card", "block")
     velocity = rules["card-velocity"]
     assert (velocity.kind, velocity.max_count, velocity.window, velocity.per) == ("velocity", 10, 60.0, "card")
+    step_up = rules["m100-step-up"]
+    assert (step_up.action, step_up.otherwise, step_up.max_amount) == ("step_up", "review", 200000)
+    assert list(rules)[-1] == "m100-step-up"  # last: blocks and counts come first
 
 
 @pytest.mark.parametrize(("old", "new", "message"), [
@@ -38,6 +41,8 @@ def test_the_demo_config_ships_the_issue_rules():
     ('cards = ["4000000000000259"]', 'ips = ["10.0.0.0/33"]',
      "risk.rules[0].ips[0]: rule 'blocklist': expected an IP address or CIDR network, got '10.0.0.0/33'"),
     ('name = "card-velocity"', 'name = "card-testing"', "risk.rules[3].name: rule 'card-testing': another rule"),
+    ('name = "card-velocity"', 'name = "pan-4000-0000-0000-0259"',
+     "risk.rules[3].name: a rule's name must not look like a card number"),
     ('mode = "shadow"', 'mode = "dry-run"', "(in rule 'ip-velocity-watch')"),
     ('per = "ip"', 'per = "ip"\ntimezone = "Mars/Olympus"', "risk.rules[4].timezone: rule 'ip-velocity-watch'"),
 ])

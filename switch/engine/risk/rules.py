@@ -10,23 +10,28 @@ every payment they see that the rules before them let through; a cumulative limi
 reservation is taken back when the payment is finally blocked, declined or fails
 (`switch.engine.risk.stage.RiskStage.answered`).
 
-A window opens with the first payment a counter counts and lasts the rule's ``window``
-(or, for a cumulative limit with ``period = "day"``, is the calendar day in the rule's
-time zone): exact and cheap (one row per rule and subject), at the price that it is not
-a sliding window: a burst that starts late in one window is partly counted in the next.
+Windows slide: a counter's window is cut into `SLOTS` slots of a tenth of ``window`` each,
+and a payment counts everything in the slot it falls in and the `SLOTS` slots before it,
+so a count drops slot by slot as time passes instead of resetting.  The granularity is
+strict, never lenient: what is counted covers at least the last ``window`` seconds (at
+most ``window`` plus one slot), so a limit "N in a window" holds for every window of that
+length.  A cumulative limit with ``period = "day"`` counts the calendar day in the rule's
+time zone (one slot a day).
 """
 
 from __future__ import annotations
 
-import base64
+import functools
 import hashlib
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
-from switch.journal.risk import BlockEntry, RiskLedger
+from switch.journal.guard import Derived
+from switch.journal.risk import BlockEntry, Window
 
 Listed = Mapping[tuple[str, str], BlockEntry]
 ACTIONS = ("allow", "block", "review", "step_up")
@@ -36,9 +41,18 @@ SUBJECTS = ("card", "customer", "merchant", "ip", "device", "email")
 LIST_KINDS = ("card", "bin", "ip", "device", "email", "customer")
 
 
-@dataclass(frozen=True, slots=True)
-class Facts:
-    """What the rules may know of one payment: never a clear PAN, never a clear email."""
+SLOTS = 10
+"""Slots a window is cut into: a count slides in steps of a tenth of the window."""
+_ATTRIBUTE = {"card": "card", "customer": "customer", "merchant": "merchant_id", "ip": "ip", "device": "device",
+              "email": "email"}
+_LETTERS = str.maketrans("0123456789", "ghijklmnop")
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
+_PAIRS = [a + b for a in _BASE32 for b in _BASE32]
+
+
+class Facts(NamedTuple):
+    """What the rules may know of one payment: never a clear PAN, never a clear email.  (A named
+    tuple: one is built for every authorization, and a tuple is the cheapest immutable record.)"""
 
     merchant_id: str
     amount: int
@@ -56,8 +70,14 @@ class Facts:
     idempotency_key: str | None = None
 
     def subject(self, per: str) -> str | None:
-        return {"card": self.card, "customer": self.customer, "merchant": self.merchant_id, "ip": self.ip,
-                "device": self.device, "email": self.email}[per]
+        value: str | None = getattr(self, _ATTRIBUTE[per])
+        return value
+
+    def subject_key(self, per: str) -> str | None:
+        """The subject as a counter names it: the card and email are keyed hashes already; anything
+        else (an ip, a customer id) is hashed to letters, which the journal's card-data guard passes."""
+        value = self.subject(per)
+        return value if value is None or per in ("card", "email") else letters(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,47 +126,115 @@ class Rule:
     deny: frozenset[str] = frozenset()
     unknown_matches: bool = False
 
-    def check(self, ledger: RiskLedger, f: Facts, now: float, bumps: list[tuple[str, int, int]],
-              listed: Listed) -> dict | None:
-        """What it saw when it matches, else None; reservations to take back on a block go to ``bumps``;
-        ``listed`` holds the journal's live entries among every rule's `lookups`, read in one query."""
-        return _CHECKS[self.kind](self, ledger, f, now, bumps, listed)
+    def check(self, seen: Seen) -> dict | None:
+        """What it saw when it matches, else None (see `Seen` for what an evaluation has read)."""
+        return _CHECKS[self.kind](self, seen)
 
     def lookups(self, f: Facts) -> list[tuple[str, str]]:
         """The journal blocklist entries (kind, value) this rule needs to see for ``f``."""
         if self.kind == "blocklist":
             return self.list_keys(f)
         subject = f.subject(self.per)
-        return [(hold_kind(self), subject)] if self.kind == "card_testing" and subject is not None else []
+        return [(self.hold_kind, subject)] if self.kind == "card_testing" and subject is not None else []
 
-    def counter(self, what: str, subject: str, now: float) -> tuple[str, int]:
-        """A counter's name for ``subject`` and, should a window open at ``now``, when it ends (microseconds)."""
-        name = f"{self.name}:{what}:{self.per}:{tag(hashlib.sha256(subject.encode()).digest()[:15])}"
-        if self.period != "day":
-            return name, int((now + self.window) * 1_000_000)
-        day = datetime.fromtimestamp(now, ZoneInfo(self.timezone)).replace(hour=0, minute=0, second=0, microsecond=0)
-        end = (day + timedelta(days=1)).timestamp()
-        return f"{name}:{day.date().isoformat()}", int(end * 1_000_000)
+    def counter(self, f: Facts, now_us: int, what: str | None = None) -> Counter | None:
+        """The counter this rule counts ``f`` in at ``now_us`` (``what``: which of its counters, by
+        default the one its kind checks), None when it counts nothing for ``f``."""
+        what = what or _COUNTS.get(self.kind)
+        if what is None:
+            return None
+        if self.kind == "duplicate":
+            if f.idempotency_key is not None:
+                return None
+            subject: str | None = letters(f"{f.card}|{f.amount}|{f.currency}|{f.merchant_id}")
+        else:
+            subject = f.subject_key(self.per)
+        if subject is None:
+            return None
+        name = Derived(f"{self.name}:{what}:{self.per}:{subject}")  # a validated rule name and hashes
+        if self.period == "day":
+            day = datetime.fromtimestamp(now_us / 1e6, ZoneInfo(self.timezone)).replace(
+                hour=0, minute=0, second=0, microsecond=0)
+            start = int(day.timestamp() * 1_000_000)
+            return Counter(name, start, start, int((day + timedelta(days=1)).timestamp() * 1_000_000))
+        width = self.slot_us
+        start = now_us - now_us % width
+        return Counter(name, start, start - SLOTS * width, start + (SLOTS + 1) * width)
+
+    @functools.cached_property
+    def slot_us(self) -> int:
+        """A slot's length: a tenth of the window, in microseconds."""
+        return max(int(self.window * 1_000_000) // SLOTS, 1)
 
     def list_keys(self, f: Facts) -> list[tuple[str, str]]:
         """The (kind, value) pairs of this payment a blocklist compares."""
-        keys = {"card": f.card, "bin": f.bin6, "ip": f.ip, "device": f.device, "email": f.email,
-                "customer": f.customer}
-        found = [(kind, value) for kind, value in keys.items() if kind in self.lists and value is not None]
-        if "bin" in self.lists and f.bin8 is not None:
-            found.append(("bin", f.bin8))
-        return found
+        return [(kind, value) for kind, attribute in self._listed_facts if (value := getattr(f, attribute)) is not None]
+
+    @functools.cached_property
+    def _listed_facts(self) -> tuple[tuple[str, str], ...]:
+        """(list kind, `Facts` attribute) for each list this rule checks; a BIN is checked at 6 and 8 digits."""
+        pairs = [(kind, _ATTRIBUTE.get(kind, "bin6")) for kind in LIST_KINDS if kind in self.lists]
+        return tuple(pairs + [("bin", "bin8")] if "bin" in self.lists else pairs)
+
+    @functools.cached_property
+    def hold_kind(self) -> str:
+        """The blocklist kind of a card-testing rule's holds: its own, so only that rule enforces them."""
+        return f"hold:{self.name}:{self.per}"
 
 
-def tag(digest: bytes) -> str:
-    """A hash as lower-case base32: the journal's card-data guard scans text for card numbers, and
-    hex digests hold long digit runs that now and then pass Luhn with a scheme's prefix; base32
-    has six digits in 32 symbols."""
-    return base64.b32encode(digest).decode("ascii").rstrip("=").lower()
+class Counter(NamedTuple):
+    """Where a payment counts: counter ``name``'s slot ``start``; the window holds the slots from
+    ``since``; the slot leaves the window at ``expires`` (all microseconds)."""
+
+    name: str
+    start: int
+    since: int
+    expires: int
 
 
-def _blocklist(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list, listed: Listed) -> dict | None:
-    keys = rule.list_keys(f)
+@dataclass(slots=True)
+class Seen:
+    """What one evaluation has read from the journal: the live blocklist entries among every rule's
+    `lookups`, and the counter windows of every rule's `counter`, locked; cumulative additions go
+    to ``reserved`` (taken back in memory if the payment is blocked)."""
+
+    facts: Facts
+    now_us: int
+    listed: Listed
+    windows: Mapping[str, Window]
+    counters: Mapping[str, Counter]  # by rule name
+    keys: Mapping[str, list[tuple[str, str]]]  # each blocklist rule's `list_keys`, by rule name
+    reserved: list[tuple[Counter, int, int]] = field(default_factory=list)
+
+    def count(self, rule: Rule, amount: int = 0) -> tuple[int, int] | None:
+        """Count one payment in ``rule``'s window; its (count, amount) now, None when it has no counter."""
+        c = self.counters.get(rule.name)
+        if c is None:
+            return None
+        window = self.windows[c.name]
+        window.add(c.start, 1, amount, c.since, c.expires)
+        return window.total(c.since)
+
+
+def letters(text: str) -> str:
+    """A short unkeyed hash of ``text`` spelt in letters only: a counter name's subject."""
+    return hashlib.blake2b(text.encode(), digest_size=15).hexdigest().translate(_LETTERS)
+
+
+def tag(digest: bytes) -> Derived:
+    """A hash as lower-case base32 (no padding): the journal's card-data guard scans text for card
+    numbers, and hex digests hold long digit runs that now and then pass Luhn with a scheme's prefix;
+    base32 has six digits in 32 symbols.  The same text as ``base64.b32encode``, ten bits a step."""
+    bits = len(digest) * 8
+    chars = -(-bits // 5)
+    steps = -(-chars // 2)
+    n = int.from_bytes(digest, "big") << (steps * 10 - bits)
+    return Derived("".join([_PAIRS[(n >> shift) & 1023] for shift in range(steps * 10 - 10, -1, -10)])[:chars])
+
+
+def _blocklist(rule: Rule, seen: Seen) -> dict | None:
+    f = seen.facts
+    keys = seen.keys[rule.name]
     for kind, value in keys:
         if (kind, value) in rule.entries:
             return {"list": kind, "entry": "config"}
@@ -156,85 +244,70 @@ def _blocklist(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list
             if address in network:
                 return {"list": "ip", "entry": str(network)}
     for key in keys:
-        entry = listed.get(key)
+        entry = seen.listed.get(key)
         if entry is not None:
             return {"list": entry.kind, "entry": entry.shown}
     return None
 
 
-def _amount_limit(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list, listed: Listed) -> dict | None:
-    if (rule.max_amount is not None and f.amount > rule.max_amount) or (
-            rule.min_amount is not None and f.amount < rule.min_amount):
-        return {"amount": f.amount}
+def _amount_limit(rule: Rule, seen: Seen) -> dict | None:
+    amount = seen.facts.amount
+    if (rule.max_amount is not None and amount > rule.max_amount) or (
+            rule.min_amount is not None and amount < rule.min_amount):
+        return {"amount": amount}
     return None
 
 
-def _cumulative(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list, listed: Listed) -> dict | None:
-    subject = f.subject(rule.per)
-    if subject is None:
+def _cumulative(rule: Rule, seen: Seen) -> dict | None:
+    c = seen.counters.get(rule.name)
+    if c is None:
         return None
-    name, end = rule.counter("sum", subject, now)
-    total = ledger.add(name, end, 1, f.amount, max_count=rule.max_count, max_amount=rule.max_amount)
-    if total is None:
-        count, amount = ledger.seen(name)
-        return {"count": count, "amount": amount, "asked": f.amount}
-    bumps.append((name, 1, f.amount))
+    window, asked = seen.windows[c.name], seen.facts.amount
+    count, amount = window.total(c.since)
+    if (rule.max_count is not None and count + 1 > rule.max_count) or (
+            rule.max_amount is not None and amount + asked > rule.max_amount):
+        return {"count": count, "amount": amount, "asked": asked}
+    window.add(c.start, 1, asked, c.since, c.expires)
+    seen.reserved.append((c, 1, asked))
     return None
 
 
-def _velocity(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list, listed: Listed) -> dict | None:
-    subject = f.subject(rule.per)
-    if subject is None:
-        return None
-    name, end = rule.counter("attempts", subject, now)
-    count, _ = ledger.add(name, end, 1, 0) or (0, 0)
-    return {"count": count} if rule.max_count is not None and count > rule.max_count else None
+def _velocity(rule: Rule, seen: Seen) -> dict | None:
+    counted = seen.count(rule)
+    return {"count": counted[0]} if counted and rule.max_count is not None and counted[0] > rule.max_count else None
 
 
-def _card_testing(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list, listed: Listed) -> dict | None:
-    subject = f.subject(rule.per)
-    if subject is None:
-        return None
-    entry = listed.get((hold_kind(rule), subject))
+def _card_testing(rule: Rule, seen: Seen) -> dict | None:
+    subject = seen.facts.subject(rule.per)
+    entry = None if subject is None else seen.listed.get((rule.hold_kind, subject))
     return None if entry is None else {"held_until_us": entry.expires_at}
 
 
-def hold_kind(rule: Rule) -> str:
-    """The blocklist kind of a card-testing rule's holds: its own, so only that rule enforces them."""
-    return f"hold:{rule.name}:{rule.per}"
-
-
-def feed_decline(rule: Rule, ledger: RiskLedger, f: Facts, now: float) -> int | None:
-    """Count a bank decline for a card-testing rule; the count when it put a hold, else None."""
+def feed_decline(rule: Rule, window: Window, c: Counter, f: Facts) -> tuple[str, str, str] | None:
+    """Count a bank decline in a card-testing rule's ``window``; the hold to put (kind, value, shown)
+    when the declines in the window reach the rule's ``declines``, else None."""
+    window.add(c.start, 1, 0, c.since, c.expires)
     subject = f.subject(rule.per)
-    if subject is None:
+    if subject is None or window.total(c.since)[0] < rule.declines:
         return None
-    name, end = rule.counter("declines", subject, now)
-    count, _ = ledger.add(name, end, 1, 0) or (0, 0)
-    if count < rule.declines:
-        return None
-    shown = f.masked if rule.per == "card" and f.masked else subject
-    ledger.hold(hold_kind(rule), subject, shown, f"rule {rule.name}", int((now + rule.hold) * 1_000_000))
-    return count
+    return rule.hold_kind, subject, f.masked if rule.per == "card" and f.masked else subject
 
 
-def _country(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list, listed: Listed) -> dict | None:
-    if f.country is None:
+def _country(rule: Rule, seen: Seen) -> dict | None:
+    country = seen.facts.country
+    if country is None:
         return {"country": None} if rule.unknown_matches else None
-    if f.country in rule.deny or (rule.allow is not None and f.country not in rule.allow):
-        return {"country": f.country}
+    if country in rule.deny or (rule.allow is not None and country not in rule.allow):
+        return {"country": country}
     return None
 
 
-def _duplicate(rule: Rule, ledger: RiskLedger, f: Facts, now: float, bumps: list, listed: Listed) -> dict | None:
-    if f.idempotency_key is not None:
-        return None
-    same = f"{f.card}|{f.amount}|{f.currency}|{f.merchant_id}"
-    name, end = rule.counter("same", same, now)
-    count, _ = ledger.add(name, end, 1, 0) or (0, 0)
-    return {"count": count} if count > 1 else None
+def _duplicate(rule: Rule, seen: Seen) -> dict | None:
+    counted = seen.count(rule)
+    return {"count": counted[0]} if counted and counted[0] > 1 else None
 
 
-_CHECKS = {"blocklist": _blocklist, "amount_limit": _amount_limit, "cumulative": _cumulative,
-           "velocity": _velocity, "card_testing": _card_testing, "country": _country, "duplicate": _duplicate}
-
+_COUNTS = {"cumulative": "sum", "velocity": "attempts", "duplicate": "same"}
+_CHECKS: dict[str, Callable[[Rule, Seen], dict | None]] = {
+    "blocklist": _blocklist, "amount_limit": _amount_limit, "cumulative": _cumulative, "velocity": _velocity,
+    "card_testing": _card_testing, "country": _country, "duplicate": _duplicate}

@@ -8,8 +8,9 @@ the decision and the take-back of a blocked payment's reservations commit togeth
   goes on; it changes nothing for the payment;
 * the first rule in mode ``enforce`` that matches decides, and evaluation stops:
   ``allow`` lets the payment through, ``block`` refuses it (nothing is sent),
-  ``review`` sends it flagged, ``step_up`` acts as the rule's ``otherwise`` (no connector
-  here can ask the customer to confirm on the switch's request);
+  ``review`` sends it flagged, ``step_up`` sends it asking the bank to have the customer
+  confirm it where the routed connector's plugin can (`ConnectorPlugin.step_up`), else
+  acts as the rule's ``otherwise``: the journalled decision is what was done;
 * no match: allowed.
 
 Every evaluated payment's decision (rules matched, their mode and action, counter
@@ -20,8 +21,9 @@ replaced at run time (`replace`, on SIGHUP).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
@@ -29,7 +31,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from switch.domain.model import AuthorizeRequest, CardInstrument
 from switch.engine.risk.bins import BinTable
-from switch.engine.risk.rules import Facts, Rule, feed_decline, tag
+from switch.engine.risk.rules import Facts, Rule, Seen, feed_decline, tag
 from switch.iso.translate import sealed_instrument
 from switch.journal import Journal
 from switch.journal.risk import RiskLedger
@@ -44,17 +46,42 @@ class RiskRules:
 
     rules: tuple[Rule, ...] = ()
     bins: BinTable | None = None
+    _scoped: dict[tuple[str, str, str], Plan] = field(default_factory=dict, compare=False, repr=False)
+
+    def in_scope(self, f: Facts) -> tuple[Rule, ...]:
+        """The rules whose scope covers ``f``, in order."""
+        return self.plan(f).rules
+
+    def plan(self, f: Facts) -> Plan:
+        """The rules whose scope covers ``f``, and among them those that read the blocklist or count:
+        remembered per (merchant, currency, instrument), a handful of combinations, so scopes and kinds
+        are looked at once per combination, not per payment."""
+        key = (f.merchant_id, f.currency, f.instrument)
+        found = self._scoped.get(key)
+        if found is None:
+            rules = tuple(rule for rule in self.rules if rule.scope.covers(f))
+            found = Plan(rules, tuple(r for r in rules if r.kind in ("blocklist", "card_testing")),
+                         tuple(r for r in rules if r.kind in ("cumulative", "velocity", "duplicate")))
+            if len(self._scoped) < 4096:
+                self._scoped[key] = found
+        return found
+
+
+class Plan(NamedTuple):
+    rules: tuple[Rule, ...]
+    listing: tuple[Rule, ...]
+    counting: tuple[Rule, ...]
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """``action`` is what happens: allow, block or review; ``rule`` the enforced rule that decided."""
+    """``action`` is what happens: allow, block, review or step_up; ``rule`` the enforced rule that decided."""
 
     action: str
     rule: str | None
     matches: tuple[dict[str, Any], ...]
     reserved: tuple[tuple[str, int, int, int], ...] = ()
-    """Cumulative counts this payment added: (counter, count, amount, when), given back if it fails."""
+    """Cumulative counts this payment added: (counter, count, amount, slot), given back if it fails."""
 
     def answer_field(self) -> dict[str, str] | None:
         """The answer's ``risk`` object, when an enforced rule decided."""
@@ -70,41 +97,54 @@ class RiskMetrics(MetricBundle):
                                "(shadow: would have)", ["rule", "action", "mode"], registry=registry)
 
 
-def _outcome(rule: Rule | None) -> str:
+def _outcome(rule: Rule | None, step_up: bool) -> str:
     if rule is None:
         return "allow"
-    return rule.otherwise if rule.action == "step_up" else rule.action
+    if rule.action == "step_up" and not step_up:
+        return rule.otherwise
+    return rule.action
 
 
-def decide(rules: tuple[Rule, ...], facts: Facts, now: float, txn_id: str, every_rule: bool = False) -> Any:
-    """The writer unit evaluating ``rules`` for one payment (see the module docstring); ``every_rule``
-    goes on after the deciding rule, to show all matches (explain)."""
+def decide(rules: RiskRules, facts: Facts, now: float, txn_id: str, every_rule: bool = False,
+           step_up: bool = False) -> Callable[[RiskLedger], Verdict]:
+    """The writer unit evaluating ``rules`` for one payment (see the module docstring); ``step_up``: the
+    routed connector can ask the customer to confirm; ``every_rule`` goes on after the deciding rule,
+    to show all matches (explain)."""
 
     def unit(ledger: RiskLedger) -> Verdict:
         matches: list[dict[str, Any]] = []
-        bumps: list[tuple[str, int, int]] = []
         decisive: Rule | None = None
-        in_scope = [rule for rule in rules if rule.scope.covers(facts)]
-        lookups = [key for rule in in_scope for key in rule.lookups(facts)]
-        listed = {(e.kind, e.value): e for e in ledger.blocked(lookups)}
-        for rule in in_scope:
-            seen = rule.check(ledger, facts, now, bumps, listed)
-            if seen is None:
+        plan = rules.plan(facts)
+        now_us = ledger.now_us
+        keys = {rule.name: rule.lookups(facts) for rule in plan.listing}
+        counters = {}
+        for rule in plan.counting:
+            counter = rule.counter(facts, now_us)
+            if counter is not None:
+                counters[rule.name] = counter
+        entries, windows = ledger.read([key for found in keys.values() for key in found],
+                                       [c.name for c in counters.values()])
+        seen = Seen(facts, now_us, {(e.kind, e.value): e for e in entries} if entries else {}, windows, counters, keys)
+        for rule in plan.rules:
+            found = rule.check(seen)
+            if found is None:
                 continue
             matches.append({"rule": rule.name, "kind": rule.kind, "action": rule.action, "mode": rule.mode,
-                            "seen": seen})
+                            "seen": found})
             if rule.mode == "enforce" and decisive is None:
                 decisive = rule
                 if not every_rule:
                     break
-        action = _outcome(decisive)
+        action = _outcome(decisive, step_up)
         if action == "block":
-            for bump in bumps:
-                ledger.take_back(*bump)
-            bumps = []
+            for c, count, amount in seen.reserved:
+                windows[c.name].take_back(c.start, count, amount)
+            seen.reserved.clear()
+        ledger.save(windows.values())
         rule_name = decisive.name if decisive is not None else None
         ledger.decide(txn_id, action, rule_name, matches)
-        return Verdict(action, rule_name, tuple(matches), tuple((*b, ledger.now_us) for b in bumps))
+        return Verdict(action, rule_name, tuple(matches),
+                       tuple((c.name, count, amount, c.start) for c, count, amount in seen.reserved))
 
     return unit
 
@@ -143,8 +183,8 @@ class RiskStage:
     def facts(self, req: AuthorizeRequest) -> Facts:
         """What the rules see of ``req``: the card only as its keyed hash, BIN and country."""
         instrument = req.instrument
-        card = self.card_key(sealed_instrument(instrument).pan)
         pan = instrument.pan if isinstance(instrument, CardInstrument) else None
+        card = tag(self.journal.vault.pan_hash(pan or sealed_instrument(instrument).pan))
         bins = self.rules.bins
         c = req.customer
         return Facts(
@@ -156,10 +196,11 @@ class RiskStage:
             email=self.email_key(c.email) if c and c.email else None, idempotency_key=req.idempotency_key,
         )
 
-    async def evaluate(self, txn_id: str, facts: Facts) -> Verdict:
-        """Evaluate, count and journal the decision for payment ``txn_id``."""
-        verdict: Verdict = await self.journal.risk_unit(
-            decide(self.rules.rules, facts, self.clock.seconds(), txn_id), self.clock.seconds())
+    async def evaluate(self, txn_id: str, facts: Facts, step_up: bool = False) -> Verdict:
+        """Evaluate, count and journal the decision for payment ``txn_id``; ``step_up``: its connector can
+        ask the customer to confirm, so a step_up rule steps up instead of acting as its ``otherwise``."""
+        now = self.clock.seconds()
+        verdict: Verdict = await self.journal.risk_unit(decide(self.rules, facts, now, txn_id, step_up=step_up), now)
         self.metrics.evaluations.labels(verdict.action).inc()
         for match in verdict.matches:
             self.metrics.matches.labels(match["rule"], match["action"], match["mode"]).inc()
@@ -169,9 +210,10 @@ class RiskStage:
         return verdict
 
     async def explain(self, facts: Facts) -> Verdict:
-        """What the rules would decide for ``facts`` now, counting it as one more payment, changing nothing."""
+        """What the rules would decide for ``facts`` now, counting it as one more payment, changing nothing
+        (a step_up as such: which connector the payment would go to is not known here)."""
         now = self.clock.seconds()
-        unit = decide(self.rules.rules, facts, now, "explain", every_rule=True)
+        unit = decide(self.rules, facts, now, "explain", every_rule=True, step_up=True)
         verdict: Verdict = await self.journal.risk_dry_run(unit, now)
         return verdict
 
@@ -179,17 +221,24 @@ class RiskStage:
         """The payment's outcome: anything but an approval (or a wait for the customer) gives its
         cumulative counts back; a bank's decline counts for the card-testing rules, which may put a hold."""
         release = verdict.reserved if status not in ("approved", "pending_customer_action") else ()
-        rules = [r for r in self.rules.rules if r.kind == "card_testing" and r.scope.covers(facts)] \
-            if status == "declined" else []
+        rules = [r for r in self.rules.in_scope(facts) if r.kind == "card_testing"] if status == "declined" else []
         if not rules and not release:
             return
         now = self.clock.seconds()
 
         def unit(ledger: RiskLedger) -> list[tuple[str, int]]:
-            for name, count, amount, added_at in release:
-                ledger.take_back(name, count, amount, added_at)
-            held = [(rule.name, feed_decline(rule, ledger, facts, now)) for rule in rules]
-            return [(name, count) for name, count in held if count is not None]
+            counting = [(rule, c) for rule in rules if (c := rule.counter(facts, ledger.now_us, "declines"))]
+            windows = ledger.windows([c.name for _, c in counting] + [name for name, *_ in release])
+            for name, count, amount, start in release:
+                windows[name].take_back(start, count, amount)
+            held = []
+            for rule, c in counting:
+                hold = feed_decline(rule, windows[c.name], c, facts)
+                if hold is not None:
+                    ledger.hold(*hold, f"rule {rule.name}", ledger.now_us + int(rule.hold * 1_000_000))
+                    held.append((rule.name, windows[c.name].total(c.since)[0]))
+            ledger.save(windows.values())
+            return held
 
         for name, count in await self.journal.risk_unit(unit, now):
             log.warning("risk_hold", rule=name, declines=count, masked_pan=facts.masked)

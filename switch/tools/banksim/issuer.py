@@ -40,11 +40,27 @@ _REQUIRED = {
 _NEEDS_INSTRUMENT = ("authorization", "financial", "completion")
 ACCOUNT_FIELD = "102"
 CONFIRMATION_URL_FIELD = "62"
+ORDER_FIELD = "48"
+CONFIRM_TAG = "04"
+"""Sakura's order data (field 48, TLV: two-character tag, three-digit length, value); tag ``04`` = ``1``
+asks that the customer confirm the payment (connectors/sakura.py)."""
 
 
 def instrument_id(request: Message) -> str | None:
     """The card number (field 2), or a bank account / wallet (field 102) when there is no card."""
     return request.get("2") or request.get(ACCOUNT_FIELD)
+
+
+def confirmation_asked(request: Message) -> bool:
+    """Whether the acquirer asked that the customer confirm (Sakura's field 48 TLV tag 04 = 1); a field
+    48 that is not such a TLV asks nothing."""
+    text, i = request.get(ORDER_FIELD, ""), 0
+    while i + 5 <= len(text) and text[i + 2:i + 5].isdigit():
+        tag, end = text[i:i + 2], i + 5 + int(text[i + 2:i + 5])
+        if tag == CONFIRM_TAG:
+            return text[i + 5:end] == "1"
+        i = end
+    return False
 
 
 @dataclass(frozen=True)
@@ -187,7 +203,8 @@ class Issuer:
         code = self._decline_reason(account, request, amount, moves_money_out=not refund)
         if code is not None:
             return self._reply(request, code)
-        if account is not None and account.status == "confirm" and not refund:
+        asked = self._cvv_field != ORDER_FIELD and confirmation_asked(request)
+        if account is not None and (account.status == "confirm" or asked) and not refund:
             ref = f"C{next(self._refs):06d}"
             self.pending[ref] = PendingConfirmation(ref, dict(request), kind)
             url = f"{self.confirm_url_base}/confirm/{ref}"

@@ -82,7 +82,7 @@ async def run(reactor, args: argparse.Namespace) -> None:
         for i, req in enumerate(reqs):
             start = time.perf_counter()
             facts = stage.facts(req)
-            decide(stage.rules.rules, facts, reactor.seconds(), f"b{i}")(RiskLedger(db, int(reactor.seconds() * 1e6)))
+            decide(stage.rules, facts, reactor.seconds(), f"b{i}")(RiskLedger(db, int(reactor.seconds() * 1e6)))
             rule_times.append(time.perf_counter() - start)
         journalled = []
         for i, req in enumerate(reqs):

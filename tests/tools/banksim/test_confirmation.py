@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from switch.tools.banksim.issuer import confirmation_asked
 from tests.tools.banksim.test_issuer import make_issuer
-from tests.tools.banksim.wire import code, request, reversal
+from tests.tools.banksim.wire import VISA, code, request, reversal
+
+DIALECTS = Path(__file__).resolve().parents[3] / "specs" / "dialects"
 
 CONFIRM_CARD, CONFIRM_ACCOUNT, ACCOUNT = "5200000000001005", "000987654321", "000123456789"
 
@@ -49,3 +54,22 @@ def test_rejected_confirmation_is_do_not_honour_and_moves_nothing():
     issuer.answer(account_request("sale", 1993, CONFIRM_ACCOUNT, amount=900))
     _, rc, auth = issuer.decide_pending(next(iter(issuer.pending)), approve=False)
     assert (rc, auth) == ("100", None) and issuer.ledger.balance(CONFIRM_ACCOUNT) == 500000
+
+
+def test_a_sakura_request_asking_for_confirmation_waits_for_the_customer_even_for_an_active_card():
+    issuer, _ = make_issuer(str(DIALECTS / "sakura.toml"))
+    order = "01004SHOP02003o-1"
+    assert issuer.answer(request("sale", 1993, amount=900, **{"48": order, "126": "123"}))["39"] == "000"
+    asked = issuer.answer(request("sale", 1993, amount=900, stan="000002", **{"48": order + "040011", "126": "123"}))
+    [ref] = issuer.pending
+    assert (asked["39"], asked["62"]) == ("923", f"http://127.0.0.1/confirm/{ref}")
+    assert issuer.ledger.balance(VISA) == 1000000 - 900  # only the first sale so far
+    assert issuer.decide_pending(ref, approve=True)[1] == "000" and issuer.ledger.balance(VISA) == 1000000 - 1800
+
+
+@pytest.mark.parametrize(("field", "asked"), [
+    ("040011", True), ("01004SHOP040011", True), ("040010", False), ("01004SHOP", False), ("123", False),
+    ("04", False), ("01009SHOP", False), ("", False),
+])
+def test_only_a_well_formed_tag_04_asks_for_confirmation(field, asked):
+    assert confirmation_asked({"48": field}) is asked

@@ -1,0 +1,95 @@
+"""A risk rule's step_up end to end, with the demo's banks and plugins: on Sakura (bank_b), whose plugin can
+ask the bank to have the customer confirm, the payment waits for the customer and completes on their
+approval; on Angkor (bank_a), which cannot, the rule acts as its ``otherwise``."""
+
+from __future__ import annotations
+
+import pytest_twisted
+
+from connectors.base import parse_tlv
+from tests.e2e.harness import PLUGIN_BANKS, PLUGIN_ROUTES, authorize, eventually, start_env, stop_env
+from tests.e2e.test_risk import VISA, rules
+from tests.e2e.test_saf_cli import kswitch
+
+MASTERCARD = "5555555555554444"  # an active card banksim would approve at once
+STEP_UP = """
+name = "big-step-up"
+kind = "amount_limit"
+action = "step_up"
+otherwise = "block"
+merchants = ["M100"]
+max_amount = 100000
+"""
+
+
+@pytest_twisted.async_yield_fixture
+async def env(tmp_path):
+    e = await start_env(tmp_path, banks=PLUGIN_BANKS, routes=PLUGIN_ROUTES, extra_config=rules(STEP_UP))
+    yield e
+    await stop_env(e)
+
+
+async def status(env, txn_id):
+    c = await env.connect()
+    return await c.call({"id": 99, "op": "status", "txn_id": txn_id})
+
+
+@pytest_twisted.ensureDeferred
+async def test_step_up_on_a_bank_that_can_ask_waits_for_the_customer_and_completes_on_approval(env):
+    c = await env.connect()
+    sim = env.sims["bank_b"]
+    before = sim.balance(MASTERCARD)
+    small = await c.call(authorize(1, pan=MASTERCARD, amount=1000))
+    assert small["status"] == "approved" and "risk" not in small  # under the limit: no rule, no confirmation
+    a = await c.call(authorize(2, pan=MASTERCARD, amount=150000))
+    assert (a["status"], a["reason"], a["connector"]) == ("pending_customer_action", "customer_action_required",
+                                                          "bank_b"), a
+    assert a["risk"] == {"rule": "big-step-up", "action": "step_up"}
+    [ref] = sim.pending()
+    assert a["confirmation_url"].endswith(f"/confirm/{ref}")
+    assert parse_tlv(sim.issuer.pending[ref].request["48"])["04"] == "1"  # the switch asked for it
+    assert sim.balance(MASTERCARD) == before - 1000  # nothing moves before the customer says so
+    decision = await env.journal.risk_decision(a["txn_id"])
+    assert (decision["action"], decision["rule"]) == ("step_up", "big-step-up")
+    assert await sim.confirm(ref, approve=True) == "000"
+    await eventually(lambda: _status_is(env, a["txn_id"], "approved"))
+    s = await status(env, a["txn_id"])
+    assert s["status"] == "approved" and s["risk"]["action"] == "step_up"
+    assert sim.balance(MASTERCARD) == before - 1000 - 150000
+
+
+@pytest_twisted.ensureDeferred
+async def test_step_up_on_a_bank_that_cannot_ask_acts_as_otherwise(env):
+    c = await env.connect()
+    a = await c.call(authorize(1, pan=VISA, amount=150000))  # Visa goes to bank_a (Angkor: no step-up)
+    assert (a["status"], a["reason"], a["connector"]) == ("declined", "risk_declined", "bank_a"), a
+    assert a["risk"] == {"rule": "big-step-up", "action": "block"}
+    assert env.sims["bank_a"].received["0200"] == 0, "a block sends nothing"
+    decision = await env.journal.risk_decision(a["txn_id"])
+    assert (decision["action"], decision["rule"]) == ("block", "big-step-up")
+    assert decision["matches"][0]["action"] == "step_up"  # what the rule asked, beside what was done
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_customer_rejecting_a_step_up_declines_the_payment(env):
+    c = await env.connect()
+    sim = env.sims["bank_b"]
+    a = await c.call(authorize(1, pan=MASTERCARD, amount=150000))
+    assert a["status"] == "pending_customer_action"
+    await sim.confirm(sim.pending()[0], approve=False)
+    await eventually(lambda: _status_is(env, a["txn_id"], "declined"))
+
+
+async def _status_is(env, txn_id, wanted):
+    return (await env.journal.get_transaction(txn_id)).status.value == wanted
+
+
+
+@pytest_twisted.ensureDeferred
+async def test_explain_shows_a_step_up_and_what_it_falls_back_to(env, tmp_path):
+    code, out, err = await kswitch("risk", "explain", "--pan", MASTERCARD, "--amount", "150000", "--currency", "USD",
+                                   "--merchant", "M100", "--config", str(tmp_path / "kswitch.toml"))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[1].split()[:4] == ["big-step-up", "amount_limit", "step_up", "enforce"] and "MATCH" in lines[1]
+    assert lines[-1] == "decision: step_up by big-step-up (block where the connector cannot ask the customer to confirm)"
