@@ -372,9 +372,11 @@ class Link(SignOnAndEcho):
         self._trace("iso_out", message)
 
     def _trace(self, event: str, message: Message) -> None:
-        """Log one message, masked; masking is skipped when the level drops the event anyway."""
-        if self._log.is_enabled_for(logging.INFO):
-            self._log.info(event, mti=message["t"], stan=message.get("11"), rc=message.get("39"),
+        """Log one message, masked, at debug: the journal already holds every payment message, so
+        at info the reactor does not render ~1 KB per message (README "Logs"); masking is skipped
+        when the level drops the event anyway."""
+        if self._log.is_enabled_for(logging.DEBUG):
+            self._log.debug(event, mti=message["t"], stan=message.get("11"), rc=message.get("39"),
                            fields=mask_message(message, self.channel.dialect))
 
     def _count(self, direction: str, mti: str) -> None:
