@@ -115,8 +115,9 @@ class Db:
         self.conn.close()
 
     def _run(self, sql: str, params: Params | None) -> Any:
-        bound = {name: _plain(value) for name, value in (params or {}).items()}
-        for name, value in bound.items():
+        bound: dict[str, object] = {}
+        for name, value in (params or {}).items():
+            value = bound[name] = _plain(value)
             check_value(name, value)
         return self.conn.execute(self.dialect.sql(sql), bound)
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from switch.domain.cardcheck import may_hold_card_number
+from switch.domain.cardcheck import SCAN_MIN_DIGITS, may_hold_card_number
 from switch.domain.panscan import holds_card_number
 from switch.journal.errors import CardDataRefused, InvalidRecord
 
@@ -55,15 +55,23 @@ _PAN_KEYS = frozenset({"2", "pan", "card_number"})
 _MASK_CHARS = frozenset("*Xx#")
 
 
+class Guarded(str):
+    """JSON text `dump_fields` made and scanned on the caller's thread: the writer thread does not
+    scan it a second time (`check_value`). Only this module makes one, from a value it checked."""
+
+    __slots__ = ()
+
+
 def check_value(where: str, value: object) -> None:
     """Refuse a text or bytes value about to be written under column ``where`` if it holds a card number.
 
-    A reference column (`REFERENCE_NAMES`) is not scanned.
+    A reference column (`REFERENCE_NAMES`), text shorter than a card number and `Guarded`
+    text (already scanned) are not scanned.
     """
     if where in REFERENCE_NAMES:
         return
     if isinstance(value, str):
-        if holds_card_number(value):
+        if len(value) >= SCAN_MIN_DIGITS and type(value) is not Guarded and holds_card_number(value):
             raise _refused(where)
     elif isinstance(value, (bytes, bytearray, memoryview)):
         for match in _BYTE_DIGIT_RUN.finditer(bytes(value)):
@@ -71,7 +79,7 @@ def check_value(where: str, value: object) -> None:
                 raise _refused(where)
 
 
-def dump_fields(where: str, fields: Mapping[Any, Any]) -> str:
+def dump_fields(where: str, fields: Mapping[Any, Any]) -> Guarded:
     """Validate a caller's dict and encode it as canonical JSON for storage.
 
     Keys may be ISO field numbers (int) or names; they are stored as strings.
@@ -88,7 +96,7 @@ def dump_fields(where: str, fields: Mapping[Any, Any]) -> str:
         if holds_card_number(text if scanned is clean else orjson.dumps(scanned).decode()):
             _locate(where, scanned)
             raise _refused(where)
-    return text
+    return Guarded(text)
 
 
 def _without_references(value: Any) -> Any:
