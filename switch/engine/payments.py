@@ -128,9 +128,9 @@ class PaymentService:
         return ensureDeferred(self._authorize(request))
 
     async def _authorize(self, req: AuthorizeRequest) -> dict[str, Any]:
+        if req.idempotency_key is None:  # the request hash only serves a key's replays
+            return await self._authorize_once(req, None)
         h = request_hash(req, self.journal.vault.pan_hash(sealed_instrument(req.instrument).pan))
-        if req.idempotency_key is None:
-            return await self._authorize_once(req, h)
         return await self.keyed.run((req.merchant_id, req.idempotency_key), h, lambda: self._first_with_key(req, h))
 
     async def _first_with_key(self, req: AuthorizeRequest, h: bytes) -> dict[str, Any]:
@@ -165,7 +165,7 @@ class PaymentService:
     def _can_carry(self, connector: str, req: AuthorizeRequest) -> bool:
         return isinstance(req.instrument, CardInstrument) or carries_accounts(self.banks[connector].profile.dialect)
 
-    async def _authorize_once(self, req: AuthorizeRequest, h: bytes) -> dict[str, Any]:
+    async def _authorize_once(self, req: AuthorizeRequest, h: bytes | None) -> dict[str, Any]:
         merchant = self.merchants[req.merchant_id]
         store = merchant.stores[req.store_id]
         kind = Kind.SALE if req.capture else Kind.AUTHORIZATION
@@ -185,7 +185,8 @@ class PaymentService:
             bank.active -= 1
 
     async def _checked_send(
-        self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, merchant: MerchantConfig, store: StoreConfig
+        self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, merchant: MerchantConfig,
+        store: StoreConfig,
     ) -> dict[str, Any]:
         """The risk stage (`switch.engine.risk`) decides, then the payment is sent unless it blocked;
         its outcome goes back to the stage (declines feed card-testing rules, failures give limits back)."""
@@ -200,9 +201,9 @@ class PaymentService:
                 txn_id=txn_id, kind=kind, merchant_id=req.merchant_id, store_id=req.store_id, order_id=req.order_id,
                 connector=bank.name, amount=req.amount, currency=req.currency.alpha,
                 card=sealed_instrument(req.instrument), retain_card=False, idempotency_key=req.idempotency_key,
-                request_hash=h if req.idempotency_key else None, status=Status.DECLINED, reason=RISK_DECLINED,
+                request_hash=h, status=Status.DECLINED, reason=RISK_DECLINED,
             ))
-            self.metrics.outcomes.labels(bank.name, kind.value, "declined").inc()
+            self.metrics.child(self.metrics.outcomes, bank.name, kind.value, "declined").inc()
             return {**answer(txn), "risk": flag}
         result = await self._send(req, h, kind, bank, merchant, store, txn_id)
         try:  # the payment's outcome is journalled and stands: a failure below only loses a count or a flag
@@ -215,8 +216,8 @@ class PaymentService:
         return {**result, "risk": flag} if flag is not None else result
 
     async def _send(
-        self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, merchant: MerchantConfig, store: StoreConfig,
-        txn_id: str,
+        self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, merchant: MerchantConfig,
+        store: StoreConfig, txn_id: str,
     ) -> dict[str, Any]:
         stan = bank.reserve_stan()
         try:
@@ -250,21 +251,21 @@ class PaymentService:
                                                  outcome.answer.confirmation_url)
         return await self._answered(txn_id, kind, bank, req.amount, req.capture, outcome, message["37"])
 
-    async def _refused(self, req: AuthorizeRequest, h: bytes, kind: Kind, connector: str, reason: str) -> dict[str, Any]:
+    async def _refused(self, req: AuthorizeRequest, h: bytes | None, kind: Kind, connector: str, reason: str) -> dict[str, Any]:
         txn = await self.journal.create_transaction(
             NewTransaction(
                 kind=kind, merchant_id=req.merchant_id, store_id=req.store_id, order_id=req.order_id,
                 connector=connector, amount=req.amount, currency=req.currency.alpha,
                 card=sealed_instrument(req.instrument), retain_card=False,
-                idempotency_key=req.idempotency_key, request_hash=h if req.idempotency_key else None,
+                idempotency_key=req.idempotency_key, request_hash=h,
                 status=Status.FAILED, reason=reason,
             )
         )
-        self.metrics.outcomes.labels(connector, kind.value, "failed").inc()
+        self.metrics.child(self.metrics.outcomes, connector, kind.value, "failed").inc()
         return answer(txn)
 
     async def _journal_request(
-        self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, txn_id: str, message: Message
+        self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, txn_id: str, message: Message
     ) -> None:
         """Transaction row and outgoing message, committed in one database transaction before the
         bank sees anything: recovery always finds the request it must reverse."""
@@ -274,7 +275,7 @@ class PaymentService:
                 order_id=req.order_id, connector=bank.name, amount=req.amount, currency=req.currency.alpha,
                 card=sealed_instrument(req.instrument), retain_card=True,
                 stan=message["11"], transmission_datetime=message["7"], rrn=message["37"],
-                idempotency_key=req.idempotency_key, request_hash=h if req.idempotency_key else None,
+                idempotency_key=req.idempotency_key, request_hash=h,
             ),
             request=(message["t"], mask_message(message, bank.profile.dialect)),
         )
@@ -305,7 +306,7 @@ class PaymentService:
         )
         assert self.confirmations is not None
         self.confirmations.watch(txn, message.get("41"))
-        self.metrics.outcomes.labels(bank.name, kind.value, API_STATUS[txn.status]).inc()
+        self.metrics.child(self.metrics.outcomes, bank.name, kind.value, API_STATUS[txn.status]).inc()
         return {**answer(txn), "confirmation_url": url}
 
     async def _uncertain(
@@ -328,7 +329,7 @@ class PaymentService:
 
     async def _finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, **changes: Any) -> dict[str, Any]:
         txn = await self.journal.transition(txn_id, expected_from=(Status.PENDING,), to=status, **changes)
-        self.metrics.outcomes.labels(bank.name, kind.value, API_STATUS[status]).inc()
+        self.metrics.child(self.metrics.outcomes, bank.name, kind.value, API_STATUS[status]).inc()
         return answer(txn)
 
     # -- queries --------------------------------------------------------------------
