@@ -193,6 +193,7 @@ class GroupCommitWriter:
         try:
             db.begin()
             results = [run(db, pending.unit) for pending in batch]
+            run(db, _flush)
         except Exception:
             return self._replay_isolated(db, batch)
         return [(True, result) for result in results]
@@ -205,7 +206,9 @@ class GroupCommitWriter:
             for pending in batch:
                 db.savepoint("unit")
                 try:
-                    outcomes.append((True, run(db, pending.unit)))
+                    result = run(db, pending.unit)
+                    run(db, _flush)  # the unit's queued rows fail with the unit
+                    outcomes.append((True, result))
                 except Exception:
                     outcomes.append((False, Failure()))
                     db.rollback_to("unit")
@@ -256,3 +259,7 @@ def _deliver(batch: list[_Pending], outcomes: list[_Outcome]) -> None:
             pending.deferred.callback(value)
         else:
             pending.deferred.errback(value)
+
+
+def _flush(db: Db) -> None:
+    db.flush()
