@@ -233,7 +233,7 @@ class PaymentService:
             bank.release_stan(stan)
             raise
         try:
-            self.engine.check_encodes(bank, message)
+            encoded = self.engine.check_encodes(bank, message)
         except NotEncodable:
             return await self._refused(req, h, kind, bank.name, NOT_ENCODABLE)
         try:
@@ -241,7 +241,7 @@ class PaymentService:
         except BaseException:
             bank.release_stan(stan)
             raise
-        outcome = await self.engine.exchange(txn_id, bank, message)
+        outcome = await self.engine.exchange(txn_id, bank, message, encoded=encoded)
         if isinstance(outcome, NotSent):
             return await self._finish(txn_id, kind, bank, Status.FAILED, reason=outcome.reason, forget_card=True)
         if isinstance(outcome, Uncertain):

@@ -53,6 +53,7 @@ FORBIDDEN_KEYS = frozenset(
 _FULLY_MASKED = re.compile(r"\[\d{1,4} masked\]")
 _PAN_KEYS = frozenset({"2", "pan", "card_number"})
 _MASK_CHARS = frozenset("*Xx#")
+_PLAIN = frozenset({str, int, bool, type(None)})
 
 
 class Guarded(str):
@@ -135,16 +136,17 @@ def _clean(where: str, value: Any) -> Any:
     if isinstance(value, Mapping):
         clean: dict[str, Any] = {}
         for key, item in value.items():
-            name = _key(where, key)
-            path = f"{where}.{name}"
-            if name.lower() in FORBIDDEN_KEYS and not (isinstance(item, str) and _FULLY_MASKED.fullmatch(item)):
+            name = key if type(key) is str else _key(where, key)
+            lowered = name.lower()
+            if lowered in FORBIDDEN_KEYS and not (isinstance(item, str) and _FULLY_MASKED.fullmatch(item)):
                 raise CardDataRefused(
-                    f"{path}: sensitive authentication data (CVV, track data, PIN block) is never stored; "
+                    f"{where}.{name}: sensitive authentication data (CVV, track data, PIN block) is never stored; "
                     "drop the field or mask it with switch.iso.masking before journaling"
                 )
-            if name.lower() in _PAN_KEYS and item is not None:
-                _require_masked(path, item)
-            clean[name] = _clean(path, item)
+            if lowered in _PAN_KEYS and item is not None:
+                _require_masked(f"{where}.{name}", item)
+            # A message is a flat dict of strings: plain values need no path and no recursion.
+            clean[name] = item if type(item) in _PLAIN else _clean(f"{where}.{name}", item)
         return clean
     if isinstance(value, (list, tuple)):
         return [_clean(f"{where}[{index}]", item) for index, item in enumerate(value)]
