@@ -162,7 +162,7 @@ class MuxMetrics(MetricBundle):
         )
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # one per request awaiting its answer: no per-instance __dict__
 class _Pending:
     key: tuple[str, ...]
     stan: str
@@ -348,7 +348,8 @@ class Mux:
             self._reserved.discard(stan)  # the mux owns it from here (see the module docstring)
         else:
             stan = self.stans.allocate()
-        outbound = {**message, "11": stan}
+        # The caller's message is not modified; with its own reserved STAN it is sent as it is.
+        outbound = message if message.get("11") == stan else {**message, "11": stan}
         key = self._keys.key(outbound)
         failure: Exception | None = None
         if key in self._pending:
@@ -357,7 +358,7 @@ class Mux:
             pending = _Pending(key, stan, outbound["t"], link, Deferred(self._cancelled), self._clock.seconds(), routed)
             self._pending[key] = pending
             try:
-                link.send(outbound, encoded if message.get("11") == stan else None)
+                link.send(outbound, encoded if outbound is message else None)
             except LinkNotConnected as e:
                 failure = NoLinkAvailable(self.connector, stan, str(e), link.name)
             except Exception as e:  # MessageError, or anything else that kept the bytes off the wire

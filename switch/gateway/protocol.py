@@ -44,7 +44,7 @@ INTERNAL_MESSAGE = (
 )
 
 
-@dataclass
+@dataclass(slots=True)  # one per request in flight: no per-instance __dict__
 class _Exchange:
     """One request from the moment its line is read until its answer is written."""
 
