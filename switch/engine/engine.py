@@ -244,7 +244,9 @@ class Engine:
         """Send ``txn_id``'s journalled message (``encoded``: `check_encodes`' bytes); journal the answer;
         classify the outcome."""
         try:
-            response = await bank.request(message, timeout, encoded=encoded)
+            sent = bank.request(message, timeout, encoded=encoded)
+            del encoded  # written: a payment waiting for its answer keeps no copy of the bytes
+            response = await sent
         except (NoLinkAvailable, MuxBusy) as e:  # the mux gave the STAN back: nothing was written
             return NotSent("issuer_busy" if isinstance(e, MuxBusy) else "issuer_unavailable")
         except MessageError:

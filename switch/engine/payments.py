@@ -33,7 +33,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.interfaces import IReactorTime
 
 from connectors.base import ConnectorPlugin, PaymentContext
@@ -125,13 +125,15 @@ class PaymentService:
     # -- authorize ------------------------------------------------------------------
 
     def authorize(self, request: AuthorizeRequest, client: str) -> Deferred[dict[str, Any]]:
-        return ensureDeferred(self._authorize(request))
-
-    async def _authorize(self, req: AuthorizeRequest) -> dict[str, Any]:
-        if req.idempotency_key is None:  # the request hash only serves a key's replays
-            return await self._authorize_once(req, None)
-        h = request_hash(req, self.journal.vault.pan_hash(sealed_instrument(req.instrument).pan))
-        return await self.keyed.run((req.merchant_id, req.idempotency_key), h, lambda: self._first_with_key(req, h))
+        # Not a coroutine itself: one frame fewer kept for every payment waiting on its bank.
+        if request.idempotency_key is None:  # the request hash only serves a key's replays
+            return ensureDeferred(self._authorize_once(request, None))
+        try:
+            h = request_hash(request, self.journal.vault.pan_hash(sealed_instrument(request.instrument).pan))
+        except Exception:
+            return fail()
+        key = (request.merchant_id, request.idempotency_key)
+        return ensureDeferred(self.keyed.run(key, h, lambda: self._first_with_key(request, h)))
 
     async def _first_with_key(self, req: AuthorizeRequest, h: bytes) -> dict[str, Any]:
         assert req.idempotency_key is not None
@@ -241,7 +243,9 @@ class PaymentService:
         except BaseException:
             bank.release_stan(stan)
             raise
-        outcome = await self.engine.exchange(txn_id, bank, message, encoded=encoded)
+        exchanging = self.engine.exchange(txn_id, bank, message, encoded=encoded)
+        del encoded  # only the exchange holds the bytes, and only until they are written
+        outcome = await exchanging
         if isinstance(outcome, NotSent):
             return await self._finish(txn_id, kind, bank, Status.FAILED, reason=outcome.reason, forget_card=True)
         if isinstance(outcome, Uncertain):
