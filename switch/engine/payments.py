@@ -33,7 +33,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.interfaces import IReactorTime
 
 from connectors.base import ConnectorPlugin, PaymentContext
@@ -126,13 +126,15 @@ class PaymentService:
     # -- authorize ------------------------------------------------------------------
 
     def authorize(self, request: AuthorizeRequest, client: str) -> Deferred[dict[str, Any]]:
-        return ensureDeferred(self._authorize(request))
-
-    async def _authorize(self, req: AuthorizeRequest) -> dict[str, Any]:
-        h = request_hash(req, self.journal.vault.pan_hash(sealed_instrument(req.instrument).pan))
-        if req.idempotency_key is None:
-            return await self._authorize_once(req, h)
-        return await self.keyed.run((req.merchant_id, req.idempotency_key), h, lambda: self._first_with_key(req, h))
+        # Not a coroutine itself: one frame fewer kept for every payment waiting on its bank.
+        if request.idempotency_key is None:  # the request hash only serves a key's replays
+            return ensureDeferred(self._authorize_once(request, None))
+        try:
+            h = request_hash(request, self.journal.vault.pan_hash(sealed_instrument(request.instrument).pan))
+        except Exception:
+            return fail()
+        key = (request.merchant_id, request.idempotency_key)
+        return ensureDeferred(self.keyed.run(key, h, lambda: self._first_with_key(request, h)))
 
     async def _first_with_key(self, req: AuthorizeRequest, h: bytes) -> dict[str, Any]:
         assert req.idempotency_key is not None
@@ -166,7 +168,7 @@ class PaymentService:
     def _can_carry(self, connector: str, req: AuthorizeRequest) -> bool:
         return isinstance(req.instrument, CardInstrument) or carries_accounts(self.banks[connector].profile.dialect)
 
-    async def _authorize_once(self, req: AuthorizeRequest, h: bytes) -> dict[str, Any]:
+    async def _authorize_once(self, req: AuthorizeRequest, h: bytes | None) -> dict[str, Any]:
         merchant = self.merchants[req.merchant_id]
         store = merchant.stores[req.store_id]
         kind = Kind.SALE if req.capture else Kind.AUTHORIZATION
@@ -186,7 +188,8 @@ class PaymentService:
             bank.active -= 1
 
     async def _checked_send(
-        self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, merchant: MerchantConfig, store: StoreConfig
+        self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, merchant: MerchantConfig,
+        store: StoreConfig,
     ) -> dict[str, Any]:
         """The risk stage (`switch.engine.risk`) decides, then the payment is sent unless it blocked (asking
         the bank to have the customer confirm it on a step-up, which only a connector whose plugin can
@@ -204,9 +207,9 @@ class PaymentService:
                 txn_id=txn_id, kind=kind, merchant_id=req.merchant_id, store_id=req.store_id, order_id=req.order_id,
                 connector=bank.name, amount=req.amount, currency=req.currency.alpha,
                 card=sealed_instrument(req.instrument), retain_card=False, idempotency_key=req.idempotency_key,
-                request_hash=h if req.idempotency_key else None, status=Status.DECLINED, reason=RISK_DECLINED,
+                request_hash=h, status=Status.DECLINED, reason=RISK_DECLINED,
             ))
-            self.metrics.outcomes.labels(bank.name, kind.value, "declined").inc()
+            self.metrics.child(self.metrics.outcomes, bank.name, kind.value, "declined").inc()
             return {**answer(txn), "risk": flag}
         result = await self._send(req, h, kind, bank, merchant, store, txn_id, step_up=verdict.action == "step_up")
         try:  # the payment's outcome is journalled and stands: a failure below only loses a count or a flag
@@ -219,8 +222,8 @@ class PaymentService:
         return {**result, "risk": flag} if flag is not None else result
 
     async def _send(
-        self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, merchant: MerchantConfig, store: StoreConfig,
-        txn_id: str, step_up: bool = False,
+        self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, merchant: MerchantConfig,
+        store: StoreConfig, txn_id: str, step_up: bool = False,
     ) -> dict[str, Any]:
         stan = bank.reserve_stan()
         try:
@@ -236,7 +239,7 @@ class PaymentService:
             bank.release_stan(stan)
             raise
         try:
-            self.engine.check_encodes(bank, message)
+            encoded = self.engine.check_encodes(bank, message)
         except NotEncodable:
             return await self._refused(req, h, kind, bank.name, NOT_ENCODABLE)
         try:
@@ -244,7 +247,9 @@ class PaymentService:
         except BaseException:
             bank.release_stan(stan)
             raise
-        outcome = await self.engine.exchange(txn_id, bank, message)
+        exchanging = self.engine.exchange(txn_id, bank, message, encoded=encoded)
+        del encoded  # only the exchange holds the bytes, and only until they are written
+        outcome = await exchanging
         if isinstance(outcome, NotSent):
             return await self._finish(txn_id, kind, bank, Status.FAILED, reason=outcome.reason, forget_card=True)
         if isinstance(outcome, Uncertain):
@@ -254,21 +259,21 @@ class PaymentService:
                                                  outcome.answer.confirmation_url)
         return await self._answered(txn_id, kind, bank, req.amount, req.capture, outcome, message["37"])
 
-    async def _refused(self, req: AuthorizeRequest, h: bytes, kind: Kind, connector: str, reason: str) -> dict[str, Any]:
+    async def _refused(self, req: AuthorizeRequest, h: bytes | None, kind: Kind, connector: str, reason: str) -> dict[str, Any]:
         txn = await self.journal.create_transaction(
             NewTransaction(
                 kind=kind, merchant_id=req.merchant_id, store_id=req.store_id, order_id=req.order_id,
                 connector=connector, amount=req.amount, currency=req.currency.alpha,
                 card=sealed_instrument(req.instrument), retain_card=False,
-                idempotency_key=req.idempotency_key, request_hash=h if req.idempotency_key else None,
+                idempotency_key=req.idempotency_key, request_hash=h,
                 status=Status.FAILED, reason=reason,
             )
         )
-        self.metrics.outcomes.labels(connector, kind.value, "failed").inc()
+        self.metrics.child(self.metrics.outcomes, connector, kind.value, "failed").inc()
         return answer(txn)
 
     async def _journal_request(
-        self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, txn_id: str, message: Message
+        self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, txn_id: str, message: Message
     ) -> None:
         """Transaction row and outgoing message, committed in one database transaction before the
         bank sees anything: recovery always finds the request it must reverse."""
@@ -278,7 +283,7 @@ class PaymentService:
                 order_id=req.order_id, connector=bank.name, amount=req.amount, currency=req.currency.alpha,
                 card=sealed_instrument(req.instrument), retain_card=True,
                 stan=message["11"], transmission_datetime=message["7"], rrn=message["37"],
-                idempotency_key=req.idempotency_key, request_hash=h if req.idempotency_key else None,
+                idempotency_key=req.idempotency_key, request_hash=h,
             ),
             request=(message["t"], mask_message(message, bank.profile.dialect)),
         )
@@ -309,7 +314,7 @@ class PaymentService:
         )
         assert self.confirmations is not None
         self.confirmations.watch(txn, message.get("41"))
-        self.metrics.outcomes.labels(bank.name, kind.value, API_STATUS[txn.status]).inc()
+        self.metrics.child(self.metrics.outcomes, bank.name, kind.value, API_STATUS[txn.status]).inc()
         return {**answer(txn), "confirmation_url": url}
 
     async def _uncertain(
@@ -332,7 +337,7 @@ class PaymentService:
 
     async def _finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, **changes: Any) -> dict[str, Any]:
         txn = await self.journal.transition(txn_id, expected_from=(Status.PENDING,), to=status, **changes)
-        self.metrics.outcomes.labels(bank.name, kind.value, API_STATUS[status]).inc()
+        self.metrics.child(self.metrics.outcomes, bank.name, kind.value, API_STATUS[status]).inc()
         return answer(txn)
 
     # -- queries --------------------------------------------------------------------
