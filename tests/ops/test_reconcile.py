@@ -4,7 +4,7 @@ out or added is exactly one exception naming its payment)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,32 +13,11 @@ from switch.domain.settlement import movements
 from switch.domain.settlementfile import SettlementLine
 from switch.domain.status import Kind, Status
 from switch.ops.reconcile import reconcile, render_text
-
-D1, D2 = "2026-11-28", "2026-11-29"
-
-
-@dataclass
-class R:
-    txn_id: str
-    kind: Kind
-    status: Status
-    amount: int = 1000
-    rrn: str | None = None
-    stan: str | None = None
-    amount_authorized: int = 0
-    amount_captured: int = 0
-    bank_fee: int = 0
-    merchant_fee: int = 0
-    business_date: str | None = D1
-    reversal_business_date: str | None = None
-    parent_txn_id: str | None = None
-    connector: str = "bank_a"
-    merchant_id: str = "M100"
-    currency: str = "USD"
+from tests.settlementrows import D1, D2, R
 
 
 def sale(n: int, status: Status = Status.APPROVED, amount: int = 1000, **kw) -> R:
-    return R(f"s{n}", Kind.SALE, status, amount, f"RRN{n:09d}", f"{n:06d}", amount, amount, **kw)
+    return R(f"s{n}", Kind.SALE, status, amount, amount, amount, rrn=f"RRN{n:09d}", stan=f"{n:06d}", **kw)
 
 
 def moved(rows: list[R], date: str = D1) -> list:
@@ -135,7 +114,7 @@ def day_of(spec: list[tuple[int, str]]) -> tuple[list[R], list[SettlementLine]]:
         if what == "reversed":
             lines.append(line(s, "debit_reversal"))
         if what == "refunded":
-            refund = R(f"r{n}", Kind.REFUND, Status.APPROVED, amount, f"RFD{n:09d}", f"{n + 500:06d}",
+            refund = R(f"r{n}", Kind.REFUND, Status.APPROVED, amount, rrn=f"RFD{n:09d}", stan=f"{n + 500:06d}",
                        parent_txn_id=s.txn_id)
             rows.append(refund)
             lines.append(line(refund, "credit"))
