@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -59,7 +59,8 @@ from switch.engine.engine import (
 from switch.engine.idempotency import KeyedOnce, check_same
 from switch.engine.late import match_late
 from switch.engine.lifecycle import Lifecycle
-from switch.engine.risk import RiskStage
+from switch.engine.risk import RiskStage, Verdict
+from switch.engine.risk.stage import Closing, Screening
 from switch.engine.router import RouteQuery, Router
 from switch.engine.saf import StoreAndForward
 from switch.engine.status import API_STATUS, answer, net_fees
@@ -188,50 +189,35 @@ class PaymentService:
     async def _checked_send(
         self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, merchant: MerchantConfig, store: StoreConfig
     ) -> dict[str, Any]:
-        """The risk stage (`switch.engine.risk`) decides, then the payment is sent unless it blocked (asking
-        the bank to have the customer confirm it on a step-up, which only a connector whose plugin can
-        ask and that waits for customers is offered); its outcome goes back to the stage (declines feed
-        card-testing rules, failures give limits back)."""
+        """The risk stage (`switch.engine.risk`) screens the payment inside its own commits (`Screening`):
+        it decides in the commit that journals the request (a block journals the payment declined and
+        sends nothing; a step-up asks the bank to have the customer confirm it, which only a connector
+        whose plugin can ask and that waits for customers is offered) and learns the outcome in the
+        commit that journals it (declines feed card-testing rules, failures give limits back)."""
         txn_id = new_txn_id()
         if self.risk is None or not self.risk.rules.rules:  # no rules: no stage, nothing journalled for it
             return await self._send(req, h, kind, bank, merchant, store, txn_id)
-        facts = self.risk.facts(req)
-        verdict = await self.risk.evaluate(
-            txn_id, facts, step_up=self.plugin(bank).step_up and self.confirmations is not None)
-        flag = verdict.answer_field()
-        if verdict.action == "block":
-            txn = await self.journal.create_transaction(NewTransaction(
-                txn_id=txn_id, kind=kind, merchant_id=req.merchant_id, store_id=req.store_id, order_id=req.order_id,
-                connector=bank.name, amount=req.amount, currency=req.currency.alpha,
-                card=sealed_instrument(req.instrument), retain_card=False, idempotency_key=req.idempotency_key,
-                request_hash=h if req.idempotency_key else None, status=Status.DECLINED, reason=RISK_DECLINED,
-            ))
-            self.metrics.outcomes.labels(bank.name, kind.value, "declined").inc()
-            return {**answer(txn), "risk": flag}
-        result = await self._send(req, h, kind, bank, merchant, store, txn_id, step_up=verdict.action == "step_up")
-        try:  # the payment's outcome is journalled and stands: a failure below only loses a count or a flag
-            await self.risk.answered(facts, verdict, result["status"])
-            if verdict.action == "review":
-                await self.journal.append_event(req.merchant_id, EventDraft("payment.review", {
-                    "txn_id": txn_id, "rule": verdict.rule, "status": result["status"]}), txn_id=txn_id)
-        except Exception as e:
-            log.error("risk_outcome_not_recorded", txn_id=txn_id, status=result["status"], error=str(e))
-        return {**result, "risk": flag} if flag is not None else result
+        screening = self.risk.screening(txn_id, req, self.plugin(bank).step_up and self.confirmations is not None)
+        return await self._send(req, h, kind, bank, merchant, store, txn_id, screening)
+
+    def _build(self, req: AuthorizeRequest, bank: Bank, merchant: MerchantConfig, store: StoreConfig, stan: str,
+               rrn: str, step_up: bool) -> Message:
+        return self.plugin(bank).request(
+            financial_request(
+                bank.profile, "financial" if req.capture else "authorization", "00", req.amount,
+                req.currency.numeric, req.instrument, _acceptor(merchant, store), stan, rrn, self.clock.seconds(),
+            ),
+            PaymentContext(req.instrument, merchant.name, req.order_id, step_up=step_up),
+        )
 
     async def _send(
         self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, merchant: MerchantConfig, store: StoreConfig,
-        txn_id: str, step_up: bool = False,
+        txn_id: str, screening: Screening | None = None,
     ) -> dict[str, Any]:
         stan = bank.reserve_stan()
         try:
-            message = self.plugin(bank).request(
-                financial_request(
-                    bank.profile, "financial" if req.capture else "authorization", "00", req.amount,
-                    req.currency.numeric, req.instrument, _acceptor(merchant, store), stan, bank.next_rrn(),
-                    self.clock.seconds(),
-                ),
-                PaymentContext(req.instrument, merchant.name, req.order_id, step_up=step_up),
-            )
+            message = self._build(req, bank, merchant, store, stan, bank.next_rrn(),
+                                  screening is not None and screening.step_up)
         except BaseException:
             bank.release_stan(stan)
             raise
@@ -239,20 +225,61 @@ class PaymentService:
             self.engine.check_encodes(bank, message)
         except NotEncodable:
             return await self._refused(req, h, kind, bank.name, NOT_ENCODABLE)
+        verdict = None
         try:
-            await self._journal_request(req, h, kind, bank, txn_id, message)
+            if screening is None:
+                await self._journal_request(req, h, kind, bank, txn_id, message)
+            else:
+                refused, verdict = await self._journal_screened(req, h, kind, bank, txn_id, message, screening)
+                if verdict.journal_as == "refuse":
+                    bank.release_stan(stan)
+                    self.metrics.outcomes.labels(bank.name, kind.value, "declined").inc()
+                    return {**answer(refused), "risk": verdict.answer_field()}
+                if verdict.journal_as == "apart":  # the verdict's step-up differs from the request built
+                    message = self._build(req, bank, merchant, store, stan, message["37"],
+                                          verdict.action == "step_up")
+                    self.engine.check_encodes(bank, message)
+                    await self._journal_request(req, h, kind, bank, txn_id, message)
         except BaseException:
             bank.release_stan(stan)
             raise
         outcome = await self.engine.exchange(txn_id, bank, message)
+        closing = _Closing(screening, verdict)
         if isinstance(outcome, NotSent):
-            return await self._finish(txn_id, kind, bank, Status.FAILED, reason=outcome.reason, forget_card=True)
-        if isinstance(outcome, Uncertain):
-            return await self._uncertain(txn_id, kind, bank, message, req, outcome)
-        if outcome.answer.confirmation_url is not None and self.confirmations is not None:
-            return await self._awaiting_customer(txn_id, kind, bank, message, outcome.response,
-                                                 outcome.answer.confirmation_url)
-        return await self._answered(txn_id, kind, bank, req.amount, req.capture, outcome, message["37"])
+            result = await self._finish(txn_id, kind, bank, Status.FAILED, closing, reason=outcome.reason,
+                                        forget_card=True)
+        elif isinstance(outcome, Uncertain):
+            result = await self._uncertain(txn_id, kind, bank, message, req, outcome, closing)
+        elif outcome.answer.confirmation_url is not None and self.confirmations is not None:
+            result = await self._awaiting_customer(txn_id, kind, bank, message, outcome.response,
+                                                   outcome.answer.confirmation_url)
+        else:
+            result = await self._answered(txn_id, kind, bank, req.amount, req.capture, outcome, message["37"],
+                                          closing)
+        if verdict is None:
+            return result
+        if verdict.action == "review":
+            await self._flag_review(req.merchant_id, txn_id, verdict, result["status"])
+        flag = verdict.answer_field()
+        return {**result, "risk": flag} if flag is not None else result
+
+    async def _journal_screened(
+        self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, txn_id: str, message: Message,
+        screening: Screening,
+    ) -> tuple[Transaction | None, Verdict]:
+        """`_journal_request` with the risk decision in the same commit (`Journal.create_screened`)."""
+        refused, verdict = await self.journal.create_screened(
+            self._new_transaction(req, h, kind, bank, txn_id, message),
+            (message["t"], mask_message(message, bank.profile.dialect)), screening.decide, RISK_DECLINED)
+        screening.decided(txn_id, verdict)
+        return refused, verdict
+
+    async def _flag_review(self, merchant_id: str, txn_id: str, verdict: Verdict, status: str) -> None:
+        try:  # the payment's outcome is journalled and stands: a failure here only loses the event
+            await self.journal.append_event(merchant_id, EventDraft("payment.review", {
+                "txn_id": txn_id, "rule": verdict.rule, "status": status}), txn_id=txn_id)
+        except Exception as e:
+            log.error("risk_review_not_recorded", txn_id=txn_id, status=status, error=str(e))
 
     async def _refused(self, req: AuthorizeRequest, h: bytes, kind: Kind, connector: str, reason: str) -> dict[str, Any]:
         txn = await self.journal.create_transaction(
@@ -272,19 +299,24 @@ class PaymentService:
     ) -> None:
         """Transaction row and outgoing message, committed in one database transaction before the
         bank sees anything: recovery always finds the request it must reverse."""
-        await self.journal.create_transaction(
-            NewTransaction(
-                txn_id=txn_id, kind=kind, merchant_id=req.merchant_id, store_id=req.store_id,
-                order_id=req.order_id, connector=bank.name, amount=req.amount, currency=req.currency.alpha,
-                card=sealed_instrument(req.instrument), retain_card=True,
-                stan=message["11"], transmission_datetime=message["7"], rrn=message["37"],
-                idempotency_key=req.idempotency_key, request_hash=h if req.idempotency_key else None,
-            ),
-            request=(message["t"], mask_message(message, bank.profile.dialect)),
+        await self.journal.create_transaction(self._new_transaction(req, h, kind, bank, txn_id, message),
+                                              request=(message["t"], mask_message(message, bank.profile.dialect)))
+
+    @staticmethod
+    def _new_transaction(
+        req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, txn_id: str, message: Message
+    ) -> NewTransaction:
+        return NewTransaction(
+            txn_id=txn_id, kind=kind, merchant_id=req.merchant_id, store_id=req.store_id,
+            order_id=req.order_id, connector=bank.name, amount=req.amount, currency=req.currency.alpha,
+            card=sealed_instrument(req.instrument), retain_card=True,
+            stan=message["11"], transmission_datetime=message["7"], rrn=message["37"],
+            idempotency_key=req.idempotency_key, request_hash=h if req.idempotency_key else None,
         )
 
     async def _answered(
-        self, txn_id: str, kind: Kind, bank: Bank, amount: int, capture: bool, outcome: Answered, rrn: str
+        self, txn_id: str, kind: Kind, bank: Bank, amount: int, capture: bool, outcome: Answered, rrn: str,
+        closing: _Closing,
     ) -> dict[str, Any]:
         a = outcome.answer
         changes: dict[str, Any] = {**answer_columns(a, rrn), **settlement_column(self.journal, bank.name, a)}
@@ -296,7 +328,7 @@ class PaymentService:
             status = Status.APPROVED
         else:
             status = Status.DECLINED if a.status == "declined" else Status.FAILED
-        return await self._finish(txn_id, kind, bank, status, reason=a.reason,
+        return await self._finish(txn_id, kind, bank, status, closing, reason=a.reason,
                                   forget_card=status is not Status.APPROVED, **changes)
 
     async def _awaiting_customer(
@@ -313,7 +345,8 @@ class PaymentService:
         return {**answer(txn), "confirmation_url": url}
 
     async def _uncertain(
-        self, txn_id: str, kind: Kind, bank: Bank, message: Message, req: AuthorizeRequest, outcome: Uncertain
+        self, txn_id: str, kind: Kind, bank: Bank, message: Message, req: AuthorizeRequest, outcome: Uncertain,
+        closing: _Closing,
     ) -> dict[str, Any]:
         """The bank may have approved: queue the reversal in the same commit as the answer. No answer
         (timeout, link lost) is answered ``timeout``; an answer the plugin does not believe is
@@ -322,16 +355,21 @@ class PaymentService:
         saf = resolution_draft(bank, message, sealed_instrument(req.instrument))
         a = outcome.answer
         if a is None:
-            result = await self._finish(txn_id, kind, bank, Status.TIMEOUT, reason="issuer_timeout", saf=saf)
+            result = await self._finish(txn_id, kind, bank, Status.TIMEOUT, closing, reason="issuer_timeout", saf=saf)
         else:
             status = Status.DECLINED if a.status == "declined" else Status.FAILED
-            result = await self._finish(txn_id, kind, bank, status, reason=a.reason, saf=saf, forget_card=True,
-                                        **answer_columns(a, message.get("37")))
+            result = await self._finish(txn_id, kind, bank, status, closing, reason=a.reason, saf=saf,
+                                        forget_card=True, **answer_columns(a, message.get("37")))
         self.saf.kick(bank.name)
         return result
 
-    async def _finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, **changes: Any) -> dict[str, Any]:
-        txn = await self.journal.transition(txn_id, expected_from=(Status.PENDING,), to=status, **changes)
+    async def _finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, closing: _Closing,
+                      **changes: Any) -> dict[str, Any]:
+        """Journal the payment's outcome, with the risk stage's part of it in the same commit."""
+        risk = closing.unit(API_STATUS[status])
+        txn = await self.journal.transition(txn_id, expected_from=(Status.PENDING,), to=status, risk=risk, **changes)
+        if risk is not None:
+            risk.log_holds()
         self.metrics.outcomes.labels(bank.name, kind.value, API_STATUS[status]).inc()
         return answer(txn)
 
@@ -426,6 +464,18 @@ class PaymentService:
         if txn.status is Status.APPROVED and txn.idempotency_key is None:
             await self.lifecycle.run(LifecycleRequest("void", txn_id), frozenset({txn.merchant_id}))
             log.warning("undeliverable_approval_reversed", txn_id=txn_id, connector=txn.connector)
+
+
+class _Closing(NamedTuple):
+    """What the risk stage learns of a payment's outcome, if it screened it."""
+
+    screening: Screening | None
+    verdict: Verdict | None
+
+    def unit(self, status: str) -> Closing | None:
+        if self.screening is None or self.verdict is None:
+            return None
+        return self.screening.closing(self.verdict, status)
 
 
 def route_query(req: AuthorizeRequest) -> RouteQuery:

@@ -297,6 +297,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX risk_blocklist_value ON risk_blocklist (value)",
         ),
     ),
+    Migration(
+        12,
+        "risk decisions keep the cumulative counts their payment holds, to give back when it ends without money",
+        ("ALTER TABLE risk_decisions ADD COLUMN reserved TEXT",),
+    ),
 )
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
