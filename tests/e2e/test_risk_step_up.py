@@ -152,3 +152,35 @@ async def test_an_approved_step_up_keeps_its_counts(limited):
     await eventually(lambda: _status_is(limited, a["txn_id"], "approved"))
     b = await c.call(authorize(2, pan=MASTERCARD, amount=100000, customer={"id": "c-1"}))
     assert (b["status"], b["risk"]) == ("declined", {"rule": "customer-limit", "action": "block"}), b
+
+
+VELOCITY_STEP_UP = """
+name = "customer-velocity"
+kind = "velocity"
+action = "step_up"
+per = "customer"
+max_count = 1
+window = 600.0
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_step_up_decided_by_a_counter_still_asks_the_bank(tmp_path):
+    """Whether to ask for a step-up is guessed before the counters are read (the request is built and
+    journalled in the commit that decides); a counting rule that steps up contradicts the guess, and the
+    request is built again asking for it."""
+    env = await start_env(tmp_path, banks=PLUGIN_BANKS, routes=PLUGIN_ROUTES, extra_config=rules(VELOCITY_STEP_UP))
+    try:
+        c = await env.connect()
+        sim = env.sims["bank_b"]
+        first = await c.call(authorize(1, pan=MASTERCARD, amount=1000, customer={"id": "c-9"}))
+        assert first["status"] == "approved" and "risk" not in first, first
+        second = await c.call(authorize(2, pan=MASTERCARD, amount=1000, customer={"id": "c-9"}))
+        assert (second["status"], second["risk"]) == ("pending_customer_action",
+                                                      {"rule": "customer-velocity", "action": "step_up"}), second
+        [ref] = sim.pending()
+        assert parse_tlv(sim.issuer.pending[ref].request["48"])["04"] == "1"
+        sent = [m for m in await env.journal.messages(second["txn_id"]) if m.direction.value == "out"]
+        assert len(sent) == 1, "the request is journalled once, as sent"
+    finally:
+        await stop_env(env)
