@@ -9,7 +9,11 @@ touch with one upsert (`RiskLedger.windows`), reads, checks and adds in memory, 
 writes the changed rows back (`RiskLedger.save`) in the same writer transaction: no
 other payment, on this node or another, can read a counter between a check and its
 add, so two payments never both take the last unit of a limit, and the counts a
-payment bumped before it was blocked are simply not written.
+payment bumped before it was blocked are simply not written.  That writer transaction
+is the payment's own (`Journal.create_screened`, `Journal.transition`'s ``risk``), so
+the stage adds statements to an authorization's commits but no commit.  A decision
+keeps the cumulative counts its payment holds (``reserved``), so they can be given
+back when it ends without money, even after a restart (`RiskLedger.give_back`).
 
 Blocklist values are what the rules compare: a card as its keyed PAN hash (base32), a BIN,
 an IP address or CIDR, a device id, an email hash, a customer id; ``shown`` is what an

@@ -1,8 +1,10 @@
 """The risk stage of an authorization: after routing, before anything is sent to a bank.
 
 Owns the order of evaluation and what a decision does.  Rules run in their configured
-order inside one journal writer unit (`switch.journal.risk.RiskLedger`), so counters,
-the decision and the take-back of a blocked payment's reservations commit together:
+order inside one journal writer unit (`switch.journal.risk.RiskLedger`), the one that
+journals the payment and its request (`Screening`, `Journal.create_screened`), so
+counters, the decision, the take-back of a blocked payment's reservations and the
+payment itself commit together, with no commit of the stage's own:
 
 * a rule in mode ``shadow`` that matches is recorded ("would have ...") and evaluation
   goes on; it changes nothing for the payment;
@@ -14,9 +16,10 @@ the decision and the take-back of a blocked payment's reservations commit togeth
 * no match: allowed.
 
 Every evaluated payment's decision (rules matched, their mode and action, counter
-values seen) is journalled under its txn_id.  Bank declines feed the card-testing rules
-(`answered`, which also gives a failed payment's cumulative counts back).  Rules can be
-replaced at run time (`replace`, on SIGHUP).
+values seen, the cumulative counts it holds) is journalled under its txn_id.  Bank
+declines feed the card-testing rules, and a payment that ends without money gives its
+cumulative counts back (`Closing`, in the commit that journals the outcome).  Rules can
+be replaced at run time (`replace`, on SIGHUP).
 """
 
 from __future__ import annotations
