@@ -132,7 +132,8 @@ class Switch:
         if cfg.simulators or any(b.dev_tls for b in cfg.banks.values()):
             make_dev_pki(cfg.pki_dir)
         for sim in cfg.simulators:
-            self._start_simulator(sim.connector, sim.accounts, sim.extra_args)
+            ledger = ("--ledger", str(cfg.state_dir / f"{sim.connector}.ledger")) if sim.ledger else ()
+            self._start_simulator(sim.connector, sim.accounts, sim.extra_args + ledger)
 
         self.journal = await open_journal(cfg.journal, self.reactor, registry=self.registry,
                                           clock=self.reactor.seconds)

@@ -157,9 +157,11 @@ class Connector:
 
         return self.mux.drain().addCallback(close_links).addCallback(lambda _: None)
 
-    def request(self, message: Message, timeout: float | None = None) -> Deferred[Message]:
+    def request(
+        self, message: Message, timeout: float | None = None, *, encoded: bytes | None = None
+    ) -> Deferred[Message]:
         """See `Mux.request`."""
-        return self.mux.request(message, timeout)
+        return self.mux.request(message, timeout, encoded=encoded)
 
     def reserve_stan(self, stan: str | None = None) -> str:
         """See `Mux.reserve_stan`: ``request`` owns the STAN once it has the message."""

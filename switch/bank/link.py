@@ -355,15 +355,17 @@ class Link(SignOnAndEcho):
 
     # -- traffic ----------------------------------------------------------------------
 
-    def send(self, message: Message) -> None:
-        """Write a request now. Raises `MessageError` or `LinkNotConnected`; either
-        way nothing was written."""
+    def send(self, message: Message, encoded: bytes | None = None) -> None:
+        """Write a request now (``encoded``: the same message already encoded by this link's dialect).
+        Raises `MessageError` or `LinkNotConnected`; either way nothing was written."""
         if self._protocol is None or not self._connected:
             raise LinkNotConnected(f"link {self.name} is {self._state.value}")
-        self._write(self._protocol, message, self.channel.tpdu)
+        self._write(self._protocol, message, self.channel.tpdu, encoded)
 
-    def _write(self, protocol: LinkProtocol, message: Message, tpdu: bytes | None) -> None:
-        payload = self.channel.dialect.encode(message)
+    def _write(
+        self, protocol: LinkProtocol, message: Message, tpdu: bytes | None, encoded: bytes | None = None
+    ) -> None:
+        payload = self.channel.dialect.encode(message) if encoded is None else encoded
         try:
             protocol.sendFrame(payload, tpdu)
         except FramingError as e:
@@ -372,9 +374,11 @@ class Link(SignOnAndEcho):
         self._trace("iso_out", message)
 
     def _trace(self, event: str, message: Message) -> None:
-        """Log one message, masked; masking is skipped when the level drops the event anyway."""
-        if self._log.is_enabled_for(logging.INFO):
-            self._log.info(event, mti=message["t"], stan=message.get("11"), rc=message.get("39"),
+        """Log one message, masked, at debug: the journal already holds every payment message, so
+        at info the reactor does not render ~1 KB per message (README "Logs"); masking is skipped
+        when the level drops the event anyway."""
+        if self._log.is_enabled_for(logging.DEBUG):
+            self._log.debug(event, mti=message["t"], stan=message.get("11"), rc=message.get("39"),
                            fields=mask_message(message, self.channel.dialect))
 
     def _count(self, direction: str, mti: str) -> None:

@@ -162,7 +162,7 @@ class MuxMetrics(MetricBundle):
         )
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # one per request awaiting its answer: no per-instance __dict__
 class _Pending:
     key: tuple[str, ...]
     stan: str
@@ -229,10 +229,14 @@ class Mux:
 
     # -- callers ----------------------------------------------------------------------
 
-    def request(self, message: Message, timeout: float | None = None) -> Deferred[Message]:
+    def request(
+        self, message: Message, timeout: float | None = None, *, encoded: bytes | None = None
+    ) -> Deferred[Message]:
         """Send ``message`` on a ready link and fire with its response.
 
         Field 11 is set here (a STAN from `reserve_stan` in field 11 is used as is).
+        ``encoded`` is the message as the links' dialect already encoded it (`Engine.check_encodes`):
+        written as is when field 11 stays, so a payment is not encoded twice.
         Fails with `NoLinkAvailable`, `MuxBusy`, `RequestTimeout`, `LinkLost`, or
         `MessageError` / `ValueError` for a message that cannot be sent (not written).
         """
@@ -249,7 +253,8 @@ class Mux:
         link = self._pool.select()
         if link is None:
             return self._refuse("no_link", NoLinkAvailable(self.connector, stan, "no link is ready"), stan)
-        return self._send(link, message, self._timeout if timeout is None else timeout, routed=True)
+        timeout = self._timeout if timeout is None else timeout
+        return self._send(link, message, timeout, routed=True, encoded=encoded)
 
     def _refuse(self, outcome: str, error: Exception, stan: str | None) -> Deferred[Message]:
         """Nothing written: count it, give the caller's reserved STAN back, fail."""
@@ -335,13 +340,16 @@ class Mux:
 
     # -- internals --------------------------------------------------------------------
 
-    def _send(self, link: Link, message: Message, timeout: float, routed: bool) -> Deferred[Message]:
+    def _send(
+        self, link: Link, message: Message, timeout: float, routed: bool, encoded: bytes | None = None
+    ) -> Deferred[Message]:
         stan = message.get("11")
         if stan is not None and stan in self._reserved:
             self._reserved.discard(stan)  # the mux owns it from here (see the module docstring)
         else:
             stan = self.stans.allocate()
-        outbound = {**message, "11": stan}
+        # The caller's message is not modified; with its own reserved STAN it is sent as it is.
+        outbound = message if message.get("11") == stan else {**message, "11": stan}
         key = self._keys.key(outbound)
         failure: Exception | None = None
         if key in self._pending:
@@ -350,7 +358,7 @@ class Mux:
             pending = _Pending(key, stan, outbound["t"], link, Deferred(self._cancelled), self._clock.seconds(), routed)
             self._pending[key] = pending
             try:
-                link.send(outbound)
+                link.send(outbound, encoded if outbound is message else None)
             except LinkNotConnected as e:
                 failure = NoLinkAvailable(self.connector, stan, str(e), link.name)
             except Exception as e:  # MessageError, or anything else that kept the bytes off the wire

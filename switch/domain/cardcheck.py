@@ -27,6 +27,9 @@ _GROUP = re.compile(r"[0-9]+", re.ASCII)
 # A necessary condition, checked first because most text has no such run: 13 digits in a row,
 # single spaces or dashes allowed between them.
 _CANDIDATE = re.compile(r"[0-9](?:[ -]?[0-9]){12}", re.ASCII)
+# Weaker still and several times faster on digit-rich text (an ISO message as JSON, a log line):
+# every `_CANDIDATE` match is a digit followed by twelve digits, spaces or dashes.
+_QUICK = re.compile(r"[0-9][0-9 -]{12}", re.ASCII)
 # The lengths each scheme of `scheme` issues; with the prefix they make a run plausible as a card.
 SCHEME_LENGTHS: dict[str, frozenset[int]] = {
     "visa": frozenset({13, 16, 19}),
@@ -112,7 +115,7 @@ def _card_number_positions(text: str) -> Iterator[list[int]]:
 
 def may_hold_card_number(text: str) -> bool:
     """A quick test that is False for most text: True when 13 digits could form a run `card_numbers` finds."""
-    return len(text) >= SCAN_MIN_DIGITS and _CANDIDATE.search(text) is not None
+    return len(text) >= SCAN_MIN_DIGITS and _QUICK.search(text) is not None and _CANDIDATE.search(text) is not None
 
 
 def card_numbers(text: str) -> Iterator[str]:

@@ -60,5 +60,7 @@ class Bank:
         raises `RrnUnavailable` rather than repeat one."""
         return self.rrns.allocate()
 
-    def request(self, message: Message, timeout: float | None = None) -> Deferred[Message]:
-        return self.connector.request(message, timeout)
+    def request(
+        self, message: Message, timeout: float | None = None, *, encoded: bytes | None = None
+    ) -> Deferred[Message]:
+        return self.connector.request(message, timeout, encoded=encoded)

@@ -239,10 +239,11 @@ class Engine:
 
     # -- sending ----------------------------------------------------------------------
 
-    def check_encodes(self, bank: Bank, message: Message) -> None:
-        """Encode ``message`` as the link will; `NotEncodable` (STAN released) if the dialect cannot."""
+    def check_encodes(self, bank: Bank, message: Message) -> bytes:
+        """Encode ``message`` as the link will; `NotEncodable` (STAN released) if the dialect cannot.
+        The bytes go to `exchange`, so the link does not encode the message again."""
         try:
-            bank.profile.dialect.encode(message)
+            return bank.profile.dialect.encode(message)
         except (MessageError, ValueError, KeyError, UnicodeError) as e:
             bank.release_stan(message.get("11", ""))
             field = getattr(e, "field", None)
@@ -250,10 +251,15 @@ class Engine:
                         error=type(e).__name__)
             raise NotEncodable(field, f"the bank's message format cannot carry this request (field {field or '?'})")
 
-    async def exchange(self, txn_id: str, bank: Bank, message: Message, timeout: float | None = None) -> Outcome:
-        """Send ``txn_id``'s journalled message; journal the answer; classify the outcome."""
+    async def exchange(
+        self, txn_id: str, bank: Bank, message: Message, timeout: float | None = None, encoded: bytes | None = None
+    ) -> Outcome:
+        """Send ``txn_id``'s journalled message (``encoded``: `check_encodes`' bytes); journal the answer;
+        classify the outcome."""
         try:
-            response = await bank.request(message, timeout)
+            sent = bank.request(message, timeout, encoded=encoded)
+            del encoded  # written: a payment waiting for its answer keeps no copy of the bytes
+            response = await sent
         except (NoLinkAvailable, MuxBusy) as e:  # the mux gave the STAN back: nothing was written
             return NotSent("issuer_busy" if isinstance(e, MuxBusy) else "issuer_unavailable")
         except MessageError:

@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 from switch.domain.errors import IdempotencyConflict
 
 
-@dataclass
+@dataclass(slots=True)
 class _InFlight:
     """Callers waiting on the first request with their idempotency key."""
 

@@ -29,11 +29,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.interfaces import IReactorTime
 
 from connectors.base import ConnectorPlugin, PaymentContext
@@ -60,7 +60,7 @@ from switch.engine.idempotency import KeyedOnce, check_same
 from switch.engine.late import match_late
 from switch.engine.lifecycle import Lifecycle
 from switch.engine.risk import RiskStage, Verdict
-from switch.engine.risk.stage import Closing, Screening
+from switch.engine.risk.stage import Screening
 from switch.engine.router import RouteQuery, Router
 from switch.engine.saf import StoreAndForward
 from switch.engine.status import API_STATUS, answer, net_fees
@@ -127,13 +127,15 @@ class PaymentService:
     # -- authorize ------------------------------------------------------------------
 
     def authorize(self, request: AuthorizeRequest, client: str) -> Deferred[dict[str, Any]]:
-        return ensureDeferred(self._authorize(request))
-
-    async def _authorize(self, req: AuthorizeRequest) -> dict[str, Any]:
-        h = request_hash(req, self.journal.vault.pan_hash(sealed_instrument(req.instrument).pan))
-        if req.idempotency_key is None:
-            return await self._authorize_once(req, h)
-        return await self.keyed.run((req.merchant_id, req.idempotency_key), h, lambda: self._first_with_key(req, h))
+        # Not a coroutine itself: one frame fewer kept for every payment waiting on its bank.
+        if request.idempotency_key is None:  # the request hash only serves a key's replays
+            return ensureDeferred(self._authorize_once(request, None))
+        try:
+            h = request_hash(request, self.journal.vault.pan_hash(sealed_instrument(request.instrument).pan))
+        except Exception:
+            return fail()
+        key = (request.merchant_id, request.idempotency_key)
+        return ensureDeferred(self.keyed.run(key, h, lambda: self._first_with_key(request, h)))
 
     async def _first_with_key(self, req: AuthorizeRequest, h: bytes) -> dict[str, Any]:
         assert req.idempotency_key is not None
@@ -167,7 +169,7 @@ class PaymentService:
     def _can_carry(self, connector: str, req: AuthorizeRequest) -> bool:
         return isinstance(req.instrument, CardInstrument) or carries_accounts(self.banks[connector].profile.dialect)
 
-    async def _authorize_once(self, req: AuthorizeRequest, h: bytes) -> dict[str, Any]:
+    async def _authorize_once(self, req: AuthorizeRequest, h: bytes | None) -> dict[str, Any]:
         merchant = self.merchants[req.merchant_id]
         store = merchant.stores[req.store_id]
         kind = Kind.SALE if req.capture else Kind.AUTHORIZATION
@@ -187,7 +189,8 @@ class PaymentService:
             bank.active -= 1
 
     async def _checked_send(
-        self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, merchant: MerchantConfig, store: StoreConfig
+        self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, merchant: MerchantConfig,
+        store: StoreConfig,
     ) -> dict[str, Any]:
         """The risk stage (`switch.engine.risk`) screens the payment inside its own commits (`Screening`):
         it decides in the commit that journals the request (a block journals the payment declined and
@@ -211,8 +214,8 @@ class PaymentService:
         )
 
     async def _send(
-        self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, merchant: MerchantConfig, store: StoreConfig,
-        txn_id: str, screening: Screening | None = None,
+        self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, merchant: MerchantConfig,
+        store: StoreConfig, txn_id: str, screening: Screening | None = None,
     ) -> dict[str, Any]:
         stan = bank.reserve_stan()
         try:
@@ -222,7 +225,7 @@ class PaymentService:
             bank.release_stan(stan)
             raise
         try:
-            self.engine.check_encodes(bank, message)
+            encoded = self.engine.check_encodes(bank, message)
         except NotEncodable:
             return await self._refused(req, h, kind, bank.name, NOT_ENCODABLE)
         verdict = None
@@ -233,29 +236,30 @@ class PaymentService:
                 refused, verdict = await self._journal_screened(req, h, kind, bank, txn_id, message, screening)
                 if verdict.journal_as == "refuse":
                     bank.release_stan(stan)
-                    self.metrics.outcomes.labels(bank.name, kind.value, "declined").inc()
+                    self.metrics.child(self.metrics.outcomes, bank.name, kind.value, "declined").inc()
                     return {**answer(refused), "risk": verdict.answer_field()}
                 if verdict.journal_as == "apart":  # the verdict's step-up differs from the request built
                     message = self._build(req, bank, merchant, store, stan, message["37"],
                                           verdict.action == "step_up")
-                    self.engine.check_encodes(bank, message)
+                    encoded = self.engine.check_encodes(bank, message)
                     await self._journal_request(req, h, kind, bank, txn_id, message)
         except BaseException:
             bank.release_stan(stan)
             raise
-        outcome = await self.engine.exchange(txn_id, bank, message)
-        closing = _Closing(screening, verdict)
+        exchanging = self.engine.exchange(txn_id, bank, message, encoded=encoded)
+        del encoded  # only the exchange holds the bytes, and only until they are written
+        outcome = await exchanging
         if isinstance(outcome, NotSent):
-            result = await self._finish(txn_id, kind, bank, Status.FAILED, closing, reason=outcome.reason,
+            result = await self._finish(txn_id, kind, bank, Status.FAILED, screening, reason=outcome.reason,
                                         forget_card=True)
         elif isinstance(outcome, Uncertain):
-            result = await self._uncertain(txn_id, kind, bank, message, req, outcome, closing)
+            result = await self._uncertain(txn_id, kind, bank, message, req, outcome, screening)
         elif outcome.answer.confirmation_url is not None and self.confirmations is not None:
             result = await self._awaiting_customer(txn_id, kind, bank, message, outcome.response,
                                                    outcome.answer.confirmation_url)
         else:
             result = await self._answered(txn_id, kind, bank, req.amount, req.capture, outcome, message["37"],
-                                          closing)
+                                          screening)
         if verdict is None:
             return result
         if verdict.action == "review":
@@ -264,7 +268,7 @@ class PaymentService:
         return {**result, "risk": flag} if flag is not None else result
 
     async def _journal_screened(
-        self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, txn_id: str, message: Message,
+        self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, txn_id: str, message: Message,
         screening: Screening,
     ) -> tuple[Transaction | None, Verdict]:
         """`_journal_request` with the risk decision in the same commit (`Journal.create_screened`)."""
@@ -281,21 +285,21 @@ class PaymentService:
         except Exception as e:
             log.error("risk_review_not_recorded", txn_id=txn_id, status=status, error=str(e))
 
-    async def _refused(self, req: AuthorizeRequest, h: bytes, kind: Kind, connector: str, reason: str) -> dict[str, Any]:
+    async def _refused(self, req: AuthorizeRequest, h: bytes | None, kind: Kind, connector: str, reason: str) -> dict[str, Any]:
         txn = await self.journal.create_transaction(
             NewTransaction(
                 kind=kind, merchant_id=req.merchant_id, store_id=req.store_id, order_id=req.order_id,
                 connector=connector, amount=req.amount, currency=req.currency.alpha,
                 card=sealed_instrument(req.instrument), retain_card=False,
-                idempotency_key=req.idempotency_key, request_hash=h if req.idempotency_key else None,
+                idempotency_key=req.idempotency_key, request_hash=h,
                 status=Status.FAILED, reason=reason,
             )
         )
-        self.metrics.outcomes.labels(connector, kind.value, "failed").inc()
+        self.metrics.child(self.metrics.outcomes, connector, kind.value, "failed").inc()
         return answer(txn)
 
     async def _journal_request(
-        self, req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, txn_id: str, message: Message
+        self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, txn_id: str, message: Message
     ) -> None:
         """Transaction row and outgoing message, committed in one database transaction before the
         bank sees anything: recovery always finds the request it must reverse."""
@@ -304,19 +308,19 @@ class PaymentService:
 
     @staticmethod
     def _new_transaction(
-        req: AuthorizeRequest, h: bytes, kind: Kind, bank: Bank, txn_id: str, message: Message
+        req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, txn_id: str, message: Message
     ) -> NewTransaction:
         return NewTransaction(
             txn_id=txn_id, kind=kind, merchant_id=req.merchant_id, store_id=req.store_id,
             order_id=req.order_id, connector=bank.name, amount=req.amount, currency=req.currency.alpha,
             card=sealed_instrument(req.instrument), retain_card=True,
             stan=message["11"], transmission_datetime=message["7"], rrn=message["37"],
-            idempotency_key=req.idempotency_key, request_hash=h if req.idempotency_key else None,
+            idempotency_key=req.idempotency_key, request_hash=h,
         )
 
     async def _answered(
         self, txn_id: str, kind: Kind, bank: Bank, amount: int, capture: bool, outcome: Answered, rrn: str,
-        closing: _Closing,
+        screening: Screening | None,
     ) -> dict[str, Any]:
         a = outcome.answer
         changes: dict[str, Any] = {**answer_columns(a, rrn), **settlement_column(self.journal, bank.name, a)}
@@ -328,7 +332,7 @@ class PaymentService:
             status = Status.APPROVED
         else:
             status = Status.DECLINED if a.status == "declined" else Status.FAILED
-        return await self._finish(txn_id, kind, bank, status, closing, reason=a.reason,
+        return await self._finish(txn_id, kind, bank, status, screening, reason=a.reason,
                                   forget_card=status is not Status.APPROVED, **changes)
 
     async def _awaiting_customer(
@@ -341,12 +345,12 @@ class PaymentService:
         )
         assert self.confirmations is not None
         self.confirmations.watch(txn, message.get("41"))
-        self.metrics.outcomes.labels(bank.name, kind.value, API_STATUS[txn.status]).inc()
+        self.metrics.child(self.metrics.outcomes, bank.name, kind.value, API_STATUS[txn.status]).inc()
         return {**answer(txn), "confirmation_url": url}
 
     async def _uncertain(
         self, txn_id: str, kind: Kind, bank: Bank, message: Message, req: AuthorizeRequest, outcome: Uncertain,
-        closing: _Closing,
+        screening: Screening | None,
     ) -> dict[str, Any]:
         """The bank may have approved: queue the reversal in the same commit as the answer. No answer
         (timeout, link lost) is answered ``timeout``; an answer the plugin does not believe is
@@ -355,22 +359,22 @@ class PaymentService:
         saf = resolution_draft(bank, message, sealed_instrument(req.instrument))
         a = outcome.answer
         if a is None:
-            result = await self._finish(txn_id, kind, bank, Status.TIMEOUT, closing, reason="issuer_timeout", saf=saf)
+            result = await self._finish(txn_id, kind, bank, Status.TIMEOUT, screening, reason="issuer_timeout", saf=saf)
         else:
             status = Status.DECLINED if a.status == "declined" else Status.FAILED
-            result = await self._finish(txn_id, kind, bank, status, closing, reason=a.reason, saf=saf,
+            result = await self._finish(txn_id, kind, bank, status, screening, reason=a.reason, saf=saf,
                                         forget_card=True, **answer_columns(a, message.get("37")))
         self.saf.kick(bank.name)
         return result
 
-    async def _finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, closing: _Closing,
+    async def _finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, screening: Screening | None,
                       **changes: Any) -> dict[str, Any]:
         """Journal the payment's outcome, with the risk stage's part of it in the same commit."""
-        risk = closing.unit(API_STATUS[status])
+        risk = screening.closing(API_STATUS[status]) if screening is not None else None
         txn = await self.journal.transition(txn_id, expected_from=(Status.PENDING,), to=status, risk=risk, **changes)
         if risk is not None:
             risk.log_holds()
-        self.metrics.outcomes.labels(bank.name, kind.value, API_STATUS[status]).inc()
+        self.metrics.child(self.metrics.outcomes, bank.name, kind.value, API_STATUS[status]).inc()
         return answer(txn)
 
     # -- queries --------------------------------------------------------------------
@@ -464,18 +468,6 @@ class PaymentService:
         if txn.status is Status.APPROVED and txn.idempotency_key is None:
             await self.lifecycle.run(LifecycleRequest("void", txn_id), frozenset({txn.merchant_id}))
             log.warning("undeliverable_approval_reversed", txn_id=txn_id, connector=txn.connector)
-
-
-class _Closing(NamedTuple):
-    """What the risk stage learns of a payment's outcome, if it screened it."""
-
-    screening: Screening | None
-    verdict: Verdict | None
-
-    def unit(self, status: str) -> Closing | None:
-        if self.screening is None or self.verdict is None:
-            return None
-        return self.screening.closing(self.verdict, status)
 
 
 def route_query(req: AuthorizeRequest) -> RouteQuery:

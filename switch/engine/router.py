@@ -106,7 +106,13 @@ class Rule:
 class Decision:
     rule: Rule | None
     connectors: tuple[str, ...]
-    explanation: str
+
+    @property
+    def explanation(self) -> str:
+        """Why (`kswitch route`): built on demand, since every payment is routed and almost none explained."""
+        if self.rule is None:
+            return "no rule matches"
+        return f"rule {self.rule.name!r} ({self.rule.describe()}) -> {' then '.join(self.connectors)}"
 
 
 class Router:
@@ -120,6 +126,5 @@ class Router:
             if s is not None and (best is None or s > best[0]):
                 best = (s, rule)
         if best is None:
-            return Decision(None, (), "no rule matches")
-        rule = best[1]
-        return Decision(rule, rule.connectors, f"rule {rule.name!r} ({rule.describe()}) -> {' then '.join(rule.connectors)}")
+            return Decision(None, ())
+        return Decision(best[1], best[1].connectors)

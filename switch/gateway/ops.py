@@ -144,7 +144,14 @@ def handle_authorize(request: AuthorizeRequest, ctx: OpContext) -> Deferred[Answ
     if request.store_id not in merchant.stores:
         raise invalid("store_id", f"unknown store for merchant {merchant.id!r}")
     client = ctx.authenticated_client()
-    echo = {
+    answered = maybeDeferred(ctx.service.authorize, request, client.name)
+    return answered.addCallback(_authorize_answer, request)
+
+
+def _authorize_answer(raw: dict[str, Any], request: AuthorizeRequest) -> Answer:
+    """The answer with the request's own fields echoed, built when it comes (nothing kept per pending payment)."""
+    return {
+        **transaction_answer(raw, FINAL_STATUSES),
         "merchant_id": request.merchant_id,
         "store_id": request.store_id,
         "order_id": request.order_id,
@@ -152,8 +159,6 @@ def handle_authorize(request: AuthorizeRequest, ctx: OpContext) -> Deferred[Answ
         "currency": request.currency.alpha,
         "masked_pan": request.instrument.masked_pan,
     }
-    answered = maybeDeferred(ctx.service.authorize, request, client.name)
-    return answered.addCallback(lambda raw: {**transaction_answer(raw, FINAL_STATUSES), **echo})
 
 
 def handle_status(request: StatusRequest, ctx: OpContext) -> Deferred[Answer]:

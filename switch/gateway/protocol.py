@@ -44,7 +44,7 @@ INTERNAL_MESSAGE = (
 )
 
 
-@dataclass
+@dataclass(slots=True)  # one per request in flight: no per-instance __dict__
 class _Exchange:
     """One request from the moment its line is read until its answer is written."""
 
@@ -235,8 +235,8 @@ class ApiProtocol(Protocol):
         metrics = self.factory.metrics
         duration = max(0.0, self.factory.reactor.seconds() - exchange.started)
         status = "error" if error else answer.get("status") if answer.get("status") in STATUSES else "ok"
-        metrics.requests.labels(exchange.op, status).inc()
-        metrics.duration.labels(exchange.op).observe(duration)
+        metrics.child(metrics.requests, exchange.op, status).inc()
+        metrics.child(metrics.duration, exchange.op).observe(duration)
         fields: dict[str, object] = {
             "request_id": exchange.request_id,
             "op": exchange.op,
@@ -252,7 +252,7 @@ class ApiProtocol(Protocol):
         }
         fields.update((key, value) for key, value in exchange.log_fields.items() if value is not None)
         if error:
-            metrics.errors.labels(error.code.value).inc()
+            metrics.child(metrics.errors, error.code.value).inc()
             fields.update(error_code=error.code.value, error_field=error.field)
         if not delivered:
             self._undeliverable(exchange, answer)

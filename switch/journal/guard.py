@@ -53,6 +53,14 @@ FORBIDDEN_KEYS = frozenset(
 _FULLY_MASKED = re.compile(r"\[\d{1,4} masked\]")
 _PAN_KEYS = frozenset({"2", "pan", "card_number"})
 _MASK_CHARS = frozenset("*Xx#")
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+class Guarded(str):
+    """JSON text `dump_fields` made and scanned on the caller's thread: the writer thread does not
+    scan it a second time (`check_value`). Only this module makes one, from a value it checked."""
+
+    __slots__ = ()
 
 
 class Derived(str):
@@ -67,12 +75,13 @@ class Derived(str):
 def check_value(where: str, value: object) -> None:
     """Refuse a text or bytes value about to be written under column ``where`` if it holds a card number.
 
-    A reference column (`REFERENCE_NAMES`) and `Derived` text are not scanned.
+    A reference column (`REFERENCE_NAMES`), `Derived` text, text shorter than a card number and
+    `Guarded` text (already scanned) are not scanned.
     """
     if where in REFERENCE_NAMES or type(value) is Derived:
         return
     if isinstance(value, str):
-        if len(value) >= SCAN_MIN_DIGITS and holds_card_number(value):  # shorter text cannot hold a card number
+        if len(value) >= SCAN_MIN_DIGITS and type(value) is not Guarded and holds_card_number(value):
             raise _refused(where)
     elif isinstance(value, (bytes, bytearray, memoryview)):
         for match in _BYTE_DIGIT_RUN.finditer(bytes(value)):
@@ -80,7 +89,7 @@ def check_value(where: str, value: object) -> None:
                 raise _refused(where)
 
 
-def dump_fields(where: str, fields: Mapping[Any, Any]) -> str:
+def dump_fields(where: str, fields: Mapping[Any, Any]) -> Guarded:
     """Validate a caller's dict and encode it as canonical JSON for storage.
 
     Keys may be ISO field numbers (int) or names; they are stored as strings.
@@ -97,7 +106,7 @@ def dump_fields(where: str, fields: Mapping[Any, Any]) -> str:
         if holds_card_number(text if scanned is clean else orjson.dumps(scanned).decode()):
             _locate(where, scanned)
             raise _refused(where)
-    return text
+    return Guarded(text)
 
 
 def _without_references(value: Any) -> Any:
@@ -136,16 +145,17 @@ def _clean(where: str, value: Any) -> Any:
     if isinstance(value, Mapping):
         clean: dict[str, Any] = {}
         for key, item in value.items():
-            name = _key(where, key)
-            path = f"{where}.{name}"
-            if name.lower() in FORBIDDEN_KEYS and not (isinstance(item, str) and _FULLY_MASKED.fullmatch(item)):
+            name = key if type(key) is str else _key(where, key)
+            lowered = name.lower()
+            if lowered in FORBIDDEN_KEYS and not (isinstance(item, str) and _FULLY_MASKED.fullmatch(item)):
                 raise CardDataRefused(
-                    f"{path}: sensitive authentication data (CVV, track data, PIN block) is never stored; "
+                    f"{where}.{name}: sensitive authentication data (CVV, track data, PIN block) is never stored; "
                     "drop the field or mask it with switch.iso.masking before journaling"
                 )
-            if name.lower() in _PAN_KEYS and item is not None:
-                _require_masked(path, item)
-            clean[name] = _clean(path, item)
+            if lowered in _PAN_KEYS and item is not None:
+                _require_masked(f"{where}.{name}", item)
+            # A message is a flat dict of strings: plain values need no path and no recursion.
+            clean[name] = item if type(item) in _PLAIN else _clean(f"{where}.{name}", item)
         return clean
     if isinstance(value, (list, tuple)):
         return [_clean(f"{where}[{index}]", item) for index, item in enumerate(value)]

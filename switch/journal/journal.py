@@ -360,10 +360,10 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
         mti: str,
         fields: Mapping[str, Any],
         at: datetime | None = None,
-    ) -> defer.Deferred[int]:
+    ) -> defer.Deferred[None]:
         """Record a message exchanged with a bank; ``fields`` must already be masked (`switch.iso.masking`).
 
-        STAN and response code are taken from fields 11 and 39. Fires with the message id.
+        STAN and response code are taken from fields 11 and 39. Fires once it is durable.
         """
         row = self._message_row(txn_id, direction, connector, mti, fields, at)
         return self._writer.submit(lambda db: store.append_message(db, row))

@@ -231,8 +231,9 @@ class RiskLedger:
 
     def decide(self, txn_id: str, action: str, rule: str | None, matches: list[Mapping[str, Any]],
                reserved: Sequence[Reservation] = ()) -> None:
-        """Journal a payment's decision, with the cumulative counts it holds (`give_back` returns them)."""
-        self._db.execute(
+        """Journal a payment's decision, with the cumulative counts it holds (`give_back` returns them): an
+        append-only row sent with the batch's others (`Db.insert_later`); it is read only in later commits."""
+        self._db.insert_later(
             "INSERT INTO risk_decisions (txn_id, action, rule, matches, decided_at, reserved) "
             "VALUES (:txn_id, :action, :rule, :matches, :now, :reserved)",
             {"txn_id": txn_id, "action": action, "rule": rule, "matches": orjson.dumps(matches).decode() if matches

@@ -7,8 +7,9 @@ rows already masked, hashed and sealed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Mapping
+
+import orjson
 
 from switch.domain.status import IN_FLIGHT_STATUSES, Kind, Status
 from switch.journal.cards import card_from_row, transaction_context
@@ -145,7 +146,8 @@ def _refusal(
 def record_transition(
     db: Db, txn_id: str, from_status: str | None, to: str, at: int, reason: object, changes: Mapping[str, object]
 ) -> None:
-    db.execute(
+    """The audit row of a status change: queued, sent with the batch's other transitions (`Db.insert_later`)."""
+    db.insert_later(
         "INSERT INTO transitions (txn_id, from_status, to_status, at, reason, changes) "
         "VALUES (:txn_id, :from_status, :to_status, :at, :reason, :changes)",
         {
@@ -154,7 +156,7 @@ def record_transition(
             "to_status": to,
             "at": at,
             "reason": reason,
-            "changes": json.dumps(changes, sort_keys=True, separators=(",", ":")),
+            "changes": orjson.dumps(changes, option=orjson.OPT_SORT_KEYS).decode() if changes else "{}",
         },
     )
 
@@ -260,13 +262,13 @@ def transitions(db: Db, txn_id: str) -> list[TransitionRecord]:
     ]
 
 
-def append_message(db: Db, row: Mapping[str, object]) -> int:
-    inserted = db.one(
+def append_message(db: Db, row: Mapping[str, object]) -> None:
+    """A message exchanged with a bank: queued, sent with the batch's other messages (`Db.insert_later`)."""
+    db.insert_later(
         "INSERT INTO messages (txn_id, direction, connector, mti, stan, response_code, fields, at) "
-        "VALUES (:txn_id, :direction, :connector, :mti, :stan, :response_code, :fields, :at) RETURNING message_id",
+        "VALUES (:txn_id, :direction, :connector, :mti, :stan, :response_code, :fields, :at)",
         row,
     )
-    return int(inserted["message_id"]) if inserted else 0
 
 
 def messages(db: Db, txn_id: str) -> list[MessageRecord]:

@@ -67,7 +67,6 @@ class GroupCommitWriter:
     ) -> None:
         self._reactor = reactor
         self._open_db = open_db
-        self._metrics = metrics
         self._backend = backend
         self._max_batch = max_batch
         self._max_queue = max_queue
@@ -78,6 +77,14 @@ class GroupCommitWriter:
         self._stop_requested = False
         self._finished = False
         self._stop_waiters: list[defer.Deferred[None]] = []
+        # Children bound once: `.labels()` is a lock and a dict look-up, per write otherwise.
+        self._queue_depth = metrics.queue_depth.labels(backend)
+        self._commit_seconds = metrics.commit_seconds.labels(backend)
+        self._batch_size = metrics.batch_size.labels(backend)
+        self._commits = metrics.commits.labels(backend)
+        self._write_seconds = metrics.write_seconds.labels(backend)
+        self._writes = {outcome: metrics.writes.labels(backend, outcome)
+                        for outcome in ("committed", "refused", "failed")}
 
     def start(self, prepare: Callable[[Db], T]) -> defer.Deferred[T]:
         """Open the connection on the writer thread and run ``prepare`` (migration) before any write."""
@@ -93,11 +100,11 @@ class GroupCommitWriter:
         if not self._accepting:
             return defer.fail(JournalClosed("the journal is closed or not started"))
         if self._queue.qsize() >= self._max_queue:
-            self._metrics.writes.labels(self._backend, "failed").inc()
+            self._writes["failed"].inc()
             return defer.fail(JournalOverloaded(f"{self._max_queue} journal writes already waiting"))
         deferred: defer.Deferred[T] = defer.Deferred()
         self._queue.put(_Pending(unit, deferred, time.monotonic()))
-        self._metrics.queue_depth.labels(self._backend).inc()
+        self._queue_depth.inc()
         return deferred
 
     def stop(self) -> defer.Deferred[None]:
@@ -149,22 +156,21 @@ class GroupCommitWriter:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-        self._metrics.queue_depth.labels(self._backend).dec(len(batch))
+        self._queue_depth.dec(len(batch))
         return batch, item is _STOP
 
     def _commit(self, batch: list[_Pending]) -> None:
         began = time.monotonic()
         outcomes, committed = self._execute(batch)
         done = time.monotonic()
-        metrics = self._metrics
         if committed:
-            metrics.commit_seconds.labels(self._backend).observe(done - began)
-            metrics.batch_size.labels(self._backend).observe(len(batch))
-            metrics.commits.labels(self._backend).inc()
+            self._commit_seconds.observe(done - began)
+            self._batch_size.observe(len(batch))
+            self._commits.inc()
         for pending, (ok, _) in zip(batch, outcomes):
-            metrics.writes.labels(self._backend, "committed" if ok else "refused" if committed else "failed").inc()
+            self._writes["committed" if ok else "refused" if committed else "failed"].inc()
             if ok:
-                metrics.write_seconds.labels(self._backend).observe(done - pending.submitted)
+                self._write_seconds.observe(done - pending.submitted)
         self._reactor.callFromThread(_deliver, batch, outcomes)
 
     def _execute(self, batch: list[_Pending]) -> tuple[list[_Outcome], bool]:
@@ -187,6 +193,7 @@ class GroupCommitWriter:
         try:
             db.begin()
             results = [run(db, pending.unit) for pending in batch]
+            run(db, _flush)
         except Exception:
             return self._replay_isolated(db, batch)
         return [(True, result) for result in results]
@@ -199,7 +206,9 @@ class GroupCommitWriter:
             for pending in batch:
                 db.savepoint("unit")
                 try:
-                    outcomes.append((True, run(db, pending.unit)))
+                    result = run(db, pending.unit)
+                    run(db, _flush)  # the unit's queued rows fail with the unit
+                    outcomes.append((True, result))
                 except Exception:
                     outcomes.append((False, Failure()))
                     db.rollback_to("unit")
@@ -250,3 +259,7 @@ def _deliver(batch: list[_Pending], outcomes: list[_Outcome]) -> None:
             pending.deferred.callback(value)
         else:
             pending.deferred.errback(value)
+
+
+def _flush(db: Db) -> None:
+    db.flush()

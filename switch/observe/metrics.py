@@ -9,9 +9,10 @@ instance (or test) can use its own `CollectorRegistry` without name clashes.
 from __future__ import annotations
 
 import weakref
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
+from prometheus_client.metrics import MetricWrapperBase
 
 # The *_created series double every counter's size on /metrics and no dashboard of ours uses them.
 disable_created_metrics()
@@ -32,6 +33,16 @@ class MetricBundle:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: MetricWrapperBase, *values: str) -> Any:
+        """``metric.labels(*values)``, kept: ``.labels()`` takes a lock and builds a key on every
+        call, and the hot path counts a few metrics per request. Label values must be bounded."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     @classmethod
     def on(cls: type[B], registry: CollectorRegistry) -> B:

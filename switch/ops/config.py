@@ -75,6 +75,7 @@ class SimulatorSettings:
     connector: str
     accounts: Path
     extra_args: tuple[str, ...] = ()
+    ledger: bool = False
 
 
 @dataclass(frozen=True)
@@ -327,4 +328,5 @@ def _simulator(file: Path, i: int, s: schema.Simulator, base: Path,
     if s.connector not in banks:
         raise at(file, ("simulators", i, "connector"),
                  f"unknown connector {s.connector!r}; configured: {', '.join(sorted(banks))}")
-    return SimulatorSettings(connector=s.connector, accounts=_path(s.accounts, base), extra_args=tuple(s.args))
+    return SimulatorSettings(connector=s.connector, accounts=_path(s.accounts, base), extra_args=tuple(s.args),
+                             ledger=s.ledger)

@@ -307,6 +307,9 @@ class Simulator(Section):
     connector: str = option(..., "the connector it simulates")
     accounts: FilePath = option(..., "its accounts file, relative to the config file")
     args: list[str] = option([], "more banksim arguments, e.g. `[\"--delay\", \"0.2\"]`")
+    ledger: bool = option(False, "keep its ledger (balances, postings, business date) in "
+                                 "`state_dir/<connector>.ledger`, so it survives restarts and `banksim settlement` "
+                                 "can write the day's file from it")
 
 
 class Route(Section):

@@ -155,7 +155,7 @@ class FakeLink:
         self.next = "ok"
         self.sent: list[dict[str, str]] = []
 
-    def send(self, message):
+    def send(self, message, encoded=None):
         if self.next == "down":
             raise LinkNotConnected("link fake is down")
         if self.next == "bad":

@@ -101,3 +101,22 @@ def test_txn_ids_never_look_like_a_card_number(monkeypatch):
     monkeypatch.setattr(ids, "_next_id", lambda: next(produced))
     assert looks_like_pan("01M8A4111111111111111BCDEF")
     assert ids.new_txn_id() == "01M847YWW98KWGQ6807FC4XE44"
+
+
+def test_a_forked_child_draws_its_own_id_randomness():
+    """Ids come from a pool of random bytes; a child process must not reuse its parent's."""
+    import os
+
+    from switch.journal import ids
+
+    ids.new_txn_id()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id and leave at once
+        os.write(write, ids.new_txn_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert child != ids.new_txn_id() and child[10:] != ids.new_txn_id()[10:]

@@ -118,3 +118,14 @@ def test_unstorable_values_are_refused(fields: object) -> None:
 def test_error_messages_never_echo_a_pan() -> None:
     assert safe_repr(VISA) == "<str withheld>"
     assert safe_repr("order-42") == "'order-42'"
+
+
+def test_only_text_the_guard_made_skips_the_writers_scan() -> None:
+    """`dump_fields` output is not scanned again on the writer; text under the same column name
+    that did not come from it (a caller's own JSON) still is."""
+    stored = dump_fields("fields", {"2": mask_pan(VISA), "44": "approved"})
+    check_value("fields", stored)
+    with pytest.raises(CardDataRefused):
+        check_value("fields", json.dumps({"2": mask_pan(VISA), "44": VISA}))
+    with pytest.raises(CardDataRefused):
+        dump_fields("fields", {"44": VISA})

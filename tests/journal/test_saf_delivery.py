@@ -67,7 +67,9 @@ class StandInBank:
     def release_stan(self, stan: str) -> None:
         self.reserved.discard(stan)
 
-    def request(self, message: Message, timeout: float | None = None) -> Deferred[Message]:
+    def request(
+        self, message: Message, timeout: float | None = None, *, encoded: bytes | None = None
+    ) -> Deferred[Message]:
         """Like the mux, it owns the STAN from here: given back when nothing is written."""
         self.reserved.discard(message["11"])
         if self.link_down:

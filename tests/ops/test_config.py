@@ -31,6 +31,7 @@ def test_the_shipped_default_config_loads():
     day = cfg.banks["bank_a"].day_end
     assert (day.cutover_time.isoformat(), day.timezone, day.reconciliation) == ("23:59:00", "Asia/Phnom_Penh", "message")
     assert day.in_flight_wait == cfg.banks["bank_a"].options.request_timeout + 5.0
+    assert [(sim.connector, sim.ledger) for sim in cfg.simulators] == [("bank_a", True), ("bank_b", True)]
 
 
 def test_connection_timeouts_come_from_the_api_table(tmp_path):

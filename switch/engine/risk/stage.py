@@ -195,14 +195,16 @@ class Screening:
         self.can_step_up = can_step_up
         self.step_up = can_step_up and stage.rules.steps_up(facts)
         self.decide = decide(stage.rules, facts, txn_id, step_up=can_step_up, built_step_up=self.step_up)
+        self.verdict: Verdict | None = None
 
     def decided(self, txn_id: str, verdict: Verdict) -> None:
         """Count and log a verdict, once its commit is durable."""
+        self.verdict = verdict
         self.stage.decided(txn_id, verdict)
 
-    def closing(self, verdict: Verdict, status: str) -> Closing | None:
+    def closing(self, status: str) -> Closing | None:
         """The stage's part of the payment's outcome ``status`` (an API status), None when it has none."""
-        return self.stage.closing(self.facts, verdict, status)
+        return None if self.verdict is None else self.stage.closing(self.facts, self.verdict, status)
 
 
 @dataclass

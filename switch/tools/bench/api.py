@@ -1,12 +1,20 @@
 """Load generator for a running kswitch: throughput and latency of `authorize` over the socket API.
 
     kswitch-bench [--connect HOST:PORT] [--connections 8] [--duration 20] (--rate 500 | --window 32)
+    kswitch-bench --hold 10000 --pid PID [--settle 5]
 
 ``--rate R`` offers R authorizations per second in total (spread over the connections,
 sent on a fixed schedule whether or not answers keep up: latency then includes
 queueing, as a web tier would see it).  Without ``--rate`` each connection keeps
 ``--window`` requests in flight (as fast as possible).  Prints throughput, latency
 p50/p95/p99/max and outcomes by status or error code.  Not a test.
+
+Every request carries an idempotency key, as a web tier should send (``--no-keys`` leaves
+them out).  ``--hold N`` measures memory instead: it sends N authorizations without
+waiting, lets the switch journal and send them for ``--settle`` seconds, and prints how
+much the resident memory of the switch process ``--pid`` grew per pending payment. The
+bank must not answer meanwhile (``banksim --delay``), and the connector's
+``request_timeout`` and ``max_in_flight`` and the API's ``max_in_flight`` must allow N.
 """
 
 from __future__ import annotations
@@ -56,6 +64,8 @@ class BenchClient(Protocol):
             "order_id": f"bench-{os.getpid()}-{i}", "amount": 1, "currency": "USD", "capture": True,
             "instrument": {"type": "card", "pan": CARDS[i % len(CARDS)], "expiry": "3012", "cvv": "123"},
         }
+        if self.run.args.keys:
+            request["idempotency_key"] = f"bench-{os.getpid()}-{i}"
         self.sent[i] = reactor.seconds()
         self.transport.write(json.dumps(request).encode() + b"\n")
 
@@ -72,7 +82,9 @@ class Run:
 
     def ready(self, client: BenchClient) -> None:
         self.clients.append(client)
-        if len(self.clients) == self.args.connections:
+        if len(self.clients) == self.args.connections and self.args.hold:
+            self.hold()
+        elif len(self.clients) == self.args.connections:
             self.started = reactor.seconds()
             reactor.callLater(self.args.duration, self.finish)
             if self.args.rate:
@@ -81,6 +93,25 @@ class Run:
                 for c in self.clients:
                     for _ in range(self.args.window):
                         c.send()
+
+    def hold(self) -> None:
+        """Send ``--hold`` authorizations at once; after ``--settle`` seconds, report memory per pending one."""
+        before = resident_kib(self.args.pid)
+        for n in range(self.args.hold):
+            self.clients[n % len(self.clients)].send()
+
+        def report() -> None:
+            self.ending = True
+            after = resident_kib(self.args.pid)
+            answered = sum(self.outcomes.values())
+            print(f"kswitch bench: {self.args.hold} authorizations held at the bank for {self.args.settle:g} s "
+                  f"({answered} answered meanwhile)", file=sys.stdout)
+            print(f"  switch RSS  {before / 1024:.1f} MB -> {after / 1024:.1f} MB, "
+                  f"{(after - before) / max(1, self.args.hold - answered):.2f} KB per pending payment", file=sys.stdout)
+            print("  outcomes    " + ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())), file=sys.stdout)
+            reactor.stop()
+
+        reactor.callLater(self.args.settle, report)
 
     def tick(self, n: int) -> None:
         if self.ending:
@@ -97,7 +128,7 @@ class Run:
             return
         self.latencies.append(latency)
         self.outcomes[outcome] += 1
-        if not self.args.rate:
+        if not self.args.rate and not self.args.hold:
             client.send()
 
     def finish(self) -> None:
@@ -116,6 +147,15 @@ class Run:
         reactor.stop()
 
 
+def resident_kib(pid: int) -> int:
+    """VmRSS of a process on this machine (Linux), in KiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise SystemExit(f"kswitch-bench: no VmRSS for process {pid}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="kswitch-bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--connect", default="127.0.0.1:7583", metavar="HOST:PORT")
@@ -127,7 +167,13 @@ def main() -> None:
     p.add_argument("--token", default=os.environ.get("KSWITCH_TOKEN", "demo-token-not-for-production"))
     p.add_argument("--merchant", default="M100")
     p.add_argument("--store", default="web")
+    p.add_argument("--no-keys", dest="keys", action="store_false", help="send no idempotency keys")
+    p.add_argument("--hold", type=int, metavar="N", help="hold N payments pending and report memory (needs --pid)")
+    p.add_argument("--pid", type=int, help="the switch's process id, for --hold")
+    p.add_argument("--settle", type=float, default=5.0, help="seconds to wait after sending --hold payments")
     args = p.parse_args()
+    if args.hold and not args.pid:
+        p.error("--hold needs --pid (the kswitch process whose memory is measured)")
     host, port = args.connect.rsplit(":", 1)
     run = Run(args)
 

@@ -11,7 +11,7 @@
 
 The host is part of what is measured (it decodes, decides and encodes every message
 in Python too).  Log level ``warning`` leaves out the per-message ``iso_out``/``iso_in``
-events; ``--log-level info`` measures with them (written to /dev/null).  Not a test.
+events (debug level); ``--log-level debug`` measures with them (written to /dev/null).  Not a test.
 """
 
 from __future__ import annotations

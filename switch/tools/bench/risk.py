@@ -61,7 +61,8 @@ class InstantIssuer(Connector):
     def ready(self) -> bool:
         return True
 
-    def request(self, message: Message, timeout: float | None = None) -> defer.Deferred[Message]:
+    def request(self, message: Message, timeout: float | None = None, *,
+                encoded: bytes | None = None) -> defer.Deferred[Message]:
         self.release_stan(message["11"])
         answer = {k: v for k, v in message.items() if k in ("3", "4", "7", "11", "37", "41", "42", "49")}
         return defer.succeed({**answer, "t": response_mti(message["t"]), "38": "A1B2C3", "39": "00"})
