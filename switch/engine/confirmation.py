@@ -13,7 +13,8 @@ connector plugin's ``confirmation_url``).  Such a payment is journalled
   it a moment ago, a reversal queued in the same commit.
 
 Both are compare-and-set transitions from ``pending_customer_action``, so whichever
-comes second changes nothing.  Timers live on the reactor; after a restart, recovery
+comes second changes nothing.  An end without money (declined, failed, expired) gives
+back the cumulative risk counts the payment held, in the same commit.  Timers live on the reactor; after a restart, recovery
 calls `rearm` for each waiting payment with the time it had left.
 """
 
@@ -38,6 +39,7 @@ from switch.iso.translate import original_reference
 from switch.journal import Journal
 from switch.journal.errors import TransitionRefused
 from switch.journal.models import Direction, EventDraft, Transaction
+from switch.journal.risk import RiskLedger
 
 log = structlog.get_logger("kswitch.confirmation")
 
@@ -165,7 +167,8 @@ class Confirmations:
         })
         try:
             await self.journal.transition(waiting.txn_id, expected_from=(Status.AWAITING_CUSTOMER,), to=status,
-                                          reason=outcome.reason, forget_card=not approved, event=event, **changes)
+                                          reason=outcome.reason, forget_card=not approved, event=event,
+                                          risk=None if approved else give_back, **changes)
         except TransitionRefused as e:
             log.warning("customer_advice_too_late", txn_id=waiting.txn_id, detail=str(e))
         else:
@@ -182,7 +185,7 @@ class Confirmations:
         try:
             await self.journal.transition(
                 waiting.txn_id, expected_from=(Status.AWAITING_CUSTOMER,), to=Status.FAILED, reason="format_error",
-                saf=draft, event=EventDraft("payment.completed", {
+                saf=draft, risk=give_back, event=EventDraft("payment.completed", {
                     "txn_id": waiting.txn_id, "status": "failed", "response_code": None, "reason": "format_error",
                     "auth_code": None}),
             )
@@ -210,7 +213,7 @@ class Confirmations:
         try:
             await self.journal.transition(
                 txn_id, expected_from=(Status.AWAITING_CUSTOMER,), to=Status.TIMEOUT,
-                reason="customer_action_expired", saf=draft,
+                reason="customer_action_expired", saf=draft, risk=give_back,
                 event=EventDraft("payment.expired", {"txn_id": txn_id, "reason": "customer_action_expired"}),
             )
         except TransitionRefused as e:
@@ -223,3 +226,9 @@ class Confirmations:
         waiting = self._waiting.pop(txn_id, None)
         if waiting is not None and waiting.timer.active():
             waiting.timer.cancel()
+
+
+def give_back(ledger: RiskLedger, txn: Transaction) -> None:
+    """A confirmation that ends without money gives the payment's cumulative risk counts back, in the
+    commit that ends it (the decision journalled them: this works after a restart too)."""
+    ledger.give_back(txn.txn_id)

@@ -59,7 +59,8 @@ from switch.engine.engine import (
 from switch.engine.idempotency import KeyedOnce, check_same
 from switch.engine.late import match_late
 from switch.engine.lifecycle import Lifecycle
-from switch.engine.risk import RiskStage
+from switch.engine.risk import RiskStage, Verdict
+from switch.engine.risk.stage import Screening
 from switch.engine.router import RouteQuery, Router
 from switch.engine.saf import StoreAndForward
 from switch.engine.status import API_STATUS, answer, net_fees
@@ -191,50 +192,35 @@ class PaymentService:
         self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, merchant: MerchantConfig,
         store: StoreConfig,
     ) -> dict[str, Any]:
-        """The risk stage (`switch.engine.risk`) decides, then the payment is sent unless it blocked (asking
-        the bank to have the customer confirm it on a step-up, which only a connector whose plugin can
-        ask and that waits for customers is offered); its outcome goes back to the stage (declines feed
-        card-testing rules, failures give limits back)."""
+        """The risk stage (`switch.engine.risk`) screens the payment inside its own commits (`Screening`):
+        it decides in the commit that journals the request (a block journals the payment declined and
+        sends nothing; a step-up asks the bank to have the customer confirm it, which only a connector
+        whose plugin can ask and that waits for customers is offered) and learns the outcome in the
+        commit that journals it (declines feed card-testing rules, failures give limits back)."""
         txn_id = new_txn_id()
         if self.risk is None or not self.risk.rules.rules:  # no rules: no stage, nothing journalled for it
             return await self._send(req, h, kind, bank, merchant, store, txn_id)
-        facts = self.risk.facts(req)
-        verdict = await self.risk.evaluate(
-            txn_id, facts, step_up=self.plugin(bank).step_up and self.confirmations is not None)
-        flag = verdict.answer_field()
-        if verdict.action == "block":
-            txn = await self.journal.create_transaction(NewTransaction(
-                txn_id=txn_id, kind=kind, merchant_id=req.merchant_id, store_id=req.store_id, order_id=req.order_id,
-                connector=bank.name, amount=req.amount, currency=req.currency.alpha,
-                card=sealed_instrument(req.instrument), retain_card=False, idempotency_key=req.idempotency_key,
-                request_hash=h, status=Status.DECLINED, reason=RISK_DECLINED,
-            ))
-            self.metrics.child(self.metrics.outcomes, bank.name, kind.value, "declined").inc()
-            return {**answer(txn), "risk": flag}
-        result = await self._send(req, h, kind, bank, merchant, store, txn_id, step_up=verdict.action == "step_up")
-        try:  # the payment's outcome is journalled and stands: a failure below only loses a count or a flag
-            await self.risk.answered(facts, verdict, result["status"])
-            if verdict.action == "review":
-                await self.journal.append_event(req.merchant_id, EventDraft("payment.review", {
-                    "txn_id": txn_id, "rule": verdict.rule, "status": result["status"]}), txn_id=txn_id)
-        except Exception as e:
-            log.error("risk_outcome_not_recorded", txn_id=txn_id, status=result["status"], error=str(e))
-        return {**result, "risk": flag} if flag is not None else result
+        screening = self.risk.screening(txn_id, req, self.plugin(bank).step_up and self.confirmations is not None)
+        return await self._send(req, h, kind, bank, merchant, store, txn_id, screening)
+
+    def _build(self, req: AuthorizeRequest, bank: Bank, merchant: MerchantConfig, store: StoreConfig, stan: str,
+               rrn: str, step_up: bool) -> Message:
+        return self.plugin(bank).request(
+            financial_request(
+                bank.profile, "financial" if req.capture else "authorization", "00", req.amount,
+                req.currency.numeric, req.instrument, _acceptor(merchant, store), stan, rrn, self.clock.seconds(),
+            ),
+            PaymentContext(req.instrument, merchant.name, req.order_id, step_up=step_up),
+        )
 
     async def _send(
         self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, merchant: MerchantConfig,
-        store: StoreConfig, txn_id: str, step_up: bool = False,
+        store: StoreConfig, txn_id: str, screening: Screening | None = None,
     ) -> dict[str, Any]:
         stan = bank.reserve_stan()
         try:
-            message = self.plugin(bank).request(
-                financial_request(
-                    bank.profile, "financial" if req.capture else "authorization", "00", req.amount,
-                    req.currency.numeric, req.instrument, _acceptor(merchant, store), stan, bank.next_rrn(),
-                    self.clock.seconds(),
-                ),
-                PaymentContext(req.instrument, merchant.name, req.order_id, step_up=step_up),
-            )
+            message = self._build(req, bank, merchant, store, stan, bank.next_rrn(),
+                                  screening is not None and screening.step_up)
         except BaseException:
             bank.release_stan(stan)
             raise
@@ -242,8 +228,21 @@ class PaymentService:
             encoded = self.engine.check_encodes(bank, message)
         except NotEncodable:
             return await self._refused(req, h, kind, bank.name, NOT_ENCODABLE)
+        verdict = None
         try:
-            await self._journal_request(req, h, kind, bank, txn_id, message)
+            if screening is None:
+                await self._journal_request(req, h, kind, bank, txn_id, message)
+            else:
+                refused, verdict = await self._journal_screened(req, h, kind, bank, txn_id, message, screening)
+                if verdict.journal_as == "refuse":
+                    bank.release_stan(stan)
+                    self.metrics.child(self.metrics.outcomes, bank.name, kind.value, "declined").inc()
+                    return {**answer(refused), "risk": verdict.answer_field()}
+                if verdict.journal_as == "apart":  # the verdict's step-up differs from the request built
+                    message = self._build(req, bank, merchant, store, stan, message["37"],
+                                          verdict.action == "step_up")
+                    encoded = self.engine.check_encodes(bank, message)
+                    await self._journal_request(req, h, kind, bank, txn_id, message)
         except BaseException:
             bank.release_stan(stan)
             raise
@@ -251,13 +250,40 @@ class PaymentService:
         del encoded  # only the exchange holds the bytes, and only until they are written
         outcome = await exchanging
         if isinstance(outcome, NotSent):
-            return await self._finish(txn_id, kind, bank, Status.FAILED, reason=outcome.reason, forget_card=True)
-        if isinstance(outcome, Uncertain):
-            return await self._uncertain(txn_id, kind, bank, message, req, outcome)
-        if outcome.answer.confirmation_url is not None and self.confirmations is not None:
-            return await self._awaiting_customer(txn_id, kind, bank, message, outcome.response,
-                                                 outcome.answer.confirmation_url)
-        return await self._answered(txn_id, kind, bank, req.amount, req.capture, outcome, message["37"])
+            result = await self._finish(txn_id, kind, bank, Status.FAILED, screening, reason=outcome.reason,
+                                        forget_card=True)
+        elif isinstance(outcome, Uncertain):
+            result = await self._uncertain(txn_id, kind, bank, message, req, outcome, screening)
+        elif outcome.answer.confirmation_url is not None and self.confirmations is not None:
+            result = await self._awaiting_customer(txn_id, kind, bank, message, outcome.response,
+                                                   outcome.answer.confirmation_url)
+        else:
+            result = await self._answered(txn_id, kind, bank, req.amount, req.capture, outcome, message["37"],
+                                          screening)
+        if verdict is None:
+            return result
+        if verdict.action == "review":
+            await self._flag_review(req.merchant_id, txn_id, verdict, result["status"])
+        flag = verdict.answer_field()
+        return {**result, "risk": flag} if flag is not None else result
+
+    async def _journal_screened(
+        self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, txn_id: str, message: Message,
+        screening: Screening,
+    ) -> tuple[Transaction | None, Verdict]:
+        """`_journal_request` with the risk decision in the same commit (`Journal.create_screened`)."""
+        refused, verdict = await self.journal.create_screened(
+            self._new_transaction(req, h, kind, bank, txn_id, message),
+            (message["t"], mask_message(message, bank.profile.dialect)), screening.decide, RISK_DECLINED)
+        screening.decided(txn_id, verdict)
+        return refused, verdict
+
+    async def _flag_review(self, merchant_id: str, txn_id: str, verdict: Verdict, status: str) -> None:
+        try:  # the payment's outcome is journalled and stands: a failure here only loses the event
+            await self.journal.append_event(merchant_id, EventDraft("payment.review", {
+                "txn_id": txn_id, "rule": verdict.rule, "status": status}), txn_id=txn_id)
+        except Exception as e:
+            log.error("risk_review_not_recorded", txn_id=txn_id, status=status, error=str(e))
 
     async def _refused(self, req: AuthorizeRequest, h: bytes | None, kind: Kind, connector: str, reason: str) -> dict[str, Any]:
         txn = await self.journal.create_transaction(
@@ -277,19 +303,24 @@ class PaymentService:
     ) -> None:
         """Transaction row and outgoing message, committed in one database transaction before the
         bank sees anything: recovery always finds the request it must reverse."""
-        await self.journal.create_transaction(
-            NewTransaction(
-                txn_id=txn_id, kind=kind, merchant_id=req.merchant_id, store_id=req.store_id,
-                order_id=req.order_id, connector=bank.name, amount=req.amount, currency=req.currency.alpha,
-                card=sealed_instrument(req.instrument), retain_card=True,
-                stan=message["11"], transmission_datetime=message["7"], rrn=message["37"],
-                idempotency_key=req.idempotency_key, request_hash=h,
-            ),
-            request=(message["t"], mask_message(message, bank.profile.dialect)),
+        await self.journal.create_transaction(self._new_transaction(req, h, kind, bank, txn_id, message),
+                                              request=(message["t"], mask_message(message, bank.profile.dialect)))
+
+    @staticmethod
+    def _new_transaction(
+        req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, txn_id: str, message: Message
+    ) -> NewTransaction:
+        return NewTransaction(
+            txn_id=txn_id, kind=kind, merchant_id=req.merchant_id, store_id=req.store_id,
+            order_id=req.order_id, connector=bank.name, amount=req.amount, currency=req.currency.alpha,
+            card=sealed_instrument(req.instrument), retain_card=True,
+            stan=message["11"], transmission_datetime=message["7"], rrn=message["37"],
+            idempotency_key=req.idempotency_key, request_hash=h,
         )
 
     async def _answered(
-        self, txn_id: str, kind: Kind, bank: Bank, amount: int, capture: bool, outcome: Answered, rrn: str
+        self, txn_id: str, kind: Kind, bank: Bank, amount: int, capture: bool, outcome: Answered, rrn: str,
+        screening: Screening | None,
     ) -> dict[str, Any]:
         a = outcome.answer
         changes: dict[str, Any] = {**answer_columns(a, rrn), **settlement_column(self.journal, bank.name, a)}
@@ -301,7 +332,7 @@ class PaymentService:
             status = Status.APPROVED
         else:
             status = Status.DECLINED if a.status == "declined" else Status.FAILED
-        return await self._finish(txn_id, kind, bank, status, reason=a.reason,
+        return await self._finish(txn_id, kind, bank, status, screening, reason=a.reason,
                                   forget_card=status is not Status.APPROVED, **changes)
 
     async def _awaiting_customer(
@@ -318,7 +349,8 @@ class PaymentService:
         return {**answer(txn), "confirmation_url": url}
 
     async def _uncertain(
-        self, txn_id: str, kind: Kind, bank: Bank, message: Message, req: AuthorizeRequest, outcome: Uncertain
+        self, txn_id: str, kind: Kind, bank: Bank, message: Message, req: AuthorizeRequest, outcome: Uncertain,
+        screening: Screening | None,
     ) -> dict[str, Any]:
         """The bank may have approved: queue the reversal in the same commit as the answer. No answer
         (timeout, link lost) is answered ``timeout``; an answer the plugin does not believe is
@@ -327,16 +359,21 @@ class PaymentService:
         saf = resolution_draft(bank, message, sealed_instrument(req.instrument))
         a = outcome.answer
         if a is None:
-            result = await self._finish(txn_id, kind, bank, Status.TIMEOUT, reason="issuer_timeout", saf=saf)
+            result = await self._finish(txn_id, kind, bank, Status.TIMEOUT, screening, reason="issuer_timeout", saf=saf)
         else:
             status = Status.DECLINED if a.status == "declined" else Status.FAILED
-            result = await self._finish(txn_id, kind, bank, status, reason=a.reason, saf=saf, forget_card=True,
-                                        **answer_columns(a, message.get("37")))
+            result = await self._finish(txn_id, kind, bank, status, screening, reason=a.reason, saf=saf,
+                                        forget_card=True, **answer_columns(a, message.get("37")))
         self.saf.kick(bank.name)
         return result
 
-    async def _finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, **changes: Any) -> dict[str, Any]:
-        txn = await self.journal.transition(txn_id, expected_from=(Status.PENDING,), to=status, **changes)
+    async def _finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, screening: Screening | None,
+                      **changes: Any) -> dict[str, Any]:
+        """Journal the payment's outcome, with the risk stage's part of it in the same commit."""
+        risk = screening.closing(API_STATUS[status]) if screening is not None else None
+        txn = await self.journal.transition(txn_id, expected_from=(Status.PENDING,), to=status, risk=risk, **changes)
+        if risk is not None:
+            risk.log_holds()
         self.metrics.child(self.metrics.outcomes, bank.name, kind.value, API_STATUS[status]).inc()
         return answer(txn)
 

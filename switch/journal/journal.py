@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any, Unpack
+from typing import Any, TypeVar, Unpack
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from twisted.internet import defer
@@ -48,11 +48,13 @@ from switch.journal.models import (
     to_us,
 )
 from switch.journal.postgres import PostgresBackend
-from switch.journal.risk import RiskApi
+from switch.journal.risk import RiskApi, RiskLedger, Screened
 from switch.journal.safapi import SafApi
 from switch.journal.sqlite import SQLiteBackend
 from switch.journal.upkeep import UpkeepApi
 from switch.journal.vault import PanVault
+
+S = TypeVar("S", bound=Screened)
 
 
 class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
@@ -100,6 +102,37 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
         return self._writer.submit(unit)
 
     @fails_as_deferred
+    def create_screened(
+        self, new: NewTransaction, request: tuple[str, Mapping[str, Any]], screen: Callable[[RiskLedger], S],
+        refused_reason: str,
+    ) -> defer.Deferred[tuple[Transaction | None, S]]:
+        """A payment's first commit with its risk screening in it: ``screen`` counts and journals the
+        decision, then, by the verdict's ``journal_as``: ``send`` writes the transaction and ``request``
+        as `create_transaction` does; ``refuse`` writes it declined with ``refused_reason``, nothing to
+        send and its card not kept; ``apart`` writes nothing more (the request must be built again, the
+        caller journals it next).  One writer unit: counters, decision and payment commit together, so
+        a rejected insert (a duplicate idempotency key) takes its counts back with it."""
+        now = self._now()
+        row = self._transaction_row(new, now)
+        message = self._message_row(new.txn_id, Direction.OUT, new.connector, request[0], request[1], None)
+        cutoff = now - microseconds(self._config.idempotency_ttl)
+
+        def unit(db: Db) -> tuple[Transaction | None, S]:
+            verdict = screen(RiskLedger(db, now))
+            how = verdict.journal_as
+            if how == "apart":
+                return None, verdict
+            if how == "refuse":
+                refused = {**row, "status": Status.DECLINED, "reason": refused_reason, "stan": None, "rrn": None,
+                           "transmission_datetime": None, **cards.card_columns(None)}
+                return store.create_transaction(db, refused, idempotency_cutoff=cutoff), verdict
+            txn = store.create_transaction(db, row, idempotency_cutoff=cutoff)
+            store.append_message(db, {**message, "txn_id": txn.txn_id})
+            return txn, verdict
+
+        return self._writer.submit(unit)
+
+    @fails_as_deferred
     def transition(
         self,
         txn_id: str,
@@ -110,6 +143,7 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
         forget_card: bool = False,
         event: EventDraft | None = None,
         saf: SafDraft | None = None,
+        risk: Callable[[RiskLedger, Transaction], object] | None = None,
         **changes: Unpack[TxnChanges],
     ) -> defer.Deferred[Transaction]:
         """Move a transaction to ``to`` only if it is in one of ``expected_from`` (compare-and-set).
@@ -117,7 +151,9 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
         Fails with `TransitionRefused` naming the current status otherwise. The new
         status, ``changes``, a transitions row, and the optional event and SAF item
         are written in one database transaction. ``forget_card`` deletes the stored
-        PAN ciphertext once no later message will need it.
+        PAN ciphertext once no later message will need it.  ``risk`` runs in the same
+        transaction on the moved payment: the risk stage's part of an outcome (counts
+        given back, a decline counted).
         """
         statuses = (expected_from,) if isinstance(expected_from, str) else expected_from
         expected = frozenset(require_enum(Status, status, "expected_from") for status in statuses)
@@ -144,6 +180,8 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
             self._append_event(db, txn, event, payload, now)
             if saf_row is not None:
                 saf_queue.enqueue(db, saf_row)
+            if risk is not None:
+                risk(RiskLedger(db, now), txn)
             return txn
 
         return self._writer.submit(unit)

@@ -9,7 +9,11 @@ touch with one upsert (`RiskLedger.windows`), reads, checks and adds in memory, 
 writes the changed rows back (`RiskLedger.save`) in the same writer transaction: no
 other payment, on this node or another, can read a counter between a check and its
 add, so two payments never both take the last unit of a limit, and the counts a
-payment bumped before it was blocked are simply not written.
+payment bumped before it was blocked are simply not written.  That writer transaction
+is the payment's own (`Journal.create_screened`, `Journal.transition`'s ``risk``), so
+the stage adds statements to an authorization's commits but no commit.  A decision
+keeps the cumulative counts its payment holds (``reserved``), so they can be given
+back when it ends without money, even after a restart (`RiskLedger.give_back`).
 
 Blocklist values are what the rules compare: a card as its keyed PAN hash (base32), a BIN,
 an IP address or CIDR, a device id, an email hash, a customer id; ``shown`` is what an
@@ -23,9 +27,9 @@ import functools
 import json
 import sys
 from array import array
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from twisted.internet import defer
@@ -35,10 +39,21 @@ from switch.journal.db import Db, in_list
 from switch.journal.guard import Derived
 
 T = TypeVar("T")
+Reservation = tuple[str, int, int, int]
+"""What a cumulative rule added for one payment: (counter, count, amount, slot start µs)."""
 
 _MAX = 2**63 - 1  # a slot's count and amount are signed 64-bit integers as stored, and saturate here
 _TO_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
 _FROM_LETTERS = str.maketrans("abcdefghijklmnop", "0123456789abcdef")
+
+
+class Screened(Protocol):
+    """A risk verdict as `Journal.create_screened` reads it."""
+
+    @property
+    def journal_as(self) -> str:
+        """``send``, ``refuse`` or ``apart`` (see `Journal.create_screened`)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -214,12 +229,33 @@ class RiskLedger:
             {"kind": kind, "value": value, "shown": shown, "source": source, "now": self.now_us,
              "expires": expires_at})
 
-    def decide(self, txn_id: str, action: str, rule: str | None, matches: list[Mapping[str, Any]]) -> None:
-        self._db.execute(
-            "INSERT INTO risk_decisions (txn_id, action, rule, matches, decided_at) "
-            "VALUES (:txn_id, :action, :rule, :matches, :now)",
-            {"txn_id": txn_id, "action": action, "rule": rule, "matches": orjson.dumps(matches).decode(),
-             "now": self.now_us})
+    def decide(self, txn_id: str, action: str, rule: str | None, matches: list[Mapping[str, Any]],
+               reserved: Sequence[Reservation] = ()) -> None:
+        """Journal a payment's decision, with the cumulative counts it holds (`give_back` returns them): an
+        append-only row sent with the batch's others (`Db.insert_later`); it is read only in later commits."""
+        self._db.insert_later(
+            "INSERT INTO risk_decisions (txn_id, action, rule, matches, decided_at, reserved) "
+            "VALUES (:txn_id, :action, :rule, :matches, :now, :reserved)",
+            {"txn_id": txn_id, "action": action, "rule": rule, "matches": orjson.dumps(matches).decode() if matches
+             else "[]", "now": self.now_us, "reserved": _packed_reservations(reserved)})
+
+    def take_back(self, reserved: Iterable[Reservation]) -> None:
+        """Undo cumulative additions (counter, count, amount, slot): a slot that has left its window stays gone."""
+        reserved = list(reserved)
+        if reserved:
+            windows = self.windows([name for name, *_ in reserved])
+            for name, count, amount, start in reserved:
+                windows[name].take_back(start, count, amount)
+            self.save(windows.values())
+
+    def give_back(self, txn_id: str) -> None:
+        """Give back what payment ``txn_id``'s decision still holds, once: it ended without money (a
+        customer confirmation rejected or expired)."""
+        row = self._db.one("SELECT reserved FROM risk_decisions WHERE txn_id = :txn_id", {"txn_id": txn_id})
+        if row is None or not row["reserved"]:
+            return
+        self.take_back(tuple(r) for r in orjson.loads(row["reserved"]))
+        self._db.execute("UPDATE risk_decisions SET reserved = NULL WHERE txn_id = :txn_id", {"txn_id": txn_id})
 
 
 class DryLedger(RiskLedger):
@@ -241,8 +277,14 @@ class DryLedger(RiskLedger):
     def hold(self, kind: str, value: str, shown: str, source: str, expires_at: int) -> None:
         return None
 
-    def decide(self, txn_id: str, action: str, rule: str | None, matches: list[Mapping[str, Any]]) -> None:
+    def decide(self, txn_id: str, action: str, rule: str | None, matches: list[Mapping[str, Any]],
+               reserved: Sequence[Reservation] = ()) -> None:
         return None
+
+
+def _packed_reservations(reserved: Sequence[Reservation]) -> Derived | None:
+    """Counter names the switch built (`Derived`) and integers: nothing the card-data guard need scan."""
+    return Derived(orjson.dumps(reserved).decode()) if reserved else None
 
 
 def _entry(row: Mapping[str, Any]) -> BlockEntry:

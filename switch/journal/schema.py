@@ -297,6 +297,34 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX risk_blocklist_value ON risk_blocklist (value)",
         ),
     ),
+    Migration(
+        12,
+        "risk decisions keep the cumulative counts their payment holds (to give back when it ends without "
+        "money); risk counters and decisions in one B-tree each (SQLite: WITHOUT ROWID), counters without an "
+        "expiry index: each authorization writes them, so every page they touch is written at its commit",
+        (
+            """CREATE TABLE risk_windows_v12 (
+                name TEXT PRIMARY KEY,
+                slots TEXT NOT NULL,
+                expires_at BIGINT NOT NULL
+            ){without_rowid}""",
+            "INSERT INTO risk_windows_v12 (name, slots, expires_at) SELECT name, slots, expires_at FROM risk_windows",
+            "DROP TABLE risk_windows",
+            "ALTER TABLE risk_windows_v12 RENAME TO risk_windows",
+            """CREATE TABLE risk_decisions_v12 (
+                txn_id TEXT PRIMARY KEY,
+                action TEXT NOT NULL,
+                rule TEXT,
+                matches TEXT NOT NULL,
+                decided_at BIGINT NOT NULL,
+                reserved TEXT
+            ){without_rowid}""",
+            "INSERT INTO risk_decisions_v12 (txn_id, action, rule, matches, decided_at) "
+            "SELECT txn_id, action, rule, matches, decided_at FROM risk_decisions",
+            "DROP TABLE risk_decisions",
+            "ALTER TABLE risk_decisions_v12 RENAME TO risk_decisions",
+        ),
+    ),
 )
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

@@ -21,7 +21,7 @@ _MIN_VERSION = (3, 35, 0)  # RETURNING
 class SQLiteDialect(Dialect):
     name = "sqlite"
     begin_sql = "BEGIN IMMEDIATE"
-    ddl_tokens = {"id_pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "bytes": "BLOB"}
+    ddl_tokens = {"id_pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "bytes": "BLOB", "without_rowid": " WITHOUT ROWID"}
 
 
 class SQLiteBackend:

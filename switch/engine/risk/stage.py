@@ -1,8 +1,10 @@
 """The risk stage of an authorization: after routing, before anything is sent to a bank.
 
 Owns the order of evaluation and what a decision does.  Rules run in their configured
-order inside one journal writer unit (`switch.journal.risk.RiskLedger`), so counters,
-the decision and the take-back of a blocked payment's reservations commit together:
+order inside one journal writer unit (`switch.journal.risk.RiskLedger`), the one that
+journals the payment and its request (`Screening`, `Journal.create_screened`), so
+counters, the decision, the take-back of a blocked payment's reservations and the
+payment itself commit together, with no commit of the stage's own:
 
 * a rule in mode ``shadow`` that matches is recorded ("would have ...") and evaluation
   goes on; it changes nothing for the payment;
@@ -14,9 +16,10 @@ the decision and the take-back of a blocked payment's reservations commit togeth
 * no match: allowed.
 
 Every evaluated payment's decision (rules matched, their mode and action, counter
-values seen) is journalled under its txn_id.  Bank declines feed the card-testing rules
-(`answered`, which also gives a failed payment's cumulative counts back).  Rules can be
-replaced at run time (`replace`, on SIGHUP).
+values seen, the cumulative counts it holds) is journalled under its txn_id.  Bank
+declines feed the card-testing rules, and a payment that ends without money gives its
+cumulative counts back (`Closing`, in the commit that journals the outcome).  Rules can
+be replaced at run time (`replace`, on SIGHUP).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from switch.engine.risk.bins import BinTable
 from switch.engine.risk.rules import Facts, Rule, Seen, feed_decline, tag
 from switch.iso.translate import sealed_instrument
 from switch.journal import Journal
-from switch.journal.risk import RiskLedger
+from switch.journal.risk import Reservation, RiskLedger
 from switch.observe.metrics import MetricBundle
 
 log = structlog.get_logger("kswitch.risk")
@@ -60,17 +63,36 @@ class RiskRules:
         found = self._scoped.get(key)
         if found is None:
             rules = tuple(rule for rule in self.rules if rule.scope.covers(f))
+            steps_up = any(r.action == "step_up" and r.mode == "enforce" for r in rules)
             found = Plan(rules, tuple(r for r in rules if r.kind in ("blocklist", "card_testing")),
-                         tuple(r for r in rules if r.kind in ("cumulative", "velocity", "duplicate")))
+                         tuple(r for r in rules if r.kind in ("cumulative", "velocity", "duplicate")),
+                         tuple(r for r in rules if r.kind == "card_testing"),
+                         tuple(r for r in rules if r.kind in _STATELESS and r.mode == "enforce") if steps_up else ())
             if len(self._scoped) < 4096:
                 self._scoped[key] = found
         return found
+
+    def steps_up(self, f: Facts) -> bool:
+        """Whether ``f`` will likely be stepped up, known before anything is read: the first enforced rule
+        that reads nothing from the journal and matches asks for it.  Wrong only when a rule reading the
+        journal decides first with something else than a block (see `Screening`)."""
+        guess = self.plan(f).guess
+        if not guess:
+            return False
+        seen = Seen(f, 0, {}, {}, {}, {})
+        return next((rule.action == "step_up" for rule in guess if rule.check(seen) is not None), False)
+
+
+_STATELESS = ("amount_limit", "country")
+"""Rule kinds that decide from the payment alone."""
 
 
 class Plan(NamedTuple):
     rules: tuple[Rule, ...]
     listing: tuple[Rule, ...]
     counting: tuple[Rule, ...]
+    card_testing: tuple[Rule, ...]
+    guess: tuple[Rule, ...]  # the enforced rules `RiskRules.steps_up` looks at
 
 
 @dataclass(frozen=True)
@@ -80,8 +102,10 @@ class Verdict:
     action: str
     rule: str | None
     matches: tuple[dict[str, Any], ...]
-    reserved: tuple[tuple[str, int, int, int], ...] = ()
+    reserved: tuple[Reservation, ...] = ()
     """Cumulative counts this payment added: (counter, count, amount, slot), given back if it fails."""
+    journal_as: str = "send"
+    """How the payment's first commit journals it (`Journal.create_screened`)."""
 
     def answer_field(self) -> dict[str, str] | None:
         """The answer's ``risk`` object, when an enforced rule decided."""
@@ -105,11 +129,12 @@ def _outcome(rule: Rule | None, step_up: bool) -> str:
     return rule.action
 
 
-def decide(rules: RiskRules, facts: Facts, now: float, txn_id: str, every_rule: bool = False,
-           step_up: bool = False) -> Callable[[RiskLedger], Verdict]:
+def decide(rules: RiskRules, facts: Facts, txn_id: str, every_rule: bool = False,
+           step_up: bool = False, built_step_up: bool = False) -> Callable[[RiskLedger], Verdict]:
     """The writer unit evaluating ``rules`` for one payment (see the module docstring); ``step_up``: the
-    routed connector can ask the customer to confirm; ``every_rule`` goes on after the deciding rule,
-    to show all matches (explain)."""
+    routed connector can ask the customer to confirm; ``built_step_up``: the request waiting to be
+    journalled asks it (a verdict that disagrees is journalled ``apart``); ``every_rule`` goes on after
+    the deciding rule, to show all matches (explain)."""
 
     def unit(ledger: RiskLedger) -> Verdict:
         matches: list[dict[str, Any]] = []
@@ -142,11 +167,72 @@ def decide(rules: RiskRules, facts: Facts, now: float, txn_id: str, every_rule: 
             seen.reserved.clear()
         ledger.save(windows.values())
         rule_name = decisive.name if decisive is not None else None
-        ledger.decide(txn_id, action, rule_name, matches)
-        return Verdict(action, rule_name, tuple(matches),
-                       tuple((c.name, count, amount, c.start) for c, count, amount in seen.reserved))
+        reserved = tuple((c.name, count, amount, c.start) for c, count, amount in seen.reserved)
+        ledger.decide(txn_id, action, rule_name, matches, reserved)
+        journal_as = ("refuse" if action == "block" else "apart" if (action == "step_up") != built_step_up
+                      else "send")
+        return Verdict(action, rule_name, tuple(matches), reserved, journal_as)
 
     return unit
+
+
+class Screening:
+    """One authorization's pass through the stage, in the payment's own commits (no commit of its own):
+
+    * on the reactor, before the request is built: the payment's facts, and whether to build the
+      request asking for a step-up (`RiskRules.steps_up`);
+    * `decide`, inside the commit that journals the payment and its request
+      (`Journal.create_screened`): counts, decides and journals the decision; a block journals the
+      payment declined instead, and a verdict that disagrees with the request as built (an enforced
+      rule reading counters decided something else than a block) is journalled apart, the caller
+      building and journalling the request again;
+    * `closing`, inside the commit that journals the outcome (`Journal.transition`'s ``risk``).
+    """
+
+    def __init__(self, stage: RiskStage, txn_id: str, facts: Facts, can_step_up: bool) -> None:
+        self.stage = stage
+        self.facts = facts
+        self.can_step_up = can_step_up
+        self.step_up = can_step_up and stage.rules.steps_up(facts)
+        self.decide = decide(stage.rules, facts, txn_id, step_up=can_step_up, built_step_up=self.step_up)
+        self.verdict: Verdict | None = None
+
+    def decided(self, txn_id: str, verdict: Verdict) -> None:
+        """Count and log a verdict, once its commit is durable."""
+        self.verdict = verdict
+        self.stage.decided(txn_id, verdict)
+
+    def closing(self, status: str) -> Closing | None:
+        """The stage's part of the payment's outcome ``status`` (an API status), None when it has none."""
+        return None if self.verdict is None else self.stage.closing(self.facts, self.verdict, status)
+
+
+@dataclass
+class Closing:
+    """A payment's outcome as the stage sees it, run in the outcome's commit: anything but an approval
+    (or a wait for the customer) gives the cumulative counts back; a bank's decline counts for the
+    card-testing rules, which may put a hold (logged by `log_holds` once durable)."""
+
+    facts: Facts
+    rules: tuple[Rule, ...]
+    release: tuple[Reservation, ...]
+    held: list[tuple[str, int]] = field(default_factory=list)
+
+    def __call__(self, ledger: RiskLedger, txn: object = None) -> None:
+        counting = [(rule, c) for rule in self.rules if (c := rule.counter(self.facts, ledger.now_us, "declines"))]
+        windows = ledger.windows([c.name for _, c in counting] + [name for name, *_ in self.release])
+        for name, count, amount, start in self.release:
+            windows[name].take_back(start, count, amount)
+        for rule, c in counting:
+            hold = feed_decline(rule, windows[c.name], c, self.facts)
+            if hold is not None:
+                ledger.hold(*hold, f"rule {rule.name}", ledger.now_us + int(rule.hold * 1_000_000))
+                self.held.append((rule.name, windows[c.name].total(c.since)[0]))
+        ledger.save(windows.values())
+
+    def log_holds(self) -> None:
+        for name, count in self.held:
+            log.warning("risk_hold", rule=name, declines=count, masked_pan=self.facts.masked)
 
 
 class RiskStage:
@@ -196,49 +282,44 @@ class RiskStage:
             email=self.email_key(c.email) if c and c.email else None, idempotency_key=req.idempotency_key,
         )
 
+    def screening(self, txn_id: str, req: AuthorizeRequest, can_step_up: bool) -> Screening:
+        """Payment ``txn_id``'s screening (see `Screening`); ``can_step_up``: its connector can ask the
+        customer to confirm, so a step_up rule steps up instead of acting as its ``otherwise``."""
+        return Screening(self, txn_id, self.facts(req), can_step_up)
+
     async def evaluate(self, txn_id: str, facts: Facts, step_up: bool = False) -> Verdict:
-        """Evaluate, count and journal the decision for payment ``txn_id``; ``step_up``: its connector can
-        ask the customer to confirm, so a step_up rule steps up instead of acting as its ``otherwise``."""
+        """Evaluate, count and journal the decision for payment ``txn_id`` in a commit of its own (what
+        `Screening` does inside the payment's commit); ``step_up`` as in `screening`."""
         now = self.clock.seconds()
-        verdict: Verdict = await self.journal.risk_unit(decide(self.rules, facts, now, txn_id, step_up=step_up), now)
+        verdict: Verdict = await self.journal.risk_unit(decide(self.rules, facts, txn_id, step_up=step_up), now)
+        self.decided(txn_id, verdict)
+        return verdict
+
+    def decided(self, txn_id: str, verdict: Verdict) -> None:
         self.metrics.evaluations.labels(verdict.action).inc()
         for match in verdict.matches:
             self.metrics.matches.labels(match["rule"], match["action"], match["mode"]).inc()
         if verdict.matches:
             log.info("risk_decision", txn_id=txn_id, action=verdict.action, rule=verdict.rule,
                      matched=[f"{m['rule']}({m['mode']})" for m in verdict.matches])
-        return verdict
 
     async def explain(self, facts: Facts) -> Verdict:
         """What the rules would decide for ``facts`` now, counting it as one more payment, changing nothing
         (a step_up as such: which connector the payment would go to is not known here)."""
         now = self.clock.seconds()
-        unit = decide(self.rules, facts, now, "explain", every_rule=True, step_up=True)
+        unit = decide(self.rules, facts, "explain", every_rule=True, step_up=True)
         verdict: Verdict = await self.journal.risk_dry_run(unit, now)
         return verdict
 
-    async def answered(self, facts: Facts, verdict: Verdict, status: str) -> None:
-        """The payment's outcome: anything but an approval (or a wait for the customer) gives its
-        cumulative counts back; a bank's decline counts for the card-testing rules, which may put a hold."""
+    def closing(self, facts: Facts, verdict: Verdict, status: str) -> Closing | None:
+        """The stage's part of a payment's outcome ``status`` (see `Closing`), None when it has none."""
         release = verdict.reserved if status not in ("approved", "pending_customer_action") else ()
-        rules = [r for r in self.rules.in_scope(facts) if r.kind == "card_testing"] if status == "declined" else []
-        if not rules and not release:
-            return
-        now = self.clock.seconds()
+        rules = self.rules.plan(facts).card_testing if status == "declined" else ()
+        return Closing(facts, rules, release) if rules or release else None
 
-        def unit(ledger: RiskLedger) -> list[tuple[str, int]]:
-            counting = [(rule, c) for rule in rules if (c := rule.counter(facts, ledger.now_us, "declines"))]
-            windows = ledger.windows([c.name for _, c in counting] + [name for name, *_ in release])
-            for name, count, amount, start in release:
-                windows[name].take_back(start, count, amount)
-            held = []
-            for rule, c in counting:
-                hold = feed_decline(rule, windows[c.name], c, facts)
-                if hold is not None:
-                    ledger.hold(*hold, f"rule {rule.name}", ledger.now_us + int(rule.hold * 1_000_000))
-                    held.append((rule.name, windows[c.name].total(c.since)[0]))
-            ledger.save(windows.values())
-            return held
-
-        for name, count in await self.journal.risk_unit(unit, now):
-            log.warning("risk_hold", rule=name, declines=count, masked_pan=facts.masked)
+    async def answered(self, facts: Facts, verdict: Verdict, status: str) -> None:
+        """`closing` in a commit of its own."""
+        closing = self.closing(facts, verdict, status)
+        if closing is not None:
+            await self.journal.risk_unit(closing, self.clock.seconds())
+            closing.log_holds()
