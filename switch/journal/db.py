@@ -63,6 +63,10 @@ class Db:
         self.dialect = dialect
         self._event_order_locked = False
         self._later: dict[str, list[dict[str, object]]] = {}
+        self.memo: dict[str, Any] = {}
+        """What a writer remembers of the rows it read and wrote on this connection (the risk counters
+        on SQLite, `switch.journal.risk`): dropped at every rollback, so it never holds a write that
+        did not commit; a new connection (after a lost one or a failed COMMIT) starts without it."""
 
     @property
     def broken(self) -> bool:
@@ -121,6 +125,7 @@ class Db:
     def rollback(self) -> None:
         self._event_order_locked = False
         self._later = {}
+        self.memo.clear()
         self.conn.execute("ROLLBACK")
 
     def savepoint(self, name: str) -> None:
@@ -134,6 +139,7 @@ class Db:
         # A lock taken after the savepoint is released by rolling back to it.
         self._event_order_locked = False
         self._later = {}
+        self.memo.clear()
         self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
 
     def close(self) -> None:

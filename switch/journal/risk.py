@@ -28,7 +28,7 @@ import json
 import sys
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -149,6 +149,27 @@ def _save_sql(rows: int) -> str:
             "SET slots = excluded.slots, expires_at = excluded.expires_at")
 
 
+_SAVE_ONE = ("INSERT INTO risk_windows (name, slots, expires_at) VALUES (:name, :slots, :expires_at) "
+             "ON CONFLICT (name) DO UPDATE SET slots = excluded.slots, expires_at = excluded.expires_at")
+_REMEMBERED = 100_000
+"""Counters and blocklist values the SQLite writer keeps in memory at most; past that it forgets them all."""
+
+
+@dataclass(slots=True)
+class _Memo:
+    """What the SQLite journal's writer remembers of the risk tables, so that a payment's screening reads
+    nothing from them in the common case: every counter and every blocklist value (with its entries, or
+    none) it has read, changed as its own units change them.  Exact because it never outlives what it
+    mirrors: `Db.memo` drops it at any rollback (so it never holds a write that did not commit) and with
+    a lost connection, and it is dropped when another connection has committed since (SQLite's
+    ``data_version``: an operator's `kswitch risk block` beside the running switch) or this one changes
+    the blocklist or purges.  On a restart the writer starts without it, from the tables."""
+
+    version: object
+    windows: dict[str, Window] = field(default_factory=dict)
+    listed: dict[str, list[BlockEntry]] = field(default_factory=dict)
+
+
 def _window(name: str, text: str | None, expires_at: int) -> Window:
     if not text:
         return Window(name, [], int(expires_at))
@@ -187,40 +208,81 @@ class RiskLedger:
         """The live blocklist entries among ``keys`` (kind, value) and the counters ``names``, in one
         statement.  What a rule reads and then adds to can change under no one else until this unit
         commits, so a limit checked on it holds across concurrent payments and nodes: SQLite's writer
-        holds the whole database from BEGIN IMMEDIATE; on PostgreSQL an upsert locks the counters'
-        rows (in name order, so two nodes never lock in opposite orders; a counter seen for the first
-        time gets its row, so it is locked too)."""
+        holds the whole database from BEGIN IMMEDIATE, and remembers what it read and wrote (`_Memo`),
+        so a counter or a blocklist value is read once, not per payment; on PostgreSQL an upsert locks
+        the counters' rows (in name order, so two nodes never lock in opposite orders; a counter seen
+        for the first time gets its row, so it is locked too)."""
         wanted = set(keys)
         ordered = sorted(set(names))
         values = list(dict.fromkeys(value for _, value in wanted))
         if not ordered and not values:
             return [], {}
-        params: dict[str, Any] = dict(zip(_names("n", len(ordered)), ordered))
-        params.update(zip(_names("v", len(values)), values))
         sqlite = self._db.dialect.name == "sqlite"
-        if ordered and not sqlite:
-            params["empty"] = ""
-        entries, found = [], {}
-        for row in self._db.all(_read_sql(sqlite, len(ordered), len(values)), params):
-            if row["src"] == "w":
-                found[row["kind"]] = _window(row["kind"], row["slots"], row["expires_at"])
-            elif (row["kind"], row["value"]) in wanted and (row["expires_at"] is None or row["expires_at"] > self.now_us):
-                entries.append(_entry(row))  # a hold that has expired no longer blocks
-        return entries, {name: found.get(name) or Window(name, []) for name in ordered}
+        memo = self._memo() if sqlite and self._remembers else None
+        windows: dict[str, Window] = {}
+        listed: dict[str, list[BlockEntry]] = {}
+        names_read, values_read = ordered, values
+        if memo is not None:
+            names_read = [name for name in ordered if name not in memo.windows]
+            values_read = [value for value in values if value not in memo.listed]
+        if names_read or values_read:
+            params: dict[str, Any] = dict(zip(_names("n", len(names_read)), names_read))
+            params.update(zip(_names("v", len(values_read)), values_read))
+            if names_read and not sqlite:
+                params["empty"] = ""
+            for row in self._db.all(_read_sql(sqlite, len(names_read), len(values_read)), params):
+                if row["src"] == "w":
+                    windows[row["kind"]] = _window(row["kind"], row["slots"], row["expires_at"])
+                else:
+                    listed.setdefault(row["value"], []).append(_entry(row))
+            for name in names_read:
+                if name not in windows:
+                    windows[name] = Window(name, [])
+            if memo is not None:
+                memo.windows.update(windows)
+                memo.listed.update((value, listed.get(value, [])) for value in values_read)
+        if memo is not None:
+            windows = {name: memo.windows[name] for name in ordered}
+            listed = memo.listed
+        entries = [entry for value in values for entry in listed.get(value, ())
+                   if (entry.kind, value) in wanted and (entry.expires_at is None or entry.expires_at > self.now_us)]
+        return entries, windows  # a hold that has expired no longer blocks
+
+    _remembers = True
+
+    def _memo(self) -> _Memo:
+        """What this SQLite connection remembers, valid while no other connection has committed (an
+        operator's `kswitch risk block` beside the running switch, a purge)."""
+        version = self._db.one("PRAGMA data_version")
+        memo: _Memo | None = self._db.memo.get("risk")
+        if memo is None or memo.version != version or len(memo.windows) + len(memo.listed) >= _REMEMBERED:
+            self._db.flush()  # counters about to be read from the table again must be in it
+            memo = self._db.memo["risk"] = _Memo(version)
+        return memo
 
     def save(self, windows: Iterable[Window]) -> None:
-        """Write back the windows that changed (one statement)."""
+        """Write back the windows that changed: on PostgreSQL in one statement now; on SQLite, where
+        the writer reads a counter back from memory (`_Memo`), not from the table, with the batch's
+        other rows (`Db.insert_later`)."""
+        changed = [w for w in windows if w.changed]
+        if not changed:
+            return
+        for w in changed:
+            w.changed = False
+        if self._db.dialect.name == "sqlite":
+            for w in changed:
+                self._db.insert_later(_SAVE_ONE, {"name": w.name, "slots": w.packed(), "expires_at": w.expires_at})
+            return
         params: dict[str, Any] = {}
-        i = 0
-        for w in windows:
-            if w.changed:
-                params[f"n{i}"], params[f"s{i}"], params[f"e{i}"] = w.name, w.packed(), w.expires_at
-                i += 1
-        if i:
-            self._db.execute(_save_sql(i), params)
+        for i, w in enumerate(changed):
+            params[f"n{i}"], params[f"s{i}"], params[f"e{i}"] = w.name, w.packed(), w.expires_at
+        self._db.execute(_save_sql(len(changed)), params)
 
     def hold(self, kind: str, value: str, shown: str, source: str, expires_at: int) -> None:
         """Block ``value`` until ``expires_at`` (a later hold extends it; a permanent entry stays)."""
+        memo: _Memo | None = self._db.memo.get("risk")
+        if memo is not None:
+            memo.listed.pop(value, None)  # read again, hold included
         self._db.execute(
             "INSERT INTO risk_blocklist (kind, value, shown, source, created_at, expires_at) "
             "VALUES (:kind, :value, :shown, :source, :now, :expires) ON CONFLICT (kind, value) DO UPDATE "
@@ -261,8 +323,10 @@ class RiskLedger:
 class DryLedger(RiskLedger):
     """The same view for `kswitch risk explain`: reads counters and lists, locks and writes nothing."""
 
+    _remembers = False  # a reader's connection: it reads the tables as committed
+
     def read(self, keys: Iterable[tuple[str, str]], names: Iterable[str]) -> tuple[list[BlockEntry], dict[str, Window]]:
-        entries = RiskLedger(self._db, self.now_us).read(keys, ())[0]
+        entries = super().read(keys, ())[0]
         ordered = sorted(set(names))
         if not ordered:
             return entries, {}
@@ -315,6 +379,7 @@ class RiskApi(JournalBase):
                          {"kind": kind, "value": value})
             if row is not None and row["expires_at"] is None:
                 return False
+            db.memo.pop("risk", None)
             db.execute("DELETE FROM risk_blocklist WHERE kind = :kind AND value = :value",
                        {"kind": kind, "value": value})
             db.execute("INSERT INTO risk_blocklist (kind, value, shown, source, created_at, expires_at) "
@@ -326,8 +391,12 @@ class RiskApi(JournalBase):
 
     def risk_unblock(self, kind: str, value: str) -> defer.Deferred[bool]:
         """Remove an entry (or a hold); fires False if there was none."""
-        return self._writer.submit(lambda db: db.execute(
-            "DELETE FROM risk_blocklist WHERE kind = :kind AND value = :value", {"kind": kind, "value": value}) > 0)
+        def unit(db: Db) -> bool:
+            db.memo.pop("risk", None)
+            return db.execute("DELETE FROM risk_blocklist WHERE kind = :kind AND value = :value",
+                              {"kind": kind, "value": value}) > 0
+
+        return self._writer.submit(unit)
 
     def risk_blocklist(self) -> defer.Deferred[list[BlockEntry]]:
         """Every live entry, permanent ones and unexpired holds."""
@@ -352,6 +421,8 @@ class RiskApi(JournalBase):
         now = self._now()
 
         def unit(db: Db) -> int:
+            db.flush()  # the counters written with this batch go first; then all are read again from the table
+            db.memo.pop("risk", None)
             gone = db.execute("DELETE FROM risk_windows WHERE expires_at <= :now", {"now": now})
             return gone + db.execute("DELETE FROM risk_blocklist WHERE expires_at <= :now", {"now": now})
 
