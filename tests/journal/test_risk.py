@@ -3,6 +3,7 @@ expire, decisions kept."""
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,7 +11,9 @@ from prometheus_client import CollectorRegistry
 from twisted.internet import defer, reactor
 
 from switch.journal import Journal, open_journal
+from switch.journal.errors import CommitOutcomeUnknown, InvalidRecord
 from switch.journal.risk import Window, _window
+from tests.journal.conftest import raw_connect
 
 EXPIRES = 10**18
 
@@ -112,6 +115,91 @@ async def test_two_writers_share_one_count_and_never_pass_a_limit(journal: Journ
         assert await other.risk_unit(seen("cum:merchant:m"), 1.0) == (10, 3_000)
     finally:
         await other.close()
+
+
+def add_then_fail(name: str):
+    """A unit that counts, then fails (as a payment whose insert is refused after its screening)."""
+    def unit(ledger):
+        window = ledger.windows([name])[name]
+        window.add(0, 1, 1_000, 0, EXPIRES)
+        ledger.save([window])
+        raise InvalidRecord("refused after counting")
+    return unit
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_unit_keeps_none_of_its_counts(journal: Journal, config) -> None:
+    """The SQLite writer remembers counters in memory: what a failed unit added there must go with its
+    rollback, while its batch-mates' counts stay."""
+    name = "cum:card:f"
+    outcomes = await defer.DeferredList([journal.risk_unit(take(name, 10, 10**6), 1.0),
+                                         journal.risk_unit(add_then_fail(name), 1.0),
+                                         journal.risk_unit(take(name, 10, 10**6), 1.0)], consumeErrors=True)
+    assert [ok for ok, _ in outcomes] == [True, False, True]
+    outcomes[1][1].trap(InvalidRecord)
+    assert await journal.risk_unit(seen(name), 2.0) == (2, 20)
+    assert await journal.risk_unit(take(name, 10, 10**6), 3.0) == (3, 30)
+    conn = raw_connect(config)
+    try:
+        [(slots,)] = conn.execute("SELECT slots FROM risk_windows WHERE name = 'cum:card:f'").fetchall()
+    finally:
+        conn.close()
+    assert _window(name, slots, 0).total(0) == (3, 30)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_commit_that_fails_leaves_no_count_behind(journal: Journal) -> None:
+    """A COMMIT that fails (the disk, the server) may have written nothing: the next unit counts from
+    what the database holds, not from what the writer remembered of the failed batch."""
+    name = "vel:card:c"
+    await journal.risk_unit(take(name, 5, 10**6), 1.0)
+    db = journal._writer._db
+    assert db is not None
+
+    def failing_commit() -> None:
+        db.conn.rollback()
+        raise OSError("disk I/O error")
+
+    db.commit = failing_commit  # type: ignore[method-assign]
+    with pytest.raises(CommitOutcomeUnknown):
+        await journal.risk_unit(take(name, 5, 10**6), 2.0)
+    assert await journal.risk_unit(seen(name), 3.0) == (1, 5)
+
+
+@pytest_twisted.ensureDeferred
+async def test_counts_and_lists_survive_a_restart(config, clock) -> None:
+    first = await open_journal(config, reactor, registry=CollectorRegistry(), clock=clock)
+    try:
+        await first.risk_unit(take("vel:ip:r", 7, 10**6), 1.0)
+        await first.risk_unit(lambda ledger: ledger.hold("ip", "198.51.100.9", "198.51.100.9", "rule t", EXPIRES), 1.0)
+    finally:
+        await first.close()
+    again = await open_journal(config, reactor, registry=CollectorRegistry(), clock=clock)
+    try:
+        assert await again.risk_unit(take("vel:ip:r", 7, 10**6), 2.0) == (2, 14)
+        assert [e.kind for e in await again.risk_unit(lambda ledger: ledger.blocked([("ip", "198.51.100.9")]), 2.0)
+                ] == ["ip"]
+    finally:
+        await again.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_another_connection_commits_is_seen_at_once(journal: Journal, config, clock) -> None:
+    """An operator's `kswitch risk block` runs beside the switch, on its own connection: the switch's
+    writer, which remembers blocklist values and counters it has read, sees the change on its next unit."""
+    card = [("card", "cd" * 16)]
+    assert await journal.risk_unit(lambda ledger: ledger.blocked(card), 1.0) == []
+    await journal.risk_unit(take("vel:card:o", 1, 10**6), 1.0)
+    operator = await open_journal(config, reactor, registry=CollectorRegistry(), clock=clock)
+    try:
+        assert await operator.risk_block("card", "cd" * 16, "400000******0259", "operator alice")
+        assert [e.kind for e in await journal.risk_unit(lambda ledger: ledger.blocked(card), 2.0)] == ["card"]
+        assert await operator.risk_unblock("card", "cd" * 16)
+        assert await journal.risk_unit(lambda ledger: ledger.blocked(card), 3.0) == []
+        await operator.risk_unit(take("vel:card:o", 1, 10**6), 3.0)
+        assert await journal.risk_unit(seen("vel:card:o"), 4.0) == (2, 2)
+    finally:
+        await operator.close()
 
 
 @given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 3), st.integers(0, 10**6), st.booleans()), max_size=40))
