@@ -16,7 +16,7 @@ from switch.domain.currency import by_alpha
 from switch.domain.customer import Customer
 from switch.domain.model import AuthorizeRequest, CardInstrument
 from switch.domain.panscan import holds_card_number
-from switch.engine.risk import RiskRules, RiskStage, Rule, Scope, Verdict, tag
+from switch.engine.risk import Facts, RiskRules, RiskStage, Rule, Scope, Verdict, tag
 from tests.journal.conftest import backend, clock, config, journal, key_files, pg_schema, registry  # noqa: F401
 
 VISA = "4111111111111111"
@@ -143,3 +143,19 @@ async def test_a_count_slides_down_slot_by_slot_instead_of_resetting(journal):
         now.advance(6 if counts else 36)
         counts.append(await in_window())
     assert counts == [4, 3, 2, 1, 0, 0]  # a window is 60 s plus at most one slot: each payment leaves on its own
+
+
+def test_a_daily_counter_turns_at_midnight_in_its_time_zone_whatever_the_order_of_payments():
+    """A rule keeps the last day it worked out; a payment before or after that day gets its own."""
+    rule = Rule("daily", "cumulative", "block", per="customer", max_amount=5000, period="day",
+                timezone="Asia/Phnom_Penh")  # UTC+7: midnight there is 17:00 UTC
+    f = Facts("M100", 1000, "USD", "card", "c" * 52, None, None, None, None, customer="c-1")
+    midnight_us = 1_800_000_000 * 1_000_000 - (1_800_000_000 + 7 * 3600) % 86400 * 1_000_000
+    day_us = 86_400 * 1_000_000
+    for now_us, start in ((midnight_us - 1, midnight_us - day_us), (midnight_us, midnight_us),
+                          (midnight_us + day_us - 1, midnight_us), (midnight_us - 1, midnight_us - day_us),
+                          (midnight_us + day_us, midnight_us + day_us)):
+        counter = rule.counter(f, now_us)
+        assert counter is not None
+        assert (counter.start, counter.since, counter.expires) == (start, start, start + day_us)
+        assert counter.name.startswith("daily:sum:customer:")

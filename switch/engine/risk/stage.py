@@ -296,9 +296,10 @@ class RiskStage:
         return verdict
 
     def decided(self, txn_id: str, verdict: Verdict) -> None:
-        self.metrics.evaluations.labels(verdict.action).inc()
-        for match in verdict.matches:
-            self.metrics.matches.labels(match["rule"], match["action"], match["mode"]).inc()
+        metrics = self.metrics
+        metrics.child(metrics.evaluations, verdict.action).inc()
+        for match in verdict.matches:  # rule names are bounded: they come from the config
+            metrics.child(metrics.matches, match["rule"], match["action"], match["mode"]).inc()
         if verdict.matches:
             log.info("risk_decision", txn_id=txn_id, action=verdict.action, rule=verdict.rule,
                      matched=[f"{m['rule']}({m['mode']})" for m in verdict.matches])
