@@ -11,7 +11,11 @@ other payment, on this node or another, can read a counter between a check and i
 add, so two payments never both take the last unit of a limit, and the counts a
 payment bumped before it was blocked are simply not written.  That writer transaction
 is the payment's own (`Journal.create_screened`, `Journal.transition`'s ``risk``), so
-the stage adds statements to an authorization's commits but no commit.  A decision
+the stage adds statements to an authorization's commits but no commit.  On SQLite the
+journal's writer is the only one to write counters (one node holds the file's lease), so it
+keeps the counters and blocklist values it has read in memory and writes counters back with
+the batch's other rows: the common payment reads no row (`_Memo` says why that stays exact
+across rollbacks, failed commits, restarts and an operator's changes beside it).  A decision
 keeps the cumulative counts its payment holds (``reserved``), so they can be given
 back when it ends without money, even after a restart (`RiskLedger.give_back`).
 
@@ -346,6 +350,13 @@ class DryLedger(RiskLedger):
         return None
 
 
+def _forget_lists(db: Db) -> None:
+    """The blocklist changes: what the writer remembers of it goes (its counters stay right)."""
+    memo: _Memo | None = db.memo.get("risk")
+    if memo is not None:
+        memo.listed.clear()
+
+
 def _packed_reservations(reserved: Sequence[Reservation]) -> Derived | None:
     """Counter names the switch built (`Derived`) and integers: nothing the card-data guard need scan."""
     return Derived(orjson.dumps(reserved).decode()) if reserved else None
@@ -379,7 +390,7 @@ class RiskApi(JournalBase):
                          {"kind": kind, "value": value})
             if row is not None and row["expires_at"] is None:
                 return False
-            db.memo.pop("risk", None)
+            _forget_lists(db)
             db.execute("DELETE FROM risk_blocklist WHERE kind = :kind AND value = :value",
                        {"kind": kind, "value": value})
             db.execute("INSERT INTO risk_blocklist (kind, value, shown, source, created_at, expires_at) "
@@ -392,7 +403,7 @@ class RiskApi(JournalBase):
     def risk_unblock(self, kind: str, value: str) -> defer.Deferred[bool]:
         """Remove an entry (or a hold); fires False if there was none."""
         def unit(db: Db) -> bool:
-            db.memo.pop("risk", None)
+            _forget_lists(db)
             return db.execute("DELETE FROM risk_blocklist WHERE kind = :kind AND value = :value",
                               {"kind": kind, "value": value}) > 0
 

@@ -167,6 +167,17 @@ async def test_a_commit_that_fails_leaves_no_count_behind(journal: Journal) -> N
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_blocklist_change_amid_payments_keeps_their_counts(journal: Journal) -> None:
+    """Blocking forgets what the writer remembers of the blocklist, not the counts queued with the batch."""
+    name, card = "vel:card:b", [("card", "ef" * 16)]
+    await defer.gatherResults([journal.risk_unit(take(name, 1, 10**6), 1.0),
+                               journal.risk_block("card", "ef" * 16, "400000******0259", "operator alice"),
+                               journal.risk_unit(take(name, 1, 10**6), 1.0)])
+    assert await journal.risk_unit(seen(name), 2.0) == (2, 2)
+    assert [e.kind for e in await journal.risk_unit(lambda ledger: ledger.blocked(card), 2.0)] == ["card"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_counts_and_lists_survive_a_restart(config, clock) -> None:
     first = await open_journal(config, reactor, registry=CollectorRegistry(), clock=clock)
     try:
