@@ -257,7 +257,7 @@ class PaymentService:
         if outcome.answer.confirmation_url is not None and self.confirmations is not None:
             return await self._awaiting_customer(txn_id, kind, bank, message, outcome.response,
                                                  outcome.answer.confirmation_url)
-        return await self._answered(txn_id, kind, bank, req.amount, req.capture, outcome, message["37"])
+        return await self._answered(txn_id, kind, bank, req, outcome, message["37"])
 
     async def _refused(self, req: AuthorizeRequest, h: bytes | None, kind: Kind, connector: str, reason: str) -> dict[str, Any]:
         txn = await self.journal.create_transaction(
@@ -289,15 +289,17 @@ class PaymentService:
         )
 
     async def _answered(
-        self, txn_id: str, kind: Kind, bank: Bank, amount: int, capture: bool, outcome: Answered, rrn: str
+        self, txn_id: str, kind: Kind, bank: Bank, req: AuthorizeRequest, outcome: Answered, rrn: str
     ) -> dict[str, Any]:
         a = outcome.answer
         changes: dict[str, Any] = {**answer_columns(a, rrn), **settlement_column(self.journal, bank.name, a)}
         if a.status == "approved":
-            approved = a.amount if a.amount is not None else amount
+            approved = a.amount if a.amount is not None else req.amount
             changes["amount_authorized"] = approved
-            if capture:
+            if req.capture:  # a sale: its fees go with the approval, in the same UPDATE
                 changes["amount_captured"] = approved
+                changes.update(self.journal.sale_fees(bank.name, req.merchant_id, req.currency.alpha,
+                                                      sealed_instrument(req.instrument).masked, approved))
             status = Status.APPROVED
         else:
             status = Status.DECLINED if a.status == "declined" else Status.FAILED
