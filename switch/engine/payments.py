@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import structlog
@@ -128,7 +128,10 @@ class PaymentService:
     def authorize(self, request: AuthorizeRequest, client: str) -> Deferred[dict[str, Any]]:
         # Not a coroutine itself: one frame fewer kept for every payment waiting on its bank.
         if request.idempotency_key is None:  # the request hash only serves a key's replays
-            return ensureDeferred(self._authorize_once(request, None))
+            try:
+                return ensureDeferred(self._authorize_once(request, None))
+            except Exception:  # refused while routing: nothing journalled
+                return fail()
         try:
             h = request_hash(request, self.journal.vault.pan_hash(sealed_instrument(request.instrument).pan))
         except Exception:
@@ -168,7 +171,9 @@ class PaymentService:
     def _can_carry(self, connector: str, req: AuthorizeRequest) -> bool:
         return isinstance(req.instrument, CardInstrument) or carries_accounts(self.banks[connector].profile.dialect)
 
-    async def _authorize_once(self, req: AuthorizeRequest, h: bytes | None) -> dict[str, Any]:
+    def _authorize_once(self, req: AuthorizeRequest, h: bytes | None) -> Coroutine[Any, Any, dict[str, Any]]:
+        """Route, then hand over the coroutine that sends (raises at once if refused while routing). Not a
+        coroutine itself: one frame fewer kept for every payment waiting on its bank."""
         merchant = self.merchants[req.merchant_id]
         store = merchant.stores[req.store_id]
         kind = Kind.SALE if req.capture else Kind.AUTHORIZATION
@@ -179,13 +184,9 @@ class PaymentService:
             raise Busy(f"bank {ready[0].name} has too many payments in flight; retry shortly")
         if bank is None:
             reason = "no_route" if not candidates else "issuer_unavailable"
-            return await self._refused(req, h, kind, candidates[0] if candidates else "unrouted", reason)
-
-        bank.active += 1
-        try:
-            return await self._checked_send(req, h, kind, bank, merchant, store)
-        finally:
-            bank.active -= 1
+            return self._refused(req, h, kind, candidates[0] if candidates else "unrouted", reason)
+        bank.active += 1  # given back when the coroutine returned here ends, which the caller starts at once
+        return self._checked_send(req, h, kind, bank, merchant, store)
 
     async def _checked_send(
         self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, merchant: MerchantConfig,
@@ -194,32 +195,35 @@ class PaymentService:
         """The risk stage (`switch.engine.risk`) decides, then the payment is sent unless it blocked (asking
         the bank to have the customer confirm it on a step-up, which only a connector whose plugin can
         ask and that waits for customers is offered); its outcome goes back to the stage (declines feed
-        card-testing rules, failures give limits back)."""
-        txn_id = new_txn_id()
-        if self.risk is None or not self.risk.rules.rules:  # no rules: no stage, nothing journalled for it
-            return await self._send(req, h, kind, bank, merchant, store, txn_id)
-        facts = self.risk.facts(req)
-        verdict = await self.risk.evaluate(
-            txn_id, facts, step_up=self.plugin(bank).step_up and self.confirmations is not None)
-        flag = verdict.answer_field()
-        if verdict.action == "block":
-            txn = await self.journal.create_transaction(NewTransaction(
-                txn_id=txn_id, kind=kind, merchant_id=req.merchant_id, store_id=req.store_id, order_id=req.order_id,
-                connector=bank.name, amount=req.amount, currency=req.currency.alpha,
-                card=sealed_instrument(req.instrument), retain_card=False, idempotency_key=req.idempotency_key,
-                request_hash=h, status=Status.DECLINED, reason=RISK_DECLINED,
-            ))
-            self.metrics.child(self.metrics.outcomes, bank.name, kind.value, "declined").inc()
-            return {**answer(txn), "risk": flag}
-        result = await self._send(req, h, kind, bank, merchant, store, txn_id, step_up=verdict.action == "step_up")
-        try:  # the payment's outcome is journalled and stands: a failure below only loses a count or a flag
-            await self.risk.answered(facts, verdict, result["status"])
-            if verdict.action == "review":
-                await self.journal.append_event(req.merchant_id, EventDraft("payment.review", {
-                    "txn_id": txn_id, "rule": verdict.rule, "status": result["status"]}), txn_id=txn_id)
-        except Exception as e:
-            log.error("risk_outcome_not_recorded", txn_id=txn_id, status=result["status"], error=str(e))
-        return {**result, "risk": flag} if flag is not None else result
+        card-testing rules, failures give limits back). Ends the ``bank.active`` count `_authorize_once` began."""
+        try:
+            txn_id = new_txn_id()
+            if self.risk is None or not self.risk.rules.rules:  # no rules: no stage, nothing journalled for it
+                return await self._send(req, h, kind, bank, merchant, store, txn_id)
+            facts = self.risk.facts(req)
+            verdict = await self.risk.evaluate(
+                txn_id, facts, step_up=self.plugin(bank).step_up and self.confirmations is not None)
+            flag = verdict.answer_field()
+            if verdict.action == "block":
+                txn = await self.journal.create_transaction(NewTransaction(
+                    txn_id=txn_id, kind=kind, merchant_id=req.merchant_id, store_id=req.store_id, order_id=req.order_id,
+                    connector=bank.name, amount=req.amount, currency=req.currency.alpha,
+                    card=sealed_instrument(req.instrument), retain_card=False, idempotency_key=req.idempotency_key,
+                    request_hash=h, status=Status.DECLINED, reason=RISK_DECLINED,
+                ))
+                self.metrics.child(self.metrics.outcomes, bank.name, kind.value, "declined").inc()
+                return {**answer(txn), "risk": flag}
+            result = await self._send(req, h, kind, bank, merchant, store, txn_id, step_up=verdict.action == "step_up")
+            try:  # the payment's outcome is journalled and stands: a failure below only loses a count or a flag
+                await self.risk.answered(facts, verdict, result["status"])
+                if verdict.action == "review":
+                    await self.journal.append_event(req.merchant_id, EventDraft("payment.review", {
+                        "txn_id": txn_id, "rule": verdict.rule, "status": result["status"]}), txn_id=txn_id)
+            except Exception as e:
+                log.error("risk_outcome_not_recorded", txn_id=txn_id, status=result["status"], error=str(e))
+            return {**result, "risk": flag} if flag is not None else result
+        finally:
+            bank.active -= 1
 
     async def _send(
         self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, merchant: MerchantConfig,
