@@ -134,7 +134,8 @@ def _run(cfg: SwitchConfig) -> int:
 
     from switch.app import Switch
 
-    logs.configure(cfg.log_format, level=cfg.log_level)  # type: ignore[arg-type]
+    lines = logs.configure(cfg.log_format, level=cfg.log_level,  # type: ignore[arg-type]
+                           call_soon=lambda f: reactor.callLater(0, f))
     switch = Switch(cfg, reactor)
     status = {"code": 0}
 
@@ -163,7 +164,10 @@ def _run(cfg: SwitchConfig) -> int:
     reactor.callWhenRunning(signal.signal, signal.SIGINT, shutdown)
     reactor.callWhenRunning(signal.signal, signal.SIGHUP,
                             lambda _signum, _frame: reactor.callFromThread(switch.reload_risk))
-    reactor.run()
+    try:
+        reactor.run()
+    finally:
+        lines.close()
     return status["code"]
 
 

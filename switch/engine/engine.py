@@ -39,8 +39,9 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from connectors.base import ConnectorPlugin
 from switch.bank.mux import LinkLost, MuxBusy, NoLinkAvailable, RequestTimeout
@@ -213,6 +214,17 @@ def operation_view(child: Transaction) -> dict[str, Any]:
     }
 
 
+def _not_answered(failure: Failure) -> Outcome | Failure:
+    e = failure.value
+    if isinstance(e, NoLinkAvailable | MuxBusy):  # the mux gave the STAN back: nothing was written
+        return NotSent("issuer_busy" if isinstance(e, MuxBusy) else "issuer_unavailable")
+    if isinstance(e, MessageError):
+        return NotSent(NOT_ENCODABLE)
+    if isinstance(e, RequestTimeout | LinkLost):
+        return Uncertain("issuer_timeout" if isinstance(e, RequestTimeout) else "link_lost")
+    return failure
+
+
 class Engine:
     """Sends messages for every caller and resolves what store-and-forward delivers."""
 
@@ -251,21 +263,19 @@ class Engine:
                         error=type(e).__name__)
             raise NotEncodable(field, f"the bank's message format cannot carry this request (field {field or '?'})")
 
-    async def exchange(
+    def exchange(
         self, txn_id: str, bank: Bank, message: Message, timeout: float | None = None, encoded: bytes | None = None
-    ) -> Outcome:
+    ) -> Deferred[Outcome]:
         """Send ``txn_id``'s journalled message (``encoded``: `check_encodes`' bytes); journal the answer;
-        classify the outcome."""
+        classify the outcome. A Deferred, not a coroutine: a payment waiting for its bank keeps no frame
+        of this, and no copy of the bytes once written."""
         try:
             sent = bank.request(message, timeout, encoded=encoded)
-            del encoded  # written: a payment waiting for its answer keeps no copy of the bytes
-            response = await sent
-        except (NoLinkAvailable, MuxBusy) as e:  # the mux gave the STAN back: nothing was written
-            return NotSent("issuer_busy" if isinstance(e, MuxBusy) else "issuer_unavailable")
-        except MessageError:
-            return NotSent(NOT_ENCODABLE)
-        except (RequestTimeout, LinkLost) as e:
-            return Uncertain("issuer_timeout" if isinstance(e, RequestTimeout) else "link_lost")
+        except Exception:
+            sent = fail()
+        return sent.addCallbacks(self._classify, _not_answered, callbackArgs=(txn_id, bank, message))
+
+    def _classify(self, response: Message, txn_id: str, bank: Bank, message: Message) -> Outcome:
         self.journal_response(txn_id, bank, response)
         try:
             answer = self.plugin(bank).read_response(message, response, bank.profile.responses)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import structlog
@@ -129,7 +129,10 @@ class PaymentService:
     def authorize(self, request: AuthorizeRequest, client: str) -> Deferred[dict[str, Any]]:
         # Not a coroutine itself: one frame fewer kept for every payment waiting on its bank.
         if request.idempotency_key is None:  # the request hash only serves a key's replays
-            return ensureDeferred(self._authorize_once(request, None))
+            try:
+                return ensureDeferred(self._authorize_once(request, None))
+            except Exception:  # refused while routing: nothing journalled
+                return fail()
         try:
             h = request_hash(request, self.journal.vault.pan_hash(sealed_instrument(request.instrument).pan))
         except Exception:
@@ -169,7 +172,9 @@ class PaymentService:
     def _can_carry(self, connector: str, req: AuthorizeRequest) -> bool:
         return isinstance(req.instrument, CardInstrument) or carries_accounts(self.banks[connector].profile.dialect)
 
-    async def _authorize_once(self, req: AuthorizeRequest, h: bytes | None) -> dict[str, Any]:
+    def _authorize_once(self, req: AuthorizeRequest, h: bytes | None) -> Coroutine[Any, Any, dict[str, Any]]:
+        """Route, then hand over the coroutine that sends (raises at once if refused while routing). Not a
+        coroutine itself: one frame fewer kept for every payment waiting on its bank."""
         merchant = self.merchants[req.merchant_id]
         store = merchant.stores[req.store_id]
         kind = Kind.SALE if req.capture else Kind.AUTHORIZATION
@@ -180,13 +185,9 @@ class PaymentService:
             raise Busy(f"bank {ready[0].name} has too many payments in flight; retry shortly")
         if bank is None:
             reason = "no_route" if not candidates else "issuer_unavailable"
-            return await self._refused(req, h, kind, candidates[0] if candidates else "unrouted", reason)
-
-        bank.active += 1
-        try:
-            return await self._checked_send(req, h, kind, bank, merchant, store)
-        finally:
-            bank.active -= 1
+            return self._refused(req, h, kind, candidates[0] if candidates else "unrouted", reason)
+        bank.active += 1  # given back when the coroutine returned here ends, which the caller starts at once
+        return self._checked_send(req, h, kind, bank, merchant, store)
 
     async def _checked_send(
         self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, merchant: MerchantConfig,
@@ -196,12 +197,17 @@ class PaymentService:
         it decides in the commit that journals the request (a block journals the payment declined and
         sends nothing; a step-up asks the bank to have the customer confirm it, which only a connector
         whose plugin can ask and that waits for customers is offered) and learns the outcome in the
-        commit that journals it (declines feed card-testing rules, failures give limits back)."""
-        txn_id = new_txn_id()
-        if self.risk is None or not self.risk.rules.rules:  # no rules: no stage, nothing journalled for it
-            return await self._send(req, h, kind, bank, merchant, store, txn_id)
-        screening = self.risk.screening(txn_id, req, self.plugin(bank).step_up and self.confirmations is not None)
-        return await self._send(req, h, kind, bank, merchant, store, txn_id, screening)
+        commit that journals it (declines feed card-testing rules, failures give limits back). Ends the
+        ``bank.active`` count `_authorize_once` began."""
+        try:
+            txn_id = new_txn_id()
+            if self.risk is None or not self.risk.rules.rules:  # no rules: no stage, nothing journalled for it
+                return await self._send(req, h, kind, bank, merchant, store, txn_id)
+            step_up = self.plugin(bank).step_up and self.confirmations is not None
+            screening = self.risk.screening(txn_id, req, step_up)
+            return await self._send(req, h, kind, bank, merchant, store, txn_id, screening)
+        finally:
+            bank.active -= 1
 
     def _build(self, req: AuthorizeRequest, bank: Bank, merchant: MerchantConfig, store: StoreConfig, stan: str,
                rrn: str, step_up: bool) -> Message:
@@ -258,8 +264,7 @@ class PaymentService:
             result = await self._awaiting_customer(txn_id, kind, bank, message, outcome.response,
                                                    outcome.answer.confirmation_url)
         else:
-            result = await self._answered(txn_id, kind, bank, req.amount, req.capture, outcome, message["37"],
-                                          screening)
+            result = await self._answered(txn_id, kind, bank, req, outcome, message["37"], screening)
         if verdict is None:
             return result
         if verdict.action == "review":
@@ -319,16 +324,18 @@ class PaymentService:
         )
 
     async def _answered(
-        self, txn_id: str, kind: Kind, bank: Bank, amount: int, capture: bool, outcome: Answered, rrn: str,
+        self, txn_id: str, kind: Kind, bank: Bank, req: AuthorizeRequest, outcome: Answered, rrn: str,
         screening: Screening | None,
     ) -> dict[str, Any]:
         a = outcome.answer
         changes: dict[str, Any] = {**answer_columns(a, rrn), **settlement_column(self.journal, bank.name, a)}
         if a.status == "approved":
-            approved = a.amount if a.amount is not None else amount
+            approved = a.amount if a.amount is not None else req.amount
             changes["amount_authorized"] = approved
-            if capture:
+            if req.capture:  # a sale: its fees go with the approval, in the same UPDATE
                 changes["amount_captured"] = approved
+                changes.update(self.journal.sale_fees(bank.name, req.merchant_id, req.currency.alpha,
+                                                      sealed_instrument(req.instrument).masked, approved))
             status = Status.APPROVED
         else:
             status = Status.DECLINED if a.status == "declined" else Status.FAILED

@@ -8,7 +8,9 @@ with it.
 
 Where fees land (columns ``bank_fee`` and ``merchant_fee``, minor units, signed):
 
-* an approved sale: the fees on the amount captured, on the sale's own row;
+* an approved sale: the fees on the amount captured, on the sale's own row; a caller that knows
+  the sale (the payment service) computes them with `Journal.sale_fees` and passes them with the
+  transition, so they are set by its one UPDATE; otherwise they are charged here after it;
 * an approved capture: the fees on the captured amount, on the capture's row (a bare
   pre-authorization carries none: no money moved);
 * an approved refund: minus its proportional share (`switch.domain.fees.reversal`), on the
@@ -33,8 +35,20 @@ from switch.journal.store import children, transaction_from_row
 def subject(payment: Transaction) -> FeeSubject:
     """What plans are chosen by: currency, the card scheme from the masked PAN's BIN, and ``card`` for a card.
     Other instruments are not recorded on the row, so a rule limited to them never applies."""
-    card_scheme = scheme(payment.masked_pan) if payment.masked_pan else None
-    return FeeSubject(payment.currency, card_scheme, "card" if card_scheme else None)
+    return _subject(payment.currency, payment.masked_pan)
+
+
+def _subject(currency: str, masked_pan: str | None) -> FeeSubject:
+    card_scheme = scheme(masked_pan) if masked_pan else None
+    return FeeSubject(currency, card_scheme, "card" if card_scheme else None)
+
+
+def sale_fees(schedule: FeeSchedule, connector: str, merchant_id: str, currency: str, masked_pan: str | None,
+              amount: int) -> tuple[int, int]:
+    """(bank fee, merchant fee) of a sale approved for ``amount``, chosen as for its row (`subject`)."""
+    who = _subject(currency, masked_pan)
+    return (_fee(schedule.bank_plan(connector, who), amount, currency),
+            _fee(schedule.merchant_plan(merchant_id, who), amount, currency))
 
 
 def _fee(plan: FeePlan | None, amount: int, currency: str) -> int:
@@ -53,13 +67,13 @@ def _write(db: Db, txn: Transaction, bank_fee: int, merchant_fee: int, now: int)
 
 
 def after_transition(db: Db, txn: Transaction, schedule: FeeSchedule, now: int) -> Transaction:
-    """Charge an approved sale, or give back the fees of a sale that was reversed."""
+    """Charge an approved sale that its transition did not charge, or give back the fees of a sale that was
+    reversed. A sale whose fees both come to zero is computed again, and not written."""
     if txn.kind is not Kind.SALE:
         return txn
     if txn.status is Status.APPROVED and txn.bank_fee == 0 and txn.merchant_fee == 0:
-        who = subject(txn)
-        return _write(db, txn, _fee(schedule.bank_plan(txn.connector, who), txn.amount_captured, txn.currency),
-                      _fee(schedule.merchant_plan(txn.merchant_id, who), txn.amount_captured, txn.currency), now)
+        fees = sale_fees(schedule, txn.connector, txn.merchant_id, txn.currency, txn.masked_pan, txn.amount_captured)
+        return _write(db, txn, *fees, now)
     if txn.status is Status.REVERSED:
         return _write(db, txn, 0, 0, now)
     return txn

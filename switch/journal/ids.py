@@ -11,19 +11,15 @@ import threading
 import time
 
 from switch.domain.panscan import looks_like_pan
+from switch.journal.entropy import random_bytes
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RANDOM_BITS = 80
 _RANDOM_BYTES = 10
-# os.urandom read 1,024 ids' worth at a time: each call is a system call that gives up the GIL,
-# and on a busy switch taking the GIL back cost more than the id itself.
-_POOL_BYTES = _RANDOM_BYTES * 1024
 _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # 10 bits -> two characters
 _lock = threading.Lock()
 _last_ms = -1
 _last_random = 0
-_pool = b""
-_pool_at = 0
 
 
 def new_txn_id() -> str:
@@ -38,23 +34,13 @@ def new_txn_id() -> str:
             return candidate
 
 
-def _random() -> int:
-    """80 random bits (called under ``_lock``)."""
-    global _pool, _pool_at
-    if _pool_at >= len(_pool):
-        _pool, _pool_at = os.urandom(_POOL_BYTES), 0
-    chunk = _pool[_pool_at : _pool_at + _RANDOM_BYTES]
-    _pool_at += _RANDOM_BYTES
-    return int.from_bytes(chunk, "big")
+def _forget_last() -> None:
+    """A forked child starts its own sequence (`switch.journal.entropy` gives it fresh bits)."""
+    global _last_ms
+    _last_ms = -1
 
 
-def _forget_pool() -> None:
-    """A forked child must not hand out the random bits its parent will also use."""
-    global _pool, _pool_at, _last_ms
-    _pool, _pool_at, _last_ms = b"", 0, -1
-
-
-os.register_at_fork(after_in_child=_forget_pool)
+os.register_at_fork(after_in_child=_forget_last)
 
 
 def _next_id() -> str:
@@ -67,7 +53,7 @@ def _next_id() -> str:
             if _last_random == 0:
                 now_ms += 1
         else:
-            _last_random = _random() >> 1
+            _last_random = int.from_bytes(random_bytes(_RANDOM_BYTES), "big") >> 1
         _last_ms = now_ms
         value = (now_ms << _RANDOM_BITS) | _last_random
     return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])

@@ -344,6 +344,14 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
     def transitions(self, txn_id: str) -> defer.Deferred[list[TransitionRecord]]:
         return self._readers.read(lambda db: store.transitions(db, txn_id))
 
+    def sale_fees(self, connector: str, merchant_id: str, currency: str, masked_pan: str | None,
+                  amount: int) -> dict[str, int]:
+        """The configured fees of a sale approved for ``amount``, as transition changes: passed with the
+        approval, they are set by its one UPDATE instead of a second one (`switch.journal.feebook`)."""
+        bank_fee, merchant_fee = feebook.sale_fees(self._config.fees, connector, merchant_id, currency, masked_pan,
+                                                   amount)
+        return {"bank_fee": bank_fee, "merchant_fee": merchant_fee}
+
     def reveal_card(self, card: EncryptedCard) -> CardData:
         """Decrypt a stored PAN for the message that needs it; keep the result in memory only."""
         return self._vault.open(card)

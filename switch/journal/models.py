@@ -138,6 +138,8 @@ class TxnChanges(TypedDict, total=False):
     transmission_datetime: str | None
     sent_at: datetime | None
     business_date: str | None
+    bank_fee: int
+    merchant_fee: int
 
 
 def prepare_changes(changes: Mapping[str, object]) -> dict[str, object]:
@@ -147,7 +149,7 @@ def prepare_changes(changes: Mapping[str, object]) -> dict[str, object]:
     for name, value in changes.items():
         if name not in allowed:
             raise InvalidRecord(f"a transition cannot change {name!r}; changeable: {', '.join(sorted(allowed))}")
-        if name.startswith("amount_"):
+        if name.startswith("amount_") or name.endswith("_fee"):  # a sale's fees (`Journal.sale_fees`)
             prepared[name] = require_amount(name, value)
         elif value is None:
             prepared[name] = None

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESGCMSIV
 
 from switch.domain.carddata import AccountData, CardData
 from switch.journal.config import JournalConfig, SecretSource
+from switch.journal.entropy import random_bytes
 from switch.journal.errors import KeyConfigError, PanDecryptionFailed, UnknownKeyId
 from switch.journal.models import EncryptedCard
 
@@ -86,7 +87,7 @@ class PanVault:
         """Seal a card, or an `AccountData` (marked in the plaintext so `open` gives the same type back)."""
         text = f"{_ACCOUNT_MARK}{card.pan}" if isinstance(card, AccountData) else f"{card.pan}={card.expiry or ''}"
         plaintext = text.encode("ascii")
-        nonce = os.urandom(_NONCE_BYTES)
+        nonce = random_bytes(_NONCE_BYTES)  # not os.urandom: see switch.journal.entropy
         sealed = self._ciphers[self._current][GCM_SIV].encrypt(nonce, plaintext, _aad(self._current, context))
         return EncryptedCard(key_id=self._current, ciphertext=GCM_SIV + nonce + sealed, context=context)
 

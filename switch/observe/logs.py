@@ -16,7 +16,9 @@ import datetime
 import json
 import logging
 import sys
+import threading
 import uuid
+from collections.abc import Callable
 from typing import IO, Any, Literal
 
 import orjson
@@ -30,21 +32,76 @@ _MAX_DEPTH = 16
 _SMALLEST_SCANNED = 10 ** (SCAN_MIN_DIGITS - 1)
 
 
-def configure(fmt: LogFormat = "auto", stream: IO[str] | None = None, level: str = "info") -> None:
+def configure(
+    fmt: LogFormat = "auto", stream: IO[str] | None = None, level: str = "info",
+    call_soon: Callable[[Callable[[], None]], object] | None = None,
+) -> LineWriter:
     """Configure structlog once for the whole process.
 
     JSON lines are rendered with orjson and loggers are cached on first use: at a few
     log events per payment, logging is otherwise the largest CPU cost on the reactor.
+    With ``call_soon`` (the reactor's ``callLater(0, f)``), lines are written once per
+    reactor turn (`LineWriter`); `LineWriter.close` writes what is left.
     """
     stream = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
+    writer = LineWriter(stream, call_soon)
     structlog.configure(
         processors=processors(fmt, colors=stream.isatty()),
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=lambda *_: writer,
         cache_logger_on_first_use=True,
     )
+    return writer
+
+
+class LineWriter:
+    """Writes rendered lines to a stream; lines logged on the configuring (reactor) thread wait for the
+    end of the reactor's turn and go out in one write.
+
+    Why: each write and flush is a system call that gives up the GIL, and on a busy switch the journal
+    writer takes it meanwhile, so a line written at once cost the reactor about 47 µs a request. A line
+    waits at most one turn of the reactor; a process killed outright loses at most that turn's lines
+    (the journal, not the log, is the record of payments). Lines from other threads, and every line
+    once `close` ran or without ``call_soon``, are written at once, after any that wait.
+    """
+
+    def __init__(self, stream: IO[str], call_soon: Callable[[Callable[[], None]], object] | None) -> None:
+        self._stream = stream
+        self._call_soon = call_soon
+        self._thread = threading.get_ident()
+        self._lock = threading.Lock()
+        self._waiting: list[str] = []
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            self._waiting.append(message)
+            if self._call_soon is not None and threading.get_ident() == self._thread:
+                if len(self._waiting) == 1:
+                    self._call_soon(self.flush)
+                return
+            self._write()
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = failure = err = msg
+
+    def flush(self) -> None:
+        with self._lock:
+            self._write()
+
+    def close(self) -> None:
+        """Write what waits; from now on every line is written at once (the reactor has stopped)."""
+        with self._lock:
+            self._call_soon = None
+            self._write()
+
+    def _write(self) -> None:  # under _lock
+        if not self._waiting:
+            return
+        text = "\n".join(self._waiting) + "\n"
+        self._waiting.clear()
+        self._stream.write(text)
+        self._stream.flush()
 
 
 def processors(fmt: Literal["json", "console"], colors: bool = False) -> list[structlog.typing.Processor]:

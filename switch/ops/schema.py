@@ -104,7 +104,9 @@ class ApiSection(Section):
 
 
 class AdminSection(Section):
-    """The operators' HTTP server: `/metrics`, `/healthz`, `/readyz`."""
+    """The operators' HTTP server: `/metrics`, `/healthz`, `/readyz` for anyone who reaches it; the
+    operator endpoints (`POST /cutover`, `GET /reports/settlement`) only for loopback and Unix-socket
+    clients (see [The day's life](#the-days-life))."""
 
     listen: Annotated[str, Expect("an endpoint description such as tcp:9583:interface=127.0.0.1")] = option(
         "tcp:9583:interface=127.0.0.1", "a Twisted endpoint description, checked by `check-config`")

@@ -88,3 +88,21 @@ async def test_the_first_matching_rule_applies_by_card_scheme(fees_journal):
     done = await fees_journal.transition(txn.txn_id, expected_from=(Status.PENDING,), to=Status.APPROVED,
                                          amount_authorized=2000, amount_captured=2000)
     assert (done.bank_fee, done.merchant_fee) == (20, 53)  # the mastercard rule: 1.00 %
+
+
+@pytest_twisted.ensureDeferred
+async def test_fees_passed_with_the_approval_are_the_ones_charged_after_it_and_audited(fees_journal, config):
+    card = CardData("5555555555554444", "2712")
+    charged_after = await fees_journal.create_transaction(sale(amount=2000, card=card))
+    after = await fees_journal.transition(charged_after.txn_id, expected_from=(Status.PENDING,), to=Status.APPROVED,
+                                          amount_authorized=2000, amount_captured=2000)
+    fees = fees_journal.sale_fees("bank_a", "m1", "EUR", card.masked, 2000)
+    assert fees == {"bank_fee": after.bank_fee, "merchant_fee": after.merchant_fee} == {"bank_fee": 20,
+                                                                                        "merchant_fee": 53}
+    charged_with = await fees_journal.create_transaction(sale(amount=2000, card=card))
+    done = await fees_journal.transition(charged_with.txn_id, expected_from=(Status.PENDING,), to=Status.APPROVED,
+                                         amount_authorized=2000, amount_captured=2000, **fees)
+    assert (done.bank_fee, done.merchant_fee) == (20, 53)
+    assert _committed(config, done.txn_id) == [("sale", "approved", 20, 53)]
+    audit = (await fees_journal.transitions(done.txn_id))[-1]
+    assert (audit.to_status, audit.changes["bank_fee"], audit.changes["merchant_fee"]) == (Status.APPROVED, 20, 53)

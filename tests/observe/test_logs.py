@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 
 import pytest
 import structlog
+from twisted.internet.task import Clock
 
 from switch.observe import logs
 from tests.cardscan import problems
@@ -60,3 +62,36 @@ def test_json_lines_stay_json_with_masked_numbers_as_strings():
 def test_ordinary_numbers_are_left_alone():
     event = json.loads(render("json", amount=1250, rrn="000000000042", field_90="0" * 42, txn_id="01JDXYZ"))
     assert (event["amount"], event["rrn"], event["field_90"], event["txn_id"]) == (1250, "000000000042", "0" * 42, "01JDXYZ")
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_lines_logged_on_the_reactor_thread_go_out_at_the_end_of_its_turn_in_one_write():
+    clock, stream = Clock(), CountingStream()
+    writer = logs.LineWriter(stream, lambda f: clock.callLater(0, f))
+    writer.info('{"event": "one"}')
+    writer.warning('{"event": "two"}')
+    assert stream.getvalue() == "" and len(clock.getDelayedCalls()) == 1
+    other = threading.Thread(target=writer.error, args=('{"event": "from the writer thread"}',))
+    other.start()
+    other.join(timeout=10)
+    assert stream.getvalue().splitlines() == ['{"event": "one"}', '{"event": "two"}', '{"event": "from the writer thread"}']
+    assert stream.writes == 1
+    writer.info('{"event": "three"}')
+    clock.advance(0)  # the scheduled turn-end write finds one line
+    clock.advance(0)
+    assert stream.getvalue().splitlines()[-1] == '{"event": "three"}' and stream.writes == 2
+    writer.info('{"event": "four"}')
+    writer.close()  # the reactor stopped: what waits is written, later lines at once
+    writer.info('{"event": "five"}')
+    assert stream.getvalue().splitlines()[-2:] == ['{"event": "four"}', '{"event": "five"}']
+    clock.advance(0)  # the turn-end write scheduled before the stop finds nothing left
+    assert stream.getvalue().count('"four"') == 1
