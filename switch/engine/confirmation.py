@@ -22,12 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import structlog
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from switch.domain.businessday import nearest_date
 from switch.domain.status import Status
 from switch.engine.engine import journalled_request, reversal_draft
 from switch.engine.saf import StoreAndForward
@@ -156,7 +158,8 @@ class Confirmations:
         auth_code = reference(message.get("38"), 6)
         approved = outcome.status == "approved"
         status = Status.APPROVED if approved else Status.DECLINED if outcome.status == "declined" else Status.FAILED
-        changes: dict[str, Any] = {"response_code": code, "auth_code": auth_code}
+        changes: dict[str, Any] = {"response_code": code, "auth_code": auth_code,
+                                   **self._booked_on(bank.name, message)}
         if approved:
             changes["amount_authorized"] = waiting.amount
             if waiting.capture:
@@ -175,6 +178,16 @@ class Confirmations:
             log.info("customer_confirmed", txn_id=waiting.txn_id, connector=bank.name, response_code=code,
                      status=status.value)
         self._forget(waiting.txn_id)
+
+    def _booked_on(self, connector: str, advice: Message) -> dict[str, str]:
+        """The customer moved the money when they answered, not when the request was sent: the row takes
+        the advice's settlement date (field 15), else the connector's date open now. A payment that
+        waited across a cutover thus lands on the day the bank booked it, not on a day already closed."""
+        current = self.journal.business_date(connector)
+        if current is None:
+            return {}
+        booked = nearest_date(advice.get("15"), date.fromisoformat(current))
+        return {"business_date": (booked or date.fromisoformat(current)).isoformat()}
 
     async def _unreadable(self, bank: Any, waiting: _Waiting) -> None:
         """An advice whose response code cannot be read may still mean the bank approved:

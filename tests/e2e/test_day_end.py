@@ -26,6 +26,7 @@ from tests.e2e.harness import (
 from tests.e2e.test_saf_cli import kswitch
 
 VISA, MC = "4111111111111111", "5555555555554444"
+CONFIRM_CARD = "5200000000001005"  # banksim asks the customer to confirm every payment of this card
 RECONCILE = 'reconciliation = "message"'
 
 
@@ -201,3 +202,25 @@ async def test_kswitch_cutover_errors_are_one_line_with_exit_2(day):
     status, _ = await http_get(day.admin_port, "/cutover?bank=bank_a")
     assert status == 405  # a GET (a scrape, a link followed) never cuts over
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_payment_the_customer_confirms_after_cutover_lands_on_the_day_the_bank_booked_it(day):
+    """Waiting for the customer is not in flight at the bank: the cutover does not wait for it, and the money
+    moves when the customer answers, so the payment belongs to the day open then (both sides agree)."""
+    sim = day.sims["bank_b"]
+    c = await day.connect()
+    closed = day.journal.business_date("bank_b")
+    waiting = await c.call(authorize("confirm", pan=CONFIRM_CARD, amount=2_000))
+    assert waiting["status"] == "pending_customer_action", waiting
+    code, out, _ = await kswitch_cutover(day, "bank_b", "--json")
+    assert (code, json.loads(out)["reconciliation"]) == (0, "in_balance")
+    [ref] = sim.pending()
+    assert await sim.confirm(ref, approve=True) == "000"
+    await eventually(lambda: status_is(day, waiting["txn_id"], "approved"))
+    assert (await day.journal.get_transaction(waiting["txn_id"])).business_date == following(closed)
+    code, out, _ = await kswitch_cutover(day, "bank_b", "--json")
+    result = json.loads(out)
+    assert (code, result["closed"], result["reconciliation"]) == (0, following(closed), "in_balance")
+    [rec] = await day.journal.reconciliations("bank_b", following(closed))
+    assert (rec.switch_totals["debits_count"], rec.switch_totals["debits_amount"]) == (1, 2_000)
