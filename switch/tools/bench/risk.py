@@ -134,13 +134,14 @@ async def run(reactor: Any, args: argparse.Namespace) -> dict[str, dict[str, flo
                    for w, s in samples.items()}
         medians["added"] = {k: medians["with"][k] - medians["without"][k] for k in medians["with"]}
         print(f"risk stage, {len(stage.rules.rules)} rules from {args.config}; {args.payments} approved "
-              "authorizations with it and as many without, alternating; median CPU per authorization, µs:")
-        print(f"  {'':8} {'reactor':>9} {'writer':>9} {'both':>9}")
+              "authorizations with it and as many without, alternating; median CPU per authorization, µs:",
+              file=sys.stdout)
+        print(f"  {'':8} {'reactor':>9} {'writer':>9} {'both':>9}", file=sys.stdout)
         for row in ("without", "with", "added"):
             m = medians[row]
-            print(f"  {row:8} {m['reactor']:9.1f} {m['writer']:9.1f} {m['both']:9.1f}")
+            print(f"  {row:8} {m['reactor']:9.1f} {m['writer']:9.1f} {m['both']:9.1f}", file=sys.stdout)
         print(f"risk stage adds {medians['added']['both']:.1f} µs median CPU per authorization "
-              "(reactor + journal writer threads, demo rules)")
+              "(reactor + journal writer threads, demo rules)", file=sys.stdout)
         return medians
     finally:
         await journal.close()
