@@ -65,8 +65,14 @@ class Db:
         self._later: dict[str, list[dict[str, object]]] = {}
         self.memo: dict[str, Any] = {}
         """What a writer remembers of the rows it read and wrote on this connection (the risk counters
-        on SQLite, `switch.journal.risk`): dropped at every rollback, so it never holds a write that
-        did not commit; a new connection (after a lost one or a failed COMMIT) starts without it."""
+        on SQLite, `switch.journal.risk`): what changes it in a transaction registers its `undo`, so a
+        rollback takes it back with the rows; a new connection (after a lost one or a failed COMMIT)
+        starts without it."""
+        self.undo: list[Callable[[], None]] = []
+        """How to take back the memo's changes of the open transaction, newest last (`rollback`)."""
+        self._undo_marks: list[int] = []
+        self.began = 0
+        """Transactions begun on this connection: what is checked once per writer batch keys on it."""
 
     @property
     def broken(self) -> bool:
@@ -110,6 +116,8 @@ class Db:
     def begin(self) -> None:
         self._event_order_locked = False
         self._later = {}
+        self.undo, self._undo_marks = [], []
+        self.began += 1
         self.conn.execute(self.dialect.begin_sql)
 
     def begin_snapshot(self) -> None:
@@ -121,26 +129,37 @@ class Db:
         self.flush()
         self._event_order_locked = False
         self.conn.execute("COMMIT")
+        self.undo, self._undo_marks = [], []
 
     def rollback(self) -> None:
         self._event_order_locked = False
         self._later = {}
-        self.memo.clear()
+        self._take_back(0)
+        self._undo_marks = []
         self.conn.execute("ROLLBACK")
 
     def savepoint(self, name: str) -> None:
         self.flush()  # rows queued before the savepoint belong before it
+        self._undo_marks.append(len(self.undo))
         self.conn.execute(f"SAVEPOINT {name}")
 
     def release(self, name: str) -> None:
+        if self._undo_marks:
+            self._undo_marks.pop()
         self.conn.execute(f"RELEASE SAVEPOINT {name}")
 
     def rollback_to(self, name: str) -> None:
         # A lock taken after the savepoint is released by rolling back to it.
         self._event_order_locked = False
         self._later = {}
-        self.memo.clear()
+        self._take_back(self._undo_marks[-1] if self._undo_marks else 0)
         self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+
+    def _take_back(self, mark: int) -> None:
+        """Undo the memo's changes since ``mark``, newest first."""
+        undo = self.undo
+        while len(undo) > mark:
+            undo.pop()()
 
     def close(self) -> None:
         self.conn.close()

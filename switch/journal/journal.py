@@ -48,7 +48,7 @@ from switch.journal.models import (
     to_us,
 )
 from switch.journal.postgres import PostgresBackend
-from switch.journal.risk import RiskApi, RiskLedger, Screened
+from switch.journal.risk import RiskApi, RiskLedger, Screened, ScreeningLedger
 from switch.journal.safapi import SafApi
 from switch.journal.sqlite import SQLiteBackend
 from switch.journal.upkeep import UpkeepApi
@@ -106,11 +106,12 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
         self, new: NewTransaction, request: tuple[str, Mapping[str, Any]], screen: Callable[[RiskLedger], S],
         refused_reason: str,
     ) -> defer.Deferred[tuple[Transaction | None, S]]:
-        """A payment's first commit with its risk screening in it: ``screen`` counts and journals the
-        decision, then, by the verdict's ``journal_as``: ``send`` writes the transaction and ``request``
-        as `create_transaction` does; ``refuse`` writes it declined with ``refused_reason``, nothing to
-        send and its card not kept; ``apart`` writes nothing more (the request must be built again, the
-        caller journals it next).  One writer unit: counters, decision and payment commit together, so
+        """A payment's first commit with its risk screening in it: ``screen`` counts and decides, then, by
+        the verdict's ``journal_as``: ``send`` writes the transaction (the decision in its row,
+        `ScreeningLedger`) and ``request`` as `create_transaction` does; ``refuse`` writes it declined
+        with ``refused_reason``, nothing to send and its card not kept; ``apart`` writes nothing more
+        (the decision went into a row of its own; the request must be built again, the caller journals
+        it next).  One writer unit: counters, decision and payment commit together, so
         a rejected insert (a duplicate idempotency key) takes its counts back with it."""
         now = self._now()
         row = self._transaction_row(new, now)
@@ -118,15 +119,16 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
         cutoff = now - microseconds(self._config.idempotency_ttl)
 
         def unit(db: Db) -> tuple[Transaction | None, S]:
-            verdict = screen(RiskLedger(db, now))
+            ledger = ScreeningLedger(db, now)
+            verdict = screen(ledger)
             how = verdict.journal_as
             if how == "apart":
                 return None, verdict
             if how == "refuse":
                 refused = {**row, "status": Status.DECLINED, "reason": refused_reason, "stan": None, "rrn": None,
-                           "transmission_datetime": None, **cards.card_columns(None)}
+                           "transmission_datetime": None, "risk": ledger.row, **cards.card_columns(None)}
                 return store.create_transaction(db, refused, idempotency_cutoff=cutoff), verdict
-            txn = store.create_transaction(db, row, idempotency_cutoff=cutoff)
+            txn = store.create_transaction(db, {**row, "risk": ledger.row}, idempotency_cutoff=cutoff)
             store.append_message(db, {**message, "txn_id": txn.txn_id})
             return txn, verdict
 
@@ -427,6 +429,7 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
             "sent_at": None,
             "idempotency_key": new.idempotency_key,
             "request_hash": new.request_hash,
+            "risk": None,
             "created_at": now,
             "updated_at": now,
             "amount_capture_pending": 0,

@@ -11,13 +11,15 @@ other payment, on this node or another, can read a counter between a check and i
 add, so two payments never both take the last unit of a limit, and the counts a
 payment bumped before it was blocked are simply not written.  That writer transaction
 is the payment's own (`Journal.create_screened`, `Journal.transition`'s ``risk``), so
-the stage adds statements to an authorization's commits but no commit.  On SQLite the
-journal's writer is the only one to write counters (one node holds the file's lease), so it
-keeps the counters and blocklist values it has read in memory and writes counters back with
-the batch's other rows: the common payment reads no row (`_Memo` says why that stays exact
-across rollbacks, failed commits, restarts and an operator's changes beside it).  A decision
-keeps the cumulative counts its payment holds (``reserved``), so they can be given
-back when it ends without money, even after a restart (`RiskLedger.give_back`).
+the stage adds no commit to an authorization, and its decision is journalled in the payment's
+own row (``transactions.risk``: `ScreeningLedger`), with the cumulative counts it holds
+(``reserved``), so they can be given back when it ends without money, even after a restart
+(`RiskLedger.give_back`).  On PostgreSQL (several nodes may share the journal) counters are
+locked and written back as above.  On SQLite the journal's writer is the only one to count
+(one node holds the file's lease), so its memory is what it counts in and an authorization's
+counts are journalled in its own row too: the common payment reads and writes no risk row
+(`switch.journal.riskmemo` says why that stays exact across rollbacks, failed commits,
+restarts, crashes and an operator's changes beside it).
 
 Blocklist values are what the rules compare: a card as its keyed PAN hash (base32), a BIN,
 an IP address or CIDR, a device id, an email hash, a customer id; ``shown`` is what an
@@ -29,9 +31,7 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
-from array import array
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -41,14 +41,13 @@ from twisted.internet import defer
 from switch.journal.base import JournalBase
 from switch.journal.db import Db, in_list
 from switch.journal.guard import Derived
+from switch.journal.riskmemo import BlockEntry, Memo, memo_for, scan
+from switch.journal.riskwindow import Add, Reservation, Window, _window
+
+__all__ = ["Add", "BlockEntry", "Decision", "DryLedger", "Reservation", "RiskApi", "RiskLedger", "Screened",
+           "ScreeningLedger", "Window", "_window", "fold_journalled_counts"]
 
 T = TypeVar("T")
-Reservation = tuple[str, int, int, int]
-"""What a cumulative rule added for one payment: (counter, count, amount, slot start µs)."""
-
-_MAX = 2**63 - 1  # a slot's count and amount are signed 64-bit integers as stored, and saturate here
-_TO_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
-_FROM_LETTERS = str.maketrans("abcdefghijklmnop", "0123456789abcdef")
 
 
 class Screened(Protocol):
@@ -60,69 +59,10 @@ class Screened(Protocol):
         ...
 
 
-@dataclass(slots=True)
-class Window:
-    """One counter: its slots that may still be inside its window, oldest first, as a flat list
-    ``[start, count, amount, start, count, amount, ...]`` (start in µs), which packs and unpacks
-    in C (`array`) rather than slot by slot.
-
-    A rule decides what a slot is (a tenth of its window, or a calendar day) and which slots
-    still count (`total` from ``since``); the window only adds them up.
-    """
-
-    name: str
-    slots: list[int]
-    expires_at: int = 0
-    changed: bool = False
-
-    def total(self, since: int) -> tuple[int, int]:
-        """(count, amount) of the slots that start at ``since`` or later."""
-        s, count, amount = self.slots, 0, 0
-        for i in range(0, len(s), 3):
-            if s[i] >= since:
-                count += s[i + 1]
-                amount += s[i + 2]
-        return count, amount
-
-    def add(self, start: int, count: int, amount: int, since: int, expires_at: int) -> None:
-        """Count into the slot starting at ``start``; slots older than ``since`` are dropped."""
-        s = self.slots
-        old = 0
-        while old < len(s) and s[old] < since:
-            old += 3
-        del s[:old]
-        i = len(s) - 3  # the newest slot is nearly always the one counted into
-        while i >= 0 and s[i] > start:
-            i -= 3
-        if i >= 0 and s[i] == start:
-            s[i + 1], s[i + 2] = min(s[i + 1] + count, _MAX), min(s[i + 2] + amount, _MAX)
-        else:
-            s[i + 3:i + 3] = [start, count, amount]
-        self.expires_at = max(self.expires_at, expires_at)
-        self.changed = True
-
-    def take_back(self, start: int, count: int, amount: int) -> None:
-        """Undo an `add` into slot ``start``; nothing when that slot has left the window."""
-        s = self.slots
-        for i in range(0, len(s), 3):
-            if s[i] == start:
-                s[i + 1], s[i + 2] = max(s[i + 1] - count, 0), max(s[i + 2] - amount, 0)
-                self.changed = True
-                return
-
-    def packed(self) -> Derived:
-        """The slots as stored: little-endian 64-bit integers in hex spelt with the letters a-p.  Text
-        without a single digit holds no card number, so the card-data guard need not scan it."""
-        packed = array("q", self.slots)
-        if sys.byteorder == "big":
-            packed.byteswap()
-        return Derived(packed.tobytes().hex().translate(_TO_LETTERS))
-
-
 _WINDOWS = ("SELECT 'w' AS src, name AS kind, '' AS value, '' AS shown, '' AS source, 0 AS created_at, expires_at, "
-            "slots FROM ")
-_BLOCKED = ("SELECT 'b' AS src, kind, value, shown, source, created_at, expires_at, NULL AS slots FROM risk_blocklist "
-            "WHERE value = :v{}")
+            "slots, through FROM ")
+_BLOCKED = ("SELECT 'b' AS src, kind, value, shown, source, created_at, expires_at, NULL AS slots, 0 AS through "
+            "FROM risk_blocklist WHERE value = :v{}")
 
 
 @functools.lru_cache(maxsize=64)
@@ -140,7 +80,7 @@ def _read_sql(sqlite: bool, names: int, values: int) -> str:
             rows = ", ".join(f"(:n{i}, :empty, 0)" for i in range(names))
             head = (f"WITH w AS (INSERT INTO risk_windows (name, slots, expires_at) VALUES {rows} "
                     "ON CONFLICT (name) DO UPDATE SET expires_at = risk_windows.expires_at "
-                    "RETURNING name, slots, expires_at) ")
+                    "RETURNING name, slots, expires_at, through) ")
             parts.append(_WINDOWS + "w")
     parts += [_BLOCKED.format(i) for i in range(values)]
     return head + " UNION ALL ".join(parts)
@@ -153,44 +93,9 @@ def _save_sql(rows: int) -> str:
             "SET slots = excluded.slots, expires_at = excluded.expires_at")
 
 
-_SAVE_ONE = ("INSERT INTO risk_windows (name, slots, expires_at) VALUES (:name, :slots, :expires_at) "
-             "ON CONFLICT (name) DO UPDATE SET slots = excluded.slots, expires_at = excluded.expires_at")
-_REMEMBERED = 100_000
-"""Counters and blocklist values the SQLite writer keeps in memory at most; past that it forgets them all."""
-
-
-@dataclass(slots=True)
-class _Memo:
-    """What the SQLite journal's writer remembers of the risk tables, so that a payment's screening reads
-    nothing from them in the common case: every counter and every blocklist value (with its entries, or
-    none) it has read, changed as its own units change them.  Exact because it never outlives what it
-    mirrors: `Db.memo` drops it at any rollback (so it never holds a write that did not commit) and with
-    a lost connection, and it is dropped when another connection has committed since (SQLite's
-    ``data_version``: an operator's `kswitch risk block` beside the running switch) or this one changes
-    the blocklist or purges.  On a restart the writer starts without it, from the tables."""
-
-    version: object
-    windows: dict[str, Window] = field(default_factory=dict)
-    listed: dict[str, list[BlockEntry]] = field(default_factory=dict)
-
-
-def _window(name: str, text: str | None, expires_at: int) -> Window:
-    if not text:
-        return Window(name, [], int(expires_at))
-    packed = array("q", bytes.fromhex(text.translate(_FROM_LETTERS)))
-    if sys.byteorder == "big":
-        packed.byteswap()
-    return Window(name, packed.tolist(), int(expires_at))
-
-
-@dataclass(frozen=True, slots=True)
-class BlockEntry:
-    kind: str
-    value: str
-    shown: str
-    source: str
-    created_at: int
-    expires_at: int | None
+_SAVE_ONE = ("INSERT INTO risk_windows (name, slots, expires_at, through) VALUES (:name, :slots, :expires_at, "
+             ":through) ON CONFLICT (name) DO UPDATE SET slots = excluded.slots, expires_at = excluded.expires_at, "
+             "through = excluded.through")
 
 
 class RiskLedger:
@@ -208,74 +113,85 @@ class RiskLedger:
         """The counters ``names``, locked until this unit commits."""
         return self.read((), names)[1]
 
-    def read(self, keys: Iterable[tuple[str, str]], names: Iterable[str]) -> tuple[list[BlockEntry], dict[str, Window]]:
+    def read(self, keys: Iterable[tuple[str, str]], names: Iterable[str],
+             horizon_us: int = 0) -> tuple[list[BlockEntry], dict[str, Window]]:
         """The live blocklist entries among ``keys`` (kind, value) and the counters ``names``, in one
         statement.  What a rule reads and then adds to can change under no one else until this unit
         commits, so a limit checked on it holds across concurrent payments and nodes: SQLite's writer
-        holds the whole database from BEGIN IMMEDIATE, and remembers what it read and wrote (`_Memo`),
-        so a counter or a blocklist value is read once, not per payment; on PostgreSQL an upsert locks
-        the counters' rows (in name order, so two nodes never lock in opposite orders; a counter seen
-        for the first time gets its row, so it is locked too)."""
+        holds the whole database from BEGIN IMMEDIATE, and its memory (`Memo`) is what it counts in,
+        so a counter or a blocklist value is read once, not per payment (``horizon_us``: how far back
+        payments' adds may still count, for a memory built now); on PostgreSQL an upsert locks the
+        counters' rows (in name order, so two nodes never lock in opposite orders; a counter seen for
+        the first time gets its row, so it is locked too)."""
+        if self._remembers and self._db.dialect.name == "sqlite":
+            return self._remembered(memo_for(self._db, self.now_us, horizon_us), keys, names)
         wanted = set(keys)
         ordered = sorted(set(names))
         values = list(dict.fromkeys(value for _, value in wanted))
         if not ordered and not values:
             return [], {}
-        sqlite = self._db.dialect.name == "sqlite"
-        memo = self._memo() if sqlite and self._remembers else None
         windows: dict[str, Window] = {}
         listed: dict[str, list[BlockEntry]] = {}
-        names_read, values_read = ordered, values
-        if memo is not None:
-            names_read = [name for name in ordered if name not in memo.windows]
-            values_read = [value for value in values if value not in memo.listed]
+        params: dict[str, Any] = dict(zip(_names("n", len(ordered)), ordered))
+        params.update(zip(_names("v", len(values)), values))
+        if ordered:
+            params["empty"] = ""
+        for row in self._db.all(_read_sql(False, len(ordered), len(values)), params):
+            if row["src"] == "w":
+                windows[row["kind"]] = _window(row["kind"], row["slots"], row["expires_at"])
+            else:
+                listed.setdefault(row["value"], []).append(_entry(row))
+        return _live(listed, values, wanted, self.now_us), {name: windows.get(name) or Window(name, [])
+                                                            for name in ordered}
+
+    def _remembered(self, memo: Memo, keys: Iterable[tuple[str, str]],
+                    names: Iterable[str]) -> tuple[list[BlockEntry], dict[str, Window]]:
+        """`read` from the writer's memory, reading what it lacks in one statement."""
+        db, remembered, listed = self._db, memo.windows, memo.listed
+        wanted = keys if isinstance(keys, (set, frozenset)) else set(keys)
+        values = list(dict.fromkeys([value for _, value in wanted]))
+        names_read = [name for name in dict.fromkeys(names) if name not in remembered]
+        values_read = [value for value in values if value not in listed]
         if names_read or values_read:
             params: dict[str, Any] = dict(zip(_names("n", len(names_read)), names_read))
             params.update(zip(_names("v", len(values_read)), values_read))
-            if names_read and not sqlite:
-                params["empty"] = ""
-            for row in self._db.all(_read_sql(sqlite, len(names_read), len(values_read)), params):
+            found: dict[str, list[BlockEntry]] = {}
+            for row in db.all(_read_sql(True, len(names_read), len(values_read)), params):
                 if row["src"] == "w":
-                    windows[row["kind"]] = _window(row["kind"], row["slots"], row["expires_at"])
+                    remembered[row["kind"]] = memo.loaded(row["kind"], row["slots"], row["expires_at"], row["through"])
                 else:
-                    listed.setdefault(row["value"], []).append(_entry(row))
+                    found.setdefault(row["value"], []).append(_entry(row))
             for name in names_read:
-                if name not in windows:
-                    windows[name] = Window(name, [])
-            if memo is not None:
-                memo.windows.update(windows)
-                memo.listed.update((value, listed.get(value, [])) for value in values_read)
-        if memo is not None:
-            windows = {name: memo.windows[name] for name in ordered}
-            listed = memo.listed
-        entries = [entry for value in values for entry in listed.get(value, ())
-                   if (entry.kind, value) in wanted and (entry.expires_at is None or entry.expires_at > self.now_us)]
-        return entries, windows  # a hold that has expired no longer blocks
+                if name not in remembered:
+                    remembered[name] = memo.loaded(name, None, 0, 0)
+                db.undo.append(functools.partial(remembered.pop, name, None))  # read again if this rolls back
+            for value in values_read:
+                listed[value] = found.get(value, [])
+                db.undo.append(functools.partial(listed.pop, value, None))
+        windows = {}
+        for name in names:
+            window = windows[name] = remembered[name]
+            db.undo.append(window.restorer())
+        return _live(listed, values, wanted, self.now_us), windows
 
     _remembers = True
 
-    def _memo(self) -> _Memo:
-        """What this SQLite connection remembers, valid while no other connection has committed (an
-        operator's `kswitch risk block` beside the running switch, a purge)."""
-        version = self._db.one("PRAGMA data_version")
-        memo: _Memo | None = self._db.memo.get("risk")
-        if memo is None or memo.version != version or len(memo.windows) + len(memo.listed) >= _REMEMBERED:
-            self._db.flush()  # counters about to be read from the table again must be in it
-            memo = self._db.memo["risk"] = _Memo(version)
-        return memo
-
     def save(self, windows: Iterable[Window]) -> None:
         """Write back the windows that changed: on PostgreSQL in one statement now; on SQLite, where
-        the writer reads a counter back from memory (`_Memo`), not from the table, with the batch's
-        other rows (`Db.insert_later`)."""
+        the writer reads a counter back from memory (`Memo`), not from the table, with the batch's
+        other rows (`Db.insert_later`), saying which of the adds journalled with payments it holds."""
         changed = [w for w in windows if w.changed]
         if not changed:
             return
         for w in changed:
             w.changed = False
         if self._db.dialect.name == "sqlite":
+            memo: Memo | None = self._db.memo.get("risk")
+            through = memo.seq if memo is not None else 0
             for w in changed:
-                self._db.insert_later(_SAVE_ONE, {"name": w.name, "slots": w.packed(), "expires_at": w.expires_at})
+                w.through = through
+                self._db.insert_later(_SAVE_ONE, {"name": w.name, "slots": w.packed(), "expires_at": w.expires_at,
+                                                  "through": through})
             return
         params: dict[str, Any] = {}
         for i, w in enumerate(changed):
@@ -284,7 +200,7 @@ class RiskLedger:
 
     def hold(self, kind: str, value: str, shown: str, source: str, expires_at: int) -> None:
         """Block ``value`` until ``expires_at`` (a later hold extends it; a permanent entry stays)."""
-        memo: _Memo | None = self._db.memo.get("risk")
+        memo: Memo | None = self._db.memo.get("risk")
         if memo is not None:
             memo.listed.pop(value, None)  # read again, hold included
         self._db.execute(
@@ -297,13 +213,19 @@ class RiskLedger:
 
     def decide(self, txn_id: str, action: str, rule: str | None, matches: list[Mapping[str, Any]],
                reserved: Sequence[Reservation] = ()) -> None:
-        """Journal a payment's decision, with the cumulative counts it holds (`give_back` returns them): an
-        append-only row sent with the batch's others (`Db.insert_later`); it is read only in later commits."""
+        """Journal a payment's decision in a row of its own, with the cumulative counts it holds (`give_back`
+        returns them): for a decision not journalled with its payment's row (`Screening`'s, apart)."""
         self._db.insert_later(
             "INSERT INTO risk_decisions (txn_id, action, rule, matches, decided_at, reserved) "
             "VALUES (:txn_id, :action, :rule, :matches, :now, :reserved)",
             {"txn_id": txn_id, "action": action, "rule": rule, "matches": orjson.dumps(matches).decode() if matches
              else "[]", "now": self.now_us, "reserved": _packed_reservations(reserved)})
+
+    def record(self, txn_id: str, decision: Decision, windows: Iterable[Window], in_row: bool) -> None:
+        """Journal what a payment's screening decided and counted: here, the counters' rows and a decision
+        row (``in_row``: whether the payment's own row could hold it, which only `ScreeningLedger` uses)."""
+        self.save(windows)
+        self.decide(txn_id, decision.action, decision.rule, decision.matches, decision.reserved)
 
     def take_back(self, reserved: Iterable[Reservation]) -> None:
         """Undo cumulative additions (counter, count, amount, slot): a slot that has left its window stays gone."""
@@ -317,6 +239,15 @@ class RiskLedger:
     def give_back(self, txn_id: str) -> None:
         """Give back what payment ``txn_id``'s decision still holds, once: it ended without money (a
         customer confirmation rejected or expired)."""
+        row = self._db.one("SELECT risk FROM transactions WHERE txn_id = :txn_id", {"txn_id": txn_id})
+        if row is not None and row["risk"]:
+            decision = orjson.loads(row["risk"])
+            if decision.get("reserved"):
+                self.take_back(tuple(r) for r in decision["reserved"])
+                decision["reserved"] = []
+                self._db.execute("UPDATE transactions SET risk = :risk WHERE txn_id = :txn_id",
+                                 {"risk": Derived(orjson.dumps(decision).decode()), "txn_id": txn_id})
+            return
         row = self._db.one("SELECT reserved FROM risk_decisions WHERE txn_id = :txn_id", {"txn_id": txn_id})
         if row is None or not row["reserved"]:
             return
@@ -324,20 +255,64 @@ class RiskLedger:
         self._db.execute("UPDATE risk_decisions SET reserved = NULL WHERE txn_id = :txn_id", {"txn_id": txn_id})
 
 
+class ScreeningLedger(RiskLedger):
+    """The view of a screening inside its payment's first commit (`Journal.create_screened`): the decision
+    goes into the payment's row (``row``, its ``risk`` column) and, on SQLite, so do the counts the
+    payment added (their counters' rows are not written: see `switch.journal.riskmemo`)."""
+
+    row: Derived | None = None
+
+    def record(self, txn_id: str, decision: Decision, windows: Iterable[Window], in_row: bool) -> None:
+        if not in_row:
+            super().record(txn_id, decision, windows, in_row)
+            return
+        text: dict[str, Any] = {"action": decision.action, "rule": decision.rule, "matches": decision.matches,
+                                "reserved": decision.reserved}
+        memo: Memo | None = self._db.memo.get("risk") if self._db.dialect.name == "sqlite" else None
+        if memo is None:
+            self.save(windows)
+        else:
+            n = text["n"] = memo.number(self.now_us)
+            text["adds"] = decision.adds
+            memo.journalled(self._db, n, decision.adds)
+            for w in windows:
+                w.changed = False  # its row is not written: the payment's row holds what it added
+        self.row = Derived(orjson.dumps(text).decode())
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a screening journals: the action, the deciding rule, the matches with the counter values seen,
+    the cumulative counts the payment holds (`give_back`) and everything it counted (``adds``)."""
+
+    action: str
+    rule: str | None
+    matches: list[Mapping[str, Any]]
+    reserved: Sequence[Reservation] = ()
+    adds: list[Add] = field(default_factory=list)
+
+
+def _live(listed: Mapping[str, list[BlockEntry]], values: Iterable[str], wanted: Container[tuple[str, str]],
+          now_us: int) -> list[BlockEntry]:
+    """The entries of ``listed`` among ``wanted`` that are in force: a hold that has expired no longer blocks."""
+    return [entry for value in values for entry in listed.get(value, ())
+            if (entry.kind, value) in wanted and (entry.expires_at is None or entry.expires_at > now_us)]
+
+
 class DryLedger(RiskLedger):
     """The same view for `kswitch risk explain`: reads counters and lists, locks and writes nothing."""
 
     _remembers = False  # a reader's connection: it reads the tables as committed
 
-    def read(self, keys: Iterable[tuple[str, str]], names: Iterable[str]) -> tuple[list[BlockEntry], dict[str, Window]]:
+    def read(self, keys: Iterable[tuple[str, str]], names: Iterable[str],
+             horizon_us: int = 0) -> tuple[list[BlockEntry], dict[str, Window]]:
         entries = super().read(keys, ())[0]
         ordered = sorted(set(names))
         if not ordered:
             return entries, {}
-        terms, params = in_list("name", ordered)
-        rows = self._db.all(f"SELECT name, slots, expires_at FROM risk_windows WHERE name IN {terms}", params)
-        found = {row["name"]: _window(row["name"], row["slots"], row["expires_at"]) for row in rows}
-        return entries, {name: found.get(name) or Window(name, []) for name in ordered}
+        if self._db.dialect.name == "sqlite":
+            return entries, _counted(self._db, ordered, self.now_us, horizon_us)
+        return entries, _stored(self._db, ordered)
 
     def save(self, windows: Iterable[Window]) -> None:
         return None
@@ -349,10 +324,44 @@ class DryLedger(RiskLedger):
                reserved: Sequence[Reservation] = ()) -> None:
         return None
 
+    def record(self, txn_id: str, decision: Decision, windows: Iterable[Window], in_row: bool) -> None:
+        return None
+
+
+def _stored(db: Db, names: Sequence[str]) -> dict[str, Window]:
+    """Counters ``names`` as their rows hold them."""
+    terms, params = in_list("name", names)
+    rows = db.all(f"SELECT name, slots, expires_at, through FROM risk_windows WHERE name IN {terms}", params)
+    found = {row["name"]: _window(row["name"], row["slots"], row["expires_at"], row["through"]) for row in rows}
+    return {name: found.get(name) or Window(name, []) for name in names}
+
+
+def _counted(db: Db, names: Sequence[str], now_us: int, horizon_us: int) -> dict[str, Window]:
+    """Counters ``names`` as the SQLite writer counts them: their rows and the adds journalled since with
+    the payments of the last ``horizon_us`` (a reader's own reading, remembered nowhere)."""
+    memo = Memo(None, 0, 0, 0, now_us - horizon_us)
+    scan(db, memo, now_us, now_us - horizon_us, None)
+    return {name: memo.merged(window) for name, window in _stored(db, names).items()}
+
+
+def fold_journalled_counts(db: Db, now_us: int) -> int:
+    """Write into the counters' rows the adds journalled with payments on SQLite (`switch.journal.riskmemo`),
+    ``through`` the last of them: for a copied journal, whose writer on PostgreSQL reads counters from
+    their rows only; the same counts on SQLite.  How many counters were written."""
+    memo = Memo(None, 0, 0, 0, 0)
+    top = scan(db, memo, now_us, 0, None)
+    names = sorted(memo.log)
+    for i in range(0, len(names), 500):
+        for window in _stored(db, names[i:i + 500]).values():
+            window = memo.merged(window)
+            db.execute(_SAVE_ONE, {"name": window.name, "slots": window.packed(), "expires_at": window.expires_at,
+                                   "through": top})
+    return len(names)
+
 
 def _forget_lists(db: Db) -> None:
     """The blocklist changes: what the writer remembers of it goes (its counters stay right)."""
-    memo: _Memo | None = db.memo.get("risk")
+    memo: Memo | None = db.memo.get("risk")
     if memo is not None:
         memo.listed.clear()
 
@@ -420,8 +429,12 @@ class RiskApi(JournalBase):
         """The journalled decision for a payment: action, rule, and the matches with counter values."""
 
         def work(db: Db) -> dict[str, Any] | None:
+            row = db.one("SELECT risk FROM transactions WHERE txn_id = :txn_id", {"txn_id": txn_id})
+            if row is not None and row["risk"]:
+                decision = json.loads(row["risk"])
+                return {"action": decision["action"], "rule": decision["rule"], "matches": decision["matches"]}
             row = db.one("SELECT * FROM risk_decisions WHERE txn_id = :txn_id", {"txn_id": txn_id})
-            if row is None:
+            if row is None:  # journalled apart from its payment's row (or before migration 13)
                 return None
             return {"action": row["action"], "rule": row["rule"], "matches": json.loads(row["matches"])}
 
@@ -432,8 +445,10 @@ class RiskApi(JournalBase):
         now = self._now()
 
         def unit(db: Db) -> int:
-            db.flush()  # the counters written with this batch go first; then all are read again from the table
-            db.memo.pop("risk", None)
+            memo: Memo | None = db.memo.get("risk")
+            if memo is not None:
+                memo.forget(db)  # the counters queued with this batch go first; all are read again after
+            db.flush()
             gone = db.execute("DELETE FROM risk_windows WHERE expires_at <= :now", {"now": now})
             return gone + db.execute("DELETE FROM risk_blocklist WHERE expires_at <= :now", {"now": now})
 

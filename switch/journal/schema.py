@@ -325,6 +325,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE risk_decisions_v12 RENAME TO risk_decisions",
         ),
     ),
+    Migration(
+        13,
+        "a payment's risk decision in its own row (transactions.risk), not a row of its own; on SQLite the "
+        "writer's counters are rebuilt from those rows, and a counter's row says which of them it holds "
+        "(risk_windows.through)",
+        (
+            "ALTER TABLE transactions ADD COLUMN risk TEXT",
+            "ALTER TABLE risk_windows ADD COLUMN through BIGINT NOT NULL DEFAULT 0",
+        ),
+    ),
 )
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

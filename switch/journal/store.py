@@ -30,7 +30,7 @@ TRANSACTION_COLUMNS = (
     "version", "amount", "currency", "amount_authorized", "amount_captured", "amount_refunded",
     "stan", "rrn", "auth_code", "response_code", "reason", "masked_pan", "pan_hash", "pan_key_id",
     "pan_ciphertext", "transmission_datetime", "sent_at", "idempotency_key", "request_hash",
-    "created_at", "updated_at", "amount_capture_pending", "amount_refund_pending", "business_date",
+    "created_at", "updated_at", "amount_capture_pending", "amount_refund_pending", "business_date", "risk",
 )  # fmt: skip
 
 _INSERT_TRANSACTION = (

@@ -14,6 +14,7 @@ for the switch that starts on it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from switch.journal.config import JournalConfig
 from switch.journal.db import Db, Row, run
 from switch.journal.errors import JournalError
 from switch.journal.journal import backend_for
+from switch.journal.risk import fold_journalled_counts
 from switch.journal.schema import migrate
 
 log = structlog.get_logger("kswitch.journal")
@@ -92,6 +94,7 @@ def _copy(src: Db, dst: Db, batch: int) -> CopyReport:
     dst.begin()
     try:
         counts = {table.name: _copy_table(src, dst, table, batch) for table in TABLES}
+        fold_journalled_counts(dst, time.time_ns() // 1000)  # SQLite's counts held in payments' rows, into counters'
         for table in TABLES:
             if table.identity is not None:
                 dst.dialect.continue_identity(dst, table.name, table.identity)

@@ -220,6 +220,7 @@ class Seen:
     counters: Mapping[str, Counter]  # by rule name
     keys: Mapping[str, list[tuple[str, str]]]  # each blocklist rule's `list_keys`, by rule name
     reserved: list[tuple[Counter, int, int]] = field(default_factory=list)
+    counted: list[tuple[Counter, int, int]] = field(default_factory=list)  # every other add
 
     def count(self, rule: Rule, amount: int = 0) -> tuple[int, int] | None:
         """Count one payment in ``rule``'s window; its (count, amount) now, None when it has no counter."""
@@ -228,6 +229,7 @@ class Seen:
             return None
         window = self.windows[c.name]
         window.add(c.start, 1, amount, c.since, c.expires)
+        self.counted.append((c, 1, amount))
         return window.total(c.since)
 
 

@@ -24,6 +24,7 @@ be replaced at run time (`replace`, on SIGHUP).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
@@ -34,10 +35,10 @@ from twisted.internet.interfaces import IReactorTime
 
 from switch.domain.model import AuthorizeRequest, CardInstrument
 from switch.engine.risk.bins import BinTable
-from switch.engine.risk.rules import Facts, Rule, Seen, feed_decline, tag
+from switch.engine.risk.rules import SLOTS, Facts, Rule, Seen, feed_decline, tag
 from switch.iso.translate import sealed_instrument
 from switch.journal import Journal
-from switch.journal.risk import Reservation, RiskLedger
+from switch.journal.risk import Decision, Reservation, RiskLedger
 from switch.observe.metrics import MetricBundle
 
 log = structlog.get_logger("kswitch.risk")
@@ -50,6 +51,13 @@ class RiskRules:
     rules: tuple[Rule, ...] = ()
     bins: BinTable | None = None
     _scoped: dict[tuple[str, str, str], Plan] = field(default_factory=dict, compare=False, repr=False)
+
+    @functools.cached_property
+    def horizon_us(self) -> int:
+        """How long an authorization's counts may count (µs): the longest counting window, a slot more; a
+        calendar day (and its daylight-saving hour) for a ``period = "day"`` rule."""
+        return max([_DAY_US if r.period == "day" else (SLOTS + 1) * r.slot_us
+                    for r in self.rules if r.kind in _COUNTING], default=0)
 
     def in_scope(self, f: Facts) -> tuple[Rule, ...]:
         """The rules whose scope covers ``f``, in order."""
@@ -65,7 +73,7 @@ class RiskRules:
             rules = tuple(rule for rule in self.rules if rule.scope.covers(f))
             steps_up = any(r.action == "step_up" and r.mode == "enforce" for r in rules)
             found = Plan(rules, tuple(r for r in rules if r.kind in ("blocklist", "card_testing")),
-                         tuple(r for r in rules if r.kind in ("cumulative", "velocity", "duplicate")),
+                         tuple(r for r in rules if r.kind in _COUNTING),
                          tuple(r for r in rules if r.kind == "card_testing"),
                          tuple(r for r in rules if r.kind in _STATELESS and r.mode == "enforce") if steps_up else ())
             if len(self._scoped) < 4096:
@@ -85,6 +93,9 @@ class RiskRules:
 
 _STATELESS = ("amount_limit", "country")
 """Rule kinds that decide from the payment alone."""
+_COUNTING = ("cumulative", "velocity", "duplicate")
+"""Rule kinds that count authorizations."""
+_DAY_US = 26 * 3600 * 1_000_000
 
 
 class Plan(NamedTuple):
@@ -147,8 +158,8 @@ def decide(rules: RiskRules, facts: Facts, txn_id: str, every_rule: bool = False
             counter = rule.counter(facts, now_us)
             if counter is not None:
                 counters[rule.name] = counter
-        entries, windows = ledger.read([key for found in keys.values() for key in found],
-                                       [c.name for c in counters.values()])
+        entries, windows = ledger.read({key for found in keys.values() for key in found},
+                                       [c.name for c in counters.values()], rules.horizon_us)
         seen = Seen(facts, now_us, {(e.kind, e.value): e for e in entries} if entries else {}, windows, counters, keys)
         for rule in plan.rules:
             found = rule.check(seen)
@@ -165,12 +176,13 @@ def decide(rules: RiskRules, facts: Facts, txn_id: str, every_rule: bool = False
             for c, count, amount in seen.reserved:
                 windows[c.name].take_back(c.start, count, amount)
             seen.reserved.clear()
-        ledger.save(windows.values())
         rule_name = decisive.name if decisive is not None else None
         reserved = tuple((c.name, count, amount, c.start) for c, count, amount in seen.reserved)
-        ledger.decide(txn_id, action, rule_name, matches, reserved)
+        adds = [(c.name, c.start, count, amount, c.expires) for c, count, amount in seen.counted + seen.reserved]
         journal_as = ("refuse" if action == "block" else "apart" if (action == "step_up") != built_step_up
                       else "send")
+        ledger.record(txn_id, Decision(action, rule_name, matches, reserved, adds), windows.values(),
+                      journal_as != "apart")
         return Verdict(action, rule_name, tuple(matches), reserved, journal_as)
 
     return unit

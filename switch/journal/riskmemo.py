@@ -1,0 +1,185 @@
+"""What the SQLite journal writer remembers of the risk state, and how it rebuilds it (`Memo`).
+
+Why: an authorization's screening must not cost statements of its own.  On SQLite the journal's
+writer is the only one to count (one node holds the file's lease), so its memory can be what
+the stage reads and counts in, with the journal as its durable source:
+
+* what a payment counted (its adds) is journalled in the payment's own row
+  (``transactions.risk``, numbered: ``n``) by the INSERT that journals the payment, instead
+  of a counter row written back per payment;
+* a counter's row (``risk_windows``) is written only off that path (a bank decline, counts
+  given back, a fold, `RiskLedger.save` of any other unit), with the number of the last add
+  it holds (``through``);
+* so a counter is its row plus the adds numbered after its ``through``: that is how the writer
+  rebuilds its memory when it starts (or reconnects), by reading the risk columns of the
+  payments of the last window (`memo_for`'s ``horizon_us``), and how it reads a counter again
+  after dropping it (another connection committed: an operator's change beside the switch).
+
+Exact across rollbacks because every change to the memory inside a transaction registers its
+undo with the `Db` (`Db.undo`), across restarts and crashes because nothing is remembered that
+is not in a committed row, and across a failed COMMIT because a new connection starts empty.
+Numbers grow with the wall clock (``max(last + 1, now µs)``), so an add journalled before the
+memory was built never carries a number above the ones given after it, as long as the clock
+does not go back by more than a window.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from switch.journal.db import Db
+from switch.journal.riskwindow import Add, Window, _window
+
+Logged = tuple[int, int, int, int, int]
+"""One add as remembered: (number, slot start µs, count, amount, slot expiry µs)."""
+
+REMEMBERED = 100_000
+"""Counters and blocklist values the writer keeps in memory at most (past that it forgets them: they
+are read again from their rows), and adds past which it drops those that have left their windows
+(the adds of the last window stay: with a calendar-day rule, a day's)."""
+
+_SCAN = "SELECT risk FROM transactions WHERE created_at >= :since AND risk IS NOT NULL"
+
+
+@dataclass(frozen=True, slots=True)
+class BlockEntry:
+    kind: str
+    value: str
+    shown: str
+    source: str
+    created_at: int
+    expires_at: int | None
+
+
+@dataclass(slots=True)
+class Memo:
+    """The counters and blocklist values the writer has read (``windows``, ``listed``: dropped and
+    read again at will), and every add journalled in a payment's row since the memory was built
+    (``log``, by counter: what a counter read again from its row needs on top)."""
+
+    version: object  # SQLite's data_version when ``windows`` and ``listed`` were last known right
+    checked: int  # `Db.began` when data_version was last read: once per writer batch
+    seq: int  # the last add's number given
+    base_seq: int  # adds numbered up to here were read from the journal, later ones counted here
+    scanned_from: int  # µs: the payments created since were read into ``log``
+    windows: dict[str, Window] = field(default_factory=dict)
+    listed: dict[str, list[BlockEntry]] = field(default_factory=dict)
+    log: dict[str, list[Logged]] = field(default_factory=dict)
+    logged: int = 0
+    prune_at: int = REMEMBERED
+
+    def number(self, now_us: int) -> int:
+        """The next add's number (a rolled-back one leaves a gap, which is harmless)."""
+        self.seq = n = max(self.seq + 1, now_us)
+        return n
+
+    def journalled(self, db: Db, n: int, adds: list[Add]) -> None:
+        """Remember the adds payment number ``n`` journals in its row (its windows hold them already)."""
+        log, undo = self.log, db.undo
+        for name, start, count, amount, expires in adds:
+            entries = log.get(name)
+            if entries is None:
+                entries = log[name] = []
+            entries.append((n, start, count, amount, expires))
+            undo.append(functools.partial(self._unlog, entries))
+        self.logged += len(adds)
+
+    def _unlog(self, entries: list[Logged]) -> None:
+        entries.pop()
+        self.logged -= 1
+
+    def loaded(self, name: str, slots: str | None, expires_at: int, through: int) -> Window:
+        """Counter ``name`` from its row and the adds journalled since the row was written."""
+        return self.merged(_window(name, slots, expires_at, through))
+
+    def merged(self, window: Window) -> Window:
+        """``window`` as read from its row, with the adds journalled since."""
+        for n, start, count, amount, expires in self.log.get(window.name, ()):
+            if n > window.through:
+                window.add(start, count, amount, 0, expires)
+        window.changed = False
+        return window
+
+    def forget(self, db: Db) -> None:
+        """Drop the counters and lists (read again from their rows, with the queued ones written first)."""
+        db.flush()
+        self.windows.clear()
+        self.listed.clear()
+
+    def prune(self, now_us: int) -> None:
+        """Drop the adds whose slot has left every window: they count nowhere any more."""
+        kept = 0
+        for name in list(self.log):
+            live = [e for e in self.log[name] if e[4] > now_us]
+            if live:
+                self.log[name] = live
+                kept += len(live)
+            else:
+                del self.log[name]
+        self.logged = kept
+        self.prune_at = max(REMEMBERED, 2 * kept)  # not again at the next payment when most adds are live
+
+
+def data_version(db: Db) -> object:
+    row = db.one("PRAGMA data_version")
+    return None if row is None else next(iter(row.values()))
+
+
+def memo_for(db: Db, now_us: int, horizon_us: int) -> Memo:
+    """The writer's memory, built when missing from the rows of the last ``horizon_us``, reading again
+    what another connection may have changed (checked once per writer batch), and reaching back
+    further when a caller's ``horizon_us`` does (rules reloaded with a longer window)."""
+    memo: Memo | None = db.memo.get("risk")
+    if memo is None:
+        db.flush()
+        row = db.one("SELECT MAX(through) AS through FROM risk_windows")
+        through = int(row["through"] or 0) if row else 0
+        memo = Memo(data_version(db), db.began, 0, 0, now_us - horizon_us)
+        top = scan(db, memo, now_us, now_us - horizon_us, None)
+        memo.seq = memo.base_seq = max(top, through, now_us)
+        db.memo["risk"] = memo
+        return memo
+    if memo.checked != db.began:
+        memo.checked = db.began
+        version = data_version(db)
+        if version != memo.version:
+            memo.version = version
+            memo.forget(db)
+        if memo.logged >= memo.prune_at:  # at a batch's start: no undo of this batch holds an add yet
+            memo.prune(now_us)
+    if horizon_us and now_us - horizon_us < memo.scanned_from:
+        scan(db, memo, now_us, now_us - horizon_us, memo.scanned_from)
+        memo.scanned_from = now_us - horizon_us
+        db.undo.append(functools.partial(db.memo.pop, "risk", None))  # rebuilt whole if this rolls back
+    if len(memo.windows) + len(memo.listed) >= REMEMBERED:
+        memo.forget(db)
+    return memo
+
+
+def scan(db: Db, memo: Memo, now_us: int, since: int, until: int | None) -> int:
+    """Read into ``memo`` the adds journalled by payments created from ``since`` (to ``until``: then only
+    those numbered before the memory was built); the highest number read."""
+    sql, params = _SCAN, {"since": since}
+    if until is not None:
+        sql, params["until"] = sql + " AND created_at < :until", until
+    top, upto = 0, memo.base_seq if until is not None else None
+    log, windows = memo.log, memo.windows
+    for row in db.all(sql, params):
+        decision: dict[str, Any] = orjson.loads(row["risk"])
+        n = decision.get("n")
+        if n is None or (upto is not None and n > upto):
+            continue
+        top = max(top, n)
+        for name, start, count, amount, expires in decision.get("adds", ()):
+            if expires <= now_us:
+                continue
+            log.setdefault(name, []).append((n, start, count, amount, expires))
+            memo.logged += 1
+            window = windows.get(name)
+            if window is not None and n > window.through:
+                window.add(start, count, amount, 0, expires)
+    return top
