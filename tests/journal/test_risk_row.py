@@ -1,0 +1,147 @@
+"""A screening journalled in its payment's own row (migration 13): the decision `status` shows, and on
+SQLite the counts, which the writer's memory holds exactly across a rolled-back batch, a restart and
+a SIGKILL (rebuilt from the payments' rows)."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from prometheus_client import CollectorRegistry
+from twisted.internet import defer, reactor
+
+from switch.journal import JournalConfig, open_journal
+from switch.journal.refusals import DuplicateIdempotencyKey
+from switch.journal.risk import Decision
+from tests.journal.conftest import raw_connect
+from tests.journal.test_journal import sale
+
+EXPIRES = 10**18
+HORIZON = 10**15  # µs: every payment of these tests is inside the window
+
+
+@dataclass(frozen=True)
+class Screened:
+    journal_as: str = "send"
+
+
+def screen(name: str, amount: int = 10):
+    """What the stage's unit does for a counting rule: read the counter, add the payment, record the
+    decision (with what it added) for the payment's row."""
+    def unit(ledger: Any) -> Screened:
+        window = ledger.read((), [name], HORIZON)[1][name]
+        window.add(0, 1, amount, 0, EXPIRES)
+        matches = [{"rule": "vel", "kind": "velocity", "action": "review", "mode": "shadow", "seen": {"count": 1}}]
+        ledger.record("unused", Decision("allow", None, matches, (), [(name, 0, 1, amount, EXPIRES)]), [window], True)
+        return Screened()
+    return unit
+
+
+def counted(name: str):
+    return lambda ledger: ledger.read((), [name], HORIZON)[1][name].total(0)
+
+
+async def pay(journal: Any, name: str, **overrides: Any) -> Any:
+    txn, _ = await journal.create_screened(sale(**overrides), ("0200", {"3": "000000"}), screen(name), "risk_declined")
+    return txn
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_decision_is_in_the_payments_row_and_status_reads_it(journal, config) -> None:
+    txn = await pay(journal, "vel:card:row")
+    decision = await journal.risk_decision(txn.txn_id)
+    assert decision == {"action": "allow", "rule": None, "matches": [
+        {"rule": "vel", "kind": "velocity", "action": "review", "mode": "shadow", "seen": {"count": 1}}]}
+    assert await journal.risk_unit(counted("vel:card:row"), 2.0) == (1, 10)
+    conn = raw_connect(config)
+    try:
+        decisions = conn.execute("SELECT count(*) FROM risk_decisions").fetchall()[0][0]
+        windows = conn.execute("SELECT count(*) FROM risk_windows").fetchall()[0][0]
+    finally:
+        conn.close()
+    assert decisions == 0  # no row of its own
+    assert windows == (0 if config.backend == "sqlite" else 1)  # SQLite: the count is in the payment's row
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_payment_refused_in_its_batch_takes_its_count_back_and_a_restart_finds_the_rest(
+        journal, config, clock) -> None:
+    """The second payment reuses the first one's idempotency key: its unit fails after counting, the batch
+    is rolled back and replayed; the writer's memory must lose that count and keep the others, and a
+    writer started afresh must rebuild the same from the payments' rows."""
+    name = "vel:card:batch"
+    outcomes = await defer.DeferredList([
+        defer.ensureDeferred(pay(journal, name, idempotency_key="k1", request_hash=b"h" * 32, order_id="o1")),
+        defer.ensureDeferred(pay(journal, name, idempotency_key="k1", request_hash=b"h" * 32, order_id="o2")),
+        defer.ensureDeferred(pay(journal, name, order_id="o3"))], consumeErrors=True)
+    assert [ok for ok, _ in outcomes] == [True, False, True]
+    outcomes[1][1].trap(DuplicateIdempotencyKey)
+    assert await journal.risk_unit(counted(name), 2.0) == (2, 20)
+    await pay(journal, name, order_id="o4")
+    assert await journal.risk_unit(counted(name), 2.0) == (3, 30)
+    again = await open_journal(config, reactor, registry=CollectorRegistry(), clock=clock)
+    try:
+        assert await again.risk_unit(counted(name), 3.0) == (3, 30)
+    finally:
+        await again.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_counter_row_written_beside_journalled_counts_is_not_counted_twice(journal, config, clock) -> None:
+    """A counter's row written after payments counted in their rows (a take-back, here) holds those counts:
+    a writer started afresh adds only what came after it (``through``)."""
+    name = "vel:card:mixed"
+    await pay(journal, name, order_id="o1")
+    await pay(journal, name, order_id="o2")
+
+    def take_one_back(ledger: Any) -> None:
+        ledger.take_back([(name, 1, 10, 0)])
+
+    await journal.risk_unit(take_one_back, 2.0)
+    await pay(journal, name, order_id="o3")
+    assert await journal.risk_unit(counted(name), 3.0) == (2, 20)
+    await journal.close()
+    again = await open_journal(config, reactor, registry=CollectorRegistry(), clock=clock)
+    try:
+        assert await again.risk_unit(counted(name), 3.0) == (2, 20)
+    finally:
+        await again.close()
+
+
+_KILLED = """
+import os, pickle, signal, sys
+from prometheus_client import CollectorRegistry
+from twisted.internet import defer, task
+from switch.journal import open_journal
+from tests.journal.test_risk_row import pay
+
+async def main(reactor):
+    config = pickle.loads(open(sys.argv[1], "rb").read())
+    journal = await open_journal(config, reactor, registry=CollectorRegistry(), clock=lambda: 1.0)
+    for i in range(5):
+        await pay(journal, "vel:card:killed", order_id=f"o{i}")
+    os.kill(os.getpid(), signal.SIGKILL)  # no clean close: nothing but the committed rows is left
+
+task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_counts_survive_a_sigkill(config: JournalConfig, clock, tmp_path: Path) -> None:
+    kept = tmp_path / "config.pickle"
+    kept.write_bytes(pickle.dumps(config))
+    done = subprocess.run([sys.executable, "-c", _KILLED, str(kept)], cwd=Path(__file__).parents[2], timeout=60,
+                          capture_output=True)
+    assert done.returncode == -9, done.stderr.decode()
+    again = await open_journal(config, reactor, registry=CollectorRegistry(), clock=clock)
+    try:
+        assert await again.risk_unit(counted("vel:card:killed"), 2.0) == (5, 50)
+    finally:
+        await again.close()
