@@ -125,7 +125,8 @@ class Memo:
 
 
 def data_version(db: Db) -> object:
-    row = db.one("PRAGMA data_version")
+    """SQLite's count of commits by other connections (no parameters, nothing to guard: the driver's call)."""
+    row = db.conn.execute("PRAGMA data_version").fetchone()
     return None if row is None else next(iter(row.values()))
 
 
