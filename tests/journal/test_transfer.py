@@ -17,6 +17,7 @@ from switch.journal import EventDraft, Journal, JournalConfig, SafState, open_jo
 from switch.journal.transfer import CopyRefused, copy_journal
 from tests.journal.conftest import PG_DSN, require_postgres
 from tests.journal.test_no_card_data import write_everything
+from tests.journal.test_risk_row import counted, pay
 
 
 @pytest.fixture
@@ -68,12 +69,13 @@ async def test_copy_keeps_everything(both: tuple[JournalConfig, JournalConfig], 
         await journal.reserve_numbers("rrn:bank_a", 100_000)
         await journal.risk_block("ip", "192.0.2.1", "192.0.2.1", "operator alice")
         await journal.risk_unit(_risk_writes, 1.0)
+        await pay(journal, "vel:card:screened", order_id="screened")  # on SQLite: counted in the payment's row
         before = await snapshot(journal)
     finally:
         await journal.close()
 
     report = copy_journal(source, target, batch=2)
-    assert report.rows["transactions"] == 3 and report.rows["event_acks"] == 1
+    assert report.rows["transactions"] == 4 and report.rows["event_acks"] == 1
 
     copied = await open_journal(target, reactor, registry=registry)
     try:
@@ -85,6 +87,7 @@ async def test_copy_keeps_everything(both: tuple[JournalConfig, JournalConfig], 
         assert (await copied.risk_decision("t-risk"))["rule"] == "big"
         assert await copied.risk_unit(lambda ledger: ledger.windows(["vel:card:x"])["vel:card:x"].total(0), 1.0) == (
             1, 700)
+        assert await copied.risk_unit(counted("vel:card:screened"), 1.0) == (1, 10)
         newer = await copied.append_event("m1", EventDraft("payment.completed"))
         assert newer.event_id > max(e.event_id for e in before["events"])
     finally:
