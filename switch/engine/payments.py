@@ -278,7 +278,7 @@ class PaymentService:
     ) -> tuple[Transaction | None, Verdict]:
         """`_journal_request` with the risk decision in the same commit (`Journal.create_screened`)."""
         refused, verdict = await self.journal.create_screened(
-            self._new_transaction(req, h, kind, bank, txn_id, message),
+            self._new_transaction(req, h, kind, bank, txn_id, message, screening.facts.pan_hash),
             (message["t"], mask_message(message, bank.profile.dialect)), screening.decide, RISK_DECLINED)
         screening.decided(txn_id, verdict)
         return refused, verdict
@@ -313,14 +313,15 @@ class PaymentService:
 
     @staticmethod
     def _new_transaction(
-        req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, txn_id: str, message: Message
+        req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, txn_id: str, message: Message,
+        pan_hash: bytes | None = None,
     ) -> NewTransaction:
         return NewTransaction(
             txn_id=txn_id, kind=kind, merchant_id=req.merchant_id, store_id=req.store_id,
             order_id=req.order_id, connector=bank.name, amount=req.amount, currency=req.currency.alpha,
             card=sealed_instrument(req.instrument), retain_card=True,
             stan=message["11"], transmission_datetime=message["7"], rrn=message["37"],
-            idempotency_key=req.idempotency_key, request_hash=h,
+            idempotency_key=req.idempotency_key, request_hash=h, pan_hash=pan_hash,
         )
 
     async def _answered(

@@ -422,7 +422,7 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
             "response_code": None,
             "reason": new.reason,
             "masked_pan": card.masked if card else None,
-            "pan_hash": self._vault.pan_hash(card.pan) if card else None,
+            "pan_hash": (new.pan_hash or self._vault.pan_hash(card.pan)) if card else None,
             **cards.card_columns(sealed),
             "stan": new.stan,
             "transmission_datetime": new.transmission_datetime,

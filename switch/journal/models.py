@@ -264,6 +264,8 @@ class NewTransaction:
     request_hash: bytes | None = None
     status: Status = Status.PENDING
     reason: str | None = None
+    pan_hash: bytes | None = field(default=None, repr=False)
+    """The card's keyed hash when the caller has it already (the risk stage's), so it is not computed twice."""
 
     def __post_init__(self) -> None:
         require_enum(Kind, self.kind, "kind")

@@ -41,7 +41,7 @@ from twisted.internet import defer
 from switch.journal.base import JournalBase
 from switch.journal.db import Db, in_list
 from switch.journal.guard import Derived
-from switch.journal.riskmemo import BlockEntry, Memo, memo_for, scan
+from switch.journal.riskmemo import BlockEntry, Memo, entry_of, memo_for, scan
 from switch.journal.riskwindow import Add, Reservation, Window, _window
 
 __all__ = ["Add", "BlockEntry", "Decision", "DryLedger", "Reservation", "RiskApi", "RiskLedger", "Screened",
@@ -140,14 +140,17 @@ class RiskLedger:
             if row["src"] == "w":
                 windows[row["kind"]] = _window(row["kind"], row["slots"], row["expires_at"])
             else:
-                listed.setdefault(row["value"], []).append(_entry(row))
+                listed.setdefault(row["value"], []).append(entry_of(row))
         return _live(listed, values, wanted, self.now_us), {name: windows.get(name) or Window(name, [])
                                                             for name in ordered}
 
     def _remembered(self, memo: Memo, keys: Iterable[tuple[str, str]],
                     names: Iterable[str]) -> tuple[list[BlockEntry], dict[str, Window]]:
-        """`read` from the writer's memory, reading what it lacks in one statement."""
+        """`read` from the writer's memory, reading what it lacks in one statement (nothing when it holds
+        every live row: `Memo.complete`)."""
         db, remembered, listed = self._db, memo.windows, memo.listed
+        if memo.complete:
+            return self._complete(memo, keys, names)
         wanted = keys if isinstance(keys, (set, frozenset)) else set(keys)
         values = list(dict.fromkeys([value for _, value in wanted]))
         names_read = [name for name in dict.fromkeys(names) if name not in remembered]
@@ -160,7 +163,7 @@ class RiskLedger:
                 if row["src"] == "w":
                     remembered[row["kind"]] = memo.loaded(row["kind"], row["slots"], row["expires_at"], row["through"])
                 else:
-                    found.setdefault(row["value"], []).append(_entry(row))
+                    found.setdefault(row["value"], []).append(entry_of(row))
             for name in names_read:
                 if name not in remembered:
                     remembered[name] = memo.loaded(name, None, 0, 0)
@@ -173,6 +176,25 @@ class RiskLedger:
             window = windows[name] = remembered[name]
             db.undo.append(window.restorer())
         return _live(listed, values, wanted, self.now_us), windows
+
+    def _complete(self, memo: Memo, keys: Iterable[tuple[str, str]],
+                  names: Iterable[str]) -> tuple[list[BlockEntry], dict[str, Window]]:
+        remembered, listed, undo, now_us = memo.windows, memo.listed, self._db.undo, self.now_us
+        windows = {}
+        for name in names:
+            window = remembered.get(name)
+            if window is None:  # nothing counted yet: no row either
+                window = remembered[name] = Window(name, [])
+                undo.append(functools.partial(remembered.pop, name, None))
+            else:
+                undo.append(window.restorer())
+            windows[name] = window
+        entries = []
+        for kind, value in set(keys):
+            for entry in listed.get(value, ()):
+                if entry.kind == kind and (entry.expires_at is None or entry.expires_at > now_us):
+                    entries.append(entry)
+        return entries, windows
 
     _remembers = True
 
@@ -200,16 +222,22 @@ class RiskLedger:
 
     def hold(self, kind: str, value: str, shown: str, source: str, expires_at: int) -> None:
         """Block ``value`` until ``expires_at`` (a later hold extends it; a permanent entry stays)."""
-        memo: Memo | None = self._db.memo.get("risk")
-        if memo is not None:
-            memo.listed.pop(value, None)  # read again, hold included
-        self._db.execute(
+        db = self._db
+        db.execute(
             "INSERT INTO risk_blocklist (kind, value, shown, source, created_at, expires_at) "
             "VALUES (:kind, :value, :shown, :source, :now, :expires) ON CONFLICT (kind, value) DO UPDATE "
             "SET expires_at = excluded.expires_at, source = excluded.source "
             "WHERE risk_blocklist.expires_at IS NOT NULL AND risk_blocklist.expires_at < excluded.expires_at",
             {"kind": kind, "value": value, "shown": shown, "source": source, "now": self.now_us,
              "expires": expires_at})
+        memo: Memo | None = db.memo.get("risk")
+        if memo is None:
+            return
+        before = memo.listed.pop(value, None)  # read again, hold included
+        if memo.complete:
+            memo.listed[value] = [entry_of(row) for row in db.all("SELECT * FROM risk_blocklist WHERE value = :value",
+                                                                  {"value": value})]
+            db.undo.append(functools.partial(memo.listed.__setitem__, value, before or []))
 
     def decide(self, txn_id: str, action: str, rule: str | None, matches: list[Mapping[str, Any]],
                reserved: Sequence[Reservation] = ()) -> None:
@@ -363,18 +391,12 @@ def _forget_lists(db: Db) -> None:
     """The blocklist changes: what the writer remembers of it goes (its counters stay right)."""
     memo: Memo | None = db.memo.get("risk")
     if memo is not None:
-        memo.listed.clear()
+        memo.forget_lists()
 
 
 def _packed_reservations(reserved: Sequence[Reservation]) -> Derived | None:
     """Counter names the switch built (`Derived`) and integers: nothing the card-data guard need scan."""
     return Derived(orjson.dumps(reserved).decode()) if reserved else None
-
-
-def _entry(row: Mapping[str, Any]) -> BlockEntry:
-    expires = row["expires_at"]
-    return BlockEntry(row["kind"], row["value"], row["shown"], row["source"], int(row["created_at"]),
-                      None if expires is None else int(expires))
 
 
 class RiskApi(JournalBase):
@@ -421,7 +443,7 @@ class RiskApi(JournalBase):
     def risk_blocklist(self) -> defer.Deferred[list[BlockEntry]]:
         """Every live entry, permanent ones and unexpired holds."""
         now = self._now()
-        return self._readers.read(lambda db: [_entry(r) for r in db.all(
+        return self._readers.read(lambda db: [entry_of(r) for r in db.all(
             "SELECT * FROM risk_blocklist WHERE expires_at IS NULL OR expires_at > :now ORDER BY kind, shown",
             {"now": now})])
 

@@ -26,6 +26,7 @@ does not go back by more than a window.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,8 @@ are read again from their rows), and adds past which it drops those that have le
 (the adds of the last window stay: with a calendar-day rule, a day's)."""
 
 _SCAN = "SELECT risk FROM transactions WHERE created_at >= :since AND risk IS NOT NULL"
+_LIVE_WINDOWS = "SELECT name, slots, expires_at, through FROM risk_windows WHERE expires_at > :now LIMIT :limit"
+_LIVE_ENTRIES = "SELECT * FROM risk_blocklist WHERE expires_at IS NULL OR expires_at > :now LIMIT :limit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,12 @@ class BlockEntry:
     source: str
     created_at: int
     expires_at: int | None
+
+
+def entry_of(row: Mapping[str, Any]) -> BlockEntry:
+    expires = row["expires_at"]
+    return BlockEntry(row["kind"], row["value"], row["shown"], row["source"], int(row["created_at"]),
+                      None if expires is None else int(expires))
 
 
 @dataclass(slots=True)
@@ -71,6 +80,11 @@ class Memo:
     log: dict[str, list[Logged]] = field(default_factory=dict)
     logged: int = 0
     prune_at: int = REMEMBERED
+    complete: bool = False
+    """Every live counter row and blocklist entry is in ``windows`` and ``listed``, so what is not there
+    is nowhere (a card, IP or device seen for the first time costs no statement); false when they are
+    too many to keep (`REMEMBERED`): then what is missing is read, and remembered up to that many."""
+    overflow: bool = False
 
     def number(self, now_us: int) -> int:
         """The next add's number (a rolled-back one leaves a gap, which is harmless)."""
@@ -109,9 +123,36 @@ class Memo:
         db.flush()
         self.windows.clear()
         self.listed.clear()
+        self.complete = False
+
+    def forget_lists(self) -> None:
+        """The blocklist changes here: its values are read again (all of them, at the next `memo_for`)."""
+        self.listed.clear()
+        self.complete = False
+
+    def load(self, db: Db, now_us: int) -> None:
+        """Read every live counter row (with the adds journalled since) and blocklist entry, unless they are
+        too many to keep: then `complete` stays false."""
+        self.forget(db)
+        db.undo.append(functools.partial(db.memo.pop, "risk", None))  # what this transaction wrote may go
+        rows = db.all(_LIVE_WINDOWS, {"now": now_us, "limit": REMEMBERED})
+        entries = db.all(_LIVE_ENTRIES, {"now": now_us, "limit": REMEMBERED})
+        if len(rows) >= REMEMBERED or len(entries) >= REMEMBERED:
+            self.overflow = True
+            return
+        windows, listed = self.windows, self.listed
+        for row in rows:
+            windows[row["name"]] = self.loaded(row["name"], row["slots"], row["expires_at"], row["through"])
+        for name in self.log:
+            if name not in windows:
+                windows[name] = self.merged(Window(name, []))
+        for row in entries:
+            listed.setdefault(row["value"], []).append(entry_of(row))
+        self.complete = True
 
     def prune(self, now_us: int) -> None:
-        """Drop the adds whose slot has left every window: they count nowhere any more."""
+        """Drop the adds and counters whose slots have all left their windows: they count nowhere any more
+        (a counter's row expires no later than the counter in memory)."""
         kept = 0
         for name in list(self.log):
             live = [e for e in self.log[name] if e[4] > now_us]
@@ -121,7 +162,10 @@ class Memo:
             else:
                 del self.log[name]
         self.logged = kept
-        self.prune_at = max(REMEMBERED, 2 * kept)  # not again at the next payment when most adds are live
+        windows = self.windows
+        for name in [name for name, w in windows.items() if w.expires_at <= now_us]:
+            del windows[name]
+        self.prune_at = max(REMEMBERED, 2 * (kept + len(windows)))  # not again at once when most are live
 
 
 def data_version(db: Db) -> object:
@@ -131,8 +175,8 @@ def data_version(db: Db) -> object:
 
 
 def memo_for(db: Db, now_us: int, horizon_us: int) -> Memo:
-    """The writer's memory, built when missing from the rows of the last ``horizon_us``, reading again
-    what another connection may have changed (checked once per writer batch), and reaching back
+    """The writer's memory, built when missing from the rows of the last ``horizon_us``, read again when
+    another connection may have changed them (checked once per writer batch), and reaching back
     further when a caller's ``horizon_us`` does (rules reloaded with a longer window)."""
     memo: Memo | None = db.memo.get("risk")
     if memo is None:
@@ -143,6 +187,7 @@ def memo_for(db: Db, now_us: int, horizon_us: int) -> Memo:
         top = scan(db, memo, now_us, now_us - horizon_us, None)
         memo.seq = memo.base_seq = max(top, through, now_us)
         db.memo["risk"] = memo
+        memo.load(db, now_us)
         return memo
     if memo.checked != db.began:
         memo.checked = db.began
@@ -150,14 +195,17 @@ def memo_for(db: Db, now_us: int, horizon_us: int) -> Memo:
         if version != memo.version:
             memo.version = version
             memo.forget(db)
-        if memo.logged >= memo.prune_at:  # at a batch's start: no undo of this batch holds an add yet
+        if memo.logged + len(memo.windows) >= memo.prune_at:  # at a batch's start: no undo holds them yet
             memo.prune(now_us)
     if horizon_us and now_us - horizon_us < memo.scanned_from:
         scan(db, memo, now_us, now_us - horizon_us, memo.scanned_from)
         memo.scanned_from = now_us - horizon_us
         db.undo.append(functools.partial(db.memo.pop, "risk", None))  # rebuilt whole if this rolls back
-    if len(memo.windows) + len(memo.listed) >= REMEMBERED:
-        memo.forget(db)
+    if not memo.complete:
+        if not memo.overflow:
+            memo.load(db, now_us)
+        elif len(memo.windows) + len(memo.listed) >= REMEMBERED:
+            memo.forget(db)
     return memo
 
 
@@ -181,6 +229,9 @@ def scan(db: Db, memo: Memo, now_us: int, since: int, until: int | None) -> int:
             log.setdefault(name, []).append((n, start, count, amount, expires))
             memo.logged += 1
             window = windows.get(name)
+            if window is None and memo.complete:
+                window = windows[name] = Window(name, [])
             if window is not None and n > window.through:
                 window.add(start, count, amount, 0, expires)
+                window.changed = False
     return top

@@ -68,6 +68,7 @@ class Facts(NamedTuple):
     device: str | None = None
     email: str | None = None  # hash
     idempotency_key: str | None = None
+    pan_hash: bytes | None = None  # the keyed hash ``card`` spells, for the journal's row (computed once)
 
     def subject(self, per: str) -> str | None:
         value: str | None = getattr(self, _ATTRIBUTE[per])

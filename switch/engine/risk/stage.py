@@ -253,6 +253,7 @@ class RiskStage:
         self.journal = journal
         self.rules = self._keyed(rules)
         self.metrics = RiskMetrics.on(registry)
+        self._evaluated: dict[str, Any] = {}  # by action: the one metric every payment counts, bound once
 
     def replace(self, rules: RiskRules) -> None:
         """Take new rules for the payments evaluated from now on."""
@@ -282,7 +283,8 @@ class RiskStage:
         """What the rules see of ``req``: the card only as its keyed hash, BIN and country."""
         instrument = req.instrument
         pan = instrument.pan if isinstance(instrument, CardInstrument) else None
-        card = tag(self.journal.vault.pan_hash(pan or sealed_instrument(instrument).pan))
+        pan_hash = self.journal.vault.pan_hash(pan or sealed_instrument(instrument).pan)
+        card = tag(pan_hash)
         bins = self.rules.bins
         c = req.customer
         return Facts(
@@ -292,6 +294,7 @@ class RiskStage:
             country=bins.country(pan) if pan and bins is not None else None,
             customer=c.id if c else None, ip=c.ip if c else None, device=c.device_id if c else None,
             email=self.email_key(c.email) if c and c.email else None, idempotency_key=req.idempotency_key,
+            pan_hash=pan_hash,
         )
 
     def screening(self, txn_id: str, req: AuthorizeRequest, can_step_up: bool) -> Screening:
@@ -309,7 +312,10 @@ class RiskStage:
 
     def decided(self, txn_id: str, verdict: Verdict) -> None:
         metrics = self.metrics
-        metrics.child(metrics.evaluations, verdict.action).inc()
+        evaluated = self._evaluated.get(verdict.action)
+        if evaluated is None:
+            evaluated = self._evaluated[verdict.action] = metrics.child(metrics.evaluations, verdict.action)
+        evaluated.inc()
         for match in verdict.matches:  # rule names are bounded: they come from the config
             metrics.child(metrics.matches, match["rule"], match["action"], match["mode"]).inc()
         if verdict.matches:
