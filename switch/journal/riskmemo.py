@@ -75,6 +75,7 @@ class Memo:
     seq: int  # the last add's number given
     base_seq: int  # adds numbered up to here were read from the journal, later ones counted here
     scanned_from: int  # µs: the payments created since were read into ``log``
+    cursor: Any = None  # the writer connection's, for `data_version`
     windows: dict[str, Window] = field(default_factory=dict)
     listed: dict[str, list[BlockEntry]] = field(default_factory=dict)
     log: dict[str, list[Logged]] = field(default_factory=dict)
@@ -168,10 +169,16 @@ class Memo:
         self.prune_at = max(REMEMBERED, 2 * (kept + len(windows)))  # not again at once when most are live
 
 
-def data_version(db: Db) -> object:
-    """SQLite's count of commits by other connections (no parameters, nothing to guard: the driver's call)."""
-    row = db.conn.execute("PRAGMA data_version").fetchone()
-    return None if row is None else next(iter(row.values()))
+def data_version(cursor: Any) -> object:
+    """SQLite's count of commits by other connections, read on ``cursor``: a cursor of the writer's own
+    with plain tuples for rows (the statement has no parameters to guard, and no row worth a dict)."""
+    return cursor.execute("PRAGMA data_version").fetchone()[0]
+
+
+def _plain_cursor(db: Db) -> Any:
+    cursor = db.conn.cursor()
+    cursor.row_factory = None
+    return cursor
 
 
 def memo_for(db: Db, now_us: int, horizon_us: int) -> Memo:
@@ -183,7 +190,8 @@ def memo_for(db: Db, now_us: int, horizon_us: int) -> Memo:
         db.flush()
         row = db.one("SELECT MAX(through) AS through FROM risk_windows")
         through = int(row["through"] or 0) if row else 0
-        memo = Memo(data_version(db), db.began, 0, 0, now_us - horizon_us)
+        cursor = _plain_cursor(db)
+        memo = Memo(data_version(cursor), db.began, 0, 0, now_us - horizon_us, cursor)
         top = scan(db, memo, now_us, now_us - horizon_us, None)
         memo.seq = memo.base_seq = max(top, through, now_us)
         db.memo["risk"] = memo
@@ -191,7 +199,7 @@ def memo_for(db: Db, now_us: int, horizon_us: int) -> Memo:
         return memo
     if memo.checked != db.began:
         memo.checked = db.began
-        version = data_version(db)
+        version = data_version(memo.cursor)
         if version != memo.version:
             memo.version = version
             memo.forget(db)
