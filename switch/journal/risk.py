@@ -153,7 +153,8 @@ class RiskLedger:
             return self._complete(memo, keys, names)
         wanted = keys if isinstance(keys, (set, frozenset)) else set(keys)
         values = list(dict.fromkeys([value for _, value in wanted]))
-        names_read = [name for name in dict.fromkeys(names) if name not in remembered]
+        names = list(dict.fromkeys(names))
+        names_read = [name for name in names if name not in remembered]
         values_read = [value for value in values if value not in listed]
         if names_read or values_read:
             params: dict[str, Any] = dict(zip(_names("n", len(names_read)), names_read))
