@@ -145,3 +145,12 @@ async def test_counts_survive_a_sigkill(config: JournalConfig, clock, tmp_path: 
         assert await again.risk_unit(counted("vel:card:killed"), 2.0) == (5, 50)
     finally:
         await again.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_explain_sees_the_counts_journalled_in_payments_rows(journal) -> None:
+    """`kswitch risk explain` reads beside the writer, on a reader's connection: on SQLite it must add the
+    counts payments journalled in their rows to the counters' rows, as the writer does."""
+    await pay(journal, "vel:card:explained", order_id="o1")
+    await pay(journal, "vel:card:explained", order_id="o2")
+    assert await journal.risk_dry_run(counted("vel:card:explained"), 2.0) == (2, 20)
