@@ -221,6 +221,7 @@ class Mux:
         self._deadlines: list[_Pending] = []
         self._sweep: IDelayedCall | None = None
         self._sweep_at = 0.0
+        self._canceller = self._cancelled  # one bound method for every request's Deferred
         self._accepting = True
         self._drained: list[Deferred[None]] = []
         self._log = structlog.get_logger("kswitch.mux", connector=connector)
@@ -366,7 +367,7 @@ class Mux:
             failure = MuxBusy(self.connector, stan, f"a request with match key {key} is already pending")
         else:
             now = self._clock.seconds()
-            pending = _Pending(key, stan, outbound["t"], link, Deferred(self._cancelled), now, routed, timeout,
+            pending = _Pending(key, stan, outbound["t"], link, Deferred(self._canceller), now, routed, timeout,
                                now + timeout)
             self._pending[key] = pending
             try:

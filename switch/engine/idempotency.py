@@ -24,7 +24,7 @@ class _InFlight:
     """Callers waiting on the first request with their idempotency key."""
 
     request_hash: bytes
-    waiters: list[Deferred[dict[str, Any]]]
+    waiters: list[Deferred[dict[str, Any]]] | None = None  # made for the first retry: most keys never see one
 
 
 class KeyedOnce:
@@ -50,9 +50,11 @@ class KeyedOnce:
                 return fail()
             self._on_replay()
             waiter: Deferred[dict[str, Any]] = Deferred()
+            if running.waiters is None:
+                running.waiters = []
             running.waiters.append(waiter)
             return waiter
-        running = self._in_flight[key] = _InFlight(request_hash, [])
+        running = self._in_flight[key] = _InFlight(request_hash)
         try:
             answered = ensureDeferred(first())  # type: ignore[arg-type]
         except BaseException:
@@ -61,7 +63,7 @@ class KeyedOnce:
 
     def _answered(self, result: Any, key: tuple[str, str], running: _InFlight) -> Any:
         del self._in_flight[key]
-        for w in running.waiters:
+        for w in running.waiters or ():
             if isinstance(result, Failure):
                 w.errback(result)
             else:

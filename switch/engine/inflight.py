@@ -23,11 +23,13 @@ from switch.engine.bank import Bank
 from switch.engine.confirmation import Confirmations
 from switch.engine.engine import (
     Answered,
+    Engine,
     NotSent,
     Outcome,
     PaymentMetrics,
     Uncertain,
     answer_columns,
+    not_answered,
     resolution_draft,
     settlement_column,
 )
@@ -50,10 +52,11 @@ class InFlightPayment:
     checks the answer's echoes against it, and an uncertain outcome's reversal is built from it).
     """
 
-    __slots__ = ("txn_id", "kind", "bank", "request", "message", "screening", "verdict", "answered")
+    __slots__ = ("txn_id", "kind", "bank", "request", "message", "screening", "verdict", "answered", "outcomes")
 
     def __init__(self, txn_id: str, kind: Kind, bank: Bank, request: AuthorizeRequest, message: Message,
-                 screening: Screening | None, verdict: Verdict | None, answered: Deferred[dict[str, Any]]) -> None:
+                 screening: Screening | None, verdict: Verdict | None, answered: Deferred[dict[str, Any]],
+                 outcomes: PaymentOutcomes) -> None:
         self.txn_id = txn_id
         self.kind = kind
         self.bank = bank
@@ -62,13 +65,33 @@ class InFlightPayment:
         self.screening = screening
         self.verdict = verdict
         self.answered = answered
+        self.outcomes = outcomes
 
-    def wait(self, exchanging: Deferred[Outcome], outcomes: PaymentOutcomes) -> None:
-        """Commit the outcome once ``exchanging`` has it, then fire `answered` (ending the bank's
-        ``active`` count begun when the payment was routed)."""
-        exchanging.addCallback(outcomes.conclude, self).addBoth(self._concluded)
+    def wait(self, sent: Deferred[Message]) -> None:
+        """Commit the outcome once the bank's answer (or the mux's failure) is on ``sent``, then fire
+        `answered`. The one callback on ``sent`` is all a waiting payment adds to the mux's entry."""
+        sent.addCallbacks(self._bank_answered, self._not_answered)
+
+    def _bank_answered(self, response: Message) -> None:
+        try:
+            outcome = self.outcomes.engine.classify(response, self.txn_id, self.bank, self.message)
+        except Exception:
+            self._concluded(Failure())
+            return
+        self._conclude(outcome)
+
+    def _not_answered(self, failure: Failure) -> None:
+        outcome = not_answered(failure)
+        if isinstance(outcome, Failure):
+            self._concluded(outcome)
+        else:
+            self._conclude(outcome)
+
+    def _conclude(self, outcome: Outcome) -> None:
+        self.outcomes.conclude(outcome, self).addBoth(self._concluded)
 
     def _concluded(self, result: dict[str, Any] | Failure) -> None:
+        """Answer the web tier, ending the bank's ``active`` count begun when the payment was routed."""
         self.bank.active -= 1
         if isinstance(result, Failure):
             self.answered.errback(result)
@@ -80,8 +103,9 @@ class PaymentOutcomes:
     """Journals a payment's outcome with the risk stage's part of it in the same commit: approved (with
     the fees of a sale), declined, failed, awaiting the customer, or uncertain with its reversal queued."""
 
-    def __init__(self, journal: Journal, saf: StoreAndForward, metrics: PaymentMetrics,
+    def __init__(self, engine: Engine, journal: Journal, saf: StoreAndForward, metrics: PaymentMetrics,
                  confirmations: Confirmations | None) -> None:
+        self.engine = engine
         self.journal = journal
         self.saf = saf
         self.metrics = metrics

@@ -109,7 +109,7 @@ class PaymentService:
         self.lifecycle = Lifecycle(self.engine, self.metrics, self.keyed, banks, merchants, void_after_capture or {})
         self.confirmations = confirmations
         self.risk = risk
-        self.outcomes = PaymentOutcomes(journal, saf, self.metrics, confirmations)
+        self.outcomes = PaymentOutcomes(self.engine, journal, saf, self.metrics, confirmations)
 
     def plugin(self, bank: Bank) -> ConnectorPlugin:
         """The bank's plugin, or the no-op base behaviour for a bank without one."""
@@ -264,8 +264,8 @@ class PaymentService:
         except BaseException:
             bank.release_stan(stan)
             raise
-        payment = InFlightPayment(txn_id, kind, bank, req, message, screening, verdict, answered)
-        payment.wait(self.engine.exchange(txn_id, bank, message, encoded=encoded), self.outcomes)
+        payment = InFlightPayment(txn_id, kind, bank, req, message, screening, verdict, answered, self.outcomes)
+        payment.wait(self.engine.send(bank, message, encoded=encoded))
         return None
 
     async def _journal_screened(

@@ -145,18 +145,20 @@ def handle_authorize(request: AuthorizeRequest, ctx: OpContext) -> Deferred[Answ
         raise invalid("store_id", f"unknown store for merchant {merchant.id!r}")
     client = ctx.authenticated_client()
     answered = maybeDeferred(ctx.service.authorize, request, client.name)
-    echoed = (request.merchant_id, request.store_id, request.order_id, request.amount, request.currency.alpha,
-              request.instrument.masked_pan)
-    return answered.addCallback(_authorize_answer, echoed)
+    return answered.addCallback(_authorize_answer, request)
 
 
-_ECHOED = ("merchant_id", "store_id", "order_id", "amount", "currency", "masked_pan")
-
-
-def _authorize_answer(raw: dict[str, Any], echoed: tuple[object, ...]) -> Answer:
-    """The answer with the request's own fields echoed: only they wait with the payment, not the request
-    (its card number included)."""
-    return {**transaction_answer(raw, FINAL_STATUSES), **dict(zip(_ECHOED, echoed))}
+def _authorize_answer(raw: dict[str, Any], request: AuthorizeRequest) -> Answer:
+    """The answer with the request's own fields echoed, built when it comes (nothing kept per pending payment)."""
+    return {
+        **transaction_answer(raw, FINAL_STATUSES),
+        "merchant_id": request.merchant_id,
+        "store_id": request.store_id,
+        "order_id": request.order_id,
+        "amount": request.amount,
+        "currency": request.currency.alpha,
+        "masked_pan": request.instrument.masked_pan,
+    }
 
 
 def handle_status(request: StatusRequest, ctx: OpContext) -> Deferred[Answer]:

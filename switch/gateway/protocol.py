@@ -12,7 +12,7 @@ holds up a quick ``status``.
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -29,7 +29,7 @@ from switch.gateway.answers import STATUSES
 from switch.gateway.config import ApiConfig
 from switch.gateway.errors import ApiError, ErrorCode, from_domain
 from switch.gateway.metrics import ApiMetrics
-from switch.gateway.ops import OpContext, Operation, OperationRegistry, default_operations
+from switch.gateway.ops import OpContext, Operation, OperationRegistry, Request, default_operations
 from switch.gateway.service import IPaymentService
 from switch.gateway.session import Session
 from switch.gateway.wire import RequestId, decode_line, encode, failure, op_name, request_id, request_object, success
@@ -46,12 +46,18 @@ INTERNAL_MESSAGE = (
 
 @dataclass(slots=True)  # one per request in flight: no per-instance __dict__
 class _Exchange:
-    """One request from the moment its line is read until its answer is written."""
+    """One request from the moment its line is read until its answer is written. The parsed request is
+    kept for its log fields, taken when the answer is logged: a payment holds its request anyway."""
 
     started: float
     request_id: RequestId | None = None
     op: str = "invalid"
-    log_fields: dict[str, object] = field(default_factory=dict)
+    request: Request | None = None
+
+
+def _answer_failed(reason: Failure) -> None:
+    """Writing an answer failed: a module function, not a lambda made for every request."""
+    log.error("api_answer_failed", traceback=reason.getTraceback())
 
 
 @implementer(IPushProducer)
@@ -159,7 +165,7 @@ class ApiProtocol(Protocol):
         self.factory.metrics.in_flight.inc()
         answered = maybeDeferred(operation.handle, request, ctx)
         answered.addCallbacks(self._succeeded, self._failed, callbackArgs=(exchange,), errbackArgs=(exchange,))
-        answered.addErrback(lambda reason: log.error("api_answer_failed", traceback=reason.getTraceback()))
+        answered.addErrback(_answer_failed)
         if self.session.client_name is not None:
             self._cancel_hello_timer()
         elif self._hello_timer is None:  # a failed hello de-authenticated the connection
@@ -187,7 +193,7 @@ class ApiProtocol(Protocol):
                 field="id",
             )
         request = operation.parse(obj)
-        exchange.log_fields.update(request.log_fields())
+        exchange.request = request
         return operation, request, ctx
 
     def _succeeded(self, fields: dict[str, Any], exchange: _Exchange) -> None:
@@ -250,7 +256,8 @@ class ApiProtocol(Protocol):
             "peer": self.session.peer,
             "duration_ms": round(duration * 1000, 3),
         }
-        fields.update((key, value) for key, value in exchange.log_fields.items() if value is not None)
+        if exchange.request is not None:
+            fields.update((key, value) for key, value in exchange.request.log_fields().items() if value is not None)
         if error:
             metrics.child(metrics.errors, error.code.value).inc()
             fields.update(error_code=error.code.value, error_field=error.field)
