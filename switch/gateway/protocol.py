@@ -55,11 +55,6 @@ class _Exchange:
     request: Request | None = None
 
 
-def _answer_failed(reason: Failure) -> None:
-    """Writing an answer failed: a module function, not a lambda made for every request."""
-    log.error("api_answer_failed", traceback=reason.getTraceback())
-
-
 @implementer(IPushProducer)
 class ApiProtocol(Protocol):
     """One client connection.
@@ -164,8 +159,7 @@ class ApiProtocol(Protocol):
         self._in_flight[exchange.request_id] = exchange
         self.factory.metrics.in_flight.inc()
         answered = maybeDeferred(operation.handle, request, ctx)
-        answered.addCallbacks(self._succeeded, self._failed, callbackArgs=(exchange,), errbackArgs=(exchange,))
-        answered.addErrback(_answer_failed)
+        answered.addBoth(self._answered, exchange)  # one callback entry per request in flight
         if self.session.client_name is not None:
             self._cancel_hello_timer()
         elif self._hello_timer is None:  # a failed hello de-authenticated the connection
@@ -195,6 +189,15 @@ class ApiProtocol(Protocol):
         request = operation.parse(obj)
         exchange.request = request
         return operation, request, ctx
+
+    def _answered(self, result: dict[str, Any] | Failure, exchange: _Exchange) -> None:
+        try:
+            if isinstance(result, Failure):
+                self._failed(result, exchange)
+            else:
+                self._succeeded(result, exchange)
+        except Exception:
+            log.error("api_answer_failed", traceback=traceback.format_exc())
 
     def _succeeded(self, fields: dict[str, Any], exchange: _Exchange) -> None:
         self._settle(exchange)
