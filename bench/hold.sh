@@ -6,6 +6,9 @@
 # every answer (--delay 900), a fresh kswitch (SQLite journal, logs at info, metrics on) whose
 # connector waits request_timeout = 900 s and takes max_in_flight = 20000, [api] max_in_flight =
 # 20000; then bin/bench --hold N --pid PID --settle S prints the growth per pending payment.
+# HOLD_KEYS=with|without runs one of the two. For a closer look: HOLD_WRAPPER=script.py runs kswitch as
+# `python script.py bin/kswitch run ...` (e.g. one that starts tracemalloc and dumps a snapshot on
+# SIGUSR1), HOLD_BEFORE / HOLD_AFTER commands get the switch's pid before sending and after settling.
 set -euo pipefail
 n=${1:-10000}; settle=${2:-20}
 here=$(cd "${TREE:-$(dirname "$0")/..}" && pwd)  # TREE=/other/checkout measures that tree
