@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from heapq import heapify, heappop, heappush
 from typing import Callable, ClassVar, Mapping, Sequence
 
 import structlog
@@ -171,7 +172,11 @@ class _Pending:
     deferred: Deferred[Message]
     started: float
     routed: bool  # a caller's request (counts toward max_in_flight), not a link's own echo or sign-on
-    timer: IDelayedCall | None = None
+    timeout: float
+    deadline: float
+
+    def __lt__(self, other: _Pending) -> bool:  # the mux's deadline heap
+        return self.deadline < other.deadline
 
 
 class Mux:
@@ -211,6 +216,12 @@ class Mux:
         self._given_up: dict[tuple[str, ...], _Pending] = {}
         self._given_up_order: deque[tuple[float, _Pending]] = deque()
         self._expiry: IDelayedCall | None = None
+        # Timeouts: one timer for the earliest deadline of a heap, not one IDelayedCall per request
+        # (about 0.4 KB each with 10,000 payments held). Answered requests leave the heap lazily.
+        self._deadlines: list[_Pending] = []
+        self._sweep: IDelayedCall | None = None
+        self._sweep_at = 0.0
+        self._canceller = self._cancelled  # one bound method for every request's Deferred
         self._accepting = True
         self._drained: list[Deferred[None]] = []
         self._log = structlog.get_logger("kswitch.mux", connector=connector)
@@ -302,8 +313,8 @@ class Mux:
         key = self._keys.key(message)
         pending = self._pending.pop(key, None)
         if pending is not None:
-            if pending.timer is not None and pending.timer.active():
-                pending.timer.cancel()
+            if not self._pending:
+                self._stop_sweeping()
             self.stans.release(pending.stan)
             if pending.routed:
                 self._latency.observe(self._clock.seconds() - pending.started)
@@ -355,7 +366,9 @@ class Mux:
         if key in self._pending:
             failure = MuxBusy(self.connector, stan, f"a request with match key {key} is already pending")
         else:
-            pending = _Pending(key, stan, outbound["t"], link, Deferred(self._cancelled), self._clock.seconds(), routed)
+            now = self._clock.seconds()
+            pending = _Pending(key, stan, outbound["t"], link, Deferred(self._canceller), now, routed, timeout,
+                               now + timeout)
             self._pending[key] = pending
             try:
                 link.send(outbound, encoded if outbound is message else None)
@@ -371,16 +384,53 @@ class Mux:
                 outcome = {MuxBusy: "busy", NoLinkAvailable: "no_link"}.get(type(failure), "invalid")
                 self._outcomes[outcome].inc()
             return fail(failure)
-        pending.timer = self._clock.callLater(timeout, self._timed_out, pending, timeout)
+        self._watch_deadline(pending)
         if routed:
             self._routed += 1
         self._pending_gauge.set(len(self._pending))
         return pending.deferred
 
-    def _timed_out(self, pending: _Pending, timeout: float) -> None:
-        pending.timer = None
-        if self._pending.get(pending.key) is not pending:
+    def _watch_deadline(self, pending: _Pending) -> None:
+        heappush(self._deadlines, pending)
+        if len(self._deadlines) > 2 * len(self._pending) + 64:  # mostly answered entries: drop them
+            self._deadlines[:] = [p for p in self._deadlines if self._pending.get(p.key) is p]
+            heapify(self._deadlines)
+        self._arm_sweep()
+
+    def _arm_sweep(self) -> None:
+        """The one timer, due at the earliest deadline still pending."""
+        deadlines = self._deadlines
+        while deadlines and self._pending.get(deadlines[0].key) is not deadlines[0]:
+            heappop(deadlines)
+        if not deadlines:
+            self._stop_sweeping()
             return
+        due = deadlines[0].deadline
+        if self._sweep is not None and self._sweep.active():
+            if self._sweep_at <= due:
+                return
+            self._sweep.cancel()
+        self._sweep_at = due
+        self._sweep = self._clock.callLater(max(0.0, due - self._clock.seconds()), self._sweep_due)
+
+    def _stop_sweeping(self) -> None:
+        if self._sweep is not None and self._sweep.active():
+            self._sweep.cancel()
+        self._sweep = None
+        self._deadlines.clear()
+
+    def _sweep_due(self) -> None:
+        self._sweep = None
+        now = max(self._clock.seconds(), self._sweep_at)  # the timer's own deadline counts as reached
+        deadlines = self._deadlines
+        while deadlines and deadlines[0].deadline <= now:
+            pending = heappop(deadlines)
+            if self._pending.get(pending.key) is pending:
+                self._timed_out(pending)
+        self._arm_sweep()
+
+    def _timed_out(self, pending: _Pending) -> None:
+        timeout = pending.timeout
         self._log.warning("mux_timeout", link=pending.link.name, mti=pending.mti, stan=pending.stan, after=timeout)
         self._give_up(pending, "timeout")
         pending.deferred.errback(
@@ -397,9 +447,8 @@ class Mux:
     def _give_up(self, pending: _Pending, outcome: str) -> None:
         """Forget the request but keep its STAN and key for the late-response window."""
         del self._pending[pending.key]
-        if pending.timer is not None and pending.timer.active():
-            pending.timer.cancel()
-        pending.timer = None
+        if not self._pending:
+            self._stop_sweeping()
         self._given_up[pending.key] = pending
         self._given_up_order.append((self._clock.seconds() + self._late_window, pending))
         self._schedule_expiry()

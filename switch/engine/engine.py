@@ -214,7 +214,8 @@ def operation_view(child: Transaction) -> dict[str, Any]:
     }
 
 
-def _not_answered(failure: Failure) -> Outcome | Failure:
+def not_answered(failure: Failure) -> Outcome | Failure:
+    """What the mux's failure means: `NotSent` or `Uncertain`; any other failure stays one."""
     e = failure.value
     if isinstance(e, NoLinkAvailable | MuxBusy):  # the mux gave the STAN back: nothing was written
         return NotSent("issuer_busy" if isinstance(e, MuxBusy) else "issuer_unavailable")
@@ -269,13 +270,21 @@ class Engine:
         """Send ``txn_id``'s journalled message (``encoded``: `check_encodes`' bytes); journal the answer;
         classify the outcome. A Deferred, not a coroutine: a payment waiting for its bank keeps no frame
         of this, and no copy of the bytes once written."""
-        try:
-            sent = bank.request(message, timeout, encoded=encoded)
-        except Exception:
-            sent = fail()
-        return sent.addCallbacks(self._classify, _not_answered, callbackArgs=(txn_id, bank, message))
+        sent = self.send(bank, message, timeout, encoded)
+        return sent.addCallbacks(self.classify, not_answered, callbackArgs=(txn_id, bank, message))
 
-    def _classify(self, response: Message, txn_id: str, bank: Bank, message: Message) -> Outcome:
+    @staticmethod
+    def send(bank: Bank, message: Message, timeout: float | None = None,
+             encoded: bytes | None = None) -> Deferred[Message]:
+        """`exchange` without the classification: the bank's answer, for a caller that classifies it
+        itself (`classify`, `not_answered`) when it comes."""
+        try:
+            return bank.request(message, timeout, encoded=encoded)
+        except Exception:
+            return fail()
+
+    def classify(self, response: Message, txn_id: str, bank: Bank, message: Message) -> Outcome:
+        """Journal ``response`` to ``message`` and read it with the bank's plugin."""
         self.journal_response(txn_id, bank, response)
         try:
             answer = self.plugin(bank).read_response(message, response, bank.profile.responses)

@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.python.failure import Failure
 
 from switch.domain.errors import IdempotencyConflict
 
@@ -23,38 +24,50 @@ class _InFlight:
     """Callers waiting on the first request with their idempotency key."""
 
     request_hash: bytes
-    waiters: list[Deferred[dict[str, Any]]]
+    waiters: list[Deferred[dict[str, Any]]] | None = None  # made for the first retry: most keys never see one
 
 
 class KeyedOnce:
     """Idempotency while in flight: callers with the same (merchant, idempotency key) share the
-    first caller's answer; a different request under the key is `idempotency_conflict`."""
+    first caller's answer; a different request under the key is `idempotency_conflict`.
+
+    Not a coroutine: a payment waiting on its bank keeps only its `_InFlight` entry and one callback
+    on its answer's Deferred here, no suspended frame."""
 
     def __init__(self, on_replay: Callable[[], None]) -> None:
         self._in_flight: dict[tuple[str, str], _InFlight] = {}
         self._on_replay = on_replay
 
-    async def run(
-        self, key: tuple[str, str], request_hash: bytes, first: Callable[[], Awaitable[dict[str, Any]]]
-    ) -> dict[str, Any]:
+    def run(
+        self, key: tuple[str, str], request_hash: bytes,
+        first: Callable[[], Deferred[dict[str, Any]] | Awaitable[dict[str, Any]]],
+    ) -> Deferred[dict[str, Any]]:
         running = self._in_flight.get(key)
         if running is not None:
-            check_same(running.request_hash, request_hash)
+            try:
+                check_same(running.request_hash, request_hash)
+            except IdempotencyConflict:
+                return fail()
             self._on_replay()
             waiter: Deferred[dict[str, Any]] = Deferred()
+            if running.waiters is None:
+                running.waiters = []
             running.waiters.append(waiter)
-            return await waiter
-        running = self._in_flight[key] = _InFlight(request_hash, [])
+            return waiter
+        running = self._in_flight[key] = _InFlight(request_hash)
         try:
-            result = await first()
-        except BaseException as e:
-            for w in running.waiters:
-                w.errback(e)
-            raise
-        finally:
-            del self._in_flight[key]
-        for w in running.waiters:
-            w.callback(result)
+            answered = ensureDeferred(first())  # type: ignore[arg-type]
+        except BaseException:
+            answered = fail()
+        return answered.addBoth(self._answered, key, running)
+
+    def _answered(self, result: Any, key: tuple[str, str], running: _InFlight) -> Any:
+        del self._in_flight[key]
+        for w in running.waiters or ():
+            if isinstance(result, Failure):
+                w.errback(result)
+            else:
+                w.callback(result)
         return result
 
 

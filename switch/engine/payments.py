@@ -28,35 +28,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from connectors.base import ConnectorPlugin, PaymentContext
-from switch.domain.errors import Busy, InvalidRequest, NotFound
+from switch.domain.errors import Busy, IdempotencyConflict, InvalidRequest, NotFound
 from switch.domain.merchant import MerchantConfig, StoreConfig
 from switch.domain.model import AuthorizeRequest, BankAccountInstrument, CardInstrument, LifecycleRequest
 from switch.domain.status import Kind, Status
 from switch.engine.bank import Bank
 from switch.engine.confirmation import Confirmations
-from switch.engine.engine import (
-    NOT_ENCODABLE,
-    Answered,
-    Engine,
-    NotEncodable,
-    NotSent,
-    PaymentMetrics,
-    Uncertain,
-    answer_columns,
-    operation_view,
-    resolution_draft,
-    settlement_column,
-)
+from switch.engine.engine import NOT_ENCODABLE, Engine, NotEncodable, PaymentMetrics, operation_view
 from switch.engine.idempotency import KeyedOnce, check_same
+from switch.engine.inflight import InFlightPayment, PaymentOutcomes
 from switch.engine.late import match_late
 from switch.engine.lifecycle import Lifecycle
 from switch.engine.risk import RiskStage, Verdict
@@ -119,6 +109,7 @@ class PaymentService:
         self.lifecycle = Lifecycle(self.engine, self.metrics, self.keyed, banks, merchants, void_after_capture or {})
         self.confirmations = confirmations
         self.risk = risk
+        self.outcomes = PaymentOutcomes(self.engine, journal, saf, self.metrics, confirmations)
 
     def plugin(self, bank: Bank) -> ConnectorPlugin:
         """The bank's plugin, or the no-op base behaviour for a bank without one."""
@@ -127,30 +118,36 @@ class PaymentService:
     # -- authorize ------------------------------------------------------------------
 
     def authorize(self, request: AuthorizeRequest, client: str) -> Deferred[dict[str, Any]]:
-        # Not a coroutine itself: one frame fewer kept for every payment waiting on its bank.
+        # Not a coroutine, nor is anything that waits on the bank: a payment written to its bank is one
+        # `InFlightPayment` (see `switch.engine.inflight`).
         if request.idempotency_key is None:  # the request hash only serves a key's replays
+            answered: Deferred[dict[str, Any]] = Deferred()
             try:
-                return ensureDeferred(self._authorize_once(request, None))
+                self._authorize_once(request, None, answered)
             except Exception:  # refused while routing: nothing journalled
                 return fail()
+            return answered
         try:
             h = request_hash(request, self.journal.vault.pan_hash(sealed_instrument(request.instrument).pan))
         except Exception:
             return fail()
         key = (request.merchant_id, request.idempotency_key)
-        return ensureDeferred(self.keyed.run(key, h, lambda: self._first_with_key(request, h)))
+        return self.keyed.run(key, h, lambda: self._first_with_key(request, h))
 
-    async def _first_with_key(self, req: AuthorizeRequest, h: bytes) -> dict[str, Any]:
+    def _first_with_key(self, req: AuthorizeRequest, h: bytes) -> Deferred[dict[str, Any]]:
         assert req.idempotency_key is not None
-        earlier = await self.journal.find_by_idempotency_key(req.merchant_id, req.idempotency_key)
-        if earlier is not None:
-            check_same(earlier.request_hash, h)
-            return await self._replay(earlier)
-        try:
-            return await self._authorize_once(req, h)
-        except DuplicateIdempotencyKey as e:  # another switch node took the key a moment ago
-            check_same(e.transaction.request_hash if e.same_request else None, h)
-            return await self._replay(e.transaction)
+        answered: Deferred[dict[str, Any]] = Deferred()
+        found = self.journal.find_by_idempotency_key(req.merchant_id, req.idempotency_key)
+        found.addCallback(self._unless_journalled, req, h, answered).addErrback(answered.errback)
+        return answered
+
+    def _unless_journalled(self, earlier: Transaction | None, req: AuthorizeRequest, h: bytes,
+                           answered: Deferred[dict[str, Any]]) -> None:
+        if earlier is None:
+            self._authorize_once(req, h, answered)
+            return
+        check_same(earlier.request_hash, h)
+        ensureDeferred(self._replay(earlier)).chainDeferred(answered)
 
     async def _replay(self, earlier: Transaction) -> dict[str, Any]:
         if earlier.parent_txn_id is not None:  # the key names an operation: never the same request
@@ -172,9 +169,8 @@ class PaymentService:
     def _can_carry(self, connector: str, req: AuthorizeRequest) -> bool:
         return isinstance(req.instrument, CardInstrument) or carries_accounts(self.banks[connector].profile.dialect)
 
-    def _authorize_once(self, req: AuthorizeRequest, h: bytes | None) -> Coroutine[Any, Any, dict[str, Any]]:
-        """Route, then hand over the coroutine that sends (raises at once if refused while routing). Not a
-        coroutine itself: one frame fewer kept for every payment waiting on its bank."""
+    def _authorize_once(self, req: AuthorizeRequest, h: bytes | None, answered: Deferred[dict[str, Any]]) -> None:
+        """Route, then start the payment that fires ``answered`` (raises at once if refused while routing)."""
         merchant = self.merchants[req.merchant_id]
         store = merchant.stores[req.store_id]
         kind = Kind.SALE if req.capture else Kind.AUTHORIZATION
@@ -185,29 +181,33 @@ class PaymentService:
             raise Busy(f"bank {ready[0].name} has too many payments in flight; retry shortly")
         if bank is None:
             reason = "no_route" if not candidates else "issuer_unavailable"
-            return self._refused(req, h, kind, candidates[0] if candidates else "unrouted", reason)
-        bank.active += 1  # given back when the coroutine returned here ends, which the caller starts at once
-        return self._checked_send(req, h, kind, bank, merchant, store)
+            ensureDeferred(self._refused(req, h, kind, candidates[0] if candidates else "unrouted", reason)
+                           ).chainDeferred(answered)
+            return
+        bank.active += 1  # given back when the payment is answered (`_answered_early`, `InFlightPayment`)
+        ensureDeferred(self._send(req, h, kind, bank, merchant, store, answered)).addCallbacks(
+            self._answered_early, self._not_sent, callbackArgs=(bank, answered), errbackArgs=(bank, h, answered))
 
-    async def _checked_send(
-        self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, merchant: MerchantConfig,
-        store: StoreConfig,
-    ) -> dict[str, Any]:
-        """The risk stage (`switch.engine.risk`) screens the payment inside its own commits (`Screening`):
-        it decides in the commit that journals the request (a block journals the payment declined and
-        sends nothing; a step-up asks the bank to have the customer confirm it, which only a connector
-        whose plugin can ask and that waits for customers is offered) and learns the outcome in the
-        commit that journals it (declines feed card-testing rules, failures give limits back). Ends the
-        ``bank.active`` count `_authorize_once` began."""
-        try:
-            txn_id = new_txn_id()
-            if self.risk is None or not self.risk.rules.rules:  # no rules: no stage, nothing journalled for it
-                return await self._send(req, h, kind, bank, merchant, store, txn_id)
-            step_up = self.plugin(bank).step_up and self.confirmations is not None
-            screening = self.risk.screening(txn_id, req, step_up)
-            return await self._send(req, h, kind, bank, merchant, store, txn_id, screening)
-        finally:
+    @staticmethod
+    def _answered_early(result: dict[str, Any] | None, bank: Bank, answered: Deferred[dict[str, Any]]) -> None:
+        """`_send` ended before the bank was asked (risk block, not encodable), or handed ``answered``
+        to its `InFlightPayment` (None)."""
+        if result is not None:
             bank.active -= 1
+            answered.callback(result)
+
+    def _not_sent(self, failure: Failure, bank: Bank, h: bytes | None, answered: Deferred[dict[str, Any]]) -> None:
+        bank.active -= 1
+        e = failure.value
+        if not isinstance(e, DuplicateIdempotencyKey) or h is None:
+            answered.errback(failure)
+            return
+        try:  # another switch node took the key a moment ago
+            check_same(e.transaction.request_hash if e.same_request else None, h)
+        except IdempotencyConflict:
+            answered.errback()
+            return
+        ensureDeferred(self._replay(e.transaction)).chainDeferred(answered)
 
     def _build(self, req: AuthorizeRequest, bank: Bank, merchant: MerchantConfig, store: StoreConfig, stan: str,
                rrn: str, step_up: bool) -> Message:
@@ -221,8 +221,20 @@ class PaymentService:
 
     async def _send(
         self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, merchant: MerchantConfig,
-        store: StoreConfig, txn_id: str, screening: Screening | None = None,
-    ) -> dict[str, Any]:
+        store: StoreConfig, answered: Deferred[dict[str, Any]],
+    ) -> dict[str, Any] | None:
+        """Journal the request and hand it to the bank; None once an `InFlightPayment` owns ``answered``.
+
+        The risk stage (`switch.engine.risk`) screens the payment inside its own commits (`Screening`):
+        it decides in the commit that journals the request (a block journals the payment declined and
+        sends nothing; a step-up asks the bank to have the customer confirm it, which only a connector
+        whose plugin can ask and that waits for customers is offered) and learns the outcome in the
+        commit that journals it (declines feed card-testing rules, failures give limits back)."""
+        txn_id = new_txn_id()
+        screening = None
+        if self.risk is not None and self.risk.rules.rules:  # no rules: no stage, nothing journalled for it
+            step_up = self.plugin(bank).step_up and self.confirmations is not None
+            screening = self.risk.screening(txn_id, req, step_up)
         stan = bank.reserve_stan()
         try:
             message = self._build(req, bank, merchant, store, stan, bank.next_rrn(),
@@ -252,25 +264,9 @@ class PaymentService:
         except BaseException:
             bank.release_stan(stan)
             raise
-        exchanging = self.engine.exchange(txn_id, bank, message, encoded=encoded)
-        del encoded  # only the exchange holds the bytes, and only until they are written
-        outcome = await exchanging
-        if isinstance(outcome, NotSent):
-            result = await self._finish(txn_id, kind, bank, Status.FAILED, screening, reason=outcome.reason,
-                                        forget_card=True)
-        elif isinstance(outcome, Uncertain):
-            result = await self._uncertain(txn_id, kind, bank, message, req, outcome, screening)
-        elif outcome.answer.confirmation_url is not None and self.confirmations is not None:
-            result = await self._awaiting_customer(txn_id, kind, bank, message, outcome.response,
-                                                   outcome.answer.confirmation_url)
-        else:
-            result = await self._answered(txn_id, kind, bank, req, outcome, message["37"], screening)
-        if verdict is None:
-            return result
-        if verdict.action == "review":
-            await self._flag_review(req.merchant_id, txn_id, verdict, result["status"])
-        flag = verdict.answer_field()
-        return {**result, "risk": flag} if flag is not None else result
+        payment = InFlightPayment(txn_id, kind, bank, req, message, screening, verdict, answered, self.outcomes)
+        payment.wait(self.engine.send(bank, message, encoded=encoded))
+        return None
 
     async def _journal_screened(
         self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, txn_id: str, message: Message,
@@ -282,13 +278,6 @@ class PaymentService:
             (message["t"], mask_message(message, bank.profile.dialect)), screening.decide, RISK_DECLINED)
         screening.decided(txn_id, verdict)
         return refused, verdict
-
-    async def _flag_review(self, merchant_id: str, txn_id: str, verdict: Verdict, status: str) -> None:
-        try:  # the payment's outcome is journalled and stands: a failure here only loses the event
-            await self.journal.append_event(merchant_id, EventDraft("payment.review", {
-                "txn_id": txn_id, "rule": verdict.rule, "status": status}), txn_id=txn_id)
-        except Exception as e:
-            log.error("risk_review_not_recorded", txn_id=txn_id, status=status, error=str(e))
 
     async def _refused(self, req: AuthorizeRequest, h: bytes | None, kind: Kind, connector: str, reason: str) -> dict[str, Any]:
         txn = await self.journal.create_transaction(
@@ -323,67 +312,6 @@ class PaymentService:
             stan=message["11"], transmission_datetime=message["7"], rrn=message["37"],
             idempotency_key=req.idempotency_key, request_hash=h, pan_hash=pan_hash,
         )
-
-    async def _answered(
-        self, txn_id: str, kind: Kind, bank: Bank, req: AuthorizeRequest, outcome: Answered, rrn: str,
-        screening: Screening | None,
-    ) -> dict[str, Any]:
-        a = outcome.answer
-        changes: dict[str, Any] = {**answer_columns(a, rrn), **settlement_column(self.journal, bank.name, a)}
-        if a.status == "approved":
-            approved = a.amount if a.amount is not None else req.amount
-            changes["amount_authorized"] = approved
-            if req.capture:  # a sale: its fees go with the approval, in the same UPDATE
-                changes["amount_captured"] = approved
-                changes.update(self.journal.sale_fees(bank.name, req.merchant_id, req.currency.alpha,
-                                                      sealed_instrument(req.instrument).masked, approved))
-            status = Status.APPROVED
-        else:
-            status = Status.DECLINED if a.status == "declined" else Status.FAILED
-        return await self._finish(txn_id, kind, bank, status, screening, reason=a.reason,
-                                  forget_card=status is not Status.APPROVED, **changes)
-
-    async def _awaiting_customer(
-        self, txn_id: str, kind: Kind, bank: Bank, message: Message, response: Message, url: str
-    ) -> dict[str, Any]:
-        """The bank waits for the customer: journal that, hand the payment to its owner, answer with the URL."""
-        txn = await self.journal.transition(
-            txn_id, expected_from=(Status.PENDING,), to=Status.AWAITING_CUSTOMER, reason="customer_action_required",
-            response_code=response.get("39"), rrn=response.get("37") or message.get("37"),
-        )
-        assert self.confirmations is not None
-        self.confirmations.watch(txn, message.get("41"))
-        self.metrics.child(self.metrics.outcomes, bank.name, kind.value, API_STATUS[txn.status]).inc()
-        return {**answer(txn), "confirmation_url": url}
-
-    async def _uncertain(
-        self, txn_id: str, kind: Kind, bank: Bank, message: Message, req: AuthorizeRequest, outcome: Uncertain,
-        screening: Screening | None,
-    ) -> dict[str, Any]:
-        """The bank may have approved: queue the reversal in the same commit as the answer. No answer
-        (timeout, link lost) is answered ``timeout``; an answer the plugin does not believe is
-        answered as it reads it (``failed``, e.g. ``format_error``): the reversal makes that true."""
-        self.metrics.reversals_queued.labels(bank.name, outcome.cause).inc()
-        saf = resolution_draft(bank, message, sealed_instrument(req.instrument))
-        a = outcome.answer
-        if a is None:
-            result = await self._finish(txn_id, kind, bank, Status.TIMEOUT, screening, reason="issuer_timeout", saf=saf)
-        else:
-            status = Status.DECLINED if a.status == "declined" else Status.FAILED
-            result = await self._finish(txn_id, kind, bank, status, screening, reason=a.reason, saf=saf,
-                                        forget_card=True, **answer_columns(a, message.get("37")))
-        self.saf.kick(bank.name)
-        return result
-
-    async def _finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, screening: Screening | None,
-                      **changes: Any) -> dict[str, Any]:
-        """Journal the payment's outcome, with the risk stage's part of it in the same commit."""
-        risk = screening.closing(API_STATUS[status]) if screening is not None else None
-        txn = await self.journal.transition(txn_id, expected_from=(Status.PENDING,), to=status, risk=risk, **changes)
-        if risk is not None:
-            risk.log_holds()
-        self.metrics.child(self.metrics.outcomes, bank.name, kind.value, API_STATUS[status]).inc()
-        return answer(txn)
 
     # -- queries --------------------------------------------------------------------
 

@@ -66,7 +66,7 @@ async def sweep_stale_pending(
     """A payment still ``pending`` long after its bank timeout lost its owner at run time (say the
     journal write after the bank's answer failed): give it the owner a restart would, now."""
     metrics = RecoveryMetrics.on(registry)
-    stale = [t for t in await journal.in_flight() if t.status is Status.PENDING and t.created_at < now - older_than]
+    stale = await journal.stale_pending(now - older_than)
     swept = 0
     for txn in stale:
         if await _give_owner(journal, banks, saf, None, txn):  # a void waiting on its queued item has an owner

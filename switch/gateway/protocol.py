@@ -12,7 +12,7 @@ holds up a quick ``status``.
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -29,7 +29,7 @@ from switch.gateway.answers import STATUSES
 from switch.gateway.config import ApiConfig
 from switch.gateway.errors import ApiError, ErrorCode, from_domain
 from switch.gateway.metrics import ApiMetrics
-from switch.gateway.ops import OpContext, Operation, OperationRegistry, default_operations
+from switch.gateway.ops import OpContext, Operation, OperationRegistry, Request, default_operations
 from switch.gateway.service import IPaymentService
 from switch.gateway.session import Session
 from switch.gateway.wire import RequestId, decode_line, encode, failure, op_name, request_id, request_object, success
@@ -46,12 +46,13 @@ INTERNAL_MESSAGE = (
 
 @dataclass(slots=True)  # one per request in flight: no per-instance __dict__
 class _Exchange:
-    """One request from the moment its line is read until its answer is written."""
+    """One request from the moment its line is read until its answer is written. The parsed request is
+    kept for its log fields, taken when the answer is logged: a payment holds its request anyway."""
 
     started: float
     request_id: RequestId | None = None
     op: str = "invalid"
-    log_fields: dict[str, object] = field(default_factory=dict)
+    request: Request | None = None
 
 
 @implementer(IPushProducer)
@@ -158,8 +159,7 @@ class ApiProtocol(Protocol):
         self._in_flight[exchange.request_id] = exchange
         self.factory.metrics.in_flight.inc()
         answered = maybeDeferred(operation.handle, request, ctx)
-        answered.addCallbacks(self._succeeded, self._failed, callbackArgs=(exchange,), errbackArgs=(exchange,))
-        answered.addErrback(lambda reason: log.error("api_answer_failed", traceback=reason.getTraceback()))
+        answered.addBoth(self._answered, exchange)  # one callback entry per request in flight
         if self.session.client_name is not None:
             self._cancel_hello_timer()
         elif self._hello_timer is None:  # a failed hello de-authenticated the connection
@@ -187,8 +187,17 @@ class ApiProtocol(Protocol):
                 field="id",
             )
         request = operation.parse(obj)
-        exchange.log_fields.update(request.log_fields())
+        exchange.request = request
         return operation, request, ctx
+
+    def _answered(self, result: dict[str, Any] | Failure, exchange: _Exchange) -> None:
+        try:
+            if isinstance(result, Failure):
+                self._failed(result, exchange)
+            else:
+                self._succeeded(result, exchange)
+        except Exception:
+            log.error("api_answer_failed", traceback=traceback.format_exc())
 
     def _succeeded(self, fields: dict[str, Any], exchange: _Exchange) -> None:
         self._settle(exchange)
@@ -250,7 +259,8 @@ class ApiProtocol(Protocol):
             "peer": self.session.peer,
             "duration_ms": round(duration * 1000, 3),
         }
-        fields.update((key, value) for key, value in exchange.log_fields.items() if value is not None)
+        if exchange.request is not None:
+            fields.update((key, value) for key, value in exchange.request.log_fields().items() if value is not None)
         if error:
             metrics.child(metrics.errors, error.code.value).inc()
             fields.update(error_code=error.code.value, error_field=error.field)

@@ -343,6 +343,12 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
         """Transactions left pending, timed out or awaiting reversal: crash recovery resumes each one."""
         return self._readers.read(lambda db: store.in_flight(db, limit))
 
+    def stale_pending(self, before: datetime, limit: int = 10_000) -> defer.Deferred[list[Transaction]]:
+        """Transactions still ``pending`` created before ``before``: the sweeper's candidates, filtered by the
+        query (not every in-flight row read to keep a few)."""
+        cutoff = to_us(before)
+        return self._readers.read(lambda db: store.stale_pending(db, cutoff, limit))
+
     def transitions(self, txn_id: str) -> defer.Deferred[list[TransitionRecord]]:
         return self._readers.read(lambda db: store.transitions(db, txn_id))
 

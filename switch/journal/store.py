@@ -242,6 +242,16 @@ def in_flight(db: Db, limit: int) -> list[Transaction]:
     return _transactions(db, f"WHERE status IN {statuses} ORDER BY created_at LIMIT :limit", {**params, "limit": limit})
 
 
+def stale_pending(db: Db, cutoff: int, limit: int) -> list[Transaction]:
+    """Transactions still ``pending`` created before ``cutoff`` (microseconds), oldest first; the status list
+    repeats the transactions_in_flight index's condition so that both backends use the index."""
+    statuses, params = in_list("status", sorted(IN_FLIGHT_STATUSES))
+    return _transactions(
+        db, f"WHERE status IN {statuses} AND status = :pending AND created_at < :cutoff ORDER BY created_at LIMIT :limit",
+        {**params, "pending": Status.PENDING.value, "cutoff": cutoff, "limit": limit},
+    )
+
+
 def _transactions(db: Db, where: str, params: Mapping[str, object]) -> list[Transaction]:
     return [transaction_from_row(row) for row in db.all(f"SELECT * FROM transactions {where}", params)]
 

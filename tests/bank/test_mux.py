@@ -291,3 +291,30 @@ async def test_stop_lets_written_requests_finish_and_refuses_new_ones(harness):
     assert (await pending)["39"] == "00"
     await eventually(lambda: done, what="stopped")
     assert [m.get("70") for m in host.requests("0800")] == ["002"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_request_times_out_at_its_own_deadline_on_one_timer(harness):
+    """Requests held at a slow bank share one timer (their deadlines in a heap): the number of the
+    clock's calls does not grow with the requests in flight, and each still times out on time,
+    a shorter timeout sent later first."""
+    host = harness.host()
+    host.handler = silent_for("0200")
+    clock = Clock()
+    connector = harness.connector(host.port, clock=clock, request_timeout=30.0)
+    await connector.when_ready()
+    calls_before = len(clock.getDelayedCalls())
+    slow = [connector.request(sale()) for _ in range(20)]
+    clock.advance(1.0)
+    quick = connector.request(sale(), timeout=5.0)
+    await eventually(lambda: len(host.requests("0200")) == 21)
+    assert len(clock.getDelayedCalls()) == calls_before + 1
+    clock.advance(4.9)
+    assert not quick.called
+    clock.advance(0.1)
+    assert isinstance(await failure_of(quick), RequestTimeout)
+    assert not any(d.called for d in slow)
+    clock.advance(24.0)
+    errors = [await failure_of(d) for d in slow]
+    assert all(isinstance(e, RequestTimeout) for e in errors)
+    assert len(clock.getDelayedCalls()) == calls_before + 1  # the late-response window's expiry only

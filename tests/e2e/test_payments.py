@@ -3,6 +3,9 @@ rows in the journal, money in banksim's ledger."""
 
 from __future__ import annotations
 
+import gc
+import types
+
 import pytest_twisted
 from twisted.internet import reactor
 
@@ -105,3 +108,25 @@ async def test_status_by_merchant_and_order_id(env):
     assert forbidden["error"]["code"] == "forbidden"
     neither = await c.call({"id": 5, "op": "status"})
     assert neither["error"]["code"] == "invalid_request" and neither["error"]["field"] == "txn_id"
+
+
+def _suspended_coroutines() -> list[str]:
+    gc.collect()
+    return [o.__qualname__ for o in gc.get_objects()
+            if isinstance(o, types.CoroutineType) and o.cr_frame is not None
+            and "/switch/" in o.cr_frame.f_code.co_filename]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_payment_waiting_on_its_bank_keeps_no_suspended_coroutine(env):
+    """Memory per pending payment: one written to its bank is an `InFlightPayment` on the mux's
+    Deferred, not a chain of suspended coroutine frames (about 3 KB each with idempotency keys)."""
+    env.sims["bank_a"].set_faults(delay=0.5)
+    c = await env.connect()
+    c.send(authorize(1, idempotency_key="held-1"))
+    c.send(authorize(2))
+    await eventually(lambda: env.switch.banks["bank_a"].connector.mux.in_flight == 2)
+    assert _suspended_coroutines() == []
+    answers = sorted([await c.answers.get(), await c.answers.get()], key=lambda a: a["id"])
+    assert [(a["id"], a["status"]) for a in answers] == [(1, "approved"), (2, "approved")]
+    assert answers[0]["order_id"] == "order-1" and answers[0]["masked_pan"] == "411111******1111"

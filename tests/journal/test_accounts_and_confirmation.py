@@ -12,7 +12,9 @@ from switch.domain.errors import InvalidValue
 from switch.domain.status import IN_FLIGHT_STATUSES
 from switch.journal import Journal, JournalConfig, Kind, NewTransaction, SafDraft, SafKind, Status
 from switch.journal.journal import backend_for
+from switch.journal.models import utc_from_seconds
 from switch.journal.schema import MIGRATIONS, migrate
+from tests.journal.conftest import Clock
 
 ACCOUNT = "000123456789"
 
@@ -71,3 +73,22 @@ def test_migration_4_rebuilds_the_in_flight_index(config: JournalConfig) -> None
         rows = db.all("SELECT txn_id FROM transactions WHERE status IN "
                       "('pending', 'pending_customer_action', 'reversal_pending', 'timeout')")
         assert [r["txn_id"] for r in rows] == ["t1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_stale_pending_transactions_are_chosen_by_the_query(journal: Journal, clock: Clock) -> None:
+    """The sweeper's candidates: still ``pending`` and created before the cutoff, oldest first, at most
+    ``limit``; a payment awaiting the customer and a young one are left to their owners."""
+    def sale() -> NewTransaction:
+        return NewTransaction(kind=Kind.SALE, merchant_id="m1", connector="bank_b", amount=100, currency="USD")
+
+    old = await journal.create_transaction(sale())
+    waiting = await journal.create_transaction(sale())
+    await journal.transition(waiting.txn_id, expected_from={Status.PENDING}, to=Status.AWAITING_CUSTOMER,
+                             reason="customer_action_required")
+    clock.advance(120.0)
+    young = await journal.create_transaction(sale())
+    assert [t.txn_id for t in await journal.stale_pending(utc_from_seconds(clock() - 60.0))] == [old.txn_id]
+    everything = await journal.stale_pending(utc_from_seconds(clock() + 1.0))
+    assert [t.txn_id for t in everything] == [old.txn_id, young.txn_id]
+    assert [t.txn_id for t in await journal.stale_pending(utc_from_seconds(clock() + 1.0), limit=1)] == [old.txn_id]

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# README "Memory per pending payment": how much the switch's resident memory grows per payment
+# waiting on its bank, with N (default 10,000) held at once.
+#   bench/hold.sh [N] [SETTLE_SECONDS]      from a checkout; PYTHON= picks the interpreter, TREE= another checkout
+# For each of "with idempotency keys" and "without" (bin/bench --no-keys): a fresh banksim that holds
+# every answer (--delay 900), a fresh kswitch (SQLite journal, logs at info, metrics on) whose
+# connector waits request_timeout = 900 s and takes max_in_flight = 20000, [api] max_in_flight =
+# 20000; then bin/bench --hold N --pid PID --settle S prints the growth per pending payment.
+# HOLD_KEYS=with|without runs one of the two. For a closer look: HOLD_WRAPPER=script.py runs kswitch as
+# `python script.py bin/kswitch run ...` (e.g. one that starts tracemalloc and dumps a snapshot on
+# SIGUSR1), HOLD_BEFORE / HOLD_AFTER commands get the switch's pid before sending and after settling.
+set -euo pipefail
+n=${1:-10000}; settle=${2:-20}
+here=$(cd "${TREE:-$(dirname "$0")/..}" && pwd)  # TREE=/other/checkout measures that tree
+py=${PYTHON:-/work/main/.tox/py3/bin/python}
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+run() {  # $1: label, $2...: extra bin/bench flags
+  local label=$1; shift
+  local dir=$tmp/$label bank api admin
+  mkdir -p "$dir"; bank=$(free_port); api=$(free_port); admin=$(free_port)
+  cat > "$dir/kswitch.toml" <<TOML
+[switch]
+state_dir = "$dir"
+log_format = "json"
+log_level = "info"
+
+[api]
+listen = ["tcp:$api:interface=127.0.0.1"]
+max_in_flight = 20000
+
+[admin]
+listen = "tcp:$admin:interface=127.0.0.1"
+
+[journal]
+backend = "sqlite"
+sqlite_path = "journal.sqlite3"
+dev_keys = true
+
+[[clients]]
+name = "bench"
+token = "bench-token-not-for-production"
+merchants = ["M1"]
+
+[[merchants]]
+id = "M1"
+name = "BENCH SHOP"
+city = "PHNOM PENH"
+country = "KH"
+mcc = "5999"
+acquirer_merchant_id = "MERCHANT0000001"
+stores = [{ id = "S1", terminal_id = "STORE001" }]
+
+[[connectors]]
+name = "bank"
+dialect = "iso87ascii"
+framing = "2b"
+acquirer_id = "123456"
+request_timeout = 900.0
+max_in_flight = 20000
+sign_on = false
+tls = false
+links = [{ host = "127.0.0.1", port = $bank }]
+
+[[routes]]
+name = "all"
+bin_prefixes = ["4", "5", "2"]
+connectors = ["bank"]
+TOML
+  (cd "$here" && exec "$py" bin/banksim --listen "127.0.0.1:$bank" --dialect iso87ascii --framing 2b --plain \
+      --delay 900 --log-level warning) > "$dir/banksim.log" 2>&1 &
+  pids+=($!); local banksim=$!
+  wait_port "$bank" || { echo "banksim did not listen"; cat "$dir/banksim.log"; exit 1; }
+  (cd "$here" && exec "$py" ${HOLD_WRAPPER:-} bin/kswitch run --config "$dir/kswitch.toml") > "$dir/kswitch.log" 2>&1 &
+  pids+=($!); local sw=$!
+  wait_port "$api" || { echo "kswitch did not listen"; tail -c 2000 "$dir/kswitch.log"; exit 1; }
+  sleep 2  # the link to the bank comes up
+  echo "== $label"
+  ${HOLD_BEFORE:-true} "$sw"
+  (cd "$here" && "$py" bin/bench --connect "127.0.0.1:$api" --client bench --token bench-token-not-for-production \
+      --merchant M1 --store S1 --hold "$n" --pid "$sw" --settle "$settle" "$@")
+  ${HOLD_AFTER:-true} "$sw"
+  kill -KILL "$sw" "$banksim" 2>/dev/null || true; wait "$sw" "$banksim" 2>/dev/null || true  # payments held: no graceful stop
+}
+
+[ "${HOLD_KEYS:-both}" = without ] || run "with idempotency keys"
+[ "${HOLD_KEYS:-both}" = with ] || run "without idempotency keys" --no-keys

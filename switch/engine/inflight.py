@@ -1,0 +1,219 @@
+"""A payment waiting on its bank, and the commit of its outcome.
+
+Why it exists: with 10,000 payments held at a slow bank, each one kept a chain of suspended
+coroutine frames (idempotency join, routing, risk, send) and the Deferreds between them, about
+10 KB a payment. A payment written to its bank is now one `InFlightPayment` (slots, no frame),
+reached only from the mux's pending entry through the callbacks on the exchange's Deferred; the
+coroutines that journal its outcome (`PaymentOutcomes`) run only once the bank has answered, timed
+out or the link dropped, and finish in a few commits. The payment's answer Deferred fires after
+the outcome is durably committed, as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.python.failure import Failure
+
+from switch.domain.model import AuthorizeRequest
+from switch.domain.status import Kind, Status
+from switch.engine.bank import Bank
+from switch.engine.confirmation import Confirmations
+from switch.engine.engine import (
+    Answered,
+    Engine,
+    NotSent,
+    Outcome,
+    PaymentMetrics,
+    Uncertain,
+    answer_columns,
+    not_answered,
+    resolution_draft,
+    settlement_column,
+)
+from switch.engine.risk import Verdict
+from switch.engine.risk.stage import Screening
+from switch.engine.saf import StoreAndForward
+from switch.engine.status import API_STATUS, answer
+from switch.iso.dialect import Message
+from switch.iso.translate import sealed_instrument
+from switch.journal import Journal
+from switch.journal.models import EventDraft
+
+log = structlog.get_logger("kswitch.payments")
+
+
+_SHAPES: dict[tuple[str, ...], tuple[str, ...]] = {}
+_MAX_SHAPES = 1024
+
+
+def _shape(message: Message) -> tuple[str, ...]:
+    """The message's field names as one tuple shared by every message built alike."""
+    names = tuple(message)
+    shared = _SHAPES.get(names)
+    if shared is None:
+        if len(_SHAPES) >= _MAX_SHAPES:
+            return names
+        shared = _SHAPES[names] = names
+    return shared
+
+
+class InFlightPayment:
+    """What a payment written to its bank needs to commit its outcome and answer the web tier: no more.
+
+    ``answered`` is the Deferred the socket API waits on; `message` the request as sent (the plugin
+    checks the answer's echoes against it, and an uncertain outcome's reversal is built from it),
+    kept as its values beside a shared tuple of field names: a third of the dict's size.
+    """
+
+    __slots__ = ("txn_id", "kind", "bank", "request", "_names", "_values", "screening", "verdict", "answered",
+                 "outcomes")
+
+    def __init__(self, txn_id: str, kind: Kind, bank: Bank, request: AuthorizeRequest, message: Message,
+                 screening: Screening | None, verdict: Verdict | None, answered: Deferred[dict[str, Any]],
+                 outcomes: PaymentOutcomes) -> None:
+        self.txn_id = txn_id
+        self.kind = kind
+        self.bank = bank
+        self.request = request
+        self._names = _shape(message)
+        self._values = tuple(message.values())
+        self.screening = screening
+        self.verdict = verdict
+        self.answered = answered
+        self.outcomes = outcomes
+
+    @property
+    def message(self) -> Message:
+        return dict(zip(self._names, self._values))
+
+    def wait(self, sent: Deferred[Message]) -> None:
+        """Commit the outcome once the bank's answer (or the mux's failure) is on ``sent``, then fire
+        `answered`. The one callback on ``sent`` is all a waiting payment adds to the mux's entry."""
+        sent.addCallbacks(self._bank_answered, self._not_answered)
+
+    def _bank_answered(self, response: Message) -> None:
+        try:
+            outcome = self.outcomes.engine.classify(response, self.txn_id, self.bank, self.message)
+        except Exception:
+            self._concluded(Failure())
+            return
+        self._conclude(outcome)
+
+    def _not_answered(self, failure: Failure) -> None:
+        outcome = not_answered(failure)
+        if isinstance(outcome, Failure):
+            self._concluded(outcome)
+        else:
+            self._conclude(outcome)
+
+    def _conclude(self, outcome: Outcome) -> None:
+        self.outcomes.conclude(outcome, self).addBoth(self._concluded)
+
+    def _concluded(self, result: dict[str, Any] | Failure) -> None:
+        """Answer the web tier, ending the bank's ``active`` count begun when the payment was routed."""
+        self.bank.active -= 1
+        if isinstance(result, Failure):
+            self.answered.errback(result)
+        else:
+            self.answered.callback(result)
+
+
+class PaymentOutcomes:
+    """Journals a payment's outcome with the risk stage's part of it in the same commit: approved (with
+    the fees of a sale), declined, failed, awaiting the customer, or uncertain with its reversal queued."""
+
+    def __init__(self, engine: Engine, journal: Journal, saf: StoreAndForward, metrics: PaymentMetrics,
+                 confirmations: Confirmations | None) -> None:
+        self.engine = engine
+        self.journal = journal
+        self.saf = saf
+        self.metrics = metrics
+        self.confirmations = confirmations
+
+    def conclude(self, outcome: Outcome, p: InFlightPayment) -> Deferred[dict[str, Any]]:
+        return ensureDeferred(self._conclude(outcome, p))
+
+    async def _conclude(self, outcome: Outcome, p: InFlightPayment) -> dict[str, Any]:
+        if isinstance(outcome, NotSent):
+            result = await self.finish(p.txn_id, p.kind, p.bank, Status.FAILED, p.screening, reason=outcome.reason,
+                                       forget_card=True)
+        elif isinstance(outcome, Uncertain):
+            result = await self._uncertain(p, outcome)
+        elif outcome.answer.confirmation_url is not None and self.confirmations is not None:
+            result = await self._awaiting_customer(p, outcome.response, outcome.answer.confirmation_url)
+        else:
+            result = await self._answered(p, outcome)
+        verdict = p.verdict
+        if verdict is None:
+            return result
+        if verdict.action == "review":
+            await self._flag_review(p.request.merchant_id, p.txn_id, verdict, result["status"])
+        flag = verdict.answer_field()
+        return {**result, "risk": flag} if flag is not None else result
+
+    async def _flag_review(self, merchant_id: str, txn_id: str, verdict: Verdict, status: str) -> None:
+        try:  # the payment's outcome is journalled and stands: a failure here only loses the event
+            await self.journal.append_event(merchant_id, EventDraft("payment.review", {
+                "txn_id": txn_id, "rule": verdict.rule, "status": status}), txn_id=txn_id)
+        except Exception as e:
+            log.error("risk_review_not_recorded", txn_id=txn_id, status=status, error=str(e))
+
+    async def _answered(self, p: InFlightPayment, outcome: Answered) -> dict[str, Any]:
+        a, req, bank = outcome.answer, p.request, p.bank
+        changes: dict[str, Any] = {**answer_columns(a, p.message.get("37")),
+                                   **settlement_column(self.journal, bank.name, a)}
+        if a.status == "approved":
+            approved = a.amount if a.amount is not None else req.amount
+            changes["amount_authorized"] = approved
+            if req.capture:  # a sale: its fees go with the approval, in the same UPDATE
+                changes["amount_captured"] = approved
+                changes.update(self.journal.sale_fees(bank.name, req.merchant_id, req.currency.alpha,
+                                                      sealed_instrument(req.instrument).masked, approved))
+            status = Status.APPROVED
+        else:
+            status = Status.DECLINED if a.status == "declined" else Status.FAILED
+        return await self.finish(p.txn_id, p.kind, bank, status, p.screening, reason=a.reason,
+                                 forget_card=status is not Status.APPROVED, **changes)
+
+    async def _awaiting_customer(self, p: InFlightPayment, response: Message, url: str) -> dict[str, Any]:
+        """The bank waits for the customer: journal that, hand the payment to its owner, answer with the URL."""
+        sent = p.message
+        txn = await self.journal.transition(
+            p.txn_id, expected_from=(Status.PENDING,), to=Status.AWAITING_CUSTOMER, reason="customer_action_required",
+            response_code=response.get("39"), rrn=response.get("37") or sent.get("37"),
+        )
+        assert self.confirmations is not None
+        self.confirmations.watch(txn, sent.get("41"))
+        self.metrics.child(self.metrics.outcomes, p.bank.name, p.kind.value, API_STATUS[txn.status]).inc()
+        return {**answer(txn), "confirmation_url": url}
+
+    async def _uncertain(self, p: InFlightPayment, outcome: Uncertain) -> dict[str, Any]:
+        """The bank may have approved: queue the reversal in the same commit as the answer. No answer
+        (timeout, link lost) is answered ``timeout``; an answer the plugin does not believe is
+        answered as it reads it (``failed``, e.g. ``format_error``): the reversal makes that true."""
+        bank, sent = p.bank, p.message
+        self.metrics.reversals_queued.labels(bank.name, outcome.cause).inc()
+        saf = resolution_draft(bank, sent, sealed_instrument(p.request.instrument))
+        a = outcome.answer
+        if a is None:
+            result = await self.finish(p.txn_id, p.kind, bank, Status.TIMEOUT, p.screening, reason="issuer_timeout",
+                                       saf=saf)
+        else:
+            status = Status.DECLINED if a.status == "declined" else Status.FAILED
+            result = await self.finish(p.txn_id, p.kind, bank, status, p.screening, reason=a.reason, saf=saf,
+                                       forget_card=True, **answer_columns(a, sent.get("37")))
+        self.saf.kick(bank.name)
+        return result
+
+    async def finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, screening: Screening | None,
+                     **changes: Any) -> dict[str, Any]:
+        """Journal the payment's outcome, with the risk stage's part of it in the same commit."""
+        risk = screening.closing(API_STATUS[status]) if screening is not None else None
+        txn = await self.journal.transition(txn_id, expected_from=(Status.PENDING,), to=status, risk=risk, **changes)
+        if risk is not None:
+            risk.log_holds()
+        self.metrics.child(self.metrics.outcomes, bank.name, kind.value, API_STATUS[status]).inc()
+        return answer(txn)
