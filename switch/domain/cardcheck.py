@@ -14,7 +14,7 @@ look for it, and `plausible_card_number` narrows it to what a card scheme issues
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 PAN_MIN_DIGITS = 12
 PAN_MAX_DIGITS = 19
@@ -89,17 +89,24 @@ def mask_last4(value: str) -> str:
     return "*" * (len(value) - 4) + value[-4:] if len(value) > 4 else "*" * len(value)
 
 
-def _card_number_positions(text: str) -> Iterator[list[int]]:
+def _card_number_positions(text: str) -> Iterator[Sequence[int]]:
     """For each Luhn-valid window of 13-19 digits, the positions of its digits in ``text``.
 
     A window is a whole unbroken run, or consecutive whole groups of a grouped run; a
-    run of 20 or more digits is no card number (ISO 8583 field 90 is 42 digits).
+    run of 20 or more digits is no card number (ISO 8583 field 90 is 42 digits). An
+    unbroken run, the usual case (a timestamp in an order id), is its own only window: a
+    `range`, tested without building its positions.
     """
     for match in _GROUPED_DIGITS.finditer(text):
         run = match.group()
-        if len(run) - run.count(" ") - run.count("-") < SCAN_MIN_DIGITS:
+        digits = len(run) - run.count(" ") - run.count("-")
+        if digits < SCAN_MIN_DIGITS:
             continue
         offset = match.start()
+        if digits == len(run):
+            if digits <= PAN_MAX_DIGITS and luhn_valid(run):
+                yield range(offset, match.end())
+            continue
         groups = [(offset + group.start(), offset + group.end()) for group in _GROUP.finditer(run)]
         for first in range(len(groups)):
             count = 0
@@ -123,7 +130,10 @@ def card_numbers(text: str) -> Iterator[str]:
     if not may_hold_card_number(text):
         return
     for positions in _card_number_positions(text):
-        yield "".join(text[i] for i in positions)
+        if isinstance(positions, range):
+            yield text[positions.start : positions.stop]
+        else:
+            yield "".join(text[i] for i in positions)
 
 
 def plausible_card_number(digits: str) -> bool:
