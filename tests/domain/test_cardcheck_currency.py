@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -189,3 +191,31 @@ def test_the_quick_card_number_test_says_what_the_full_pattern_says(text):
     """`may_hold_card_number` filters with a cheaper pattern first; it must never change the answer."""
     full = len(text) >= 13 and cardcheck._CANDIDATE.search(text) is not None
     assert cardcheck.may_hold_card_number(text) is full
+
+
+def _every_window(text):
+    """The scan as first written, the reference the faster one must agree with: every run of digit
+    groups joined by single spaces or dashes, every window of whole groups of 13-19 digits."""
+    found = []
+    for run in re.finditer(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*", text):
+        groups = re.findall(r"[0-9]+", run.group())
+        for first in range(len(groups)):
+            number = ""
+            for group in groups[first:]:
+                number += group
+                if len(number) > 19:
+                    break
+                if len(number) >= 13 and cardcheck.luhn_valid(number):
+                    found.append(number)
+    return found
+
+
+scanned_text = st.lists(
+    st.text(alphabet=st.sampled_from("0123456789 -x\""), max_size=25) | luhn_numbers, max_size=6
+).map("".join)
+
+
+@given(scanned_text)
+def test_card_numbers_finds_every_window_a_plain_scan_of_every_run_finds(text):
+    """The scan skips short runs inside the regex engine (`cardcheck._long_runs`); it must find the same."""
+    assert list(cardcheck.card_numbers(text)) == _every_window(text)
