@@ -30,6 +30,9 @@ _CANDIDATE = re.compile(r"[0-9](?:[ -]?[0-9]){12}", re.ASCII)
 # Weaker still and several times faster on digit-rich text (an ISO message as JSON, a log line):
 # every `_CANDIDATE` match is a digit followed by twelve digits, spaces or dashes.
 _QUICK = re.compile(r"[0-9][0-9 -]{12}", re.ASCII)
+# A digit's value, and the digit sum of its double (Luhn), by ASCII code.
+_DIGIT_VALUES = bytes.maketrans(b"0123456789", bytes(range(10)))
+_DOUBLED_DIGITS = bytes.maketrans(b"0123456789", bytes((0, 2, 4, 6, 8, 1, 3, 5, 7, 9)))
 # The lengths each scheme of `scheme` issues; with the prefix they make a run plausible as a card.
 SCHEME_LENGTHS: dict[str, frozenset[int]] = {
     "visa": frozenset({13, 16, 19}),
@@ -42,18 +45,14 @@ SCHEME_LENGTHS: dict[str, frozenset[int]] = {
 
 
 def luhn_valid(number: str) -> bool:
-    """True when a string of ASCII digits passes the Luhn (mod 10) check."""
+    """True when a string of ASCII digits passes the Luhn (mod 10) check.
+
+    Digits are summed as bytes, the doubled ones through a table, so the loop is in C: every
+    request checks its PAN, its order id and its log line this way."""
     if not number.isascii() or not number.isdigit():
         return False
-    total = 0
-    for position, char in enumerate(reversed(number)):
-        digit = ord(char) - 48
-        if position % 2:
-            digit *= 2
-            if digit > 9:
-                digit -= 9
-        total += digit
-    return total % 10 == 0
+    data = number.encode("ascii")
+    return (sum(data[-1::-2].translate(_DIGIT_VALUES)) + sum(data[-2::-2].translate(_DOUBLED_DIGITS))) % 10 == 0
 
 
 def luhn_check_digit(partial: str) -> str:

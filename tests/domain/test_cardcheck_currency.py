@@ -27,6 +27,12 @@ def test_wrong_or_non_digit_numbers_fail_luhn(text):
     assert not cardcheck.luhn_valid(text)
 
 
+@given(st.text(alphabet="0123456789", max_size=25))
+def test_luhn_is_the_textbook_sum(number):
+    doubled = [sum(divmod(2 * int(d), 10)) if i % 2 else int(d) for i, d in enumerate(reversed(number))]
+    assert cardcheck.luhn_valid(number) is (number != "" and sum(doubled) % 10 == 0)
+
+
 @given(digits)
 def test_the_check_digit_completes_any_number(partial):
     assert cardcheck.luhn_valid(partial + cardcheck.luhn_check_digit(partial))
