@@ -7,7 +7,7 @@ prints one JSON line per run: throughput, and user/system microseconds per autho
 reactor thread, the journal writer and the rest (reader threads). --both runs two trees at the same
 time, so both see the same machine (each still gets its own bank, switch and load):
 
-    PYTHONPATH=$PWD .tox/py3/bin/python bench/cpu_per_auth.py --runs 3 [--pg] [--seconds 8]
+    PYTHONPATH=$PWD .tox/py3/bin/python bench/cpu_per_auth.py --runs 3 [--pg] [--seconds 8] [--py-spy F.raw]
     .tox/py3/bin/python bench/cpu_per_auth.py --both /work/main /work/wt-x --runs 3
 """
 
@@ -55,6 +55,11 @@ def per_auth(before: dict[str, list[float]], after: dict[str, list[float]], pid:
     return {name: [round(value / n * 1e6) for value in times] for name, times in rows.items()}
 
 
+def py_spy() -> str:
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else "py-spy"
+
+
 def run(args: argparse.Namespace, state: Path) -> dict[str, object]:
     bank_port, api, admin = perf_ratio.free_port(), perf_ratio.free_port(), perf_ratio.free_port()
     shutil.rmtree(state, ignore_errors=True)
@@ -80,11 +85,20 @@ def run(args: argparse.Namespace, state: Path) -> dict[str, object]:
                     time.sleep(0.2)
             hello = ("bench", "bench-token-not-for-production")
             perf_ratio.load(api, 2, args.conns, args.depth, hello)  # warm up
+            spy = None
+            if args.py_spy:  # records the measured window, for bench/pyspy_stages.py
+                spy = subprocess.Popen([py_spy(), "record", "--nonblocking", "-r", "250", "--format", "raw", "--threads",
+                                        "-o", args.py_spy, "-d", str(int(args.seconds)), "-p", str(switch.pid)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(0.3)
             before = thread_times(switch.pid)
             out = perf_ratio.load(api, args.seconds, args.conns, args.depth, hello)
             after = thread_times(switch.pid)
+            if spy is not None:
+                spy.wait()
             n = int(out["n"]) or 1
-            return {"tps": out["tps"], "errors": out["errors"], "us_per_auth_user_sys": per_auth(before, after, switch.pid, n)}
+            return {"tps": out["tps"], "n": n, "errors": out["errors"],
+                    "us_per_auth_user_sys": per_auth(before, after, switch.pid, n)}
         finally:
             perf_ratio.stop(switch)
             perf_ratio.stop(bank)
@@ -98,6 +112,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=16)
     parser.add_argument("--pg", action="store_true")
     parser.add_argument("--template", help="kswitch config template, as perf_ratio's --template")
+    parser.add_argument("--py-spy", metavar="FILE", help="also record the measured seconds with py-spy (raw format)")
     parser.add_argument("--both", nargs=2, metavar=("TREE_A", "TREE_B"),
                         help="measure two trees at the same time, each run from its tree with it first on the path")
     args = parser.parse_args()
