@@ -66,7 +66,9 @@ def main() -> None:
     samples: collections.Counter[str] = collections.Counter()
     with open(args.profile) as profile:
         for line in profile:
-            stack, count = line.rstrip().rsplit(" ", 1)
+            stack, _, count = line.rstrip().rpartition(" ")
+            if not count.isdigit():  # a sample py-spy could not unwind
+                continue
             thread, *frames = stack.split(";")
             samples[stage(thread, frames, rules)] += int(count)
     us = 1e6 / args.rate / args.authorizations
