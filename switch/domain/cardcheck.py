@@ -30,6 +30,9 @@ _CANDIDATE = re.compile(r"[0-9](?:[ -]?[0-9]){12}", re.ASCII)
 # Weaker still and several times faster on digit-rich text (an ISO message as JSON, a log line):
 # every `_CANDIDATE` match is a digit followed by twelve digits, spaces or dashes.
 _QUICK = re.compile(r"[0-9][0-9 -]{12}", re.ASCII)
+# A digit's value, and the digit sum of its double (Luhn), by ASCII code.
+_DIGIT_VALUES = bytes.maketrans(b"0123456789", bytes(range(10)))
+_DOUBLED_DIGITS = bytes.maketrans(b"0123456789", bytes((0, 2, 4, 6, 8, 1, 3, 5, 7, 9)))
 # The lengths each scheme of `scheme` issues; with the prefix they make a run plausible as a card.
 SCHEME_LENGTHS: dict[str, frozenset[int]] = {
     "visa": frozenset({13, 16, 19}),
@@ -42,18 +45,14 @@ SCHEME_LENGTHS: dict[str, frozenset[int]] = {
 
 
 def luhn_valid(number: str) -> bool:
-    """True when a string of ASCII digits passes the Luhn (mod 10) check."""
+    """True when a string of ASCII digits passes the Luhn (mod 10) check.
+
+    Digits are summed as bytes, the doubled ones through a table, so the loop is in C: every
+    request checks its PAN, its order id and its log line this way."""
     if not number.isascii() or not number.isdigit():
         return False
-    total = 0
-    for position, char in enumerate(reversed(number)):
-        digit = ord(char) - 48
-        if position % 2:
-            digit *= 2
-            if digit > 9:
-                digit -= 9
-        total += digit
-    return total % 10 == 0
+    data = number.encode("ascii")
+    return (sum(data[-1::-2].translate(_DIGIT_VALUES)) + sum(data[-2::-2].translate(_DOUBLED_DIGITS))) % 10 == 0
 
 
 def luhn_check_digit(partial: str) -> str:
@@ -89,17 +88,25 @@ def mask_last4(value: str) -> str:
     return "*" * (len(value) - 4) + value[-4:] if len(value) > 4 else "*" * len(value)
 
 
-def _card_number_positions(text: str) -> Iterator[list[int]]:
-    """For each Luhn-valid window of 13-19 digits, the positions of its digits in ``text``.
+Spans = list[tuple[int, int]]
+"""The (start, end) of each digit group of one window, in the scanned text."""
+
+
+def _card_number_spans(text: str) -> Iterator[Spans]:
+    """For each Luhn-valid window of 13-19 digits, where its digits are in ``text``.
 
     A window is a whole unbroken run, or consecutive whole groups of a grouped run; a
-    run of 20 or more digits is no card number (ISO 8583 field 90 is 42 digits).
+    run of 20 or more digits is no card number (ISO 8583 field 90 is 42 digits). Windows
+    are tested as slices of ``text``: an order id or a log line holding a timestamp is
+    scanned on every request.
     """
-    for match in _GROUPED_DIGITS.finditer(text):
+    for match in _long_runs(text):
         run = match.group()
-        if len(run) - run.count(" ") - run.count("-") < SCAN_MIN_DIGITS:
-            continue
         offset = match.start()
+        if run.isdigit():  # unbroken: its own only window
+            if len(run) <= PAN_MAX_DIGITS and luhn_valid(run):
+                yield [(offset, match.end())]
+            continue
         groups = [(offset + group.start(), offset + group.end()) for group in _GROUP.finditer(run)]
         for first in range(len(groups)):
             count = 0
@@ -108,9 +115,28 @@ def _card_number_positions(text: str) -> Iterator[list[int]]:
                 if count > PAN_MAX_DIGITS:
                     break
                 if count >= SCAN_MIN_DIGITS:
-                    positions = [i for start, end in groups[first : last + 1] for i in range(start, end)]
-                    if luhn_valid("".join(text[i] for i in positions)):
-                        yield positions
+                    spans = groups[first : last + 1]
+                    if luhn_valid(_digits(text, spans)):
+                        yield spans
+
+
+def _digits(text: str, spans: Spans) -> str:
+    return "".join(text[start:end] for start, end in spans)
+
+
+def _long_runs(text: str) -> Iterator[re.Match[str]]:
+    """The `_GROUPED_DIGITS` runs of ``text`` with 13 digits or more. The leftmost `_CANDIDATE` match
+    always starts such a run (one digit earlier would match too), and none starts before the leftmost
+    `_QUICK` match: the scan passes the many short runs of a log line or a message inside the regex
+    engine, with the quicker pattern first, instead of one Python step each."""
+    position = 0
+    while (quick := _QUICK.search(text, position)) is not None:
+        candidate = _CANDIDATE.search(text, quick.start())
+        run = _GROUPED_DIGITS.match(text, candidate.start()) if candidate is not None else None
+        if run is None:  # no candidate left (a run always follows a candidate's first digit)
+            return
+        yield run
+        position = run.end()
 
 
 def may_hold_card_number(text: str) -> bool:
@@ -120,10 +146,8 @@ def may_hold_card_number(text: str) -> bool:
 
 def card_numbers(text: str) -> Iterator[str]:
     """The digits of every Luhn-valid 13-19 digit run in ``text``, unbroken or grouped by spaces or dashes."""
-    if not may_hold_card_number(text):
-        return
-    for positions in _card_number_positions(text):
-        yield "".join(text[i] for i in positions)
+    for spans in _card_number_spans(text):  # its first search is `may_hold_card_number`'s
+        yield _digits(text, spans)
 
 
 def plausible_card_number(digits: str) -> bool:
@@ -145,10 +169,14 @@ def redact_pans(text: str) -> str:
     if not may_hold_card_number(text):
         return text
     while True:
-        hidden = {i for positions in _card_number_positions(text) for i in positions[6:-4]}
+        hidden = {i for spans in _card_number_spans(text) for i in _positions(spans)[6:-4]}
         if not hidden:
             return text
         text = "".join("*" if i in hidden else char for i, char in enumerate(text))
+
+
+def _positions(spans: Spans) -> list[int]:
+    return [i for start, end in spans for i in range(start, end)]
 
 
 def valid_expiry(expiry: str) -> bool:

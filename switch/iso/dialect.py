@@ -10,6 +10,7 @@ start-up naming the file, the field and the problem rather than at the first mes
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,15 @@ class Dialect:
     @property
     def sensitive(self) -> frozenset[str]:
         return frozenset(n for n, f in self.fields.items() if f.sensitive)
+
+    @functools.cached_property
+    def mask_styles(self) -> Mapping[str, str]:
+        """How each field that is never shown whole is masked (``pan``, ``last4``, ``full``): the
+        dialect's sensitive fields, and `ALWAYS_SENSITIVE` whatever it says (field 2 as a PAN).
+        Computed once per dialect: `switch.iso.masking.mask_message` runs for every message."""
+        styles = {number: "pan" if number == "2" else "full" for number in ALWAYS_SENSITIVE}
+        styles.update((number, f.mask) for number, f in self.fields.items() if f.sensitive)
+        return styles
 
     def field_name(self, number: str) -> str:
         if number == "t":

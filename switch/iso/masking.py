@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-from switch.domain.cardcheck import mask_last4, mask_pan, redact_pans
+from switch.domain.cardcheck import SCAN_MIN_DIGITS, mask_last4, mask_pan, redact_pans
 from switch.iso.dialect import ALWAYS_SENSITIVE, Dialect
 
 __all__ = ["mask_pan", "mask_last4", "mask_full", "mask_message", "mask_card_data"]
@@ -39,7 +39,12 @@ _STYLES = {"pan": mask_pan, "last4": mask_last4, "full": mask_full}
 
 
 def mask_card_data(value: str) -> str:
-    """``value`` with any card data it holds masked: track data entirely, a PAN down to six and four."""
+    """``value`` with any card data it holds masked: track data entirely, a PAN down to six and four.
+
+    A value shorter than a card number (most fields of a message) holds neither, and track data is
+    longer still (12 digits, a separator, 4 digits): it is returned without running the patterns."""
+    if len(value) < SCAN_MIN_DIGITS:
+        return value
     if _TRACK.search(value) is not None:
         return mask_full(value)
     return redact_pans(value)
@@ -48,14 +53,17 @@ def mask_card_data(value: str) -> str:
 def mask_message(message: Mapping[str, str], dialect: Dialect | None = None) -> dict[str, str]:
     """A copy of an ISO message that is safe to log or journal: sensitive fields masked, and card
     data found in any other field masked as well."""
-    out = dict(message)
-    fields = dialect.fields if dialect is not None else {}
+    styles = dialect.mask_styles if dialect is not None else _ALWAYS_SENSITIVE_STYLES
+    out = {}
     for number, value in message.items():
-        f = fields.get(number)
-        if f is not None and f.sensitive:
-            out[number] = _STYLES[f.mask](value)
-        elif number in ALWAYS_SENSITIVE:
-            out[number] = mask_pan(value) if number == "2" else mask_full(value)
+        style = styles.get(number)
+        if style is not None:
+            out[number] = _STYLES[style](value)
         elif isinstance(value, str) and number != "t":
             out[number] = mask_card_data(value)
+        else:
+            out[number] = value
     return out
+
+
+_ALWAYS_SENSITIVE_STYLES = {number: "pan" if number == "2" else "full" for number in ALWAYS_SENSITIVE}

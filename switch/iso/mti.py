@@ -7,6 +7,7 @@ the dialect's version decides the MTI and where the network-management code goes
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timezone
 from typing import Mapping
 
@@ -74,7 +75,21 @@ def network_kind(message: Mapping[str, str], version: int) -> str | None:
 
 def transmission_time(now: float) -> str:
     """Field 7, MMDDhhmmss in UTC."""
-    return datetime.fromtimestamp(now, timezone.utc).strftime("%m%d%H%M%S")
+    return _utc_texts(int(now))[0]
+
+
+def local_time_fields(now: float, version: int) -> dict[str, str]:
+    """Fields 12 and 13 of 1987 (hhmmss, MMDD) or field 12 of 1993 (YYMMDDhhmmss), in UTC."""
+    texts = _utc_texts(int(now))
+    return {"12": texts[1], "13": texts[2]} if version == 1987 else {"12": texts[3]}
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_texts(second: int) -> tuple[str, str, str, str]:
+    """Field 7, 1987's fields 12 and 13 and 1993's field 12 of one second: formatted once a second
+    instead of with four ``strftime`` calls for every message (11 µs of the reactor a payment)."""
+    t = datetime.fromtimestamp(second, timezone.utc)
+    return t.strftime("%m%d%H%M%S"), t.strftime("%H%M%S"), t.strftime("%m%d"), t.strftime("%y%m%d%H%M%S")
 
 
 def network_request(kind: str, version: int, now: float, code: str | None = None) -> Message:

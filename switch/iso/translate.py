@@ -9,7 +9,6 @@ a number so translation is a pure function and tests need no clock.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Mapping
 
 from switch.domain.cardcheck import mask_last4
@@ -17,7 +16,7 @@ from switch.domain.carddata import AccountData, CardData
 from switch.domain.model import ACCOUNT_TYPES, BankAccountInstrument, CardInstrument, Instrument, WalletInstrument
 from switch.iso.dialect import Dialect, Message
 from switch.iso.masking import mask_message
-from switch.iso.mti import mti_for, transmission_time
+from switch.iso.mti import local_time_fields, mti_for, transmission_time
 from switch.iso.responses import ResponseTable
 
 PURCHASE, REFUND = "00", "20"
@@ -72,13 +71,6 @@ class Acceptor:
         """Field 43: name (22) + space + city (13) + space + country (2), padded to 40 in 1987."""
         text = f"{self.name[:22]:<22} {self.city[:13]:<13} {self.country[:2]:<2}"
         return f"{text:<40}" if version == 1987 else text.rstrip()
-
-
-def _local(now: float, version: int) -> dict[str, str]:
-    t = datetime.fromtimestamp(now, timezone.utc)
-    if version == 1987:
-        return {"12": t.strftime("%H%M%S"), "13": t.strftime("%m%d")}
-    return {"12": t.strftime("%y%m%d%H%M%S")}
 
 
 def account_reference(instrument: BankAccountInstrument | WalletInstrument) -> str:
@@ -148,7 +140,7 @@ def financial_request(
         "4": f"{amount:012d}",
         "7": transmission_time(now),
         "11": stan,
-        **_local(now, version),
+        **local_time_fields(now, version),
         "18": acceptor.mcc,
         "22": profile.entry_mode,
         "32": profile.acquirer_id,
@@ -236,7 +228,7 @@ def reversal_request(original: Mapping[str, str], profile: AcquirerProfile, stan
     msg["t"] = mti_for(kind, profile.version)
     msg["7"] = transmission_time(now)
     msg["11"] = stan
-    msg.update(_local(now, profile.version))
+    msg.update(local_time_fields(now, profile.version))
     msg[profile.dialect.original_data_field] = original_data_elements(original, profile)
     if profile.version == 1993:
         msg["24"] = "400"

@@ -12,14 +12,13 @@ pipelined round trip instead of one per row).
 
 from __future__ import annotations
 
-import enum
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from switch.journal.errors import JournalError, JournalUnavailable, StorageError
-from switch.journal.guard import check_value
+from switch.journal.guard import checked_params
 
 Row = dict[str, Any]
 T = TypeVar("T")
@@ -169,11 +168,7 @@ class Db:
 
     @staticmethod
     def _bind(params: Params) -> dict[str, object]:
-        bound: dict[str, object] = {}
-        for name, value in params.items():
-            value = bound[name] = _plain(value)
-            check_value(name, value)
-        return bound
+        return checked_params(params)
 
 
 def run(db: Db, work: Callable[[Db], T]) -> T:
@@ -186,11 +181,6 @@ def run(db: Db, work: Callable[[Db], T]) -> T:
         if db.broken:
             raise JournalUnavailable(f"lost the {db.dialect.name} connection: {exc}") from exc
         raise StorageError(f"{db.dialect.name} refused a journal statement: {type(exc).__name__}: {exc}") from exc
-
-
-def _plain(value: object) -> object:
-    """Enum members go to the database as their values, whatever the driver's own enum handling."""
-    return value.value if isinstance(value, enum.Enum) else value
 
 
 def in_list(prefix: str, values: Sequence[object]) -> tuple[str, dict[str, object]]:

@@ -21,6 +21,7 @@ A refusal is `CardDataRefused`, naming the column or key but never echoing the v
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -87,6 +88,30 @@ def check_value(where: str, value: object) -> None:
         for match in _BYTE_DIGIT_RUN.finditer(bytes(value)):
             if holds_card_number(match.group().decode("ascii")):
                 raise _refused(where)
+
+
+# Parameter types `checked_params` passes with one type look-up: nothing in them to scan.
+_UNSCANNED = frozenset({int, float, bool, type(None), Guarded, Derived})
+
+
+def checked_params(params: Mapping[str, object]) -> dict[str, object]:
+    """Query parameters as the driver gets them: enum members as their values, each value checked as
+    `check_value` does. Every parameter of every journal statement passes here on the writer thread,
+    whose Python time the reactor waits for (one GIL): ints, None and scanned text cost a type look-up,
+    plain text a length test, instead of two function calls each."""
+    bound = dict(params)
+    for name, value in bound.items():
+        kind = type(value)
+        if kind in _UNSCANNED:
+            continue
+        if kind is str:
+            if len(value) >= SCAN_MIN_DIGITS and name not in REFERENCE_NAMES and holds_card_number(value):
+                raise _refused(name)
+            continue
+        if isinstance(value, enum.Enum):
+            value = bound[name] = value.value
+        check_value(name, value)
+    return bound
 
 
 def dump_fields(where: str, fields: Mapping[Any, Any]) -> Guarded:

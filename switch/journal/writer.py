@@ -167,10 +167,16 @@ class GroupCommitWriter:
             self._commit_seconds.observe(done - began)
             self._batch_size.observe(len(batch))
             self._commits.inc()
+        succeeded = 0
         for pending, (ok, _) in zip(batch, outcomes):
-            self._writes["committed" if ok else "refused" if committed else "failed"].inc()
             if ok:
+                succeeded += 1
                 self._write_seconds.observe(done - pending.submitted)
+        # One increment per outcome and batch: each is a lock on the thread the reactor waits for.
+        if succeeded:
+            self._writes["committed"].inc(succeeded)
+        if succeeded < len(batch):
+            self._writes["refused" if committed else "failed"].inc(len(batch) - succeeded)
         self._reactor.callFromThread(_deliver, batch, outcomes)
 
     def _execute(self, batch: list[_Pending]) -> tuple[list[_Outcome], bool]:

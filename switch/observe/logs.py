@@ -24,7 +24,7 @@ from typing import IO, Any, Literal
 import orjson
 import structlog
 
-from switch.domain.cardcheck import SCAN_MIN_DIGITS, may_hold_card_number, redact_pans
+from switch.domain.cardcheck import SCAN_MIN_DIGITS, card_numbers, may_hold_card_number, redact_pans
 
 LogFormat = Literal["auto", "json", "console"]
 _NATIVE = (bool, type(None), datetime.date, datetime.time, uuid.UUID)
@@ -165,9 +165,11 @@ def _text(value: object) -> str:
 class _SafeRenderer:
     """Wraps the renderer: every event becomes one writable line with card numbers masked.
 
-    The rendered line is checked first, because almost no line holds 13 digits in a
-    row; only one that does is rendered again from a masked copy of the event. Whatever
-    the renderer fails on still becomes a line.
+    The rendered line is checked first with the scan `redact_card_numbers` masks by: every
+    key and value is in the line whole (between quotes, or a number), so a card number the
+    event holds is one the line holds. Only a line that holds one is rendered again from a
+    masked copy of the event; a line whose long digit runs all fail Luhn (an order id with
+    a timestamp in it) is rendered once. Whatever the renderer fails on still becomes a line.
     """
 
     def __init__(self, renderer: structlog.typing.Processor) -> None:
@@ -175,7 +177,7 @@ class _SafeRenderer:
 
     def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> str:
         text = self._render(logger, method, dict(event))  # a copy: the console renderer pops keys
-        if may_hold_card_number(text):
+        if next(card_numbers(text), None) is not None:
             text = self._render(logger, method, redact_card_numbers(logger, method, event))
         # A lone surrogate cannot be written to a UTF-8 stream: escape it instead.
         return text.encode("utf-8", "backslashreplace").decode("utf-8")

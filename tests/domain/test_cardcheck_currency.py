@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -23,6 +25,12 @@ def test_known_numbers_pass_luhn(pan):
 @pytest.mark.parametrize("text", ["4111111111111112", "", "4111-1111-1111-1111", "41111111111111１1", "abc"])
 def test_wrong_or_non_digit_numbers_fail_luhn(text):
     assert not cardcheck.luhn_valid(text)
+
+
+@given(st.text(alphabet="0123456789", max_size=25))
+def test_luhn_is_the_textbook_sum(number):
+    doubled = [sum(divmod(2 * int(d), 10)) if i % 2 else int(d) for i, d in enumerate(reversed(number))]
+    assert cardcheck.luhn_valid(number) is (number != "" and sum(doubled) % 10 == 0)
 
 
 @given(digits)
@@ -189,3 +197,31 @@ def test_the_quick_card_number_test_says_what_the_full_pattern_says(text):
     """`may_hold_card_number` filters with a cheaper pattern first; it must never change the answer."""
     full = len(text) >= 13 and cardcheck._CANDIDATE.search(text) is not None
     assert cardcheck.may_hold_card_number(text) is full
+
+
+def _every_window(text):
+    """The scan as first written, the reference the faster one must agree with: every run of digit
+    groups joined by single spaces or dashes, every window of whole groups of 13-19 digits."""
+    found = []
+    for run in re.finditer(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*", text):
+        groups = re.findall(r"[0-9]+", run.group())
+        for first in range(len(groups)):
+            number = ""
+            for group in groups[first:]:
+                number += group
+                if len(number) > 19:
+                    break
+                if len(number) >= 13 and cardcheck.luhn_valid(number):
+                    found.append(number)
+    return found
+
+
+scanned_text = st.lists(
+    st.text(alphabet=st.sampled_from("0123456789 -x\""), max_size=25) | luhn_numbers, max_size=6
+).map("".join)
+
+
+@given(scanned_text)
+def test_card_numbers_finds_every_window_a_plain_scan_of_every_run_finds(text):
+    """The scan skips short runs inside the regex engine (`cardcheck._long_runs`); it must find the same."""
+    assert list(cardcheck.card_numbers(text)) == _every_window(text)

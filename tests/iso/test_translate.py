@@ -5,8 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from switch.domain.model import CardInstrument
 from switch.iso.dialect import load_dialect
+from switch.iso.mti import local_time_fields, transmission_time
 from switch.iso.responses import ResponseTable
 from switch.iso.translate import Acceptor, AcquirerProfile, financial_request, reversal_request, reversal_template
 
@@ -58,3 +62,13 @@ def test_reversal_template_keeps_the_private_fields_the_dialect_does_not_call_se
     card_in_48 = {"t": "0200", "2": "4111111111111111", "48": "123", "63": "WP009TRUEMONEY"}  # 48 is the CVV here
     assert "48" not in reversal_template(card_in_48, load_dialect("iso87ascii"))
     assert "48" not in reversal_template(card_in_48) and "63" not in reversal_template(card_in_48)
+
+
+@given(st.integers(0, 4_102_444_799), st.integers(0, 999_000))
+def test_time_fields_are_the_utc_second_of_now(second: int, microsecond: int) -> None:
+    """Fields 7, 12 and 13 are formatted once a second (`mti._utc_texts`): the same texts as `now` itself."""
+    now = second + microsecond / 1_000_000
+    t = datetime.fromtimestamp(now, timezone.utc)
+    assert transmission_time(now) == t.strftime("%m%d%H%M%S")
+    assert local_time_fields(now, 1987) == {"12": t.strftime("%H%M%S"), "13": t.strftime("%m%d")}
+    assert local_time_fields(now, 1993) == {"12": t.strftime("%y%m%d%H%M%S")}

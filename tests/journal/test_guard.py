@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 
 from switch.domain.cardcheck import luhn_check_digit, mask_pan
 from switch.domain.panscan import looks_like_pan, safe_repr
+from switch.domain.status import Status
 from switch.iso.masking import mask_message
 from switch.journal import CardDataRefused, InvalidRecord
-from switch.journal.guard import check_value, dump_fields
+from switch.journal.guard import Derived, check_value, checked_params, dump_fields
 
 VISA = "4111111111111111"
 
@@ -66,6 +67,20 @@ def test_numbers_that_only_pass_luhn_are_stored_in_free_text(text: str) -> None:
 def test_a_card_number_beside_a_reference_is_still_refused() -> None:
     with pytest.raises(CardDataRefused, match="payload.note"):
         dump_fields("payload", {"order_id": "1732871234560", "note": f"card {VISA}"})
+
+
+@given(prefix=not_digits, pan=visa_numbers)
+def test_query_parameters_are_checked_as_check_value_checks_them(prefix: str, pan: str) -> None:
+    for value in (prefix + pan, (prefix + pan).encode()):
+        with pytest.raises(CardDataRefused, match="reason"):
+            checked_params({"txn_id": "T1", "amount": 5, "reason": value})
+    assert checked_params({"order_id": prefix + pan, "key": Derived(pan), "at": None}) == {
+        "order_id": prefix + pan, "key": pan, "at": None}
+
+
+def test_query_parameters_hold_enum_values_not_members() -> None:
+    bound = checked_params({"status": Status.APPROVED, "n": 1})
+    assert bound == {"status": "approved", "n": 1} and type(bound["status"]) is str
 
 
 def test_luhn_invalid_runs_and_field_90_pass() -> None:

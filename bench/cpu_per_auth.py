@@ -1,0 +1,147 @@
+"""CPU time kswitch spends per authorization, by thread, under perf_ratio's closed loop.
+
+Throughput on a shared machine swings with its load; the CPU time a payment costs swings less, and
+it is what the reactor and the journal writer share (one GIL). Runs kswitch from perf_ratio's
+template (or --template) against perf_ratio's bank and load generator, warms up for 2 s, then
+prints one JSON line per run: throughput, and user/system microseconds per authorization of the
+reactor thread, the journal writer and the rest (reader threads). --both runs two trees at the same
+time, so both see the same machine (each still gets its own bank, switch and load):
+
+    PYTHONPATH=$PWD .tox/py3/bin/python bench/cpu_per_auth.py --runs 3 [--pg] [--seconds 8] [--py-spy F.raw]
+    .tox/py3/bin/python bench/cpu_per_auth.py --both /work/main /work/wt-x --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+PERF_RATIO = Path(os.environ.get("PERF_RATIO", Path(__file__).resolve().parents[2] / "shared/bench/perf_ratio.py"))
+sys.path.insert(0, str(PERF_RATIO.parent))
+import perf_ratio  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def thread_times(pid: int) -> dict[str, list[float]]:
+    """User and system seconds of each thread: the reactor (the main thread), the journal writer
+    (the busiest other thread) and the rest together."""
+    by_thread: dict[int, list[float]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        by_thread[int(task.name)] = [int(fields[11]) / TICK, int(fields[12]) / TICK]
+    return {str(tid): times for tid, times in by_thread.items()} | {"main": by_thread.get(pid, [0.0, 0.0])}
+
+
+def per_auth(before: dict[str, list[float]], after: dict[str, list[float]], pid: int, n: int) -> dict[str, list[int]]:
+    spent = {tid: [a - b for a, b in zip(times, before.get(tid, [0.0, 0.0]))] for tid, times in after.items()
+             if tid not in ("main", str(pid))}
+    writer = max(spent, key=lambda tid: sum(spent[tid]), default=None)
+    rest = [sum(times[i] for tid, times in spent.items() if tid != writer) for i in (0, 1)]
+    reactor = [a - b for a, b in zip(after["main"], before["main"])]
+    rows = {"reactor": reactor, "writer": spent.get(writer, [0.0, 0.0]), "other threads": rest}
+    return {name: [round(value / n * 1e6) for value in times] for name, times in rows.items()}
+
+
+def py_spy() -> str:
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else "py-spy"
+
+
+def run(args: argparse.Namespace, state: Path) -> dict[str, object]:
+    bank_port, api, admin = perf_ratio.free_port(), perf_ratio.free_port(), perf_ratio.free_port()
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
+    schema = f'postgres_schema = "cpu{os.getpid()}{time.time_ns() % 100000}"' if args.pg else ""
+    template = Path(args.template).read_text() if args.template else perf_ratio.CONFIG
+    config = state / "kswitch.toml"
+    config.write_text(template.format(state=state, api=api, admin=admin, bank=bank_port,
+                                      backend="postgresql" if args.pg else "sqlite", schema=schema))
+    bank = subprocess.Popen([perf_ratio.PY, str(perf_ratio.RELAY), "bank", "--port", str(bank_port)])
+    perf_ratio.wait_port(bank_port, 20)
+    with open(state / "kswitch.log", "wb") as log:
+        switch = subprocess.Popen(perf_ratio.kswitch_command() + ["run", "--config", str(config)], stdout=log,
+                                  stderr=subprocess.STDOUT)
+        try:
+            if not perf_ratio.wait_port(api, 90):
+                raise SystemExit(f"kswitch did not listen; see {state / 'kswitch.log'}")
+            for _ in range(100):
+                try:
+                    if urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=2).status == 200:
+                        break
+                except OSError:
+                    time.sleep(0.2)
+            hello = ("bench", "bench-token-not-for-production")
+            perf_ratio.load(api, 2, args.conns, args.depth, hello)  # warm up
+            spy = None
+            if args.py_spy:  # records the measured window, for bench/pyspy_stages.py
+                spy = subprocess.Popen([py_spy(), "record", "--nonblocking", "-r", "250", "--format", "raw", "--threads",
+                                        "-o", args.py_spy, "-d", str(int(args.seconds)), "-p", str(switch.pid)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(0.3)
+            before = thread_times(switch.pid)
+            out = perf_ratio.load(api, args.seconds, args.conns, args.depth, hello)
+            after = thread_times(switch.pid)
+            if spy is not None:
+                spy.wait()
+            n = int(out["n"]) or 1
+            return {"tps": out["tps"], "n": n, "errors": out["errors"],
+                    "us_per_auth_user_sys": per_auth(before, after, switch.pid, n)}
+        finally:
+            perf_ratio.stop(switch)
+            perf_ratio.stop(bank)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--conns", type=int, default=8)
+    parser.add_argument("--depth", type=int, default=16)
+    parser.add_argument("--pg", action="store_true")
+    parser.add_argument("--template", help="kswitch config template, as perf_ratio's --template")
+    parser.add_argument("--py-spy", metavar="FILE", help="also record the measured seconds with py-spy (raw format)")
+    parser.add_argument("--both", nargs=2, metavar=("TREE_A", "TREE_B"),
+                        help="measure two trees at the same time, each run from its tree with it first on the path")
+    args = parser.parse_args()
+    if args.both:
+        forwarded = [arg for arg in sys.argv[1:] if arg not in args.both and arg != "--both"]
+        for _ in range(args.runs):
+            results: dict[str, str] = {}
+
+            def one(tree: str) -> None:
+                env = {**os.environ, "PYTHONPATH": tree}
+                command = [sys.executable, str(Path(__file__).resolve()), *forwarded, "--runs", "1"]
+                done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
+                results[tree] = (done.stdout.strip().splitlines() or [done.stderr.strip()[-300:]])[-1]
+
+            threads = [threading.Thread(target=one, args=(tree,)) for tree in args.both]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            for tree in args.both:
+                print(f"{tree} {results[tree]}", flush=True)
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="kcpu-"))
+    try:
+        for index in range(args.runs):
+            print(json.dumps(run(args, scratch / f"k{index}")), flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

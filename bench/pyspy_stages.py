@@ -1,0 +1,83 @@
+"""Aggregate a py-spy raw profile of kswitch by stage of a payment, in microseconds per authorization.
+
+    py-spy record --nonblocking -r 250 --format raw --threads -o prof.raw -d 8 -p PID   # under load
+    python bench/pyspy_stages.py prof.raw AUTHORIZATIONS [--rate 250]
+
+Each sample goes to the stage of the innermost frame that names one (first rule that matches,
+from the innermost frame out); a journal-writer sample naming none is "journal writer: other", a
+reactor sample "Twisted reactor, sockets, other". Samples are wall time of active threads, so a
+thread waiting to take the GIL back counts where it waits: read the table as where the time goes,
+and CPU time per authorization (bench/cpu_per_auth.py) as what it costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+
+RULES = (
+    ("log lines (render, card-number scan, write)", r"switch/observe/logs\.py|structlog/"),
+    ("ISO encode", r"Dialect\.encode|check_encodes"),
+    ("ISO decode", r"Dialect\.decode"),
+    ("journal writer: COMMIT (fsync wait included)", r"Db\.commit \("),
+    ("journal writer: queued rows (executemany)", r"Db\.flush|_flush \("),
+    ("journal writer: rows to objects", r"transaction_from_row|_dict_row|dict_row"),
+    ("journal writer: parameters and guard", r"Db\._bind|checked_params"),
+    ("journal writer: statements", r"Db\._run|Db\.one|Db\.execute"),
+    ("journal writer: metrics, batch", r"GroupCommitWriter\._commit|prometheus_client"),
+    ("commit callbacks (Deferreds fired on the reactor)", r"writer\.py.*_deliver"),
+    ("journal request (seal PAN, mask, guard, submit)",
+     r"Journal\.create_transaction|Journal\.create_screened|_journal_request|mask_message|_new_transaction"),
+    ("outcome journalled (reactor side)", r"Journal\.transition"),
+    ("answer journalled (mask, guard, submit)", r"journal_response|Journal\.append_message"),
+    ("message build (financial_request, plugin)", r"_build \(|financial_request"),
+    ("risk stage", r"switch/engine/risk"),
+    ("socket API: answer JSON, metrics, write",
+     r"ApiProtocol\._answer|ApiProtocol\._succeeded|_authorize_answer|transaction_answer|ApiProtocol\._record"),
+    ("socket API: read, JSON decode, validate", r"ApiProtocol\.|switch/gateway/"),
+    ("link send (mux, framing, write)",
+     r"Mux\.request|Mux\._send|Connector\.request|Bank\.request|Engine\.exchange|sendFrame|Link\.send"),
+    ("bank answer: match, classify", r"Link\.frame_received|Mux\.response_received|Engine\._classify|FramedProtocol"),
+    ("routing, payment flow (engine)", r"switch/engine/"),
+    ("reader threads", r"ReaderPool|ThreadWorker"),
+)
+OTHER = "Twisted reactor, sockets, other"
+WRITER_OTHER = "journal writer: other"
+
+
+def stage(thread: str, frames: list[str], rules: list[tuple[str, re.Pattern[str]]]) -> str:
+    for frame in reversed(frames):
+        for name, pattern in rules:
+            if pattern.search(frame):
+                return name
+    if "writer" in thread:
+        return WRITER_OTHER
+    return "reader threads" if "reader" in thread else OTHER
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("profile", help="py-spy --format raw output")
+    parser.add_argument("authorizations", type=float, help="authorizations answered while it was recorded")
+    parser.add_argument("--rate", type=float, default=250, help="py-spy's sampling rate (-r)")
+    args = parser.parse_args()
+    rules = [(name, re.compile(pattern)) for name, pattern in RULES]
+    samples: collections.Counter[str] = collections.Counter()
+    with open(args.profile) as profile:
+        for line in profile:
+            stack, _, count = line.rstrip().rpartition(" ")
+            if not count.isdigit():  # a sample py-spy could not unwind
+                continue
+            thread, *frames = stack.split(";")
+            samples[stage(thread, frames, rules)] += int(count)
+    us = 1e6 / args.rate / args.authorizations
+    print("| stage | µs per authorization |\n|---|---:|")
+    for name in [name for name, _ in RULES] + [WRITER_OTHER, OTHER]:
+        if samples[name]:
+            print(f"| {name} | {samples[name] * us:.0f} |")
+    print(f"| **total** | **{sum(samples.values()) * us:.0f}** |")
+
+
+if __name__ == "__main__":
+    main()
