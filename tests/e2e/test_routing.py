@@ -21,7 +21,8 @@ connectors = ["bank_b"]
 
 @pytest_twisted.async_yield_fixture
 async def routed(tmp_path):
-    e = await start_env(tmp_path, request_timeout=0.5, routes=FALLBACK_ROUTES, connector_extra="max_in_flight = 2")
+    # 1.5 s: well above the 0.3 s a test's slow bank takes, even on a loaded machine
+    e = await start_env(tmp_path, request_timeout=1.5, routes=FALLBACK_ROUTES, connector_extra="max_in_flight = 2")
     yield e
     await stop_env(e)
 
