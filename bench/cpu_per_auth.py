@@ -8,7 +8,7 @@ reactor thread, the journal writer and the rest (reader threads). --both runs tw
 time, so both see the same machine (each still gets its own bank, switch and load):
 
     PYTHONPATH=$PWD .tox/py3/bin/python bench/cpu_per_auth.py --runs 3 [--pg] [--seconds 8] [--py-spy F.raw]
-    .tox/py3/bin/python bench/cpu_per_auth.py --both /work/main /work/wt-x --runs 3
+    .tox/py3/bin/python bench/cpu_per_auth.py --both BASE_TREE HEAD_TREE --runs 3
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@
 # SIGUSR1), HOLD_BEFORE / HOLD_AFTER commands get the switch's pid before sending and after settling.
 set -euo pipefail
 n=${1:-10000}; settle=${2:-20}
-here=$(cd "${TREE:-$(dirname "$0")/..}" && pwd)  # TREE=/other/checkout measures that tree
-py=${PYTHON:-/work/main/.tox/py3/bin/python}
+own=$(cd "$(dirname "$0")/.." && pwd)
+here=$(cd "${TREE:-$own}" && pwd)  # TREE=/other/checkout measures that tree
+py=${PYTHON:-$own/.tox/py3/bin/python}
 tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }

@@ -51,7 +51,7 @@ pre-authorization = hold; a reversal marks it reversed and undoes it)
     I6  The switch's logs (all runs, including the killed ones) hold no full PAN, CVV
         or track data.
 
-Run alone: ``/work/venv/bin/python -m pytest tests/crash -m crash -s`` (``-s`` shows
+Run alone: ``.tox/py3/bin/python -m pytest tests/crash -m crash -s`` (``-s`` shows
 the summary line).  ``KSWITCH_CRASH_SEED`` picks other kill moments and fault phases;
 each run's switch log (``kswitch-run-N.log``) and the journal stay in pytest's tmp_path.
 """
