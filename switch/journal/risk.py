@@ -107,7 +107,7 @@ class RiskLedger:
 
     def blocked(self, keys: Iterable[tuple[str, str]]) -> list[BlockEntry]:
         """The live entries among ``keys`` (kind, value)."""
-        return self.read(keys, ())[0]
+        return self.read(set(keys), ())[0]
 
     def windows(self, names: Iterable[str]) -> dict[str, Window]:
         """The counters ``names``, locked until this unit commits."""
@@ -115,7 +115,7 @@ class RiskLedger:
 
     def read(self, keys: Iterable[tuple[str, str]], names: Iterable[str],
              horizon_us: int = 0) -> tuple[list[BlockEntry], dict[str, Window]]:
-        """The live blocklist entries among ``keys`` (kind, value) and the counters ``names``, in one
+        """The live blocklist entries among ``keys`` (kind, value; each once) and the counters ``names``, in one
         statement.  What a rule reads and then adds to can change under no one else until this unit
         commits, so a limit checked on it holds across concurrent payments and nodes: SQLite's writer
         holds the whole database from BEGIN IMMEDIATE, and its memory (`Memo`) is what it counts in,
@@ -180,21 +180,25 @@ class RiskLedger:
 
     def _complete(self, memo: Memo, keys: Iterable[tuple[str, str]],
                   names: Iterable[str]) -> tuple[list[BlockEntry], dict[str, Window]]:
-        remembered, listed, undo, now_us = memo.windows, memo.listed, self._db.undo, self.now_us
+        remembered, listed, now_us = memo.windows, memo.listed, self.now_us
         windows = {}
+        saved = []
         for name in names:
             window = remembered.get(name)
             if window is None:  # nothing counted yet: no row either
                 window = remembered[name] = Window(name, [])
-                undo.append(functools.partial(remembered.pop, name, None))
+                saved.append((window, None))
             else:
-                undo.append(window.restorer())
+                saved.append((window, window.state()))
             windows[name] = window
+        if saved:  # one undo for the unit's counters: a rolled-back unit's adds go with it
+            self._db.undo.append(functools.partial(_restore, remembered, saved))
         entries = []
-        for kind, value in set(keys):
-            for entry in listed.get(value, ()):
-                if entry.kind == kind and (entry.expires_at is None or entry.expires_at > now_us):
-                    entries.append(entry)
+        if listed:
+            for kind, value in keys:
+                for entry in listed.get(value, ()):
+                    if entry.kind == kind and (entry.expires_at is None or entry.expires_at > now_us):
+                        entries.append(entry)
         return entries, windows
 
     _remembers = True
@@ -295,18 +299,38 @@ class ScreeningLedger(RiskLedger):
         if not in_row:
             super().record(txn_id, decision, windows, in_row)
             return
-        text: dict[str, Any] = {"action": decision.action, "rule": decision.rule, "matches": decision.matches,
-                                "reserved": decision.reserved}
         memo: Memo | None = self._db.memo.get("risk") if self._db.dialect.name == "sqlite" else None
+        plain = decision.action == "allow" and not decision.matches and not decision.reserved
         if memo is None:
             self.save(windows)
+            self.row = _ALLOWED_ROW if plain else Derived(orjson.dumps(_decision_text(decision)).decode())
+            return
+        n = memo.number(self.now_us)
+        memo.journalled(self._db, n, decision.adds)
+        for w in windows:
+            w.changed = False  # its row is not written: the payment's row holds what it added
+        if plain:  # the common decision: a fixed text and the adds
+            self.row = Derived(f'{_ALLOWED_ROW[:-1]},"n":{n},"adds":{orjson.dumps(decision.adds).decode()}}}')
         else:
-            n = text["n"] = memo.number(self.now_us)
-            text["adds"] = decision.adds
-            memo.journalled(self._db, n, decision.adds)
-            for w in windows:
-                w.changed = False  # its row is not written: the payment's row holds what it added
-        self.row = Derived(orjson.dumps(text).decode())
+            self.row = Derived(orjson.dumps({**_decision_text(decision), "n": n, "adds": decision.adds}).decode())
+
+
+_ALLOWED_ROW = Derived('{"action":"allow","rule":null,"matches":[],"reserved":[]}')
+"""The decision most payments get, as its row holds it (on SQLite followed by what it counted)."""
+
+
+def _decision_text(decision: Decision) -> dict[str, Any]:
+    return {"action": decision.action, "rule": decision.rule, "matches": decision.matches,
+            "reserved": decision.reserved}
+
+
+def _restore(remembered: dict[str, Window], saved: list[tuple[Window, tuple[Any, ...] | None]]) -> None:
+    """Put the counters a rolled-back unit read back as they were (forget those it began)."""
+    for window, state in saved:
+        if state is None:
+            remembered.pop(window.name, None)
+        else:
+            window.restore(state)
 
 
 @dataclass(frozen=True, slots=True)

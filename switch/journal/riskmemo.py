@@ -94,18 +94,22 @@ class Memo:
 
     def journalled(self, db: Db, n: int, adds: list[Add]) -> None:
         """Remember the adds payment number ``n`` journals in its row (its windows hold them already)."""
-        log, undo = self.log, db.undo
+        if not adds:
+            return
+        log, touched = self.log, []
         for name, start, count, amount, expires in adds:
             entries = log.get(name)
             if entries is None:
                 entries = log[name] = []
             entries.append((n, start, count, amount, expires))
-            undo.append(functools.partial(self._unlog, entries))
+            touched.append(entries)
+        db.undo.append(functools.partial(self._unlog, touched))  # one undo for the payment's adds
         self.logged += len(adds)
 
-    def _unlog(self, entries: list[Logged]) -> None:
-        entries.pop()
-        self.logged -= 1
+    def _unlog(self, touched: list[list[Logged]]) -> None:
+        for entries in reversed(touched):
+            entries.pop()
+        self.logged -= len(touched)
 
     def loaded(self, name: str, slots: str | None, expires_at: int, through: int) -> Window:
         """Counter ``name`` from its row and the adds journalled since the row was written."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from array import array
 from collections.abc import Callable
@@ -82,12 +83,14 @@ class Window:
 
     def restorer(self) -> Callable[[], None]:
         """How to put this window back as it is now (a rolled-back unit's adds go with it)."""
-        slots, expires_at, changed, through = self.slots[:], self.expires_at, self.changed, self.through
+        return functools.partial(self.restore, self.state())
 
-        def restore() -> None:
-            self.slots, self.expires_at, self.changed, self.through = slots, expires_at, changed, through
+    def state(self) -> tuple[list[int], int, bool, int]:
+        """This window as it is now, for `restore`."""
+        return self.slots[:], self.expires_at, self.changed, self.through
 
-        return restore
+    def restore(self, state: tuple[list[int], int, bool, int]) -> None:
+        self.slots, self.expires_at, self.changed, self.through = state
 
 
 def _window(name: str, text: str | None, expires_at: int, through: int = 0) -> Window:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -78,7 +78,7 @@ class Facts(NamedTuple):
         """The subject as a counter names it: the card and email are keyed hashes already; anything
         else (an ip, a customer id) is hashed to letters, which the journal's card-data guard passes."""
         value = self.subject(per)
-        return value if value is None or per in ("card", "email") else letters(value)
+        return value if value is None or per in ("card", "email") else subject_letters(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,12 +133,16 @@ class Rule:
         read); its kind's check bound once, a call fewer for each rule of each payment."""
         return functools.partial(_CHECKS[self.kind], self)
 
-    def lookups(self, f: Facts) -> list[tuple[str, str]]:
-        """The journal blocklist entries (kind, value) this rule needs to see for ``f``."""
+    @functools.cached_property
+    def lookups(self) -> tuple[tuple[str, int], ...]:
+        """The journal blocklist entries this rule needs to see for a payment: (kind, index in `Facts` of
+        the value), the kinds in `LIST_KINDS` order (a BIN at 6 digits, then, last, at 8); a card-testing
+        rule's holds of its subject."""
         if self.kind == "blocklist":
-            return self.list_keys(f)
-        subject = f.subject(self.per)
-        return [(self.hold_kind, subject)] if self.kind == "card_testing" and subject is not None else []
+            return tuple((kind, Facts._fields.index(attribute)) for kind, attribute in self._listed_facts)
+        if self.kind == "card_testing":
+            return ((self.hold_kind, Facts._fields.index(_ATTRIBUTE[self.per])),)
+        return ()
 
     def counter(self, f: Facts, now_us: int, what: str | None = None) -> Counter | None:
         """The counter this rule counts ``f`` in at ``now_us`` (``what``: which of its counters, by
@@ -151,7 +155,9 @@ class Rule:
                 return None
             subject: str | None = letters(f"{f.card}|{f.amount}|{f.currency}|{f.merchant_id}")
         else:
-            subject = f.subject_key(self.per)
+            subject = f[self._subject_at]
+            if subject is not None and self._lettered:
+                subject = subject_letters(subject)
         if subject is None:
             return None
         name = Derived(self._prefixes[what] + subject)  # a validated rule name and hashes
@@ -161,6 +167,15 @@ class Rule:
         width = self.slot_us
         start = now_us - now_us % width
         return Counter(name, start, start - SLOTS * width, start + (SLOTS + 1) * width)
+
+    @functools.cached_property
+    def _subject_at(self) -> int:
+        return Facts._fields.index(_ATTRIBUTE[self.per])
+
+    @functools.cached_property
+    def _lettered(self) -> bool:
+        """Whether a counter names this rule's subject by its `letters` (not a keyed hash already)."""
+        return self.per not in ("card", "email")
 
     @functools.cached_property
     def _prefixes(self) -> dict[str, str]:
@@ -183,10 +198,6 @@ class Rule:
     def slot_us(self) -> int:
         """A slot's length: a tenth of the window, in microseconds."""
         return max(int(self.window * 1_000_000) // SLOTS, 1)
-
-    def list_keys(self, f: Facts) -> list[tuple[str, str]]:
-        """The (kind, value) pairs of this payment a blocklist compares."""
-        return [(kind, value) for kind, attribute in self._listed_facts if (value := getattr(f, attribute)) is not None]
 
     @functools.cached_property
     def _listed_facts(self) -> tuple[tuple[str, str], ...]:
@@ -221,7 +232,7 @@ class Seen:
     listed: Listed
     windows: Mapping[str, Window]
     counters: Mapping[str, Counter]  # by rule name
-    keys: Mapping[str, list[tuple[str, str]]]  # each blocklist rule's `list_keys`, by rule name
+    keys: Sequence[tuple[str, str]]  # the payment's (kind, value) every rule's `lookups` name, each once
     reserved: list[tuple[Counter, int, int]] = field(default_factory=list)
     counted: list[tuple[Counter, int, int]] = field(default_factory=list)  # every other add
 
@@ -241,6 +252,22 @@ def letters(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=15).hexdigest().translate(_LETTERS)
 
 
+_LETTERED: dict[str, str] = {}
+_LETTERED_MAX = 100_000
+
+
+def subject_letters(subject: str) -> str:
+    """`letters` of a counter's subject (an IP, device, customer id), remembered (up to `_LETTERED_MAX`,
+    then forgotten all at once): the same subjects come back while they count, and a hash is most of
+    what naming their counter costs."""
+    found = _LETTERED.get(subject)
+    if found is None:
+        if len(_LETTERED) >= _LETTERED_MAX:
+            _LETTERED.clear()
+        found = _LETTERED[subject] = letters(subject)
+    return found
+
+
 def tag(digest: bytes) -> Derived:
     """A hash as lower-case base32 (no padding): the journal's card-data guard scans text for card
     numbers, and hex digests hold long digit runs that now and then pass Luhn with a scheme's prefix;
@@ -253,20 +280,23 @@ def tag(digest: bytes) -> Derived:
 
 
 def _blocklist(rule: Rule, seen: Seen) -> dict | None:
-    f = seen.facts
-    keys = seen.keys[rule.name]
-    for kind, value in keys:
-        if (kind, value) in rule.entries:
-            return {"list": kind, "entry": "config"}
-    if f.ip is not None and "ip" in rule.lists and rule.networks:
+    """The payment's keys (`Seen.keys`) are every rule's: a key of a kind this rule does not check (or
+    another rule's hold) is passed over."""
+    f, keys, lists = seen.facts, seen.keys, rule.lists
+    if rule.entries and not rule.entries.isdisjoint(keys):
+        for key in keys:
+            if key in rule.entries and key[0] in lists:
+                return {"list": key[0], "entry": "config"}
+    if f.ip is not None and "ip" in lists and rule.networks:
         address = ipaddress.ip_address(f.ip)
         for network in rule.networks:
             if address in network:
                 return {"list": "ip", "entry": str(network)}
-    for key in keys:
-        entry = seen.listed.get(key)
-        if entry is not None:
-            return {"list": entry.kind, "entry": entry.shown}
+    if seen.listed:
+        for key in keys:
+            entry = seen.listed.get(key)
+            if entry is not None and key[0] in lists:
+                return {"list": entry.kind, "entry": entry.shown}
     return None
 
 

@@ -72,7 +72,7 @@ class RiskRules:
         if found is None:
             rules = tuple(rule for rule in self.rules if rule.scope.covers(f))
             steps_up = any(r.action == "step_up" and r.mode == "enforce" for r in rules)
-            found = Plan(rules, tuple(r for r in rules if r.kind in ("blocklist", "card_testing")),
+            found = Plan(rules, tuple(dict.fromkeys(pair for r in rules for pair in r.lookups)),
                          tuple(r for r in rules if r.kind in _COUNTING),
                          tuple(r for r in rules if r.kind == "card_testing"),
                          tuple(r for r in rules if r.kind in _STATELESS and r.mode == "enforce") if steps_up else ())
@@ -87,7 +87,7 @@ class RiskRules:
         guess = self.plan(f).guess
         if not guess:
             return False
-        seen = Seen(f, 0, {}, {}, {}, {})
+        seen = Seen(f, 0, {}, {}, {}, ())
         return next((rule.action == "step_up" for rule in guess if rule.check(seen) is not None), False)
 
 
@@ -100,7 +100,7 @@ _DAY_US = 26 * 3600 * 1_000_000
 
 class Plan(NamedTuple):
     rules: tuple[Rule, ...]
-    listing: tuple[Rule, ...]
+    lookups: tuple[tuple[str, int], ...]  # every rule's `Rule.lookups`, each once, in order
     counting: tuple[Rule, ...]
     card_testing: tuple[Rule, ...]
     guess: tuple[Rule, ...]  # the enforced rules `RiskRules.steps_up` looks at
@@ -121,6 +121,10 @@ class Verdict:
     def answer_field(self) -> dict[str, str] | None:
         """The answer's ``risk`` object, when an enforced rule decided."""
         return None if self.rule is None else {"rule": self.rule, "action": self.action}
+
+
+ALLOWED = Verdict("allow", None, ())
+"""Most payments' verdict: nothing matched, nothing held (one immutable value shared by all)."""
 
 
 class RiskMetrics(MetricBundle):
@@ -152,14 +156,13 @@ def decide(rules: RiskRules, facts: Facts, txn_id: str, every_rule: bool = False
         decisive: Rule | None = None
         plan = rules.plan(facts)
         now_us = ledger.now_us
-        keys = {rule.name: rule.lookups(facts) for rule in plan.listing}
+        keys = [(kind, value) for kind, at in plan.lookups if (value := facts[at]) is not None]
         counters = {}
         for rule in plan.counting:
             counter = rule.counter(facts, now_us)
             if counter is not None:
                 counters[rule.name] = counter
-        entries, windows = ledger.read({key for found in keys.values() for key in found},
-                                       [c.name for c in counters.values()], rules.horizon_us)
+        entries, windows = ledger.read(keys, [c.name for c in counters.values()], rules.horizon_us)
         seen = Seen(facts, now_us, {(e.kind, e.value): e for e in entries} if entries else {}, windows, counters, keys)
         for rule in plan.rules:
             found = rule.check(seen)
@@ -183,6 +186,8 @@ def decide(rules: RiskRules, facts: Facts, txn_id: str, every_rule: bool = False
                       else "send")
         ledger.record(txn_id, Decision(action, rule_name, matches, reserved, adds), windows.values(),
                       journal_as != "apart")
+        if not matches and not reserved and journal_as == "send":
+            return ALLOWED
         return Verdict(action, rule_name, tuple(matches), reserved, journal_as)
 
     return unit
