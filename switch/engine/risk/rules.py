@@ -27,12 +27,14 @@ import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
 
 from switch.journal.guard import Derived
 from switch.journal.risk import BlockEntry, Window
 
+K = TypeVar("K")
+V = TypeVar("V")
 Listed = Mapping[tuple[str, str], BlockEntry]
 ACTIONS = ("allow", "block", "review", "step_up")
 MODES = ("enforce", "shadow")
@@ -73,12 +75,6 @@ class Facts(NamedTuple):
     def subject(self, per: str) -> str | None:
         value: str | None = getattr(self, _ATTRIBUTE[per])
         return value
-
-    def subject_key(self, per: str) -> str | None:
-        """The subject as a counter names it: the card and email are keyed hashes already; anything
-        else (an ip, a customer id) is hashed to letters, which the journal's card-data guard passes."""
-        value = self.subject(per)
-        return value if value is None or per in ("card", "email") else subject_letters(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,14 +149,12 @@ class Rule:
         if self.kind == "duplicate":
             if f.idempotency_key is not None:
                 return None
-            subject: str | None = letters(f"{f.card}|{f.amount}|{f.currency}|{f.merchant_id}")
+            name = Derived(self._prefixes[what] + letters(f"{f.card}|{f.amount}|{f.currency}|{f.merchant_id}"))
         else:
             subject = f[self._subject_at]
-            if subject is not None and self._lettered:
-                subject = subject_letters(subject)
-        if subject is None:
-            return None
-        name = Derived(self._prefixes[what] + subject)  # a validated rule name and hashes
+            if subject is None:
+                return None
+            name = self._names[what][subject]
         if self.period == "day":
             start, end = self._day(now_us)
             return Counter(name, start, start, end)
@@ -173,14 +167,21 @@ class Rule:
         return Facts._fields.index(_ATTRIBUTE[self.per])
 
     @functools.cached_property
-    def _lettered(self) -> bool:
-        """Whether a counter names this rule's subject by its `letters` (not a keyed hash already)."""
-        return self.per not in ("card", "email")
-
-    @functools.cached_property
     def _prefixes(self) -> dict[str, str]:
         """Counter names up to the subject, by what is counted: built once, not per payment."""
         return {what: f"{self.name}:{what}:{self.per}:" for what in ("sum", "attempts", "same", "declines")}
+
+    @functools.cached_property
+    def _names(self) -> dict[str, Remembered[str, Derived]]:
+        """Counter names by what is counted, then by subject as `Facts` holds it.  The card and email are keyed
+        hashes already; anything else (an IP, a customer id) is hashed to `letters`, which the journal's
+        card-data guard passes.  Names are validated rule names and hashes, hence `Derived`."""
+        def spelling(prefix: str) -> Callable[[str], Derived]:
+            if self.per in ("card", "email"):
+                return lambda subject: Derived(prefix + subject)
+            return lambda subject: Derived(prefix + letters(subject))
+
+        return {what: Remembered(spelling(prefix), NAMES_REMEMBERED) for what, prefix in self._prefixes.items()}
 
     def _day(self, now_us: int) -> tuple[int, int]:
         """The calendar day in the rule's time zone holding ``now_us``: [start, end) in µs, the last one
@@ -252,20 +253,26 @@ def letters(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=15).hexdigest().translate(_LETTERS)
 
 
-_LETTERED: dict[str, str] = {}
-_LETTERED_MAX = 100_000
+class Remembered(dict[K, V]):
+    """Names spelt from hashes for the counters and lists (a counter's name, a card's `tag`), remembered by
+    what they spell: the same subjects come back while they count, and hashing and building the text is
+    most of what naming them costs.  A hit is one dict lookup in C (``remembered[key]``); past ``limit``
+    all are forgotten at once (a bound, and no bookkeeping per hit)."""
+
+    def __init__(self, spell: Callable[[K], V], limit: int) -> None:
+        super().__init__()
+        self.spell, self.limit = spell, limit
+
+    def __missing__(self, key: K) -> V:
+        if len(self) >= self.limit:
+            self.clear()
+        value = self[key] = self.spell(key)
+        return value
 
 
-def subject_letters(subject: str) -> str:
-    """`letters` of a counter's subject (an IP, device, customer id), remembered (up to `_LETTERED_MAX`,
-    then forgotten all at once): the same subjects come back while they count, and a hash is most of
-    what naming their counter costs."""
-    found = _LETTERED.get(subject)
-    if found is None:
-        if len(_LETTERED) >= _LETTERED_MAX:
-            _LETTERED.clear()
-        found = _LETTERED[subject] = letters(subject)
-    return found
+
+NAMES_REMEMBERED = 10_000
+"""Counter names (per rule and what it counts) and card keys remembered by their subject, at most."""
 
 
 def tag(digest: bytes) -> Derived:

@@ -35,9 +35,10 @@ from twisted.internet.interfaces import IReactorTime
 
 from switch.domain.model import AuthorizeRequest, CardInstrument
 from switch.engine.risk.bins import BinTable
-from switch.engine.risk.rules import SLOTS, Facts, Rule, Seen, feed_decline, tag
+from switch.engine.risk.rules import NAMES_REMEMBERED, SLOTS, Facts, Remembered, Rule, Seen, feed_decline, tag
 from switch.iso.translate import sealed_instrument
 from switch.journal import Journal
+from switch.journal.guard import Derived
 from switch.journal.risk import Decision, Reservation, RiskLedger
 from switch.observe.metrics import MetricBundle
 
@@ -259,6 +260,7 @@ class RiskStage:
         self.rules = self._keyed(rules)
         self.metrics = RiskMetrics.on(registry)
         self._evaluated: dict[str, Any] = {}  # by action: the one metric every payment counts, bound once
+        self._cards: Remembered[bytes, Derived] = Remembered(tag, NAMES_REMEMBERED)  # by the card's keyed hash
 
     def replace(self, rules: RiskRules) -> None:
         """Take new rules for the payments evaluated from now on."""
@@ -289,7 +291,7 @@ class RiskStage:
         instrument = req.instrument
         pan = instrument.pan if isinstance(instrument, CardInstrument) else None
         pan_hash = self.journal.vault.pan_hash(pan or sealed_instrument(instrument).pan)
-        card = tag(pan_hash)
+        card = self._cards[pan_hash]
         bins = self.rules.bins
         c = req.customer
         return Facts(
