@@ -31,7 +31,7 @@ from typing import NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
 
 from switch.journal.guard import Derived
-from switch.journal.risk import BlockEntry, Window
+from switch.journal.risk import Add, BlockEntry, Window
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -235,7 +235,7 @@ class Seen:
     counters: Mapping[str, Counter]  # by rule name
     keys: Sequence[tuple[str, str]]  # the payment's (kind, value) every rule's `lookups` name, each once
     reserved: list[tuple[Counter, int, int]] = field(default_factory=list)
-    counted: list[tuple[Counter, int, int]] = field(default_factory=list)  # every other add
+    counted: list[Add] = field(default_factory=list)  # every other add, as journalled
 
     def count(self, rule: Rule, amount: int = 0) -> tuple[int, int] | None:
         """Count one payment in ``rule``'s window; its (count, amount) now, None when it has no counter."""
@@ -244,7 +244,7 @@ class Seen:
             return None
         window = self.windows[c.name]
         window.add(c.start, 1, amount, c.since, c.expires)
-        self.counted.append((c, 1, amount))
+        self.counted.append((c.name, c.start, 1, amount, c.expires))
         return window.total(c.since)
 
 

@@ -158,12 +158,13 @@ def decide(rules: RiskRules, facts: Facts, txn_id: str, every_rule: bool = False
         plan = rules.plan(facts)
         now_us = ledger.now_us
         keys = [(kind, value) for kind, at in plan.lookups if (value := facts[at]) is not None]
-        counters = {}
+        counters, names = {}, []
         for rule in plan.counting:
             counter = rule.counter(facts, now_us)
             if counter is not None:
                 counters[rule.name] = counter
-        entries, windows = ledger.read(keys, [c.name for c in counters.values()], rules.horizon_us)
+                names.append(counter.name)
+        entries, windows = ledger.read(keys, names, rules.horizon_us)
         seen = Seen(facts, now_us, {(e.kind, e.value): e for e in entries} if entries else {}, windows, counters, keys)
         for rule in plan.rules:
             found = rule.check(seen)
@@ -176,13 +177,15 @@ def decide(rules: RiskRules, facts: Facts, txn_id: str, every_rule: bool = False
                 if not every_rule:
                     break
         action = _outcome(decisive, step_up)
-        if action == "block":
-            for c, count, amount in seen.reserved:
-                windows[c.name].take_back(c.start, count, amount)
-            seen.reserved.clear()
+        adds, reserved = seen.counted, ()
+        if seen.reserved:
+            if action == "block":
+                for c, count, amount in seen.reserved:
+                    windows[c.name].take_back(c.start, count, amount)
+            else:
+                reserved = tuple((c.name, count, amount, c.start) for c, count, amount in seen.reserved)
+                adds += [(c.name, c.start, count, amount, c.expires) for c, count, amount in seen.reserved]
         rule_name = decisive.name if decisive is not None else None
-        reserved = tuple((c.name, count, amount, c.start) for c, count, amount in seen.reserved)
-        adds = [(c.name, c.start, count, amount, c.expires) for c, count, amount in seen.counted + seen.reserved]
         journal_as = ("refuse" if action == "block" else "apart" if (action == "step_up") != built_step_up
                       else "send")
         ledger.record(txn_id, Decision(action, rule_name, matches, reserved, adds), windows.values(),
