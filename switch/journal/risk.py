@@ -124,7 +124,8 @@ class RiskLedger:
         counters' rows (in name order, so two nodes never lock in opposite orders; a counter seen for
         the first time gets its row, so it is locked too)."""
         if self._remembers and self._db.dialect.name == "sqlite":
-            return self._remembered(memo_for(self._db, self.now_us, horizon_us), keys, names)
+            memo = memo_for(self._db, self.now_us, horizon_us)
+            return self._complete(memo, keys, names) if memo.complete else self._remembered(memo, keys, names)
         wanted = set(keys)
         ordered = sorted(set(names))
         values = list(dict.fromkeys(value for _, value in wanted))
@@ -146,11 +147,9 @@ class RiskLedger:
 
     def _remembered(self, memo: Memo, keys: Iterable[tuple[str, str]],
                     names: Iterable[str]) -> tuple[list[BlockEntry], dict[str, Window]]:
-        """`read` from the writer's memory, reading what it lacks in one statement (nothing when it holds
-        every live row: `Memo.complete`)."""
+        """`read` from the writer's memory, reading what it lacks in one statement (when it does not hold
+        every live row: `_complete` when it does)."""
         db, remembered, listed = self._db, memo.windows, memo.listed
-        if memo.complete:
-            return self._complete(memo, keys, names)
         wanted = keys if isinstance(keys, (set, frozenset)) else set(keys)
         values = list(dict.fromkeys([value for _, value in wanted]))
         names = list(dict.fromkeys(names))

@@ -47,8 +47,9 @@ class Window:
                 amount += s[i + 2]
         return count, amount
 
-    def add(self, start: int, count: int, amount: int, since: int, expires_at: int) -> None:
-        """Count into the slot starting at ``start``; slots older than ``since`` are dropped."""
+    def add(self, start: int, count: int, amount: int, since: int, expires_at: int) -> tuple[int, int]:
+        """Count into the slot starting at ``start``; slots older than ``since`` are dropped, so what is
+        left is the window's (count, amount) from ``since``, returned (summed in C, not slot by slot)."""
         s = self.slots
         old = 0
         while old < len(s) and s[old] < since:
@@ -61,8 +62,10 @@ class Window:
             s[i + 1], s[i + 2] = min(s[i + 1] + count, _MAX), min(s[i + 2] + amount, _MAX)
         else:
             s[i + 3:i + 3] = [start, count, amount]
-        self.expires_at = max(self.expires_at, expires_at)
+        if expires_at > self.expires_at:
+            self.expires_at = expires_at
         self.changed = True
+        return sum(s[1::3]), sum(s[2::3])
 
     def take_back(self, start: int, count: int, amount: int) -> None:
         """Undo an `add` into slot ``start``; nothing when that slot has left the window."""

@@ -143,9 +143,18 @@ class Rule:
     def counter(self, f: Facts, now_us: int, what: str | None = None) -> Counter | None:
         """The counter this rule counts ``f`` in at ``now_us`` (``what``: which of its counters, by
         default the one its kind checks), None when it counts nothing for ``f``."""
-        what = what or _COUNTS.get(self.kind)
         if what is None:
-            return None
+            sliding = self._sliding
+            if sliding is not None:  # the common counter: a subject of the payment's, a sliding window
+                names, at, width = sliding
+                subject = f[at]
+                if subject is None:
+                    return None
+                start = now_us - now_us % width
+                return Counter(names[subject], start, start - SLOTS * width, start + (SLOTS + 1) * width)
+            what = _COUNTS.get(self.kind)
+            if what is None:
+                return None
         if self.kind == "duplicate":
             if f.idempotency_key is not None:
                 return None
@@ -161,6 +170,16 @@ class Rule:
         width = self.slot_us
         start = now_us - now_us % width
         return Counter(name, start, start - SLOTS * width, start + (SLOTS + 1) * width)
+
+    @functools.cached_property
+    def _sliding(self) -> tuple[Remembered[str, Derived], int, int] | None:
+        """For a rule counting one of the payment's subjects in a sliding window (velocity, a windowed
+        cumulative limit), what `counter` needs: the names by subject, the subject's index in `Facts`,
+        the slot's length."""
+        what = _COUNTS.get(self.kind)
+        if what is None or self.kind == "duplicate" or self.period == "day":
+            return None
+        return self._names[what], self._subject_at, self.slot_us
 
     @functools.cached_property
     def _subject_at(self) -> int:
@@ -242,10 +261,8 @@ class Seen:
         c = self.counters.get(rule.name)
         if c is None:
             return None
-        window = self.windows[c.name]
-        window.add(c.start, 1, amount, c.since, c.expires)
         self.counted.append((c.name, c.start, 1, amount, c.expires))
-        return window.total(c.since)
+        return self.windows[c.name].add(c.start, 1, amount, c.since, c.expires)
 
 
 def letters(text: str) -> str:
@@ -335,6 +352,8 @@ def _velocity(rule: Rule, seen: Seen) -> dict | None:
 
 
 def _card_testing(rule: Rule, seen: Seen) -> dict | None:
+    if not seen.listed:  # no entry at all among the payment's keys
+        return None
     subject = seen.facts.subject(rule.per)
     entry = None if subject is None else seen.listed.get((rule.hold_kind, subject))
     return None if entry is None else {"held_until_us": entry.expires_at}
@@ -343,9 +362,9 @@ def _card_testing(rule: Rule, seen: Seen) -> dict | None:
 def feed_decline(rule: Rule, window: Window, c: Counter, f: Facts) -> tuple[str, str, str] | None:
     """Count a bank decline in a card-testing rule's ``window``; the hold to put (kind, value, shown)
     when the declines in the window reach the rule's ``declines``, else None."""
-    window.add(c.start, 1, 0, c.since, c.expires)
+    declines = window.add(c.start, 1, 0, c.since, c.expires)[0]
     subject = f.subject(rule.per)
-    if subject is None or window.total(c.since)[0] < rule.declines:
+    if subject is None or declines < rule.declines:
         return None
     return rule.hold_kind, subject, f.masked if rule.per == "card" and f.masked else subject
 
