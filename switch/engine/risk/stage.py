@@ -225,7 +225,10 @@ class Screening:
 
     def closing(self, status: str) -> Closing | None:
         """The stage's part of the payment's outcome ``status`` (an API status), None when it has none."""
-        return None if self.verdict is None else self.stage.closing(self.facts, self.verdict, status)
+        verdict = self.verdict
+        if verdict is None or (not verdict.reserved and status != "declined"):  # most payments: nothing to do
+            return None
+        return self.stage.closing(self.facts, verdict, status)
 
 
 @dataclass
@@ -297,15 +300,16 @@ class RiskStage:
         card = self._cards[pan_hash]
         bins = self.rules.bins
         c = req.customer
-        return Facts(
-            merchant_id=req.merchant_id, amount=req.amount, currency=req.currency.alpha, instrument=instrument.kind,
-            card=card, masked=instrument.masked_pan, bin6=pan[:6] if pan else None,
-            bin8=pan[:8] if pan and len(pan) >= 16 else None,
-            country=bins.country(pan) if pan and bins is not None else None,
-            customer=c.id if c else None, ip=c.ip if c else None, device=c.device_id if c else None,
-            email=self.email_key(c.email) if c and c.email else None, idempotency_key=req.idempotency_key,
-            pan_hash=pan_hash,
-        )
+        if c is None:
+            customer = ip = device = email = None
+        else:
+            customer, ip, device = c.id, c.ip, c.device_id
+            email = self.email_key(c.email) if c.email else None
+        return Facts(  # by position, in `Facts`' order: one is built for every authorization
+            req.merchant_id, req.amount, req.currency.alpha, instrument.kind, card, instrument.masked_pan,
+            pan[:6] if pan else None, pan[:8] if pan and len(pan) >= 16 else None,
+            bins.country(pan) if pan and bins is not None else None, customer, ip, device, email,
+            req.idempotency_key, pan_hash)
 
     def screening(self, txn_id: str, req: AuthorizeRequest, can_step_up: bool) -> Screening:
         """Payment ``txn_id``'s screening (see `Screening`); ``can_step_up``: its connector can ask the
