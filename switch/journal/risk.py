@@ -41,7 +41,7 @@ from twisted.internet import defer
 from switch.journal.base import JournalBase
 from switch.journal.db import Db, in_list
 from switch.journal.guard import Derived
-from switch.journal.riskmemo import BlockEntry, Memo, entry_of, memo_for, scan
+from switch.journal.riskmemo import BlockEntry, Memo, entry_of, memo_for, restore, scan
 from switch.journal.riskwindow import Add, Reservation, Window, _window
 
 __all__ = ["Add", "BlockEntry", "Decision", "DryLedger", "Reservation", "RiskApi", "RiskLedger", "Screened",
@@ -191,7 +191,7 @@ class RiskLedger:
                 saved.append((window, window.state()))
             windows[name] = window
         if saved:  # one undo for the unit's counters: a rolled-back unit's adds go with it
-            self._db.undo.append(functools.partial(_restore, remembered, saved))
+            self._db.undo.append(functools.partial(restore, remembered, saved))
         entries = []
         if listed:
             for kind, value in keys:
@@ -321,15 +321,6 @@ _ALLOWED_ROW = Derived('{"action":"allow","rule":null,"matches":[],"reserved":[]
 def _decision_text(decision: Decision) -> dict[str, Any]:
     return {"action": decision.action, "rule": decision.rule, "matches": decision.matches,
             "reserved": decision.reserved}
-
-
-def _restore(remembered: dict[str, Window], saved: list[tuple[Window, tuple[Any, ...] | None]]) -> None:
-    """Put the counters a rolled-back unit read back as they were (forget those it began)."""
-    for window, state in saved:
-        if state is None:
-            remembered.pop(window.name, None)
-        else:
-            window.restore(state)
 
 
 @dataclass(frozen=True, slots=True)

@@ -173,6 +173,16 @@ class Memo:
         self.prune_at = max(REMEMBERED, 2 * (kept + len(windows)))  # not again at once when most are live
 
 
+def restore(remembered: dict[str, Window], saved: list[tuple[Window, tuple[Any, ...] | None]]) -> None:
+    """Put the counters a rolled-back unit read back as they were (forget those it began): ``saved`` holds
+    each with its `Window.state` when read, None for one it began."""
+    for window, state in saved:
+        if state is None:
+            remembered.pop(window.name, None)
+        else:
+            window.restore(state)
+
+
 def data_version(cursor: Any) -> object:
     """SQLite's count of commits by other connections, read on ``cursor``: a cursor of the writer's own
     with plain tuples for rows (the statement has no parameters to guard, and no row worth a dict)."""

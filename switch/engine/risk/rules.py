@@ -287,7 +287,6 @@ class Remembered(dict[K, V]):
         return value
 
 
-
 NAMES_REMEMBERED = 10_000
 """Counter names (per rule and what it counts) and card keys remembered by their subject, at most."""
 
