@@ -26,7 +26,7 @@ does not go back by more than a window.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,7 +92,7 @@ class Memo:
         self.seq = n = max(self.seq + 1, now_us)
         return n
 
-    def journalled(self, db: Db, n: int, adds: list[Add]) -> None:
+    def journalled(self, db: Db, n: int, adds: Sequence[Add]) -> None:
         """Remember the adds payment number ``n`` journals in its row (its windows hold them already)."""
         if not adds:
             return
