@@ -128,7 +128,8 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
                 refused = {**row, "status": Status.DECLINED, "reason": refused_reason, "stan": None, "rrn": None,
                            "transmission_datetime": None, "risk": ledger.row, **cards.card_columns(None)}
                 return store.create_transaction(db, refused, idempotency_cutoff=cutoff), verdict
-            txn = store.create_transaction(db, {**row, "risk": ledger.row}, idempotency_cutoff=cutoff)
+            row["risk"] = ledger.row  # the row is this unit's own: set again if the batch is replayed
+            txn = store.create_transaction(db, row, idempotency_cutoff=cutoff)
             store.append_message(db, {**message, "txn_id": txn.txn_id})
             return txn, verdict
 

@@ -26,7 +26,7 @@ does not go back by more than a window.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,20 +92,24 @@ class Memo:
         self.seq = n = max(self.seq + 1, now_us)
         return n
 
-    def journalled(self, db: Db, n: int, adds: list[Add]) -> None:
+    def journalled(self, db: Db, n: int, adds: Sequence[Add]) -> None:
         """Remember the adds payment number ``n`` journals in its row (its windows hold them already)."""
-        log, undo = self.log, db.undo
+        if not adds:
+            return
+        log, touched = self.log, []
         for name, start, count, amount, expires in adds:
             entries = log.get(name)
             if entries is None:
                 entries = log[name] = []
             entries.append((n, start, count, amount, expires))
-            undo.append(functools.partial(self._unlog, entries))
+            touched.append(entries)
+        db.undo.append(functools.partial(self._unlog, touched))  # one undo for the payment's adds
         self.logged += len(adds)
 
-    def _unlog(self, entries: list[Logged]) -> None:
-        entries.pop()
-        self.logged -= 1
+    def _unlog(self, touched: list[list[Logged]]) -> None:
+        for entries in reversed(touched):
+            entries.pop()
+        self.logged -= len(touched)
 
     def loaded(self, name: str, slots: str | None, expires_at: int, through: int) -> Window:
         """Counter ``name`` from its row and the adds journalled since the row was written."""
@@ -167,6 +171,16 @@ class Memo:
         for name in [name for name, w in windows.items() if w.expires_at <= now_us]:
             del windows[name]
         self.prune_at = max(REMEMBERED, 2 * (kept + len(windows)))  # not again at once when most are live
+
+
+def restore(remembered: dict[str, Window], saved: list[tuple[Window, tuple[Any, ...] | None]]) -> None:
+    """Put the counters a rolled-back unit read back as they were (forget those it began): ``saved`` holds
+    each with its `Window.state` when read, None for one it began."""
+    for window, state in saved:
+        if state is None:
+            remembered.pop(window.name, None)
+        else:
+            window.restore(state)
 
 
 def data_version(cursor: Any) -> object:

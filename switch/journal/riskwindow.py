@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from array import array
 from collections.abc import Callable
@@ -46,8 +47,9 @@ class Window:
                 amount += s[i + 2]
         return count, amount
 
-    def add(self, start: int, count: int, amount: int, since: int, expires_at: int) -> None:
-        """Count into the slot starting at ``start``; slots older than ``since`` are dropped."""
+    def add(self, start: int, count: int, amount: int, since: int, expires_at: int) -> tuple[int, int]:
+        """Count into the slot starting at ``start``; slots older than ``since`` are dropped, so what is
+        left is the window's (count, amount) from ``since``, returned (summed in C, not slot by slot)."""
         s = self.slots
         old = 0
         while old < len(s) and s[old] < since:
@@ -60,8 +62,10 @@ class Window:
             s[i + 1], s[i + 2] = min(s[i + 1] + count, _MAX), min(s[i + 2] + amount, _MAX)
         else:
             s[i + 3:i + 3] = [start, count, amount]
-        self.expires_at = max(self.expires_at, expires_at)
+        if expires_at > self.expires_at:
+            self.expires_at = expires_at
         self.changed = True
+        return sum(s[1::3]), sum(s[2::3])
 
     def take_back(self, start: int, count: int, amount: int) -> None:
         """Undo an `add` into slot ``start``; nothing when that slot has left the window."""
@@ -82,12 +86,14 @@ class Window:
 
     def restorer(self) -> Callable[[], None]:
         """How to put this window back as it is now (a rolled-back unit's adds go with it)."""
-        slots, expires_at, changed, through = self.slots[:], self.expires_at, self.changed, self.through
+        return functools.partial(self.restore, self.state())
 
-        def restore() -> None:
-            self.slots, self.expires_at, self.changed, self.through = slots, expires_at, changed, through
+    def state(self) -> tuple[list[int], int, bool, int]:
+        """This window as it is now, for `restore`."""
+        return self.slots[:], self.expires_at, self.changed, self.through
 
-        return restore
+    def restore(self, state: tuple[list[int], int, bool, int]) -> None:
+        self.slots, self.expires_at, self.changed, self.through = state
 
 
 def _window(name: str, text: str | None, expires_at: int, through: int = 0) -> Window:

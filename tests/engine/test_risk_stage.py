@@ -17,6 +17,7 @@ from switch.domain.customer import Customer
 from switch.domain.model import AuthorizeRequest, CardInstrument
 from switch.domain.panscan import holds_card_number
 from switch.engine.risk import Facts, RiskRules, RiskStage, Rule, Scope, Verdict, tag
+from switch.engine.risk.rules import Remembered
 from tests.journal.conftest import backend, clock, config, journal, key_files, pg_schema, registry  # noqa: F401
 
 VISA = "4111111111111111"
@@ -93,6 +94,37 @@ async def test_scope_and_replace(journal):
     assert (await risk.evaluate("t1", risk.facts(request(amount=500)))).action == "allow"
     risk.replace(RiskRules((Rule("usd", "amount_limit", "block", max_amount=10),)))
     assert (await risk.evaluate("t2", risk.facts(request(amount=500)))).rule == "usd"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_blocklist_rule_compares_only_its_own_lists_though_the_payment_s_keys_are_shared(journal):
+    ip_only = Rule("ip-list", "blocklist", "block", lists=("ip",))
+    every_list = Rule("all-lists", "blocklist", "review")
+    risk, _ = stage(journal, ip_only, every_list)
+    facts = risk.facts(request(ip="192.0.2.7"))
+    assert await journal.risk_block("card", facts.card, "411111******1111", "operator alice")
+    verdict = await risk.evaluate("t1", facts)
+    assert (verdict.rule, verdict.matches[0]["seen"]) == ("all-lists", {"list": "card", "entry": "411111******1111"})
+    assert await journal.risk_block("ip", "192.0.2.7", "192.0.2.7", "operator alice")
+    assert (await risk.evaluate("t2", facts)).rule == "ip-list"
+
+
+@pytest_twisted.ensureDeferred
+async def test_counts_stay_exact_past_the_names_remembered(journal, monkeypatch):
+    monkeypatch.setattr("switch.engine.risk.rules.NAMES_REMEMBERED", 2)
+    monkeypatch.setattr("switch.engine.risk.stage.NAMES_REMEMBERED", 2)
+    velocity = Rule("ip-velocity", "velocity", "block", per="ip", max_count=2, window=60.0)
+    risk, _ = stage(journal, velocity)
+    ips = ["192.0.2.1", "192.0.2.2", "192.0.2.3"]  # one more than the names remembered: each is forgotten
+    actions = [(await risk.evaluate(f"t{i}-{ip}", risk.facts(request(ip=ip)))).action for i in range(3) for ip in ips]
+    assert actions == ["allow"] * 6 + ["block"] * 3
+
+
+def test_remembered_names_are_spelt_once_and_bounded():
+    spelt: list[str] = []
+    names = Remembered(lambda subject: spelt.append(subject) or subject.upper(), 2)
+    assert [names[s] for s in ("a", "b", "a", "c", "a")] == ["A", "B", "A", "C", "A"]
+    assert spelt == ["a", "b", "c", "a"] and len(names) <= 2  # "c" found it full: all were forgotten
 
 
 @given(st.binary(min_size=8, max_size=32))

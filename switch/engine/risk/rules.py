@@ -24,15 +24,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
 
 from switch.journal.guard import Derived
-from switch.journal.risk import BlockEntry, Window
+from switch.journal.risk import Add, BlockEntry, Window
 
+K = TypeVar("K")
+V = TypeVar("V")
 Listed = Mapping[tuple[str, str], BlockEntry]
 ACTIONS = ("allow", "block", "review", "step_up")
 MODES = ("enforce", "shadow")
@@ -73,12 +75,6 @@ class Facts(NamedTuple):
     def subject(self, per: str) -> str | None:
         value: str | None = getattr(self, _ATTRIBUTE[per])
         return value
-
-    def subject_key(self, per: str) -> str | None:
-        """The subject as a counter names it: the card and email are keyed hashes already; anything
-        else (an ip, a customer id) is hashed to letters, which the journal's card-data guard passes."""
-        value = self.subject(per)
-        return value if value is None or per in ("card", "email") else letters(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,28 +129,41 @@ class Rule:
         read); its kind's check bound once, a call fewer for each rule of each payment."""
         return functools.partial(_CHECKS[self.kind], self)
 
-    def lookups(self, f: Facts) -> list[tuple[str, str]]:
-        """The journal blocklist entries (kind, value) this rule needs to see for ``f``."""
+    @functools.cached_property
+    def lookups(self) -> tuple[tuple[str, int], ...]:
+        """The journal blocklist entries this rule needs to see for a payment: (kind, index in `Facts` of
+        the value), the kinds in `LIST_KINDS` order (a BIN at 6 digits, then, last, at 8); a card-testing
+        rule's holds of its subject."""
         if self.kind == "blocklist":
-            return self.list_keys(f)
-        subject = f.subject(self.per)
-        return [(self.hold_kind, subject)] if self.kind == "card_testing" and subject is not None else []
+            return tuple((kind, Facts._fields.index(attribute)) for kind, attribute in self._listed_facts)
+        if self.kind == "card_testing":
+            return ((self.hold_kind, Facts._fields.index(_ATTRIBUTE[self.per])),)
+        return ()
 
     def counter(self, f: Facts, now_us: int, what: str | None = None) -> Counter | None:
         """The counter this rule counts ``f`` in at ``now_us`` (``what``: which of its counters, by
         default the one its kind checks), None when it counts nothing for ``f``."""
-        what = what or _COUNTS.get(self.kind)
         if what is None:
-            return None
+            sliding = self._sliding
+            if sliding is not None:  # the common counter: a subject of the payment's, a sliding window
+                names, at, width = sliding
+                subject = f[at]
+                if subject is None:
+                    return None
+                start = now_us - now_us % width
+                return Counter(names[subject], start, start - SLOTS * width, start + (SLOTS + 1) * width)
+            what = _COUNTS.get(self.kind)
+            if what is None:
+                return None
         if self.kind == "duplicate":
             if f.idempotency_key is not None:
                 return None
-            subject: str | None = letters(f"{f.card}|{f.amount}|{f.currency}|{f.merchant_id}")
+            name = Derived(self._prefixes[what] + letters(f"{f.card}|{f.amount}|{f.currency}|{f.merchant_id}"))
         else:
-            subject = f.subject_key(self.per)
-        if subject is None:
-            return None
-        name = Derived(self._prefixes[what] + subject)  # a validated rule name and hashes
+            subject = f[self._subject_at]
+            if subject is None:
+                return None
+            name = self._names[what][subject]
         if self.period == "day":
             start, end = self._day(now_us)
             return Counter(name, start, start, end)
@@ -163,9 +172,35 @@ class Rule:
         return Counter(name, start, start - SLOTS * width, start + (SLOTS + 1) * width)
 
     @functools.cached_property
+    def _sliding(self) -> tuple[Remembered[str, Derived], int, int] | None:
+        """For a rule counting one of the payment's subjects in a sliding window (velocity, a windowed
+        cumulative limit), what `counter` needs: the names by subject, the subject's index in `Facts`,
+        the slot's length."""
+        what = _COUNTS.get(self.kind)
+        if what is None or self.kind == "duplicate" or self.period == "day":
+            return None
+        return self._names[what], self._subject_at, self.slot_us
+
+    @functools.cached_property
+    def _subject_at(self) -> int:
+        return Facts._fields.index(_ATTRIBUTE[self.per])
+
+    @functools.cached_property
     def _prefixes(self) -> dict[str, str]:
         """Counter names up to the subject, by what is counted: built once, not per payment."""
         return {what: f"{self.name}:{what}:{self.per}:" for what in ("sum", "attempts", "same", "declines")}
+
+    @functools.cached_property
+    def _names(self) -> dict[str, Remembered[str, Derived]]:
+        """Counter names by what is counted, then by subject as `Facts` holds it.  The card and email are keyed
+        hashes already; anything else (an IP, a customer id) is hashed to `letters`, which the journal's
+        card-data guard passes.  Names are validated rule names and hashes, hence `Derived`."""
+        def spelling(prefix: str) -> Callable[[str], Derived]:
+            if self.per in ("card", "email"):
+                return lambda subject: Derived(prefix + subject)
+            return lambda subject: Derived(prefix + letters(subject))
+
+        return {what: Remembered(spelling(prefix), NAMES_REMEMBERED) for what, prefix in self._prefixes.items()}
 
     def _day(self, now_us: int) -> tuple[int, int]:
         """The calendar day in the rule's time zone holding ``now_us``: [start, end) in µs, the last one
@@ -183,10 +218,6 @@ class Rule:
     def slot_us(self) -> int:
         """A slot's length: a tenth of the window, in microseconds."""
         return max(int(self.window * 1_000_000) // SLOTS, 1)
-
-    def list_keys(self, f: Facts) -> list[tuple[str, str]]:
-        """The (kind, value) pairs of this payment a blocklist compares."""
-        return [(kind, value) for kind, attribute in self._listed_facts if (value := getattr(f, attribute)) is not None]
 
     @functools.cached_property
     def _listed_facts(self) -> tuple[tuple[str, str], ...]:
@@ -221,24 +252,43 @@ class Seen:
     listed: Listed
     windows: Mapping[str, Window]
     counters: Mapping[str, Counter]  # by rule name
-    keys: Mapping[str, list[tuple[str, str]]]  # each blocklist rule's `list_keys`, by rule name
+    keys: Sequence[tuple[str, str]]  # the payment's (kind, value) every rule's `lookups` name, each once
     reserved: list[tuple[Counter, int, int]] = field(default_factory=list)
-    counted: list[tuple[Counter, int, int]] = field(default_factory=list)  # every other add
+    counted: list[Add] = field(default_factory=list)  # every other add, as journalled
 
     def count(self, rule: Rule, amount: int = 0) -> tuple[int, int] | None:
         """Count one payment in ``rule``'s window; its (count, amount) now, None when it has no counter."""
         c = self.counters.get(rule.name)
         if c is None:
             return None
-        window = self.windows[c.name]
-        window.add(c.start, 1, amount, c.since, c.expires)
-        self.counted.append((c, 1, amount))
-        return window.total(c.since)
+        self.counted.append((c.name, c.start, 1, amount, c.expires))
+        return self.windows[c.name].add(c.start, 1, amount, c.since, c.expires)
 
 
 def letters(text: str) -> str:
     """A short unkeyed hash of ``text`` spelt in letters only: a counter name's subject."""
     return hashlib.blake2b(text.encode(), digest_size=15).hexdigest().translate(_LETTERS)
+
+
+class Remembered(dict[K, V]):
+    """Names spelt from hashes for the counters and lists (a counter's name, a card's `tag`), remembered by
+    what they spell: the same subjects come back while they count, and hashing and building the text is
+    most of what naming them costs.  A hit is one dict lookup in C (``remembered[key]``); past ``limit``
+    all are forgotten at once (a bound, and no bookkeeping per hit)."""
+
+    def __init__(self, spell: Callable[[K], V], limit: int) -> None:
+        super().__init__()
+        self.spell, self.limit = spell, limit
+
+    def __missing__(self, key: K) -> V:
+        if len(self) >= self.limit:
+            self.clear()
+        value = self[key] = self.spell(key)
+        return value
+
+
+NAMES_REMEMBERED = 10_000
+"""Counter names (per rule and what it counts) and card keys remembered by their subject, at most."""
 
 
 def tag(digest: bytes) -> Derived:
@@ -253,20 +303,23 @@ def tag(digest: bytes) -> Derived:
 
 
 def _blocklist(rule: Rule, seen: Seen) -> dict | None:
-    f = seen.facts
-    keys = seen.keys[rule.name]
-    for kind, value in keys:
-        if (kind, value) in rule.entries:
-            return {"list": kind, "entry": "config"}
-    if f.ip is not None and "ip" in rule.lists and rule.networks:
+    """The payment's keys (`Seen.keys`) are every rule's: a key of a kind this rule does not check (or
+    another rule's hold) is passed over."""
+    f, keys, lists = seen.facts, seen.keys, rule.lists
+    if rule.entries and not rule.entries.isdisjoint(keys):
+        for key in keys:
+            if key in rule.entries and key[0] in lists:
+                return {"list": key[0], "entry": "config"}
+    if f.ip is not None and "ip" in lists and rule.networks:
         address = ipaddress.ip_address(f.ip)
         for network in rule.networks:
             if address in network:
                 return {"list": "ip", "entry": str(network)}
-    for key in keys:
-        entry = seen.listed.get(key)
-        if entry is not None:
-            return {"list": entry.kind, "entry": entry.shown}
+    if seen.listed:
+        for key in keys:
+            entry = seen.listed.get(key)
+            if entry is not None and key[0] in lists:
+                return {"list": entry.kind, "entry": entry.shown}
     return None
 
 
@@ -298,6 +351,8 @@ def _velocity(rule: Rule, seen: Seen) -> dict | None:
 
 
 def _card_testing(rule: Rule, seen: Seen) -> dict | None:
+    if not seen.listed:  # no entry at all among the payment's keys
+        return None
     subject = seen.facts.subject(rule.per)
     entry = None if subject is None else seen.listed.get((rule.hold_kind, subject))
     return None if entry is None else {"held_until_us": entry.expires_at}
@@ -306,9 +361,9 @@ def _card_testing(rule: Rule, seen: Seen) -> dict | None:
 def feed_decline(rule: Rule, window: Window, c: Counter, f: Facts) -> tuple[str, str, str] | None:
     """Count a bank decline in a card-testing rule's ``window``; the hold to put (kind, value, shown)
     when the declines in the window reach the rule's ``declines``, else None."""
-    window.add(c.start, 1, 0, c.since, c.expires)
+    declines = window.add(c.start, 1, 0, c.since, c.expires)[0]
     subject = f.subject(rule.per)
-    if subject is None or window.total(c.since)[0] < rule.declines:
+    if subject is None or declines < rule.declines:
         return None
     return rule.hold_kind, subject, f.masked if rule.per == "card" and f.masked else subject
 

@@ -35,9 +35,10 @@ from twisted.internet.interfaces import IReactorTime
 
 from switch.domain.model import AuthorizeRequest, CardInstrument
 from switch.engine.risk.bins import BinTable
-from switch.engine.risk.rules import SLOTS, Facts, Rule, Seen, feed_decline, tag
+from switch.engine.risk.rules import NAMES_REMEMBERED, SLOTS, Facts, Remembered, Rule, Seen, feed_decline, tag
 from switch.iso.translate import sealed_instrument
 from switch.journal import Journal
+from switch.journal.guard import Derived
 from switch.journal.risk import Decision, Reservation, RiskLedger
 from switch.observe.metrics import MetricBundle
 
@@ -72,7 +73,7 @@ class RiskRules:
         if found is None:
             rules = tuple(rule for rule in self.rules if rule.scope.covers(f))
             steps_up = any(r.action == "step_up" and r.mode == "enforce" for r in rules)
-            found = Plan(rules, tuple(r for r in rules if r.kind in ("blocklist", "card_testing")),
+            found = Plan(rules, tuple(dict.fromkeys(pair for r in rules for pair in r.lookups)),
                          tuple(r for r in rules if r.kind in _COUNTING),
                          tuple(r for r in rules if r.kind == "card_testing"),
                          tuple(r for r in rules if r.kind in _STATELESS and r.mode == "enforce") if steps_up else ())
@@ -87,7 +88,7 @@ class RiskRules:
         guess = self.plan(f).guess
         if not guess:
             return False
-        seen = Seen(f, 0, {}, {}, {}, {})
+        seen = Seen(f, 0, {}, {}, {}, ())
         return next((rule.action == "step_up" for rule in guess if rule.check(seen) is not None), False)
 
 
@@ -100,7 +101,7 @@ _DAY_US = 26 * 3600 * 1_000_000
 
 class Plan(NamedTuple):
     rules: tuple[Rule, ...]
-    listing: tuple[Rule, ...]
+    lookups: tuple[tuple[str, int], ...]  # every rule's `Rule.lookups`, each once, in order
     counting: tuple[Rule, ...]
     card_testing: tuple[Rule, ...]
     guess: tuple[Rule, ...]  # the enforced rules `RiskRules.steps_up` looks at
@@ -121,6 +122,10 @@ class Verdict:
     def answer_field(self) -> dict[str, str] | None:
         """The answer's ``risk`` object, when an enforced rule decided."""
         return None if self.rule is None else {"rule": self.rule, "action": self.action}
+
+
+ALLOWED = Verdict("allow", None, ())
+"""Most payments' verdict: nothing matched, nothing held (one immutable value shared by all)."""
 
 
 class RiskMetrics(MetricBundle):
@@ -152,14 +157,14 @@ def decide(rules: RiskRules, facts: Facts, txn_id: str, every_rule: bool = False
         decisive: Rule | None = None
         plan = rules.plan(facts)
         now_us = ledger.now_us
-        keys = {rule.name: rule.lookups(facts) for rule in plan.listing}
-        counters = {}
+        keys = [(kind, value) for kind, at in plan.lookups if (value := facts[at]) is not None]
+        counters, names = {}, []
         for rule in plan.counting:
             counter = rule.counter(facts, now_us)
             if counter is not None:
                 counters[rule.name] = counter
-        entries, windows = ledger.read({key for found in keys.values() for key in found},
-                                       [c.name for c in counters.values()], rules.horizon_us)
+                names.append(counter.name)
+        entries, windows = ledger.read(keys, names, rules.horizon_us)
         seen = Seen(facts, now_us, {(e.kind, e.value): e for e in entries} if entries else {}, windows, counters, keys)
         for rule in plan.rules:
             found = rule.check(seen)
@@ -172,17 +177,21 @@ def decide(rules: RiskRules, facts: Facts, txn_id: str, every_rule: bool = False
                 if not every_rule:
                     break
         action = _outcome(decisive, step_up)
-        if action == "block":
-            for c, count, amount in seen.reserved:
-                windows[c.name].take_back(c.start, count, amount)
-            seen.reserved.clear()
+        adds, reserved = seen.counted, ()
+        if seen.reserved:
+            if action == "block":
+                for c, count, amount in seen.reserved:
+                    windows[c.name].take_back(c.start, count, amount)
+            else:
+                reserved = tuple((c.name, count, amount, c.start) for c, count, amount in seen.reserved)
+                adds += [(c.name, c.start, count, amount, c.expires) for c, count, amount in seen.reserved]
         rule_name = decisive.name if decisive is not None else None
-        reserved = tuple((c.name, count, amount, c.start) for c, count, amount in seen.reserved)
-        adds = [(c.name, c.start, count, amount, c.expires) for c, count, amount in seen.counted + seen.reserved]
         journal_as = ("refuse" if action == "block" else "apart" if (action == "step_up") != built_step_up
                       else "send")
         ledger.record(txn_id, Decision(action, rule_name, matches, reserved, adds), windows.values(),
                       journal_as != "apart")
+        if not matches and not reserved and journal_as == "send":
+            return ALLOWED
         return Verdict(action, rule_name, tuple(matches), reserved, journal_as)
 
     return unit
@@ -216,7 +225,10 @@ class Screening:
 
     def closing(self, status: str) -> Closing | None:
         """The stage's part of the payment's outcome ``status`` (an API status), None when it has none."""
-        return None if self.verdict is None else self.stage.closing(self.facts, self.verdict, status)
+        verdict = self.verdict
+        if verdict is None or (not verdict.reserved and status != "declined"):  # most payments: nothing to do
+            return None
+        return self.stage.closing(self.facts, verdict, status)
 
 
 @dataclass
@@ -254,6 +266,7 @@ class RiskStage:
         self.rules = self._keyed(rules)
         self.metrics = RiskMetrics.on(registry)
         self._evaluated: dict[str, Any] = {}  # by action: the one metric every payment counts, bound once
+        self._cards: Remembered[bytes, Derived] = Remembered(tag, NAMES_REMEMBERED)  # by the card's keyed hash
 
     def replace(self, rules: RiskRules) -> None:
         """Take new rules for the payments evaluated from now on."""
@@ -284,18 +297,19 @@ class RiskStage:
         instrument = req.instrument
         pan = instrument.pan if isinstance(instrument, CardInstrument) else None
         pan_hash = self.journal.vault.pan_hash(pan or sealed_instrument(instrument).pan)
-        card = tag(pan_hash)
+        card = self._cards[pan_hash]
         bins = self.rules.bins
         c = req.customer
-        return Facts(
-            merchant_id=req.merchant_id, amount=req.amount, currency=req.currency.alpha, instrument=instrument.kind,
-            card=card, masked=instrument.masked_pan, bin6=pan[:6] if pan else None,
-            bin8=pan[:8] if pan and len(pan) >= 16 else None,
-            country=bins.country(pan) if pan and bins is not None else None,
-            customer=c.id if c else None, ip=c.ip if c else None, device=c.device_id if c else None,
-            email=self.email_key(c.email) if c and c.email else None, idempotency_key=req.idempotency_key,
-            pan_hash=pan_hash,
-        )
+        if c is None:
+            customer = ip = device = email = None
+        else:
+            customer, ip, device = c.id, c.ip, c.device_id
+            email = self.email_key(c.email) if c.email else None
+        return Facts(  # by position, in `Facts`' order: one is built for every authorization
+            req.merchant_id, req.amount, req.currency.alpha, instrument.kind, card, instrument.masked_pan,
+            pan[:6] if pan else None, pan[:8] if pan and len(pan) >= 16 else None,
+            bins.country(pan) if pan and bins is not None else None, customer, ip, device, email,
+            req.idempotency_key, pan_hash)
 
     def screening(self, txn_id: str, req: AuthorizeRequest, can_step_up: bool) -> Screening:
         """Payment ``txn_id``'s screening (see `Screening`); ``can_step_up``: its connector can ask the
