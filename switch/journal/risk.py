@@ -41,10 +41,10 @@ from switch.journal.base import JournalBase
 from switch.journal.db import Db, in_list
 from switch.journal.guard import Derived
 from switch.journal.riskmemo import BlockEntry, Memo, entry_of, memo_for, restore, scan
-from switch.journal.riskwindow import Add, Reservation, Window, _window
+from switch.journal.riskwindow import Add, Reservation, Window, stored_window
 
 __all__ = ["Add", "BlockEntry", "Decision", "DryLedger", "Reservation", "RiskApi", "RiskLedger", "Screened",
-           "ScreeningLedger", "Window", "_window", "fold_journalled_counts"]
+           "ScreeningLedger", "Window", "stored_window", "fold_journalled_counts"]
 
 T = TypeVar("T")
 
@@ -138,7 +138,7 @@ class RiskLedger:
             params["empty"] = ""
         for row in self._db.all(_read_sql(False, len(ordered), len(values)), params):
             if row["src"] == "w":
-                windows[row["kind"]] = _window(row["kind"], row["slots"], row["expires_at"])
+                windows[row["kind"]] = stored_window(row["kind"], row["slots"], row["expires_at"])
             else:
                 listed.setdefault(row["value"], []).append(entry_of(row))
         return _live(listed, values, wanted, self.now_us), {name: windows.get(name) or Window(name, [])
@@ -374,7 +374,7 @@ def _stored(db: Db, names: Sequence[str]) -> dict[str, Window]:
     """Counters ``names`` as their rows hold them."""
     terms, params = in_list("name", names)
     rows = db.all(f"SELECT name, slots, expires_at, through FROM risk_windows WHERE name IN {terms}", params)
-    found = {row["name"]: _window(row["name"], row["slots"], row["expires_at"], row["through"]) for row in rows}
+    found = {row["name"]: stored_window(row["name"], row["slots"], row["expires_at"], row["through"]) for row in rows}
     return {name: found.get(name) or Window(name, []) for name in names}
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from switch.journal.db import Db
-from switch.journal.riskwindow import Add, Window, _window
+from switch.journal.riskwindow import Add, Window, stored_window
 
 Logged = tuple[int, int, int, int, int]
 """One add as remembered: (number, slot start µs, count, amount, slot expiry µs)."""
@@ -113,7 +113,7 @@ class Memo:
 
     def loaded(self, name: str, slots: str | None, expires_at: int, through: int) -> Window:
         """Counter ``name`` from its row and the adds journalled since the row was written."""
-        return self.merged(_window(name, slots, expires_at, through))
+        return self.merged(stored_window(name, slots, expires_at, through))
 
     def merged(self, window: Window) -> Window:
         """``window`` as read from its row, with the adds journalled since."""

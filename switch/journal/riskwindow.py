@@ -96,7 +96,7 @@ class Window:
         self.slots, self.expires_at, self.changed, self.through = state
 
 
-def _window(name: str, text: str | None, expires_at: int, through: int = 0) -> Window:
+def stored_window(name: str, text: str | None, expires_at: int, through: int = 0) -> Window:
     """A window as stored (`Window.packed`)."""
     if not text:
         return Window(name, [], int(expires_at), through=int(through))
