@@ -12,7 +12,7 @@ from twisted.internet import defer, reactor
 
 from switch.journal import Journal, open_journal
 from switch.journal.errors import CommitOutcomeUnknown, InvalidRecord
-from switch.journal.risk import Window, _window
+from switch.journal.risk import Window, stored_window
 from tests.journal.conftest import raw_connect
 
 EXPIRES = 10**18
@@ -144,7 +144,7 @@ async def test_a_failed_unit_keeps_none_of_its_counts(journal: Journal, config) 
         [(slots,)] = conn.execute("SELECT slots FROM risk_windows WHERE name = 'cum:card:f'").fetchall()
     finally:
         conn.close()
-    assert _window(name, slots, 0).total(0) == (3, 30)
+    assert stored_window(name, slots, 0).total(0) == (3, 30)
 
 
 @pytest_twisted.ensureDeferred
@@ -235,4 +235,4 @@ def test_a_window_adds_up_what_a_plain_dict_of_slots_would(steps):
     assert window.slots[::3] == sorted(model)
     text = window.packed()
     assert not any(ch.isdigit() for ch in text)
-    assert _window("w", text, 0).slots == window.slots
+    assert stored_window("w", text, 0).slots == window.slots
