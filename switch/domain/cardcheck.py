@@ -140,8 +140,13 @@ def _long_runs(text: str) -> Iterator[re.Match[str]]:
 
 
 def may_hold_card_number(text: str) -> bool:
-    """A quick test that is False for most text: True when 13 digits could form a run `card_numbers` finds."""
-    return len(text) >= SCAN_MIN_DIGITS and _QUICK.search(text) is not None and _CANDIDATE.search(text) is not None
+    """A quick test that is False for most text: True when 13 digits could form a run `card_numbers` finds.
+    The slower pattern starts where the quicker one matched (no candidate starts before), not at the
+    start of a text that may be a whole message of short digit runs."""
+    if len(text) < SCAN_MIN_DIGITS:
+        return False
+    quick = _QUICK.search(text)
+    return quick is not None and _CANDIDATE.search(text, quick.start()) is not None
 
 
 def card_numbers(text: str) -> Iterator[str]:

@@ -123,6 +123,31 @@ def test_card_data_is_refused(fields: dict[str, object], problem: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({VISA: "a key"}, r"fields \(a key\)"),
+        ({"card": {VISA: 1}}, r"fields.card \(a key\)"),
+        ({"42": "000000000100001", "48": {"note": [f"card {VISA}"]}}, r"fields.48.note\[0\]"),
+        ({"42": "000000000100001", "amount": int(VISA)}, "fields.amount"),
+        ({"order_id": VISA, "42": "000000000100001", "48": f"{VISA[:4]} {VISA[4:8]} {VISA[8:12]} {VISA[12:]}"},
+         "fields.48"),
+    ],
+)
+def test_a_card_number_anywhere_is_refused_by_its_place(fields: dict[str, object], named: str) -> None:
+    """A message whose text has a long digit run everywhere (a 15-digit card acceptor id, field 42)
+    is tested value by value: a card number in any value, nested or an integer, or in a key, is found
+    and named by its place, never by itself."""
+    with pytest.raises(CardDataRefused, match=named) as refused:
+        dump_fields("fields", fields)
+    assert VISA not in str(refused.value)
+
+
+def test_a_long_acceptor_id_and_references_are_stored() -> None:
+    fields = {"42": "000000000100001", "order_id": VISA, "37": "633300005999", "7": 1129162207}
+    assert json.loads(dump_fields("fields", fields)) == {k: v for k, v in fields.items()}
+
+
+@pytest.mark.parametrize(
     "fields", [{"4": 12.5}, {"x": b"bytes"}, {1.5: "key"}, {"x": {1, 2}}, ["not", "a", "mapping"]]
 )
 def test_unstorable_values_are_refused(fields: object) -> None:
