@@ -36,8 +36,10 @@ TRANSACTION_COLUMNS = (
 _INSERT_TRANSACTION = (
     f"INSERT INTO transactions ({', '.join(TRANSACTION_COLUMNS)}) "
     f"VALUES ({', '.join(':' + c for c in TRANSACTION_COLUMNS)}) "
-    "ON CONFLICT (txn_id) DO NOTHING RETURNING *"
+    "ON CONFLICT (txn_id) DO NOTHING"
 )
+_LATER_COLUMNS = {"bank_fee": 0, "merchant_fee": 0, "reversal_business_date": None}
+"""The columns a new transaction is not inserted with, as the table's defaults leave them."""
 
 
 def create_transaction(db: Db, row: Mapping[str, object], *, idempotency_cutoff: int) -> Transaction:
@@ -52,8 +54,7 @@ def create_transaction(db: Db, row: Mapping[str, object], *, idempotency_cutoff:
         _claim_idempotency_key(db, row, idempotency_cutoff)
     if row["parent_txn_id"] is not None and get_transaction(db, str(row["parent_txn_id"])) is None:
         raise TransactionNotFound(str(row["parent_txn_id"]))
-    inserted = db.one(_INSERT_TRANSACTION, row)
-    if inserted is None:
+    if not db.execute(_INSERT_TRANSACTION, row):
         raise TransactionExists(str(row["txn_id"]))
     if key is not None and not db.execute(
         "INSERT INTO idempotency_keys (merchant_id, idempotency_key, txn_id, created_at) "
@@ -64,8 +65,8 @@ def create_transaction(db: Db, row: Mapping[str, object], *, idempotency_cutoff:
         # Another switch process bound the key since the check above.
         _claim_idempotency_key(db, row, idempotency_cutoff)
         raise StorageError(f"idempotency key of transaction {row['txn_id']} changed hands during the insert; retry")
-    record_transition(db, inserted["txn_id"], None, inserted["status"], inserted["created_at"], inserted["reason"], {})
-    return transaction_from_row(inserted)
+    record_transition(db, row["txn_id"], None, row["status"], row["created_at"], row["reason"], {})
+    return transaction_from_row({**_LATER_COLUMNS, **row})  # the row as inserted: no RETURNING to read back
 
 
 def _claim_idempotency_key(db: Db, row: Mapping[str, object], cutoff: int) -> None:
