@@ -6,20 +6,22 @@ building and answering) and the journal writer's (SQL, the card-data guard, rows
 fsync is a wait, not work, and is the same with or without rules (the stage has no commit of its
 own).  So the benchmark runs real authorizations through `PaymentService` (journal on a SQLite
 file, the demo's rules, merchants and bank_a's dialect) against an issuer that approves at once
-in-process, one at a time, alternating a service with the stage and one without it, and reads
+in-process, in groups, alternating a service with the stage and one without it, and reads
 for each authorization the CPU clocks of the reactor thread and of the writer thread
 (`time.pthread_getcpuclockid`).  It prints the medians with and without the stage, and the
 stage's cost: the median of the differences between neighbouring groups, one with the stage and
 one without (neighbours share the machine's state of the moment, so its drift, a third on these
 shared machines, cancels out; a run with the stage on both sides reads within a few µs of zero).
 
-    kswitch-bench-risk                   # 3000 authorizations each way, over 1000 cards and 500 IPs
+    kswitch-bench-risk                     # 3000 authorizations each way, 32 at a time, then one at a time
     kswitch-bench-risk --payments 10000 --config config/kswitch.toml
-    kswitch-bench-risk --concurrency 32  # 32 authorizations at a time, as a loaded switch has them
+    kswitch-bench-risk --concurrency 1     # one at a time only
 
 With ``--concurrency N`` the benchmark sends N authorizations together (with the stage, or
 without), so the writer commits them in one batch as it does under load, and divides the CPU of
-each group by N.
+each group by N.  Both operating points are printed by default: 32 at a time is where CPU per
+authorization decides what the switch can carry; one at a time every payment is its own writer
+batch with a cold cache, and everything, the stage included, costs about twice as much.
 
 Cards, IPs and amounts rotate so the demo's velocity rules count without blocking (every payment
 is approved, the common case).  Not a test; numbers depend on the machine and its load.
@@ -85,15 +87,45 @@ def cards(count: int) -> list[str]:
     return found
 
 
-def requests(count: int, merchant: str, store: str) -> list[AuthorizeRequest]:
+def requests(count: int, merchant: str, store: str, first_card: int = 0) -> list[AuthorizeRequest]:
+    """``count`` authorizations over 1,000 cards from the ``first_card``-th (each round its own, so no card
+    reaches the demo's velocity limit of 10 a minute), 300 customers, 500 IPs and 400 devices."""
     usd = by_alpha("USD")
     assert usd is not None
-    pans = cards(1000)
-    return [AuthorizeRequest(merchant, store, f"o-{i}", 1000 + i % 500, usd, True,
+    pans = cards(first_card + 1000)[first_card:]
+    return [AuthorizeRequest(merchant, store, f"o-{first_card}-{i}", 1000 + i % 500, usd, True,
                              CardInstrument(pans[i % len(pans)], "3012"), bank=BANK,
                              customer=Customer(id=f"c-{i % 300}", ip=f"203.0.{i % 2}.{i % 250}",
                                                device_id=f"d-{i % 400}"))
             for i in range(count)]
+
+
+async def alternate(services: dict[bool, PaymentService], reqs: list[AuthorizeRequest], group: int,
+                    writer: int) -> dict[str, dict[str, float]]:
+    """Groups of ``group`` authorizations, with the stage, without, without, with, ...: the medians of each
+    side's CPU per authorization, and (``added``) the median of each neighbouring pair's difference."""
+    samples: dict[bool, dict[str, list[float]]] = {w: {"reactor": [], "writer": [], "both": []} for w in services}
+    paired: dict[str, list[float]] = {"reactor": [], "writer": [], "both": []}
+    for i in range(0, len(reqs), group):
+        batch = reqs[i:i + group]
+        with_stage = (i // group % 2 == 0) == (i // group // 2 % 2 == 0)
+        r0, w0 = time.thread_time_ns(), time.clock_gettime_ns(writer)
+        results = await defer.gatherResults([defer.ensureDeferred(services[with_stage].authorize(req, "bench"))
+                                             for req in batch])
+        r1, w1 = time.thread_time_ns(), time.clock_gettime_ns(writer)
+        for j, result in enumerate(results):
+            if result["status"] != "approved":
+                raise SystemExit(f"bench: payment {i + j} was {result['status']} ({result.get('reason')}), "
+                                 "not approved")
+        for name, ns in (("reactor", r1 - r0), ("writer", w1 - w0), ("both", r1 - r0 + w1 - w0)):
+            samples[with_stage][name].append(ns / 1000 / len(batch))
+            if i // group % 2 == 1:  # the second group of a pair: one of the two had the stage
+                sign = 1 if with_stage else -1
+                paired[name].append(sign * (samples[with_stage][name][-1] - samples[not with_stage][name][-1]))
+    medians = {("with" if w else "without"): {k: statistics.median(v) for k, v in s.items()}
+               for w, s in samples.items()}
+    medians["added"] = {k: statistics.median(v) for k, v in paired.items()}
+    return medians
 
 
 def writer_clock() -> int:
@@ -103,7 +135,7 @@ def writer_clock() -> int:
     return time.pthread_getcpuclockid(writer.ident)
 
 
-async def run(reactor: Any, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+async def run(reactor: Any, args: argparse.Namespace) -> dict[int, dict[str, dict[str, float]]]:
     cfg = load_config(args.config)
     directory = Path(tempfile.mkdtemp(prefix="kswitch-bench-risk-"))
     ring, secret = keys(directory)
@@ -125,41 +157,25 @@ async def run(reactor: Any, args: argparse.Namespace) -> dict[str, dict[str, flo
                                                engine=engine, risk=stage if with_stage else None)
                     for with_stage in (True, False)}
         merchant = cfg.api.merchants["M100"]
-        reqs = requests(args.payments * 2, merchant.id, next(iter(merchant.stores)))
         writer = writer_clock()
-        samples: dict[bool, dict[str, list[float]]] = {w: {"reactor": [], "writer": [], "both": []} for w in services}
-        paired: dict[str, list[float]] = {"reactor": [], "writer": [], "both": []}
-        group = args.concurrency
-        for i in range(0, len(reqs), group):
-            batch = reqs[i:i + group]
-            with_stage = (i // group % 2 == 0) == (i // group // 2 % 2 == 0)  # with, without, without, with, ...
-            r0, w0 = time.thread_time_ns(), time.clock_gettime_ns(writer)
-            results = await defer.gatherResults([defer.ensureDeferred(services[with_stage].authorize(req, "bench"))
-                                                 for req in batch])
-            r1, w1 = time.thread_time_ns(), time.clock_gettime_ns(writer)
-            for j, result in enumerate(results):
-                if result["status"] != "approved":
-                    raise SystemExit(f"bench: payment {i + j} was {result['status']} ({result.get('reason')}), "
-                                     "not approved")
-            for name, ns in (("reactor", r1 - r0), ("writer", w1 - w0), ("both", r1 - r0 + w1 - w0)):
-                samples[with_stage][name].append(ns / 1000 / len(batch))
-                if i // group % 2 == 1:  # the second group of a pair: one of the two had the stage
-                    sign = 1 if with_stage else -1
-                    paired[name].append(sign * (samples[with_stage][name][-1] - samples[not with_stage][name][-1]))
-        medians = {("with" if w else "without"): {k: statistics.median(v) for k, v in s.items()}
-                   for w, s in samples.items()}
-        medians["added"] = {k: statistics.median(v) for k, v in paired.items()}
-        print(f"risk stage, {len(stage.rules.rules)} rules from {args.config}; {args.payments} approved "
-              "authorizations with it and as many without, alternating; median CPU per authorization, µs:",
-              file=sys.stdout)
-        print(f"  {'':8} {'reactor':>9} {'writer':>9} {'both':>9}", file=sys.stdout)
-        for row in ("without", "with", "added"):
-            m = medians[row]
-            print(f"  {row:8} {m['reactor']:9.1f} {m['writer']:9.1f} {m['both']:9.1f}", file=sys.stdout)
-        print(f"risk stage adds {medians['added']['both']:.1f} µs median CPU per authorization "
-              "(reactor + journal writer threads, demo rules; the median of the differences between "
-              "neighbouring groups with and without the stage)", file=sys.stdout)
-        return medians
+        found = {}
+        for round_, group in enumerate(args.concurrency):
+            reqs = requests(args.payments * 2, merchant.id, next(iter(merchant.stores)), first_card=round_ * 1000)
+            found[group] = medians = await alternate(services, reqs, group, writer)
+            how = "one at a time" if group == 1 else f"{group} at a time"
+            print(f"risk stage, {len(stage.rules.rules)} rules from {args.config}; {args.payments} approved "
+                  f"authorizations with it and as many without, alternating, {how}; median CPU per "
+                  "authorization, µs:", file=sys.stdout)
+            print(f"  {'':8} {'reactor':>9} {'writer':>9} {'both':>9}", file=sys.stdout)
+            for row in ("without", "with", "added"):
+                m = medians[row]
+                print(f"  {row:8} {m['reactor']:9.1f} {m['writer']:9.1f} {m['both']:9.1f}", file=sys.stdout)
+        for group, medians in found.items():
+            how = "one at a time" if group == 1 else f"{group} at a time"
+            print(f"risk stage adds {medians['added']['both']:.1f} µs median CPU per authorization, {how} "
+                  "(reactor + journal writer threads, demo rules; the median of the differences between "
+                  "neighbouring groups with and without the stage)", file=sys.stdout)
+        return found
     finally:
         await journal.close()
 
@@ -168,8 +184,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="kswitch-bench-risk", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--payments", type=int, default=3000, help="authorizations with the stage (and without)")
-    parser.add_argument("--concurrency", type=int, default=1,
-                        help="authorizations sent together, as a loaded switch has them (1: one at a time)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[32, 1],
+                        help="authorizations sent together, one round per value: 32 as a loaded switch has them "
+                             "(the writer commits them in one batch), 1 one at a time (default: both)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="whose [risk] rules to measure")
     args = parser.parse_args()
     configure("json", level="warning")
