@@ -128,6 +128,10 @@ async def alternate(services: dict[bool, PaymentService], reqs: list[AuthorizeRe
     return medians
 
 
+def at_a_time(group: int) -> str:
+    return "one at a time" if group == 1 else f"{group} at a time"
+
+
 def writer_clock() -> int:
     """The CPU clock of the journal's writer thread."""
     [writer] = [t for t in threading.enumerate() if t.name.startswith("kswitch-journal-writer")]
@@ -162,17 +166,15 @@ async def run(reactor: Any, args: argparse.Namespace) -> dict[int, dict[str, dic
         for round_, group in enumerate(args.concurrency):
             reqs = requests(args.payments * 2, merchant.id, next(iter(merchant.stores)), first_card=round_ * 1000)
             found[group] = medians = await alternate(services, reqs, group, writer)
-            how = "one at a time" if group == 1 else f"{group} at a time"
             print(f"risk stage, {len(stage.rules.rules)} rules from {args.config}; {args.payments} approved "
-                  f"authorizations with it and as many without, alternating, {how}; median CPU per "
+                  f"authorizations with it and as many without, alternating, {at_a_time(group)}; median CPU per "
                   "authorization, µs:", file=sys.stdout)
             print(f"  {'':8} {'reactor':>9} {'writer':>9} {'both':>9}", file=sys.stdout)
             for row in ("without", "with", "added"):
                 m = medians[row]
                 print(f"  {row:8} {m['reactor']:9.1f} {m['writer']:9.1f} {m['both']:9.1f}", file=sys.stdout)
         for group, medians in found.items():
-            how = "one at a time" if group == 1 else f"{group} at a time"
-            print(f"risk stage adds {medians['added']['both']:.1f} µs median CPU per authorization, {how} "
+            print(f"risk stage adds {medians['added']['both']:.1f} µs median CPU per authorization, {at_a_time(group)} "
                   "(reactor + journal writer threads, demo rules; the median of the differences between "
                   "neighbouring groups with and without the stage)", file=sys.stdout)
         return found
