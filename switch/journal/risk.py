@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 import orjson
@@ -40,10 +40,10 @@ from twisted.internet import defer
 from switch.journal.base import JournalBase
 from switch.journal.db import Db, in_list
 from switch.journal.guard import Derived
-from switch.journal.riskmemo import BlockEntry, Memo, entry_of, memo_for, restore, scan
+from switch.journal.riskmemo import BlockEntry, Memo, entry_of, live_entry, memo_for, restore, scan
 from switch.journal.riskwindow import Add, Reservation, Window, stored_window
 
-__all__ = ["Add", "BlockEntry", "Decision", "DryLedger", "Reservation", "RiskApi", "RiskLedger", "Screened",
+__all__ = ["Add", "BlockEntry", "live_entry", "Decision", "DryLedger", "Reservation", "RiskApi", "RiskLedger", "Screened",
            "ScreeningLedger", "Window", "stored_window", "fold_journalled_counts"]
 
 T = TypeVar("T")
@@ -106,54 +106,53 @@ class RiskLedger:
 
     def blocked(self, keys: Iterable[tuple[str, str]]) -> list[BlockEntry]:
         """The live entries among ``keys`` (kind, value)."""
-        return self.read(set(keys), ())[0]
+        wanted = list(dict.fromkeys(keys))
+        listed = self.lookup([value for _, value in wanted], ())[0]
+        return [e for kind, value in wanted if (e := live_entry(listed.get(value, ()), kind, self.now_us))]
 
     def windows(self, names: Iterable[str]) -> dict[str, Window]:
         """The counters ``names``, locked until this unit commits."""
-        return self.read((), names)[1]
+        return self.lookup((), names)[1]
 
-    def read(self, keys: Iterable[tuple[str, str]], names: Iterable[str],
-             horizon_us: int = 0) -> tuple[list[BlockEntry], dict[str, Window]]:
-        """The live blocklist entries among ``keys`` (kind, value; each once) and the counters ``names``, in one
-        statement.  What a rule reads and then adds to can change under no one else until this unit
-        commits, so a limit checked on it holds across concurrent payments and nodes: SQLite's writer
-        holds the whole database from BEGIN IMMEDIATE, and its memory (`Memo`) is what it counts in,
-        so a counter or a blocklist value is read once, not per payment (``horizon_us``: how far back
-        payments' adds may still count, for a memory built now); on PostgreSQL an upsert locks the
-        counters' rows (in name order, so two nodes never lock in opposite orders; a counter seen for
-        the first time gets its row, so it is locked too)."""
+    def lookup(self, values: Iterable[str | None], names: Iterable[str | None],
+               horizon_us: int = 0) -> tuple[Mapping[str, Sequence[BlockEntry]], dict[str, Window]]:
+        """The blocklist entries of ``values``, by value (of any kind, expired holds included: `live_entry`
+        picks), and the counters ``names``, in one statement (None among either: nothing to read).
+        What a rule reads and then adds to can change under no one else until this unit commits, so a
+        limit checked on it holds across concurrent payments and nodes: SQLite's writer holds the whole
+        database from BEGIN IMMEDIATE, and its memory (`Memo`) is what it counts in, so a counter or a
+        blocklist value is read once, not per payment (``horizon_us``: how far back payments' adds may
+        still count, for a memory built now); on PostgreSQL an upsert locks the counters' rows (in name
+        order, so two nodes never lock in opposite orders; a counter seen for the first time gets its
+        row, so it is locked too)."""
         if self._remembers and self._db.dialect.name == "sqlite":
             memo = memo_for(self._db, self.now_us, horizon_us)
-            return self._complete(memo, keys, names) if memo.complete else self._remembered(memo, keys, names)
-        wanted = set(keys)
-        ordered = sorted(set(names))
-        values = list(dict.fromkeys(value for _, value in wanted))
-        if not ordered and not values:
-            return [], {}
+            return self._complete(memo, names) if memo.complete else self._remembered(memo, values, names)
+        wanted = list(dict.fromkeys(value for value in values if value is not None))
+        ordered = sorted({name for name in names if name is not None})
+        if not ordered and not wanted:
+            return {}, {}
         windows: dict[str, Window] = {}
         listed: dict[str, list[BlockEntry]] = {}
         params: dict[str, Any] = dict(zip(_names("n", len(ordered)), ordered))
-        params.update(zip(_names("v", len(values)), values))
+        params.update(zip(_names("v", len(wanted)), wanted))
         if ordered:
             params["empty"] = ""
-        for row in self._db.all(_read_sql(False, len(ordered), len(values)), params):
+        for row in self._db.all(_read_sql(False, len(ordered), len(wanted)), params):
             if row["src"] == "w":
                 windows[row["kind"]] = stored_window(row["kind"], row["slots"], row["expires_at"])
             else:
                 listed.setdefault(row["value"], []).append(entry_of(row))
-        return _live(listed, values, wanted, self.now_us), {name: windows.get(name) or Window(name, [])
-                                                            for name in ordered}
+        return listed, {name: windows.get(name) or Window(name, []) for name in ordered}
 
-    def _remembered(self, memo: Memo, keys: Iterable[tuple[str, str]],
-                    names: Iterable[str]) -> tuple[list[BlockEntry], dict[str, Window]]:
-        """`read` from the writer's memory, reading what it lacks in one statement (when it does not hold
+    def _remembered(self, memo: Memo, values: Iterable[str | None],
+                    names: Iterable[str | None]) -> tuple[Mapping[str, Sequence[BlockEntry]], dict[str, Window]]:
+        """`lookup` from the writer's memory, reading what it lacks in one statement (when it does not hold
         every live row: `_complete` when it does)."""
         db, remembered, listed = self._db, memo.windows, memo.listed
-        wanted = keys if isinstance(keys, (set, frozenset)) else set(keys)
-        values = list(dict.fromkeys([value for _, value in wanted]))
-        names = list(dict.fromkeys(names))
+        names = [name for name in dict.fromkeys(names) if name is not None]
         names_read = [name for name in names if name not in remembered]
-        values_read = [value for value in values if value not in listed]
+        values_read = [value for value in dict.fromkeys(values) if value is not None and value not in listed]
         if names_read or values_read:
             params: dict[str, Any] = dict(zip(_names("n", len(names_read)), names_read))
             params.update(zip(_names("v", len(values_read)), values_read))
@@ -174,14 +173,17 @@ class RiskLedger:
         for name in names:
             window = windows[name] = remembered[name]
             db.undo.append(window.restorer())
-        return _live(listed, values, wanted, self.now_us), windows
+        return listed, windows
 
-    def _complete(self, memo: Memo, keys: Iterable[tuple[str, str]],
-                  names: Iterable[str]) -> tuple[list[BlockEntry], dict[str, Window]]:
-        remembered, listed, now_us = memo.windows, memo.listed, self.now_us
+    def _complete(self, memo: Memo,
+                  names: Iterable[str | None]) -> tuple[Mapping[str, Sequence[BlockEntry]], dict[str, Window]]:
+        """`lookup` when the writer's memory holds every live row: what is not in it is nowhere."""
+        remembered = memo.windows
         windows = {}
         saved = []
         for name in names:
+            if name is None:
+                continue
             window = remembered.get(name)
             if window is None:  # nothing counted yet: no row either
                 window = remembered[name] = Window(name, [])
@@ -191,13 +193,7 @@ class RiskLedger:
             windows[name] = window
         if saved:  # one undo for the unit's counters: a rolled-back unit's adds go with it
             self._db.undo.append(functools.partial(restore, remembered, saved))
-        entries = []
-        if listed:
-            for kind, value in keys:
-                for entry in listed.get(value, ()):
-                    if entry.kind == kind and (entry.expires_at is None or entry.expires_at > now_us):
-                        entries.append(entry)
-        return entries, windows
+        return memo.listed, windows
 
     _remembers = True
 
@@ -334,27 +330,20 @@ class Decision(NamedTuple):
     adds: Sequence[Add] = ()
 
 
-def _live(listed: Mapping[str, list[BlockEntry]], values: Iterable[str], wanted: Container[tuple[str, str]],
-          now_us: int) -> list[BlockEntry]:
-    """The entries of ``listed`` among ``wanted`` that are in force: a hold that has expired no longer blocks."""
-    return [entry for value in values for entry in listed.get(value, ())
-            if (entry.kind, value) in wanted and (entry.expires_at is None or entry.expires_at > now_us)]
-
-
 class DryLedger(RiskLedger):
     """The same view for `kswitch risk explain`: reads counters and lists, locks and writes nothing."""
 
     _remembers = False  # a reader's connection: it reads the tables as committed
 
-    def read(self, keys: Iterable[tuple[str, str]], names: Iterable[str],
-             horizon_us: int = 0) -> tuple[list[BlockEntry], dict[str, Window]]:
-        entries = super().read(keys, ())[0]
-        ordered = sorted(set(names))
+    def lookup(self, values: Iterable[str | None], names: Iterable[str | None],
+               horizon_us: int = 0) -> tuple[Mapping[str, Sequence[BlockEntry]], dict[str, Window]]:
+        listed = super().lookup(values, ())[0]
+        ordered = sorted({name for name in names if name is not None})
         if not ordered:
-            return entries, {}
+            return listed, {}
         if self._db.dialect.name == "sqlite":
-            return entries, _counted(self._db, ordered, self.now_us, horizon_us)
-        return entries, _stored(self._db, ordered)
+            return listed, _counted(self._db, ordered, self.now_us, horizon_us)
+        return listed, _stored(self._db, ordered)
 
     def save(self, windows: Iterable[Window]) -> None:
         return None

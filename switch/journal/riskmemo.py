@@ -26,7 +26,7 @@ does not go back by more than a window.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,15 @@ class BlockEntry:
     source: str
     created_at: int
     expires_at: int | None
+
+
+def live_entry(entries: Iterable[BlockEntry], kind: str, now_us: int) -> BlockEntry | None:
+    """The entry of ``kind`` among a value's ``entries`` that is in force (a hold that has expired no longer
+    blocks)."""
+    for e in entries:
+        if e.kind == kind and (e.expires_at is None or e.expires_at > now_us):
+            return e
+    return None
 
 
 def entry_of(row: Mapping[str, Any]) -> BlockEntry:

@@ -35,7 +35,7 @@ def screen(name: str, amount: int = 10):
     """What the stage's unit does for a counting rule: read the counter, add the payment, record the
     decision (with what it added) for the payment's row."""
     def unit(ledger: Any) -> Screened:
-        window = ledger.read((), [name], HORIZON)[1][name]
+        window = ledger.lookup((), [name], HORIZON)[1][name]
         window.add(0, 1, amount, 0, EXPIRES)
         matches = [{"rule": "vel", "kind": "velocity", "action": "review", "mode": "shadow", "seen": {"count": 1}}]
         ledger.record("unused", Decision("allow", None, matches, (), [(name, 0, 1, amount, EXPIRES)]), [window], True)
@@ -44,7 +44,7 @@ def screen(name: str, amount: int = 10):
 
 
 def counted(name: str):
-    return lambda ledger: ledger.read((), [name], HORIZON)[1][name].total(0)
+    return lambda ledger: ledger.lookup((), [name], HORIZON)[1][name].total(0)
 
 
 async def pay(journal: Any, name: str, **overrides: Any) -> Any:

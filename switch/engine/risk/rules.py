@@ -1,14 +1,13 @@
-"""Risk rules as typed tables: what each kind checks, against a payment's `Facts` and the journal's counters.
+"""Risk rules as typed tables: each kind's parameters, what a rule reads of a payment's `Facts`, its counters' names.
 
 Why typed rules and not a rule-evaluation library: the kinds are few and fixed, each needs
 counters that must be exact under concurrency (so each is one atomic statement in
 `switch.journal.risk`), and a typed table validates at load with errors naming the key.
 
-A rule's `check` runs inside the risk stage's writer unit and returns what it saw (the
-counter values, the matched list entry) when it matches, else None.  Counting rules count
-every payment they see that the rules before them let through; a cumulative limit's
-reservation is taken back when the payment is finally blocked, declined or fails
-(`switch.engine.risk.stage.RiskStage.answered`).
+What each kind checks is in `switch.engine.risk.compiled`, which turns a scope's rules into one
+function run inside the risk stage's writer unit.  Counting rules count every payment they see
+that the rules before them let through; a cumulative limit's reservation is taken back when the
+payment is finally blocked, declined or fails (`switch.engine.risk.stage.RiskStage.answered`).
 
 Windows slide: a counter's window is cut into `SLOTS` slots of a tenth of ``window`` each,
 and a payment counts everything in the slot it falls in and the `SLOTS` slots before it,
@@ -24,18 +23,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
 
 from switch.journal.guard import Derived
-from switch.journal.risk import Add, BlockEntry, Window
+from switch.journal.risk import Window
 
 K = TypeVar("K")
 V = TypeVar("V")
-Listed = Mapping[tuple[str, str], BlockEntry]
 ACTIONS = ("allow", "block", "review", "step_up")
 MODES = ("enforce", "shadow")
 KINDS = ("blocklist", "amount_limit", "cumulative", "velocity", "card_testing", "country", "duplicate")
@@ -124,12 +122,6 @@ class Rule:
     unknown_matches: bool = False
 
     @functools.cached_property
-    def check(self) -> Callable[[Seen], dict | None]:
-        """``check(seen)``: what it saw when it matches, else None (see `Seen` for what an evaluation has
-        read); its kind's check bound once, a call fewer for each rule of each payment."""
-        return functools.partial(_CHECKS[self.kind], self)
-
-    @functools.cached_property
     def lookups(self) -> tuple[tuple[str, int], ...]:
         """The journal blocklist entries this rule needs to see for a payment: (kind, index in `Facts` of
         the value), the kinds in `LIST_KINDS` order (a BIN at 6 digits, then, last, at 8); a card-testing
@@ -140,50 +132,49 @@ class Rule:
             return ((self.hold_kind, Facts._fields.index(_ATTRIBUTE[self.per])),)
         return ()
 
+    @functools.cached_property
+    def counts(self) -> bool:
+        """Whether this rule counts the authorizations it sees (and so has a counter per payment)."""
+        return self.kind in _COUNTS
+
+    @functools.cached_property
+    def counted(self) -> str:
+        """What this rule's counter of authorizations counts (its name's part after the rule's)."""
+        return _COUNTS[self.kind]
+
     def counter(self, f: Facts, now_us: int, what: str | None = None) -> Counter | None:
-        """The counter this rule counts ``f`` in at ``now_us`` (``what``: which of its counters, by
-        default the one its kind checks), None when it counts nothing for ``f``."""
-        if what is None:
-            sliding = self._sliding
-            if sliding is not None:  # the common counter: a subject of the payment's, a sliding window
-                names, at, width = sliding
-                subject = f[at]
-                if subject is None:
-                    return None
-                start = now_us - now_us % width
-                return Counter(names[subject], start, start - SLOTS * width, start + (SLOTS + 1) * width)
-            what = _COUNTS.get(self.kind)
-            if what is None:
-                return None
+        """Counter ``what`` of this rule's for ``f`` at ``now_us`` (by default the authorizations it counts; a
+        card-testing rule's ``declines``), None when it counts nothing for ``f``.  The compiled screen
+        (`switch.engine.risk.compiled`) names and places its counters the same way, inline."""
+        what = what or self.counted
         if self.kind == "duplicate":
             if f.idempotency_key is not None:
                 return None
-            name = Derived(self._prefixes[what] + letters(f"{f.card}|{f.amount}|{f.currency}|{f.merchant_id}"))
+            name = Derived(self.prefix(what) + letters(f"{f.card}|{f.amount}|{f.currency}|{f.merchant_id}"))
         else:
-            subject = f[self._subject_at]
+            subject = f[self.subject_at]
             if subject is None:
                 return None
-            name = self._names[what][subject]
+            name = self.names(what)[subject]
         if self.period == "day":
-            start, end = self._day(now_us)
+            start, end = self.day(now_us)
             return Counter(name, start, start, end)
         width = self.slot_us
         start = now_us - now_us % width
         return Counter(name, start, start - SLOTS * width, start + (SLOTS + 1) * width)
 
     @functools.cached_property
-    def _sliding(self) -> tuple[Remembered[str, Derived], int, int] | None:
-        """For a rule counting one of the payment's subjects in a sliding window (velocity, a windowed
-        cumulative limit), what `counter` needs: the names by subject, the subject's index in `Facts`,
-        the slot's length."""
-        what = _COUNTS.get(self.kind)
-        if what is None or self.kind == "duplicate" or self.period == "day":
-            return None
-        return self._names[what], self._subject_at, self.slot_us
-
-    @functools.cached_property
-    def _subject_at(self) -> int:
+    def subject_at(self) -> int:
+        """Where in `Facts` the subject this rule counts or holds per is."""
         return Facts._fields.index(_ATTRIBUTE[self.per])
+
+    def prefix(self, what: str) -> str:
+        """Counter names of ``what`` up to the subject."""
+        return self._prefixes[what]
+
+    def names(self, what: str) -> Remembered[str, Derived]:
+        """Counter names of ``what`` by subject (`_names`)."""
+        return self._names[what]
 
     @functools.cached_property
     def _prefixes(self) -> dict[str, str]:
@@ -202,7 +193,7 @@ class Rule:
 
         return {what: Remembered(spelling(prefix), NAMES_REMEMBERED) for what, prefix in self._prefixes.items()}
 
-    def _day(self, now_us: int) -> tuple[int, int]:
+    def day(self, now_us: int) -> tuple[int, int]:
         """The calendar day in the rule's time zone holding ``now_us``: [start, end) in µs, the last one
         found kept (time zone arithmetic costs more than the rest of a counter)."""
         last = self.__dict__.get("_last_day")
@@ -239,30 +230,6 @@ class Counter(NamedTuple):
     start: int
     since: int
     expires: int
-
-
-@dataclass(slots=True)
-class Seen:
-    """What one evaluation has read from the journal: the live blocklist entries among every rule's
-    `lookups`, and the counter windows of every rule's `counter`, locked; cumulative additions go
-    to ``reserved`` (taken back in memory if the payment is blocked)."""
-
-    facts: Facts
-    now_us: int
-    listed: Listed
-    windows: Mapping[str, Window]
-    counters: Mapping[str, Counter]  # by rule name
-    keys: Sequence[tuple[str, str]]  # the payment's (kind, value) every rule's `lookups` name, each once
-    reserved: list[tuple[Counter, int, int]] = field(default_factory=list)
-    counted: list[Add] = field(default_factory=list)  # every other add, as journalled
-
-    def count(self, rule: Rule, amount: int = 0) -> tuple[int, int] | None:
-        """Count one payment in ``rule``'s window; its (count, amount) now, None when it has no counter."""
-        c = self.counters.get(rule.name)
-        if c is None:
-            return None
-        self.counted.append((c.name, c.start, 1, amount, c.expires))
-        return self.windows[c.name].add(c.start, 1, amount, c.since, c.expires)
 
 
 def letters(text: str) -> str:
@@ -302,62 +269,6 @@ def tag(digest: bytes) -> Derived:
     return Derived("".join([_PAIRS[(n >> shift) & 1023] for shift in range(steps * 10 - 10, -1, -10)])[:chars])
 
 
-def _blocklist(rule: Rule, seen: Seen) -> dict | None:
-    """The payment's keys (`Seen.keys`) are every rule's: a key of a kind this rule does not check (or
-    another rule's hold) is passed over."""
-    f, keys, lists = seen.facts, seen.keys, rule.lists
-    if rule.entries and not rule.entries.isdisjoint(keys):
-        for key in keys:
-            if key in rule.entries and key[0] in lists:
-                return {"list": key[0], "entry": "config"}
-    if f.ip is not None and "ip" in lists and rule.networks:
-        address = ipaddress.ip_address(f.ip)
-        for network in rule.networks:
-            if address in network:
-                return {"list": "ip", "entry": str(network)}
-    if seen.listed:
-        for key in keys:
-            entry = seen.listed.get(key)
-            if entry is not None and key[0] in lists:
-                return {"list": entry.kind, "entry": entry.shown}
-    return None
-
-
-def _amount_limit(rule: Rule, seen: Seen) -> dict | None:
-    amount = seen.facts.amount
-    if (rule.max_amount is not None and amount > rule.max_amount) or (
-            rule.min_amount is not None and amount < rule.min_amount):
-        return {"amount": amount}
-    return None
-
-
-def _cumulative(rule: Rule, seen: Seen) -> dict | None:
-    c = seen.counters.get(rule.name)
-    if c is None:
-        return None
-    window, asked = seen.windows[c.name], seen.facts.amount
-    count, amount = window.total(c.since)
-    if (rule.max_count is not None and count + 1 > rule.max_count) or (
-            rule.max_amount is not None and amount + asked > rule.max_amount):
-        return {"count": count, "amount": amount, "asked": asked}
-    window.add(c.start, 1, asked, c.since, c.expires)
-    seen.reserved.append((c, 1, asked))
-    return None
-
-
-def _velocity(rule: Rule, seen: Seen) -> dict | None:
-    counted = seen.count(rule)
-    return {"count": counted[0]} if counted and rule.max_count is not None and counted[0] > rule.max_count else None
-
-
-def _card_testing(rule: Rule, seen: Seen) -> dict | None:
-    if not seen.listed:  # no entry at all among the payment's keys
-        return None
-    subject = seen.facts.subject(rule.per)
-    entry = None if subject is None else seen.listed.get((rule.hold_kind, subject))
-    return None if entry is None else {"held_until_us": entry.expires_at}
-
-
 def feed_decline(rule: Rule, window: Window, c: Counter, f: Facts) -> tuple[str, str, str] | None:
     """Count a bank decline in a card-testing rule's ``window``; the hold to put (kind, value, shown)
     when the declines in the window reach the rule's ``declines``, else None."""
@@ -368,21 +279,4 @@ def feed_decline(rule: Rule, window: Window, c: Counter, f: Facts) -> tuple[str,
     return rule.hold_kind, subject, f.masked if rule.per == "card" and f.masked else subject
 
 
-def _country(rule: Rule, seen: Seen) -> dict | None:
-    country = seen.facts.country
-    if country is None:
-        return {"country": None} if rule.unknown_matches else None
-    if country in rule.deny or (rule.allow is not None and country not in rule.allow):
-        return {"country": country}
-    return None
-
-
-def _duplicate(rule: Rule, seen: Seen) -> dict | None:
-    counted = seen.count(rule)
-    return {"count": counted[0]} if counted and counted[0] > 1 else None
-
-
 _COUNTS = {"cumulative": "sum", "velocity": "attempts", "duplicate": "same"}
-_CHECKS: dict[str, Callable[[Rule, Seen], dict | None]] = {
-    "blocklist": _blocklist, "amount_limit": _amount_limit, "cumulative": _cumulative, "velocity": _velocity,
-    "card_testing": _card_testing, "country": _country, "duplicate": _duplicate}

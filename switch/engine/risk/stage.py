@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
@@ -35,7 +35,8 @@ from twisted.internet.interfaces import IReactorTime
 
 from switch.domain.model import AuthorizeRequest, CardInstrument
 from switch.engine.risk.bins import BinTable
-from switch.engine.risk.rules import NAMES_REMEMBERED, SLOTS, Facts, Remembered, Rule, Seen, feed_decline, tag
+from switch.engine.risk.compiled import Screen, compile_guess, compile_screen
+from switch.engine.risk.rules import NAMES_REMEMBERED, SLOTS, Facts, Remembered, Rule, feed_decline, tag
 from switch.iso.translate import sealed_instrument
 from switch.journal import Journal
 from switch.journal.guard import Derived
@@ -58,25 +59,16 @@ class RiskRules:
         """How long an authorization's counts may count (µs): the longest counting window, a slot more; a
         calendar day (and its daylight-saving hour) for a ``period = "day"`` rule."""
         return max([_DAY_US if r.period == "day" else (SLOTS + 1) * r.slot_us
-                    for r in self.rules if r.kind in _COUNTING], default=0)
-
-    def in_scope(self, f: Facts) -> tuple[Rule, ...]:
-        """The rules whose scope covers ``f``, in order."""
-        return self.plan(f).rules
+                    for r in self.rules if r.counts], default=0)
 
     def plan(self, f: Facts) -> Plan:
-        """The rules whose scope covers ``f``, and among them those that read the blocklist or count:
-        remembered per (merchant, currency, instrument), a handful of combinations, so scopes and kinds
-        are looked at once per combination, not per payment."""
+        """The rules whose scope covers ``f``, compiled (`Plan`): remembered per (merchant, currency,
+        instrument), a handful of combinations, so scopes are looked at and rules compiled once per
+        combination, not per payment."""
         key = (f.merchant_id, f.currency, f.instrument)
         found = self._scoped.get(key)
         if found is None:
-            rules = tuple(rule for rule in self.rules if rule.scope.covers(f))
-            steps_up = any(r.action == "step_up" and r.mode == "enforce" for r in rules)
-            found = Plan(rules, tuple(dict.fromkeys(pair for r in rules for pair in r.lookups)),
-                         tuple(r for r in rules if r.kind in _COUNTING),
-                         tuple(r for r in rules if r.kind == "card_testing"),
-                         tuple(r for r in rules if r.kind in _STATELESS and r.mode == "enforce") if steps_up else ())
+            found = Plan(tuple(rule for rule in self.rules if rule.scope.covers(f)))
             if len(self._scoped) < 4096:
                 self._scoped[key] = found
         return found
@@ -86,25 +78,35 @@ class RiskRules:
         that reads nothing from the journal and matches asks for it.  Wrong only when a rule reading the
         journal decides first with something else than a block (see `Screening`)."""
         guess = self.plan(f).guess
-        if not guess:
-            return False
-        seen = Seen(f, 0, {}, {}, {}, ())
-        return next((rule.action == "step_up" for rule in guess if rule.check(seen) is not None), False)
+        return guess is not None and guess(f)
 
 
 _STATELESS = ("amount_limit", "country")
 """Rule kinds that decide from the payment alone."""
-_COUNTING = ("cumulative", "velocity", "duplicate")
-"""Rule kinds that count authorizations."""
 _DAY_US = 26 * 3600 * 1_000_000
 
 
-class Plan(NamedTuple):
-    rules: tuple[Rule, ...]
-    lookups: tuple[tuple[str, int], ...]  # every rule's `Rule.lookups`, each once, in order
-    counting: tuple[Rule, ...]
-    card_testing: tuple[Rule, ...]
-    guess: tuple[Rule, ...]  # the enforced rules `RiskRules.steps_up` looks at
+class Plan:
+    """A scope's rules, and what the stage runs for them: the screen compiled from them
+    (`switch.engine.risk.compiled`), its variant for `kswitch risk explain`, and the guess whether a
+    payment will be stepped up."""
+
+    def __init__(self, rules: tuple[Rule, ...]) -> None:
+        self.rules = rules
+        self.lookups = tuple(dict.fromkeys(pair for r in rules for pair in r.lookups))
+        self.card_testing = tuple(r for r in rules if r.kind == "card_testing")
+        self.screen = compile_screen(rules, self.lookups)
+
+    @functools.cached_property
+    def explain(self) -> Screen:
+        return compile_screen(self.rules, self.lookups, every_rule=True)
+
+    @functools.cached_property
+    def guess(self) -> Callable[[Facts], bool] | None:
+        """None when no enforced rule steps up: nothing to guess."""
+        if not any(r.action == "step_up" and r.mode == "enforce" for r in self.rules):
+            return None
+        return compile_guess([r for r in self.rules if r.kind in _STATELESS and r.mode == "enforce"])
 
 
 @dataclass(frozen=True)
@@ -153,39 +155,20 @@ def decide(rules: RiskRules, facts: Facts, txn_id: str, every_rule: bool = False
     the deciding rule, to show all matches (explain)."""
 
     def unit(ledger: RiskLedger) -> Verdict:
-        matches: list[dict[str, Any]] = []
-        decisive: Rule | None = None
         plan = rules.plan(facts)
-        now_us = ledger.now_us
-        keys = [(kind, value) for kind, at in plan.lookups if (value := facts[at]) is not None]
-        counters, names = {}, []
-        for rule in plan.counting:
-            counter = rule.counter(facts, now_us)
-            if counter is not None:
-                counters[rule.name] = counter
-                names.append(counter.name)
-        entries, windows = ledger.read(keys, names, rules.horizon_us)
-        seen = Seen(facts, now_us, {(e.kind, e.value): e for e in entries} if entries else {}, windows, counters, keys)
-        for rule in plan.rules:
-            found = rule.check(seen)
-            if found is None:
-                continue
-            matches.append({"rule": rule.name, "kind": rule.kind, "action": rule.action, "mode": rule.mode,
-                            "seen": found})
-            if rule.mode == "enforce" and decisive is None:
-                decisive = rule
-                if not every_rule:
-                    break
-        action = _outcome(decisive, step_up)
-        adds, reserved = seen.counted, ()
-        if seen.reserved:
+        decisive, windows, matches, adds, held = (plan.explain if every_rule else plan.screen)(
+            facts, ledger, rules.horizon_us)
+        rule = plan.rules[decisive] if decisive >= 0 else None
+        action = _outcome(rule, step_up)
+        reserved: tuple[Reservation, ...] = ()
+        if held:
             if action == "block":
-                for c, count, amount in seen.reserved:
-                    windows[c.name].take_back(c.start, count, amount)
+                for name, count, amount, start, _ in held:
+                    windows[name].take_back(start, count, amount)
             else:
-                reserved = tuple((c.name, count, amount, c.start) for c, count, amount in seen.reserved)
-                adds += [(c.name, c.start, count, amount, c.expires) for c, count, amount in seen.reserved]
-        rule_name = decisive.name if decisive is not None else None
+                reserved = tuple((name, count, amount, start) for name, count, amount, start, _ in held)
+                adds += [(name, start, count, amount, expires) for name, count, amount, start, expires in held]
+        rule_name = rule.name if rule is not None else None
         journal_as = ("refuse" if action == "block" else "apart" if (action == "step_up") != built_step_up
                       else "send")
         ledger.record(txn_id, Decision(action, rule_name, matches, reserved, adds), windows.values(),
