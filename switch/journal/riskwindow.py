@@ -47,9 +47,10 @@ class Window:
                 amount += s[i + 2]
         return count, amount
 
-    def add(self, start: int, count: int, amount: int, since: int, expires_at: int) -> tuple[int, int]:
+    def add(self, start: int, count: int, amount: int, since: int, expires_at: int) -> int:
         """Count into the slot starting at ``start``; slots older than ``since`` are dropped, so what is
-        left is the window's (count, amount) from ``since``, returned (summed in C, not slot by slot)."""
+        left is the window's from ``since``: its count is returned (summed in C, not slot by slot; every
+        rule that checks an amount reads it with `total` before it adds)."""
         s = self.slots
         old = 0
         while old < len(s) and s[old] < since:
@@ -65,7 +66,7 @@ class Window:
         if expires_at > self.expires_at:
             self.expires_at = expires_at
         self.changed = True
-        return sum(s[1::3]), sum(s[2::3])
+        return sum(s[1::3])
 
     def take_back(self, start: int, count: int, amount: int) -> None:
         """Undo an `add` into slot ``start``; nothing when that slot has left the window."""

@@ -127,7 +127,7 @@ def _check(src: _Source, i: int, rule: Rule, lookups: Sequence[tuple[str, int]])
     elif kind in ("velocity", "duplicate"):
         src.line(1, f"if n{i} is not None:")
         src.line(2, f"counted.append((n{i}, s{i}, 1, 0, x{i}))")
-        src.line(2, f"c = windows[n{i}].add(s{i}, 1, 0, b{i}, x{i})[0]")
+        src.line(2, f"c = windows[n{i}].add(s{i}, 1, 0, b{i}, x{i})")
         over = "1" if kind == "duplicate" else repr(rule.max_count)
         matches = kind == "duplicate" or rule.max_count is not None
         src.line(2, f'h = {{"count": c}} if c > {over} else None' if matches else "h = None")

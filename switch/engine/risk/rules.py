@@ -272,7 +272,7 @@ def tag(digest: bytes) -> Derived:
 def feed_decline(rule: Rule, window: Window, c: Counter, f: Facts) -> tuple[str, str, str] | None:
     """Count a bank decline in a card-testing rule's ``window``; the hold to put (kind, value, shown)
     when the declines in the window reach the rule's ``declines``, else None."""
-    declines = window.add(c.start, 1, 0, c.since, c.expires)[0]
+    declines = window.add(c.start, 1, 0, c.since, c.expires)
     subject = f.subject(rule.per)
     if subject is None or declines < rule.declines:
         return None

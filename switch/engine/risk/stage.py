@@ -73,13 +73,6 @@ class RiskRules:
                 self._scoped[key] = found
         return found
 
-    def steps_up(self, f: Facts) -> bool:
-        """Whether ``f`` will likely be stepped up, known before anything is read: the first enforced rule
-        that reads nothing from the journal and matches asks for it.  Wrong only when a rule reading the
-        journal decides first with something else than a block (see `Screening`)."""
-        guess = self.plan(f).guess
-        return guess is not None and guess(f)
-
 
 _STATELESS = ("amount_limit", "country")
 """Rule kinds that decide from the payment alone."""
@@ -103,7 +96,10 @@ class Plan:
 
     @functools.cached_property
     def guess(self) -> Callable[[Facts], bool] | None:
-        """None when no enforced rule steps up: nothing to guess."""
+        """Whether a payment will likely be stepped up, known before anything is read: the first enforced
+        rule that reads nothing from the journal and matches asks for it.  Wrong only when a rule reading
+        the journal decides first with something else than a block (see `Screening`).  None when no
+        enforced rule steps up: nothing to guess."""
         if not any(r.action == "step_up" and r.mode == "enforce" for r in self.rules):
             return None
         return compile_guess([r for r in self.rules if r.kind in _STATELESS and r.mode == "enforce"])
@@ -148,43 +144,45 @@ def _outcome(rule: Rule | None, step_up: bool) -> str:
 
 
 def decide(rules: RiskRules, facts: Facts, txn_id: str, every_rule: bool = False,
-           step_up: bool = False, built_step_up: bool = False) -> Callable[[RiskLedger], Verdict]:
-    """The writer unit evaluating ``rules`` for one payment (see the module docstring); ``step_up``: the
-    routed connector can ask the customer to confirm; ``built_step_up``: the request waiting to be
-    journalled asks it (a verdict that disagrees is journalled ``apart``); ``every_rule`` goes on after
-    the deciding rule, to show all matches (explain)."""
+           step_up: bool = False) -> Callable[[RiskLedger], Verdict]:
+    """The writer unit evaluating ``rules`` for one payment in a commit of its own, its decision in a row of
+    its own (see `judge`); ``every_rule`` goes on after the deciding rule, to show all matches (explain)."""
+    plan = rules.plan(facts)
+    screen = plan.explain if every_rule else plan.screen
+    return lambda ledger: judge(ledger, plan, screen, rules.horizon_us, facts, txn_id, step_up, False)
 
-    def unit(ledger: RiskLedger) -> Verdict:
-        plan = rules.plan(facts)
-        decisive, windows, matches, adds, held = (plan.explain if every_rule else plan.screen)(
-            facts, ledger, rules.horizon_us)
-        rule = plan.rules[decisive] if decisive >= 0 else None
-        action = _outcome(rule, step_up)
-        reserved: tuple[Reservation, ...] = ()
-        if held:
-            if action == "block":
-                for name, count, amount, start, _ in held:
-                    windows[name].take_back(start, count, amount)
-            else:
-                reserved = tuple((name, count, amount, start) for name, count, amount, start, _ in held)
-                adds += [(name, start, count, amount, expires) for name, count, amount, start, expires in held]
-        rule_name = rule.name if rule is not None else None
-        journal_as = ("refuse" if action == "block" else "apart" if (action == "step_up") != built_step_up
-                      else "send")
-        ledger.record(txn_id, Decision(action, rule_name, matches, reserved, adds), windows.values(),
-                      journal_as != "apart")
-        if not matches and not reserved and journal_as == "send":
-            return ALLOWED
-        return Verdict(action, rule_name, tuple(matches), reserved, journal_as)
 
-    return unit
+def judge(ledger: RiskLedger, plan: Plan, screen: Screen, horizon_us: int, facts: Facts, txn_id: str,
+          step_up: bool, built_step_up: bool) -> Verdict:
+    """Evaluate one payment inside a writer unit (see the module docstring): run the scope's ``screen``,
+    decide, and journal the decision; ``step_up``: the routed connector can ask the customer to
+    confirm; ``built_step_up``: the request waiting to be journalled asks it (a verdict that disagrees
+    is journalled ``apart``)."""
+    decisive, windows, matches, adds, held = screen(facts, ledger, horizon_us)
+    rule = plan.rules[decisive] if decisive >= 0 else None
+    action = _outcome(rule, step_up)
+    reserved: tuple[Reservation, ...] = ()
+    if held:
+        if action == "block":
+            for name, count, amount, start, _ in held:
+                windows[name].take_back(start, count, amount)
+        else:
+            reserved = tuple((name, count, amount, start) for name, count, amount, start, _ in held)
+            adds += [(name, start, count, amount, expires) for name, count, amount, start, expires in held]
+    rule_name = rule.name if rule is not None else None
+    journal_as = "refuse" if action == "block" else "apart" if (action == "step_up") != built_step_up else "send"
+    ledger.record(txn_id, Decision(action, rule_name, matches, reserved, adds), windows.values(),
+                  journal_as != "apart")
+    if not matches and not reserved and journal_as == "send":
+        return ALLOWED
+    return Verdict(action, rule_name, tuple(matches), reserved, journal_as)
 
 
 class Screening:
     """One authorization's pass through the stage, in the payment's own commits (no commit of its own):
 
     * on the reactor, before the request is built: the payment's facts, and whether to build the
-      request asking for a step-up (`RiskRules.steps_up`);
+      request asking for a step-up (`Plan.guess`);
     * `decide`, inside the commit that journals the payment and its request
       (`Journal.create_screened`): counts, decides and journals the decision; a block journals the
       payment declined instead, and a verdict that disagrees with the request as built (an enforced
@@ -193,13 +191,22 @@ class Screening:
     * `closing`, inside the commit that journals the outcome (`Journal.transition`'s ``risk``).
     """
 
+    __slots__ = ("stage", "facts", "txn_id", "can_step_up", "step_up", "rules", "plan", "verdict")
+
     def __init__(self, stage: RiskStage, txn_id: str, facts: Facts, can_step_up: bool) -> None:
         self.stage = stage
         self.facts = facts
+        self.txn_id = txn_id
         self.can_step_up = can_step_up
-        self.step_up = can_step_up and stage.rules.steps_up(facts)
-        self.decide = decide(stage.rules, facts, txn_id, step_up=can_step_up, built_step_up=self.step_up)
+        self.rules = rules = stage.rules  # the rules of the moment, should a reload come before the unit runs
+        self.plan = plan = rules.plan(facts)
+        self.step_up = can_step_up and plan.guess is not None and plan.guess(facts)
         self.verdict: Verdict | None = None
+
+    def decide(self, ledger: RiskLedger) -> Verdict:
+        """The writer unit's part (see `judge`)."""
+        return judge(ledger, self.plan, self.plan.screen, self.rules.horizon_us, self.facts, self.txn_id,
+                     self.can_step_up, self.step_up)
 
     def decided(self, txn_id: str, verdict: Verdict) -> None:
         """Count and log a verdict, once its commit is durable."""
