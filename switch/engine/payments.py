@@ -49,8 +49,7 @@ from switch.engine.idempotency import KeyedOnce, check_same
 from switch.engine.inflight import InFlightPayment, PaymentOutcomes
 from switch.engine.late import match_late
 from switch.engine.lifecycle import Lifecycle
-from switch.engine.risk import RiskStage, Verdict
-from switch.engine.risk.stage import Screening
+from switch.engine.risk import RiskStage
 from switch.engine.router import RouteQuery, Router
 from switch.engine.saf import StoreAndForward
 from switch.engine.status import API_STATUS, answer, net_fees
@@ -251,7 +250,10 @@ class PaymentService:
             if screening is None:
                 await self._journal_request(req, h, kind, bank, txn_id, message)
             else:
-                refused, verdict = await self._journal_screened(req, h, kind, bank, txn_id, message, screening)
+                refused, verdict = await self.journal.create_screened(  # the decision in the request's commit
+                    self._new_transaction(req, h, kind, bank, txn_id, message, screening.facts.pan_hash),
+                    (message["t"], mask_message(message, bank.profile.dialect)), screening.decide, RISK_DECLINED)
+                screening.decided(txn_id, verdict)
                 if verdict.journal_as == "refuse":
                     bank.release_stan(stan)
                     self.metrics.child(self.metrics.outcomes, bank.name, kind.value, "declined").inc()
@@ -267,17 +269,6 @@ class PaymentService:
         payment = InFlightPayment(txn_id, kind, bank, req, message, screening, verdict, answered, self.outcomes)
         payment.wait(self.engine.send(bank, message, encoded=encoded))
         return None
-
-    async def _journal_screened(
-        self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, txn_id: str, message: Message,
-        screening: Screening,
-    ) -> tuple[Transaction | None, Verdict]:
-        """`_journal_request` with the risk decision in the same commit (`Journal.create_screened`)."""
-        refused, verdict = await self.journal.create_screened(
-            self._new_transaction(req, h, kind, bank, txn_id, message, screening.facts.pan_hash),
-            (message["t"], mask_message(message, bank.profile.dialect)), screening.decide, RISK_DECLINED)
-        screening.decided(txn_id, verdict)
-        return refused, verdict
 
     async def _refused(self, req: AuthorizeRequest, h: bytes | None, kind: Kind, connector: str, reason: str) -> dict[str, Any]:
         txn = await self.journal.create_transaction(

@@ -43,8 +43,8 @@ from switch.journal.guard import Derived
 from switch.journal.riskmemo import BlockEntry, Memo, entry_of, live_entry, memo_for, restore, scan
 from switch.journal.riskwindow import Add, Reservation, Window, stored_window
 
-__all__ = ["Add", "BlockEntry", "live_entry", "Decision", "DryLedger", "Reservation", "RiskApi", "RiskLedger", "Screened",
-           "ScreeningLedger", "Window", "stored_window", "fold_journalled_counts"]
+__all__ = ["Add", "BlockEntry", "Decision", "DryLedger", "Reservation", "RiskApi", "RiskLedger", "Screened",
+           "ScreeningLedger", "Window", "fold_journalled_counts", "live_entry", "stored_window"]
 
 T = TypeVar("T")
 

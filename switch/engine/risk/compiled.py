@@ -78,7 +78,8 @@ class _Source:
     def function(self, signature: str) -> Callable[..., Any]:
         """The function ``signature`` with the lines so far as its body, the facts they use unpacked first."""
         facts = sorted(self.facts)
-        unpack = [f"    {''.join(f'f{at}, ' for at in facts)}= {''.join(f'f[{at}], ' for at in facts)}"] if facts else []
+        names, values = "".join(f"f{at}, " for at in facts), "".join(f"f[{at}], " for at in facts)
+        unpack = [f"    {names}= {values}"] if facts else []
         text = "\n".join([f"def {signature}:", *unpack, *self.lines])
         exec(text, self.names)  # noqa: S102 - the source is built here from validated rules
         function: Callable[..., Any] = self.names[signature.partition("(")[0]]
