@@ -62,7 +62,7 @@ class PanVault:
             raise KeyConfigError(f"the PAN hash secret must be at least 32 bytes, got {len(hash_secret)}")
         self._ciphers = {key_id: {GCM: AESGCM(key), GCM_SIV: AESGCMSIV(key)} for key_id, key in keys.items()}
         self._current = current_key_id
-        self._hash_secret = hash_secret
+        self._hasher = hmac.new(hash_secret, digestmod=hashlib.sha256)  # keyed once: `pan_hash` copies it
 
     @classmethod
     def from_config(cls, config: JournalConfig) -> PanVault:
@@ -80,8 +80,12 @@ class PanVault:
         return frozenset(self._ciphers)
 
     def pan_hash(self, pan: str) -> bytes:
-        """HMAC-SHA-256 of the PAN: equal PANs match, and without the secret it cannot be brute-forced."""
-        return hmac.new(self._hash_secret, pan.encode("ascii"), hashlib.sha256).digest()
+        """HMAC-SHA-256 of the PAN: equal PANs match, and without the secret it cannot be brute-forced.  A copy
+        of a keyed hasher: every payment hashes its PAN, and a new HMAC looks its digest up and schedules
+        the key each time."""
+        hasher = self._hasher.copy()
+        hasher.update(pan.encode("ascii"))
+        return hasher.digest()
 
     def seal(self, card: CardData, context: str) -> EncryptedCard:
         """Seal a card, or an `AccountData` (marked in the plaintext so `open` gives the same type back)."""

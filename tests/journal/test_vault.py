@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -50,6 +52,15 @@ def test_equal_pans_hash_equal_and_ciphertexts_differ(card: CardData) -> None:
     assert len(vault.pan_hash(card.pan)) == 32
     assert vault.seal(card, "t").ciphertext != vault.seal(card, "t").ciphertext
     assert PanVault({"k1": K1}, "k1", os.urandom(32)).pan_hash(card.pan) != vault.pan_hash(card.pan)
+
+
+@given(pans=st.lists(st.text(alphabet="0123456789", min_size=12, max_size=19), max_size=4))
+def test_a_pan_hash_is_hmac_sha256_of_the_pan_under_the_secret_whatever_came_before(pans: list[str]) -> None:
+    """The stored hashes (blocklists, lookups by card) are HMAC-SHA-256: a keyed hasher reused across
+    calls must give each PAN exactly that, never something carried over from the PAN before."""
+    vault = PanVault({"k1": K1}, "k1", SECRET)
+    for pan in pans:
+        assert vault.pan_hash(pan) == hmac.new(SECRET, pan.encode(), hashlib.sha256).digest()
 
 
 def test_rotation_keeps_old_ciphertexts_readable() -> None:
