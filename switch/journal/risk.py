@@ -126,7 +126,7 @@ class RiskLedger:
         order, so two nodes never lock in opposite orders; a counter seen for the first time gets its
         row, so it is locked too)."""
         if self._remembers and self._db.dialect.name == "sqlite":
-            memo = memo_for(self._db, self.now_us, horizon_us)
+            self.memo = memo = memo_for(self._db, self.now_us, horizon_us)
             return self._complete(memo, names) if memo.complete else self._remembered(memo, values, names)
         wanted = list(dict.fromkeys(value for value in values if value is not None))
         ordered = sorted({name for name in names if name is not None})
@@ -196,6 +196,8 @@ class RiskLedger:
         return memo.listed, windows
 
     _remembers = True
+    memo: Memo | None = None
+    """The SQLite writer's memory, once `lookup` has read through it."""
 
     def save(self, windows: Iterable[Window]) -> None:
         """Write back the windows that changed: on PostgreSQL in one statement now; on SQLite, where
@@ -254,6 +256,10 @@ class RiskLedger:
         self.save(windows)
         self.decide(txn_id, decision.action, decision.rule, decision.matches, decision.reserved)
 
+    def allowed(self, txn_id: str, adds: Sequence[Add], windows: Mapping[str, Window]) -> None:
+        """`record` the decision most payments get: allowed, nothing matched, nothing held."""
+        self.record(txn_id, Decision("allow", None, [], (), adds), windows.values(), True)
+
     def take_back(self, reserved: Iterable[Reservation]) -> None:
         """Undo cumulative additions (counter, count, amount, slot): a slot that has left its window stays gone."""
         reserved = list(reserved)
@@ -304,13 +310,26 @@ class ScreeningLedger(RiskLedger):
         for w in windows:
             w.changed = False  # its row is not written: the payment's row holds what it added
         if plain:  # the common decision: a fixed text and the adds
-            self.row = Derived(f'{_ALLOWED_ROW[:-1]},"n":{n},"adds":{orjson.dumps(decision.adds).decode()}}}')
+            self.row = Derived(f'{_ALLOWED_HEAD},"n":{n},"adds":{orjson.dumps(decision.adds).decode()}}}')
         else:
             self.row = Derived(orjson.dumps({**_decision_text(decision), "n": n, "adds": decision.adds}).decode())
 
 
+    def allowed(self, txn_id: str, adds: Sequence[Add], windows: Mapping[str, Window]) -> None:
+        memo = self.memo
+        if memo is None:
+            super().allowed(txn_id, adds, windows)
+            return
+        memo.seq = n = max(memo.seq + 1, self.now_us)  # `Memo.number`, inline: this is most payments
+        memo.journalled(self._db, n, adds)
+        for w in windows.values():
+            w.changed = False
+        self.row = Derived(f'{_ALLOWED_HEAD},"n":{n},"adds":{orjson.dumps(adds).decode()}}}')
+
+
 _ALLOWED_ROW = Derived('{"action":"allow","rule":null,"matches":[],"reserved":[]}')
 """The decision most payments get, as its row holds it (on SQLite followed by what it counted)."""
+_ALLOWED_HEAD = _ALLOWED_ROW[:-1]
 
 
 def _decision_text(decision: Decision) -> dict[str, Any]:
