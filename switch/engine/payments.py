@@ -127,23 +127,24 @@ class PaymentService:
                 return fail()
             return answered
         try:
-            h = request_hash(request, self.journal.vault.pan_hash(sealed_instrument(request.instrument).pan))
+            pan_hash = self.journal.vault.pan_hash(sealed_instrument(request.instrument).pan)
+            h = request_hash(request, pan_hash)
         except Exception:
             return fail()
         key = (request.merchant_id, request.idempotency_key)
-        return self.keyed.run(key, h, lambda: self._first_with_key(request, h))
+        return self.keyed.run(key, h, lambda: self._first_with_key(request, h, pan_hash))
 
-    def _first_with_key(self, req: AuthorizeRequest, h: bytes) -> Deferred[dict[str, Any]]:
+    def _first_with_key(self, req: AuthorizeRequest, h: bytes, pan_hash: bytes) -> Deferred[dict[str, Any]]:
         assert req.idempotency_key is not None
         answered: Deferred[dict[str, Any]] = Deferred()
         found = self.journal.find_by_idempotency_key(req.merchant_id, req.idempotency_key)
-        found.addCallback(self._unless_journalled, req, h, answered).addErrback(answered.errback)
+        found.addCallback(self._unless_journalled, req, h, pan_hash, answered).addErrback(answered.errback)
         return answered
 
-    def _unless_journalled(self, earlier: Transaction | None, req: AuthorizeRequest, h: bytes,
+    def _unless_journalled(self, earlier: Transaction | None, req: AuthorizeRequest, h: bytes, pan_hash: bytes,
                            answered: Deferred[dict[str, Any]]) -> None:
         if earlier is None:
-            self._authorize_once(req, h, answered)
+            self._authorize_once(req, h, answered, pan_hash)
             return
         check_same(earlier.request_hash, h)
         ensureDeferred(self._replay(earlier)).chainDeferred(answered)
@@ -168,8 +169,10 @@ class PaymentService:
     def _can_carry(self, connector: str, req: AuthorizeRequest) -> bool:
         return isinstance(req.instrument, CardInstrument) or carries_accounts(self.banks[connector].profile.dialect)
 
-    def _authorize_once(self, req: AuthorizeRequest, h: bytes | None, answered: Deferred[dict[str, Any]]) -> None:
-        """Route, then start the payment that fires ``answered`` (raises at once if refused while routing)."""
+    def _authorize_once(self, req: AuthorizeRequest, h: bytes | None, answered: Deferred[dict[str, Any]],
+                        pan_hash: bytes | None = None) -> None:
+        """Route, then start the payment that fires ``answered`` (raises at once if refused while routing);
+        ``pan_hash``: the card's keyed hash when the request hash needed it already (computed once)."""
         merchant = self.merchants[req.merchant_id]
         store = merchant.stores[req.store_id]
         kind = Kind.SALE if req.capture else Kind.AUTHORIZATION
@@ -184,7 +187,7 @@ class PaymentService:
                            ).chainDeferred(answered)
             return
         bank.active += 1  # given back when the payment is answered (`_answered_early`, `InFlightPayment`)
-        ensureDeferred(self._send(req, h, kind, bank, merchant, store, answered)).addCallbacks(
+        ensureDeferred(self._send(req, h, kind, bank, merchant, store, answered, pan_hash)).addCallbacks(
             self._answered_early, self._not_sent, callbackArgs=(bank, answered), errbackArgs=(bank, h, answered))
 
     @staticmethod
@@ -220,7 +223,7 @@ class PaymentService:
 
     async def _send(
         self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, merchant: MerchantConfig,
-        store: StoreConfig, answered: Deferred[dict[str, Any]],
+        store: StoreConfig, answered: Deferred[dict[str, Any]], pan_hash: bytes | None,
     ) -> dict[str, Any] | None:
         """Journal the request and hand it to the bank; None once an `InFlightPayment` owns ``answered``.
 
@@ -233,7 +236,8 @@ class PaymentService:
         screening = None
         if self.risk is not None and self.risk.rules.rules:  # no rules: no stage, nothing journalled for it
             step_up = self.plugin(bank).step_up and self.confirmations is not None
-            screening = self.risk.screening(txn_id, req, step_up)
+            screening = self.risk.screening(txn_id, req, step_up, pan_hash)
+            pan_hash = screening.facts.pan_hash
         stan = bank.reserve_stan()
         try:
             message = self._build(req, bank, merchant, store, stan, bank.next_rrn(),
@@ -248,10 +252,10 @@ class PaymentService:
         verdict = None
         try:
             if screening is None:
-                await self._journal_request(req, h, kind, bank, txn_id, message)
+                await self._journal_request(req, h, kind, bank, txn_id, message, pan_hash)
             else:
                 refused, verdict = await self.journal.create_screened(  # the decision in the request's commit
-                    self._new_transaction(req, h, kind, bank, txn_id, message, screening.facts.pan_hash),
+                    self._new_transaction(req, h, kind, bank, txn_id, message, pan_hash),
                     (message["t"], mask_message(message, bank.profile.dialect)), screening.decide, RISK_DECLINED)
                 screening.decided(txn_id, verdict)
                 if verdict.journal_as == "refuse":
@@ -262,7 +266,7 @@ class PaymentService:
                     message = self._build(req, bank, merchant, store, stan, message["37"],
                                           verdict.action == "step_up")
                     encoded = self.engine.check_encodes(bank, message)
-                    await self._journal_request(req, h, kind, bank, txn_id, message)
+                    await self._journal_request(req, h, kind, bank, txn_id, message, pan_hash)
         except BaseException:
             bank.release_stan(stan)
             raise
@@ -284,11 +288,12 @@ class PaymentService:
         return answer(txn)
 
     async def _journal_request(
-        self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, txn_id: str, message: Message
+        self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, txn_id: str, message: Message,
+        pan_hash: bytes | None,
     ) -> None:
         """Transaction row and outgoing message, committed in one database transaction before the
         bank sees anything: recovery always finds the request it must reverse."""
-        await self.journal.create_transaction(self._new_transaction(req, h, kind, bank, txn_id, message),
+        await self.journal.create_transaction(self._new_transaction(req, h, kind, bank, txn_id, message, pan_hash),
                                               request=(message["t"], mask_message(message, bank.profile.dialect)))
 
     @staticmethod

@@ -285,11 +285,13 @@ class RiskStage:
         """An email as the rules and the blocklist know it: keyed, so the journal holds no guessable hash."""
         return tag(self.journal.vault.pan_hash("email:" + email.strip().lower()))
 
-    def facts(self, req: AuthorizeRequest) -> Facts:
-        """What the rules see of ``req``: the card only as its keyed hash, BIN and country."""
+    def facts(self, req: AuthorizeRequest, pan_hash: bytes | None = None) -> Facts:
+        """What the rules see of ``req``: the card only as its keyed hash (``pan_hash``, when the caller has
+        it already), BIN and country."""
         instrument = req.instrument
         pan = instrument.pan if isinstance(instrument, CardInstrument) else None
-        pan_hash = self.journal.vault.pan_hash(pan or sealed_instrument(instrument).pan)
+        if pan_hash is None:
+            pan_hash = self.journal.vault.pan_hash(pan or sealed_instrument(instrument).pan)
         card = self._cards[pan_hash]
         bins = self.rules.bins
         c = req.customer
@@ -304,10 +306,11 @@ class RiskStage:
             bins.country(pan) if pan and bins is not None else None, customer, ip, device, email,
             req.idempotency_key, pan_hash)
 
-    def screening(self, txn_id: str, req: AuthorizeRequest, can_step_up: bool) -> Screening:
+    def screening(self, txn_id: str, req: AuthorizeRequest, can_step_up: bool,
+                  pan_hash: bytes | None = None) -> Screening:
         """Payment ``txn_id``'s screening (see `Screening`); ``can_step_up``: its connector can ask the
         customer to confirm, so a step_up rule steps up instead of acting as its ``otherwise``."""
-        return Screening(self, txn_id, self.facts(req), can_step_up)
+        return Screening(self, txn_id, self.facts(req, pan_hash), can_step_up)
 
     async def evaluate(self, txn_id: str, facts: Facts, step_up: bool = False) -> Verdict:
         """Evaluate, count and journal the decision for payment ``txn_id`` in a commit of its own (what

@@ -55,7 +55,7 @@ from switch.engine.risk import RiskStage
 from switch.engine.saf import StoreAndForward
 from switch.iso.dialect import Message
 from switch.iso.mti import response_mti
-from switch.journal import JournalConfig, open_journal
+from switch.journal import Journal, JournalConfig, open_journal
 from switch.observe.logs import configure
 from switch.ops.config import DEFAULT_CONFIG, load_config
 from switch.tools.bench.journal import keys
@@ -139,6 +139,24 @@ def writer_clock() -> int:
     return time.pthread_getcpuclockid(writer.ident)
 
 
+async def instant_services(reactor: Any, journal: Journal, cfg: Any,
+                           registry: CollectorRegistry) -> tuple[dict[bool, PaymentService], RiskStage]:
+    """A `PaymentService` on bank_a's `InstantIssuer` with ``cfg``'s risk stage (True) and one without it
+    (False), sharing ``journal`` and the bank."""
+    settings = cfg.banks[BANK]
+    rrns = RrnAllocator(reactor.seconds, lambda *a: journal.reserve_numbers(f"rrn:{BANK}", *a), node=cfg.node)
+    await rrns.start()
+    plain = tuple(replace(link, tls=None) for link in settings.options.links)  # never connected
+    issuer = InstantIssuer(replace(settings.options, links=plain), reactor=reactor, registry=registry)
+    banks = {BANK: Bank(issuer, settings.profile, settings.saf, rrns)}
+    saf = StoreAndForward(reactor, journal, banks, registry)
+    engine = Engine(reactor, journal, banks, saf)
+    stage = RiskStage(reactor, journal, cfg.risk, registry)
+    return {with_stage: PaymentService(reactor, journal, banks, cfg.router, cfg.api.merchants, saf, registry,
+                                       engine=engine, risk=stage if with_stage else None)
+            for with_stage in (True, False)}, stage
+
+
 async def run(reactor: Any, args: argparse.Namespace) -> dict[int, dict[str, dict[str, float]]]:
     cfg = load_config(args.config)
     directory = Path(tempfile.mkdtemp(prefix="kswitch-bench-risk-"))
@@ -148,18 +166,7 @@ async def run(reactor: Any, args: argparse.Namespace) -> dict[int, dict[str, dic
     registry = CollectorRegistry()
     journal = await open_journal(config, reactor, registry=registry, clock=reactor.seconds)
     try:
-        settings = cfg.banks[BANK]
-        rrns = RrnAllocator(reactor.seconds, lambda *a: journal.reserve_numbers(f"rrn:{BANK}", *a), node=cfg.node)
-        await rrns.start()
-        plain = tuple(replace(link, tls=None) for link in settings.options.links)  # never connected
-        issuer = InstantIssuer(replace(settings.options, links=plain), reactor=reactor, registry=registry)
-        banks = {BANK: Bank(issuer, settings.profile, settings.saf, rrns)}
-        saf = StoreAndForward(reactor, journal, banks, registry)
-        engine = Engine(reactor, journal, banks, saf)
-        stage = RiskStage(reactor, journal, cfg.risk, registry)
-        services = {with_stage: PaymentService(reactor, journal, banks, cfg.router, cfg.api.merchants, saf, registry,
-                                               engine=engine, risk=stage if with_stage else None)
-                    for with_stage in (True, False)}
+        services, stage = await instant_services(reactor, journal, cfg, registry)
         merchant = cfg.api.merchants["M100"]
         writer = writer_clock()
         found = {}
