@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
 from switch.ops.config import DEFAULT_CONFIG
-from switch.tools.bench.risk import run
+from switch.tools.bench.risk import arguments, run
 
 
 @pytest_twisted.ensureDeferred
@@ -30,3 +32,13 @@ async def test_bench_risk_prints_the_cost_per_thread_at_each_concurrency(capsys)
     assert out[10:] == [f"risk stage adds {found[group]['added']['both']:.1f} µs median CPU per authorization, "
                         f"{how} (reactor + journal writer threads, demo rules; the median of the differences "
                         "between neighbouring groups with and without the stage)" for group, how in rounds]
+
+
+def test_bench_risk_refuses_a_cpu_it_may_not_run_on(capsys):
+    allowed = sorted(os.sched_getaffinity(0))
+    with pytest.raises(SystemExit) as exited:
+        arguments(["--cpu", str(max(allowed) + 1)])
+    assert exited.value.code == 2
+    assert f"--cpu {max(allowed) + 1}: this process may run on CPUs {', '.join(map(str, allowed))}" in \
+        capsys.readouterr().err
+    assert arguments(["--cpu", str(allowed[0])]).cpu == allowed[0]
