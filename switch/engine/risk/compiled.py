@@ -94,7 +94,7 @@ def _check(src: _Source, i: int, rule: Rule, lookups: Sequence[tuple[str, int]])
         own = [(k, at) for k, at in lookups if k in rule.lists]
         tests = []
         for k, at in own:  # the config's entries, a set per list kind
-            entries = frozenset(value for kind, value in rule.entries if kind == k)
+            entries = frozenset(value for listed, value in rule.entries if listed == k)
             if entries:
                 tests.append((f"{src.fact(at)} in {src.constant(f'ENTRIES{i}_{k}', entries)}",
                               f'{{"list": {k!r}, "entry": "config"}}'))
@@ -108,8 +108,8 @@ def _check(src: _Source, i: int, rule: Rule, lookups: Sequence[tuple[str, int]])
         _first_of(src, tests)
     elif kind == "amount_limit":
         amount = src.fact(_AT["amount"])
-        tests = ([f"{amount} > {rule.max_amount!r}"] if rule.max_amount is not None else []) + (
-            [f"{amount} < {rule.min_amount!r}"] if rule.min_amount is not None else [])
+        tests = ([f"{amount} > {int(rule.max_amount)}"] if rule.max_amount is not None else []) + (
+            [f"{amount} < {int(rule.min_amount)}"] if rule.min_amount is not None else [])
         src.line(1, f'h = {{"amount": {amount}}} if {" or ".join(tests) or "False"} else None')
     elif kind == "country":
         country = src.fact(_AT["country"])
@@ -129,15 +129,14 @@ def _check(src: _Source, i: int, rule: Rule, lookups: Sequence[tuple[str, int]])
         src.line(1, f"if n{i} is not None:")
         src.line(2, f"counted.append((n{i}, s{i}, 1, 0, x{i}))")
         src.line(2, f"c = windows[n{i}].add(s{i}, 1, 0, b{i}, x{i})")
-        over = "1" if kind == "duplicate" else repr(rule.max_count)
-        matches = kind == "duplicate" or rule.max_count is not None
-        src.line(2, f'h = {{"count": c}} if c > {over} else None' if matches else "h = None")
+        over = 1 if kind == "duplicate" else rule.max_count  # a velocity rule without a limit only counts
+        src.line(2, f'h = {{"count": c}} if c > {int(over)} else None' if over is not None else "h = None")
         src.line(1, "else:")
         src.line(2, "h = None")
     elif kind == "cumulative":
         amount = src.fact(_AT["amount"])
-        over = ([f"c + 1 > {rule.max_count!r}"] if rule.max_count is not None else []) + (
-            [f"a + {amount} > {rule.max_amount!r}"] if rule.max_amount is not None else [])
+        over = ([f"c + 1 > {int(rule.max_count)}"] if rule.max_count is not None else []) + (
+            [f"a + {amount} > {int(rule.max_amount)}"] if rule.max_amount is not None else [])
         src.line(1, "h = None")
         src.line(1, f"if n{i} is not None:")
         src.line(2, f"w = windows[n{i}]")
