@@ -92,6 +92,7 @@ class Plan:
 
     @functools.cached_property
     def explain(self) -> Screen:
+        """The screen for `kswitch risk explain`, going on past the deciding rule: compiled when asked."""
         return compile_screen(self.rules, self.lookups, every_rule=True)
 
     @functools.cached_property
