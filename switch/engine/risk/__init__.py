@@ -1,6 +1,7 @@
 """Risk management: rules checked after routing and before a payment reaches a bank.
 
-`rules` holds the rule kinds, `stage` the evaluation and its effects, `bins` the BIN
+`rules` holds the rule kinds and their parameters, `compiled` turns a scope's rules into the
+one function that checks them, `stage` the evaluation and its effects, `bins` the BIN
 country table.  Counters, the blocklist and decisions live in the journal
 (`switch.journal.risk`).
 """
