@@ -256,9 +256,9 @@ class RiskLedger:
         self.save(windows)
         self.decide(txn_id, decision.action, decision.rule, decision.matches, decision.reserved)
 
-    def allowed(self, txn_id: str, adds: Sequence[Add], windows: Mapping[str, Window]) -> None:
+    def allowed(self, txn_id: str, adds: Sequence[Add], windows: Iterable[Window]) -> None:
         """`record` the decision most payments get: allowed, nothing matched, nothing held."""
-        self.record(txn_id, Decision("allow", None, [], (), adds), windows.values(), True)
+        self.record(txn_id, Decision("allow", None, [], (), adds), windows, True)
 
     def take_back(self, reserved: Iterable[Reservation]) -> None:
         """Undo cumulative additions (counter, count, amount, slot): a slot that has left its window stays gone."""
@@ -299,32 +299,33 @@ class ScreeningLedger(RiskLedger):
         if not in_row:
             super().record(txn_id, decision, windows, in_row)
             return
-        memo: Memo | None = self._db.memo.get("risk") if self._db.dialect.name == "sqlite" else None
-        plain = decision.action == "allow" and not decision.matches and not decision.reserved
-        if memo is None:
-            self.save(windows)
-            self.row = _ALLOWED_ROW if plain else Derived(orjson.dumps(_decision_text(decision)).decode())
+        if decision.action == "allow" and not decision.matches and not decision.reserved:
+            self.allowed(txn_id, decision.adds, windows)
             return
-        n = memo.number(self.now_us)
-        memo.journalled(self._db, n, decision.adds)
-        for w in windows:
-            w.changed = False  # its row is not written: the payment's row holds what it added
-        if plain:  # the common decision: a fixed text and the adds
-            self.row = Derived(f'{_ALLOWED_HEAD},"n":{n},"adds":{orjson.dumps(decision.adds).decode()}}}')
-        else:
-            self.row = Derived(orjson.dumps({**_decision_text(decision), "n": n, "adds": decision.adds}).decode())
-
-
-    def allowed(self, txn_id: str, adds: Sequence[Add], windows: Mapping[str, Window]) -> None:
         memo = self.memo
         if memo is None:
-            super().allowed(txn_id, adds, windows)
+            self.save(windows)
+            self.row = Derived(orjson.dumps(_decision_text(decision)).decode())
             return
-        memo.seq = n = max(memo.seq + 1, self.now_us)  # `Memo.number`, inline: this is most payments
-        memo.journalled(self._db, n, adds)
-        for w in windows.values():
-            w.changed = False
+        n = self._in_row(memo, decision.adds, windows)
+        self.row = Derived(orjson.dumps({**_decision_text(decision), "n": n, "adds": decision.adds}).decode())
+
+    def allowed(self, txn_id: str, adds: Sequence[Add], windows: Iterable[Window]) -> None:
+        memo = self.memo
+        if memo is None:
+            self.save(windows)
+            self.row = _ALLOWED_ROW
+            return
+        n = self._in_row(memo, adds, windows)  # the common decision: a fixed text and the adds
         self.row = Derived(f'{_ALLOWED_HEAD},"n":{n},"adds":{orjson.dumps(adds).decode()}}}')
+
+    def _in_row(self, memo: Memo, adds: Sequence[Add], windows: Iterable[Window]) -> int:
+        """The number of the payment's adds, remembered; their counters' rows stay unwritten (its row has them)."""
+        n = memo.number(self.now_us)
+        memo.journalled(self._db, n, adds)
+        for w in windows:
+            w.changed = False
+        return n
 
 
 _ALLOWED_ROW = Derived('{"action":"allow","rule":null,"matches":[],"reserved":[]}')

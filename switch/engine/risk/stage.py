@@ -161,7 +161,7 @@ def judge(ledger: RiskLedger, plan: Plan, screen: Screen, horizon_us: int, facts
     is journalled ``apart``)."""
     decisive, windows, matches, adds, held = screen(facts, ledger, horizon_us)
     if decisive < 0 and not matches and not held and not built_step_up:  # most payments
-        ledger.allowed(txn_id, adds, windows)
+        ledger.allowed(txn_id, adds, windows.values())
         return ALLOWED
     rule = plan.rules[decisive] if decisive >= 0 else None
     action = _outcome(rule, step_up)
