@@ -111,12 +111,17 @@ class RrnAllocator:
             raise ValueError(f"RRN node must be a single digit, got {node}")
         if block < 2:
             raise ValueError(f"RRN block must be at least 2, got {block}")
+        if utc_offset * 3600 % 1:
+            raise ValueError(f"RRN zone offset must be whole seconds, got {utc_offset} hours")
         self._now = now
         self._reserve = reserve
         self._zone = timezone(timedelta(hours=utc_offset))
         self._node = node
         self._block = block
         self._blocks: deque[tuple[int, int]] = deque()  # reserved [first, end) ranges, in order
+        self._left = 0  # what the blocks hold together, kept as they change: asked on every allocation
+        self._second: int | None = None  # the whole second ``_prefix`` was computed for
+        self._prefix = ""
         self._refilling = False
         self._day: str | None = None
         self._day_first = 0
@@ -128,14 +133,13 @@ class RrnAllocator:
     @property
     def available(self) -> int:
         """RRNs that can be handed out without another reservation."""
-        return sum(end - first for first, end in self._blocks)
+        return self._left
 
     def allocate(self) -> str:
         if not self._blocks:
             self._refill()
             raise RrnUnavailable("no RRN block is reserved yet: the journal has not confirmed one")
-        moment = datetime.fromtimestamp(self._now(), self._zone)
-        prefix = f"{moment.year % 10 if self._node is None else self._node}{moment.timetuple().tm_yday:03d}"
+        prefix = self._day_prefix(int(self._now()))
         first, end = self._blocks[0]
         if prefix != self._day:
             self._day, self._day_first = prefix, first
@@ -145,9 +149,18 @@ class RrnAllocator:
             self._blocks.popleft()
         else:
             self._blocks[0] = (first + 1, end)
-        if self.available <= self._block // 2:
+        self._left -= 1
+        if self._left <= self._block // 2:
             self._refill()
         return f"{prefix}{first % _RRN_SEQUENCE:08d}"
+
+    def _day_prefix(self, second: int) -> str:
+        """``YDDD`` of ``second``, computed once a second: a day starts on a whole second in any zone."""
+        if second != self._second:
+            moment = datetime.fromtimestamp(second, self._zone)
+            self._prefix = f"{moment.year % 10 if self._node is None else self._node}{moment.timetuple().tm_yday:03d}"
+            self._second = second
+        return self._prefix
 
     def _refill(self) -> None:
         if self._refilling:
@@ -164,3 +177,4 @@ class RrnAllocator:
 
     def _add(self, first: int) -> None:
         self._blocks.append((first, first + self._block))
+        self._left += self._block

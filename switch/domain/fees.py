@@ -144,12 +144,29 @@ class FeeSchedule:
 
     banks: Mapping[str, Sequence[FeePlan]] = field(default_factory=dict)
     merchants: Mapping[str, Sequence[FeePlan]] = field(default_factory=dict)
+    _chosen: dict[tuple[bool, str, FeeSubject], FeePlan | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def bank_plan(self, bank: str, subject: FeeSubject) -> FeePlan | None:
-        return first_match(self.banks.get(bank, ()), subject)
+        return self._plan(True, bank, subject)
 
     def merchant_plan(self, merchant: str, subject: FeeSubject) -> FeePlan | None:
-        return first_match(self.merchants.get(merchant, ()), subject)
+        return self._plan(False, merchant, subject)
+
+    def _plan(self, of_bank: bool, owner: str, subject: FeeSubject) -> FeePlan | None:
+        """The first match, remembered: every approved sale asks, and the answer depends only on the
+        key. Only configured owners are remembered, so the memory is bounded by the configuration
+        times the currencies, schemes and instruments there are."""
+        key = (of_bank, owner, subject)
+        try:
+            return self._chosen[key]
+        except KeyError:
+            pass
+        plans = (self.banks if of_bank else self.merchants).get(owner)
+        if plans is None:
+            return None
+        plan = self._chosen[key] = first_match(plans, subject)
+        return plan
 
 
 NO_FEES = FeeSchedule()

@@ -171,7 +171,7 @@ class PaymentOutcomes:
             if req.capture:  # a sale: its fees go with the approval, in the same UPDATE
                 changes["amount_captured"] = approved
                 changes.update(self.journal.sale_fees(bank.name, req.merchant_id, req.currency.alpha,
-                                                      sealed_instrument(req.instrument).masked, approved))
+                                                      req.instrument.masked, approved))
             status = Status.APPROVED
         else:
             status = Status.DECLINED if a.status == "declined" else Status.FAILED

@@ -48,23 +48,25 @@ class Rule:
 
     def specificity(self, q: RouteQuery) -> int | None:
         """Length of the matching prefix (0 without BIN criteria), or None when the rule does not match."""
-        for allowed, value in (
-            (self.instruments, q.instrument),
-            (self.schemes, q.scheme),
-            (self.banks, q.bank),
-            (self.currencies, q.currency),
-            (self.merchants, q.merchant_id),
-        ):
-            if allowed is not None and value not in allowed:
-                return None
+        # Written out, not a loop over pairs: every payment runs this for every rule.
+        if self.instruments is not None and q.instrument not in self.instruments:
+            return None
+        if self.schemes is not None and q.scheme not in self.schemes:
+            return None
+        if self.banks is not None and q.bank not in self.banks:
+            return None
+        if self.currencies is not None and q.currency not in self.currencies:
+            return None
+        if self.merchants is not None and q.merchant_id not in self.merchants:
+            return None
         if self.min_amount is not None and q.amount < self.min_amount:
             return None
         if self.max_amount is not None and q.amount > self.max_amount:
             return None
         if not self.prefixes:
             return 0
-        lengths = [len(p) for p in self.prefixes if q.bin8.startswith(p)]
-        return max(lengths) if lengths else None
+        bin8 = q.bin8
+        return max((len(p) for p in self.prefixes if bin8.startswith(p)), default=None)
 
     def covers(self, other: Rule) -> bool:
         """True when every payment ``other`` matches is taken by this rule first."""

@@ -170,6 +170,8 @@ E = TypeVar("E", bound=enum.Enum)
 
 
 def require_enum(kind: type[E], value: object, name: str) -> E:
+    if isinstance(value, kind):  # the common case; calling the enum class costs several µs on the hot path
+        return value
     try:
         return kind(value)
     except ValueError:

@@ -161,3 +161,9 @@ def test_rrn_node_digit_replaces_the_year():
     assert started(clock, Counter(), node=3).allocate().startswith("3060")
     with pytest.raises(ValueError):
         RrnAllocator(clock.seconds, Counter().reserve, node=10)
+
+
+def test_rrn_zone_offset_must_be_whole_seconds():
+    """The day prefix is computed once a second, which is only right where days start on a whole second."""
+    with pytest.raises(ValueError, match="whole seconds"):
+        RrnAllocator(Clock().seconds, Counter().reserve, utc_offset=1 / 7200)

@@ -125,3 +125,21 @@ def test_first_matching_plan_by_scheme_instrument_currency() -> None:
 def test_minimum_above_maximum_is_refused() -> None:
     with pytest.raises(ValueError):
         FeePlan(minimum={"USD": 10}, maximum={"USD": 5})
+
+
+subjects = st.builds(FeeSubject, st.sampled_from(["USD", "EUR", "KHR"]),
+                     st.sampled_from([None, "visa", "mastercard"]), st.sampled_from([None, "card", "wallet"]))
+filters = st.none() | st.frozensets(st.sampled_from(["USD", "EUR", "visa", "card", "wallet"]), min_size=1)
+
+
+@given(st.lists(st.tuples(filters, filters, filters), max_size=5), st.lists(subjects, min_size=1, max_size=20))
+def test_the_remembered_choice_is_always_the_first_match(shapes: list[tuple], asked: list[FeeSubject]) -> None:
+    """The schedule remembers its choice per owner and subject: asked in any order, again and again, it
+    gives what the first match in configuration order gives, and remembers nothing of unknown owners."""
+    rules = [FeePlan(basis_points=i, currencies=c, schemes=s, instruments=n) for i, (c, s, n) in enumerate(shapes)]
+    schedule = FeeSchedule(banks={"b": rules}, merchants={"m": rules[::-1]})
+    for subject in asked + asked[::-1]:
+        assert schedule.bank_plan("b", subject) is next((p for p in rules if p.matches(subject)), None)
+        assert schedule.merchant_plan("m", subject) is next((p for p in rules[::-1] if p.matches(subject)), None)
+        assert schedule.merchant_plan("unknown", subject) is None
+    assert all(owner != "unknown" for _, owner, _ in schedule._chosen)
