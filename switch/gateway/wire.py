@@ -34,6 +34,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
+"""Made once: ``json.loads`` with a hook builds a decoder (and its scanner) for every line."""
+
+
 def decode_line(line: bytes | bytearray) -> Any:
     """The JSON value on one line (without its newline)."""
     try:
@@ -41,7 +45,7 @@ def decode_line(line: bytes | bytearray) -> Any:
     except UnicodeDecodeError:
         raise ApiError(ErrorCode.INVALID_JSON, "the line is not valid UTF-8") from None
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as e:
         raise ApiError(ErrorCode.INVALID_JSON, f"the line is not valid JSON: {e.msg} at column {e.colno}") from None
     except (ValueError, RecursionError) as e:

@@ -5,16 +5,17 @@ tokens; a `Dialect` turns them into what its driver expects. Every text and
 bytes parameter passes the card-data guard here, whichever query sends it.
 
 Append-only rows nobody reads back in the same transaction (transition audit rows,
-messages) go through `Db.insert_later`: they are sent with one ``executemany`` per
-statement when the batch is flushed, instead of one statement each (on PostgreSQL one
-pipelined round trip instead of one per row).
+messages) go through `Db.insert_later`: they are sent together when the batch is
+flushed, instead of one statement each: one ``executemany`` per statement on SQLite,
+one ``COPY`` per table on PostgreSQL (`Dialect.insert_many`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from switch.journal.errors import JournalError, JournalUnavailable, StorageError
@@ -45,6 +46,15 @@ class Dialect:
         SQLite's AUTOINCREMENT counter already follows the largest id inserted.
         """
 
+    def insert_many(self, conn: Any, sql: str, rows: list[dict[str, object]]) -> None:
+        """Send queued INSERTs of one statement (`Db.insert_later`), outside any pipeline."""
+        conn.cursor().executemany(self.sql(sql), rows)
+
+    def pipeline(self, conn: Any) -> contextlib.AbstractContextManager[Any]:
+        """A context in which statements whose answers nobody reads yet go out without waiting for them
+        (`Db.send`), or one that yields None where the driver sends one statement at a time anyway."""
+        return contextlib.nullcontext()
+
     def connection_broken(self, conn: Any) -> bool:
         """True when the connection can no longer be used and must be reopened."""
         return False
@@ -72,6 +82,7 @@ class Db:
         self._undo_marks: list[int] = []
         self.began = 0
         """Transactions begun on this connection: what is checked once per writer batch keys on it."""
+        self._pipeline: Any = None
 
     @property
     def broken(self) -> bool:
@@ -79,7 +90,35 @@ class Db:
 
     def execute(self, sql: str, params: Params | None = None) -> int:
         """Run a statement and return the number of rows it changed."""
-        return int(self._run(sql, params).rowcount)
+        cursor = self._run(sql, params)
+        if self._pipeline is not None:
+            self._pipeline.sync()  # the row count is the statement's answer: wait for it
+        return int(cursor.rowcount)
+
+    def send(self, sql: str, params: Params | None = None) -> None:
+        """Run a statement whose answer nobody reads (no row count, no rows).
+
+        In a pipelined batch (`pipelined`: PostgreSQL) it goes out at once and its answer comes with
+        the next statement that is read, instead of a round trip of its own. A failure then surfaces at
+        that read, in whichever unit makes it; the writer answers any failure by replaying the batch
+        unit by unit, unpipelined, so the failure reaches the unit that caused it.
+        """
+        self._run(sql, params)
+
+    @property
+    def pipelining(self) -> bool:
+        """True inside `pipelined` on a backend that pipelines."""
+        return self._pipeline is not None
+
+    @contextlib.contextmanager
+    def pipelined(self) -> Iterator[None]:
+        """Pipeline what runs inside (see `send`); leaving it waits for every answer still out."""
+        with self.dialect.pipeline(self.conn) as pipeline:
+            self._pipeline = pipeline
+            try:
+                yield
+            finally:
+                self._pipeline = None
 
     def one(self, sql: str, params: Params | None = None) -> Row | None:
         row: Row | None = self._run(sql, params).fetchone()
@@ -100,7 +139,10 @@ class Db:
         """Send the queued inserts, one ``executemany`` per statement, in the order they were queued."""
         later, self._later = self._later, {}
         for sql, rows in later.items():
-            self.conn.cursor().executemany(self.dialect.sql(sql), rows)
+            if self._pipeline is None:
+                self.dialect.insert_many(self.conn, sql, rows)
+            else:
+                self.conn.cursor().executemany(self.dialect.sql(sql), rows)
 
     def script(self, statements: Iterable[str]) -> None:
         for statement in statements:

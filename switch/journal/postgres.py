@@ -14,6 +14,8 @@ both from its database-wide write lock.)
 
 from __future__ import annotations
 
+import functools
+import re
 import sys
 import zlib
 
@@ -61,9 +63,41 @@ class PostgresDialect(Dialect):
     def _lock_key(self, purpose: str) -> int:
         return zlib.crc32(f"kswitch.journal.{self.schema}.{purpose}".encode())
 
+    def insert_many(self, conn: psycopg.Connection, sql: str, rows: list[dict[str, object]]) -> None:
+        """A plain ``INSERT INTO t (a, b) VALUES (:a, :b)`` goes by ``COPY``: about 2 µs of the writer's
+        time a row, where ``executemany`` takes 11 (each row its own Bind and Execute)."""
+        shape = _copyable(sql)
+        if shape is None:
+            super().insert_many(conn, sql, rows)
+            return
+        copy_sql, names = shape
+        with conn.cursor().copy(copy_sql) as copy:
+            for row in rows:
+                copy.write_row([row[name] for name in names])
+
+    def pipeline(self, conn: psycopg.Connection) -> psycopg.Pipeline:
+        return conn.pipeline()
+
     def connection_broken(self, conn: psycopg.Connection) -> bool:
         return bool(conn.broken or conn.closed)
 
+
+
+_PLAIN_INSERT = re.compile(r"INSERT INTO (\w+) \(([\w, ]+)\) VALUES \(([:\w, ]+)\)")
+
+
+@functools.lru_cache(maxsize=64)
+def _copyable(sql: str) -> tuple[str, tuple[str, ...]] | None:
+    """``(COPY statement, parameter names in column order)`` of an INSERT of one row of named
+    parameters, each column its own; None for anything else (a conflict clause, an expression)."""
+    found = _PLAIN_INSERT.fullmatch(sql)
+    if found is None:
+        return None
+    table, columns, values = found.groups()
+    names = tuple(value.strip() for value in values.split(","))
+    if len(names) != len(columns.split(",")) or not all(n.startswith(":") and n[1:].isidentifier() for n in names):
+        return None
+    return f"COPY {table} ({columns}) FROM STDIN", tuple(n[1:] for n in names)
 
 
 class PostgresBackend:

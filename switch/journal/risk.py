@@ -219,7 +219,7 @@ class RiskLedger:
         params: dict[str, Any] = {}
         for i, w in enumerate(changed):
             params[f"n{i}"], params[f"s{i}"], params[f"e{i}"] = w.name, w.packed(), w.expires_at
-        self._db.execute(_save_sql(len(changed)), params)
+        self._db.send(_save_sql(len(changed)), params)
 
     def hold(self, kind: str, value: str, shown: str, source: str, expires_at: int) -> None:
         """Block ``value`` until ``expires_at`` (a later hold extends it; a permanent entry stays)."""

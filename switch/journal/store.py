@@ -35,9 +35,15 @@ TRANSACTION_COLUMNS = (
 
 _INSERT_TRANSACTION = (
     f"INSERT INTO transactions ({', '.join(TRANSACTION_COLUMNS)}) "
-    f"VALUES ({', '.join(':' + c for c in TRANSACTION_COLUMNS)}) "
-    "ON CONFLICT (txn_id) DO NOTHING"
+    f"VALUES ({', '.join(':' + c for c in TRANSACTION_COLUMNS)})",
+    " ON CONFLICT (txn_id) DO NOTHING",
 )
+_BIND_KEY = (
+    "INSERT INTO idempotency_keys (merchant_id, idempotency_key, txn_id, created_at) "
+    "VALUES (:merchant_id, :idempotency_key, :txn_id, :created_at)",
+    " ON CONFLICT (merchant_id, idempotency_key) DO NOTHING",
+)
+"""Inserts a row that may already be there: (the INSERT, the clause that makes it a no-op then)."""
 _LATER_COLUMNS = {"bank_fee": 0, "merchant_fee": 0, "reversal_business_date": None}
 """The columns a new transaction is not inserted with, as the table's defaults leave them."""
 
@@ -54,19 +60,26 @@ def create_transaction(db: Db, row: Mapping[str, object], *, idempotency_cutoff:
         _claim_idempotency_key(db, row, idempotency_cutoff)
     if row["parent_txn_id"] is not None and get_transaction(db, str(row["parent_txn_id"])) is None:
         raise TransactionNotFound(str(row["parent_txn_id"]))
-    if not db.execute(_INSERT_TRANSACTION, row):
+    if not _inserted(db, _INSERT_TRANSACTION, row):
         raise TransactionExists(str(row["txn_id"]))
-    if key is not None and not db.execute(
-        "INSERT INTO idempotency_keys (merchant_id, idempotency_key, txn_id, created_at) "
-        "VALUES (:merchant_id, :idempotency_key, :txn_id, :created_at) "
-        "ON CONFLICT (merchant_id, idempotency_key) DO NOTHING",
-        {k: row[k] for k in ("merchant_id", "idempotency_key", "txn_id", "created_at")},
+    if key is not None and not _inserted(
+        db, _BIND_KEY, {k: row[k] for k in ("merchant_id", "idempotency_key", "txn_id", "created_at")}
     ):
         # Another switch process bound the key since the check above.
         _claim_idempotency_key(db, row, idempotency_cutoff)
         raise StorageError(f"idempotency key of transaction {row['txn_id']} changed hands during the insert; retry")
     record_transition(db, row["txn_id"], None, row["status"], row["created_at"], row["reason"], {})
     return transaction_from_row({**_LATER_COLUMNS, **row})  # the row as inserted: no RETURNING to read back
+
+
+def _inserted(db: Db, insert: tuple[str, str], params: Mapping[str, object]) -> bool:
+    """Insert unless the row's key is taken; False when it was. In a pipelined batch the INSERT is sent
+    unread and a taken key fails the batch instead: its unpipelined replay (`Db.send`) then gets here
+    again and answers False in the unit that inserted."""
+    if db.pipelining:
+        db.send(insert[0], params)
+        return True
+    return bool(db.execute(insert[0] + insert[1], params))
 
 
 def _claim_idempotency_key(db: Db, row: Mapping[str, object], cutoff: int) -> None:

@@ -10,6 +10,13 @@ Units run in submission order and each sees the effects of the ones before it.
 If a unit raises, the batch is rolled back and replayed with a savepoint around
 each unit, so only the failing caller gets the error. Units must therefore have
 no effects outside the database.
+
+On PostgreSQL the first run of a batch is pipelined (`Db.pipelined`): statements
+whose answers nobody reads (`Db.send`) go out without a round trip of their own,
+so a payment costs the round trips of what it reads back, not of every statement.
+Such a statement's failure surfaces at the next read, possibly in another unit;
+since any failure sends the batch to the unpipelined replay, it still reaches the
+unit that caused it, and only that one.
 """
 
 from __future__ import annotations
@@ -197,9 +204,10 @@ class GroupCommitWriter:
 
     def _run(self, db: Db, batch: list[_Pending]) -> list[_Outcome]:
         try:
-            db.begin()
-            results = [run(db, pending.unit) for pending in batch]
-            run(db, _flush)
+            with db.pipelined():  # PostgreSQL: what no unit reads back rides with the next read
+                db.begin()
+                results = [run(db, pending.unit) for pending in batch]
+            run(db, _flush)  # after the pipeline: PostgreSQL sends the queued rows by COPY, which it excludes
         except Exception:
             return self._replay_isolated(db, batch)
         return [(True, result) for result in results]
