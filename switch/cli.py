@@ -8,11 +8,14 @@ never a traceback: operators read these at 3 a.m.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import signal
 import sys
 from pathlib import Path
 from typing import Any, Awaitable, Callable, NoReturn, Sequence
+
+import structlog
 
 from switch.engine.router import RouteQuery
 from switch.iso.dialect import DialectError
@@ -20,6 +23,8 @@ from switch.observe import logs
 from switch.ops import cutover, riskadmin, settlementcli
 from switch.ops.config import DEFAULT_CONFIG, SwitchConfig, load_config
 from switch.ops.settings import ConfigError
+
+log = structlog.get_logger("kswitch.switch")
 
 SAF_STATES = ("queued", "dead", "done", "dropped")
 
@@ -156,7 +161,7 @@ def _run(cfg: SwitchConfig) -> int:
         name = signal.Signals(signum).name
         reactor.callFromThread(lambda: switch.stop(reason=name).addBoth(stop_reactor))
 
-    reactor.callWhenRunning(lambda: switch.start().addErrback(failed))
+    reactor.callWhenRunning(lambda: switch.start().addCallbacks(_freeze_startup_heap, failed))
     # Twisted's own handlers stay installed (SIGCHLD reaps the simulators: without it their end
     # can go unnoticed and the stop waits out its bound); SIGINT and SIGTERM are ours, replaced
     # once the reactor runs, after Twisted installed its handlers.
@@ -169,6 +174,19 @@ def _run(cfg: SwitchConfig) -> int:
     finally:
         lines.close()
     return status["code"]
+
+
+def _freeze_startup_heap(_: object = None) -> None:
+    """Take what start-up built out of the cyclic garbage collector's sight, once the switch runs.
+
+    Configuration, compiled rules, modules, connections and pools live as long as the process, yet
+    every full collection walked all of them: about 40 ms each under load, several a second, some
+    45 µs of every payment and its latency's worst moments (perf_ratio's closed loop, measured with
+    `gc.callbacks`). `gc.freeze` moves them to a generation no collection scans; what payments
+    create is collected as before."""
+    gc.collect()
+    gc.freeze()
+    log.info("startup_heap_frozen", objects=gc.get_freeze_count())
 
 
 def _emit(*lines: str) -> None:

@@ -104,6 +104,8 @@ async def test_sigint_stops_the_demo_switch_and_its_simulators_in_logged_bounded
 
         log = events(switch.logs[-1])
         names = [e["event"] for e in log]
+        frozen = next(e for e in log if e["event"] == "startup_heap_frozen")  # after start, before any payment
+        assert frozen["objects"] > 10_000 and names.index("switch_started") < names.index("startup_heap_frozen")
         stopping = next(e for e in log if e["event"] == "switch_stopping")
         assert stopping["reason"] == "SIGINT" and stopping["bound"] == bound
         waited = [e["step"] for e in log if e["event"] == "shutdown_waiting"]
