@@ -26,6 +26,9 @@ from switch.ops.settings import ConfigError
 
 log = structlog.get_logger("kswitch.switch")
 
+GEN0_THRESHOLD = 10_000
+"""New container objects between collections of the youngest generation, once the switch runs."""
+
 SAF_STATES = ("queued", "dead", "done", "dropped")
 
 
@@ -177,16 +180,20 @@ def _run(cfg: SwitchConfig) -> int:
 
 
 def _freeze_startup_heap(_: object = None) -> None:
-    """Take what start-up built out of the cyclic garbage collector's sight, once the switch runs.
+    """Take what start-up built out of the cyclic garbage collector's sight, once the switch runs,
+    and let the youngest generation grow before it is collected.
 
     Configuration, compiled rules, modules, connections and pools live as long as the process, yet
     every full collection walked all of them: about 40 ms each under load, several a second, some
     45 µs of every payment and its latency's worst moments (perf_ratio's closed loop, measured with
-    `gc.callbacks`). `gc.freeze` moves them to a generation no collection scans; what payments
-    create is collected as before."""
+    `gc.callbacks`). `gc.freeze` moves them to a generation no collection scans. A payment leaves
+    almost no cycles behind, so collecting the youngest generation every 700 new objects (CPython's
+    default) mostly walked payments still in flight: every `GEN0_THRESHOLD` objects, the collector
+    takes 0.05 s of a 10 s closed loop instead of 0.35 s. What payments create is collected as before."""
     gc.collect()
     gc.freeze()
-    log.info("startup_heap_frozen", objects=gc.get_freeze_count())
+    gc.set_threshold(GEN0_THRESHOLD, *gc.get_threshold()[1:])
+    log.info("startup_heap_frozen", objects=gc.get_freeze_count(), gen0_threshold=GEN0_THRESHOLD)
 
 
 def _emit(*lines: str) -> None:
