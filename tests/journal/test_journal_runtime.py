@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 import pytest_twisted
 from prometheus_client import CollectorRegistry
 from twisted.internet import defer, reactor
+from twisted.internet.threads import deferToThread
 
 from switch.journal import (
     CardData,
@@ -39,6 +41,26 @@ async def test_group_commit_batches_concurrent_writes(journal: Journal, registry
     assert commits < count / 4, f"{count} concurrent writes took {commits} commits"
     assert sample(registry, "kswitch_journal_writes_total", backend=backend, outcome="committed") == count
     assert sample(registry, "kswitch_journal_commit_seconds_count", backend=backend) == commits
+    assert sample(registry, "kswitch_journal_queue_depth", backend=backend) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_queue_depth_is_what_waits_for_the_writer_when_scraped(journal: Journal, registry: Any,
+                                                                     backend: str) -> None:
+    running, release = threading.Event(), threading.Event()
+
+    def hold(db: Any) -> None:
+        running.set()
+        release.wait(10)
+
+    held = journal._writer.submit(hold)
+    assert await deferToThread(running.wait, 10)
+    waiting = [journal.create_transaction(sale(order_id=f"q-{n}")) for n in range(5)]
+    try:
+        assert sample(registry, "kswitch_journal_queue_depth", backend=backend) == 5
+    finally:
+        release.set()
+    await defer.gatherResults([held, *waiting])
     assert sample(registry, "kswitch_journal_queue_depth", backend=backend) == 0
 
 
