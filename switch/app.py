@@ -39,6 +39,7 @@ from switch.engine.payments import PaymentService
 from switch.engine.recovery import recover, sweep_stale_pending
 from switch.engine.risk import RiskStage
 from switch.engine.saf import StoreAndForward
+from switch.gateway.flow import BacklogGate
 from switch.gateway.lifecycle import register_lifecycle
 from switch.gateway.listen import listen
 from switch.gateway.notifications import NotifyingApiFactory
@@ -58,6 +59,10 @@ from switch.ops.reports.build import SettlementReport, settlement_report
 from switch.ops.settings import ConfigError
 
 log = structlog.get_logger("kswitch.switch")
+
+READ_PAUSE_BATCHES = 4
+"""The socket API stops reading requests while the journal has this many batches' worth of writes
+(``[journal] max_batch`` each) waiting, and reads on once one batch's worth is left (`BacklogGate`)."""
 LINK_WAIT = 5.0  # seconds the API waits at start-up for links to sign on
 SWEEP_INTERVAL = 60.0  # seconds between looks for payments pending long past their bank timeout
 REPO = Path(__file__).resolve().parent.parent
@@ -187,6 +192,9 @@ class Switch:
         self.api_factory = NotifyingApiFactory(self.notifier, self.service, cfg.api, reactor=self.reactor,
                                                registry=self.registry,
                                                operations=register_lifecycle(default_operations()))
+        self.api_factory.gate = gate = BacklogGate(self.journal.backlog, high=READ_PAUSE_BATCHES * self.journal.max_batch,
+                                                   low=self.journal.max_batch)
+        self.journal.after_batches(gate.drained)
         self.api_ports = list(await listen(self.reactor, cfg.api_listen, self.api_factory))
         self.admin_port = await serverFromString(self.reactor, cfg.admin_listen).listen(
             admin_site(self.registry, self.link_states, self.operator_cutover, reports=self._settlement_report)

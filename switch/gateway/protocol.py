@@ -28,6 +28,7 @@ from switch.domain.errors import DomainError
 from switch.gateway.answers import STATUSES
 from switch.gateway.config import ApiConfig
 from switch.gateway.errors import ApiError, ErrorCode, from_domain
+from switch.gateway.flow import BacklogGate
 from switch.gateway.metrics import ApiMetrics
 from switch.gateway.ops import OpContext, Operation, OperationRegistry, Request, default_operations
 from switch.gateway.service import IPaymentService
@@ -72,6 +73,7 @@ class ApiProtocol(Protocol):
         self._connected = False
         self._closing = False
         self._paused = False
+        self._held = False  # by the factory's `BacklogGate`: the journal has too many writes waiting
         self._hello_timer: IDelayedCall | None = None
         self._watchdog: IDelayedCall | None = None
         self._line_started: float | None = None
@@ -104,6 +106,21 @@ class ApiProtocol(Protocol):
             if self._line_started is not None:  # the client may have been waiting for us to read
                 self._line_started = self.factory.reactor.seconds()
                 self._watch()
+            if not self._held:
+                self.transport.resumeProducing()
+
+    def hold(self) -> None:
+        """Stop reading until `release` (the journal's backlog, `switch.gateway.flow`); lines already
+        read wait in the buffer."""
+        self._held = True
+        self.transport.pauseProducing()
+
+    def release(self) -> None:
+        self._held = False
+        if self._closing or not self._connected:
+            return
+        self._consume(self.factory.reactor.seconds(), ended=b"\n" in self._buffer)
+        if not self._held and not self._paused and not self._closing:
             self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
@@ -113,14 +130,25 @@ class ApiProtocol(Protocol):
         if self._closing:
             return
         now = self.factory.reactor.seconds()
-        limit = self.factory.config.limits.max_line_bytes
         self._buffer.extend(data)
         ended = b"\n" in data
         if ended:
             self._last_activity = now
+        if not self._held:
+            self._consume(now, ended)
+
+    def _consume(self, now: float, ended: bool) -> None:
+        """Answer every whole line in the buffer, unless the gate closes first: then the rest waits."""
+        limit = self.factory.config.limits.max_line_bytes
+        gate = self.factory.gate
+        if ended:  # only new data is searched for a newline: a slowly growing line is not scanned again
             *lines, self._buffer = self._buffer.split(b"\n")
-            for line in lines:
+            for index, line in enumerate(lines):
                 if self._closing:
+                    return
+                if gate is not None and gate.closed():
+                    self._buffer = bytearray(b"\n".join(lines[index:])) + b"\n" + self._buffer
+                    gate.hold(self)
                     return
                 if len(line.rstrip(b"\r")) > limit:
                     self._line_too_long(limit)
@@ -315,7 +343,7 @@ class ApiProtocol(Protocol):
     def _deadlines(self) -> list[tuple[float, str]]:
         limits = self.factory.config.limits
         deadlines = []
-        if self._line_started is not None and limits.line_timeout and not self._paused:
+        if self._line_started is not None and limits.line_timeout and not self._paused and not self._held:
             deadlines.append((self._line_started + limits.line_timeout, "line_timeout"))
         if limits.idle_timeout and self.session.client_name is not None and not self._in_flight:
             deadlines.append((self._last_activity + limits.idle_timeout, "idle_timeout"))
@@ -411,6 +439,8 @@ class ApiFactory(Factory):
         self.metrics = ApiMetrics.on(registry if registry is not None else REGISTRY)
         self.operations = operations if operations is not None else default_operations()
         self.connections: set[ApiProtocol] = set()
+        self.gate: BacklogGate | None = None
+        """Set by the application: stops reading requests while the journal is far behind."""
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         if len(self.connections) >= self.config.limits.max_connections:

@@ -93,6 +93,18 @@ class JournalBase:
     def metrics(self) -> JournalMetrics:
         return self._metrics
 
+    @property
+    def max_batch(self) -> int:
+        return self._config.max_batch
+
+    def backlog(self) -> int:
+        """Writes waiting for the writer thread (the queue, not the batch being written)."""
+        return self._writer.backlog()
+
+    def after_batches(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the reactor after each committed (or failed) batch's Deferreds fired."""
+        self._writer.after_batches(callback)
+
     def start(self) -> defer.Deferred[Self]:
         """Open the database, migrate it, and start the writer and readers; fires with the journal."""
         return defer.ensureDeferred(self._start())

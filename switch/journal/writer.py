@@ -84,9 +84,10 @@ class GroupCommitWriter:
         self._stop_requested = False
         self._finished = False
         self._stop_waiters: list[defer.Deferred[None]] = []
+        self._delivered: list[Callable[[], None]] = []
         # Children bound once: `.labels()` is a lock and a dict look-up, per write otherwise.
         # Read when scraped: an inc per submit and a dec per batch were a lock each, on both threads.
-        metrics.queue_depth.labels(backend).set_function(self._queue.qsize)
+        metrics.queue_depth.labels(backend).set_function(self.backlog)
         self._commit_seconds = metrics.commit_seconds.labels(backend)
         self._batch_size = metrics.batch_size.labels(backend)
         self._commits = metrics.commits.labels(backend)
@@ -113,6 +114,19 @@ class GroupCommitWriter:
         deferred: defer.Deferred[T] = defer.Deferred()
         self._queue.put(_Pending(unit, deferred, time.monotonic()))
         return deferred
+
+    def backlog(self) -> int:
+        """Writes submitted and not yet taken into a batch."""
+        return self._queue.qsize()
+
+    def after_batches(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the reactor after each batch's Deferreds have fired (flow control)."""
+        self._delivered.append(callback)
+
+    def _deliver(self, batch: list[_Pending], outcomes: list[_Outcome]) -> None:
+        _deliver(batch, outcomes)
+        for callback in self._delivered:
+            callback()
 
     def stop(self) -> defer.Deferred[None]:
         """Commit what is queued, close the connection, and fire when the thread is done."""
@@ -183,7 +197,7 @@ class GroupCommitWriter:
             self._writes["committed"].inc(succeeded)
         if succeeded < len(batch):
             self._writes["refused" if committed else "failed"].inc(len(batch) - succeeded)
-        self._reactor.callFromThread(_deliver, batch, outcomes)
+        self._reactor.callFromThread(self._deliver, batch, outcomes)
 
     def _execute(self, batch: list[_Pending]) -> tuple[list[_Outcome], bool]:
         """Run and commit the batch; a connection lost before COMMIT is retried once on a new one."""

@@ -9,6 +9,7 @@ import pytest
 import pytest_twisted
 from prometheus_client import CollectorRegistry
 from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from switch.journal import (
@@ -233,3 +234,28 @@ async def test_two_switch_processes_share_one_journal(config: Any, registry: Any
     finally:
         await first.close()
         await second.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_batches_runs_once_each_batch_has_answered(journal: Journal, backend: str) -> None:
+    """The socket API's flow control reads the backlog here: after a batch's Deferreds fired, and
+    what is still queued behind it."""
+    running, release = threading.Event(), threading.Event()
+    seen: list[tuple[int, int]] = []
+    done: list[int] = []
+
+    def hold(db: Any) -> None:
+        running.set()
+        release.wait(10)
+
+    journal.after_batches(lambda: seen.append((len(done), journal.backlog())))
+    held = journal._writer.submit(hold)
+    assert await deferToThread(running.wait, 10)
+    waiting = [journal.create_transaction(sale(order_id=f"b-{n}")).addCallback(lambda _: done.append(1))
+               for n in range(3)]
+    assert journal.backlog() == 3
+    release.set()
+    await defer.gatherResults([held, *waiting])
+    await deferLater(reactor, 0, lambda: None)  # the writes' callbacks come first, then the batch's hook
+    assert len(seen) >= 2 and seen[0][0] == 0  # after the held unit's batch, before the others'
+    assert seen[-1] == (3, 0)  # the last one ran after its writes' callbacks, with nothing left
