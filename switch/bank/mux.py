@@ -212,7 +212,7 @@ class Mux:
         self._late_window = late_window
         self._pending: dict[tuple[str, ...], _Pending] = {}
         self._routed = 0
-        self._reserved: set[str] = set()
+        self._reserved: dict[str, int] = {}  # reserved, not yet handed to `request`: holders per STAN
         self._given_up: dict[tuple[str, ...], _Pending] = {}
         self._given_up_order: deque[tuple[float, _Pending]] = deque()
         self._expiry: IDelayedCall | None = None
@@ -280,14 +280,23 @@ class Mux:
         outcome), or give it back with `release_stan` if `request` is never called.
         ``stan`` reserves that number (an advice's repeat keeps its original's STAN)."""
         stan = self.stans.allocate() if stan is None else self.stans.claim(stan)
-        self._reserved.add(stan)
+        self._reserved[stan] = self._reserved.get(stan, 0) + 1
         return stan
 
     def release_stan(self, stan: str) -> None:
         """Give back a reserved STAN that was never handed to `request`; a no-op otherwise."""
         if stan in self._reserved:
-            self._reserved.discard(stan)
+            self._unreserve(stan)
             self.stans.release(stan)
+
+    def _unreserve(self, stan: str) -> None:
+        """One holder's reservation ends; a STAN claimed twice (`StanAllocator.claim`) stays reserved
+        for the other, who sends with it: the mux never gives a claimed number's message another."""
+        holders = self._reserved[stan]
+        if holders > 1:
+            self._reserved[stan] = holders - 1
+        else:
+            del self._reserved[stan]
 
     def drain(self) -> Deferred[None]:
         """Refuse new requests; fire when every written request has its outcome."""
@@ -356,7 +365,7 @@ class Mux:
     ) -> Deferred[Message]:
         stan = message.get("11")
         if stan is not None and stan in self._reserved:
-            self._reserved.discard(stan)  # the mux owns it from here (see the module docstring)
+            self._unreserve(stan)  # the mux owns it from here (see the module docstring)
         else:
             stan = self.stans.allocate()
         # The caller's message is not modified; with its own reserved STAN it is sent as it is.

@@ -8,7 +8,7 @@ every number that is in use and skips it until it is released.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
@@ -30,13 +30,17 @@ class StanAllocator:
 
     ``start`` lets a connector begin where a previous process would have been rather
     than at 000001 again (see `stan_start`): banks duplicate-check recent STANs.
+
+    A STAN may be held twice: an advice's repeat claims its original's number (`claim`) even
+    while a new request of this run holds it (numbered from the time of day after a restart).
+    Each holder releases its own hold; the number is free once both have.
     """
 
     def __init__(self, start: int = 1) -> None:
         if not 1 <= start <= STAN_MAX:
             raise ValueError(f"STAN start must be 1..{STAN_MAX}, got {start}")
         self._next = start
-        self._in_use: set[int] = set()
+        self._in_use: Counter[int] = Counter()  # holders per number
 
     def __len__(self) -> int:
         return len(self._in_use)
@@ -52,16 +56,22 @@ class StanAllocator:
         while candidate in self._in_use:
             candidate = candidate % STAN_MAX + 1
         self._next = candidate % STAN_MAX + 1
-        self._in_use.add(candidate)
+        self._in_use[candidate] = 1
         return f"{candidate:06d}"
 
     def claim(self, stan: str) -> str:
-        """Mark a given STAN in use: the repeat of an advice carries its original's STAN."""
-        self._in_use.add(int(stan))
+        """Hold a given STAN, whoever else holds it: the repeat of an advice carries its original's STAN."""
+        self._in_use[int(stan)] += 1
         return stan
 
     def release(self, stan: str) -> None:
-        self._in_use.discard(int(stan))
+        """Give back one hold (a release of a number nobody holds changes nothing)."""
+        number = int(stan)
+        holders = self._in_use.get(number, 0)
+        if holders > 1:
+            self._in_use[number] = holders - 1
+        elif holders:
+            del self._in_use[number]
 
 
 def stan_start(now: float) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, gatherResults
 from twisted.internet.task import Clock
 
 from switch.bank.connector import LinkLost, MuxBusy, NoLinkAvailable, RequestTimeout
@@ -203,6 +203,23 @@ async def test_reserved_stan_is_used_as_given(harness):
     unused = connector.reserve_stan()
     connector.release_stan(unused)
     assert unused not in connector.mux.stans
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_advice_repeat_keeps_its_stan_while_a_new_request_holds_it_too(harness):
+    """After a restart, a new request numbered from the time of day can hold the STAN a previous run's
+    capture repeat must carry. Each goes with its own number; before, the second to be sent was given
+    a fresh STAN, and the bank posted the repeat as a second capture (chaos seed 57187)."""
+    host = harness.host()
+    connector = harness.connector(host.port)
+    await connector.when_ready()
+    stan = connector.reserve_stan()  # a new sale of this run
+    assert connector.reserve_stan(stan) == stan  # the repeat of an earlier run's capture (0220)
+    repeat = {**sale(), "t": "0221", "11": stan}
+    answers = await gatherResults([connector.request(repeat), connector.request({**sale(), "11": stan})])
+    assert [a["11"] for a in answers] == [stan, stan]
+    assert [m["11"] for m in host.requests("0221")] == [stan] and [m["11"] for m in host.requests("0200")] == [stan]
+    assert stan not in connector.mux.stans  # each hold given back once its request was answered
 
 
 @pytest_twisted.ensureDeferred

@@ -36,6 +36,17 @@ def test_stan_start_moves_with_the_time_of_day():
     assert 1 <= stan_start(86_399.9) <= STAN_MAX
 
 
+def test_a_stan_claimed_while_held_stays_in_use_until_both_holders_release_it():
+    stans = StanAllocator(start=7)
+    held = stans.allocate()
+    assert stans.claim(held) == held  # an advice repeat carries its original's number
+    stans.release(held)
+    assert held in stans and stans.allocate() != held
+    stans.release(held)
+    stans.release(held)  # a release nobody holds changes nothing
+    assert held not in stans and len(stans) == 1
+
+
 def test_stan_never_reused_while_pending():
     @settings(max_examples=200, deadline=None)
     @given(
