@@ -133,7 +133,9 @@ class JournalSection(Section):
                                                  "32+ bytes); relative to `state_dir`")
     pan_hash_secret_env: str | None = option(None, "or: environment variable holding it")
     dev_keys: bool = option(False, "generate both secrets into `state_dir/keys/` on first run: development only")
-    max_batch: int = option(_default(JournalConfig, "max_batch"), "most writes in one group commit", ge=1)
+    max_batch: int = option(_default(JournalConfig, "max_batch"),
+                            "most writes in one group commit; the socket API stops reading requests while "
+                            "4 x max_batch writes wait (README: Flow control)", ge=1)
 
 
 class NotificationsSection(Section):
