@@ -136,7 +136,9 @@ class Db:
         self._later.setdefault(sql, []).append(self._bind(params))
 
     def flush(self) -> None:
-        """Send the queued inserts, one ``executemany`` per statement, in the order they were queued."""
+        """Send the queued inserts, statement by statement in the order they were queued: by the dialect's
+        `Dialect.insert_many` (PostgreSQL: COPY), or by ``executemany`` inside a pipeline, which COPY
+        cannot join (a unit flushing mid-batch)."""
         later, self._later = self._later, {}
         for sql, rows in later.items():
             if self._pipeline is None:
