@@ -209,6 +209,8 @@ class LifecycleWebTier(WebWorkers):
             before = dict(order.known or {})
             fields: dict[str, Any] = {"txn_id": order.txn_id}
             amount = _step_amount(step, before, rng)
+            if step == "refund_part" and amount is None:
+                return True  # 1 (or nothing) left: no part to refund; the plan's next "refund" takes the rest
             if amount is not None:
                 fields["amount"] = amount
             attempt = Attempt(op, f"{order.order_id}-{index}-{op}-{number}", fields)
