@@ -192,8 +192,9 @@ class Switch:
         self.api_factory = NotifyingApiFactory(self.notifier, self.service, cfg.api, reactor=self.reactor,
                                                registry=self.registry,
                                                operations=register_lifecycle(default_operations()))
-        self.api_factory.gate = gate = BacklogGate(self.journal.backlog, high=READ_PAUSE_BATCHES * self.journal.max_batch,
-                                                   low=self.journal.max_batch)
+        gate = BacklogGate(self.journal.backlog, high=READ_PAUSE_BATCHES * self.journal.max_batch,
+                           low=self.journal.max_batch)
+        self.api_factory.use_gate(gate)
         self.journal.after_batches(gate.drained)
         self.api_ports = list(await listen(self.reactor, cfg.api_listen, self.api_factory))
         self.admin_port = await serverFromString(self.reactor, cfg.admin_listen).listen(

@@ -44,6 +44,11 @@ class ApiMetrics(MetricBundle):
             "Requests read but not yet answered, over all connections.",
             registry=registry,
         )
+        self.held = Gauge(
+            "kswitch_api_connections_held",
+            "Connections not reading requests because the journal has too many writes waiting (flow control).",
+            registry=registry,
+        )
         self.undeliverable = Counter(
             "kswitch_api_answers_undeliverable",
             "Answers that could not be written because the client connection had closed.",

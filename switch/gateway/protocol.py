@@ -440,7 +440,11 @@ class ApiFactory(Factory):
         self.operations = operations if operations is not None else default_operations()
         self.connections: set[ApiProtocol] = set()
         self.gate: BacklogGate | None = None
-        """Set by the application: stops reading requests while the journal is far behind."""
+        """Set by the application (`use_gate`): stops reading requests while the journal is far behind."""
+
+    def use_gate(self, gate: BacklogGate) -> None:
+        self.gate = gate
+        self.metrics.held.set_function(lambda: gate.holding)
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         if len(self.connections) >= self.config.limits.max_connections:

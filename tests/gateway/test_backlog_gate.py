@@ -33,7 +33,7 @@ def connect(gate_high: int = 3, gate_low: int = 1, limits: ApiLimits | None = No
     clock, service = Clock(), FakePaymentService()
     factory = ApiFactory(service, make_config(limits), clock, registry=CollectorRegistry())
     backlog = Backlog(service)
-    factory.gate = BacklogGate(backlog, high=gate_high, low=gate_low)
+    factory.use_gate(BacklogGate(backlog, high=gate_high, low=gate_low))
     protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
     transport = StringTransport(peerAddress=IPv4Address("TCP", "10.1.2.3", 40000))
     protocol.makeConnection(transport)
@@ -45,6 +45,11 @@ def lines(*requests: dict) -> bytes:
     return b"".join(json.dumps(r).encode() + b"\n" for r in requests)
 
 
+def held(protocol) -> float | None:
+    """The gauge operators see on /metrics."""
+    return protocol.factory.metrics.registry.get_sample_value("kswitch_api_connections_held")
+
+
 def answered_ids(transport: StringTransport) -> list[int]:
     return [json.loads(line)["id"] for line in transport.value().splitlines()]
 
@@ -54,6 +59,7 @@ def test_a_burst_is_read_only_as_far_as_the_journal_keeps_up_and_then_in_order()
     protocol.dataReceived(lines(*(authorize_request(id=n, order_id=f"o-{n}") for n in range(1, 9))))
     assert [request.order_id for request, _ in service.calls] == ["o-1", "o-2", "o-3"]
     assert transport.producerState == "paused" and gate.holding == 1
+    assert held(protocol) == 1
     assert answered_ids(transport) == [0, 1, 2, 3]
 
     backlog.written = 1  # a batch committed, but 2 still wait: above low
@@ -69,6 +75,7 @@ def test_a_burst_is_read_only_as_far_as_the_journal_keeps_up_and_then_in_order()
     gate.drained()
     assert [request.order_id for request, _ in service.calls] == [f"o-{n}" for n in range(1, 9)]
     assert transport.producerState == "producing" and gate.holding == 0
+    assert held(protocol) == 0
     assert answered_ids(transport) == list(range(0, 9))
 
 
