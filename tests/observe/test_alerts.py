@@ -44,7 +44,7 @@ def test_promtool_accepts_the_rules():
 
 @pytest.mark.skipif(shutil.which("promtool") is None and not os.environ.get("KSWITCH_REQUIRE_PROMTOOL"),
                     reason="promtool not installed (CI installs it and sets KSWITCH_REQUIRE_PROMTOOL=1)")
-def test_the_day_end_alerts_fire_when_they_should_and_only_then():
+def test_the_day_end_and_flow_control_alerts_fire_when_they_should_and_only_then():
     tests = ALERTS.with_name("alerts.test.yml")
     done = subprocess.run(["promtool", "test", "rules", str(tests)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
