@@ -8,6 +8,7 @@ rows already masked, hashed and sealed.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from typing import NamedTuple
 
 import orjson
 
@@ -33,17 +34,27 @@ TRANSACTION_COLUMNS = (
     "created_at", "updated_at", "amount_capture_pending", "amount_refund_pending", "business_date", "risk",
 )  # fmt: skip
 
-_INSERT_TRANSACTION = (
+class _Insert(NamedTuple):
+    """An INSERT of a row that may already be there, as sent in a pipeline and as sent on its own."""
+
+    plain: str
+    unless_taken: str  # the same with the conflict clause that makes it a no-op
+
+    @classmethod
+    def of(cls, insert: str, conflict: str) -> _Insert:
+        return cls(insert, f"{insert} ON CONFLICT ({conflict}) DO NOTHING")
+
+
+_INSERT_TRANSACTION = _Insert.of(
     f"INSERT INTO transactions ({', '.join(TRANSACTION_COLUMNS)}) "
     f"VALUES ({', '.join(':' + c for c in TRANSACTION_COLUMNS)})",
-    " ON CONFLICT (txn_id) DO NOTHING",
+    "txn_id",
 )
-_BIND_KEY = (
+_BIND_KEY = _Insert.of(
     "INSERT INTO idempotency_keys (merchant_id, idempotency_key, txn_id, created_at) "
     "VALUES (:merchant_id, :idempotency_key, :txn_id, :created_at)",
-    " ON CONFLICT (merchant_id, idempotency_key) DO NOTHING",
+    "merchant_id, idempotency_key",
 )
-"""Inserts a row that may already be there: (the INSERT, the clause that makes it a no-op then)."""
 _LATER_COLUMNS = {"bank_fee": 0, "merchant_fee": 0, "reversal_business_date": None}
 """The columns a new transaction is not inserted with, as the table's defaults leave them."""
 
@@ -72,14 +83,14 @@ def create_transaction(db: Db, row: Mapping[str, object], *, idempotency_cutoff:
     return transaction_from_row({**_LATER_COLUMNS, **row})  # the row as inserted: no RETURNING to read back
 
 
-def _inserted(db: Db, insert: tuple[str, str], params: Mapping[str, object]) -> bool:
+def _inserted(db: Db, insert: _Insert, params: Mapping[str, object]) -> bool:
     """Insert unless the row's key is taken; False when it was. In a pipelined batch the INSERT is sent
     unread and a taken key fails the batch instead: its unpipelined replay (`Db.send`) then gets here
     again and answers False in the unit that inserted."""
     if db.pipelining:
-        db.send(insert[0], params)
+        db.send(insert.plain, params)
         return True
-    return bool(db.execute(insert[0] + insert[1], params))
+    return bool(db.execute(insert.unless_taken, params))
 
 
 def _claim_idempotency_key(db: Db, row: Mapping[str, object], cutoff: int) -> None:
