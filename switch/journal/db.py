@@ -55,6 +55,12 @@ class Dialect:
         (`Db.send`), or one that yields None where the driver sends one statement at a time anyway."""
         return contextlib.nullcontext()
 
+    def risk_version(self, db: Db, claim: bool) -> object:
+        """A reading that changes when another connection commits a change to the risk rows the writer
+        remembers (`switch.journal.riskmemo`), taken once per writer batch; ``claim`` (when the memory is
+        built or rebuilt) first makes this connection the one whose own changes do not count."""
+        raise NotImplementedError(f"{self.name}: no way to see other connections' risk changes")
+
     def connection_broken(self, conn: Any) -> bool:
         """True when the connection can no longer be used and must be reopened."""
         return False

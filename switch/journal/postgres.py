@@ -24,7 +24,7 @@ import structlog
 from psycopg.rows import dict_row
 
 from switch.journal.db import Db, Dialect, named_to_pyformat
-from switch.journal.errors import JournalUnavailable
+from switch.journal.errors import JournalUnavailable, StorageError
 
 log = structlog.get_logger("kswitch.journal")
 
@@ -74,6 +74,20 @@ class PostgresDialect(Dialect):
         with conn.cursor().copy(copy_sql) as copy:
             for row in rows:
                 copy.write_row([row[name] for name in names])
+
+    def risk_version(self, db: Db, claim: bool) -> object:
+        """The version a trigger bumps when a connection other than the claimed one changes a risk table
+        (migration 14), with the claimed connection's process id. The row stays share-locked until the
+        batch commits: another connection's change waits for the batch, and the next batch waits for
+        that change to commit, then sees it."""
+        if claim:
+            row = db.one("UPDATE risk_changes SET writer_pid = pg_backend_pid() WHERE id = 1 "
+                         "RETURNING version, writer_pid")
+        else:
+            row = db.one("SELECT version, writer_pid FROM risk_changes WHERE id = 1 FOR SHARE")
+        if row is None:
+            raise StorageError("the risk_changes row is missing: the journal's schema was changed by hand")
+        return row["version"], row["writer_pid"]
 
     def pipeline(self, conn: psycopg.Connection) -> psycopg.Pipeline:
         return conn.pipeline()

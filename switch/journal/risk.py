@@ -1,24 +1,22 @@
 """The risk stage's durable state: counters per rule window, the blocklist, and decisions.
 
 Why here: velocity and cumulative limits must survive restarts and stay exact when
-payments race (or when several nodes share one PostgreSQL journal).  A counter is one
+payments race.  A counter is one
 row (`Window`) holding its slots: a slot is a slice of time (a tenth of the rule's
 window, or a calendar day) with the count and amount added in it, so a window slides
-slot by slot instead of resetting.  An evaluation locks the rows of every counter it may
-touch with one upsert (`RiskLedger.windows`), reads, checks and adds in memory, and
-writes the changed rows back (`RiskLedger.save`) in the same writer transaction: no
-other payment, on this node or another, can read a counter between a check and its
-add, so two payments never both take the last unit of a limit, and the counts a
-payment bumped before it was blocked are simply not written.  That writer transaction
+slot by slot instead of resetting.  An evaluation reads every counter it may touch
+(`RiskLedger.windows`), checks and adds, and writes what changed (`RiskLedger.save`) in
+one writer transaction, and the journal has one writer: no other payment can read a
+counter between a check and its add, so two payments never both take the last unit of a
+limit, and the counts a payment bumped before it was blocked are simply not kept.  That writer transaction
 is the payment's own (`Journal.create_screened`, `Journal.transition`'s ``risk``), so
 the stage adds no commit to an authorization, and its decision is journalled in the payment's
 own row (``transactions.risk``: `ScreeningLedger`), with the cumulative counts it holds
 (``reserved``), so they can be given back when it ends without money, even after a restart
-(`RiskLedger.give_back`).  On PostgreSQL (several nodes may share the journal) counters are
-locked and written back as above.  On SQLite the journal's writer is the only one to count
-(one node holds the file's lease), so its memory is what it counts in and an authorization's
-counts are journalled in its own row too: the common payment reads and writes no risk row
-(`switch.journal.riskmemo` says why that stays exact across rollbacks, failed commits,
+(`RiskLedger.give_back`).  The journal's writer is the only one to count (one node holds
+the journal's lease), so its memory is what it counts in and an authorization's counts are
+journalled in its own row too: the common payment reads and writes no risk row, on either
+backend (`switch.journal.riskmemo` says why that stays exact across rollbacks, failed commits,
 restarts, crashes and an operator's changes beside it).
 
 Blocklist values are what the rules compare: a card as its keyed PAN hash (base32), a BIN,
@@ -70,26 +68,11 @@ def _names(prefix: str, count: int) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=256)
-def _read_sql(sqlite: bool, names: int, values: int) -> str:
-    head, parts = "", []
-    if names:
-        if sqlite:  # one branch a name: an index lookup each, cheaper than an IN list's temporary table
-            parts += [_WINDOWS + f"risk_windows WHERE name = :n{i}" for i in range(names)]
-        else:
-            rows = ", ".join(f"(:n{i}, :empty, 0)" for i in range(names))
-            head = (f"WITH w AS (INSERT INTO risk_windows (name, slots, expires_at) VALUES {rows} "
-                    "ON CONFLICT (name) DO UPDATE SET expires_at = risk_windows.expires_at "
-                    "RETURNING name, slots, expires_at, through) ")
-            parts.append(_WINDOWS + "w")
+def _read_sql(names: int, values: int) -> str:
+    # one branch a name: an index lookup each, cheaper than an IN list's temporary table on SQLite
+    parts = [_WINDOWS + f"risk_windows WHERE name = :n{i}" for i in range(names)]
     parts += [_BLOCKED.format(i) for i in range(values)]
-    return head + " UNION ALL ".join(parts)
-
-
-@functools.lru_cache(maxsize=64)
-def _save_sql(rows: int) -> str:
-    values = ", ".join(f"(:n{i}, :s{i}, :e{i})" for i in range(rows))
-    return (f"INSERT INTO risk_windows (name, slots, expires_at) VALUES {values} ON CONFLICT (name) DO UPDATE "
-            "SET slots = excluded.slots, expires_at = excluded.expires_at")
+    return " UNION ALL ".join(parts)
 
 
 _SAVE_ONE = ("INSERT INTO risk_windows (name, slots, expires_at, through) VALUES (:name, :slots, :expires_at, "
@@ -111,7 +94,7 @@ class RiskLedger:
         return [e for kind, value in wanted if (e := live_entry(listed.get(value, ()), kind, self.now_us))]
 
     def windows(self, names: Iterable[str]) -> dict[str, Window]:
-        """The counters ``names``, locked until this unit commits."""
+        """The counters ``names``, as the writer counts them."""
         return self.lookup((), names)[1]
 
     def lookup(self, values: Iterable[str | None], names: Iterable[str | None],
@@ -119,31 +102,19 @@ class RiskLedger:
         """The blocklist entries of ``values``, by value (of any kind, expired holds included: `live_entry`
         picks), and the counters ``names``, in one statement (None among either: nothing to read).
         What a rule reads and then adds to can change under no one else until this unit commits, so a
-        limit checked on it holds across concurrent payments and nodes: SQLite's writer holds the whole
-        database from BEGIN IMMEDIATE, and its memory (`Memo`) is what it counts in, so a counter or a
-        blocklist value is read once, not per payment (``horizon_us``: how far back payments' adds may
-        still count, for a memory built now); on PostgreSQL an upsert locks the counters' rows (in name
-        order, so two nodes never lock in opposite orders; a counter seen for the first time gets its
-        row, so it is locked too)."""
-        if self._remembers and self._db.dialect.name == "sqlite":
+        limit checked on it holds across concurrent payments: the writer's memory (`Memo`) is what it
+        counts in, and another connection's change is seen at the next batch and cannot land inside
+        one (`Dialect.risk_version`), so a counter or a blocklist value is read once, not per payment
+        (``horizon_us``: how far back payments' adds may still count, for a memory built now)."""
+        if self._remembers:
             self.memo = memo = memo_for(self._db, self.now_us, horizon_us)
             return self._complete(memo, names) if memo.complete else self._remembered(memo, values, names)
         wanted = list(dict.fromkeys(value for value in values if value is not None))
-        ordered = sorted({name for name in names if name is not None})
-        if not ordered and not wanted:
-            return {}, {}
-        windows: dict[str, Window] = {}
         listed: dict[str, list[BlockEntry]] = {}
-        params: dict[str, Any] = dict(zip(_names("n", len(ordered)), ordered))
-        params.update(zip(_names("v", len(wanted)), wanted))
-        if ordered:
-            params["empty"] = ""
-        for row in self._db.all(_read_sql(False, len(ordered), len(wanted)), params):
-            if row["src"] == "w":
-                windows[row["kind"]] = stored_window(row["kind"], row["slots"], row["expires_at"])
-            else:
+        if wanted:
+            for row in self._db.all(_read_sql(0, len(wanted)), dict(zip(_names("v", len(wanted)), wanted))):
                 listed.setdefault(row["value"], []).append(entry_of(row))
-        return listed, {name: windows.get(name) or Window(name, []) for name in ordered}
+        return listed, {}
 
     def _remembered(self, memo: Memo, values: Iterable[str | None],
                     names: Iterable[str | None]) -> tuple[Mapping[str, Sequence[BlockEntry]], dict[str, Window]]:
@@ -157,7 +128,7 @@ class RiskLedger:
             params: dict[str, Any] = dict(zip(_names("n", len(names_read)), names_read))
             params.update(zip(_names("v", len(values_read)), values_read))
             found: dict[str, list[BlockEntry]] = {}
-            for row in db.all(_read_sql(True, len(names_read), len(values_read)), params):
+            for row in db.all(_read_sql(len(names_read), len(values_read)), params):
                 if row["src"] == "w":
                     remembered[row["kind"]] = memo.loaded(row["kind"], row["slots"], row["expires_at"], row["through"])
                 else:
@@ -197,29 +168,22 @@ class RiskLedger:
 
     _remembers = True
     memo: Memo | None = None
-    """The SQLite writer's memory, once `lookup` has read through it."""
+    """The writer's memory, once `lookup` has read through it."""
 
     def save(self, windows: Iterable[Window]) -> None:
-        """Write back the windows that changed: on PostgreSQL in one statement now; on SQLite, where
-        the writer reads a counter back from memory (`Memo`), not from the table, with the batch's
-        other rows (`Db.insert_later`), saying which of the adds journalled with payments it holds."""
+        """Write back the windows that changed, with the batch's other rows (`Db.insert_later`): the writer
+        reads a counter back from memory (`Memo`), not from the table; each row says which of the adds
+        journalled with payments it holds."""
         changed = [w for w in windows if w.changed]
         if not changed:
             return
+        memo: Memo | None = self._db.memo.get("risk")
+        through = memo.seq if memo is not None else 0
         for w in changed:
             w.changed = False
-        if self._db.dialect.name == "sqlite":
-            memo: Memo | None = self._db.memo.get("risk")
-            through = memo.seq if memo is not None else 0
-            for w in changed:
-                w.through = through
-                self._db.insert_later(_SAVE_ONE, {"name": w.name, "slots": w.packed(), "expires_at": w.expires_at,
-                                                  "through": through})
-            return
-        params: dict[str, Any] = {}
-        for i, w in enumerate(changed):
-            params[f"n{i}"], params[f"s{i}"], params[f"e{i}"] = w.name, w.packed(), w.expires_at
-        self._db.send(_save_sql(len(changed)), params)
+            w.through = through
+            self._db.insert_later(_SAVE_ONE, {"name": w.name, "slots": w.packed(), "expires_at": w.expires_at,
+                                              "through": through})
 
     def hold(self, kind: str, value: str, shown: str, source: str, expires_at: int) -> None:
         """Block ``value`` until ``expires_at`` (a later hold extends it; a permanent entry stays)."""
@@ -290,7 +254,7 @@ class RiskLedger:
 
 class ScreeningLedger(RiskLedger):
     """The view of a screening inside its payment's first commit (`Journal.create_screened`): the decision
-    goes into the payment's row (``row``, its ``risk`` column) and, on SQLite, so do the counts the
+    goes into the payment's row (``row``, its ``risk`` column), and so do the counts the
     payment added (their counters' rows are not written: see `switch.journal.riskmemo`)."""
 
     row: Derived | None = None
@@ -329,7 +293,7 @@ class ScreeningLedger(RiskLedger):
 
 
 _ALLOWED_ROW = Derived('{"action":"allow","rule":null,"matches":[],"reserved":[]}')
-"""The decision most payments get, as its row holds it (on SQLite followed by what it counted)."""
+"""The decision most payments get, as its row holds it (followed by what it counted)."""
 _ALLOWED_HEAD = _ALLOWED_ROW[:-1]
 
 
@@ -361,9 +325,7 @@ class DryLedger(RiskLedger):
         ordered = sorted({name for name in names if name is not None})
         if not ordered:
             return listed, {}
-        if self._db.dialect.name == "sqlite":
-            return listed, _counted(self._db, ordered, self.now_us, horizon_us)
-        return listed, _stored(self._db, ordered)
+        return listed, _counted(self._db, ordered, self.now_us, horizon_us)
 
     def save(self, windows: Iterable[Window]) -> None:
         return None
@@ -388,7 +350,7 @@ def _stored(db: Db, names: Sequence[str]) -> dict[str, Window]:
 
 
 def _counted(db: Db, names: Sequence[str], now_us: int, horizon_us: int) -> dict[str, Window]:
-    """Counters ``names`` as the SQLite writer counts them: their rows and the adds journalled since with
+    """Counters ``names`` as the writer counts them: their rows and the adds journalled since with
     the payments of the last ``horizon_us`` (a reader's own reading, remembered nowhere)."""
     memo = Memo(None, 0, 0, 0, now_us - horizon_us)
     scan(db, memo, now_us, now_us - horizon_us, None)
@@ -396,9 +358,9 @@ def _counted(db: Db, names: Sequence[str], now_us: int, horizon_us: int) -> dict
 
 
 def fold_journalled_counts(db: Db, now_us: int) -> int:
-    """Write into the counters' rows the adds journalled with payments on SQLite (`switch.journal.riskmemo`),
-    ``through`` the last of them: for a copied journal, whose writer on PostgreSQL reads counters from
-    their rows only; the same counts on SQLite.  How many counters were written."""
+    """Write into the counters' rows the adds journalled with payments (`switch.journal.riskmemo`), ``through``
+    the last of them: a copied journal starts with counter rows that hold every count by themselves (the
+    writer counts the same either way).  How many counters were written."""
     memo = Memo(None, 0, 0, 0, 0)
     top = scan(db, memo, now_us, 0, None)
     names = sorted(memo.log)

@@ -1,8 +1,8 @@
-"""What the SQLite journal writer remembers of the risk state, and how it rebuilds it (`Memo`).
+"""What the journal writer remembers of the risk state, and how it rebuilds it (`Memo`).
 
-Why: an authorization's screening must not cost statements of its own.  On SQLite the journal's
-writer is the only one to count (one node holds the file's lease), so its memory can be what
-the stage reads and counts in, with the journal as its durable source:
+Why: an authorization's screening must not cost statements of its own.  The journal's writer
+is the only one to count (one node holds the journal's lease), so its memory can be what the
+stage reads and counts in, with the journal as its durable source:
 
 * what a payment counted (its adds) is journalled in the payment's own row
   (``transactions.risk``, numbered: ``n``) by the INSERT that journals the payment, instead
@@ -15,12 +15,16 @@ the stage reads and counts in, with the journal as its durable source:
   payments of the last window (`memo_for`'s ``horizon_us``), and how it reads a counter again
   after dropping it (another connection committed: an operator's change beside the switch).
 
-Exact across rollbacks because every change to the memory inside a transaction registers its
-undo with the `Db` (`Db.undo`), across restarts and crashes because nothing is remembered that
-is not in a committed row, and across a failed COMMIT because a new connection starts empty.
-Numbers grow with the wall clock (``max(last + 1, now µs)``), so an add journalled before the
-memory was built never carries a number above the ones given after it, as long as the clock
-does not go back by more than a window.
+Another connection's change is seen at the writer's next batch, by `Dialect.risk_version`:
+SQLite's count of other connections' commits; on PostgreSQL a version that triggers on the
+risk tables bump for any connection but the one that claimed the memory (migration 14),
+share-locked for the batch so such a change and a batch never interleave.  Exact across
+rollbacks because every change to the memory inside a transaction registers its undo with
+the `Db` (`Db.undo`), across restarts and crashes because nothing is remembered that is not in
+a committed row, and across a failed COMMIT because a new connection starts empty.  Numbers grow
+with the wall clock (``max(last + 1, now µs)``), so an add journalled before the memory was built
+never carries a number above the ones given after it, as long as the clock does not go back by
+more than a window.
 """
 
 from __future__ import annotations
@@ -79,12 +83,11 @@ class Memo:
     read again at will), and every add journalled in a payment's row since the memory was built
     (``log``, by counter: what a counter read again from its row needs on top)."""
 
-    version: object  # SQLite's data_version when ``windows`` and ``listed`` were last known right
-    checked: int  # `Db.began` when data_version was last read: once per writer batch
+    version: object  # `Dialect.risk_version` when ``windows`` and ``listed`` were last known right
+    checked: int  # `Db.began` when the version was last read: once per writer batch
     seq: int  # the last add's number given
     base_seq: int  # adds numbered up to here were read from the journal, later ones counted here
     scanned_from: int  # µs: the payments created since were read into ``log``
-    cursor: Any = None  # the writer connection's, for `data_version`
     windows: dict[str, Window] = field(default_factory=dict)
     listed: dict[str, list[BlockEntry]] = field(default_factory=dict)
     log: dict[str, list[Logged]] = field(default_factory=dict)
@@ -192,18 +195,6 @@ def restore(remembered: dict[str, Window], saved: list[tuple[Window, tuple[Any, 
             window.restore(state)
 
 
-def data_version(cursor: Any) -> object:
-    """SQLite's count of commits by other connections, read on ``cursor``: a cursor of the writer's own
-    with plain tuples for rows (the statement has no parameters to guard, and no row worth a dict)."""
-    return cursor.execute("PRAGMA data_version").fetchone()[0]
-
-
-def _plain_cursor(db: Db) -> Any:
-    cursor = db.conn.cursor()
-    cursor.row_factory = None
-    return cursor
-
-
 def memo_for(db: Db, now_us: int, horizon_us: int) -> Memo:
     """The writer's memory, built when missing from the rows of the last ``horizon_us``, read again when
     another connection may have changed them (checked once per writer batch), and reaching back
@@ -213,8 +204,7 @@ def memo_for(db: Db, now_us: int, horizon_us: int) -> Memo:
         db.flush()
         row = db.one("SELECT MAX(through) AS through FROM risk_windows")
         through = int(row["through"] or 0) if row else 0
-        cursor = _plain_cursor(db)
-        memo = Memo(data_version(cursor), db.began, 0, 0, now_us - horizon_us, cursor)
+        memo = Memo(db.dialect.risk_version(db, True), db.began, 0, 0, now_us - horizon_us)
         top = scan(db, memo, now_us, now_us - horizon_us, None)
         memo.seq = memo.base_seq = max(top, through, now_us)
         db.memo["risk"] = memo
@@ -222,10 +212,9 @@ def memo_for(db: Db, now_us: int, horizon_us: int) -> Memo:
         return memo
     if memo.checked != db.began:
         memo.checked = db.began
-        version = data_version(memo.cursor)
-        if version != memo.version:
-            memo.version = version
+        if db.dialect.risk_version(db, False) != memo.version:
             memo.forget(db)
+            memo.version = db.dialect.risk_version(db, True)
         if memo.logged + len(memo.windows) >= memo.prune_at:  # at a batch's start: no undo holds them yet
             memo.prune(now_us)
     if horizon_us and now_us - horizon_us < memo.scanned_from:

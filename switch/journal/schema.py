@@ -11,8 +11,8 @@ Timestamps are BIGINT microseconds since the Unix epoch (UTC).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from switch.journal.db import Db
 from switch.journal.errors import SchemaError, SchemaTooNew
@@ -23,6 +23,8 @@ class Migration:
     version: int
     description: str
     statements: tuple[str, ...]
+    only_on: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Statements one backend runs after the shared ones, by dialect name (PostgreSQL's triggers)."""
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -335,6 +337,29 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE risk_windows ADD COLUMN through BIGINT NOT NULL DEFAULT 0",
         ),
     ),
+    Migration(
+        14,
+        "the PostgreSQL writer counts in its memory too, as SQLite's does: risk_changes holds the version "
+        "that a change to the risk tables by any connection but the writer's bumps (triggers), so the writer "
+        "sees it at its next batch",
+        (
+            "CREATE TABLE risk_changes (id INTEGER PRIMARY KEY, version BIGINT NOT NULL, writer_pid BIGINT)",
+            "INSERT INTO risk_changes (id, version) VALUES (1, 0)",
+        ),
+        only_on={"postgresql": (
+            # SET search_path FROM CURRENT: the journal's schema, whatever the changing session's path is.
+            """CREATE FUNCTION risk_changed() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+            BEGIN
+                UPDATE risk_changes SET version = version + 1
+                WHERE id = 1 AND writer_pid IS DISTINCT FROM pg_backend_pid();
+                RETURN NULL;
+            END $$""",
+            "CREATE TRIGGER risk_windows_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON risk_windows "
+            "FOR EACH STATEMENT EXECUTE FUNCTION risk_changed()",
+            "CREATE TRIGGER risk_blocklist_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON risk_blocklist "
+            "FOR EACH STATEMENT EXECUTE FUNCTION risk_changed()",
+        )},
+    ),
 )
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
@@ -373,6 +398,7 @@ def migrate(db: Db, steps: Sequence[Migration] = MIGRATIONS) -> MigrationResult:
         for step in steps:
             if step.version > found:
                 db.script(step.statements)
+                db.script(step.only_on.get(db.dialect.name, ()))
                 db.execute(
                     "INSERT INTO schema_version (version, description, applied_at) VALUES (:v, :d, :at)",
                     {"v": step.version, "d": step.description, "at": time.time_ns() // 1000},

@@ -23,6 +23,14 @@ class SQLiteDialect(Dialect):
     begin_sql = "BEGIN IMMEDIATE"
     ddl_tokens = {"id_pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "bytes": "BLOB", "without_rowid": " WITHOUT ROWID"}
 
+    def risk_version(self, db: Db, claim: bool) -> object:
+        """SQLite's count of commits by other connections (any table: the writer holds the whole file from
+        BEGIN IMMEDIATE, so none can come during a batch). A cursor of plain tuples: no parameters to
+        guard, no row worth a dict."""
+        cursor = db.conn.cursor()
+        cursor.row_factory = None
+        return cursor.execute("PRAGMA data_version").fetchone()[0]
+
 
 class SQLiteBackend:
     name = "sqlite"

@@ -94,7 +94,7 @@ def _copy(src: Db, dst: Db, batch: int) -> CopyReport:
     dst.begin()
     try:
         counts = {table.name: _copy_table(src, dst, table, batch) for table in TABLES}
-        fold_journalled_counts(dst, time.time_ns() // 1000)  # SQLite's counts held in payments' rows, into counters'
+        fold_journalled_counts(dst, time.time_ns() // 1000)  # counts held in payments' rows, into counters'
         for table in TABLES:
             if table.identity is not None:
                 dst.dialect.continue_identity(dst, table.name, table.identity)
