@@ -19,6 +19,7 @@ from twisted.internet import defer, reactor
 from switch.journal import JournalConfig, open_journal
 from switch.journal.refusals import DuplicateIdempotencyKey
 from switch.journal.risk import Decision
+from switch.journal.riskmemo import _SCAN
 from tests.journal.conftest import raw_connect
 from tests.journal.test_journal import sale
 
@@ -208,3 +209,26 @@ async def test_the_writers_own_risk_rows_do_not_make_it_forget(journal, config) 
     _beside(config, "DELETE FROM risk_blocklist WHERE value = ?", ("ab" * 16,))
     assert _risk_version(config) == 1
     assert await journal.risk_unit(lambda ledger: ledger.blocked([("card", "ab" * 16)]), 3.0) == []
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_the_memory_is_rebuilt_from_the_last_windows_payments_without_reading_the_whole_table(
+        journal, config) -> None:
+    """PostgreSQL: the writer's memory is rebuilt from the payments created in the last window; with a table
+    of older payments that must not read them all (a block range index on created_at, migration 14)."""
+    await pay(journal, "vel:card:brin", order_id="o1")
+    conn = raw_connect(config)
+    try:
+        columns = [r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = "
+            "'transactions' AND column_name NOT IN ('txn_id', 'order_id', 'created_at')", (config.pg_schema,))]
+        listed = ", ".join(columns)
+        conn.execute(f"INSERT INTO transactions (txn_id, order_id, created_at, {listed}) SELECT 'old' || g, 'old' || g, "
+                     f"g, {listed} FROM transactions, generate_series(1, 50000) AS g")
+        conn.execute("ANALYZE transactions")
+        plan = "\n".join(r[0] for r in conn.execute(
+            "EXPLAIN " + _SCAN.replace(":since", "%s"), (10**15,)))
+    finally:
+        conn.close()
+    assert "transactions_created_brin" in plan, plan
