@@ -4,10 +4,10 @@ Connections run in autocommit mode and the journal issues BEGIN/COMMIT itself,
 exactly as it does for SQLite. The writer session insists on a durable commit:
 if the server runs with ``synchronous_commit=off`` the session turns it back on.
 
-Several switch processes may write to the same schema. Two advisory locks keep
-that safe: migrations take one so that only one process migrates, and every
-transaction that appends an event takes another before its first event and keeps
-it until COMMIT, so event ids become visible in increasing order across all
+One switch writes a schema (`switch.journal.lease`), but tools write beside it. Two
+advisory locks keep that safe: migrations take one so that only one process migrates,
+and every transaction that appends an event takes another before its first event and
+keeps it until COMMIT, so event ids become visible in increasing order across all
 writers and "events after id N" never skips one that commits later. (SQLite gets
 both from its database-wide write lock.)
 """

@@ -118,7 +118,7 @@ class JournalSection(Section):
 
     backend: Literal["sqlite", "postgresql"] = option(
         _default(JournalConfig, "backend"),
-        "`sqlite` (embedded, one file) or `postgresql` (several switch nodes sharing one journal)")
+        "`sqlite` (embedded, one file) or `postgresql` (a schema on a server you already run)")
     sqlite_path: FilePath = option("journal.sqlite3", "the SQLite file; relative to `state_dir`")
     postgres_dsn: str = option(_default(JournalConfig, "pg_dsn"), "libpq connection string")
     postgres_schema: Annotated[str, Expect("a lower-case SQL identifier")] = option(
