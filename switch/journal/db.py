@@ -16,13 +16,14 @@ import contextlib
 import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from switch.journal.errors import JournalError, JournalUnavailable, StorageError
 from switch.journal.guard import checked_params
 
 Row = dict[str, Any]
 T = TypeVar("T")
+U = TypeVar("U")
 Params = Mapping[str, object]
 
 
@@ -130,6 +131,16 @@ class Db:
         row: Row | None = self._run(sql, params).fetchone()
         return row
 
+    def one_later(self, sql: str, params: Params | None = None) -> Callable[[], Row | None]:
+        """`one` without waiting for the row in a pipelined batch: what it returns reads the row once the
+        pipeline has answered (`Later`); elsewhere it has read it already."""
+        cursor = self._run(sql, params)
+        if self._pipeline is None:
+            row: Row | None = cursor.fetchone()
+            return lambda: row
+        fetch: Callable[[], Row | None] = cursor.fetchone
+        return fetch
+
     def all(self, sql: str, params: Params | None = None) -> list[Row]:
         rows: list[Row] = self._run(sql, params).fetchall()
         return rows
@@ -219,6 +230,34 @@ class Db:
     @staticmethod
     def _bind(params: Params) -> dict[str, object]:
         return checked_params(params)
+
+
+class Later(Generic[T]):
+    """A unit's result that needs a row its pipelined batch has not been answered for yet (`Db.one_later`):
+    the writer resolves it once every statement of the batch is answered, before COMMIT. Why: on
+    PostgreSQL each row a unit waits for is a round trip on which the whole batch waits; a batch of
+    payments' outcomes then makes one, not one a payment. What resolves it runs after the batch's
+    other units, so it may only read the row (a failure there replays the batch unit by unit, unpipelined,
+    where no unit returns one)."""
+
+    __slots__ = ("_read", "_then")
+
+    def __init__(self, read: Callable[[], Row | None], then: Callable[[Row | None], T]) -> None:
+        self._read = read
+        self._then = then
+
+    def resolve(self) -> T:
+        return self._then(self._read())
+
+    def then(self, after: Callable[[T], U]) -> Later[U]:
+        """This result, then ``after`` of it (when it is resolved)."""
+        first = self._then
+        return Later(self._read, lambda row: after(first(row)))
+
+
+def resolved(result: Any) -> Any:
+    """A unit's result, with a `Later` resolved."""
+    return result.resolve() if isinstance(result, Later) else result
 
 
 def run(db: Db, work: Callable[[Db], T]) -> T:

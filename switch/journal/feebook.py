@@ -24,6 +24,8 @@ The payment's fees are the sum over its row and its operations' rows.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from switch.domain.cardcheck import scheme
 from switch.domain.fees import FeePlan, FeeSchedule, FeeSubject, RefundEffect, reversal
 from switch.domain.status import Kind, Status
@@ -64,6 +66,16 @@ def _write(db: Db, txn: Transaction, bank_fee: int, merchant_fee: int, now: int)
         {"bank_fee": bank_fee, "merchant_fee": merchant_fee, "now": now, "txn_id": txn.txn_id},
     )
     return transaction_from_row(row)
+
+
+def writes_nothing_after(to: str, changes: Mapping[str, object]) -> bool:
+    """True when `after_transition` of a move to ``to`` that sets ``changes`` writes nothing, whatever the
+    transaction: a move to anything but an approval or a reversal, or an approval that charged a fee."""
+    if to == Status.REVERSED:
+        return False
+    if to == Status.APPROVED:
+        return bool(changes.get("bank_fee") or changes.get("merchant_fee"))
+    return True
 
 
 def after_transition(db: Db, txn: Transaction, schedule: FeeSchedule, now: int) -> Transaction:

@@ -24,7 +24,7 @@ from switch.journal.base import Backend, fails_as_deferred, microseconds
 from switch.journal.calendar import CalendarApi
 from switch.journal.config import JournalConfig
 from switch.journal.dayend import DayEndApi
-from switch.journal.db import Db
+from switch.journal.db import Db, Later
 from switch.journal.errors import InvalidRecord, JournalError, TransactionNotFound
 from switch.journal.eventapi import EventApi
 from switch.journal.guard import dump_fields
@@ -167,8 +167,15 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
         now = self._now()
         payload = _payload(event)
         saf_row = self._saf_row(txn_id, saf, now) if saf is not None else None
+        fees = self._config.fees
+        later = (len(expected) == 1 and expected_version is None and event is None and saf is None and risk is None
+                 and feebook.writes_nothing_after(target, prepared))
 
-        def unit(db: Db) -> Transaction:
+        def unit(db: Db) -> Transaction | Later[Transaction]:
+            if later and db.pipelining:  # a payment's outcome: its row comes with the batch's others
+                moved = store.transition_later(db, txn_id, expected_from=next(iter(expected)), to=target,
+                                               changes=prepared, forget_card=forget_card, now=now)
+                return moved.then(lambda txn: feebook.after_transition(db, txn, fees, now))
             txn = store.transition(
                 db,
                 txn_id,
@@ -179,7 +186,7 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
                 forget_card=forget_card,
                 now=now,
             )
-            txn = feebook.after_transition(db, txn, self._config.fees, now)
+            txn = feebook.after_transition(db, txn, fees, now)
             self._append_event(db, txn, event, payload, now)
             if saf_row is not None:
                 saf_queue.enqueue(db, saf_row)

@@ -14,7 +14,7 @@ import orjson
 
 from switch.domain.status import IN_FLIGHT_STATUSES, Kind, Status
 from switch.journal.cards import card_from_row, transaction_context
-from switch.journal.db import Db, Row, in_list
+from switch.journal.db import Db, Later, Row, in_list
 from switch.journal.errors import (
     StorageError,
     TransactionExists,
@@ -135,6 +135,36 @@ def transition(
     state the row was in, on both backends. Only a refused transition pays for a
     second query, to say why.
     """
+    sql, params = _transition_statement(txn_id, expected_from, to, changes, expected_version, forget_card, now)
+    updated = db.one(sql, params)
+    if updated is None:
+        raise _refusal(db, txn_id, expected_from, to, expected_version)
+    _record(db, txn_id, updated["previous_status"], to, changes, forget_card, now)
+    return transaction_from_row(updated)
+
+
+def transition_later(
+    db: Db, txn_id: str, *, expected_from: str, to: str, changes: Mapping[str, object], forget_card: bool, now: int,
+) -> Later[Transaction]:
+    """`transition` from one status, its row read once the batch's pipeline has answered (`Db.one_later`); the
+    transition's row is queued now, from the one status it can have moved from. A refusal is found when it
+    is resolved, and fails the batch, whose unit-by-unit replay refuses this unit alone."""
+    sql, params = _transition_statement(txn_id, (expected_from,), to, changes, None, forget_card, now)
+    read = db.one_later(sql, params)
+    _record(db, txn_id, expected_from, to, changes, forget_card, now)
+
+    def moved(updated: Row | None) -> Transaction:
+        if updated is None:
+            raise _refusal(db, txn_id, (expected_from,), to, None)
+        return transaction_from_row(updated)
+
+    return Later(read, moved)
+
+
+def _transition_statement(
+    txn_id: str, expected_from: Collection[str], to: str, changes: Mapping[str, object], expected_version: int | None,
+    forget_card: bool, now: int,
+) -> tuple[str, dict[str, object]]:
     statuses, status_params = in_list("expected", sorted(expected_from))
     assignments = ["previous_status = status", "status = :to", "version = version + 1", "updated_at = :now"]
     assignments += [f"{column} = :{column}" for column in changes]
@@ -143,18 +173,17 @@ def transition(
     if to == Status.REVERSED:
         assignments.append(_REVERSAL_DATE)
     version_check = " AND version = :expected_version" if expected_version is not None else ""
-    updated = db.one(
-        f"UPDATE transactions SET {', '.join(assignments)} "
-        f"WHERE txn_id = :txn_id AND status IN {statuses}{version_check} RETURNING *",
-        {**changes, **status_params, "to": to, "now": now, "txn_id": txn_id, "expected_version": expected_version},
-    )
-    if updated is None:
-        raise _refusal(db, txn_id, expected_from, to, expected_version)
+    return (f"UPDATE transactions SET {', '.join(assignments)} "
+            f"WHERE txn_id = :txn_id AND status IN {statuses}{version_check} RETURNING *",
+            {**changes, **status_params, "to": to, "now": now, "txn_id": txn_id, "expected_version": expected_version})
+
+
+def _record(db: Db, txn_id: str, previous: str, to: str, changes: Mapping[str, object], forget_card: bool,
+            now: int) -> None:
     recorded = {column: _audit_value(column, value) for column, value in changes.items()}
     if forget_card:
         recorded["card"] = "forgotten"
-    record_transition(db, txn_id, updated["previous_status"], to, now, changes.get("reason"), recorded)
-    return transaction_from_row(updated)
+    record_transition(db, txn_id, previous, to, now, changes.get("reason"), recorded)
 
 
 def _refusal(

@@ -32,7 +32,7 @@ import structlog
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from switch.journal.db import Db, run
+from switch.journal.db import Db, resolved, run
 from switch.journal.errors import CommitOutcomeUnknown, JournalClosed, JournalOverloaded, JournalUnavailable
 from switch.journal.metrics import JournalMetrics
 
@@ -220,6 +220,7 @@ class GroupCommitWriter:
             with db.pipelined():  # PostgreSQL: what no unit reads back rides with the next read
                 db.begin()
                 results = [run(db, pending.unit) for pending in batch]
+            results = [run(db, lambda _, r=r: resolved(r)) for r in results]  # rows the pipeline has answered
             run(db, _flush)  # after the pipeline: PostgreSQL sends the queued rows by COPY, which it excludes
         except Exception:
             return self._replay_isolated(db, batch)
@@ -233,7 +234,7 @@ class GroupCommitWriter:
             for pending in batch:
                 db.savepoint("unit")
                 try:
-                    result = run(db, pending.unit)
+                    result = resolved(run(db, pending.unit))  # unpipelined: resolved already
                     run(db, _flush)  # the unit's queued rows fail with the unit
                     outcomes.append((True, result))
                 except Exception:

@@ -259,3 +259,63 @@ async def test_after_batches_runs_once_each_batch_has_answered(journal: Journal,
     await deferLater(reactor, 0, lambda: None)  # the writes' callbacks come first, then the batch's hook
     assert len(seen) >= 2 and seen[0][0] == 0  # after the held unit's batch, before the others'
     assert seen[-1] == (3, 0)  # the last one ran after its writes' callbacks, with nothing left
+
+
+async def _in_one_batch(journal: Journal, moving: Any) -> list[Any]:
+    """What ``moving()`` submits, queued behind a unit holding the writer: one batch; each move's Failure
+    or result."""
+    running, release = threading.Event(), threading.Event()
+
+    def hold(db: Any) -> None:
+        running.set()
+        release.wait(10)
+
+    held = journal._writer.submit(hold)
+    assert await deferToThread(running.wait, 10)
+    moves = moving()
+    release.set()
+    await held
+    return [await failure_of(m) if i in moving.refused else await m for i, m in enumerate(moves)]
+
+
+def _approvals(journal: Journal, txns: list[Any], refused: tuple[int, ...] = ()) -> Any:
+    def moving() -> list[Any]:
+        return [journal.transition(t.txn_id, expected_from={Status.PENDING}, to=Status.APPROVED, response_code="00",
+                                   amount_authorized=1250, amount_captured=1250, bank_fee=7, merchant_fee=31)
+                for t in txns]
+    moving.refused = refused  # type: ignore[attr-defined]
+    return moving
+
+
+async def _approved_alone_once(journal: Journal, txn: Any, moved: Any) -> None:
+    stored = await journal.get_transaction(txn.txn_id)
+    assert moved == stored
+    assert (stored.status, stored.version, stored.bank_fee, stored.merchant_fee) == (Status.APPROVED, 2, 7, 31)
+    assert [(t.from_status, t.to_status) for t in await journal.transitions(txn.txn_id)] == [
+        (None, Status.PENDING), (Status.PENDING, Status.APPROVED)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_outcomes_in_one_batch_each_commit_as_if_alone(journal: Journal, registry: Any, backend: str) -> None:
+    """Payments' outcomes queued together are one batch; on PostgreSQL their rows are read once the batch's
+    pipeline answers (`Later`), not one round trip each. Each must come back, and be stored, exactly as
+    if it had been alone: row, fees, one audit row."""
+    txns = [await journal.create_transaction(sale(order_id=f"a-{n}")) for n in range(3)]
+    commits = sample(registry, "kswitch_journal_commits_total", backend=backend)
+    moved = await _in_one_batch(journal, _approvals(journal, txns))
+    for txn, result in zip(txns, moved):
+        await _approved_alone_once(journal, txn, result)
+    assert sample(registry, "kswitch_journal_commits_total", backend=backend) == commits + 2  # held, then one
+
+
+@pytest_twisted.ensureDeferred
+async def test_outcomes_in_one_batch_with_one_refused_commit_the_others_whole(journal: Journal) -> None:
+    """One outcome that finds its payment moved already fails alone, with its reason (on PostgreSQL the batch
+    is replayed unit by unit, unpipelined), and leaves the others committed whole."""
+    txns = [await journal.create_transaction(sale(order_id=f"b-{n}")) for n in range(4)]
+    await journal.transition(txns[2].txn_id, expected_from={Status.PENDING}, to=Status.APPROVED)
+    results = await _in_one_batch(journal, _approvals(journal, txns, refused=(2,)))
+    assert isinstance(results[2], TransitionRefused) and results[2].current == "approved"
+    for i in (0, 1, 3):
+        await _approved_alone_once(journal, txns[i], results[i])
+    assert len(await journal.transitions(txns[2].txn_id)) == 2  # its first approval only
