@@ -45,9 +45,9 @@ async def test_group_commit_batches_concurrent_writes(journal: Journal, registry
     assert sample(registry, "kswitch_journal_queue_depth", backend=backend) == 0
 
 
-@pytest_twisted.ensureDeferred
-async def test_queue_depth_is_what_waits_for_the_writer_when_scraped(journal: Journal, registry: Any,
-                                                                     backend: str) -> None:
+async def hold_writer(journal: Journal) -> tuple[defer.Deferred[None], threading.Event]:
+    """Hold the journal's writer in a unit until the returned event is set: what is submitted meanwhile
+    waits, then goes as one batch."""
     running, release = threading.Event(), threading.Event()
 
     def hold(db: Any) -> None:
@@ -56,6 +56,13 @@ async def test_queue_depth_is_what_waits_for_the_writer_when_scraped(journal: Jo
 
     held = journal._writer.submit(hold)
     assert await deferToThread(running.wait, 10)
+    return held, release
+
+
+@pytest_twisted.ensureDeferred
+async def test_queue_depth_is_what_waits_for_the_writer_when_scraped(journal: Journal, registry: Any,
+                                                                     backend: str) -> None:
+    held, release = await hold_writer(journal)
     waiting = [journal.create_transaction(sale(order_id=f"q-{n}")) for n in range(5)]
     try:
         assert sample(registry, "kswitch_journal_queue_depth", backend=backend) == 5
@@ -240,17 +247,10 @@ async def test_two_switch_processes_share_one_journal(config: Any, registry: Any
 async def test_after_batches_runs_once_each_batch_has_answered(journal: Journal, backend: str) -> None:
     """The socket API's flow control reads the backlog here: after a batch's Deferreds fired, and
     what is still queued behind it."""
-    running, release = threading.Event(), threading.Event()
     seen: list[tuple[int, int]] = []
     done: list[int] = []
-
-    def hold(db: Any) -> None:
-        running.set()
-        release.wait(10)
-
     journal.after_batches(lambda: seen.append((len(done), journal.backlog())))
-    held = journal._writer.submit(hold)
-    assert await deferToThread(running.wait, 10)
+    held, release = await hold_writer(journal)
     waiting = [journal.create_transaction(sale(order_id=f"b-{n}")).addCallback(lambda _: done.append(1))
                for n in range(3)]
     assert journal.backlog() == 3
@@ -264,14 +264,7 @@ async def test_after_batches_runs_once_each_batch_has_answered(journal: Journal,
 async def _in_one_batch(journal: Journal, moving: Any) -> list[Any]:
     """What ``moving()`` submits, queued behind a unit holding the writer: one batch; each move's Failure
     or result."""
-    running, release = threading.Event(), threading.Event()
-
-    def hold(db: Any) -> None:
-        running.set()
-        release.wait(10)
-
-    held = journal._writer.submit(hold)
-    assert await deferToThread(running.wait, 10)
+    held, release = await hold_writer(journal)
     moves = moving()
     release.set()
     await held
