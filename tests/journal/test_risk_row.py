@@ -18,7 +18,7 @@ from twisted.internet import defer, reactor
 
 from switch.journal import JournalConfig, open_journal
 from switch.journal.refusals import DuplicateIdempotencyKey
-from switch.journal.risk import Decision
+from switch.journal.risk import Decision, Window
 from switch.journal.riskmemo import _SCAN
 from tests.journal.conftest import raw_connect
 from tests.journal.test_journal import sale
@@ -232,3 +232,19 @@ async def test_the_memory_is_rebuilt_from_the_last_windows_payments_without_read
     finally:
         conn.close()
     assert "transactions_created_brin" in plan, plan
+
+
+@pytest_twisted.ensureDeferred
+async def test_counts_a_writer_kept_in_counter_rows_alone_still_count(journal, config) -> None:
+    """Before migration 14 PostgreSQL's writer kept every count in its counters' rows (``through`` 0) and
+    none in payments' rows: a writer counting in memory must start from those rows and add only what
+    it journals after them."""
+    name = "vel:card:before14"
+    window = Window(name, [])
+    for _ in range(3):
+        window.add(0, 1, 10, 0, EXPIRES)
+    _beside(config, "INSERT INTO risk_windows (name, slots, expires_at, through) VALUES (?, ?, ?, 0)",
+            (name, window.packed(), EXPIRES))
+    assert await journal.risk_unit(counted(name), 2.0) == (3, 30)
+    await pay(journal, name, order_id="o1")
+    assert await journal.risk_unit(counted(name), 2.0) == (4, 40)
