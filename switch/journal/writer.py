@@ -220,7 +220,9 @@ class GroupCommitWriter:
             with db.pipelined():  # PostgreSQL: what no unit reads back rides with the next read
                 db.begin()
                 results = [run(db, pending.unit) for pending in batch]
-            results = [run(db, lambda _, r=r: resolved(r)) for r in results]  # rows the pipeline has answered
+                pipelined = db.pipelining
+            if pipelined:  # rows the pipeline has answered (`Later`)
+                results = [run(db, lambda _, r=r: resolved(r)) for r in results]
             run(db, _flush)  # after the pipeline: PostgreSQL sends the queued rows by COPY, which it excludes
         except Exception:
             return self._replay_isolated(db, batch)
