@@ -238,8 +238,7 @@ class Lifecycle:
     def _message(self, bank: Any, parent: Transaction, sent: Message, kind: Kind, amount: int, card: Any) -> Message:
         merchant = self.merchants[parent.merchant_id]
         store = merchant.stores[parent.store_id or ""]
-        acceptor = Acceptor(merchant.mcc, store.terminal_id, merchant.acquirer_merchant_id, merchant.name,
-                            merchant.city, merchant.country)
+        acceptor = Acceptor.of(merchant, store)
         capture = kind is Kind.CAPTURE
         stan = bank.reserve_stan()
         try:

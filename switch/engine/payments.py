@@ -216,7 +216,7 @@ class PaymentService:
         return self.plugin(bank).request(
             financial_request(
                 bank.profile, "financial" if req.capture else "authorization", "00", req.amount,
-                req.currency.numeric, req.instrument, _acceptor(merchant, store), stan, rrn, self.clock.seconds(),
+                req.currency.numeric, req.instrument, Acceptor.of(merchant, store), stan, rrn, self.clock.seconds(),
             ),
             PaymentContext(req.instrument, merchant.name, req.order_id, step_up=step_up),
         )
@@ -413,9 +413,3 @@ def route_query(req: AuthorizeRequest) -> RouteQuery:
     bank = instrument.bank if isinstance(instrument, BankAccountInstrument) else instrument.provider
     return RouteQuery(**common, bank=bank)
 
-
-def _acceptor(merchant: MerchantConfig, store: StoreConfig) -> Acceptor:
-    return Acceptor(
-        mcc=merchant.mcc, terminal_id=store.terminal_id, merchant_id=merchant.acquirer_merchant_id,
-        name=merchant.name, city=merchant.city, country=merchant.country,
-    )

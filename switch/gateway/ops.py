@@ -72,12 +72,17 @@ class Operation(Generic[R]):
     ``handle`` returns the answer fields (without ``id`` and ``ok``), directly or
     through a Deferred. An op with ``requires_hello`` False may be used before
     the connection has authenticated.
+
+    ``present``, if given, turns what ``handle`` gave into the answer fields, with the request, when it
+    comes: for an op that waits on a bank, the protocol calls it from the request's exchange instead of
+    each request in flight holding a callback of its own.
     """
 
     name: str
     parse: Callable[[Mapping[str, Any]], R]
     handle: Callable[[R, OpContext], Answer | Deferred[Answer]]
     requires_hello: bool = True
+    present: Callable[[Any, R], Answer] | None = None
 
 
 class OperationRegistry:
@@ -144,8 +149,7 @@ def handle_authorize(request: AuthorizeRequest, ctx: OpContext) -> Deferred[Answ
     if request.store_id not in merchant.stores:
         raise invalid("store_id", f"unknown store for merchant {merchant.id!r}")
     client = ctx.authenticated_client()
-    answered = maybeDeferred(ctx.service.authorize, request, client.name)
-    return answered.addCallback(_authorize_answer, request)
+    return maybeDeferred(ctx.service.authorize, request, client.name)  # answered by `_authorize_answer`
 
 
 def _authorize_answer(raw: dict[str, Any], request: AuthorizeRequest) -> Answer:
@@ -185,7 +189,7 @@ def default_operations() -> OperationRegistry:
         (
             Operation("ping", parse_ping, handle_ping, requires_hello=False),
             Operation("hello", parse_hello, handle_hello, requires_hello=False),
-            Operation("authorize", parse_authorize, handle_authorize),
+            Operation("authorize", parse_authorize, handle_authorize, present=_authorize_answer),
             Operation("status", parse_status, handle_status),
         )
     )

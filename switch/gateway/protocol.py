@@ -12,6 +12,7 @@ holds up a quick ``status``.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,12 +49,14 @@ INTERNAL_MESSAGE = (
 @dataclass(slots=True)  # one per request in flight: no per-instance __dict__
 class _Exchange:
     """One request from the moment its line is read until its answer is written. The parsed request is
-    kept for its log fields, taken when the answer is logged: a payment holds its request anyway."""
+    kept for its log fields, taken when the answer is logged: a payment holds its request anyway.
+    ``present`` is its operation's (`Operation.present`), kept here rather than as a callback per request."""
 
     started: float
     request_id: RequestId | None = None
     op: str = "invalid"
     request: Request | None = None
+    present: Callable[[Any, Any], dict[str, Any]] | None = None
 
 
 @implementer(IPushProducer)
@@ -216,10 +219,16 @@ class ApiProtocol(Protocol):
             )
         request = operation.parse(obj)
         exchange.request = request
+        exchange.present = operation.present
         return operation, request, ctx
 
-    def _answered(self, result: dict[str, Any] | Failure, exchange: _Exchange) -> None:
+    def _answered(self, result: Any, exchange: _Exchange) -> None:
         try:
+            if exchange.present is not None and not isinstance(result, Failure):
+                try:
+                    result = exchange.present(result, exchange.request)
+                except Exception:
+                    result = Failure()
             if isinstance(result, Failure):
                 self._failed(result, exchange)
             else:

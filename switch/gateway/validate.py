@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -217,8 +218,10 @@ def parse_status(obj: Mapping[str, Any]) -> StatusRequest:
 
 def parse_authorize(obj: Mapping[str, Any]) -> AuthorizeRequest:
     fields = request_fields(obj)
-    merchant_id = fields.text("merchant_id", IDENTIFIER, IDENTIFIER_EXPECTED)
-    store_id = fields.text("store_id", IDENTIFIER, IDENTIFIER_EXPECTED)
+    # The same few merchant and store ids come in every payment: interned, every payment waiting on its
+    # bank shares one string of each instead of keeping its own copy.
+    merchant_id = sys.intern(fields.text("merchant_id", IDENTIFIER, IDENTIFIER_EXPECTED))
+    store_id = sys.intern(fields.text("store_id", IDENTIFIER, IDENTIFIER_EXPECTED))
     order_id = fields.text("order_id", REFERENCE, REFERENCE_EXPECTED)
     amount = _amount(fields)
     currency = _currency(fields)

@@ -8,11 +8,13 @@ a number so translation is a pure function and tests need no clock.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Mapping
 
 from switch.domain.cardcheck import mask_last4
 from switch.domain.carddata import AccountData, CardData
+from switch.domain.merchant import MerchantConfig, StoreConfig
 from switch.domain.model import ACCOUNT_TYPES, BankAccountInstrument, CardInstrument, Instrument, WalletInstrument
 from switch.iso.dialect import Dialect, Message
 from switch.iso.masking import mask_message
@@ -67,10 +69,34 @@ class Acceptor:
     city: str
     country: str
 
+    @classmethod
+    def of(cls, merchant: MerchantConfig, store: StoreConfig) -> Acceptor:
+        return cls(mcc=merchant.mcc, terminal_id=store.terminal_id, merchant_id=merchant.acquirer_merchant_id,
+                   name=merchant.name, city=merchant.city, country=merchant.country)
+
     def name_location(self, version: int) -> str:
         """Field 43: name (22) + space + city (13) + space + country (2), padded to 40 in 1987."""
         text = f"{self.name[:22]:<22} {self.city[:13]:<13} {self.country[:2]:<2}"
         return f"{text:<40}" if version == 1987 else text.rstrip()
+
+
+@functools.lru_cache(maxsize=1024)
+def _acceptor_fields(acceptor: Acceptor, version: int) -> dict[str, str]:
+    """Fields 18, 41, 42 and 43 of a store, formatted once: every payment of the store shares the same
+    strings, and a payment waiting on its bank keeps its message (about 200 bytes each otherwise).
+    Callers copy the dict into their message and never change it."""
+    return {
+        "18": acceptor.mcc,
+        "41": f"{acceptor.terminal_id:<8}"[:8],
+        "42": f"{acceptor.merchant_id:<15}"[:15],
+        "43": acceptor.name_location(version),
+    }
+
+
+@functools.lru_cache(maxsize=64)
+def _processing_code(processing: str, from_account: str) -> str:
+    """Field 3, one string per code for all payments that carry it."""
+    return f"{processing}{from_account}00"
 
 
 def account_reference(instrument: BankAccountInstrument | WalletInstrument) -> str:
@@ -136,18 +162,15 @@ def financial_request(
         from_account = ACCOUNT_TYPES[instrument.account_type]
     msg: Message = {
         "t": mti_for(kind, version),
-        "3": f"{processing}{from_account}00",
+        "3": _processing_code(processing, from_account),
         "4": f"{amount:012d}",
         "7": transmission_time(now),
         "11": stan,
         **local_time_fields(now, version),
-        "18": acceptor.mcc,
+        **_acceptor_fields(acceptor, version),
         "22": profile.entry_mode,
         "32": profile.acquirer_id,
         "37": rrn,
-        "41": f"{acceptor.terminal_id:<8}"[:8],
-        "42": f"{acceptor.merchant_id:<15}"[:15],
-        "43": acceptor.name_location(version),
         "49": currency_numeric,
     }
     if isinstance(instrument, CardInstrument):

@@ -207,6 +207,22 @@ def test_pipelined_requests_are_answered_as_they_complete(server):
 
 
 @inline
+def test_an_authorize_waiting_on_its_bank_holds_one_callback_and_is_answered_with_its_request_echoed(server):
+    """Memory per pending payment: the answer is built from the exchange when it comes
+    (`Operation.present`), not by a callback each payment in flight keeps."""
+    client = yield server.connect()
+    yield client.hello()
+    client.send(authorize_request(id="held", order_id="hold-echo", amount=777))
+    yield client.request({"id": "after", "op": "ping"})  # the authorize line was read before the ping's
+    held, _ = server.service.held["hold-echo"]
+    assert len(held.callbacks) == 1
+    server.service.release("hold-echo")
+    [answer] = yield client.next()
+    assert (answer["id"], answer["status"], answer["order_id"], answer["amount"]) == ("held", "approved", "hold-echo", 777)
+    assert answer["merchant_id"] == "m1" and answer["masked_pan"] == f"{PAN[:6]}******{PAN[-4:]}"
+
+
+@inline
 def test_a_request_id_still_in_flight_cannot_be_reused(server):
     client = yield server.connect()
     yield client.hello()

@@ -8,6 +8,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
+from switch.domain.merchant import MerchantConfig, StoreConfig
 from switch.domain.model import CardInstrument
 from switch.iso.dialect import load_dialect
 from switch.iso.mti import local_time_fields, transmission_time
@@ -32,6 +33,27 @@ def test_1987_sale_fields():
     assert m["22"] == "812" and m["25"] == "59" and m["48"] == "123" and m["49"] == "840"
     assert m["43"] == "KSWITCH DEMO SHOP      PHNOM PENH    KH " and len(m["43"]) == 40
     p.dialect.decode(p.dialect.encode(m))
+
+
+def test_payments_of_one_store_share_their_acceptor_and_processing_strings():
+    """A payment waiting on its bank keeps its message: fields that are the same for every payment of a
+    store are one string for all of them, not one copy each."""
+    p = _profile("iso87ascii")
+    same = Acceptor.of(*_merchant_and_store())
+    first = financial_request(p, "financial", "00", 1250, "840", CARD, same, "000042", "633011000042", NOW)
+    second = financial_request(p, "financial", "00", 990, "840", CARD, Acceptor.of(*_merchant_and_store()),
+                               "000043", "633011000043", NOW + 1)
+    for field in ("3", "18", "41", "42", "43"):
+        assert first[field] is second[field], field
+    assert (first["41"], first["42"]) == ("WEB00001", "000000000100001")
+    assert first["43"] == ACCEPTOR.name_location(1987)
+
+
+def _merchant_and_store() -> tuple[MerchantConfig, StoreConfig]:
+    store = StoreConfig(id="web", terminal_id="WEB00001")
+    merchant = MerchantConfig(id="M100", name="KSWITCH DEMO SHOP", mcc="5999", city="PHNOM PENH", country="KH",
+                              acquirer_merchant_id="000000000100001", stores={"web": store})
+    return merchant, store
 
 
 def test_1987_reversal_field_90_by_hand():
