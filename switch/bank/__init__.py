@@ -1,6 +1,6 @@
 """Talking to one bank: persistent TLS links, pools, the request/response mux, numbering.
 
-Owns `Link` (sign-on, echo, reconnect), `LinkPool`, `Mux` (STAN matching, timeouts),
+Owns `Link` (sign-on, echo, reconnect), `LinkPool`, `Mux` (STAN matching, timeouts) and its match keys,
 `Connector` (links + pool + mux of one bank), STAN/RRN allocation and TLS
 options. May import `switch.iso`, `switch.domain` and `switch.observe`.
 """

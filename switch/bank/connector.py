@@ -19,11 +19,11 @@ from twisted.internet.interfaces import IReactorTime
 
 from switch.bank.link import Link, StateObserver
 from switch.bank.linkparts import Channel, LinkOptions, LinkState
+from switch.bank.matching import DEFAULT_MATCH_KEYS, MatchKeys
 from switch.bank.mux import (
-    DEFAULT_MATCH_KEYS,
+    Answerable,
     LateResponseHook,
     LinkLost,
-    MatchKeys,
     Mux,
     MuxBusy,
     MuxError,
@@ -162,6 +162,12 @@ class Connector:
     ) -> Deferred[Message]:
         """See `Mux.request`."""
         return self.mux.request(message, timeout, encoded=encoded)
+
+    def request_to(
+        self, answer_to: Answerable, message: Message, timeout: float | None = None, *, encoded: bytes | None = None
+    ) -> None:
+        """See `Mux.request_to`."""
+        self.mux.request_to(answer_to, message, timeout, encoded=encoded)
 
     def reserve_stan(self, stan: str | None = None) -> str:
         """See `Mux.reserve_stan`: ``request`` owns the STAN once it has the message."""

@@ -8,6 +8,7 @@ from twisted.internet.defer import Deferred
 
 from connectors.base import ConnectorPlugin
 from switch.bank.connector import Connector
+from switch.bank.mux import Answerable
 from switch.bank.numbering import RrnAllocator
 from switch.engine.saf import SafOptions
 from switch.iso.dialect import Message
@@ -64,3 +65,6 @@ class Bank:
         self, message: Message, timeout: float | None = None, *, encoded: bytes | None = None
     ) -> Deferred[Message]:
         return self.connector.request(message, timeout, encoded=encoded)
+
+    def request_to(self, answer_to: Answerable, message: Message, *, encoded: bytes | None = None) -> None:
+        self.connector.request_to(answer_to, message, encoded=encoded)

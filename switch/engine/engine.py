@@ -44,7 +44,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from connectors.base import ConnectorPlugin
-from switch.bank.mux import LinkLost, MuxBusy, NoLinkAvailable, RequestTimeout
+from switch.bank.mux import Answerable, LinkLost, MuxBusy, NoLinkAvailable, RequestTimeout
 from switch.domain.businessday import nearest_date
 from switch.domain.carddata import CardData
 from switch.domain.status import Status
@@ -282,6 +282,14 @@ class Engine:
             return bank.request(message, timeout, encoded=encoded)
         except Exception:
             return fail()
+
+    @staticmethod
+    def send_to(answer_to: Answerable, bank: Bank, message: Message, encoded: bytes | None = None) -> None:
+        """`send`, telling ``answer_to`` (a payment waiting on its bank) instead of returning a Deferred."""
+        try:
+            bank.request_to(answer_to, message, encoded=encoded)
+        except Exception:
+            answer_to.errback(Failure())
 
     def classify(self, response: Message, txn_id: str, bank: Bank, message: Message) -> Outcome:
         """Journal ``response`` to ``message`` and read it with the bank's plugin."""

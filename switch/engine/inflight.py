@@ -89,12 +89,9 @@ class InFlightPayment:
     def message(self) -> Message:
         return dict(zip(self._names, self._values))
 
-    def wait(self, sent: Deferred[Message]) -> None:
-        """Commit the outcome once the bank's answer (or the mux's failure) is on ``sent``, then fire
-        `answered`. The one callback on ``sent`` is all a waiting payment adds to the mux's entry."""
-        sent.addCallbacks(self._bank_answered, self._not_answered)
-
-    def _bank_answered(self, response: Message) -> None:
+    def callback(self, response: Message) -> None:
+        """The bank's answer (the mux tells the payment itself, `switch.bank.mux.Answerable`): commit the
+        outcome, then fire `answered`."""
         try:
             outcome = self.outcomes.engine.classify(response, self.txn_id, self.bank, self.message)
         except Exception:
@@ -102,8 +99,9 @@ class InFlightPayment:
             return
         self._conclude(outcome)
 
-    def _not_answered(self, failure: Failure) -> None:
-        outcome = not_answered(failure)
+    def errback(self, reason: Exception | Failure) -> None:
+        """No answer came, or the request was not sent (`switch.bank.mux.Answerable`)."""
+        outcome = not_answered(reason if isinstance(reason, Failure) else Failure(reason))
         if isinstance(outcome, Failure):
             self._concluded(outcome)
         else:

@@ -271,7 +271,7 @@ class PaymentService:
             bank.release_stan(stan)
             raise
         payment = InFlightPayment(txn_id, kind, bank, req, message, screening, verdict, answered, self.outcomes)
-        payment.wait(self.engine.send(bank, message, encoded=encoded))
+        self.engine.send_to(payment, bank, message, encoded=encoded)
         return None
 
     async def _refused(self, req: AuthorizeRequest, h: bytes | None, kind: Kind, connector: str, reason: str) -> dict[str, Any]:

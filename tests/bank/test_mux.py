@@ -335,3 +335,43 @@ async def test_each_request_times_out_at_its_own_deadline_on_one_timer(harness):
     errors = [await failure_of(d) for d in slow]
     assert all(isinstance(e, RequestTimeout) for e in errors)
     assert len(clock.getDelayedCalls()) == calls_before + 1  # the late-response window's expiry only
+
+
+class Told:
+    """An `Answerable` that is not a Deferred, as a payment waiting on its bank is."""
+
+    def __init__(self) -> None:
+        self.results: list[object] = []
+        self.errors: list[object] = []
+
+    def callback(self, result):
+        self.results.append(result)
+
+    def errback(self, fail):
+        self.errors.append(fail)
+
+
+@pytest_twisted.ensureDeferred
+async def test_request_to_tells_its_answerable_the_answer_a_timeout_or_a_refusal_once_each(harness, registry):
+    host = harness.host()
+    host.handler = lambda m, p: None if m["41"].startswith("QUIET") else approve(host, m)
+    clock = Clock()
+    connector = harness.connector(host.port, clock=clock)
+    await connector.when_ready()
+    answered, quiet = Told(), Told()
+    connector.request_to(answered, sale(terminal="TERM0001"))
+    connector.request_to(quiet, sale(terminal="QUIET001"), timeout=3.0)
+    await eventually(lambda: answered.results and len(host.requests("0200")) == 2)
+    assert answered.results[0]["39"] == "00" and not answered.errors
+    assert not quiet.results and not quiet.errors
+    clock.advance(3.0)
+    [timed_out] = quiet.errors
+    assert isinstance(timed_out, RequestTimeout) and timed_out.written
+    await host.stop()
+    await eventually(lambda: not connector.ready)
+    refused = Told()
+    connector.request_to(refused, sale())  # no link: told at once, nothing written
+    [error] = refused.errors
+    assert isinstance(error, NoLinkAvailable) and not error.written and not refused.results
+    assert len(answered.results) == 1 and len(quiet.errors) == 1
+    assert sample(registry, "kswitch_mux_requests_total", connector="bank", outcome="timeout") == 1

@@ -9,7 +9,7 @@ import pytest
 
 from switch.bank.connector import ConnectorOptions, LinkOptions, TlsClientOptions
 from switch.bank.linkparts import Backoff
-from switch.bank.mux import MatchKeys
+from switch.bank.matching import MatchKeys
 from switch.bank.pool import LinkPool
 from switch.bank.tls import TlsConfigError, client_connection_creator
 from switch.iso.framing import Framing

@@ -49,7 +49,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from twisted.internet import defer, task
 
-from switch.bank.connector import Connector
+from switch.bank.connector import Answerable, Connector
 from switch.bank.numbering import RrnAllocator
 from switch.domain.cardcheck import luhn_valid
 from switch.domain.currency import by_alpha
@@ -77,11 +77,11 @@ class InstantIssuer(Connector):
     def ready(self) -> bool:
         return True
 
-    def request(self, message: Message, timeout: float | None = None, *,
-                encoded: bytes | None = None) -> defer.Deferred[Message]:
+    def request_to(self, answer_to: Answerable, message: Message, timeout: float | None = None, *,
+                   encoded: bytes | None = None) -> None:
         self.release_stan(message["11"])
         answer = {k: v for k, v in message.items() if k in ("3", "4", "7", "11", "37", "41", "42", "49")}
-        return defer.succeed({**answer, "t": response_mti(message["t"]), "38": "A1B2C3", "39": "00"})
+        answer_to.callback({**answer, "t": response_mti(message["t"]), "38": "A1B2C3", "39": "00"})
 
 
 def cards(count: int) -> list[str]:
