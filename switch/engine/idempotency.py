@@ -21,10 +21,16 @@ from switch.domain.errors import IdempotencyConflict
 
 @dataclass(slots=True)
 class _InFlight:
-    """Callers waiting on the first request with their idempotency key."""
+    """Callers waiting on the first request with their idempotency key. It is itself the callback on the
+    first request's answer (`__call__`): one entry with no arguments for each payment in flight."""
 
+    owner: KeyedOnce
+    key: tuple[str, str]
     request_hash: bytes
     waiters: list[Deferred[dict[str, Any]]] | None = None  # made for the first retry: most keys never see one
+
+    def __call__(self, result: Any) -> Any:
+        return self.owner._answered(result, self)
 
 
 class KeyedOnce:
@@ -54,15 +60,15 @@ class KeyedOnce:
                 running.waiters = []
             running.waiters.append(waiter)
             return waiter
-        running = self._in_flight[key] = _InFlight(request_hash)
+        running = self._in_flight[key] = _InFlight(self, key, request_hash)
         try:
             answered = ensureDeferred(first())  # type: ignore[arg-type]
         except BaseException:
             answered = fail()
-        return answered.addBoth(self._answered, key, running)
+        return answered.addBoth(running)
 
-    def _answered(self, result: Any, key: tuple[str, str], running: _InFlight) -> Any:
-        del self._in_flight[key]
+    def _answered(self, result: Any, running: _InFlight) -> Any:
+        del self._in_flight[running.key]
         for w in running.waiters or ():
             if isinstance(result, Failure):
                 w.errback(result)

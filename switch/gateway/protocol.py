@@ -57,6 +57,13 @@ class _Exchange:
     op: str = "invalid"
     request: Request | None = None
     present: Callable[[Any, Any], dict[str, Any]] | None = None
+    protocol: ApiProtocol | None = None
+
+    def __call__(self, result: Any) -> None:
+        """The operation's outcome: the exchange is itself the one callback on the operation's Deferred,
+        an entry with no arguments rather than a bound method and an argument tuple per request in flight."""
+        assert self.protocol is not None
+        self.protocol._answered(result, self)
 
 
 @implementer(IPushProducer)
@@ -190,7 +197,8 @@ class ApiProtocol(Protocol):
         self._in_flight[exchange.request_id] = exchange
         self.factory.metrics.in_flight.inc()
         answered = maybeDeferred(operation.handle, request, ctx)
-        answered.addBoth(self._answered, exchange)  # one callback entry per request in flight
+        exchange.protocol = self
+        answered.addBoth(exchange)
         if self.session.client_name is not None:
             self._cancel_hello_timer()
         elif self._hello_timer is None:  # a failed hello de-authenticated the connection

@@ -215,7 +215,8 @@ def test_an_authorize_waiting_on_its_bank_holds_one_callback_and_is_answered_wit
     client.send(authorize_request(id="held", order_id="hold-echo", amount=777))
     yield client.request({"id": "after", "op": "ping"})  # the authorize line was read before the ping's
     held, _ = server.service.held["hold-echo"]
-    assert len(held.callbacks) == 1
+    [(on_answer, on_failure)] = held._callbacks  # what a pending payment keeps here: one entry, no arguments
+    assert on_answer[0] is on_failure[0] and on_answer[1] == on_failure[1] == ()
     server.service.release("hold-echo")
     [answer] = yield client.next()
     assert (answer["id"], answer["status"], answer["order_id"], answer["amount"]) == ("held", "approved", "hold-echo", 777)
