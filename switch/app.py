@@ -60,9 +60,6 @@ from switch.ops.settings import ConfigError
 
 log = structlog.get_logger("kswitch.switch")
 
-READ_PAUSE_BATCHES = 4
-"""The socket API stops reading requests while the journal has this many batches' worth of writes
-(``[journal] max_batch`` each) waiting, and reads on once one batch's worth is left (`BacklogGate`)."""
 LINK_WAIT = 5.0  # seconds the API waits at start-up for links to sign on
 SWEEP_INTERVAL = 60.0  # seconds between looks for payments pending long past their bank timeout
 REPO = Path(__file__).resolve().parent.parent
@@ -192,8 +189,7 @@ class Switch:
         self.api_factory = NotifyingApiFactory(self.notifier, self.service, cfg.api, reactor=self.reactor,
                                                registry=self.registry,
                                                operations=register_lifecycle(default_operations()))
-        gate = BacklogGate(self.journal.backlog, high=READ_PAUSE_BATCHES * self.journal.max_batch,
-                           low=self.journal.max_batch)
+        gate = BacklogGate.for_batches(self.journal.backlog, self.journal.max_batch)
         self.api_factory.use_gate(gate)
         self.journal.after_batches(gate.drained)
         self.api_ports = list(await listen(self.reactor, cfg.api_listen, self.api_factory))

@@ -135,7 +135,7 @@ class JournalSection(Section):
     dev_keys: bool = option(False, "generate both secrets into `state_dir/keys/` on first run: development only")
     max_batch: int = option(_default(JournalConfig, "max_batch"),
                             "most writes in one group commit; the socket API stops reading requests while "
-                            "4 x max_batch writes wait (README: Flow control)", ge=1)
+                            "max_batch writes wait (README: Flow control)", ge=1)
 
 
 class NotificationsSection(Section):

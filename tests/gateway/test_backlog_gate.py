@@ -128,3 +128,35 @@ def test_a_connection_lost_while_held_is_dropped_by_the_gate():
 def test_the_gate_needs_low_below_high():
     with pytest.raises(ValueError, match="low < high"):
         BacklogGate(lambda: 0, high=4, low=4)
+
+
+class Counted:
+    """A connection the gate holds: counts its holds and releases."""
+
+    def __init__(self) -> None:
+        self.held = self.released = 0
+
+    def hold(self) -> None:
+        self.held += 1
+
+    def release(self) -> None:
+        self.released += 1
+
+
+def test_the_journals_gate_closes_at_one_batch_waiting_and_opens_at_half():
+    waiting = 0
+    gate = BacklogGate.for_batches(lambda: waiting, max_batch=256)
+    opened = []
+    for waiting in range(250, 260):
+        opened.append(not gate.closed())
+    assert opened == [True] * 6 + [False] * 4  # closed from 256 writes waiting
+    connection = Counted()
+    gate.hold(connection)
+    waiting = 129
+    gate.drained()
+    assert (connection.held, connection.released) == (1, 0)
+    waiting = 128
+    gate.drained()
+    assert (connection.held, connection.released) == (1, 1)
+    smallest = BacklogGate.for_batches(lambda: 0, max_batch=1)
+    assert (smallest.high, smallest.low) == (1, 0)
