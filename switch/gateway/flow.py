@@ -39,7 +39,7 @@ class BacklogGate:
         self._held: list[Holdable] = []
 
     @classmethod
-    def for_batches(cls, backlog: Callable[[], int], max_batch: int) -> BacklogGate:
+    def for_batches(cls, backlog: Callable[[], int], max_batch: int) -> BacklogGate:  # journal writes and reads
         """Closed at one batch's worth waiting (the writer's next batch is full while another commits:
         more waiting only holds a burst's payments parsed and queued at once, and the allocator keeps
         their memory after, 0.7 KB a payment held at a slow bank with four batches, `bench/hold.sh`);

@@ -98,12 +98,15 @@ class JournalBase:
         return self._config.max_batch
 
     def backlog(self) -> int:
-        """Writes waiting for the writer thread (the queue, not the batch being written)."""
-        return self._writer.backlog()
+        """Work waiting on the journal's threads: writes not yet taken into a batch, and reads not yet
+        answered (a burst of keyed payments is a burst of idempotency look-ups before it is one of writes)."""
+        return self._writer.backlog() + self._readers.waiting
 
     def after_batches(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` on the reactor after each committed (or failed) batch's Deferreds fired."""
+        """Call ``callback`` on the reactor after each committed (or failed) batch's Deferreds fired, and
+        after reads were answered (`ReaderPool.after_reads`): whenever the backlog may have shrunk."""
         self._writer.after_batches(callback)
+        self._readers.after_reads(callback)
 
     def start(self) -> defer.Deferred[Self]:
         """Open the database, migrate it, and start the writer and readers; fires with the journal."""

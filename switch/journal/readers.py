@@ -30,6 +30,10 @@ class ReaderPool:
         self._lock = threading.Lock()
         self._connections: list[Db] = []
         self._running = False
+        self.waiting = 0
+        """Reads issued and not yet answered (on the reactor: until their Deferred fires)."""
+        self._after: list[Callable[[], None]] = []
+        self._after_due = False
 
     def start(self) -> None:
         self._pool.start()
@@ -38,8 +42,26 @@ class ReaderPool:
     def read(self, work: Callable[[Db], T]) -> defer.Deferred[T]:
         if not self._running:
             return defer.fail(JournalClosed("the journal is closed or not started"))
+        self.waiting += 1
         result: defer.Deferred[T] = deferToThreadPool(self._reactor, self._pool, self._run, work)
+        return result.addBoth(self._answered)
+
+    def after_reads(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the reactor once reads have been answered, at most once a reactor turn and
+        after the reads' own callbacks (flow control: what they started is in the backlog by then)."""
+        self._after.append(callback)
+
+    def _answered(self, result: Any) -> Any:
+        self.waiting -= 1
+        if self._after and not self._after_due:
+            self._after_due = True
+            self._reactor.callLater(0, self._run_after)
         return result
+
+    def _run_after(self) -> None:
+        self._after_due = False
+        for callback in self._after:
+            callback()
 
     def stop(self) -> None:
         """Stop the threads (waiting for reads in progress) and close their connections."""

@@ -244,6 +244,24 @@ async def test_two_switch_processes_share_one_journal(config: Any, registry: Any
 
 
 @pytest_twisted.ensureDeferred
+async def test_reads_not_yet_answered_are_backlog_and_their_answers_run_the_hook_once_a_turn_after_them(
+    journal: Journal, backend: str
+) -> None:
+    """A burst of keyed payments is a burst of idempotency look-ups first: the socket API's flow control
+    counts them, and looks again once they are answered and what they started is queued."""
+    seen: list[tuple[int, int]] = []
+    answered: list[object] = []
+    journal.after_batches(lambda: seen.append((len(answered), journal.backlog())))
+    lookups = [journal.find_by_idempotency_key("M100", f"never-{n}").addCallback(answered.append) for n in range(3)]
+    assert journal.backlog() == 3  # answers come back through the reactor, which has not turned yet
+    await defer.gatherResults(lookups)
+    assert answered == [None, None, None] and journal.backlog() == 0
+    await deferLater(reactor, 0, lambda: None)
+    # each look ran after the callbacks of the reads answered by then, with the others still counted
+    assert seen[-1] == (3, 0) and all(count + waiting == 3 for count, waiting in seen) and len(seen) <= 3
+
+
+@pytest_twisted.ensureDeferred
 async def test_after_batches_runs_once_each_batch_has_answered(journal: Journal, backend: str) -> None:
     """The socket API's flow control reads the backlog here: after a batch's Deferreds fired, and
     what is still queued behind it."""
