@@ -39,11 +39,12 @@ class BacklogGate:
         self._held: list[Holdable] = []
 
     @classmethod
-    def for_batches(cls, backlog: Callable[[], int], max_batch: int) -> BacklogGate:  # journal writes and reads
-        """Closed at one batch's worth waiting (the writer's next batch is full while another commits:
-        more waiting only holds a burst's payments parsed and queued at once, and the allocator keeps
-        their memory after, 0.7 KB a payment held at a slow bank with four batches, `bench/hold.sh`);
-        open again at half a batch's worth."""
+    def for_batches(cls, backlog: Callable[[], int], max_batch: int) -> BacklogGate:
+        """Closed at one batch's worth of journal work waiting, writes and reads; open again at half.
+
+        One batch waiting while another commits keeps the writer's next batch full; more only holds a
+        burst's payments parsed and queued at once, and the allocator keeps their memory after (0.7 KB a
+        payment held at a slow bank with four batches' worth, `bench/hold.sh`)."""
         return cls(backlog, high=max_batch, low=max_batch // 2)
 
     def closed(self) -> bool:
