@@ -270,22 +270,16 @@ class Engine:
         """Send ``txn_id``'s journalled message (``encoded``: `check_encodes`' bytes); journal the answer;
         classify the outcome. A Deferred, not a coroutine: a payment waiting for its bank keeps no frame
         of this, and no copy of the bytes once written."""
-        sent = self.send(bank, message, timeout, encoded)
+        try:
+            sent = bank.request(message, timeout, encoded=encoded)
+        except Exception:
+            sent = fail()
         return sent.addCallbacks(self.classify, not_answered, callbackArgs=(txn_id, bank, message))
 
     @staticmethod
-    def send(bank: Bank, message: Message, timeout: float | None = None,
-             encoded: bytes | None = None) -> Deferred[Message]:
-        """`exchange` without the classification: the bank's answer, for a caller that classifies it
-        itself (`classify`, `not_answered`) when it comes."""
-        try:
-            return bank.request(message, timeout, encoded=encoded)
-        except Exception:
-            return fail()
-
-    @staticmethod
     def send_to(answer_to: Answerable, bank: Bank, message: Message, encoded: bytes | None = None) -> None:
-        """`send`, telling ``answer_to`` (a payment waiting on its bank) instead of returning a Deferred."""
+        """Send a payment's journalled message and tell ``answer_to`` (the payment waiting on its bank, which
+        classifies the answer itself) instead of returning a Deferred."""
         try:
             bank.request_to(answer_to, message, encoded=encoded)
         except Exception:
