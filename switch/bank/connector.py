@@ -164,7 +164,7 @@ class Connector:
         return self.mux.request(message, timeout, encoded=encoded)
 
     def request_to(
-        self, answer_to: Answerable, message: Message, timeout: float | None = None, *, encoded: bytes | None = None
+        self, answer_to: Answerable[Message], message: Message, timeout: float | None = None, *, encoded: bytes | None = None
     ) -> None:
         """See `Mux.request_to`."""
         self.mux.request_to(answer_to, message, timeout, encoded=encoded)

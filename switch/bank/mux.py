@@ -28,36 +28,25 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
-from typing import Callable, ClassVar, Protocol
+from typing import Callable, ClassVar
 
 import structlog
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.python.failure import Failure
 
 from switch.bank.link import Link
 from switch.bank.linkparts import LinkNotConnected
 from switch.bank.matching import MatchKeys, is_mti
 from switch.bank.numbering import StanAllocator
 from switch.bank.pool import LinkPool
+from switch.domain.answering import Answerable
 from switch.iso.dialect import Dialect, Message
 from switch.iso.masking import mask_message
 from switch.iso.mti import is_request
 from switch.observe.metrics import LATENCY_BUCKETS, MetricBundle
 
 LateResponseHook = Callable[[Message], object]
-
-
-class Answerable(Protocol):
-    """Who is told how a request ended: a Deferred, or an object that needs none, such as a payment
-    waiting on its bank (`switch.engine.inflight`), which then keeps no Deferred and no callback entries
-    for the wait (about 0.4 KB each with 10,000 payments held).  Neither method may raise: the mux
-    calls them while it reads a link."""
-
-    def callback(self, result: Message) -> object: ...
-
-    def errback(self, fail: Exception | Failure) -> object: ...
 
 
 class MuxError(Exception):
@@ -129,7 +118,7 @@ class _Pending:
     stan: str
     mti: str
     link: Link
-    answer_to: Answerable
+    answer_to: Answerable[Message]
     started: float
     routed: bool  # a caller's request (counts toward max_in_flight), not a link's own echo or sign-on
     timeout: float
@@ -210,7 +199,7 @@ class Mux:
         return answered
 
     def request_to(
-        self, answer_to: Answerable, message: Message, timeout: float | None = None, *, encoded: bytes | None = None
+        self, answer_to: Answerable[Message], message: Message, timeout: float | None = None, *, encoded: bytes | None = None
     ) -> None:
         """Send ``message`` on a ready link and tell ``answer_to`` its response or why there is none.
 
@@ -237,7 +226,7 @@ class Mux:
         timeout = self._timeout if timeout is None else timeout
         self._send(link, message, timeout, True, encoded, answer_to)
 
-    def _refuse(self, outcome: str, error: Exception, stan: str | None, answer_to: Answerable) -> None:
+    def _refuse(self, outcome: str, error: Exception, stan: str | None, answer_to: Answerable[Message]) -> None:
         """Nothing written: count it, give the caller's reserved STAN back, fail."""
         self._outcomes[outcome].inc()
         if stan is not None:
@@ -333,7 +322,7 @@ class Mux:
     # -- internals --------------------------------------------------------------------
 
     def _send(
-        self, link: Link, message: Message, timeout: float, routed: bool, encoded: bytes | None, answer_to: Answerable
+        self, link: Link, message: Message, timeout: float, routed: bool, encoded: bytes | None, answer_to: Answerable[Message]
     ) -> None:
         stan = message.get("11")
         if stan is not None and stan in self._reserved:

@@ -66,5 +66,5 @@ class Bank:
     ) -> Deferred[Message]:
         return self.connector.request(message, timeout, encoded=encoded)
 
-    def request_to(self, answer_to: Answerable, message: Message, *, encoded: bytes | None = None) -> None:
+    def request_to(self, answer_to: Answerable[Message], message: Message, *, encoded: bytes | None = None) -> None:
         self.connector.request_to(answer_to, message, encoded=encoded)

@@ -277,7 +277,7 @@ class Engine:
         return sent.addCallbacks(self.classify, not_answered, callbackArgs=(txn_id, bank, message))
 
     @staticmethod
-    def send_to(answer_to: Answerable, bank: Bank, message: Message, encoded: bytes | None = None) -> None:
+    def send_to(answer_to: Answerable[Message], bank: Bank, message: Message, encoded: bytes | None = None) -> None:
         """Send a payment's journalled message and tell ``answer_to`` (the payment waiting on its bank, which
         classifies the answer itself) instead of returning a Deferred."""
         try:

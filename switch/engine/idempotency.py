@@ -13,68 +13,87 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
+from switch.domain.answering import Answerable
 from switch.domain.errors import IdempotencyConflict
 
 
 @dataclass(slots=True)
 class _InFlight:
-    """Callers waiting on the first request with their idempotency key. It is itself the callback on the
-    first request's answer (`__call__`): one entry with no arguments for each payment in flight."""
+    """The first request with its idempotency key, and who waits on it. It is itself the first request's
+    answer target (`switch.domain.answering.Answerable`): a payment waiting on its bank tells it, and it tells
+    the first caller and any repeats, so the first caller's wait costs no Deferred."""
 
     owner: KeyedOnce
     key: tuple[str, str]
     request_hash: bytes
-    waiters: list[Deferred[dict[str, Any]]] | None = None  # made for the first retry: most keys never see one
+    answer_to: Answerable[dict[str, Any]]
+    waiters: list[Answerable[dict[str, Any]]] | None = None  # made for the first retry: most keys never see one
 
-    def __call__(self, result: Any) -> Any:
-        return self.owner._answered(result, self)
+    def callback(self, result: dict[str, Any]) -> None:
+        for waiter in self.owner._settled(self):
+            waiter.callback(result)
+
+    def errback(self, fail: BaseException | object) -> None:
+        reason = fail if isinstance(fail, Failure) else Failure(fail)
+        for waiter in self.owner._settled(self):
+            waiter.errback(reason)
 
 
 class KeyedOnce:
     """Idempotency while in flight: callers with the same (merchant, idempotency key) share the
     first caller's answer; a different request under the key is `idempotency_conflict`.
 
-    Not a coroutine: a payment waiting on its bank keeps only its `_InFlight` entry and one callback
-    on its answer's Deferred here, no suspended frame."""
+    Not a coroutine: a payment waiting on its bank keeps only its `_InFlight` entry here, no suspended frame
+    and no Deferred."""
 
     def __init__(self, on_replay: Callable[[], None]) -> None:
         self._in_flight: dict[tuple[str, str], _InFlight] = {}
         self._on_replay = on_replay
 
-    def run(
-        self, key: tuple[str, str], request_hash: bytes,
-        first: Callable[[], Deferred[dict[str, Any]] | Awaitable[dict[str, Any]]],
-    ) -> Deferred[dict[str, Any]]:
+    def run_to(
+        self, key: tuple[str, str], request_hash: bytes, first: Callable[[Answerable[dict[str, Any]]], None],
+        answer_to: Answerable[dict[str, Any]],
+    ) -> None:
+        """Tell ``answer_to`` the answer to the first request with ``key``: ``first(target)`` starts it, unless
+        it is in flight already, and tells ``target`` (or raises). A repeat of the same request waits for that
+        answer; another request under the key is told `IdempotencyConflict`."""
         running = self._in_flight.get(key)
         if running is not None:
             try:
                 check_same(running.request_hash, request_hash)
             except IdempotencyConflict:
-                return fail()
+                answer_to.errback(Failure())
+                return
             self._on_replay()
-            waiter: Deferred[dict[str, Any]] = Deferred()
             if running.waiters is None:
                 running.waiters = []
-            running.waiters.append(waiter)
-            return waiter
-        running = self._in_flight[key] = _InFlight(self, key, request_hash)
+            running.waiters.append(answer_to)
+            return
+        running = self._in_flight[key] = _InFlight(self, key, request_hash, answer_to)
         try:
-            answered = ensureDeferred(first())  # type: ignore[arg-type]
+            first(running)
         except BaseException:
-            answered = fail()
-        return answered.addBoth(running)
+            running.errback(Failure())
 
-    def _answered(self, result: Any, running: _InFlight) -> Any:
+    def run(
+        self, key: tuple[str, str], request_hash: bytes,
+        first: Callable[[], Deferred[dict[str, Any]] | Awaitable[dict[str, Any]]],
+    ) -> Deferred[dict[str, Any]]:
+        """`run_to` for a caller that starts its first request as a Deferred or a coroutine and wants one."""
+        answered: Deferred[dict[str, Any]] = Deferred()
+
+        def start(target: Answerable[dict[str, Any]]) -> None:
+            ensureDeferred(first()).addCallbacks(target.callback, target.errback)  # type: ignore[arg-type]
+
+        self.run_to(key, request_hash, start, answered)
+        return answered
+
+    def _settled(self, running: _InFlight) -> list[Answerable[dict[str, Any]]]:
         del self._in_flight[running.key]
-        for w in running.waiters or ():
-            if isinstance(result, Failure):
-                w.errback(result)
-            else:
-                w.callback(result)
-        return result
+        return [running.answer_to, *(running.waiters or ())]
 
 
 def check_same(first: bytes | None, this: bytes) -> None:

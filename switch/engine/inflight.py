@@ -3,10 +3,10 @@
 Why it exists: with 10,000 payments held at a slow bank, each one kept a chain of suspended
 coroutine frames (idempotency join, routing, risk, send) and the Deferreds between them, about
 10 KB a payment. A payment written to its bank is now one `InFlightPayment` (slots, no frame),
-reached only from the mux's pending entry through the callbacks on the exchange's Deferred; the
+reached only from the mux's pending entry, which tells it the answer (`switch.domain.answering`); the
 coroutines that journal its outcome (`PaymentOutcomes`) run only once the bank has answered, timed
-out or the link dropped, and finish in a few commits. The payment's answer Deferred fires after
-the outcome is durably committed, as before.
+out or the link dropped, and finish in a few commits. It tells its own answer target (the socket API's
+exchange, or the idempotency key's entry) after the outcome is durably committed, as before.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import structlog
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
+from switch.domain.answering import Answerable
 from switch.domain.model import AuthorizeRequest
 from switch.domain.status import Kind, Status
 from switch.engine.bank import Bank
@@ -63,7 +64,8 @@ def _shape(message: Message) -> tuple[str, ...]:
 class InFlightPayment:
     """What a payment written to its bank needs to commit its outcome and answer the web tier: no more.
 
-    ``answered`` is the Deferred the socket API waits on; `message` the request as sent (the plugin
+    ``answered`` is who waits on the payment (the socket API's exchange, the idempotency key's entry, a
+    Deferred); `message` the request as sent (the plugin
     checks the answer's echoes against it, and an uncertain outcome's reversal is built from it),
     kept as its values beside a shared tuple of field names: a third of the dict's size.
     """
@@ -72,7 +74,7 @@ class InFlightPayment:
                  "outcomes")
 
     def __init__(self, txn_id: str, kind: Kind, bank: Bank, request: AuthorizeRequest, message: Message,
-                 screening: Screening | None, verdict: Verdict | None, answered: Deferred[dict[str, Any]],
+                 screening: Screening | None, verdict: Verdict | None, answered: Answerable[dict[str, Any]],
                  outcomes: PaymentOutcomes) -> None:
         self.txn_id = txn_id
         self.kind = kind
@@ -90,8 +92,8 @@ class InFlightPayment:
         return dict(zip(self._names, self._values))
 
     def callback(self, response: Message) -> None:
-        """The bank's answer (the mux tells the payment itself, `switch.bank.mux.Answerable`): commit the
-        outcome, then fire `answered`."""
+        """The bank's answer (the mux tells the payment itself, `switch.domain.answering.Answerable`): commit the
+        outcome, then tell `answered`."""
         try:
             outcome = self.outcomes.engine.classify(response, self.txn_id, self.bank, self.message)
         except Exception:
@@ -100,7 +102,7 @@ class InFlightPayment:
         self._conclude(outcome)
 
     def errback(self, reason: Exception | Failure) -> None:
-        """No answer came, or the request was not sent (`switch.bank.mux.Answerable`)."""
+        """No answer came, or the request was not sent (`switch.domain.answering.Answerable`)."""
         outcome = not_answered(reason if isinstance(reason, Failure) else Failure(reason))
         if isinstance(outcome, Failure):
             self._concluded(outcome)

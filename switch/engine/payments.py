@@ -33,11 +33,12 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
-from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from connectors.base import ConnectorPlugin, PaymentContext
+from switch.domain.answering import Answerable
 from switch.domain.errors import Busy, IdempotencyConflict, InvalidRequest, NotFound
 from switch.domain.merchant import MerchantConfig, StoreConfig
 from switch.domain.model import AuthorizeRequest, BankAccountInstrument, CardInstrument, LifecycleRequest
@@ -116,38 +117,46 @@ class PaymentService:
 
     # -- authorize ------------------------------------------------------------------
 
-    def authorize(self, request: AuthorizeRequest, client: str) -> Deferred[dict[str, Any]]:
-        # Not a coroutine, nor is anything that waits on the bank: a payment written to its bank is one
-        # `InFlightPayment` (see `switch.engine.inflight`).
+    def authorize_to(self, request: AuthorizeRequest, client: str, answer_to: Answerable[dict[str, Any]]) -> None:
+        """Tell ``answer_to`` the payment's final answer (`switch.gateway.service.IPaymentService`).
+
+        Not a coroutine, nor is anything that waits on the bank: a payment written to its bank is one
+        `InFlightPayment` (see `switch.engine.inflight`), which tells ``answer_to`` itself, or the idempotency
+        key's `KeyedOnce` entry in between: no Deferred is kept for the wait."""
         if request.idempotency_key is None:  # the request hash only serves a key's replays
-            answered: Deferred[dict[str, Any]] = Deferred()
             try:
-                self._authorize_once(request, None, answered)
+                self._authorize_once(request, None, answer_to)
             except Exception:  # refused while routing: nothing journalled
-                return fail()
-            return answered
+                answer_to.errback(Failure())
+            return
         try:
             pan_hash = self.journal.vault.pan_hash(sealed_instrument(request.instrument).pan)
             h = request_hash(request, pan_hash)
         except Exception:
-            return fail()
-        key = (request.merchant_id, request.idempotency_key)
-        return self.keyed.run(key, h, lambda: self._first_with_key(request, h, pan_hash))
+            answer_to.errback(Failure())
+            return
+        self.keyed.run_to((request.merchant_id, request.idempotency_key), h,
+                          lambda first: self._first_with_key(request, h, pan_hash, first), answer_to)
 
-    def _first_with_key(self, req: AuthorizeRequest, h: bytes, pan_hash: bytes) -> Deferred[dict[str, Any]]:
-        assert req.idempotency_key is not None
+    def authorize(self, request: AuthorizeRequest, client: str) -> Deferred[dict[str, Any]]:
+        """`authorize_to` for a caller that wants a Deferred."""
         answered: Deferred[dict[str, Any]] = Deferred()
-        found = self.journal.find_by_idempotency_key(req.merchant_id, req.idempotency_key)
-        found.addCallback(self._unless_journalled, req, h, pan_hash, answered).addErrback(answered.errback)
+        self.authorize_to(request, client, answered)
         return answered
 
+    def _first_with_key(self, req: AuthorizeRequest, h: bytes, pan_hash: bytes,
+                        answered: Answerable[dict[str, Any]]) -> None:
+        assert req.idempotency_key is not None
+        found = self.journal.find_by_idempotency_key(req.merchant_id, req.idempotency_key)
+        found.addCallback(self._unless_journalled, req, h, pan_hash, answered).addErrback(answered.errback)
+
     def _unless_journalled(self, earlier: Transaction | None, req: AuthorizeRequest, h: bytes, pan_hash: bytes,
-                           answered: Deferred[dict[str, Any]]) -> None:
+                           answered: Answerable[dict[str, Any]]) -> None:
         if earlier is None:
             self._authorize_once(req, h, answered, pan_hash)
             return
         check_same(earlier.request_hash, h)
-        ensureDeferred(self._replay(earlier)).chainDeferred(answered)
+        _tell(ensureDeferred(self._replay(earlier)), answered)
 
     async def _replay(self, earlier: Transaction) -> dict[str, Any]:
         if earlier.parent_txn_id is not None:  # the key names an operation: never the same request
@@ -169,9 +178,9 @@ class PaymentService:
     def _can_carry(self, connector: str, req: AuthorizeRequest) -> bool:
         return isinstance(req.instrument, CardInstrument) or carries_accounts(self.banks[connector].profile.dialect)
 
-    def _authorize_once(self, req: AuthorizeRequest, h: bytes | None, answered: Deferred[dict[str, Any]],
+    def _authorize_once(self, req: AuthorizeRequest, h: bytes | None, answered: Answerable[dict[str, Any]],
                         pan_hash: bytes | None = None) -> None:
-        """Route, then start the payment that fires ``answered`` (raises at once if refused while routing);
+        """Route, then start the payment that tells ``answered`` (raises at once if refused while routing);
         ``pan_hash``: the card's keyed hash when the request hash needed it already (computed once)."""
         merchant = self.merchants[req.merchant_id]
         store = merchant.stores[req.store_id]
@@ -183,22 +192,22 @@ class PaymentService:
             raise Busy(f"bank {ready[0].name} has too many payments in flight; retry shortly")
         if bank is None:
             reason = "no_route" if not candidates else "issuer_unavailable"
-            ensureDeferred(self._refused(req, h, kind, candidates[0] if candidates else "unrouted", reason)
-                           ).chainDeferred(answered)
+            _tell(ensureDeferred(self._refused(req, h, kind, candidates[0] if candidates else "unrouted", reason)),
+                  answered)
             return
         bank.active += 1  # given back when the payment is answered (`_answered_early`, `InFlightPayment`)
         ensureDeferred(self._send(req, h, kind, bank, merchant, store, answered, pan_hash)).addCallbacks(
             self._answered_early, self._not_sent, callbackArgs=(bank, answered), errbackArgs=(bank, h, answered))
 
     @staticmethod
-    def _answered_early(result: dict[str, Any] | None, bank: Bank, answered: Deferred[dict[str, Any]]) -> None:
+    def _answered_early(result: dict[str, Any] | None, bank: Bank, answered: Answerable[dict[str, Any]]) -> None:
         """`_send` ended before the bank was asked (risk block, not encodable), or handed ``answered``
         to its `InFlightPayment` (None)."""
         if result is not None:
             bank.active -= 1
             answered.callback(result)
 
-    def _not_sent(self, failure: Failure, bank: Bank, h: bytes | None, answered: Deferred[dict[str, Any]]) -> None:
+    def _not_sent(self, failure: Failure, bank: Bank, h: bytes | None, answered: Answerable[dict[str, Any]]) -> None:
         bank.active -= 1
         e = failure.value
         if not isinstance(e, DuplicateIdempotencyKey) or h is None:
@@ -207,9 +216,9 @@ class PaymentService:
         try:  # another switch node took the key a moment ago
             check_same(e.transaction.request_hash if e.same_request else None, h)
         except IdempotencyConflict:
-            answered.errback()
+            answered.errback(Failure())
             return
-        ensureDeferred(self._replay(e.transaction)).chainDeferred(answered)
+        _tell(ensureDeferred(self._replay(e.transaction)), answered)
 
     def _build(self, req: AuthorizeRequest, bank: Bank, merchant: MerchantConfig, store: StoreConfig, stan: str,
                rrn: str, step_up: bool) -> Message:
@@ -223,7 +232,7 @@ class PaymentService:
 
     async def _send(
         self, req: AuthorizeRequest, h: bytes | None, kind: Kind, bank: Bank, merchant: MerchantConfig,
-        store: StoreConfig, answered: Deferred[dict[str, Any]], pan_hash: bytes | None,
+        store: StoreConfig, answered: Answerable[dict[str, Any]], pan_hash: bytes | None,
     ) -> dict[str, Any] | None:
         """Journal the request and hand it to the bank; None once an `InFlightPayment` owns ``answered``.
 
@@ -413,3 +422,8 @@ def route_query(req: AuthorizeRequest) -> RouteQuery:
     bank = instrument.bank if isinstance(instrument, BankAccountInstrument) else instrument.provider
     return RouteQuery(**common, bank=bank)
 
+
+
+def _tell(outcome: Deferred[dict[str, Any]], answer_to: Answerable[dict[str, Any]]) -> None:
+    """Tell ``answer_to`` how an answer made as a Deferred ended (`Deferred.chainDeferred` for any target)."""
+    outcome.addCallbacks(answer_to.callback, answer_to.errback)

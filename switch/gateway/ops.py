@@ -14,6 +14,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import structlog
 from twisted.internet.defer import Deferred, maybeDeferred
 
+from switch.domain.answering import Answerable
 from switch.domain.merchant import MerchantConfig
 from switch.domain.model import AuthorizeRequest, HelloRequest, PingRequest, StatusRequest
 from switch.gateway.answers import FINAL_STATUSES, transaction_answer
@@ -70,19 +71,25 @@ class Operation(Generic[R]):
     """``parse`` turns the request object into ``R`` or raises `ApiError`; ``handle`` answers it.
 
     ``handle`` returns the answer fields (without ``id`` and ``ok``), directly or
-    through a Deferred. An op with ``requires_hello`` False may be used before
-    the connection has authenticated.
+    through a Deferred. An op that waits on a bank has ``handle_to`` instead: it tells the request's
+    exchange (`switch.domain.answering.Answerable`) itself, so no Deferred is kept for the wait. An op
+    with ``requires_hello`` False may be used before the connection has authenticated.
 
-    ``present``, if given, turns what ``handle`` gave into the answer fields, with the request, when it
+    ``present``, if given, turns what the handler gave into the answer fields, with the request, when it
     comes: for an op that waits on a bank, the protocol calls it from the request's exchange instead of
     each request in flight holding a callback of its own.
     """
 
     name: str
     parse: Callable[[Mapping[str, Any]], R]
-    handle: Callable[[R, OpContext], Answer | Deferred[Answer]]
+    handle: Callable[[R, OpContext], Answer | Deferred[Answer]] | None = None
     requires_hello: bool = True
     present: Callable[[Any, R], Answer] | None = None
+    handle_to: Callable[[R, OpContext, Answerable[Any]], None] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.handle is None) == (self.handle_to is None):
+            raise ValueError(f"operation {self.name!r}: give exactly one of handle and handle_to")
 
 
 class OperationRegistry:
@@ -144,12 +151,12 @@ def _certificate_matches(client: ClientConfig, session: Session) -> bool:
     return client.certificate_cn is None or client.certificate_cn == session.certificate_cn()
 
 
-def handle_authorize(request: AuthorizeRequest, ctx: OpContext) -> Deferred[Answer]:
+def handle_authorize(request: AuthorizeRequest, ctx: OpContext, answer_to: Answerable[Any]) -> None:
     merchant = ctx.merchant(request.merchant_id)
     if request.store_id not in merchant.stores:
         raise invalid("store_id", f"unknown store for merchant {merchant.id!r}")
     client = ctx.authenticated_client()
-    return maybeDeferred(ctx.service.authorize, request, client.name)  # answered by `_authorize_answer`
+    ctx.service.authorize_to(request, client.name, answer_to)  # answered through `_authorize_answer`
 
 
 def _authorize_answer(raw: dict[str, Any], request: AuthorizeRequest) -> Answer:
@@ -189,7 +196,7 @@ def default_operations() -> OperationRegistry:
         (
             Operation("ping", parse_ping, handle_ping, requires_hello=False),
             Operation("hello", parse_hello, handle_hello, requires_hello=False),
-            Operation("authorize", parse_authorize, handle_authorize, present=_authorize_answer),
+            Operation("authorize", parse_authorize, handle_to=handle_authorize, present=_authorize_answer),
             Operation("status", parse_status, handle_status),
         )
     )

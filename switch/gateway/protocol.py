@@ -65,6 +65,13 @@ class _Exchange:
         assert self.protocol is not None
         self.protocol._answered(result, self)
 
+    def callback(self, result: Any) -> None:
+        """The outcome of an op that tells its exchange (`Operation.handle_to`): no Deferred at all."""
+        self(result)
+
+    def errback(self, fail: BaseException | object) -> None:
+        self(fail if isinstance(fail, Failure) else Failure(fail))
+
 
 @implementer(IPushProducer)
 class ApiProtocol(Protocol):
@@ -196,9 +203,15 @@ class ApiProtocol(Protocol):
         assert exchange.request_id is not None
         self._in_flight[exchange.request_id] = exchange
         self.factory.metrics.in_flight.inc()
-        answered = maybeDeferred(operation.handle, request, ctx)
         exchange.protocol = self
-        answered.addBoth(exchange)
+        if operation.handle_to is not None:
+            try:
+                operation.handle_to(request, ctx, exchange)
+            except Exception:
+                exchange.errback(Failure())
+        else:
+            assert operation.handle is not None
+            maybeDeferred(operation.handle, request, ctx).addBoth(exchange)
         if self.session.client_name is not None:
             self._cancel_hello_timer()
         elif self._hello_timer is None:  # a failed hello de-authenticated the connection

@@ -2,29 +2,82 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
-from switch.domain.errors import IdempotencyConflict
+from switch.domain.answering import Answerable
+from switch.domain.errors import Busy, IdempotencyConflict
 from switch.engine.idempotency import KeyedOnce
 
 
-def test_callers_with_the_key_share_the_first_answer_and_the_first_keeps_one_entry_without_arguments() -> None:
+class Told:
+    """An answer target that records how it was told, as the socket API's exchange is."""
+
+    def __init__(self) -> None:
+        self.told: list[object] = []
+
+    def callback(self, result: Any) -> None:
+        self.told.append(result)
+
+    def errback(self, fail: BaseException | object) -> None:
+        self.told.append(fail.value if isinstance(fail, Failure) else fail)
+
+
+def test_callers_with_the_key_share_the_first_answer_told_through_the_keys_entry_with_no_deferred() -> None:
     replays: list[None] = []
     join = KeyedOnce(lambda: replays.append(None))
+    targets: list[Answerable[dict[str, str]]] = []
+    caller, again, conflicting = Told(), Told(), Told()
+    join.run_to(("M1", "k-1"), b"hash", targets.append, caller)
+    [target] = targets
+    assert not isinstance(target, Deferred)  # what a payment in flight tells: the key's entry itself
+    join.run_to(("M1", "k-1"), b"hash", lambda _: pytest.fail("a repeat must not run again"), again)
+    join.run_to(("M1", "k-1"), b"other", lambda _: pytest.fail("a conflict must not run"), conflicting)
+    assert [type(e) for e in conflicting.told] == [IdempotencyConflict] and caller.told == again.told == []
+    target.callback({"status": "approved"})
+    assert caller.told == again.told == [{"status": "approved"}] and len(replays) == 1
+    later = Told()
+    join.run_to(("M1", "k-1"), b"other", lambda t: t.callback({"status": "declined"}), later)
+    assert later.told == [{"status": "declined"}]  # answered: the key is free here again
+
+
+def test_a_first_request_that_fails_or_raises_fails_its_repeats_too_and_frees_the_key() -> None:
+    join = KeyedOnce(lambda: None)
+    targets: list[Answerable[dict[str, str]]] = []
+    caller, again = Told(), Told()
+    join.run_to(("M1", "k-2"), b"hash", targets.append, caller)
+    join.run_to(("M1", "k-2"), b"hash", lambda _: pytest.fail("a repeat must not run again"), again)
+    targets[0].errback(Busy("bank busy"))
+    assert [type(e) for e in caller.told + again.told] == [Busy, Busy]
+
+    def raising(_: object) -> None:
+        raise Busy("refused while routing")
+
+    refused = Told()
+    join.run_to(("M1", "k-2"), b"hash", raising, refused)
+    assert [type(e) for e in refused.told] == [Busy]
+    after = Told()
+    join.run_to(("M1", "k-2"), b"hash", lambda t: t.callback({"status": "approved"}), after)
+    assert after.told == [{"status": "approved"}]  # the key is free again after a failure
+
+
+def test_run_gives_a_deferred_for_a_first_request_made_as_a_deferred_or_a_coroutine() -> None:
+    join = KeyedOnce(lambda: None)
     first: Deferred[dict[str, str]] = Deferred()
-    answered = join.run(("M1", "k-1"), b"hash", lambda: first)
-    [(on_answer, on_failure)] = first._callbacks  # what a payment in flight keeps here: one entry, no arguments
-    assert on_answer[0] is on_failure[0] and on_answer[1] == on_failure[1] == ()
-    again = join.run(("M1", "k-1"), b"hash", lambda: pytest.fail("a repeat must not run again"))
-    conflicting = join.run(("M1", "k-1"), b"other", lambda: pytest.fail("a conflict must not run"))
-    refused: list[object] = []
-    conflicting.addErrback(lambda f: refused.append(f.value))
+    answered = join.run(("M1", "k-3"), b"hash", lambda: first)
+    repeat = join.run(("M1", "k-3"), b"hash", lambda: pytest.fail("a repeat must not run again"))
     first.callback({"status": "approved"})
     results: list[object] = []
     answered.addCallback(results.append)
-    again.addCallback(results.append)
-    assert results == [{"status": "approved"}] * 2 and len(replays) == 1
-    assert [type(e) for e in refused] == [IdempotencyConflict]
-    later: Deferred[dict[str, str]] = Deferred()
-    assert join.run(("M1", "k-1"), b"other", lambda: later) is later  # answered: the key is free here again
+    repeat.addCallback(results.append)
+    assert results == [{"status": "approved"}] * 2
+
+    async def coroutine() -> dict[str, str]:
+        return {"status": "declined"}
+
+    from_coroutine: list[object] = []
+    join.run(("M1", "k-4"), b"hash", coroutine).addCallback(from_coroutine.append)
+    assert from_coroutine == [{"status": "declined"}]

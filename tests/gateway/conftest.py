@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
+from switch.domain.answering import Answerable
 from switch.domain.errors import IdempotencyConflict, NotFound
 from switch.domain.merchant import MerchantConfig, StoreConfig
 from switch.domain.model import AuthorizeRequest
@@ -57,13 +58,13 @@ class FakePaymentService:
 
     def __init__(self) -> None:
         self.calls: list[tuple[AuthorizeRequest, str]] = []
-        self.held: dict[str, tuple[Deferred[dict[str, Any]], dict[str, Any]]] = {}
+        self.held: dict[str, tuple[Answerable[dict[str, Any]], dict[str, Any]]] = {}
         self.transactions: dict[str, dict[str, Any]] = {}
         self.undeliverable: list[tuple[str, str]] = []
         self.status_override: dict[str, Any] | None = None
         self._txn_ids = itertools.count(1)
 
-    def authorize(self, request: AuthorizeRequest, client: str) -> Deferred[dict[str, Any]]:
+    def authorize_to(self, request: AuthorizeRequest, client: str, answer_to: Answerable[dict[str, Any]]) -> None:
         self.calls.append((request, client))
         order = request.order_id
         if order.startswith("boom"):
@@ -71,7 +72,8 @@ class FakePaymentService:
         if order.startswith("conflict"):
             raise IdempotencyConflict("key reused for another request", field="idempotency_key")
         if order.startswith("garbage"):
-            return succeed({"status": "maybe"})
+            answer_to.callback({"status": "maybe"})
+            return
         txn_id = f"T{next(self._txn_ids):06d}"
         declined = order.startswith("decline")
         answer = {
@@ -94,10 +96,9 @@ class FakePaymentService:
             "currency": request.currency.alpha,
         }
         if order.startswith("hold"):
-            held: Deferred[dict[str, Any]] = Deferred()
-            self.held[order] = (held, answer)
-            return held
-        return succeed(answer)
+            self.held[order] = (answer_to, answer)
+            return
+        answer_to.callback(answer)
 
     def release(self, order_id: str) -> None:
         held, answer = self.held.pop(order_id)

@@ -8,6 +8,7 @@ import pytest
 import pytest_twisted
 from structlog.testing import capture_logs
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
 from switch.domain.model import PingRequest
@@ -207,16 +208,15 @@ def test_pipelined_requests_are_answered_as_they_complete(server):
 
 
 @inline
-def test_an_authorize_waiting_on_its_bank_holds_one_callback_and_is_answered_with_its_request_echoed(server):
-    """Memory per pending payment: the answer is built from the exchange when it comes
-    (`Operation.present`), not by a callback each payment in flight keeps."""
+def test_an_authorize_waiting_on_its_bank_is_told_its_answer_by_no_deferred_and_echoes_its_request(server):
+    """Memory per pending payment: the service tells the request's exchange itself (`Operation.handle_to`),
+    which builds the answer when it comes (`Operation.present`): no Deferred and no callback per payment."""
     client = yield server.connect()
     yield client.hello()
     client.send(authorize_request(id="held", order_id="hold-echo", amount=777))
     yield client.request({"id": "after", "op": "ping"})  # the authorize line was read before the ping's
-    held, _ = server.service.held["hold-echo"]
-    [(on_answer, on_failure)] = held._callbacks  # what a pending payment keeps here: one entry, no arguments
-    assert on_answer[0] is on_failure[0] and on_answer[1] == on_failure[1] == ()
+    target, _ = server.service.held["hold-echo"]
+    assert not isinstance(target, Deferred) and target.request_id == "held"  # the exchange itself
     server.service.release("hold-echo")
     [answer] = yield client.next()
     assert (answer["id"], answer["status"], answer["order_id"], answer["amount"]) == ("held", "approved", "hold-echo", 777)

@@ -77,7 +77,7 @@ class InstantIssuer(Connector):
     def ready(self) -> bool:
         return True
 
-    def request_to(self, answer_to: Answerable, message: Message, timeout: float | None = None, *,
+    def request_to(self, answer_to: Answerable[Message], message: Message, timeout: float | None = None, *,
                    encoded: bytes | None = None) -> None:
         self.release_stan(message["11"])
         answer = {k: v for k, v in message.items() if k in ("3", "4", "7", "11", "37", "41", "42", "49")}
