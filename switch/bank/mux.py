@@ -37,7 +37,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from switch.bank.link import Link
 from switch.bank.linkparts import LinkNotConnected
-from switch.bank.matching import MatchKeys, is_mti
+from switch.bank.matching import MatchKey, MatchKeys, is_mti
 from switch.bank.numbering import StanAllocator
 from switch.bank.pool import LinkPool
 from switch.domain.answering import Answerable
@@ -114,15 +114,14 @@ class MuxMetrics(MetricBundle):
 
 @dataclass(eq=False, slots=True)  # one per request awaiting its answer: no per-instance __dict__
 class _Pending:
-    key: tuple[str, ...]
+    key: MatchKey
     stan: str
     mti: str
     link: Link
     answer_to: Answerable[Message]
-    started: float
     routed: bool  # a caller's request (counts toward max_in_flight), not a link's own echo or sign-on
     timeout: float
-    deadline: float
+    deadline: float  # sent at deadline - timeout: one float fewer per request waiting
 
     def __lt__(self, other: _Pending) -> bool:  # the mux's deadline heap
         return self.deadline < other.deadline
@@ -159,10 +158,10 @@ class Mux:
         self._timeout = request_timeout
         self._max_in_flight = max_in_flight
         self._late_window = late_window
-        self._pending: dict[tuple[str, ...], _Pending] = {}
+        self._pending: dict[MatchKey, _Pending] = {}
         self._routed = 0
         self._reserved: dict[str, int] = {}  # reserved, not yet handed to `request`: holders per STAN
-        self._given_up: dict[tuple[str, ...], _Pending] = {}
+        self._given_up: dict[MatchKey, _Pending] = {}
         self._given_up_order: deque[tuple[float, _Pending]] = deque()
         self._expiry: IDelayedCall | None = None
         # Timeouts: one timer for the earliest deadline of a heap, not one IDelayedCall per request
@@ -287,7 +286,7 @@ class Mux:
                 self._stop_sweeping()
             self.stans.release(pending.stan)
             if pending.routed:
-                self._latency.observe(self._clock.seconds() - pending.started)
+                self._latency.observe(self._clock.seconds() - (pending.deadline - pending.timeout))
             self._finished(pending, "answered")
             pending.answer_to.callback(message)
             return
@@ -336,8 +335,7 @@ class Mux:
         if key in self._pending:
             failure = MuxBusy(self.connector, stan, f"a request with match key {key} is already pending")
         else:
-            now = self._clock.seconds()
-            pending = _Pending(key, stan, outbound["t"], link, answer_to, now, routed, timeout, now + timeout)
+            pending = _Pending(key, stan, outbound["t"], link, answer_to, routed, timeout, self._clock.seconds() + timeout)
             self._pending[key] = pending
             try:
                 link.send(outbound, encoded if outbound is message else None)

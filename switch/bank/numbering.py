@@ -40,38 +40,46 @@ class StanAllocator:
         if not 1 <= start <= STAN_MAX:
             raise ValueError(f"STAN start must be 1..{STAN_MAX}, got {start}")
         self._next = start
-        self._in_use: Counter[int] = Counter()  # holders per number
+        # holders per number, keyed by its six digits: the very string the request carries, not an int of its own
+        self._in_use: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self._in_use)
 
     def __contains__(self, stan: object) -> bool:
-        return isinstance(stan, str) and stan.isdigit() and int(stan) in self._in_use
+        return isinstance(stan, str) and stan.isdigit() and _six_digits(stan) in self._in_use
 
     def allocate(self) -> str:
         """The next free STAN, marked in use until `release`."""
         if len(self._in_use) >= STAN_MAX:
             raise StanExhausted(f"all {STAN_MAX} STANs are in use")
         candidate = self._next
-        while candidate in self._in_use:
+        stan = f"{candidate:06d}"
+        while stan in self._in_use:
             candidate = candidate % STAN_MAX + 1
+            stan = f"{candidate:06d}"
         self._next = candidate % STAN_MAX + 1
-        self._in_use[candidate] = 1
-        return f"{candidate:06d}"
+        self._in_use[stan] = 1
+        return stan
 
     def claim(self, stan: str) -> str:
         """Hold a given STAN, whoever else holds it: the repeat of an advice carries its original's STAN."""
-        self._in_use[int(stan)] += 1
+        self._in_use[_six_digits(stan)] += 1
         return stan
 
     def release(self, stan: str) -> None:
         """Give back one hold (a release of a number nobody holds changes nothing)."""
-        number = int(stan)
+        number = _six_digits(stan)
         holders = self._in_use.get(number, 0)
         if holders > 1:
             self._in_use[number] = holders - 1
         elif holders:
             del self._in_use[number]
+
+
+def _six_digits(stan: str) -> str:
+    """A STAN as `StanAllocator.allocate` writes it: ``"42"`` and ``"000042"`` are one number."""
+    return stan if len(stan) == 6 else f"{int(stan):06d}"
 
 
 def stan_start(now: float) -> int:

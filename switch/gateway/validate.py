@@ -334,4 +334,5 @@ def _card(fields: Fields) -> CardInstrument:
     if not cardcheck.valid_expiry(expiry):
         raise invalid(fields.path("expiry"), "expected the expiry date as YYMM with month 01-12, e.g. 2812")
     cvv = fields.optional_text("cvv", CVV, "3 or 4 digits")
-    return CardInstrument(pan=pan, expiry=expiry, cvv=cvv)
+    # one of at most 1,200 values, kept by every payment waiting on its bank: shared, like the merchant's ids
+    return CardInstrument(pan=pan, expiry=sys.intern(expiry), cvv=cvv)

@@ -47,6 +47,18 @@ def test_a_stan_claimed_while_held_stays_in_use_until_both_holders_release_it():
     assert held not in stans and len(stans) == 1
 
 
+def test_a_stan_written_without_its_zeros_is_the_same_number_and_a_held_one_is_kept_as_handed_out():
+    stans = StanAllocator(start=42)
+    held = stans.allocate()
+    assert held == "000042" and "42" in stans
+    assert [k for k in stans._in_use if k is held] == [held]  # the request's own string: no int kept beside it
+    stans.claim("42")
+    stans.release("000042")
+    assert held in stans
+    stans.release("42")
+    assert held not in stans and len(stans) == 0
+
+
 def test_stan_never_reused_while_pending():
     @settings(max_examples=200, deadline=None)
     @given(

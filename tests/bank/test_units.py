@@ -38,13 +38,13 @@ def test_key_values_are_normalised():
     keys = MatchKeys()
     assert keys.key({"t": "0200", "11": "000042", "41": "00001234"}) == keys.key({"t": "0210", "11": "42", "41": " 1234 "})
     assert keys.key({"t": "0200", "11": "000000"}) == keys.key({"t": "0210", "11": "0"})
-    assert keys.key({"t": "0200", "11": "1", "41": "TERM01  "}) == ("021", "TERM01", "1")
+    assert keys.key({"t": "0200", "11": "1", "41": "TERM01  "}) == ("021", "TERM01", 1)  # a number as an int
 
 
 def test_match_keys_per_mti_and_default():
     keys = MatchKeys({"default": ("mti", "11"), "0800": ("mti", "11", "70")})
-    assert keys.key({"t": "0200", "11": "1", "41": "X"}) == ("021", "1")
-    assert keys.key({"t": "0810", "11": "1", "70": "301"}) == ("081", "1", "301")
+    assert keys.key({"t": "0200", "11": "1", "41": "X"}) == ("021", 1)
+    assert keys.key({"t": "0810", "11": "1", "70": "301"}) == ("081", 1, 301)
 
 
 @pytest.mark.parametrize(
