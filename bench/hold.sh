@@ -5,12 +5,14 @@
 # For each of "with idempotency keys" and "without" (bin/bench --no-keys): a fresh banksim that holds
 # every answer (--delay 900), a fresh kswitch (SQLite journal, logs at info, metrics on) whose
 # connector waits request_timeout = 900 s and takes max_in_flight = 20000, [api] max_in_flight =
-# 20000; then bin/bench --hold N --pid PID --settle S prints the growth per pending payment.
+# 20000; then bin/bench --hold N --pid PID --settle S --warm W prints the growth per pending payment:
+# "cold" from the switch's start over all W + N held, "warm" over the N held after the first W
+# (HOLD_WARM=W, default 1000; HOLD_WARM=0 for the cold figure over N alone, as trees before --warm did).
 # HOLD_KEYS=with|without runs one of the two. For a closer look: HOLD_WRAPPER=script.py runs kswitch as
 # `python script.py bin/kswitch run ...` (e.g. one that starts tracemalloc and dumps a snapshot on
 # SIGUSR1), HOLD_BEFORE / HOLD_AFTER commands get the switch's pid before sending and after settling.
 set -euo pipefail
-n=${1:-10000}; settle=${2:-20}
+n=${1:-10000}; settle=${2:-20}; warm=${HOLD_WARM:-1000}
 own=$(cd "$(dirname "$0")/.." && pwd)
 here=$(cd "${TREE:-$own}" && pwd)  # TREE=/other/checkout measures that tree
 py=${PYTHON:-$own/.tox/py3/bin/python}
@@ -84,7 +86,8 @@ TOML
   echo "== $label"
   ${HOLD_BEFORE:-true} "$sw"
   (cd "$here" && "$py" bin/bench --connect "127.0.0.1:$api" --client bench --token bench-token-not-for-production \
-      --merchant M1 --store S1 --hold "$n" --pid "$sw" --settle "$settle" "$@")
+      --merchant M1 --store S1 --hold "$n" --pid "$sw" --settle "$settle" \
+      $([ "$warm" = 0 ] || echo --warm "$warm") "$@")
   ${HOLD_AFTER:-true} "$sw"
   kill -KILL "$sw" "$banksim" 2>/dev/null || true; wait "$sw" "$banksim" 2>/dev/null || true  # payments held: no graceful stop
 }

@@ -81,6 +81,14 @@ def test_hold_sends_n_payments_and_reports_memory_per_pending_one() -> None:
     assert "50 authorizations held" in out and "KB per pending payment" in out
 
 
+def test_hold_with_warm_holds_w_first_then_n_and_reports_the_ns_growth_apart() -> None:
+    api = FakeApi(answer=False)
+    out = bench(api, "--hold", "30", "--warm", "20", "--pid", str(os.getpid()), "--settle", "0.5")
+    assert len(api.requests) == 50 and len({r["id"] for r in api.requests}) == 50
+    assert "30 authorizations held" in out and "after 20 held first" in out
+    assert "for the last 30" in out and out.count("KB per pending payment") == 2
+
+
 def test_hold_needs_the_switch_pid() -> None:
     done = subprocess.run([sys.executable, str(BENCH), "--hold", "5"], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "--pid" in done.stderr

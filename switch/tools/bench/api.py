@@ -1,7 +1,7 @@
 """Load generator for a running kswitch: throughput and latency of `authorize` over the socket API.
 
     kswitch-bench [--connect HOST:PORT] [--connections 8] [--duration 20] (--rate 500 | --window 32)
-    kswitch-bench --hold 10000 --pid PID [--settle 5]
+    kswitch-bench --hold 10000 --pid PID [--settle 5] [--warm 1000]
 
 ``--rate R`` offers R authorizations per second in total (spread over the connections,
 sent on a fixed schedule whether or not answers keep up: latency then includes
@@ -14,7 +14,9 @@ them out).  ``--hold N`` measures memory instead: it sends N authorizations with
 waiting, lets the switch journal and send them for ``--settle`` seconds, and prints how
 much the resident memory of the switch process ``--pid`` grew per pending payment. The
 bank must not answer meanwhile (``banksim --delay``), and the connector's
-``request_timeout`` and ``max_in_flight`` and the API's ``max_in_flight`` must allow N.
+``request_timeout`` and ``max_in_flight`` and the API's ``max_in_flight`` must allow N (+ W).
+``--warm W`` holds W payments first and reports also the growth per each of the N that
+followed: what a pending payment costs a switch that has already been busy.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class Run:
         self.outcomes: Counter[str] = Counter()
         self.started = 0.0
         self.ending = False
+        self.held = count()
 
     def ready(self, client: BenchClient) -> None:
         self.clients.append(client)
@@ -95,19 +98,40 @@ class Run:
                         c.send()
 
     def hold(self) -> None:
-        """Send ``--hold`` authorizations at once; after ``--settle`` seconds, report memory per pending one."""
-        before = resident_kib(self.args.pid)
-        for n in range(self.args.hold):
-            self.clients[n % len(self.clients)].send()
+        """Send ``--hold`` authorizations at once; after ``--settle`` seconds, report memory per pending one.
+
+        With ``--warm W``, W authorizations are held first, and after ``--settle`` seconds the memory is read
+        again before the N are sent: the warm figure is what each of the N added, leaving out what the
+        switch takes once whatever its load (its database connections' page caches filling, its threads'
+        malloc arenas, the allocator arenas a first burst leaves behind)."""
+        start = resident_kib(self.args.pid)
+        if not self.args.warm:
+            self._hold_then_report(start, start)
+            return
+        self._send_held(self.args.warm)
+        reactor.callLater(self.args.settle, lambda: self._hold_then_report(start, resident_kib(self.args.pid)))
+
+    def _send_held(self, n: int) -> None:
+        for _ in range(n):
+            self.clients[next(self.held) % len(self.clients)].send()
+
+    def _hold_then_report(self, start: int, warmed: int) -> None:
+        self._send_held(self.args.hold)
 
         def report() -> None:
             self.ending = True
             after = resident_kib(self.args.pid)
             answered = sum(self.outcomes.values())
-            print(f"kswitch bench: {self.args.hold} authorizations held at the bank for {self.args.settle:g} s "
-                  f"({answered} answered meanwhile)", file=sys.stdout)
-            print(f"  switch RSS  {before / 1024:.1f} MB -> {after / 1024:.1f} MB, "
-                  f"{(after - before) / max(1, self.args.hold - answered):.2f} KB per pending payment", file=sys.stdout)
+            n, warm = self.args.hold, self.args.warm
+            print(f"kswitch bench: {n} authorizations held at the bank for {self.args.settle:g} s"
+                  + (f", after {warm} held first" if warm else "") + f" ({answered} answered meanwhile)",
+                  file=sys.stdout)
+            pending = max(1, n + warm - answered)
+            print(f"  switch RSS  {start / 1024:.1f} MB -> {after / 1024:.1f} MB, "
+                  f"{(after - start) / pending:.2f} KB per pending payment", file=sys.stdout)
+            if warm:
+                print(f"  warm        {warmed / 1024:.1f} MB -> {after / 1024:.1f} MB for the last {n}, "
+                      f"{(after - warmed) / max(1, n - answered):.2f} KB per pending payment", file=sys.stdout)
             print("  outcomes    " + ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())), file=sys.stdout)
             reactor.stop()
 
@@ -171,6 +195,8 @@ def main() -> None:
     p.add_argument("--hold", type=int, metavar="N", help="hold N payments pending and report memory (needs --pid)")
     p.add_argument("--pid", type=int, help="the switch's process id, for --hold")
     p.add_argument("--settle", type=float, default=5.0, help="seconds to wait after sending --hold payments")
+    p.add_argument("--warm", type=int, default=0, metavar="W",
+                   help="with --hold: hold W payments first and report also what each of the N added after them")
     args = p.parse_args()
     if args.hold and not args.pid:
         p.error("--hold needs --pid (the kswitch process whose memory is measured)")
