@@ -26,20 +26,24 @@ class _InFlight:
     answer target (`switch.domain.answering.Answerable`): a payment waiting on its bank tells it, and it tells
     the first caller and any repeats, so the first caller's wait costs no Deferred."""
 
-    owner: KeyedOnce
-    key: tuple[str, str]
+    keys: dict[str, _InFlight]  # its merchant's keys in flight, by the key itself: no (merchant, key) tuple kept
+    key: str
     request_hash: bytes
     answer_to: Answerable[dict[str, Any]]
     waiters: list[Answerable[dict[str, Any]]] | None = None  # made for the first retry: most keys never see one
 
     def callback(self, result: dict[str, Any]) -> None:
-        for waiter in self.owner._settled(self):
+        for waiter in self._settled():
             waiter.callback(result)
 
     def errback(self, fail: BaseException | object) -> None:
         reason = fail if isinstance(fail, Failure) else Failure(fail)
-        for waiter in self.owner._settled(self):
+        for waiter in self._settled():
             waiter.errback(reason)
+
+    def _settled(self) -> list[Answerable[dict[str, Any]]]:
+        del self.keys[self.key]
+        return [self.answer_to, *(self.waiters or ())]
 
 
 class KeyedOnce:
@@ -50,7 +54,7 @@ class KeyedOnce:
     and no Deferred."""
 
     def __init__(self, on_replay: Callable[[], None]) -> None:
-        self._in_flight: dict[tuple[str, str], _InFlight] = {}
+        self._in_flight: dict[str, dict[str, _InFlight]] = {}  # merchant -> key -> the first request's entry
         self._on_replay = on_replay
 
     def run_to(
@@ -60,7 +64,11 @@ class KeyedOnce:
         """Tell ``answer_to`` the answer to the first request with ``key``: ``first(target)`` starts it, unless
         it is in flight already, and tells ``target`` (or raises). A repeat of the same request waits for that
         answer; another request under the key is told `IdempotencyConflict`."""
-        running = self._in_flight.get(key)
+        merchant, name = key
+        keys = self._in_flight.get(merchant)
+        if keys is None:
+            keys = self._in_flight[merchant] = {}
+        running = keys.get(name)
         if running is not None:
             try:
                 check_same(running.request_hash, request_hash)
@@ -72,7 +80,7 @@ class KeyedOnce:
                 running.waiters = []
             running.waiters.append(answer_to)
             return
-        running = self._in_flight[key] = _InFlight(self, key, request_hash, answer_to)
+        running = keys[name] = _InFlight(keys, name, request_hash, answer_to)
         try:
             first(running)
         except BaseException:
@@ -90,10 +98,6 @@ class KeyedOnce:
 
         self.run_to(key, request_hash, start, answered)
         return answered
-
-    def _settled(self, running: _InFlight) -> list[Answerable[dict[str, Any]]]:
-        del self._in_flight[running.key]
-        return [running.answer_to, *(running.waiters or ())]
 
 
 def check_same(first: bytes | None, this: bytes) -> None:

@@ -81,3 +81,15 @@ def test_run_gives_a_deferred_for_a_first_request_made_as_a_deferred_or_a_corout
     from_coroutine: list[object] = []
     join.run(("M1", "k-4"), b"hash", coroutine).addCallback(from_coroutine.append)
     assert from_coroutine == [{"status": "declined"}]
+
+
+def test_one_key_under_two_merchants_is_two_keys() -> None:
+    join = KeyedOnce(lambda: None)
+    targets: list[Answerable[dict[str, str]]] = []
+    first, second = Told(), Told()
+    join.run_to(("M1", "k-5"), b"hash", targets.append, first)
+    join.run_to(("M2", "k-5"), b"other", targets.append, second)
+    assert len(targets) == 2 and second.told == []  # the second merchant's request ran, and is no conflict
+    targets[1].callback({"status": "declined"})
+    targets[0].callback({"status": "approved"})
+    assert (first.told, second.told) == ([{"status": "approved"}], [{"status": "declined"}])
