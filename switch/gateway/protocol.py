@@ -59,15 +59,14 @@ class _Exchange:
     present: Callable[[Any, Any], dict[str, Any]] | None = None
     protocol: ApiProtocol | None = None
 
-    def __call__(self, result: Any) -> None:
-        """The operation's outcome: the exchange is itself the one callback on the operation's Deferred,
-        an entry with no arguments rather than a bound method and an argument tuple per request in flight."""
+    def callback(self, result: Any) -> None:
+        """The operation's outcome. An op that tells its exchange (`Operation.handle_to`) needs no Deferred; for
+        one that returns a Deferred, the exchange is itself its one callback (`__call__`), an entry with no
+        arguments rather than a bound method and an argument tuple per request in flight."""
         assert self.protocol is not None
         self.protocol._answered(result, self)
 
-    def callback(self, result: Any) -> None:
-        """The outcome of an op that tells its exchange (`Operation.handle_to`): no Deferred at all."""
-        self(result)
+    __call__ = callback
 
     def errback(self, fail: BaseException | object) -> None:
         self(fail if isinstance(fail, Failure) else Failure(fail))
