@@ -29,8 +29,8 @@ class _InFlight:
     keys: dict[str, _InFlight]  # its merchant's keys in flight, by the key itself: no (merchant, key) tuple kept
     key: str
     request_hash: bytes
-    answer_to: Answerable[dict[str, Any]]
-    waiters: list[Answerable[dict[str, Any]]] | None = None  # made for the first retry: most keys never see one
+    # the first caller; a list once a repeat joins it (most keys never see one): one slot, not two, per payment
+    waiting: Answerable[dict[str, Any]] | list[Answerable[dict[str, Any]]]
 
     def callback(self, result: dict[str, Any]) -> None:
         for waiter in self._settled():
@@ -41,9 +41,15 @@ class _InFlight:
         for waiter in self._settled():
             waiter.errback(reason)
 
+    def join(self, repeat: Answerable[dict[str, Any]]) -> None:
+        if isinstance(self.waiting, list):
+            self.waiting.append(repeat)
+        else:
+            self.waiting = [self.waiting, repeat]
+
     def _settled(self) -> list[Answerable[dict[str, Any]]]:
         del self.keys[self.key]
-        return [self.answer_to, *(self.waiters or ())]
+        return self.waiting if isinstance(self.waiting, list) else [self.waiting]
 
 
 class KeyedOnce:
@@ -76,9 +82,7 @@ class KeyedOnce:
                 answer_to.errback(Failure())
                 return
             self._on_replay()
-            if running.waiters is None:
-                running.waiters = []
-            running.waiters.append(answer_to)
+            running.join(answer_to)
             return
         running = keys[name] = _InFlight(keys, name, request_hash, answer_to)
         try:

@@ -258,7 +258,6 @@ class PaymentService:
             encoded = self.engine.check_encodes(bank, message)
         except NotEncodable:
             return await self._refused(req, h, kind, bank.name, NOT_ENCODABLE)
-        verdict = None
         try:
             if screening is None:
                 await self._journal_request(req, h, kind, bank, txn_id, message, pan_hash)
@@ -279,7 +278,7 @@ class PaymentService:
         except BaseException:
             bank.release_stan(stan)
             raise
-        payment = InFlightPayment(txn_id, kind, bank, req, message, screening, verdict, answered, self.outcomes)
+        payment = InFlightPayment(txn_id, bank, req, message, screening, answered, self.outcomes)
         self.engine.send_to(payment, bank, message, encoded=encoded)
         return None
 

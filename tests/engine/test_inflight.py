@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred
 
-from switch.domain.status import Kind
 from switch.engine.inflight import InFlightPayment
 
 
 def _payment(message: dict[str, str]) -> InFlightPayment:
-    return InFlightPayment("T1", Kind.SALE, None, None, message, None, None, Deferred(), None)  # type: ignore[arg-type]
+    return InFlightPayment("T1", None, None, message, None, Deferred(), None)  # type: ignore[arg-type]
 
 
 def test_the_message_as_sent_comes_back_whole_and_its_field_names_are_shared() -> None:
