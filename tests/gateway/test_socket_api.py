@@ -488,6 +488,10 @@ def test_new_ops_are_added_by_registering_them_not_by_changing_the_protocol(serv
     server.factory.operations.register(Operation("broken", parse_broken, handle_echo, requires_hello=False))
     with pytest.raises(ValueError):
         server.factory.operations.register(Operation("echo", parse_echo, handle_echo))
+    with pytest.raises(ValueError, match="exactly one of handle and handle_to"):
+        Operation("neither", parse_echo)
+    with pytest.raises(ValueError, match="exactly one of handle and handle_to"):
+        Operation("both", parse_echo, handle_echo, handle_to=lambda request, ctx, answer_to: None)
     client = yield server.connect()
     refused = yield client.request({"id": 1, "op": "echo"})
     assert error_of(refused) == ("unauthenticated", None)
