@@ -21,7 +21,6 @@ from switch.bank.link import Link, StateObserver
 from switch.bank.linkparts import Channel, LinkOptions, LinkState
 from switch.bank.matching import DEFAULT_MATCH_KEYS, MatchKeys
 from switch.bank.mux import (
-    Answerable,
     LateResponseHook,
     LinkLost,
     Mux,
@@ -33,6 +32,7 @@ from switch.bank.mux import (
 from switch.bank.numbering import StanAllocator, stan_start
 from switch.bank.pool import STRATEGIES, LinkPool
 from switch.bank.tls import TlsClientOptions
+from switch.domain.answering import Answerable
 from switch.iso.dialect import Dialect, Message
 from switch.iso.framing import TPDU_LENGTH, Framing
 from switch.iso.masking import mask_message

@@ -8,8 +8,8 @@ from twisted.internet.defer import Deferred
 
 from connectors.base import ConnectorPlugin
 from switch.bank.connector import Connector
-from switch.bank.mux import Answerable
 from switch.bank.numbering import RrnAllocator
+from switch.domain.answering import Answerable
 from switch.engine.saf import SafOptions
 from switch.iso.dialect import Message
 from switch.iso.translate import AcquirerProfile

@@ -44,7 +44,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from connectors.base import ConnectorPlugin
-from switch.bank.mux import Answerable, LinkLost, MuxBusy, NoLinkAvailable, RequestTimeout
+from switch.bank.mux import LinkLost, MuxBusy, NoLinkAvailable, RequestTimeout
+from switch.domain.answering import Answerable
 from switch.domain.businessday import nearest_date
 from switch.domain.carddata import CardData
 from switch.domain.status import Status

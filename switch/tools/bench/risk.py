@@ -49,8 +49,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from twisted.internet import defer, task
 
-from switch.bank.connector import Answerable, Connector
+from switch.bank.connector import Connector
 from switch.bank.numbering import RrnAllocator
+from switch.domain.answering import Answerable
 from switch.domain.cardcheck import luhn_valid
 from switch.domain.currency import by_alpha
 from switch.domain.customer import Customer
