@@ -147,8 +147,7 @@ class ApiProtocol(Protocol):
             return
         now = self.factory.reactor.seconds()
         self._buffer.extend(data)
-        ended = b"\n" in data
-        if ended:
+        if ended := b"\n" in data:
             self._last_activity = now
         if not self._held:
             self._consume(now, ended)
@@ -169,7 +168,7 @@ class ApiProtocol(Protocol):
                 if len(line.rstrip(b"\r")) > limit:
                     self._line_too_long(limit)
                     return
-                self._line_received(line)
+                self._line_received(line, now)
         if self._closing:
             return
         if len(self._buffer) > limit + 1:
@@ -181,11 +180,12 @@ class ApiProtocol(Protocol):
             self._line_started = now
         self._watch()
 
-    def _line_received(self, line: bytearray) -> None:
+    def _line_received(self, line: bytearray, now: float) -> None:
+        """``now`` is when its read began: the lines of one read share it (a float each, otherwise, per request held)."""
         line = line.rstrip(b"\r")
         if not line.strip():
             return
-        exchange = _Exchange(started=self.factory.reactor.seconds())
+        exchange = _Exchange(started=now)
         try:
             operation, request, ctx = self._prepare(line, exchange)
         except ApiError as error:

@@ -29,8 +29,8 @@ class Backlog:
         return len(self.service.calls) - self.written
 
 
-def connect(gate_high: int = 3, gate_low: int = 1, limits: ApiLimits | None = None):
-    clock, service = Clock(), FakePaymentService()
+def connect(gate_high: int = 3, gate_low: int = 1, limits: ApiLimits | None = None, clock: Clock | None = None):
+    clock, service = clock or Clock(), FakePaymentService()
     factory = ApiFactory(service, make_config(limits), clock, registry=CollectorRegistry())
     backlog = Backlog(service)
     factory.use_gate(BacklogGate(backlog, high=gate_high, low=gate_low))
@@ -77,6 +77,32 @@ def test_a_burst_is_read_only_as_far_as_the_journal_keeps_up_and_then_in_order()
     assert transport.producerState == "producing" and gate.holding == 0
     assert held(protocol) == 0
     assert answered_ids(transport) == list(range(0, 9))
+
+
+class ReadingClock(Clock):
+    """A new float on each reading, as the real reactor's clock gives (`Clock` hands out the same one)."""
+
+    def seconds(self) -> float:
+        return self.rightNow + 0.0
+
+
+def test_the_requests_of_one_read_are_timed_from_it_and_share_its_time():
+    """Memory per pending payment: the lines of one read keep one start time between them, not a float each;
+    lines the gate held are timed from the read that took them up."""
+    clock, service, backlog, gate, protocol, transport = connect(gate_high=3, gate_low=1, clock=ReadingClock())
+    clock.advance(7)
+    protocol.dataReceived(lines(*(authorize_request(id=n, order_id=f"hold-{n}") for n in range(1, 5))))
+    first, second, third = (service.held[f"hold-{n}"][0] for n in range(1, 4))
+    assert first.started == 7 and first.started is second.started is third.started
+    clock.advance(2)
+    backlog.written = 3
+    gate.drained()
+    assert service.held["hold-4"][0].started == 9
+    clock.advance(1)
+    for n in range(1, 5):
+        service.release(f"hold-{n}")
+    duration = protocol.factory.metrics.registry.get_sample_value
+    assert duration("kswitch_api_request_duration_seconds_sum", {"op": "authorize"}) == 3 * 3 + 1
 
 
 def test_a_line_cut_by_the_read_waits_with_the_held_ones_and_completes_later():
