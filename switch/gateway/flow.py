@@ -40,12 +40,14 @@ class BacklogGate:
 
     @classmethod
     def for_batches(cls, backlog: Callable[[], int], max_batch: int) -> BacklogGate:
-        """Closed at one batch's worth of journal work waiting, writes and reads; open again at half.
+        """Closed at half a batch's worth of journal work waiting, writes and reads; open again at a quarter.
 
-        One batch waiting while another commits keeps the writer's next batch full; more only holds a
-        burst's payments parsed and queued at once, and the allocator keeps their memory after (0.7 KB a
-        payment held at a slow bank with four batches' worth, `bench/hold.sh`)."""
-        return cls(backlog, high=max_batch, low=max_batch // 2)
+        The gate stops only new requests: the outcomes and answers of payments already in flight still
+        queue behind it, so the writer's next batch is never short of work. More waiting only holds more of
+        a burst's payments parsed and queued at once, and the allocator keeps their memory after: 0.7 KB a
+        payment held at a slow bank with four batches' worth, 0.1 KB with one (`bench/hold.sh`)."""
+        high = max(1, max_batch // 2)
+        return cls(backlog, high=high, low=high // 2)
 
     def closed(self) -> bool:
         """Asked before each request line: one queue-size read."""

@@ -169,19 +169,19 @@ class Counted:
         self.released += 1
 
 
-def test_the_journals_gate_closes_at_one_batch_waiting_and_opens_at_half():
+def test_the_journals_gate_closes_at_half_a_batch_waiting_and_opens_at_a_quarter():
     waiting = 0
     gate = BacklogGate.for_batches(lambda: waiting, max_batch=256)
     opened = []
-    for waiting in range(250, 260):
+    for waiting in range(122, 132):
         opened.append(not gate.closed())
-    assert opened == [True] * 6 + [False] * 4  # closed from 256 writes waiting
+    assert opened == [True] * 6 + [False] * 4  # closed from 128 writes waiting
     connection = Counted()
     gate.hold(connection)
-    waiting = 129
+    waiting = 65
     gate.drained()
     assert (connection.held, connection.released) == (1, 0)
-    waiting = 128
+    waiting = 64
     gate.drained()
     assert (connection.held, connection.released) == (1, 1)
     smallest = BacklogGate.for_batches(lambda: 0, max_batch=1)
