@@ -8,7 +8,6 @@ never a traceback: operators read these at 3 a.m.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import signal
 import sys
@@ -18,6 +17,7 @@ from typing import Any, Awaitable, Callable, NoReturn, Sequence
 import structlog
 
 from switch.engine.router import RouteQuery
+from switch.heap import HeapTrim, c_heap_trim, freeze_startup_heap
 from switch.iso.dialect import DialectError
 from switch.observe import logs
 from switch.ops import cutover, riskadmin, settlementcli
@@ -25,9 +25,6 @@ from switch.ops.config import DEFAULT_CONFIG, SwitchConfig, load_config
 from switch.ops.settings import ConfigError
 
 log = structlog.get_logger("kswitch.switch")
-
-GEN0_THRESHOLD = 10_000
-"""New container objects between collections of the youngest generation, once the switch runs."""
 
 SAF_STATES = ("queued", "dead", "done", "dropped")
 
@@ -146,8 +143,14 @@ def _run(cfg: SwitchConfig) -> int:
                            call_soon=lambda f: reactor.callLater(0, f))
     switch = Switch(cfg, reactor)
     status = {"code": 0}
+    trim = HeapTrim(reactor, c_heap_trim())
+
+    def started(_: object) -> None:
+        freeze_startup_heap()
+        trim.start()
 
     def stop_reactor(_: object) -> None:
+        trim.stop()
         try:
             reactor.stop()
         except ReactorNotRunning:
@@ -164,7 +167,7 @@ def _run(cfg: SwitchConfig) -> int:
         name = signal.Signals(signum).name
         reactor.callFromThread(lambda: switch.stop(reason=name).addBoth(stop_reactor))
 
-    reactor.callWhenRunning(lambda: switch.start().addCallbacks(_freeze_startup_heap, failed))
+    reactor.callWhenRunning(lambda: switch.start().addCallbacks(started, failed))
     # Twisted's own handlers stay installed (SIGCHLD reaps the simulators: without it their end
     # can go unnoticed and the stop waits out its bound); SIGINT and SIGTERM are ours, replaced
     # once the reactor runs, after Twisted installed its handlers.
@@ -177,23 +180,6 @@ def _run(cfg: SwitchConfig) -> int:
     finally:
         lines.close()
     return status["code"]
-
-
-def _freeze_startup_heap(_: object = None) -> None:
-    """Take what start-up built out of the cyclic garbage collector's sight, once the switch runs,
-    and let the youngest generation grow before it is collected.
-
-    Configuration, compiled rules, modules, connections and pools live as long as the process, yet
-    every full collection walked all of them: about 40 ms each under load, several a second, some
-    45 µs of every payment and its latency's worst moments (perf_ratio's closed loop, measured with
-    `gc.callbacks`). `gc.freeze` moves them to a generation no collection scans. A payment leaves
-    almost no cycles behind, so collecting the youngest generation every 700 new objects (CPython's
-    default) mostly walked payments still in flight: every `GEN0_THRESHOLD` objects, the collector
-    takes 0.05 s of a 10 s closed loop instead of 0.35 s. What payments create is collected as before."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GEN0_THRESHOLD, *gc.get_threshold()[1:])
-    log.info("startup_heap_frozen", objects=gc.get_freeze_count(), gen0_threshold=GEN0_THRESHOLD)
 
 
 def _emit(*lines: str) -> None:

@@ -29,7 +29,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from switch.app import STOP_WAITS, Switch
-from switch.cli import GEN0_THRESHOLD
+from switch.heap import GEN0_THRESHOLD, TRIM_INTERVAL
 from switch.ops.config import load_config
 from tests.crash.harness import SwitchProcess, remove_dir, short_run_dir, sleep
 from tests.e2e.harness import authorize, eventually, start_env
@@ -108,6 +108,8 @@ async def test_sigint_stops_the_demo_switch_and_its_simulators_in_logged_bounded
         frozen = next(e for e in log if e["event"] == "startup_heap_frozen")  # after start, before any payment
         assert frozen["objects"] > 10_000 and frozen["gen0_threshold"] == GEN0_THRESHOLD
         assert names.index("switch_started") < names.index("startup_heap_frozen")
+        trim = next(e for e in log if e["event"] == "heap_trim")  # glibc: the C heap's free pages go back
+        assert trim["interval"] == TRIM_INTERVAL
         stopping = next(e for e in log if e["event"] == "switch_stopping")
         assert stopping["reason"] == "SIGINT" and stopping["bound"] == bound
         waited = [e["step"] for e in log if e["event"] == "shutdown_waiting"]
