@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import sys
 from typing import Any
 
 import pytest
@@ -93,3 +95,19 @@ def test_one_key_under_two_merchants_is_two_keys() -> None:
     targets[1].callback({"status": "declined"})
     targets[0].callback({"status": "approved"})
     assert (first.told, second.told) == ([{"status": "approved"}], [{"status": "declined"}])
+
+
+def test_the_keys_entry_keeps_a_small_int_of_the_hash_and_still_tells_another_request_apart() -> None:
+    """Memory per pending payment: a 32-byte int of the request hash's first 56 bits, not the 80-byte hash."""
+    join = KeyedOnce(lambda: None)
+    targets: list[Answerable[dict[str, str]]] = []
+    first, repeat, other = (hashlib.sha256(body).digest() for body in (b"amount=1250", b"amount=1250", b"amount=1251"))
+    caller, again, conflicting = Told(), Told(), Told()
+    join.run_to(("M1", "k-5"), first, targets.append, caller)
+    [entry] = targets
+    assert type(entry.fingerprint) is int and sys.getsizeof(entry.fingerprint) <= 32  # type: ignore[attr-defined]
+    join.run_to(("M1", "k-5"), repeat, lambda _: pytest.fail("a repeat must not run again"), again)
+    join.run_to(("M1", "k-5"), other, lambda _: pytest.fail("a conflict must not run"), conflicting)
+    assert [type(e) for e in conflicting.told] == [IdempotencyConflict]
+    entry.callback({"status": "approved"})
+    assert caller.told == again.told == [{"status": "approved"}]
