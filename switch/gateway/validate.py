@@ -334,5 +334,6 @@ def _card(fields: Fields) -> CardInstrument:
     if not cardcheck.valid_expiry(expiry):
         raise invalid(fields.path("expiry"), "expected the expiry date as YYMM with month 01-12, e.g. 2812")
     cvv = fields.optional_text("cvv", CVV, "3 or 4 digits")
-    # one of at most 1,200 values, kept by every payment waiting on its bank: shared, like the merchant's ids
-    return CardInstrument(pan=pan, expiry=sys.intern(expiry), cvv=cvv)
+    # One of at most 1,200 and 11,000 values, kept by every payment waiting on its bank: shared, like the merchant's
+    # ids. Interned strings go when nothing holds them (3.11): a code lives no longer than its payments need it.
+    return CardInstrument(pan=pan, expiry=sys.intern(expiry), cvv=sys.intern(cvv) if cvv is not None else None)

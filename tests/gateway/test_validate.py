@@ -44,12 +44,14 @@ def test_a_valid_request_becomes_a_canonical_frozen_request():
         request.amount = 1  # type: ignore[misc]
 
 
-def test_requests_of_one_store_share_its_merchant_and_store_id_strings_and_cards_their_expiry():
+def test_requests_of_one_store_share_its_merchant_and_store_id_strings_and_cards_their_expiry_and_cvv():
     """Decoded from two different lines, as the socket API decodes each request: the payments waiting on a
-    bank keep one string per merchant and store id, and per expiry date, not one copy each."""
+    bank keep one string per merchant and store id, per expiry date and per card security code, not one copy
+    each."""
     first, second = (parse_authorize(json.loads(json.dumps(authorize_request(order_id=o)))) for o in ("a", "b"))
     assert first.merchant_id is second.merchant_id and first.store_id is second.store_id
     assert first.instrument.expiry is second.instrument.expiry
+    assert first.instrument.cvv == "123" and first.instrument.cvv is second.instrument.cvv
 
 
 def test_optional_fields_may_be_null_or_absent():
