@@ -36,7 +36,7 @@ TRIM_INTERVAL = 10.0
 """Seconds between two hand-backs of the C heap's free pages."""
 
 
-def freeze_startup_heap(_: object = None) -> None:
+def freeze_startup_heap() -> None:
     """Take what start-up built out of the cyclic garbage collector's sight, once the switch runs,
     and let the youngest generation grow before it is collected.
 
@@ -69,7 +69,6 @@ class HeapTrim:
     """Calls ``trim`` every ``interval`` seconds on the reactor's clock, from `start` to `stop`."""
 
     def __init__(self, clock: IReactorTime, trim: Callable[[], object] | None, interval: float = TRIM_INTERVAL) -> None:
-        self._trim = trim
         self._interval = interval
         self._loop: LoopingCall | None = None
         if trim is not None:

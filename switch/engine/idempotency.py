@@ -29,8 +29,8 @@ class _InFlight:
     keys: dict[str, _InFlight]  # its merchant's keys in flight, by the key itself: no (merchant, key) tuple kept
     key: str
     # The first 56 bits of the request's hash, to tell a repeat from another request while the first is in flight:
-    # an int of two 30-bit digits (32 bytes) where the whole hash took 80. Two requests told apart by their last
-    # 200 bits only, 2**-56 of them, would share an answer; once journalled, the whole hash is compared.
+    # an int of two 30-bit digits (32 bytes) where the whole hash took 80. Two different requests whose hashes agree
+    # in those bits (odds 2**-56) would share an answer while in flight; once journalled, the whole hash is compared.
     fingerprint: int
     # the first caller; a list once a repeat joins it (most keys never see one): one slot, not two, per payment
     waiting: Answerable[dict[str, Any]] | list[Answerable[dict[str, Any]]]

@@ -334,6 +334,6 @@ def _card(fields: Fields) -> CardInstrument:
     if not cardcheck.valid_expiry(expiry):
         raise invalid(fields.path("expiry"), "expected the expiry date as YYMM with month 01-12, e.g. 2812")
     cvv = fields.optional_text("cvv", CVV, "3 or 4 digits")
-    # One of at most 1,200 and 11,000 values, kept by every payment waiting on its bank: shared, like the merchant's
-    # ids. Interned strings go when nothing holds them (3.11): a code lives no longer than its payments need it.
+    # An expiry is one of at most 1,200 values and a CVV one of 11,000, kept by every payment waiting on its bank:
+    # shared, like the merchant's ids. Interned strings go when nothing holds them (3.11): no code outlives its payments.
     return CardInstrument(pan=pan, expiry=sys.intern(expiry), cvv=sys.intern(cvv) if cvv is not None else None)
