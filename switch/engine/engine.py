@@ -59,7 +59,7 @@ from switch.iso.responses import BankAnswer
 from switch.iso.translate import restore_instrument, reversal_request
 from switch.journal import Journal
 from switch.journal.errors import TransitionRefused
-from switch.journal.models import Direction, EventDraft, SafDraft, SafItem, SafKind, Transaction
+from switch.journal.models import Direction, EventDraft, Received, SafDraft, SafItem, SafKind, Transaction
 from switch.observe.metrics import MetricBundle
 
 log = structlog.get_logger("kswitch.engine")
@@ -289,6 +289,10 @@ class Engine:
     def classify(self, response: Message, txn_id: str, bank: Bank, message: Message) -> Outcome:
         """Journal ``response`` to ``message`` and read it with the bank's plugin."""
         self.journal_response(txn_id, bank, response)
+        return self.read_answer(response, txn_id, bank, message)
+
+    def read_answer(self, response: Message, txn_id: str, bank: Bank, message: Message) -> Outcome:
+        """Read ``response`` to ``message`` with the bank's plugin; journalling it is the caller's (`received`)."""
         try:
             answer = self.plugin(bank).read_response(message, response, bank.profile.responses)
         except Exception:  # a plugin that cannot read the answer: the bank may still have acted
@@ -297,6 +301,11 @@ class Engine:
         if answer.uncertain or (is_advice(message["t"]) and answer.retryable):
             return Uncertain(answer.reason, answer)
         return Answered(response, answer)
+
+    @staticmethod
+    def received(bank: Bank, response: Message) -> Received:
+        """``response`` masked, for the commit of the outcome it decides (`Journal.transition`)."""
+        return Received(bank.name, response["t"], mask_message(response, bank.profile.dialect))
 
     def journal_response(self, txn_id: str, bank: Bank, response: Message) -> None:
         """Journal an inbound answer; it commits in the same or an earlier batch than the outcome."""

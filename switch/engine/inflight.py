@@ -41,7 +41,7 @@ from switch.engine.status import API_STATUS, answer
 from switch.iso.dialect import Message
 from switch.iso.translate import sealed_instrument
 from switch.journal import Journal
-from switch.journal.models import EventDraft
+from switch.journal.models import EventDraft, Received
 
 log = structlog.get_logger("kswitch.payments")
 
@@ -99,13 +99,15 @@ class InFlightPayment:
 
     def callback(self, response: Message) -> None:
         """The bank's answer (the mux tells the payment itself, `switch.domain.answering.Answerable`): commit the
-        outcome, then tell `answered`."""
+        outcome with the answer in its commit, then tell `answered`."""
+        engine = self.outcomes.engine
         try:
-            outcome = self.outcomes.engine.classify(response, self.txn_id, self.bank, self.message)
+            received = engine.received(self.bank, response)
+            outcome = engine.read_answer(response, self.txn_id, self.bank, self.message)
         except Exception:
             self._concluded(Failure())
             return
-        self._conclude(outcome)
+        self._conclude(outcome, received)
 
     def errback(self, reason: Exception | Failure) -> None:
         """No answer came, or the request was not sent (`switch.domain.answering.Answerable`)."""
@@ -115,8 +117,8 @@ class InFlightPayment:
         else:
             self._conclude(outcome)
 
-    def _conclude(self, outcome: Outcome) -> None:
-        self.outcomes.conclude(outcome, self).addBoth(self._concluded)
+    def _conclude(self, outcome: Outcome, received: Received | None = None) -> None:
+        self.outcomes.conclude(outcome, self, received).addBoth(self._concluded)
 
     def _concluded(self, result: dict[str, Any] | Failure) -> None:
         """Answer the web tier, ending the bank's ``active`` count begun when the payment was routed."""
@@ -139,19 +141,21 @@ class PaymentOutcomes:
         self.metrics = metrics
         self.confirmations = confirmations
 
-    def conclude(self, outcome: Outcome, p: InFlightPayment) -> Deferred[dict[str, Any]]:
-        return ensureDeferred(self._conclude(outcome, p))
+    def conclude(self, outcome: Outcome, p: InFlightPayment, received: Received | None = None
+                 ) -> Deferred[dict[str, Any]]:
+        """Journal ``outcome`` with ``received`` (the bank's answer, if one came) in its commit."""
+        return ensureDeferred(self._conclude(outcome, p, received))
 
-    async def _conclude(self, outcome: Outcome, p: InFlightPayment) -> dict[str, Any]:
+    async def _conclude(self, outcome: Outcome, p: InFlightPayment, received: Received | None) -> dict[str, Any]:
         if isinstance(outcome, NotSent):
             result = await self.finish(p.txn_id, p.kind, p.bank, Status.FAILED, p.screening, reason=outcome.reason,
                                        forget_card=True)
         elif isinstance(outcome, Uncertain):
-            result = await self._uncertain(p, outcome)
+            result = await self._uncertain(p, outcome, received)
         elif outcome.answer.confirmation_url is not None and self.confirmations is not None:
-            result = await self._awaiting_customer(p, outcome.response, outcome.answer.confirmation_url)
+            result = await self._awaiting_customer(p, outcome.response, outcome.answer.confirmation_url, received)
         else:
-            result = await self._answered(p, outcome)
+            result = await self._answered(p, outcome, received)
         verdict = p.verdict
         if verdict is None:
             return result
@@ -167,7 +171,7 @@ class PaymentOutcomes:
         except Exception as e:
             log.error("risk_review_not_recorded", txn_id=txn_id, status=status, error=str(e))
 
-    async def _answered(self, p: InFlightPayment, outcome: Answered) -> dict[str, Any]:
+    async def _answered(self, p: InFlightPayment, outcome: Answered, received: Received | None) -> dict[str, Any]:
         a, req, bank = outcome.answer, p.request, p.bank
         changes: dict[str, Any] = {**answer_columns(a, p.message.get("37")),
                                    **settlement_column(self.journal, bank.name, a)}
@@ -182,21 +186,22 @@ class PaymentOutcomes:
         else:
             status = Status.DECLINED if a.status == "declined" else Status.FAILED
         return await self.finish(p.txn_id, p.kind, bank, status, p.screening, reason=a.reason,
-                                 forget_card=status is not Status.APPROVED, **changes)
+                                 forget_card=status is not Status.APPROVED, received=received, **changes)
 
-    async def _awaiting_customer(self, p: InFlightPayment, response: Message, url: str) -> dict[str, Any]:
+    async def _awaiting_customer(self, p: InFlightPayment, response: Message, url: str,
+                                 received: Received | None) -> dict[str, Any]:
         """The bank waits for the customer: journal that, hand the payment to its owner, answer with the URL."""
         sent = p.message
         txn = await self.journal.transition(
             p.txn_id, expected_from=(Status.PENDING,), to=Status.AWAITING_CUSTOMER, reason="customer_action_required",
-            response_code=response.get("39"), rrn=response.get("37") or sent.get("37"),
+            response_code=response.get("39"), rrn=response.get("37") or sent.get("37"), received=received,
         )
         assert self.confirmations is not None
         self.confirmations.watch(txn, sent.get("41"))
         self.metrics.child(self.metrics.outcomes, p.bank.name, p.kind.value, API_STATUS[txn.status]).inc()
         return {**answer(txn), "confirmation_url": url}
 
-    async def _uncertain(self, p: InFlightPayment, outcome: Uncertain) -> dict[str, Any]:
+    async def _uncertain(self, p: InFlightPayment, outcome: Uncertain, received: Received | None) -> dict[str, Any]:
         """The bank may have approved: queue the reversal in the same commit as the answer. No answer
         (timeout, link lost) is answered ``timeout``; an answer the plugin does not believe is
         answered as it reads it (``failed``, e.g. ``format_error``): the reversal makes that true."""
@@ -206,17 +211,18 @@ class PaymentOutcomes:
         a = outcome.answer
         if a is None:
             result = await self.finish(p.txn_id, p.kind, bank, Status.TIMEOUT, p.screening, reason="issuer_timeout",
-                                       saf=saf)
+                                       saf=saf, received=received)  # an answer its plugin could not read
         else:
             status = Status.DECLINED if a.status == "declined" else Status.FAILED
             result = await self.finish(p.txn_id, p.kind, bank, status, p.screening, reason=a.reason, saf=saf,
-                                       forget_card=True, **answer_columns(a, sent.get("37")))
+                                       forget_card=True, received=received, **answer_columns(a, sent.get("37")))
         self.saf.kick(bank.name)
         return result
 
     async def finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, screening: Screening | None,
                      **changes: Any) -> dict[str, Any]:
-        """Journal the payment's outcome, with the risk stage's part of it in the same commit."""
+        """Journal the payment's outcome, with the risk stage's part of it and the bank's answer (``received``)
+        in the same commit."""
         risk = screening.closing(API_STATUS[status]) if screening is not None else None
         txn = await self.journal.transition(txn_id, expected_from=(Status.PENDING,), to=status, risk=risk, **changes)
         if risk is not None:

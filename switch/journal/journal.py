@@ -29,13 +29,14 @@ from switch.journal.errors import InvalidRecord, JournalError, TransactionNotFou
 from switch.journal.eventapi import EventApi
 from switch.journal.guard import dump_fields
 from switch.journal.ids import new_txn_id
+from switch.journal.messageapi import MessageApi
 from switch.journal.metrics import JournalMetrics
 from switch.journal.models import (
     Direction,
     EncryptedCard,
     EventDraft,
-    MessageRecord,
     NewTransaction,
+    Received,
     SafDraft,
     SafItem,
     Transaction,
@@ -44,7 +45,6 @@ from switch.journal.models import (
     prepare_changes,
     require_enum,
     require_id,
-    require_mti,
     to_us,
 )
 from switch.journal.postgres import PostgresBackend
@@ -57,7 +57,7 @@ from switch.journal.vault import PanVault
 S = TypeVar("S", bound=Screened)
 
 
-class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
+class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
     """Durable record of transactions, messages, store-and-forward items and events.
 
     Build it with `open_journal`. One Journal (one writer) per database: event ids
@@ -147,6 +147,7 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
         event: EventDraft | None = None,
         saf: SafDraft | None = None,
         risk: Callable[[RiskLedger, Transaction], object] | None = None,
+        received: Received | None = None,
         **changes: Unpack[TxnChanges],
     ) -> defer.Deferred[Transaction]:
         """Move a transaction to ``to`` only if it is in one of ``expected_from`` (compare-and-set).
@@ -156,7 +157,8 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
         are written in one database transaction. ``forget_card`` deletes the stored
         PAN ciphertext once no later message will need it.  ``risk`` runs in the same
         transaction on the moved payment: the risk stage's part of an outcome (counts
-        given back, a decline counted).
+        given back, a decline counted). ``received`` is the bank's answer that decided it, journalled in the
+        same commit (on its own if the transition is refused).
         """
         statuses = (expected_from,) if isinstance(expected_from, str) else expected_from
         expected = frozenset(require_enum(Status, status, "expected_from") for status in statuses)
@@ -168,10 +170,13 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
         payload = _payload(event)
         saf_row = self._saf_row(txn_id, saf, now) if saf is not None else None
         fees = self._config.fees
+        answer = self._received_row(txn_id, received) if received is not None else None
         later = (len(expected) == 1 and expected_version is None and event is None and saf is None and risk is None
                  and feebook.writes_nothing_after(target, prepared))
 
         def unit(db: Db) -> Transaction | Later[Transaction]:
+            if answer is not None:
+                store.append_message(db, answer)
             if later and db.pipelining:  # a payment's outcome: its row comes with the batch's others
                 moved = store.transition_later(db, txn_id, expected_from=next(iter(expected)), to=target,
                                                changes=prepared, forget_card=forget_card, now=now)
@@ -194,7 +199,8 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
                 risk(RiskLedger(db, now), txn)
             return txn
 
-        return self._writer.submit(unit)
+        moved = self._writer.submit(unit)
+        return moved if answer is None else moved.addErrback(self._journal_apart, answer)
 
     @fails_as_deferred
     def begin_operation(
@@ -372,44 +378,6 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
         """Decrypt a stored PAN for the message that needs it; keep the result in memory only."""
         return self._vault.open(card)
 
-    # Messages
-
-    @fails_as_deferred
-    def append_message(
-        self,
-        *,
-        txn_id: str | None,
-        direction: Direction,
-        connector: str,
-        mti: str,
-        fields: Mapping[str, Any],
-        at: datetime | None = None,
-    ) -> defer.Deferred[None]:
-        """Record a message exchanged with a bank; ``fields`` must already be masked (`switch.iso.masking`).
-
-        STAN and response code are taken from fields 11 and 39. Fires once it is durable.
-        """
-        row = self._message_row(txn_id, direction, connector, mti, fields, at)
-        return self._writer.submit(lambda db: store.append_message(db, row))
-
-    def _message_row(
-        self, txn_id: str | None, direction: Direction, connector: str, mti: str, fields: Mapping[str, Any],
-        at: datetime | None,
-    ) -> dict[str, Any]:
-        return {
-            "txn_id": require_id("txn_id", txn_id) if txn_id is not None else None,
-            "direction": require_enum(Direction, direction, "direction"),
-            "connector": require_id("connector", connector),
-            "mti": require_mti(mti),
-            "stan": _field(fields, "11"),
-            "response_code": _field(fields, "39"),
-            "fields": dump_fields("fields", fields),
-            "at": to_us(at) if at is not None else self._now(),
-        }
-
-    def messages(self, txn_id: str) -> defer.Deferred[list[MessageRecord]]:
-        return self._readers.read(lambda db: store.messages(db, txn_id))
-
     # Helpers
 
     def _transaction_row(self, new: NewTransaction, now: int) -> dict[str, object]:
@@ -455,11 +423,6 @@ class Journal(SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
 
 def _payload(event: EventDraft | None) -> str | None:
     return dump_fields("payload", event.payload) if event is not None else None
-
-
-def _field(fields: Mapping[Any, Any], number: str) -> str | None:
-    value = fields.get(number, fields.get(int(number)))
-    return str(value) if value is not None else None
 
 
 def backend_for(config: JournalConfig) -> Backend:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypedDict, TypeVar
+from typing import Any, NamedTuple, TypedDict, TypeVar
 
 from switch.domain.carddata import CardData
 from switch.domain.currency import by_alpha
@@ -213,6 +213,16 @@ class EventDraft:
 
     def __post_init__(self) -> None:
         require_event_type(self.type)
+
+
+class Received(NamedTuple):
+    """A bank's answer journalled in the commit of the transition it decides (`Journal.transition`):
+    one writer unit a payment fewer than journalling it on its own, and never an outcome without it."""
+
+    connector: str
+    mti: str
+    fields: Mapping[str, Any]
+    """Masked (`switch.iso.masking.mask_message`), as for `Journal.append_message`."""
 
 
 @dataclass(frozen=True)

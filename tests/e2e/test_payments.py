@@ -8,6 +8,7 @@ import types
 
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred, gatherResults
 
 from tests.e2e.harness import authorize, eventually
 
@@ -27,7 +28,25 @@ async def test_approved_sale_debits_and_is_journalled(env):
     assert txn.status.value == "approved" and txn.amount_captured == 1250 and txn.masked_pan == "411111******1111"
     messages = await env.journal.messages(a["txn_id"])
     assert [m.mti for m in messages] == ["0200", "0210"]
-    assert messages[0].fields["2"] == "411111******1111" and "48" not in messages[0].fields or messages[0].fields["48"] != "123"
+    assert messages[0].fields["2"] == "411111******1111"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_payment_is_two_journal_writes_its_answer_committed_with_its_outcome(env):
+    """The request commits with the new payment, the bank's answer with the outcome it decides: two writer
+    units a payment (three when the answer was a unit of its own). The lease heartbeat, every 5 s, may add
+    one write while the payments run."""
+    committed = {"backend": "sqlite", "outcome": "committed"}
+    c = await env.connect()
+    await c.call(authorize(1))  # connections and caches warm: nothing but payments writes below
+    before = env.registry.get_sample_value("kswitch_journal_writes_total", committed)
+    answers = await gatherResults([ensureDeferred(c.call(authorize(n))) for n in range(2, 22)])
+    assert {a["status"] for a in answers} == {"approved"}
+    writes = env.registry.get_sample_value("kswitch_journal_writes_total", committed) - before
+    assert writes in (40, 41), f"20 payments took {writes} journal writes"
+    for a in answers[:3]:
+        assert [(m.mti, m.direction.value) for m in await env.journal.messages(a["txn_id"])] == [
+            ("0200", "out"), ("0210", "in")]
 
 
 @pytest_twisted.ensureDeferred
