@@ -9,11 +9,17 @@ time, so both see the same machine (each still gets its own bank, switch and loa
 
     PYTHONPATH=$PWD .tox/py3/bin/python bench/cpu_per_auth.py --runs 3 [--pg] [--seconds 8] [--py-spy F.raw]
     .tox/py3/bin/python bench/cpu_per_auth.py --both BASE_TREE HEAD_TREE --runs 3
+
+--states also samples, every millisecond, what the reactor and the journal writer are doing at the same
+moment (running, idle in epoll, waiting on a futex: the GIL or the writer's queue; in a disk wait) and adds
+the shares of the commonest pairs: the reactor idle while the writer runs alone is the time every payment
+in flight waits on the journal (the sampler takes some CPU of its own).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import shutil
@@ -55,6 +61,31 @@ def per_auth(before: dict[str, list[float]], after: dict[str, list[float]], pid:
     return {name: [round(value / n * 1e6) for value in times] for name, times in rows.items()}
 
 
+def thread_state(pid: int, tid: int) -> str:
+    """One thread's state: running (or runnable), else where the kernel has it sleep."""
+    state = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    if state == "R":
+        return "running"
+    wchan = Path(f"/proc/{pid}/task/{tid}/wchan").read_text()
+    named = {"do_epoll_wait": "epoll", "futex_do_wait": "futex", "futex_wait_queue": "futex", "submit_bio_wait": "disk"}
+    return named.get(wchan, "other" if wchan in ("", "0") else wchan)
+
+
+def sample_states(pid: int, seconds: float) -> dict[str, float]:
+    """Shares of (reactor, writer) state pairs over ``seconds``; the writer is the process's second thread."""
+    reactor, writer = sorted(int(task.name) for task in Path(f"/proc/{pid}/task").iterdir())[:2]
+    pairs: collections.Counter[str] = collections.Counter()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            pairs[f"reactor {thread_state(pid, reactor)}, writer {thread_state(pid, writer)}"] += 1
+        except OSError:
+            break
+        time.sleep(0.001)
+    total = sum(pairs.values()) or 1
+    return {pair: round(count / total, 3) for pair, count in pairs.most_common(6)}
+
+
 def py_spy() -> str:
     beside = Path(sys.executable).parent / "py-spy"
     return str(beside) if beside.exists() else "py-spy"
@@ -91,14 +122,20 @@ def run(args: argparse.Namespace, state: Path) -> dict[str, object]:
                                         "-o", args.py_spy, "-d", str(int(args.seconds)), "-p", str(switch.pid)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(0.3)
+            states: dict[str, float] = {}
+            sampler = threading.Thread(target=lambda: states.update(sample_states(switch.pid, args.seconds - 1)))
             before = thread_times(switch.pid)
+            if args.states:
+                sampler.start()
             out = perf_ratio.load(api, args.seconds, args.conns, args.depth, hello)
             after = thread_times(switch.pid)
             if spy is not None:
                 spy.wait()
+            if args.states:
+                sampler.join()
             n = int(out["n"]) or 1
             return {"tps": out["tps"], "n": n, "errors": out["errors"],
-                    "us_per_auth_user_sys": per_auth(before, after, switch.pid, n)}
+                    "us_per_auth_user_sys": per_auth(before, after, switch.pid, n)} | ({"states": states} if states else {})
         finally:
             perf_ratio.stop(switch)
             perf_ratio.stop(bank)
@@ -112,6 +149,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=16)
     parser.add_argument("--pg", action="store_true")
     parser.add_argument("--template", help="kswitch config template, as perf_ratio's --template")
+    parser.add_argument("--states", action="store_true", help="also sample the reactor's and writer's states")
     parser.add_argument("--py-spy", metavar="FILE", help="also record the measured seconds with py-spy (raw format)")
     parser.add_argument("--both", nargs=2, metavar=("TREE_A", "TREE_B"),
                         help="measure two trees at the same time, each run from its tree with it first on the path")
