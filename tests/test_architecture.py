@@ -181,11 +181,12 @@ def test_the_cycle_finder_on_small_graphs():
 MAX_MODULE_LINES = 500
 
 
-def test_no_module_is_over_500_lines():
-    """A module that grows past this holds more than one concept: split it by concept."""
+def test_every_module_is_under_500_lines():
+    """A module that grows to this holds more than one concept: split it by concept. Tests and bench scripts
+    are modules too."""
     sizes = {
         str(path.relative_to(ROOT)): len(path.read_text(encoding="utf-8").splitlines())
-        for package in PACKAGES
+        for package in (*PACKAGES, "tests", "bench")
         for path in (ROOT / package).rglob("*.py")
     }
-    assert {path: lines for path, lines in sizes.items() if lines > MAX_MODULE_LINES} == {}
+    assert {path: lines for path, lines in sizes.items() if lines >= MAX_MODULE_LINES} == {}

@@ -33,7 +33,7 @@ from switch.gateway.flow import BacklogGate
 from switch.gateway.metrics import ApiMetrics
 from switch.gateway.ops import OpContext, Operation, OperationRegistry, Request, default_operations
 from switch.gateway.service import IPaymentService
-from switch.gateway.session import Session
+from switch.gateway.session import Session, describe_address
 from switch.gateway.wire import RequestId, decode_line, encode, failure, op_name, request_id, request_object, success
 
 log = structlog.get_logger("kswitch.api")
@@ -489,12 +489,3 @@ class ApiFactory(Factory):
     def connection_lost(self, protocol: ApiProtocol) -> None:
         self.connections.discard(protocol)
         self.metrics.connections.dec()
-
-
-def describe_address(address: IAddress | None) -> str:
-    """``host:port``, ``[v6]:port`` or ``unix`` for logs; never raises on an unknown address type."""
-    host = getattr(address, "host", None)
-    port = getattr(address, "port", None)
-    if host is None:
-        return "unix" if address is not None else "unknown"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

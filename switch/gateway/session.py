@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from twisted.internet.interfaces import IAddress
+
 
 @dataclass
 class Session:
@@ -25,3 +27,12 @@ class Session:
         self.failed_hellos += 1
         if self.failed_hellos >= max_failed_hellos:
             self.close_requested = True
+
+
+def describe_address(address: IAddress | None) -> str:
+    """``host:port``, ``[v6]:port`` or ``unix`` for logs; never raises on an unknown address type."""
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None:
+        return "unix" if address is not None else "unknown"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

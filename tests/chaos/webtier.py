@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from switch.gateway.client import BlockingClient, KSwitchConnectionError, KSwitchError
-from tests.crash.harness import CARDS, CLIENT, CVV, EXPIRY, MERCHANT, STORE, TOKEN, WebWorkers
+from tests.crash.harness import CARDS, CLIENT, CVV, EXPIRY, MERCHANT, STORE, TOKEN
+from tests.crash.webtier import WebWorkers
 
 RETRY_PAUSE = 0.05
 FAILED_PAUSE = 0.2

@@ -18,7 +18,8 @@ from twisted.internet.defer import ensureDeferred, gatherResults
 from switch.journal import Journal
 from switch.journal.models import CardData, Direction, Kind, SafState, Status, Transaction
 from tests.cardscan import scan
-from tests.crash.harness import CARDS, EXPIRY, MERCHANT, OPENING_BALANCE, Banks, WebRequest, postings
+from tests.crash.harness import CARDS, EXPIRY, MERCHANT, OPENING_BALANCE, Banks, postings
+from tests.crash.webtier import WebRequest
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 APPROVED = (Status.APPROVED, Status.CAPTURED)

@@ -76,7 +76,6 @@ from tests.crash.harness import (
     BANKS,
     Banks,
     SwitchProcess,
-    WebTier,
     accounts_toml,
     config_toml,
     remove_dir,
@@ -85,6 +84,7 @@ from tests.crash.harness import (
     wait_saf_drained,
 )
 from tests.crash.invariants import check
+from tests.crash.webtier import WebTier
 
 pytestmark = pytest.mark.crash
 log = structlog.get_logger("kswitch.test.crash")

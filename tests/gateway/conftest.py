@@ -33,6 +33,12 @@ WEB2_TOKEN = "web-2-secret-token"
 TIMEOUT = 10
 
 
+def error_of(answer: dict) -> tuple[str, str | None]:
+    """An error answer's code and field (the test fails on an ``ok`` answer)."""
+    assert answer["ok"] is False, answer
+    return answer["error"]["code"], answer["error"]["field"]
+
+
 def authorize_request(**overrides: Any) -> dict[str, Any]:
     request: dict[str, Any] = {
         "op": "authorize",

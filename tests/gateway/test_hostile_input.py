@@ -13,15 +13,10 @@ import pytest_twisted
 from switch.gateway.config import ApiLimits
 from tests.cardscan import problems
 
-from .conftest import WEB1_TOKEN, authorize_request
+from .conftest import WEB1_TOKEN, authorize_request, error_of
 
 inline = pytest_twisted.inlineCallbacks
 CARD = "4012888888881881"
-
-
-def error_of(answer: dict) -> tuple[str, str | None]:
-    assert answer["ok"] is False, answer
-    return answer["error"]["code"], answer["error"]["field"]
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from switch.gateway.config import ApiLimits
-from tests.gateway.conftest import authorize_request
-from tests.gateway.test_socket_api import error_of
+from tests.gateway.conftest import authorize_request, error_of
 
 inline = pytest_twisted.inlineCallbacks
 

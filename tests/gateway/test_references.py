@@ -9,6 +9,7 @@ import pytest
 import pytest_twisted
 
 from tests.e2e.harness import PLUGIN_BANKS, PLUGIN_ROUTES, authorize, start_env, stop_env
+from tests.gateway.conftest import error_of
 
 VISA, MASTERCARD = "4111111111111111", "5555555555554444"
 # Each passes the Luhn check, so the journal's old guard refused them and the web tier got `internal`.
@@ -20,11 +21,6 @@ async def env(tmp_path):
     e = await start_env(tmp_path, banks=PLUGIN_BANKS, routes=PLUGIN_ROUTES)
     yield e
     await stop_env(e)
-
-
-def error_of(answer: dict) -> tuple[str, str | None]:
-    assert answer["ok"] is False, answer
-    return answer["error"]["code"], answer["error"]["field"]
 
 
 @pytest.mark.timeout(60)
