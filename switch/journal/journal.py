@@ -61,8 +61,8 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
     """Durable record of transactions, messages, store-and-forward items and events.
 
     Build it with `open_journal`. One Journal (one writer) per database: event ids
-    and SAF order rely on a single writer. Transactions, operations, reads and messages
-    are here; store-and-forward, events and upkeep come from the mixins.
+    and SAF order rely on a single writer. Transactions, operations and reads are here;
+    messages, store-and-forward, events and upkeep come from the mixins.
     """
 
     # Transactions
