@@ -13,9 +13,9 @@ capture, void, refund, store-and-forward, recovery, the sweeper) now uses these 
    (`Journal.create_transaction` / `Journal.begin_operation`);
 3. `Engine.exchange` sends it and classifies the result: `NotSent` (the bank never saw
    it: STAN released), `Uncertain` (written, no believable answer) or `Answered` (read
-   by the connector plugin's ``read_response``);
-4. the caller journals the outcome together with the parent's totals in one commit
-   (`Journal.finish_operation`); an uncertain outcome queues `resolution_draft` in that
+   by the connector plugin's ``read_response``), with the bank's answer masked (`received`);
+4. the caller journals the outcome together with that answer and the parent's totals in one
+   commit (`Journal.finish_operation`); an uncertain outcome queues `resolution_draft` in that
    same commit.
 
 Uncertainty by message class (`resolution_draft`): a request that may have moved money
@@ -215,6 +215,11 @@ def operation_view(child: Transaction) -> dict[str, Any]:
     }
 
 
+def _unanswered(failure: Failure) -> tuple[Outcome, None] | Failure:
+    outcome = not_answered(failure)
+    return outcome if isinstance(outcome, Failure) else (outcome, None)
+
+
 def not_answered(failure: Failure) -> Outcome | Failure:
     """What the mux's failure means: `NotSent` or `Uncertain`; any other failure stays one."""
     e = failure.value
@@ -267,15 +272,20 @@ class Engine:
 
     def exchange(
         self, txn_id: str, bank: Bank, message: Message, timeout: float | None = None, encoded: bytes | None = None
-    ) -> Deferred[Outcome]:
-        """Send ``txn_id``'s journalled message (``encoded``: `check_encodes`' bytes); journal the answer;
-        classify the outcome. A Deferred, not a coroutine: a payment waiting for its bank keeps no frame
-        of this, and no copy of the bytes once written."""
+    ) -> Deferred[tuple[Outcome, Received | None]]:
+        """Send ``txn_id``'s journalled message (``encoded``: `check_encodes`' bytes) and classify the outcome,
+        with the bank's answer masked (None if none came) for the commit that journals the outcome. A Deferred,
+        not a coroutine: a payment waiting for its bank keeps no frame of this, and no copy of the bytes once
+        written."""
         try:
             sent = bank.request(message, timeout, encoded=encoded)
         except Exception:
             sent = fail()
-        return sent.addCallbacks(self.classify, not_answered, callbackArgs=(txn_id, bank, message))
+        return sent.addCallbacks(self._answered, _unanswered, callbackArgs=(txn_id, bank, message))
+
+    def _answered(self, response: Message, txn_id: str, bank: Bank, message: Message
+                  ) -> tuple[Outcome, Received | None]:
+        return self.read_answer(response, txn_id, bank, message), self.received(bank, response)
 
     @staticmethod
     def send_to(answer_to: Answerable[Message], bank: Bank, message: Message, encoded: bytes | None = None) -> None:
@@ -285,11 +295,6 @@ class Engine:
             bank.request_to(answer_to, message, encoded=encoded)
         except Exception:
             answer_to.errback(Failure())
-
-    def classify(self, response: Message, txn_id: str, bank: Bank, message: Message) -> Outcome:
-        """Journal ``response`` to ``message`` and read it with the bank's plugin."""
-        self.journal_response(txn_id, bank, response)
-        return self.read_answer(response, txn_id, bank, message)
 
     def read_answer(self, response: Message, txn_id: str, bank: Bank, message: Message) -> Outcome:
         """Read ``response`` to ``message`` with the bank's plugin; journalling it is the caller's (`received`)."""
@@ -306,13 +311,6 @@ class Engine:
     def received(bank: Bank, response: Message) -> Received:
         """``response`` masked, for the commit of the outcome it decides (`Journal.transition`)."""
         return Received(bank.name, response["t"], mask_message(response, bank.profile.dialect))
-
-    def journal_response(self, txn_id: str, bank: Bank, response: Message) -> None:
-        """Journal an inbound answer; it commits in the same or an earlier batch than the outcome."""
-        self.journal.append_message(
-            txn_id=txn_id, direction=Direction.IN, connector=bank.name, mti=response["t"],
-            fields=mask_message(response, bank.profile.dialect),
-        ).addErrback(lambda f: log.error("response_not_journalled", txn_id=txn_id, error=f.getErrorMessage()))
 
     # -- store-and-forward hooks ---------------------------------------------------------
 

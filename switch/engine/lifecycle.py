@@ -22,6 +22,7 @@ request: ``idempotency_conflict``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -262,8 +263,8 @@ class Lifecycle:
         self, bank: Any, child: Transaction, message: Message, card: Any
     ) -> tuple[Transaction, Transaction]:
         """Send the journalled operation and journal its outcome with the parent's totals."""
-        outcome = await self.engine.exchange(child.txn_id, bank, message)
-        finish = self.journal.finish_operation
+        outcome, received = await self.engine.exchange(child.txn_id, bank, message)
+        finish = functools.partial(self.journal.finish_operation, received=received)  # the answer in the commit
         if isinstance(outcome, NotSent):
             return await finish(child.txn_id, to=Status.FAILED, reason=outcome.reason, forget_card=True)
         if isinstance(outcome, Answered):

@@ -259,9 +259,11 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
         forget_card: bool = False,
         event: EventDraft | None = None,
         saf: SafDraft | None = None,
+        received: Received | None = None,
         **changes: Unpack[TxnChanges],
     ) -> defer.Deferred[tuple[Transaction, Transaction]]:
-        """Record an operation's outcome and its parent's totals and status in ONE database transaction.
+        """Record an operation's outcome, the bank's answer (``received``, as for `transition`) and its
+        parent's totals and status in ONE database transaction.
 
         The child moves to ``to`` (compare-and-set, as `transition`); approved settles its
         reservation into the parent (captured, refunded, voided), declined/failed/reversed
@@ -277,8 +279,11 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
         now = self._now()
         payload = _payload(event)
         saf_row = self._saf_row(child_id, saf, now) if saf is not None else None
+        answer = self._received_row(child_id, received) if received is not None else None
 
         def unit(db: Db) -> tuple[Transaction, Transaction]:
+            if answer is not None:
+                store.append_message(db, answer)
             child = store.transition(db, child_id, expected_from=expected, to=target, changes=prepared,
                                      expected_version=None, forget_card=forget_card, now=now)
             if child.parent_txn_id is None:
@@ -292,7 +297,8 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
             self._append_event(db, parent, event, payload, now)
             return parent, child
 
-        return self._writer.submit(unit)
+        finished = self._writer.submit(unit)
+        return finished if answer is None else finished.addErrback(self._journal_apart, answer)
 
     def saf_items(self, txn_id: str) -> defer.Deferred[list[SafItem]]:
         """Every store-and-forward item of one transaction, oldest first, whatever its state."""

@@ -32,6 +32,24 @@ async def test_preauth_then_partial_capture(env):
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_operation_is_two_journal_writes_its_answer_committed_with_its_outcome(env):
+    """A capture (or refund) commits with its reservation and request, and the bank's answer with the operation's
+    outcome and the parent's totals: two writer units, as a payment (three when the answer was a unit of its
+    own). The lease heartbeat, every 5 s, may add one write meanwhile."""
+    committed = {"backend": "sqlite", "outcome": "committed"}
+    c = await env.connect()
+    preauths = [await c.call(authorize(n, amount=2000, capture=False)) for n in range(1, 6)]
+    before = env.registry.get_sample_value("kswitch_journal_writes_total", committed)
+    captures = [await c.call({"id": 10 + n, "op": "capture", "txn_id": a["txn_id"]}) for n, a in enumerate(preauths)]
+    assert {cap["operation"]["status"] for cap in captures} == {"approved"}
+    writes = env.registry.get_sample_value("kswitch_journal_writes_total", committed) - before
+    assert writes in (10, 11), f"5 captures took {writes} journal writes"
+    operation = captures[0]["operation"]["txn_id"]
+    assert [(m.mti, m.direction.value) for m in await env.journal.messages(operation)] == [
+        ("0220", "out"), ("0230", "in")]
+
+
+@pytest_twisted.ensureDeferred
 async def test_sale_partial_then_full_refund_never_more_than_captured(env):
     bank = env.sims["bank_a"]
     before = bank.balance(VISA)
