@@ -60,7 +60,7 @@ class MessageApi(JournalBase):
 
     def _received_row(self, txn_id: str, received: Received) -> dict[str, Any] | None:
         """The answer's row for its transition's commit, or None (logged) when the answer cannot be journalled:
-        the outcome it decides is journalled all the same, as when the answer had a writer unit of its own."""
+        an answer the journal cannot keep must not hold back the outcome it decides."""
         try:
             return self._message_row(txn_id, Direction.IN, received.connector, received.mti, received.fields, None)
         except JournalError as e:
