@@ -1,5 +1,6 @@
 """Suite-wide set-up: every structlog line the suite produces is also written to one file,
-and the session fails if any of them holds a full PAN, a CVV or track data."""
+and the session fails if any of them holds a full PAN, a CVV or track data. Every journal writer unit
+is sent through pickle, as a writer process receives it (`switch.journal.writer.CHECK_PICKLABLE`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from switch.journal import writer
 from switch.observe import logs
 from tests.cardscan import scan
 
@@ -35,6 +37,7 @@ class _Tee:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    writer.CHECK_PICKLABLE = True  # every unit and its outcome crosses a pickle, as to a writer process
     config._kswitch_tee = _Tee(LOG_FILE)  # type: ignore[attr-defined]
     logs.configure("json", stream=config._kswitch_tee, level="debug")  # type: ignore[attr-defined]
 

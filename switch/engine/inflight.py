@@ -224,8 +224,11 @@ class PaymentOutcomes:
         """Journal the payment's outcome, with the risk stage's part of it and the bank's answer (``received``)
         in the same commit."""
         risk = screening.closing(API_STATUS[status]) if screening is not None else None
-        txn = await self.journal.transition(txn_id, expected_from=(Status.PENDING,), to=status, risk=risk, **changes)
-        if risk is not None:
-            risk.log_holds()
+        moved = await self.journal.transition(txn_id, expected_from=(Status.PENDING,), to=status, risk=risk, **changes)
+        if risk is None:
+            txn = moved
+        else:  # the holds the closing put come back with the payment (it ran on the writer's copy)
+            txn, held = moved
+            risk.log_holds(held)
         self.metrics.child(self.metrics.outcomes, bank.name, kind.value, API_STATUS[status]).inc()
         return answer(txn)

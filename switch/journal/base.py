@@ -21,6 +21,7 @@ from switch.journal.config import JournalConfig
 from switch.journal.db import Db
 from switch.journal.metrics import JournalMetrics
 from switch.journal.readers import ReaderPool
+from switch.journal.units import FEES
 from switch.journal.vault import PanVault
 from switch.journal.writer import GroupCommitWriter
 
@@ -72,18 +73,18 @@ class JournalBase:
         self._config = config
         self._metrics = metrics
         self._clock = clock
-        self._writer = GroupCommitWriter(
-            reactor,
-            backend.open_writer,
-            metrics=metrics,
-            backend=backend.name,
-            max_batch=config.max_batch,
-            max_queue=config.max_queue,
-        )
+        self._writer = GroupCommitWriter(reactor, backend.open_writer, metrics=metrics, backend=backend.name,
+                                         max_batch=config.max_batch, max_queue=config.max_queue)
+        self._writer.share(FEES, config.fees)
         self._readers = ReaderPool(reactor, backend.open_reader, size=config.reader_threads, backend=backend.name)
         self._shutdown_trigger: object | None = None
         self._open_dates: dict[str, str] = {}
         """Each connector's open business date: stamped on rows on the reactor, changed by a cutover."""
+
+    def share(self, key: Any, value: Any) -> None:
+        """Hand the writer's units ``value`` under ``key`` once, rather than with every unit
+        (`switch.journal.units`); units submitted after this call find it."""
+        self._writer.share(key, value)
 
     @property
     def vault(self) -> PanVault:

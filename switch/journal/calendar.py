@@ -24,6 +24,7 @@ from switch.journal.db import Db, Row
 from switch.journal.errors import CutoverRefused, InvalidRecord
 from switch.journal.models import BusinessDay, Transaction, from_us, optional_from_us
 from switch.journal.store import transaction_from_row
+from switch.journal.units import Call
 
 _DATE = re.compile(r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])")
 
@@ -103,7 +104,7 @@ class CalendarApi(JournalBase):
             self._open_dates.update(open_dates)
             return dict(self._open_dates)
 
-        return self._writer.submit(lambda db: _open_missing(db, dates, now)).addCallback(loaded)
+        return self._writer.submit(Call(_open_missing, dates, now)).addCallback(loaded)
 
     def business_date(self, connector: str) -> str | None:
         """The date a row of ``connector`` created now is stamped with (None before `open_business_days`)."""
@@ -130,7 +131,7 @@ class CalendarApi(JournalBase):
             log.info("business_date_cutover", connector=connector, closed=closed.business_date, opened=opened, by=by)
             return closed
 
-        return self._writer.submit(lambda db: _cutover(db, connector, opened, by, now)).addCallbacks(done, failed)
+        return self._writer.submit(Call(_cutover, connector, opened, by, now)).addCallbacks(done, failed)
 
     def business_days(self, connector: str | None = None, limit: int = 100) -> defer.Deferred[list[BusinessDay]]:
         """Open and closed dates, newest first."""

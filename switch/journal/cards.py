@@ -25,9 +25,17 @@ class CardTable:
     context: Callable[[Row], str]
 
 
-CARD_TABLES: tuple[CardTable, ...] = (
-    CardTable("transactions", "txn_id", lambda row: transaction_context(row["txn_id"])),
-    CardTable("saf_queue", "saf_id", lambda row: saf_context(row["txn_id"])),
+def _transaction_row_context(row: Row) -> str:
+    return transaction_context(row["txn_id"])
+
+
+def _saf_row_context(row: Row) -> str:
+    return saf_context(row["txn_id"])
+
+
+CARD_TABLES: tuple[CardTable, ...] = (  # named functions, not lambdas: a table goes to the writer with its unit
+    CardTable("transactions", "txn_id", _transaction_row_context),
+    CardTable("saf_queue", "saf_id", _saf_row_context),
 )
 
 

@@ -23,6 +23,7 @@ from switch.journal.calendar import day_rows, require_date
 from switch.journal.db import Db
 from switch.journal.models import EventDraft, from_us, require_id
 from switch.journal.store import transaction_from_row
+from switch.journal.units import Call
 
 OPERATORS = "operators"
 """The event stream day-end events go to: a client allowed the merchant id ``operators`` subscribes to it."""
@@ -131,7 +132,7 @@ class DayEndApi(JournalBase):
                   "result": result, "switch_totals": json.dumps(dict(switch_totals), sort_keys=True),
                   "bank_totals": json.dumps(dict(bank_totals), sort_keys=True) if bank_totals is not None else None}
         now = self._now()
-        return self._writer.submit(lambda db: _insert(db, record, tuple(exceptions), event, now))
+        return self._writer.submit(Call(_insert, record, tuple(exceptions), event, now))
 
     @fails_as_deferred
     def reconciliations(self, connector: str | None = None, business_date: str | None = None,

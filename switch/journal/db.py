@@ -79,6 +79,8 @@ class Db:
         self.dialect = dialect
         self._event_order_locked = False
         self._later: dict[str, list[dict[str, object]]] = {}
+        self.shared: dict[Any, Any] = {}
+        """What the journal handed its writer once for many units (`switch.journal.units.shared`)."""
         self.memo: dict[str, Any] = {}
         """What a writer remembers of the rows it read and wrote on this connection (the risk counters
         on SQLite, `switch.journal.risk`): what changes it in a transaction registers its `undo`, so a

@@ -10,12 +10,24 @@ caused them are in `switch.journal.refusals` (they need the record types of
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from switch.domain.panscan import safe_repr
 
 
 class JournalError(Exception):
     """Base class for every journal error."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A unit's error may come back from a writer process: pickle would call the class with ``args`` (the
+        # message), which most of these do not take, so it is rebuilt from its message and attributes.
+        return _rebuilt, (type(self), self.args, self.__dict__)
+
+
+def _rebuilt(cls: type[JournalError], args: tuple[Any, ...], state: dict[str, Any]) -> JournalError:
+    error = cls.__new__(cls, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class InvalidRecord(JournalError, ValueError):

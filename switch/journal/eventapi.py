@@ -9,10 +9,10 @@ from twisted.internet import defer
 from switch.domain.events import Event
 from switch.journal import events
 from switch.journal.base import JournalBase, fails_as_deferred
-from switch.journal.db import Db
 from switch.journal.errors import InvalidRecord
 from switch.journal.guard import dump_fields
-from switch.journal.models import EventDraft, Transaction, require_id
+from switch.journal.models import EventDraft, require_id
+from switch.journal.units import Call
 
 
 class EventApi(JournalBase):
@@ -23,9 +23,7 @@ class EventApi(JournalBase):
         payload = dump_fields("payload", event.payload)
         now = self._now()
         return self._writer.submit(
-            lambda db: events.append(
-                db, merchant_id=merchant_id, txn_id=txn_id, type=event.type, payload=payload, now=now
-            )
+            Call(events.append, merchant_id=merchant_id, txn_id=txn_id, type=event.type, payload=payload, now=now)
         )
 
     @fails_as_deferred
@@ -54,12 +52,7 @@ class EventApi(JournalBase):
         if not ids:
             return defer.succeed(0)
         now = self._now()
-        return self._writer.submit(lambda db: events.acknowledge(db, client_id, ids, now))
-
-    @staticmethod
-    def _append_event(db: Db, txn: Transaction, event: EventDraft | None, payload: str | None, now: int) -> None:
-        if event is not None and payload is not None:
-            events.append(db, merchant_id=txn.merchant_id, txn_id=txn.txn_id, type=event.type, payload=payload, now=now)
+        return self._writer.submit(Call(events.acknowledge, client_id, ids, now))
 
 
 def _merchants(merchant_ids: Sequence[str]) -> list[str]:

@@ -19,15 +19,14 @@ from twisted.internet import defer
 
 from switch.domain.carddata import CardData
 from switch.domain.status import Status
-from switch.journal import cards, feebook, operations, saf_queue, store
+from switch.journal import cards, feebook, saf_queue, store, txnunits
 from switch.journal.base import Backend, fails_as_deferred, microseconds
 from switch.journal.calendar import CalendarApi
 from switch.journal.config import JournalConfig
 from switch.journal.dayend import DayEndApi
-from switch.journal.db import Db, Later
+from switch.journal.db import Db
 from switch.journal.errors import InvalidRecord, JournalError, TransactionNotFound
 from switch.journal.eventapi import EventApi
-from switch.journal.guard import dump_fields
 from switch.journal.ids import new_txn_id
 from switch.journal.messageapi import MessageApi
 from switch.journal.metrics import JournalMetrics
@@ -48,13 +47,15 @@ from switch.journal.models import (
     to_us,
 )
 from switch.journal.postgres import PostgresBackend
-from switch.journal.risk import RiskApi, RiskLedger, Screened, ScreeningLedger
+from switch.journal.risk import RiskApi, RiskLedger, Screened
 from switch.journal.safapi import SafApi
 from switch.journal.sqlite import SQLiteBackend
+from switch.journal.units import Call
 from switch.journal.upkeep import UpkeepApi
 from switch.journal.vault import PanVault
 
 S = TypeVar("S", bound=Screened)
+R = TypeVar("R")
 
 
 class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
@@ -86,20 +87,12 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
         """
         now = self._now()
         row = self._transaction_row(new, now)
-        payload = _payload(event)
+        announce = txnunits.announced(event)
         cutoff = now - microseconds(self._config.idempotency_ttl)
         message = None
         if request is not None:
             message = self._message_row(new.txn_id, Direction.OUT, new.connector, request[0], request[1], None)
-
-        def unit(db: Db) -> Transaction:
-            txn = store.create_transaction(db, row, idempotency_cutoff=cutoff)
-            self._append_event(db, txn, event, payload, now)
-            if message is not None:
-                store.append_message(db, {**message, "txn_id": txn.txn_id})
-            return txn
-
-        return self._writer.submit(unit)
+        return self._writer.submit(Call(txnunits.create, row, cutoff, announce, message, now))
 
     @fails_as_deferred
     def create_screened(
@@ -117,23 +110,7 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
         row = self._transaction_row(new, now)
         message = self._message_row(new.txn_id, Direction.OUT, new.connector, request[0], request[1], None)
         cutoff = now - microseconds(self._config.idempotency_ttl)
-
-        def unit(db: Db) -> tuple[Transaction | None, S]:
-            ledger = ScreeningLedger(db, now)
-            verdict = screen(ledger)
-            how = verdict.journal_as
-            if how == "apart":
-                return None, verdict
-            if how == "refuse":
-                refused = {**row, "status": Status.DECLINED, "reason": refused_reason, "stan": None, "rrn": None,
-                           "transmission_datetime": None, "risk": ledger.row, **cards.card_columns(None)}
-                return store.create_transaction(db, refused, idempotency_cutoff=cutoff), verdict
-            row["risk"] = ledger.row  # the row is this unit's own: set again if the batch is replayed
-            txn = store.create_transaction(db, row, idempotency_cutoff=cutoff)
-            store.append_message(db, {**message, "txn_id": txn.txn_id})
-            return txn, verdict
-
-        return self._writer.submit(unit)
+        return self._writer.submit(Call(txnunits.create_screened, row, message, cutoff, screen, refused_reason, now))
 
     @fails_as_deferred
     def transition(
@@ -146,10 +123,10 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
         forget_card: bool = False,
         event: EventDraft | None = None,
         saf: SafDraft | None = None,
-        risk: Callable[[RiskLedger, Transaction], object] | None = None,
+        risk: Callable[[RiskLedger, Transaction], R] | None = None,
         received: Received | None = None,
         **changes: Unpack[TxnChanges],
-    ) -> defer.Deferred[Transaction]:
+    ) -> defer.Deferred[Transaction] | defer.Deferred[tuple[Transaction, R]]:
         """Move a transaction to ``to`` only if it is in one of ``expected_from`` (compare-and-set).
 
         Fails with `TransitionRefused` naming the current status otherwise. The new
@@ -157,8 +134,10 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
         are written in one database transaction. ``forget_card`` deletes the stored
         PAN ciphertext once no later message will need it.  ``risk`` runs in the same
         transaction on the moved payment: the risk stage's part of an outcome (counts
-        given back, a decline counted). ``received`` is the bank's answer that decided it, journalled in the
-        same commit (on its own if the transition is refused).
+        given back, a decline counted); it runs on the writer's copy of it, so what it
+        has to tell the caller (the holds it put) is its result: with ``risk`` the
+        Deferred fires with (transaction, that result). ``received`` is the bank's answer that decided it,
+        journalled in the same commit (on its own if the transition is refused).
         """
         statuses = (expected_from,) if isinstance(expected_from, str) else expected_from
         expected = frozenset(require_enum(Status, status, "expected_from") for status in statuses)
@@ -167,39 +146,15 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
         target = require_enum(Status, to, "to")
         prepared = prepare_changes(changes)
         now = self._now()
-        payload = _payload(event)
+        announce = txnunits.announced(event)
         saf_row = self._saf_row(txn_id, saf, now) if saf is not None else None
-        fees = self._config.fees
         answer = self._received_row(txn_id, received) if received is not None else None
         later = (len(expected) == 1 and expected_version is None and event is None and saf is None and risk is None
                  and feebook.writes_nothing_after(target, prepared))
-
-        def unit(db: Db) -> Transaction | Later[Transaction]:
-            if answer is not None:
-                store.append_message(db, answer)
-            if later and db.pipelining:  # a payment's outcome: its row comes with the batch's others
-                moved = store.transition_later(db, txn_id, expected_from=next(iter(expected)), to=target,
-                                               changes=prepared, forget_card=forget_card, now=now)
-                return moved.then(lambda txn: feebook.after_transition(db, txn, fees, now))
-            txn = store.transition(
-                db,
-                txn_id,
-                expected_from=expected,
-                to=target,
-                changes=prepared,
-                expected_version=expected_version,
-                forget_card=forget_card,
-                now=now,
-            )
-            txn = feebook.after_transition(db, txn, fees, now)
-            self._append_event(db, txn, event, payload, now)
-            if saf_row is not None:
-                saf_queue.enqueue(db, saf_row)
-            if risk is not None:
-                risk(RiskLedger(db, now), txn)
-            return txn
-
-        moved = self._writer.submit(unit)
+        moved = self._writer.submit(Call(
+            txnunits.transition, txn_id, expected=expected, target=target, changes=prepared,
+            expected_version=expected_version, forget_card=forget_card, event=announce, saf_row=saf_row, risk=risk,
+            answer=answer, later=later, now=now))
         return moved if answer is None else moved.addErrback(self._journal_apart, answer)
 
     @fails_as_deferred
@@ -235,19 +190,9 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
         if request is not None:
             message = self._message_row(txn_id, Direction.OUT, child.connector, request[0], request[1], None)
         saf_row = self._saf_row(txn_id, saf, now) if saf is not None else None
-        payload = _payload(event)
-
-        def unit(db: Db) -> tuple[Transaction, Transaction]:
-            parent = operations.reserve(db, parent_id, child.kind, child.amount, states, now)
-            created = store.create_transaction(db, row, idempotency_cutoff=cutoff)
-            if message is not None:
-                store.append_message(db, message)
-            if saf_row is not None:
-                saf_queue.enqueue(db, saf_row)
-            self._append_event(db, parent, event, payload, now)
-            return parent, created
-
-        return self._writer.submit(unit)
+        return self._writer.submit(Call(
+            txnunits.begin_operation, parent_id, kind=child.kind, amount=child.amount, allowed=states, row=row,
+            cutoff=cutoff, message=message, saf_row=saf_row, event=txnunits.announced(event), now=now))
 
     @fails_as_deferred
     def finish_operation(
@@ -277,27 +222,12 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
         target = require_enum(Status, to, "to")
         prepared = prepare_changes(changes)
         now = self._now()
-        payload = _payload(event)
+        announce = txnunits.announced(event)
         saf_row = self._saf_row(child_id, saf, now) if saf is not None else None
         answer = self._received_row(child_id, received) if received is not None else None
-
-        def unit(db: Db) -> tuple[Transaction, Transaction]:
-            if answer is not None:
-                store.append_message(db, answer)
-            child = store.transition(db, child_id, expected_from=expected, to=target, changes=prepared,
-                                     expected_version=None, forget_card=forget_card, now=now)
-            if child.parent_txn_id is None:
-                raise InvalidRecord(f"transaction {child_id} is not an operation on a payment")
-            parent = operations.settle(db, child, now) or store.get_transaction(db, child.parent_txn_id)
-            if parent is None:
-                raise TransactionNotFound(child.parent_txn_id)
-            child = feebook.after_operation(db, parent, child, self._config.fees, now)
-            if saf_row is not None:
-                saf_queue.enqueue(db, saf_row)
-            self._append_event(db, parent, event, payload, now)
-            return parent, child
-
-        finished = self._writer.submit(unit)
+        finished = self._writer.submit(Call(
+            txnunits.finish_operation, child_id, expected=expected, target=target, changes=prepared,
+            forget_card=forget_card, event=announce, saf_row=saf_row, answer=answer, now=now))
         return finished if answer is None else finished.addErrback(self._journal_apart, answer)
 
     def saf_items(self, txn_id: str) -> defer.Deferred[list[SafItem]]:
@@ -425,10 +355,6 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
             "business_date": self._open_dates.get(new.connector),
         }
 
-
-
-def _payload(event: EventDraft | None) -> str | None:
-    return dump_fields("payload", event.payload) if event is not None else None
 
 
 def backend_for(config: JournalConfig) -> Backend:

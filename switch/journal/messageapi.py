@@ -19,6 +19,7 @@ from switch.journal.base import JournalBase, fails_as_deferred, log
 from switch.journal.errors import JournalError, TransitionRefused, VersionConflict
 from switch.journal.guard import dump_fields
 from switch.journal.models import Direction, MessageRecord, Received, require_enum, require_id, require_mti, to_us
+from switch.journal.units import Call
 
 
 class MessageApi(JournalBase):
@@ -38,7 +39,7 @@ class MessageApi(JournalBase):
         STAN and response code are taken from fields 11 and 39. Fires once it is durable.
         """
         row = self._message_row(txn_id, direction, connector, mti, fields, at)
-        return self._writer.submit(lambda db: store.append_message(db, row))
+        return self._writer.submit(Call(store.append_message, row))
 
     def messages(self, txn_id: str) -> defer.Deferred[list[MessageRecord]]:
         return self._readers.read(lambda db: store.messages(db, txn_id))
@@ -71,7 +72,7 @@ class MessageApi(JournalBase):
         """A transition refused (the payment moved on meanwhile: a late answer) took its answer's row back with
         it: journal the answer on its own, then fail as the transition did."""
         if failure.check(TransitionRefused, VersionConflict):
-            self._writer.submit(lambda db: store.append_message(db, row)).addErrback(
+            self._writer.submit(Call(store.append_message, row)).addErrback(
                 lambda f: log.error("response_not_journalled", txn_id=row["txn_id"], error=f.getErrorMessage()))
         return failure
 

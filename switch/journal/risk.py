@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 import orjson
@@ -40,6 +40,7 @@ from switch.journal.db import Db, in_list
 from switch.journal.guard import Derived
 from switch.journal.riskmemo import BlockEntry, Memo, entry_of, live_entry, memo_for, restore, scan
 from switch.journal.riskwindow import Add, Reservation, Window, stored_window
+from switch.journal.units import Call, shared
 
 __all__ = ["Add", "BlockEntry", "Decision", "DryLedger", "Reservation", "RiskApi", "RiskLedger", "Screened",
            "ScreeningLedger", "Window", "fold_journalled_counts", "live_entry", "stored_window"]
@@ -86,6 +87,11 @@ class RiskLedger:
     def __init__(self, db: Db, now_us: int) -> None:
         self._db = db
         self.now_us = now_us
+
+    def shared(self, key: Hashable) -> Any:
+        """What the journal shared with its writer under ``key`` (`switch.journal.units.shared`): the risk
+        rules a unit names rather than carries."""
+        return shared(self._db, key)
 
     def blocked(self, keys: Iterable[tuple[str, str]]) -> list[BlockEntry]:
         """The live entries among ``keys`` (kind, value)."""
@@ -379,6 +385,38 @@ def _forget_lists(db: Db) -> None:
         memo.forget_lists()
 
 
+def _ledger_work(db: Db, work: Callable[[RiskLedger], T], now_us: int) -> T:
+    return work(RiskLedger(db, now_us))
+
+
+def _block(db: Db, kind: str, value: str, shown: str, source: str, now: int) -> bool:
+    row = db.one("SELECT expires_at FROM risk_blocklist WHERE kind = :kind AND value = :value",
+                 {"kind": kind, "value": value})
+    if row is not None and row["expires_at"] is None:
+        return False
+    _forget_lists(db)
+    db.execute("DELETE FROM risk_blocklist WHERE kind = :kind AND value = :value", {"kind": kind, "value": value})
+    db.execute("INSERT INTO risk_blocklist (kind, value, shown, source, created_at, expires_at) "
+               "VALUES (:kind, :value, :shown, :source, :now, NULL)",
+               {"kind": kind, "value": value, "shown": shown, "source": source, "now": now})
+    return True
+
+
+def _unblock(db: Db, kind: str, value: str) -> bool:
+    _forget_lists(db)
+    return db.execute("DELETE FROM risk_blocklist WHERE kind = :kind AND value = :value",
+                      {"kind": kind, "value": value}) > 0
+
+
+def _purge(db: Db, now: int) -> int:
+    memo: Memo | None = db.memo.get("risk")
+    if memo is not None:
+        memo.forget(db)  # the counters queued with this batch go first; all are read again after
+    db.flush()
+    gone = db.execute("DELETE FROM risk_windows WHERE expires_at <= :now", {"now": now})
+    return gone + db.execute("DELETE FROM risk_blocklist WHERE expires_at <= :now", {"now": now})
+
+
 def _packed_reservations(reserved: Sequence[Reservation]) -> Derived | None:
     """Counter names the switch built (`Derived`) and integers: nothing the card-data guard need scan."""
     return Derived(orjson.dumps(reserved).decode()) if reserved else None
@@ -388,9 +426,9 @@ class RiskApi(JournalBase):
     """The journal's risk methods (mixed into `switch.journal.Journal`)."""
 
     def risk_unit(self, work: Callable[[RiskLedger], T], now: float) -> defer.Deferred[T]:
-        """Run ``work`` in one writer transaction; fires once it is durable."""
-        now_us = int(now * 1_000_000)
-        return self._writer.submit(lambda db: work(RiskLedger(db, now_us)))
+        """Run ``work`` in one writer transaction; fires once it is durable.  ``work`` goes to the writer as
+        a unit does (`switch.journal.units`): what it found or did comes back as its result."""
+        return self._writer.submit(Call(_ledger_work, work, int(now * 1_000_000)))
 
     def risk_dry_run(self, work: Callable[[RiskLedger], T], now: float) -> defer.Deferred[T]:
         """Run ``work`` against the risk tables as they are, changing nothing (`kswitch risk explain`)."""
@@ -399,31 +437,11 @@ class RiskApi(JournalBase):
 
     def risk_block(self, kind: str, value: str, shown: str, source: str) -> defer.Deferred[bool]:
         """Block permanently (until unblocked); fires False if it already was."""
-        now = self._now()
-
-        def unit(db: Db) -> bool:
-            row = db.one("SELECT expires_at FROM risk_blocklist WHERE kind = :kind AND value = :value",
-                         {"kind": kind, "value": value})
-            if row is not None and row["expires_at"] is None:
-                return False
-            _forget_lists(db)
-            db.execute("DELETE FROM risk_blocklist WHERE kind = :kind AND value = :value",
-                       {"kind": kind, "value": value})
-            db.execute("INSERT INTO risk_blocklist (kind, value, shown, source, created_at, expires_at) "
-                       "VALUES (:kind, :value, :shown, :source, :now, NULL)",
-                       {"kind": kind, "value": value, "shown": shown, "source": source, "now": now})
-            return True
-
-        return self._writer.submit(unit)
+        return self._writer.submit(Call(_block, kind, value, shown, source, self._now()))
 
     def risk_unblock(self, kind: str, value: str) -> defer.Deferred[bool]:
         """Remove an entry (or a hold); fires False if there was none."""
-        def unit(db: Db) -> bool:
-            _forget_lists(db)
-            return db.execute("DELETE FROM risk_blocklist WHERE kind = :kind AND value = :value",
-                              {"kind": kind, "value": value}) > 0
-
-        return self._writer.submit(unit)
+        return self._writer.submit(Call(_unblock, kind, value))
 
     def risk_blocklist(self) -> defer.Deferred[list[BlockEntry]]:
         """Every live entry, permanent ones and unexpired holds."""
@@ -449,14 +467,4 @@ class RiskApi(JournalBase):
 
     def purge_risk_counters(self) -> defer.Deferred[int]:
         """Drop counter windows and holds that have expired; fires with how many rows went."""
-        now = self._now()
-
-        def unit(db: Db) -> int:
-            memo: Memo | None = db.memo.get("risk")
-            if memo is not None:
-                memo.forget(db)  # the counters queued with this batch go first; all are read again after
-            db.flush()
-            gone = db.execute("DELETE FROM risk_windows WHERE expires_at <= :now", {"now": now})
-            return gone + db.execute("DELETE FROM risk_blocklist WHERE expires_at <= :now", {"now": now})
-
-        return self._writer.submit(unit)
+        return self._writer.submit(Call(_purge, self._now()))

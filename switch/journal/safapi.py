@@ -23,6 +23,7 @@ from switch.journal.models import (
     to_us,
     utc_from_seconds,
 )
+from switch.journal.units import Call
 
 
 class SafApi(JournalBase):
@@ -30,7 +31,7 @@ class SafApi(JournalBase):
     def saf_enqueue(self, txn_id: str, draft: SafDraft) -> defer.Deferred[SafItem]:
         """Queue a reversal, void or advice; an item already queued or dead for (txn_id, kind) is returned instead."""
         row = self._saf_row(txn_id, draft, self._now())
-        return self._writer.submit(lambda db: saf_queue.enqueue(db, row))
+        return self._writer.submit(Call(saf_queue.enqueue, row))
 
     def saf_head(self, connector: str) -> defer.Deferred[SafItem | None]:
         """The oldest queued item of this connector, due or not."""
@@ -67,7 +68,7 @@ class SafApi(JournalBase):
         code = require_response_code(response_code) if response_code is not None else None
         now = self._now()
         recorded = self._writer.submit(
-            lambda db: saf_queue.record_attempt(db, saf_id, now=now, next_due=due, response_code=code, error=text)
+            Call(saf_queue.record_attempt, saf_id, now=now, next_due=due, response_code=code, error=text)
         )
         return recorded.addCallback(_log_dead_letter)
 
@@ -76,14 +77,14 @@ class SafApi(JournalBase):
         """The bank acknowledged the item with ``response_code``."""
         code = require_response_code(response_code)
         now = self._now()
-        return self._writer.submit(lambda db: saf_queue.complete(db, saf_id, now=now, response_code=code))
+        return self._writer.submit(Call(saf_queue.complete, saf_id, now=now, response_code=code))
 
     @fails_as_deferred
     def saf_retry(self, saf_id: int, *, operator: str) -> defer.Deferred[SafItem]:
         """Operator action: a dead item goes back to its place in the queue with its attempts reset."""
         who = require_text("operator", operator, 100)
         now = self._now()
-        return self._writer.submit(lambda db: saf_queue.retry(db, saf_id, now=now, operator=who))
+        return self._writer.submit(Call(saf_queue.retry, saf_id, now=now, operator=who))
 
     @fails_as_deferred
     def saf_drop(self, saf_id: int, *, operator: str, reason: str) -> defer.Deferred[SafItem]:
@@ -91,7 +92,7 @@ class SafApi(JournalBase):
         who = require_text("operator", operator, 100)
         why = require_text("reason", reason, 500)
         now = self._now()
-        return self._writer.submit(lambda db: saf_queue.drop(db, saf_id, now=now, operator=who, reason=why))
+        return self._writer.submit(Call(saf_queue.drop, saf_id, now=now, operator=who, reason=why))
 
     @fails_as_deferred
     def saf_list(

@@ -9,13 +9,14 @@ from twisted.internet import defer
 
 from switch.journal import cards, counters, lease, store
 from switch.journal.base import JournalBase, log, microseconds
+from switch.journal.units import Call
 
 
 class UpkeepApi(JournalBase):
     def purge_idempotency_keys(self) -> defer.Deferred[int]:
         """Release idempotency keys older than ``idempotency_ttl``; fires with how many."""
         cutoff = self._now() - microseconds(self._config.idempotency_ttl)
-        return self._writer.submit(lambda db: store.purge_idempotency_keys(db, cutoff))
+        return self._writer.submit(Call(store.purge_idempotency_keys, cutoff))
 
     def key_usage(self) -> defer.Deferred[Mapping[str, int]]:
         """Stored PAN ciphertexts per key id: a retired key can leave the ring once it reads 0."""
@@ -38,7 +39,7 @@ class UpkeepApi(JournalBase):
                 functools.partial(cards.stale_cards, spec=spec, current_key_id=current, limit=batch)
             ):
                 items = [(row_id, old, self._vault.seal(self._vault.open(old), old.context)) for row_id, old in stale]
-                total += await self._writer.submit(functools.partial(cards.reseal_many, spec=spec, items=items))
+                total += await self._writer.submit(Call(cards.reseal_many, spec=spec, items=items))
         log.info("journal_cards_rewrapped", count=total, key_id=current)
         return total
 
@@ -47,15 +48,15 @@ class UpkeepApi(JournalBase):
     def acquire_lease(self, me: lease.LeaseHolder, seconds: float) -> defer.Deferred[lease.Taken]:
         """Take the journal's node lease for ``seconds`` (`lease.LeaseHeld` if a live node has it)."""
         now, ttl = self._now(), int(seconds * 1_000_000)
-        return self._writer.submit(lambda db: lease.acquire(db, me, now=now, ttl=ttl))
+        return self._writer.submit(Call(lease.acquire, me, now=now, ttl=ttl))
 
     def renew_lease(self, owner: str, seconds: float) -> defer.Deferred[None]:
         now, ttl = self._now(), int(seconds * 1_000_000)
-        return self._writer.submit(lambda db: lease.renew(db, owner, now=now, ttl=ttl))
+        return self._writer.submit(Call(lease.renew, owner, now=now, ttl=ttl))
 
     def release_lease(self, owner: str) -> defer.Deferred[bool]:
-        return self._writer.submit(lambda db: lease.release(db, owner))
+        return self._writer.submit(Call(lease.release, owner))
 
     def reserve_numbers(self, name: str, count: int) -> defer.Deferred[int]:
         """Durably take ``count`` numbers of counter ``name``; fires with the first (see `counters`)."""
-        return self._writer.submit(lambda db: counters.reserve(db, name, count))
+        return self._writer.submit(Call(counters.reserve, name, count))

@@ -1,45 +1,34 @@
-"""Group commit: one thread owns the write connection and commits queued writes in batches.
+"""Group commit on a thread: one thread owns the write connection and commits queued writes in batches.
 
-Callers on the reactor thread submit a unit of work (a function of a `Db`) and get
-a Deferred. The writer takes everything queued (up to ``max_batch``), runs it in
-one database transaction, commits once (one fsync), and only then fires every
-Deferred back on the reactor thread. While one batch is committing, the next one
+Callers on the reactor thread submit a unit of work (a picklable function of a `Db`: see
+`switch.journal.units`) and get a Deferred. The writer takes everything queued (up to ``max_batch``),
+runs it in one database transaction and commits once (one fsync: `switch.journal.batch`), and only
+then fires every Deferred back on the reactor thread. While one batch is committing, the next one
 queues up, so throughput grows with concurrency instead of being one fsync per write.
 
-Units run in submission order and each sees the effects of the ones before it.
-If a unit raises, the batch is rolled back and replayed with a savepoint around
-each unit, so only the failing caller gets the error. Units must therefore have
-no effects outside the database.
-
-On PostgreSQL the first run of a batch is pipelined (`Db.pipelined`): statements
-whose answers nobody reads (`Db.send`) go out without a round trip of their own,
-so a payment costs the round trips of what it reads back, not of every statement.
-Such a statement's failure surfaces at the next read, possibly in another unit;
-since any failure sends the batch to the unpipelined replay, it still reaches the
-unit that caused it, and only that one.
+This writer shares the GIL with the reactor; `switch.journal.process.ProcessWriter` runs the same
+batches in a process of its own, behind the same interface.
 """
 
 from __future__ import annotations
 
+import pickle
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-import structlog
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from switch.journal.db import Db, resolved, run
-from switch.journal.errors import CommitOutcomeUnknown, JournalClosed, JournalOverloaded, JournalUnavailable
+from switch.journal.batch import Committer, Outcome
+from switch.journal.db import Db, run
+from switch.journal.errors import JournalClosed, JournalOverloaded
 from switch.journal.metrics import JournalMetrics
 
 T = TypeVar("T")
-log = structlog.get_logger("kswitch.journal")
-
-_REOPEN_BACKOFF_SECONDS = 1.0
 
 
 class Reactor(Protocol):
@@ -53,12 +42,43 @@ class _Pending:
     submitted: float
 
 
-_Outcome = tuple[bool, Any]
 _STOP = object()
 
+CHECK_PICKLABLE = False
+"""Tests set this: every unit submitted to a thread writer is pickled and unpickled first, and every
+outcome on its way back, so a unit a writer process could not run fails in the test that submits it."""
 
-class _ConnectionLost(Exception):
-    """The connection failed outside any unit, before COMMIT: nothing of the batch was written."""
+
+class BatchMetrics:
+    """The writer's Prometheus children, bound once (`.labels()` is a lock and a dict look-up, per write
+    otherwise), and what one batch adds to them."""
+
+    def __init__(self, metrics: JournalMetrics, backend: str, backlog: Callable[[], int]) -> None:
+        # Read when scraped: an inc per submit and a dec per batch were a lock each, on both threads.
+        metrics.queue_depth.labels(backend).set_function(backlog)
+        self._commit_seconds = metrics.commit_seconds.labels(backend)
+        self._batch_size = metrics.batch_size.labels(backend)
+        self._commits = metrics.commits.labels(backend)
+        self._write_seconds = metrics.write_seconds.labels(backend)
+        self.writes = {outcome: metrics.writes.labels(backend, outcome) for outcome in ("committed", "refused", "failed")}
+
+    def batch_done(self, submitted: Sequence[float], outcomes: Sequence[Outcome], committed: bool, seconds: float,
+                   done: float) -> None:
+        """A batch of writes submitted at ``submitted`` (monotonic) ran for ``seconds`` and ended at ``done``."""
+        if committed:
+            self._commit_seconds.observe(seconds)
+            self._batch_size.observe(len(outcomes))
+            self._commits.inc()
+        succeeded = 0
+        for at, (ok, _) in zip(submitted, outcomes):
+            if ok:
+                succeeded += 1
+                self._write_seconds.observe(done - at)
+        # One increment per outcome and batch: each is a lock on the thread the reactor waits for.
+        if succeeded:
+            self.writes["committed"].inc(succeeded)
+        if succeeded < len(outcomes):
+            self.writes["refused" if committed else "failed"].inc(len(outcomes) - succeeded)
 
 
 class GroupCommitWriter:
@@ -73,27 +93,18 @@ class GroupCommitWriter:
         max_queue: int,
     ) -> None:
         self._reactor = reactor
-        self._open_db = open_db
         self._backend = backend
         self._max_batch = max_batch
         self._max_queue = max_queue
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._db: Db | None = None
-        self._last_open_failure = -_REOPEN_BACKOFF_SECONDS
+        self._shared: dict[Any, Any] = {}
+        self._committer = Committer(open_db, backend, self._shared)
         self._accepting = False
         self._stop_requested = False
         self._finished = False
         self._stop_waiters: list[defer.Deferred[None]] = []
         self._delivered: list[Callable[[], None]] = []
-        # Children bound once: `.labels()` is a lock and a dict look-up, per write otherwise.
-        # Read when scraped: an inc per submit and a dec per batch were a lock each, on both threads.
-        metrics.queue_depth.labels(backend).set_function(self.backlog)
-        self._commit_seconds = metrics.commit_seconds.labels(backend)
-        self._batch_size = metrics.batch_size.labels(backend)
-        self._commits = metrics.commits.labels(backend)
-        self._write_seconds = metrics.write_seconds.labels(backend)
-        self._writes = {outcome: metrics.writes.labels(backend, outcome)
-                        for outcome in ("committed", "refused", "failed")}
+        self._metrics = BatchMetrics(metrics, backend, self.backlog)
 
     def start(self, prepare: Callable[[Db], T]) -> defer.Deferred[T]:
         """Open the connection on the writer thread and run ``prepare`` (migration) before any write."""
@@ -104,12 +115,19 @@ class GroupCommitWriter:
         thread.start()
         return started
 
+    def share(self, key: Any, value: Any) -> None:
+        """Hand the units ``value`` under ``key`` (`switch.journal.units.shared`); units submitted after
+        this call see it."""
+        self._shared[key] = value
+
     def submit(self, unit: Callable[[Db], T]) -> defer.Deferred[T]:
         """Queue a write; the Deferred fires once it is durably committed (call on the reactor thread)."""
+        if CHECK_PICKLABLE:
+            unit = pickle.loads(pickle.dumps(unit))
         if not self._accepting:
             return defer.fail(JournalClosed("the journal is closed or not started"))
         if self._queue.qsize() >= self._max_queue:
-            self._writes["failed"].inc()
+            self._metrics.writes["failed"].inc()
             return defer.fail(JournalOverloaded(f"{self._max_queue} journal writes already waiting"))
         deferred: defer.Deferred[T] = defer.Deferred()
         self._queue.put(_Pending(unit, deferred, time.monotonic()))
@@ -123,11 +141,6 @@ class GroupCommitWriter:
         """Call ``callback`` on the reactor after each batch's Deferreds have fired (flow control)."""
         self._delivered.append(callback)
 
-    def _deliver(self, batch: list[_Pending], outcomes: list[_Outcome]) -> None:
-        _deliver(batch, outcomes)
-        for callback in self._delivered:
-            callback()
-
     def stop(self) -> defer.Deferred[None]:
         """Commit what is queued, close the connection, and fire when the thread is done."""
         self._accepting = False
@@ -140,6 +153,11 @@ class GroupCommitWriter:
         self._stop_waiters.append(waiter)
         return waiter
 
+    def _deliver(self, batch: list[_Pending], outcomes: list[Outcome]) -> None:
+        deliver([pending.deferred for pending in batch], outcomes)
+        for callback in self._delivered:
+            callback()
+
     def _thread_finished(self) -> None:
         self._finished = True
         waiters, self._stop_waiters = self._stop_waiters, []
@@ -148,11 +166,10 @@ class GroupCommitWriter:
 
     def _main(self, prepare: Callable[[Db], T], started: defer.Deferred[T]) -> None:
         try:
-            self._db = self._open_db()
-            result = run(self._db, prepare)
+            result = run(self._committer.open(), prepare)
         except Exception:
             failure = Failure()
-            self._discard()
+            self._committer.close()
             self._reactor.callFromThread(self._thread_finished)
             self._reactor.callFromThread(started.errback, failure)
             return
@@ -163,7 +180,7 @@ class GroupCommitWriter:
             batch, stopping = self._take()
             if batch:
                 self._commit(batch)
-        self._discard()
+        self._committer.close()
         self._reactor.callFromThread(self._thread_finished)
 
     def _take(self) -> tuple[list[_Pending], bool]:
@@ -181,115 +198,26 @@ class GroupCommitWriter:
 
     def _commit(self, batch: list[_Pending]) -> None:
         began = time.monotonic()
-        outcomes, committed = self._execute(batch)
+        outcomes, committed = self._committer.commit([pending.unit for pending in batch])
         done = time.monotonic()
-        if committed:
-            self._commit_seconds.observe(done - began)
-            self._batch_size.observe(len(batch))
-            self._commits.inc()
-        succeeded = 0
-        for pending, (ok, _) in zip(batch, outcomes):
-            if ok:
-                succeeded += 1
-                self._write_seconds.observe(done - pending.submitted)
-        # One increment per outcome and batch: each is a lock on the thread the reactor waits for.
-        if succeeded:
-            self._writes["committed"].inc(succeeded)
-        if succeeded < len(batch):
-            self._writes["refused" if committed else "failed"].inc(len(batch) - succeeded)
+        self._metrics.batch_done([pending.submitted for pending in batch], outcomes, committed, done - began, done)
+        if CHECK_PICKLABLE:
+            outcomes = [_sent_back(outcome) for outcome in outcomes]
         self._reactor.callFromThread(self._deliver, batch, outcomes)
 
-    def _execute(self, batch: list[_Pending]) -> tuple[list[_Outcome], bool]:
-        """Run and commit the batch; a connection lost before COMMIT is retried once on a new one."""
-        for attempt in (1, 2):
-            db = self._connection()
-            if db is None:
-                break
-            try:
-                outcomes = self._run(db, batch)
-            except _ConnectionLost as lost:
-                log.warning("journal_batch_connection_lost", backend=self._backend, attempt=attempt, error=str(lost))
-                self._discard()
-                continue
-            return self._finish(db, batch, outcomes)
-        error = JournalUnavailable(f"the {self._backend} journal database is unreachable; nothing was written")
-        return [(False, Failure(error)) for _ in batch], False
 
-    def _run(self, db: Db, batch: list[_Pending]) -> list[_Outcome]:
-        try:
-            with db.pipelined():  # PostgreSQL: what no unit reads back rides with the next read
-                db.begin()
-                results = [run(db, pending.unit) for pending in batch]
-                pipelined = db.pipelining
-            if pipelined:  # rows the pipeline has answered (`Later`)
-                results = [run(db, lambda _, r=r: resolved(r)) for r in results]
-            run(db, _flush)  # after the pipeline: PostgreSQL sends the queued rows by COPY, which it excludes
-        except Exception:
-            return self._replay_isolated(db, batch)
-        return [(True, result) for result in results]
-
-    def _replay_isolated(self, db: Db, batch: list[_Pending]) -> list[_Outcome]:
-        outcomes: list[_Outcome] = []
-        try:
-            db.rollback()
-            db.begin()
-            for pending in batch:
-                db.savepoint("unit")
-                try:
-                    result = resolved(run(db, pending.unit))  # unpipelined: resolved already
-                    run(db, _flush)  # the unit's queued rows fail with the unit
-                    outcomes.append((True, result))
-                except Exception:
-                    outcomes.append((False, Failure()))
-                    db.rollback_to("unit")
-                db.release("unit")
-        except Exception as exc:
-            raise _ConnectionLost(str(exc)) from exc
-        return outcomes
-
-    def _finish(self, db: Db, batch: list[_Pending], outcomes: list[_Outcome]) -> tuple[list[_Outcome], bool]:
-        try:
-            db.commit()
-        except Exception as exc:
-            log.error("journal_commit_failed", backend=self._backend, writes=len(batch), error=str(exc))
-            self._discard()
-            error = CommitOutcomeUnknown(
-                f"{self._backend} COMMIT failed, the writes may or may not be durable: {exc}"
-            )
-            return [(False, Failure(error)) if ok else (ok, value) for ok, value in outcomes], False
-        return outcomes, True
-
-    def _connection(self) -> Db | None:
-        if self._db is not None and not self._db.broken:
-            return self._db
-        self._discard()
-        if time.monotonic() - self._last_open_failure < _REOPEN_BACKOFF_SECONDS:
-            return None
-        try:
-            self._db = self._open_db()
-        except Exception as exc:
-            self._last_open_failure = time.monotonic()
-            log.error("journal_reconnect_failed", backend=self._backend, error=str(exc))
-            return None
-        log.info("journal_reconnected", backend=self._backend)
-        return self._db
-
-    def _discard(self) -> None:
-        if self._db is not None:
-            try:
-                self._db.close()
-            except Exception as exc:
-                log.warning("journal_close_failed", backend=self._backend, error=str(exc))
-            self._db = None
-
-
-def _deliver(batch: list[_Pending], outcomes: list[_Outcome]) -> None:
-    for pending, (ok, value) in zip(batch, outcomes):
+def deliver(deferreds: Sequence[defer.Deferred[Any]], outcomes: Sequence[Outcome]) -> None:
+    """Fire each caller's Deferred with its unit's outcome."""
+    for deferred, (ok, value) in zip(deferreds, outcomes):
         if ok:
-            pending.deferred.callback(value)
+            deferred.callback(value)
         else:
-            pending.deferred.errback(value)
+            deferred.errback(value)
 
 
-def _flush(db: Db) -> None:
-    db.flush()
+def _sent_back(outcome: Outcome) -> Outcome:
+    """An outcome as a writer process sends it back (`CHECK_PICKLABLE`)."""
+    ok, value = outcome
+    if ok:
+        return ok, pickle.loads(pickle.dumps(value))
+    return ok, Failure(pickle.loads(pickle.dumps(value.value)))

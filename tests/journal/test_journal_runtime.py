@@ -25,6 +25,7 @@ from switch.journal import (
     generate_key,
     open_journal,
 )
+from switch.journal.units import Call, shared
 from tests.journal.conftest import raw_connect, sample
 from tests.journal.test_journal import AMEX, VISA, failure_of, sale
 from tests.journal.test_journal_saf_events import reversal
@@ -45,16 +46,19 @@ async def test_group_commit_batches_concurrent_writes(journal: Journal, registry
     assert sample(registry, "kswitch_journal_queue_depth", backend=backend) == 0
 
 
+def hold(db: Any) -> None:
+    running, release = shared(db, "hold")
+    running.set()
+    release.wait(10)
+
+
 async def hold_writer(journal: Journal) -> tuple[defer.Deferred[None], threading.Event]:
     """Hold the journal's writer in a unit until the returned event is set: what is submitted meanwhile
-    waits, then goes as one batch."""
+    waits, then goes as one batch.  The unit gets the events as the writer's units get what they share,
+    by key: a unit is data."""
     running, release = threading.Event(), threading.Event()
-
-    def hold(db: Any) -> None:
-        running.set()
-        release.wait(10)
-
-    held = journal._writer.submit(hold)
+    journal.share("hold", (running, release))
+    held = journal._writer.submit(Call(hold))
     assert await deferToThread(running.wait, 10)
     return held, release
 
@@ -174,15 +178,18 @@ async def test_key_rotation_rewrap_and_retirement(config: Any, registry: Any, ke
 # Connection loss
 
 
+def backend_pid(db: Any) -> int:
+    return int(db.one("SELECT pg_backend_pid() AS pid")["pid"])
+
+
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 @pytest_twisted.ensureDeferred
 async def test_lost_postgres_connections_are_replaced(journal: Journal, config: Any) -> None:
     txn = await journal.create_transaction(sale())
-    backend_pid = "SELECT pg_backend_pid() AS pid"
-    writer_pid = await journal._writer.submit(lambda db: db.one(backend_pid)["pid"])
+    writer_pid = await journal._writer.submit(Call(backend_pid))
     reader_pids = set()
     for _ in range(20):
-        reader_pids.add(await journal._readers.read(lambda db: db.one(backend_pid)["pid"]))
+        reader_pids.add(await journal._readers.read(backend_pid))
     killer = raw_connect(config)
     try:
         for pid in {writer_pid, *reader_pids}:

@@ -13,24 +13,25 @@ import pytest_twisted
 from switch.journal import Journal
 from switch.journal.db import Db
 from switch.journal.store import append_message, record_transition
+from switch.journal.units import Call
 from tests.journal.conftest import raw_connect
 from tests.journal.test_journal import sale
 
 AWKWARD = ["tab\there", "line\nbreak\r\n", "back\\slash \\N \\.", "quote ' \" ;", "é ü 日本 \u2028", "", " lead"]
 
 
+def awkward_rows(db: Db, txn_id: str) -> None:
+    for i, text in enumerate(AWKWARD):
+        record_transition(db, txn_id, None if i % 2 else "pending", "approved", 1000 + i, text,
+                          {"note": text} if text else {})
+        append_message(db, {"txn_id": txn_id, "direction": "in", "connector": text or "bank", "mti": "0210",
+                            "stan": None, "response_code": None, "fields": text, "at": 2000 + i})
+
+
 @pytest_twisted.ensureDeferred
 async def test_queued_rows_keep_every_character_and_null(journal: Journal, config: Any) -> None:
     txn = await journal.create_transaction(sale())
-
-    def unit(db: Db) -> None:
-        for i, text in enumerate(AWKWARD):
-            record_transition(db, txn.txn_id, None if i % 2 else "pending", "approved", 1000 + i, text,
-                              {"note": text} if text else {})
-            append_message(db, {"txn_id": txn.txn_id, "direction": "in", "connector": text or "bank", "mti": "0210",
-                                "stan": None, "response_code": None, "fields": text, "at": 2000 + i})
-
-    await journal._writer.submit(unit)
+    await journal._writer.submit(Call(awkward_rows, txn.txn_id))
     observer = raw_connect(config)
     try:
         mine = f"txn_id = '{txn.txn_id}'"  # an id the journal made: no quoting to get wrong

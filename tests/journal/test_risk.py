@@ -3,6 +3,9 @@ expire, decisions kept."""
 
 from __future__ import annotations
 
+import functools
+from operator import methodcaller
+
 import pytest
 import pytest_twisted
 from hypothesis import given
@@ -20,20 +23,31 @@ EXPIRES = 10**18
 
 def take(name: str, amount: int, max_amount: int, slot: int = 0, since: int = 0):
     """A unit adding ``amount`` to counter ``name`` unless that passes ``max_amount``, as a cumulative rule does:
-    read (locked), check, add, save; the new (count, amount), or None when refused."""
-    def unit(ledger):
-        window = ledger.windows([name])[name]
-        count, total = window.total(since)
-        if total + amount > max_amount:
-            return None
-        window.add(slot, 1, amount, since, EXPIRES)
-        ledger.save([window])
-        return count + 1, total + amount
-    return unit
+    read (locked), check, add, save; the new (count, amount), or None when refused.  (Units are data, as the
+    journal sends them to its writer: a module function and its arguments.)"""
+    return functools.partial(_take, name, amount, max_amount, slot, since)
+
+
+def _take(name, amount, max_amount, slot, since, ledger):
+    window = ledger.windows([name])[name]
+    count, total = window.total(since)
+    if total + amount > max_amount:
+        return None
+    window.add(slot, 1, amount, since, EXPIRES)
+    ledger.save([window])
+    return count + 1, total + amount
 
 
 def seen(name: str, since: int = 0):
-    return lambda ledger: ledger.windows([name])[name].total(since)
+    return functools.partial(_seen, name, since)
+
+
+def _seen(name, since, ledger):
+    return ledger.windows([name])[name].total(since)
+
+
+def blocked(*keys: tuple[str, str]):
+    return methodcaller("blocked", list(keys))
 
 
 @pytest_twisted.ensureDeferred
@@ -45,18 +59,24 @@ async def test_concurrent_adds_never_pass_a_limit(journal: Journal) -> None:
     assert await journal.risk_unit(seen("cum:card:x"), 1.0) == (7, 4_900)
 
 
+def _undo(ledger):
+    window = ledger.windows(["vel:card:x"])["vel:card:x"]
+    window.take_back(10, 1, 5)
+    window.take_back(20, 1, 5)  # a slot it never had: nothing
+    ledger.save([window])
+
+
 @pytest_twisted.ensureDeferred
 async def test_take_back_undoes_an_add(journal: Journal) -> None:
     await journal.risk_unit(take("vel:card:x", 5, 100, slot=10), 1.0)
-
-    def undo(ledger):
-        window = ledger.windows(["vel:card:x"])["vel:card:x"]
-        window.take_back(10, 1, 5)
-        window.take_back(20, 1, 5)  # a slot it never had: nothing
-        ledger.save([window])
-
-    await journal.risk_unit(undo, 2.0)
+    await journal.risk_unit(_undo, 2.0)
     assert await journal.risk_unit(seen("vel:card:x"), 3.0) == (0, 0)
+
+
+def _add_to_z(start, ledger):
+    window = ledger.windows(["vel:ip:z"])["vel:ip:z"]
+    window.add(start, 1, 10, since=start - 30, expires_at=start + 40)
+    ledger.save([window])
 
 
 @pytest_twisted.ensureDeferred
@@ -64,11 +84,7 @@ async def test_slots_slide_out_one_by_one_and_expired_windows_are_purged(journal
     base = 2**52  # µs, in 2112: the journal's clock (wall time) is long before any of these slots expire
 
     def add(slot):
-        def unit(ledger):
-            window = ledger.windows(["vel:ip:z"])["vel:ip:z"]
-            window.add(base + slot, 1, 10, since=base + slot - 30, expires_at=base + slot + 40)
-            ledger.save([window])
-        return unit
+        return functools.partial(_add_to_z, base + slot)
 
     for slot in (10, 20, 30):
         await journal.risk_unit(add(slot), 1.0)
@@ -86,10 +102,10 @@ async def test_slots_slide_out_one_by_one_and_expired_windows_are_purged(journal
 async def test_blocklist_entries_and_holds(journal: Journal) -> None:
     assert await journal.risk_block("card", "ab" * 16, "400000******0259", "operator alice")
     assert not await journal.risk_block("card", "ab" * 16, "400000******0259", "operator alice")
-    await journal.risk_unit(lambda ledger: ledger.hold("ip", "203.0.113.7", "203.0.113.7", "rule t", 5_000_000), 1.0)
-    live = await journal.risk_unit(lambda ledger: ledger.blocked([("card", "ab" * 16), ("ip", "203.0.113.7")]), 2.0)
+    await journal.risk_unit(methodcaller("hold", "ip", "203.0.113.7", "203.0.113.7", "rule t", 5_000_000), 1.0)
+    live = await journal.risk_unit(blocked(("card", "ab" * 16), ("ip", "203.0.113.7")), 2.0)
     assert {e.kind for e in live} == {"card", "ip"}
-    later = await journal.risk_unit(lambda ledger: ledger.blocked([("card", "ab" * 16), ("ip", "203.0.113.7")]), 6.0)
+    later = await journal.risk_unit(blocked(("card", "ab" * 16), ("ip", "203.0.113.7")), 6.0)
     assert [e.kind for e in later] == ["card"]  # the hold expired at 5 s
     assert await journal.risk_unblock("card", "ab" * 16)
     assert not await journal.risk_unblock("card", "ab" * 16)
@@ -98,7 +114,7 @@ async def test_blocklist_entries_and_holds(journal: Journal) -> None:
 @pytest_twisted.ensureDeferred
 async def test_a_decision_is_kept(journal: Journal) -> None:
     matches = [{"rule": "m100-max", "action": "block", "mode": "enforce", "seen": {"amount": 600_000}}]
-    await journal.risk_unit(lambda ledger: ledger.decide("t-1", "block", "m100-max", matches), 1.0)
+    await journal.risk_unit(methodcaller("decide", "t-1", "block", "m100-max", matches), 1.0)
     assert await journal.risk_decision("t-1") == {"action": "block", "rule": "m100-max", "matches": matches}
     assert await journal.risk_decision("t-2") is None
 
@@ -119,12 +135,14 @@ async def test_two_writers_share_one_count_and_never_pass_a_limit(journal: Journ
 
 def add_then_fail(name: str):
     """A unit that counts, then fails (as a payment whose insert is refused after its screening)."""
-    def unit(ledger):
-        window = ledger.windows([name])[name]
-        window.add(0, 1, 1_000, 0, EXPIRES)
-        ledger.save([window])
-        raise InvalidRecord("refused after counting")
-    return unit
+    return functools.partial(_add_then_fail, name)
+
+
+def _add_then_fail(name, ledger):
+    window = ledger.windows([name])[name]
+    window.add(0, 1, 1_000, 0, EXPIRES)
+    ledger.save([window])
+    raise InvalidRecord("refused after counting")
 
 
 @pytest_twisted.ensureDeferred
@@ -153,7 +171,7 @@ async def test_a_commit_that_fails_leaves_no_count_behind(journal: Journal) -> N
     what the database holds, not from what the writer remembered of the failed batch."""
     name = "vel:card:c"
     await journal.risk_unit(take(name, 5, 10**6), 1.0)
-    db = journal._writer._db
+    db = journal._writer._committer.db
     assert db is not None
 
     def failing_commit() -> None:
@@ -169,12 +187,12 @@ async def test_a_commit_that_fails_leaves_no_count_behind(journal: Journal) -> N
 @pytest_twisted.ensureDeferred
 async def test_a_blocklist_change_amid_payments_keeps_their_counts(journal: Journal) -> None:
     """Blocking forgets what the writer remembers of the blocklist, not the counts queued with the batch."""
-    name, card = "vel:card:b", [("card", "ef" * 16)]
+    name, card = "vel:card:b", blocked(("card", "ef" * 16))
     await defer.gatherResults([journal.risk_unit(take(name, 1, 10**6), 1.0),
                                journal.risk_block("card", "ef" * 16, "400000******0259", "operator alice"),
                                journal.risk_unit(take(name, 1, 10**6), 1.0)])
     assert await journal.risk_unit(seen(name), 2.0) == (2, 2)
-    assert [e.kind for e in await journal.risk_unit(lambda ledger: ledger.blocked(card), 2.0)] == ["card"]
+    assert [e.kind for e in await journal.risk_unit(card, 2.0)] == ["card"]
 
 
 @pytest_twisted.ensureDeferred
@@ -182,14 +200,13 @@ async def test_counts_and_lists_survive_a_restart(config, clock) -> None:
     first = await open_journal(config, reactor, registry=CollectorRegistry(), clock=clock)
     try:
         await first.risk_unit(take("vel:ip:r", 7, 10**6), 1.0)
-        await first.risk_unit(lambda ledger: ledger.hold("ip", "198.51.100.9", "198.51.100.9", "rule t", EXPIRES), 1.0)
+        await first.risk_unit(methodcaller("hold", "ip", "198.51.100.9", "198.51.100.9", "rule t", EXPIRES), 1.0)
     finally:
         await first.close()
     again = await open_journal(config, reactor, registry=CollectorRegistry(), clock=clock)
     try:
         assert await again.risk_unit(take("vel:ip:r", 7, 10**6), 2.0) == (2, 14)
-        assert [e.kind for e in await again.risk_unit(lambda ledger: ledger.blocked([("ip", "198.51.100.9")]), 2.0)
-                ] == ["ip"]
+        assert [e.kind for e in await again.risk_unit(blocked(("ip", "198.51.100.9")), 2.0)] == ["ip"]
     finally:
         await again.close()
 
@@ -198,15 +215,15 @@ async def test_counts_and_lists_survive_a_restart(config, clock) -> None:
 async def test_what_another_connection_commits_is_seen_at_once(journal: Journal, config, clock) -> None:
     """An operator's `kswitch risk block` runs beside the switch, on its own connection: the switch's
     writer, which remembers blocklist values and counters it has read, sees the change on its next unit."""
-    card = [("card", "cd" * 16)]
-    assert await journal.risk_unit(lambda ledger: ledger.blocked(card), 1.0) == []
+    card = blocked(("card", "cd" * 16))
+    assert await journal.risk_unit(card, 1.0) == []
     await journal.risk_unit(take("vel:card:o", 1, 10**6), 1.0)
     operator = await open_journal(config, reactor, registry=CollectorRegistry(), clock=clock)
     try:
         assert await operator.risk_block("card", "cd" * 16, "400000******0259", "operator alice")
-        assert [e.kind for e in await journal.risk_unit(lambda ledger: ledger.blocked(card), 2.0)] == ["card"]
+        assert [e.kind for e in await journal.risk_unit(card, 2.0)] == ["card"]
         assert await operator.risk_unblock("card", "cd" * 16)
-        assert await journal.risk_unit(lambda ledger: ledger.blocked(card), 3.0) == []
+        assert await journal.risk_unit(card, 3.0) == []
         await operator.risk_unit(take("vel:card:o", 1, 10**6), 3.0)
         assert await journal.risk_unit(seen("vel:card:o"), 4.0) == (2, 2)
     finally:

@@ -4,10 +4,12 @@ from the payments' rows) and a change made beside it by SQL (migration 14 on Pos
 
 from __future__ import annotations
 
+import functools
 import pickle
 import subprocess
 import sys
 from dataclasses import dataclass
+from operator import methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +36,24 @@ class Screened:
 
 def screen(name: str, amount: int = 10):
     """What the stage's unit does for a counting rule: read the counter, add the payment, record the
-    decision (with what it added) for the payment's row."""
-    def unit(ledger: Any) -> Screened:
-        window = ledger.lookup((), [name], HORIZON)[1][name]
-        window.add(0, 1, amount, 0, EXPIRES)
-        matches = [{"rule": "vel", "kind": "velocity", "action": "review", "mode": "shadow", "seen": {"count": 1}}]
-        ledger.record("unused", Decision("allow", None, matches, (), [(name, 0, 1, amount, EXPIRES)]), [window], True)
-        return Screened()
-    return unit
+    decision (with what it added) for the payment's row.  (A unit is data, as the journal's writer gets it.)"""
+    return functools.partial(_screen, name, amount)
+
+
+def _screen(name: str, amount: int, ledger: Any) -> Screened:
+    window = ledger.lookup((), [name], HORIZON)[1][name]
+    window.add(0, 1, amount, 0, EXPIRES)
+    matches = [{"rule": "vel", "kind": "velocity", "action": "review", "mode": "shadow", "seen": {"count": 1}}]
+    ledger.record("unused", Decision("allow", None, matches, (), [(name, 0, 1, amount, EXPIRES)]), [window], True)
+    return Screened()
 
 
 def counted(name: str):
-    return lambda ledger: ledger.lookup((), [name], HORIZON)[1][name].total(0)
+    return functools.partial(_counted, name)
+
+
+def _counted(name: str, ledger: Any) -> tuple[int, int]:
+    return ledger.lookup((), [name], HORIZON)[1][name].total(0)
 
 
 async def pay(journal: Any, name: str, **overrides: Any) -> Any:
@@ -100,11 +108,7 @@ async def test_a_counter_row_written_beside_journalled_counts_is_not_counted_twi
     name = "vel:card:mixed"
     await pay(journal, name, order_id="o1")
     await pay(journal, name, order_id="o2")
-
-    def take_one_back(ledger: Any) -> None:
-        ledger.take_back([(name, 1, 10, 0)])
-
-    await journal.risk_unit(take_one_back, 2.0)
+    await journal.risk_unit(methodcaller("take_back", [(name, 1, 10, 0)]), 2.0)
     await pay(journal, name, order_id="o3")
     assert await journal.risk_unit(counted(name), 3.0) == (2, 20)
     await journal.close()
@@ -183,17 +187,17 @@ def _risk_version(config: JournalConfig) -> int:
 async def test_a_change_made_by_hand_beside_the_writer_is_seen_at_its_next_batch(journal, config) -> None:
     """The writer counts in its memory; an operator resets a counter and blocks a card by SQL on their own
     connection. The writer's next unit must count from the reset and see the block."""
-    name, card = "vel:card:byhand", [("card", "ef" * 16)]
+    name, card = "vel:card:byhand", methodcaller("blocked", [("card", "ef" * 16)])
     await pay(journal, name, order_id="o1")
     await pay(journal, name, order_id="o2")
     assert await journal.risk_unit(counted(name), 2.0) == (2, 20)
-    assert await journal.risk_unit(lambda ledger: ledger.blocked(card), 2.0) == []
+    assert await journal.risk_unit(card, 2.0) == []
     _beside(config, "INSERT INTO risk_windows (name, slots, expires_at, through) VALUES (?, '', ?, ?)",
             (name, EXPIRES, 10**17))  # a row holding every add numbered so far: none counted
     _beside(config, "INSERT INTO risk_blocklist (kind, value, shown, source, created_at, expires_at) "
             "VALUES ('card', ?, '400000******0259', 'operator bob', 0, NULL)", ("ef" * 16,))
     assert await journal.risk_unit(counted(name), 3.0) == (0, 0)
-    assert [e.source for e in await journal.risk_unit(lambda ledger: ledger.blocked(card), 3.0)] == ["operator bob"]
+    assert [e.source for e in await journal.risk_unit(card, 3.0)] == ["operator bob"]
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
@@ -203,12 +207,12 @@ async def test_the_writers_own_risk_rows_do_not_make_it_forget(journal, config) 
     every live counter again after each bank decline); any other connection's change bumps it."""
     name = "vel:card:own"
     await pay(journal, name, order_id="o1")
-    await journal.risk_unit(lambda ledger: ledger.take_back([(name, 1, 10, 0)]), 2.0)
+    await journal.risk_unit(methodcaller("take_back", [(name, 1, 10, 0)]), 2.0)
     assert await journal.risk_block("card", "ab" * 16, "400000******0259", "operator alice")
     assert _risk_version(config) == 0
     _beside(config, "DELETE FROM risk_blocklist WHERE value = ?", ("ab" * 16,))
     assert _risk_version(config) == 1
-    assert await journal.risk_unit(lambda ledger: ledger.blocked([("card", "ab" * 16)]), 3.0) == []
+    assert await journal.risk_unit(methodcaller("blocked", [("card", "ab" * 16)]), 3.0) == []
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)

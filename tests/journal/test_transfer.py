@@ -56,6 +56,10 @@ def _risk_writes(ledger: Any) -> None:
     ledger.save([window])
 
 
+def _counter_x(ledger: Any) -> tuple[int, int]:
+    return ledger.windows(["vel:card:x"])["vel:card:x"].total(0)
+
+
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("direction", ["sqlite-to-postgresql", "postgresql-to-sqlite"])
 @pytest_twisted.ensureDeferred
@@ -85,8 +89,7 @@ async def test_copy_keeps_everything(both: tuple[JournalConfig, JournalConfig], 
         assert await copied.reserve_numbers("rrn:bank_a", 1) == 100_000, "RRNs go on where the source stopped"
         assert [(e.kind, e.shown) for e in await copied.risk_blocklist()] == [("ip", "192.0.2.1")]
         assert (await copied.risk_decision("t-risk"))["rule"] == "big"
-        assert await copied.risk_unit(lambda ledger: ledger.windows(["vel:card:x"])["vel:card:x"].total(0), 1.0) == (
-            1, 700)
+        assert await copied.risk_unit(_counter_x, 1.0) == (1, 700)
         assert await copied.risk_unit(counted("vel:card:screened"), 1.0) == (1, 10)
         newer = await copied.append_event("m1", EventDraft("payment.completed"))
         assert newer.event_id > max(e.event_id for e in before["events"])

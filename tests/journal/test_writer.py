@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest_twisted
@@ -14,6 +13,7 @@ from twisted.internet.task import deferLater
 from switch.journal import CommitOutcomeUnknown, JournalOverloaded, JournalUnavailable, TransactionExists
 from switch.journal.db import Dialect
 from switch.journal.metrics import JournalMetrics
+from switch.journal.units import Call, shared
 from switch.journal.writer import GroupCommitWriter
 
 
@@ -91,13 +91,23 @@ def refuse(db: Any) -> None:
     raise TransactionExists("t1")
 
 
+def value(db: Any, result: Any) -> Any:
+    return result
+
+
+def wait_for_gate(db: Any) -> bool:
+    """Hold the writer until the test opens the gate it shared (a unit carries data, not an event)."""
+    gate: threading.Event = shared(db, "gate")
+    return gate.wait(10)
+
+
 @pytest_twisted.ensureDeferred
 async def test_the_deferred_waits_for_the_commit() -> None:
     gate = threading.Event()
     db = ScriptedDb(commit_gate=gate)
     writer, _ = start_writer(db)
     await writer.start(lambda db: None)
-    write = writer.submit(lambda db: "written")
+    write = writer.submit(Call(value, "written"))
     await deferLater(reactor, 0.1, lambda: None)
     assert not write.called and not db.committed
     gate.set()
@@ -111,12 +121,12 @@ async def test_a_failed_commit_is_reported_as_unknown() -> None:
     first, second = ScriptedDb(fail_commit=True), ScriptedDb()
     writer, registry = start_writer(first, second)
     await writer.start(lambda db: None)
-    results = [await outcome(d) for d in [writer.submit(lambda db: 1), writer.submit(refuse)]]
+    results = [await outcome(d) for d in [writer.submit(Call(value, 1)), writer.submit(refuse)]]
     assert isinstance(results[0], CommitOutcomeUnknown) and "may or may not be durable" in str(results[0])
     assert isinstance(results[1], TransactionExists)
     assert "close" in first.calls
     assert registry.get_sample_value("kswitch_journal_writes_total", {"backend": "scripted", "outcome": "failed"}) == 2
-    assert await writer.submit(lambda db: "again") == "again"
+    assert await writer.submit(Call(value, "again")) == "again"
     assert second.committed
     await writer.stop()
 
@@ -126,7 +136,7 @@ async def test_a_connection_lost_before_commit_is_retried_once_on_a_new_one() ->
     lost, fresh = ScriptedDb(fail_begin=True), ScriptedDb()
     writer, _ = start_writer(lost, fresh)
     await writer.start(lambda db: None)
-    assert await writer.submit(lambda db: "written") == "written"
+    assert await writer.submit(Call(value, "written")) == "written"
     assert fresh.committed and not lost.committed
     await writer.stop()
 
@@ -135,7 +145,7 @@ async def test_a_connection_lost_before_commit_is_retried_once_on_a_new_one() ->
 async def test_an_unreachable_database_fails_fast_and_recovers() -> None:
     writer, _ = start_writer(ScriptedDb(fail_begin=True))
     await writer.start(lambda db: None)
-    error = await outcome(writer.submit(lambda db: "lost"))
+    error = await outcome(writer.submit(Call(value, "lost")))
     assert isinstance(error, JournalUnavailable) and "nothing was written" in str(error)
     await writer.stop()
 
@@ -144,11 +154,12 @@ async def test_an_unreachable_database_fails_fast_and_recovers() -> None:
 async def test_a_full_queue_refuses_new_writes() -> None:
     gate = threading.Event()
     writer, _ = start_writer(ScriptedDb(), max_queue=2)
+    writer.share("gate", gate)
     await writer.start(lambda db: None)
-    blocker = writer.submit(lambda db: gate.wait(10))
+    blocker = writer.submit(Call(wait_for_gate))
     await deferLater(reactor, 0.1, lambda: None)
-    queued = [writer.submit(_value(n)) for n in range(2)]
-    overloaded = await outcome(writer.submit(lambda db: "too many"))
+    queued = [writer.submit(Call(value, n)) for n in range(2)]
+    overloaded = await outcome(writer.submit(Call(value, "too many")))
     assert isinstance(overloaded, JournalOverloaded)
     gate.set()
     assert await blocker is True
@@ -161,12 +172,8 @@ async def test_stop_commits_what_is_queued() -> None:
     db = ScriptedDb()
     writer, _ = start_writer(db)
     await writer.start(lambda db: None)
-    pending = [writer.submit(_value(n)) for n in range(10)]
+    pending = [writer.submit(Call(value, n)) for n in range(10)]
     await writer.stop()
     assert await defer.gatherResults(pending) == list(range(10))
     assert db.calls[-1] == "close"
     assert await writer.stop() is None
-
-
-def _value(n: int) -> Callable[[Any], int]:
-    return lambda db: n

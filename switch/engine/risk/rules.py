@@ -25,9 +25,9 @@ import functools
 import hashlib
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
 
 from switch.journal.guard import Derived
@@ -143,6 +143,11 @@ class Rule:
     allow: frozenset[str] | None = None
     deny: frozenset[str] = frozenset()
     unknown_matches: bool = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The rule's fields, not what it remembers (counter names spelt by closures, the last day found):
+        rules are pickled for a writer process (`switch.engine.risk.stage.RiskRules`), which remembers its own."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @functools.cached_property
     def lookups(self) -> tuple[tuple[str, int], ...]:

@@ -25,9 +25,10 @@ be replaced at run time (`replace`, on SIGHUP).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
@@ -54,6 +55,11 @@ class RiskRules:
     bins: BinTable | None = None
     _scoped: dict[tuple[str, str, str], Plan] = field(default_factory=dict, compare=False, repr=False)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The rules and the BIN table, not the plans compiled from them: generated code does not pickle,
+        and a writer process compiles its own once (the stage shares the rules with the journal's writer)."""
+        return {"rules": self.rules, "bins": self.bins, "_scoped": {}}
+
     @functools.cached_property
     def horizon_us(self) -> int:
         """How long an authorization's counts may count (µs): the longest counting window, a slot more; a
@@ -74,6 +80,8 @@ class RiskRules:
         return found
 
 
+_VERSIONS = itertools.count(1)
+"""Numbers the rules' versions shared with journals (`RiskStage._load`): unique in the process."""
 _STATELESS = ("amount_limit", "country")
 """Rule kinds that decide from the payment alone."""
 _DAY_US = 26 * 3600 * 1_000_000
@@ -144,13 +152,23 @@ def _outcome(rule: Rule | None, step_up: bool) -> str:
     return rule.action
 
 
-def decide(rules: RiskRules, facts: Facts, txn_id: str, every_rule: bool = False,
-           step_up: bool = False) -> Callable[[RiskLedger], Verdict]:
-    """The writer unit evaluating ``rules`` for one payment in a commit of its own, its decision in a row of
-    its own (see `judge`); ``every_rule`` goes on after the deciding rule, to show all matches (explain)."""
-    plan = rules.plan(facts)
-    screen = plan.explain if every_rule else plan.screen
-    return lambda ledger: judge(ledger, plan, screen, rules.horizon_us, facts, txn_id, step_up, False)
+class Judging(NamedTuple):
+    """A payment's evaluation as a writer unit (`judge`), in data only, as a unit travels to the writer
+    (`switch.journal.units`): the rules by the key the stage shared them under (`RiskStage._load`), the
+    payment's facts, ``step_up`` and ``built_step_up`` as `judge` takes them.  The scope's compiled plan
+    is found on the writer's side (`RiskRules.plan`, remembered there)."""
+
+    rules: Hashable
+    facts: Facts
+    txn_id: str
+    step_up: bool
+    built_step_up: bool = False
+
+    def __call__(self, ledger: RiskLedger) -> Verdict:
+        rules: RiskRules = ledger.shared(self.rules)
+        plan = rules.plan(self.facts)
+        return judge(ledger, plan, plan.screen, rules.horizon_us, self.facts, self.txn_id, self.step_up,
+                     self.built_step_up)
 
 
 def judge(ledger: RiskLedger, plan: Plan, screen: Screen, horizon_us: int, facts: Facts, txn_id: str,
@@ -187,7 +205,7 @@ class Screening:
 
     * on the reactor, before the request is built: the payment's facts, and whether to build the
       request asking for a step-up (`Plan.guess`);
-    * `decide`, inside the commit that journals the payment and its request
+    * `decide`, the unit run inside the commit that journals the payment and its request
       (`Journal.create_screened`): counts, decides and journals the decision; a block journals the
       payment declined instead, and a verdict that disagrees with the request as built (an enforced
       rule reading counters decided something else than a block) is journalled apart, the caller
@@ -195,22 +213,16 @@ class Screening:
     * `closing`, inside the commit that journals the outcome (`Journal.transition`'s ``risk``).
     """
 
-    __slots__ = ("stage", "facts", "txn_id", "can_step_up", "step_up", "rules", "plan", "verdict")
+    __slots__ = ("stage", "facts", "step_up", "decide", "verdict")
 
     def __init__(self, stage: RiskStage, txn_id: str, facts: Facts, can_step_up: bool) -> None:
         self.stage = stage
         self.facts = facts
-        self.txn_id = txn_id
-        self.can_step_up = can_step_up
-        self.rules = rules = stage.rules  # the rules of the moment, should a reload come before the unit runs
-        self.plan = plan = rules.plan(facts)
+        plan = stage.rules.plan(facts)
         self.step_up = can_step_up and plan.guess is not None and plan.guess(facts)
+        # the rules of the moment, should a reload come before the unit runs
+        self.decide = Judging(stage.rules_key, facts, txn_id, can_step_up, self.step_up)
         self.verdict: Verdict | None = None
-
-    def decide(self, ledger: RiskLedger) -> Verdict:
-        """The writer unit's part (see `judge`)."""
-        return judge(ledger, self.plan, self.plan.screen, self.rules.horizon_us, self.facts, self.txn_id,
-                     self.can_step_up, self.step_up)
 
     def decided(self, txn_id: str, verdict: Verdict) -> None:
         """Count and log a verdict, once its commit is durable."""
@@ -225,31 +237,39 @@ class Screening:
         return self.stage.closing(self.facts, verdict, status)
 
 
-@dataclass
-class Closing:
+Held = tuple[tuple[str, int], ...]
+"""The holds a `Closing` put: (rule, declines counted) each."""
+
+
+class Closing(NamedTuple):
     """A payment's outcome as the stage sees it, run in the outcome's commit: anything but an approval
     (or a wait for the customer) gives the cumulative counts back; a bank's decline counts for the
-    card-testing rules, which may put a hold (logged by `log_holds` once durable)."""
+    card-testing rules of its scope (``declined``: it has some, in the rules shared under ``rules``), which
+    may put a hold.  It runs on the writer's copy, so the holds it put are its result (`Held`), logged by
+    `log_holds` once durable."""
 
+    rules: Hashable
     facts: Facts
-    rules: tuple[Rule, ...]
+    declined: bool
     release: tuple[Reservation, ...]
-    held: list[tuple[str, int]] = field(default_factory=list)
 
-    def __call__(self, ledger: RiskLedger, txn: object = None) -> None:
-        counting = [(rule, c) for rule in self.rules if (c := rule.counter(self.facts, ledger.now_us, "declines"))]
+    def __call__(self, ledger: RiskLedger, txn: object = None) -> Held:
+        rules = ledger.shared(self.rules).plan(self.facts).card_testing if self.declined else ()
+        counting = [(rule, c) for rule in rules if (c := rule.counter(self.facts, ledger.now_us, "declines"))]
         windows = ledger.windows([c.name for _, c in counting] + [name for name, *_ in self.release])
         for name, count, amount, start in self.release:
             windows[name].take_back(start, count, amount)
+        held = []
         for rule, c in counting:
             hold = feed_decline(rule, windows[c.name], c, self.facts)
             if hold is not None:
                 ledger.hold(*hold, f"rule {rule.name}", ledger.now_us + int(rule.hold * 1_000_000))
-                self.held.append((rule.name, windows[c.name].total(c.since)[0]))
+                held.append((rule.name, windows[c.name].total(c.since)[0]))
         ledger.save(windows.values())
+        return tuple(held)
 
-    def log_holds(self) -> None:
-        for name, count in self.held:
+    def log_holds(self, held: Held) -> None:
+        for name, count in held:
             log.warning("risk_hold", rule=name, declines=count, masked_pan=self.facts.masked)
 
 
@@ -257,15 +277,23 @@ class RiskStage:
     def __init__(self, clock: IReactorTime, journal: Journal, rules: RiskRules, registry: CollectorRegistry) -> None:
         self.clock = clock
         self.journal = journal
-        self.rules = self._keyed(rules)
+        self._load(self._keyed(rules))
         self.metrics = RiskMetrics.on(registry)
         self._evaluated: dict[str, Any] = {}  # by action: the one metric every payment counts, bound once
         self._cards: Remembered[bytes, Derived] = Remembered(tag, NAMES_REMEMBERED)  # by the card's keyed hash
 
     def replace(self, rules: RiskRules) -> None:
         """Take new rules for the payments evaluated from now on."""
-        self.rules = self._keyed(rules)
+        self._load(self._keyed(rules))
         log.info("risk_rules_loaded", rules=[r.name for r in rules.rules])
+
+    def _load(self, rules: RiskRules) -> None:
+        """Take ``rules`` and hand them to the journal's writer once, under a key of their own (``rules_key``),
+        which the units name instead of carrying them (`Judging`, `Closing`).  A new key for each version:
+        a unit submitted before a reload still finds the rules it was built for."""
+        self.rules = rules
+        self.rules_key: Hashable = ("risk-rules", next(_VERSIONS))
+        self.journal.share(self.rules_key, rules)
 
     def _keyed(self, rules: RiskRules) -> RiskRules:
         """The rules with the config file's card numbers and emails replaced by their keyed hashes."""
@@ -317,7 +345,7 @@ class RiskStage:
         """Evaluate, count and journal the decision for payment ``txn_id`` in a commit of its own (what
         `Screening` does inside the payment's commit); ``step_up`` as in `screening`."""
         now = self.clock.seconds()
-        verdict: Verdict = await self.journal.risk_unit(decide(self.rules, facts, txn_id, step_up=step_up), now)
+        verdict: Verdict = await self.journal.risk_unit(Judging(self.rules_key, facts, txn_id, step_up), now)
         self.decided(txn_id, verdict)
         return verdict
 
@@ -337,19 +365,20 @@ class RiskStage:
         """What the rules would decide for ``facts`` now, counting it as one more payment, changing nothing
         (a step_up as such: which connector the payment would go to is not known here)."""
         now = self.clock.seconds()
-        unit = decide(self.rules, facts, "explain", every_rule=True, step_up=True)
-        verdict: Verdict = await self.journal.risk_dry_run(unit, now)
+        rules = self.rules  # a reader's unit, run in this process: it takes the rules (and plan) as they are
+        plan = rules.plan(facts)
+        verdict: Verdict = await self.journal.risk_dry_run(
+            lambda ledger: judge(ledger, plan, plan.explain, rules.horizon_us, facts, "explain", True, False), now)
         return verdict
 
     def closing(self, facts: Facts, verdict: Verdict, status: str) -> Closing | None:
         """The stage's part of a payment's outcome ``status`` (see `Closing`), None when it has none."""
         release = verdict.reserved if status not in ("approved", "pending_customer_action") else ()
-        rules = self.rules.plan(facts).card_testing if status == "declined" else ()
-        return Closing(facts, rules, release) if rules or release else None
+        declined = status == "declined" and bool(self.rules.plan(facts).card_testing)
+        return Closing(self.rules_key, facts, declined, release) if declined or release else None
 
     async def answered(self, facts: Facts, verdict: Verdict, status: str) -> None:
         """`closing` in a commit of its own."""
         closing = self.closing(facts, verdict, status)
         if closing is not None:
-            await self.journal.risk_unit(closing, self.clock.seconds())
-            closing.log_holds()
+            closing.log_holds(await self.journal.risk_unit(closing, self.clock.seconds()))

@@ -1,0 +1,153 @@
+"""One batch of writer units, run and committed on one connection: the group commit both writers share.
+
+`GroupCommitWriter` (a thread beside the reactor) and the writer process (`switch.journal.writerproc`)
+differ only in how units reach them and how outcomes go back; what a batch is stays here, once.
+
+Units run in submission order and each sees the effects of the ones before it. If a unit raises, the
+batch is rolled back and replayed with a savepoint around each unit, so only the failing caller gets
+the error. Units must therefore have no effects outside the database.
+
+On PostgreSQL the first run of a batch is pipelined (`Db.pipelined`): statements whose answers nobody
+reads (`Db.send`) go out without a round trip of their own, so a payment costs the round trips of what
+it reads back, not of every statement. Such a statement's failure surfaces at the next read, possibly
+in another unit; since any failure sends the batch to the unpipelined replay, it still reaches the unit
+that caused it, and only that one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+from twisted.python.failure import Failure
+
+from switch.journal.db import Db, resolved, run
+from switch.journal.errors import CommitOutcomeUnknown, JournalUnavailable
+
+log = structlog.get_logger("kswitch.journal")
+
+Outcome = tuple[bool, Any]
+"""(True, the unit's result) or (False, a `Failure`)."""
+Unit = Callable[[Db], Any]
+
+REOPEN_BACKOFF_SECONDS = 1.0
+
+
+class _ConnectionLost(Exception):
+    """The connection failed outside any unit, before COMMIT: nothing of the batch was written."""
+
+
+class Committer:
+    """The writer's connection and what it does with a batch: open (and reopen after a loss, at most
+    once a second), run, replay unit by unit on a failure, commit."""
+
+    def __init__(self, open_db: Callable[[], Db], backend: str, shared: dict[Any, Any]) -> None:
+        self._open_db = open_db
+        self._backend = backend
+        self._shared = shared
+        self._db: Db | None = None
+        self._last_open_failure = -REOPEN_BACKOFF_SECONDS
+
+    def open(self) -> Db:
+        """Open the connection now (start-up: a failure is the caller's to report)."""
+        self._db = self._opened()
+        return self._db
+
+    def commit(self, units: Sequence[Unit]) -> tuple[list[Outcome], bool]:
+        """Run and commit ``units``; a connection lost before COMMIT is retried once on a new one.
+        The flag is True when the batch committed."""
+        for attempt in (1, 2):
+            db = self._connection()
+            if db is None:
+                break
+            try:
+                outcomes = self._run(db, units)
+            except _ConnectionLost as lost:
+                log.warning("journal_batch_connection_lost", backend=self._backend, attempt=attempt, error=str(lost))
+                self.close()
+                continue
+            return self._finish(db, units, outcomes)
+        error = JournalUnavailable(f"the {self._backend} journal database is unreachable; nothing was written")
+        return [(False, Failure(error)) for _ in units], False
+
+    def close(self) -> None:
+        if self._db is not None:
+            try:
+                self._db.close()
+            except Exception as exc:
+                log.warning("journal_close_failed", backend=self._backend, error=str(exc))
+            self._db = None
+
+    @property
+    def db(self) -> Db | None:
+        return self._db
+
+    def _opened(self) -> Db:
+        db = self._open_db()
+        db.shared = self._shared
+        return db
+
+    def _run(self, db: Db, units: Sequence[Unit]) -> list[Outcome]:
+        try:
+            with db.pipelined():  # PostgreSQL: what no unit reads back rides with the next read
+                db.begin()
+                results = [run(db, unit) for unit in units]
+                pipelined = db.pipelining
+            if pipelined:  # rows the pipeline has answered (`Later`)
+                results = [run(db, lambda _, r=r: resolved(r)) for r in results]
+            run(db, _flush)  # after the pipeline: PostgreSQL sends the queued rows by COPY, which it excludes
+        except Exception:
+            return self._replay_isolated(db, units)
+        return [(True, result) for result in results]
+
+    def _replay_isolated(self, db: Db, units: Sequence[Unit]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        try:
+            db.rollback()
+            db.begin()
+            for unit in units:
+                db.savepoint("unit")
+                try:
+                    result = resolved(run(db, unit))  # unpipelined: resolved already
+                    run(db, _flush)  # the unit's queued rows fail with the unit
+                    outcomes.append((True, result))
+                except Exception:
+                    outcomes.append((False, Failure()))
+                    db.rollback_to("unit")
+                db.release("unit")
+        except Exception as exc:
+            raise _ConnectionLost(str(exc)) from exc
+        return outcomes
+
+    def _finish(self, db: Db, units: Sequence[Unit], outcomes: list[Outcome]) -> tuple[list[Outcome], bool]:
+        try:
+            db.commit()
+        except Exception as exc:
+            log.error("journal_commit_failed", backend=self._backend, writes=len(units), error=str(exc))
+            self.close()
+            error = CommitOutcomeUnknown(
+                f"{self._backend} COMMIT failed, the writes may or may not be durable: {exc}"
+            )
+            return [(False, Failure(error)) if ok else (ok, value) for ok, value in outcomes], False
+        return outcomes, True
+
+    def _connection(self) -> Db | None:
+        if self._db is not None and not self._db.broken:
+            return self._db
+        self.close()
+        if time.monotonic() - self._last_open_failure < REOPEN_BACKOFF_SECONDS:
+            return None
+        try:
+            self._db = self._opened()
+        except Exception as exc:
+            self._last_open_failure = time.monotonic()
+            log.error("journal_reconnect_failed", backend=self._backend, error=str(exc))
+            return None
+        log.info("journal_reconnected", backend=self._backend)
+        return self._db
+
+
+def _flush(db: Db) -> None:
+    db.flush()
