@@ -20,6 +20,7 @@ from switch.journal import schema
 from switch.journal.config import JournalConfig
 from switch.journal.db import Db
 from switch.journal.metrics import JournalMetrics
+from switch.journal.process import ProcessWriter
 from switch.journal.readers import ReaderPool
 from switch.journal.units import FEES
 from switch.journal.vault import PanVault
@@ -73,8 +74,14 @@ class JournalBase:
         self._config = config
         self._metrics = metrics
         self._clock = clock
-        self._writer = GroupCommitWriter(reactor, backend.open_writer, metrics=metrics, backend=backend.name,
-                                         max_batch=config.max_batch, max_queue=config.max_queue)
+        self._writer: GroupCommitWriter | ProcessWriter
+        if config.writer == "process":
+            self._writer = ProcessWriter(reactor, backend, metrics=metrics, max_batch=config.max_batch,
+                                         max_queue=config.max_queue, log_format=config.log_format,
+                                         log_level=config.log_level)
+        else:
+            self._writer = GroupCommitWriter(reactor, backend.open_writer, metrics=metrics, backend=backend.name,
+                                             max_batch=config.max_batch, max_queue=config.max_queue)
         self._writer.share(FEES, config.fees)
         self._readers = ReaderPool(reactor, backend.open_reader, size=config.reader_threads, backend=backend.name)
         self._shutdown_trigger: object | None = None

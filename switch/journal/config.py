@@ -12,6 +12,7 @@ from switch.domain.fees import NO_FEES, FeeSchedule
 from switch.journal.errors import KeyConfigError
 
 Backend = Literal["sqlite", "postgresql"]
+Writer = Literal["thread", "process"]
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -62,6 +63,12 @@ class JournalConfig:
         How long an idempotency key stays bound to its transaction.
     fees
         The fee plans applied when a payment settles (`switch.journal.feebook`); none by default.
+    writer
+        ``"thread"`` (the group commit on a thread beside the reactor) or ``"process"`` (in a process of
+        its own, `switch.journal.process`). The library's default is the thread, which needs no
+        process spawning; the switch's config file defaults to the process, which is faster.
+    log_format, log_level
+        How a writer process logs (as the switch does: its standard error is the switch's).
     """
 
     backend: Backend = "sqlite"
@@ -76,8 +83,13 @@ class JournalConfig:
     reader_threads: int = 4
     idempotency_ttl: timedelta = timedelta(hours=24)
     fees: FeeSchedule = NO_FEES
+    writer: Writer = "thread"
+    log_format: str = "json"
+    log_level: str = "info"
 
     def __post_init__(self) -> None:
+        if self.writer not in ("thread", "process"):
+            raise ValueError(f"journal writer must be 'thread' or 'process', got {self.writer!r}")
         if self.backend not in ("sqlite", "postgresql"):
             raise ValueError(f"journal backend must be 'sqlite' or 'postgresql', got {self.backend!r}")
         if not _SCHEMA_NAME.fullmatch(self.pg_schema):

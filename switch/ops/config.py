@@ -134,7 +134,8 @@ def from_document(file: Path, doc: Mapping[str, Any]) -> SwitchConfig:
         shutdown_grace=sw.shutdown_grace, api_listen=tuple(model.api.listen), api=_api(file, model),
         admin_listen=model.admin.listen,
         journal=dataclasses.replace(_journal(file, model.journal, state_dir), fees=build_fee_schedule(
-            file, model.fees, banks, [m.id for m in model.merchants])),
+            file, model.fees, banks, [m.id for m in model.merchants]), log_format=sw.log_format,
+            log_level=sw.log_level),
         dev_keys=model.journal.dev_keys, banks=banks,
         simulators=tuple(_simulator(file, i, s, base, banks) for i, s in enumerate(model.simulators)),
         router=build_router(file, model.routes, banks), node=sw.node,
@@ -237,6 +238,7 @@ def _journal(file: Path, j: schema.JournalSection, state_dir: Path) -> JournalCo
         pan_current_key_id=j.pan_current_key_id,
         pan_hash_secret=_secret(file, j, "pan_hash_secret", state_dir, "pan-hash-secret"),
         max_batch=j.max_batch,
+        writer=j.writer,
     )
 
 

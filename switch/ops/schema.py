@@ -133,6 +133,9 @@ class JournalSection(Section):
                                                  "32+ bytes); relative to `state_dir`")
     pan_hash_secret_env: str | None = option(None, "or: environment variable holding it")
     dev_keys: bool = option(False, "generate both secrets into `state_dir/keys/` on first run: development only")
+    writer: Literal["process", "thread"] = option(
+        "process", "`process`: the group commit runs in a process of its own, beside the reactor rather than "
+        "sharing its interpreter (faster; README: Performance); `thread`: on a thread of the switch's process")
     max_batch: int = option(_default(JournalConfig, "max_batch"),
                             "most writes in one group commit; the socket API stops reading requests while "
                             "max_batch writes wait (README: Flow control)", ge=1)

@@ -1,0 +1,167 @@
+"""The journal's writer process: group commit (`switch.journal.batch`) in a process of its own.
+
+Why a process: in a closed loop the whole switch settles into a convoy in which every payment waits
+for the same batch, and a writer thread can only start a batch when the reactor lets go of the GIL,
+so the batch's time adds to the reactor's instead of overlapping it (`switch.journal.process`).
+
+`switch.journal.process.ProcessWriter` starts ``python -m switch.journal.writerproc``. What it sends
+on the child's standard input, and what comes back on file descriptor 3, is a stream of frames: a
+4-byte big-endian length and a pickle. In: ``("start", backend, prepare, shared, max_batch,
+log_format, log_level)`` first, then ``("share", key, value)`` and ``("units", [(uid, unit), ...])``.
+Out: ``("started", ok, result)``, then for each batch ``("batch", [(uid, ok, value), ...], committed,
+seconds)`` once it is durable (or failed). The end of
+standard input means stop: what was read is committed, the connection closed, the process exits.
+So the parent dying (even by SIGKILL) ends the child after its last batch, never in the middle of one.
+Standard error is the parent's: the child's log lines go where the switch's go.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+import select
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from switch.journal.batch import Committer, Outcome
+from switch.journal.db import run
+from switch.journal.errors import JournalError, StorageError
+from switch.journal.frames import RESULTS_FD, Frames, frame
+
+_READ = 1 << 20
+
+
+class _Inbox:
+    """The units the switch sent, read from standard input as they come; shares are applied on arrival."""
+
+    def __init__(self, fd: int, shared: dict[Any, Any]) -> None:
+        self._fd = fd
+        self._shared = shared
+        self._frames = Frames()
+        self._units: deque[tuple[int, bytes]] = deque()
+        self.ended = False
+
+    def first(self) -> Any:
+        """The start message (block until it came)."""
+        while True:
+            messages = self._read(block=True)
+            if messages:
+                start = messages[0]
+                self._shared.update(start[3])
+                for message in messages[1:]:
+                    self._take_in(message)
+                return start
+            if self.ended:
+                raise SystemExit(0)
+
+    def take(self, most: int) -> list[tuple[int, bytes]]:
+        """Up to ``most`` units in the order sent: waits for the first, then takes what has arrived."""
+        while not self._units and not self.ended:
+            self._read_in(block=True)
+        if not self.ended:
+            self._read_in(block=False)
+        units = self._units
+        return [units.popleft() for _ in range(min(most, len(units)))]
+
+    def _read_in(self, block: bool) -> None:
+        for message in self._read(block):
+            self._take_in(message)
+
+    def _take_in(self, message: Any) -> None:
+        if message[0] == "units":
+            self._units.extend(message[1])
+        elif message[0] == "share":
+            self._shared[message[1]] = message[2]
+
+    def _read(self, block: bool) -> list[Any]:
+        messages: list[Any] = []
+        while True:
+            ready, _, _ = select.select([self._fd], [], [], None if block and not messages else 0)
+            if not ready:
+                return messages
+            data = os.read(self._fd, _READ)
+            if not data:
+                self.ended = True
+                return messages
+            messages.extend(self._frames.feed(data))
+            if messages:
+                block = False
+
+
+def _send(message: object) -> None:
+    data = frame(message)
+    view = memoryview(data)
+    while view:
+        written = os.write(RESULTS_FD, view)
+        view = view[written:]
+
+
+def _portable(outcomes: list[Outcome], uids: list[int]) -> list[tuple[int, bool, Any]]:
+    """What goes back: results as they are, failures as their exception (a traceback does not cross)."""
+    sent = []
+    for uid, (ok, value) in zip(uids, outcomes):
+        item = value if ok else value.value
+        try:
+            pickle.dumps(item)
+        except Exception as exc:  # never the batch's fault: this unit alone answers with a journal error
+            ok, item = False, JournalError(f"the writer could not send back a {type(item).__name__}: {exc}")
+        sent.append((uid, ok, item))
+    return sent
+
+
+def _unit(data: bytes) -> Callable[[Any], Any]:
+    """A unit as sent; one this process cannot read fails alone (its batch is replayed without it)."""
+    try:
+        unit: Callable[[Any], Any] = pickle.loads(data)
+    except Exception as exc:
+        error = StorageError(f"the journal writer process cannot read this write: {type(exc).__name__}: {exc}")
+        return functools.partial(_refuse, error)
+    return unit
+
+
+def _refuse(error: Exception, db: Any) -> None:
+    raise error
+
+
+def serve(backend: Any, prepare: Callable[[Any], Any], shared: dict[Any, Any], max_batch: int,
+          inbox: _Inbox) -> None:
+    """Open, prepare, then commit batches until standard input ends."""
+    committer = Committer(backend.open_writer, backend.name, shared)
+    try:
+        result = run(committer.open(), prepare)
+    except Exception as exc:
+        committer.close()
+        _send(("started", False, exc))
+        return
+    _send(("started", True, result))
+    try:
+        while True:
+            units = inbox.take(max_batch)
+            if not units:
+                return
+            began = time.monotonic()
+            outcomes, committed = committer.commit([_unit(data) for _, data in units])
+            _send(("batch", _portable(outcomes, [uid for uid, _ in units]), committed, time.monotonic() - began))
+    finally:
+        committer.close()
+
+
+def main() -> None:
+    from switch.observe import logs
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the switch stops us: by closing our input
+        signal.signal(signum, signal.SIG_IGN)
+    shared: dict[Any, Any] = {}
+    inbox = _Inbox(sys.stdin.fileno(), shared)
+    _, backend, prepare, _, max_batch, log_format, log_level = inbox.first()
+    logs.configure(log_format, level=log_level)
+    serve(backend, prepare, shared, max_batch, inbox)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""The journal's writer process (`switch.journal.process`): what a caller sees of it, and what happens
+to the writes when one of the two processes dies."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from prometheus_client import CollectorRegistry
+from twisted.internet import defer, reactor, task
+
+from switch.domain.status import Kind, Status
+from switch.journal import (
+    CommitOutcomeUnknown,
+    JournalClosed,
+    JournalConfig,
+    NewTransaction,
+    StorageError,
+    open_journal,
+)
+from switch.journal.db import Db
+from switch.journal.journal import backend_for
+from switch.journal.metrics import JournalMetrics
+from switch.journal.process import ProcessWriter
+from switch.journal.schema import migrate
+from switch.journal.units import Call
+from tests.journal.conftest import raw_connect, sample
+
+pytestmark = pytest.mark.timeout(60)
+
+_INSERT = "INSERT INTO counters (name, value) VALUES (:name, 1)"
+_SLOW = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000) "
+         "SELECT COUNT(*) AS n FROM c")
+
+
+def insert(name: str) -> Call[int]:
+    return Call(Db.execute, _INSERT, {"name": name})
+
+
+def counted(config: JournalConfig) -> set[str]:
+    conn = raw_connect(config)
+    try:
+        return {row[0] for row in conn.execute("SELECT name FROM counters").fetchall()}
+    finally:
+        conn.close()
+
+
+async def until(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await task.deferLater(reactor, 0.02, lambda: None)
+
+
+async def failure_of(d: defer.Deferred[Any]) -> BaseException:
+    try:
+        await d
+    except BaseException as exc:  # noqa: BLE001 - the test inspects whatever came back
+        return exc
+    raise AssertionError("expected the Deferred to fail")
+
+
+@pytest_twisted.async_yield_fixture
+async def writer(config: JournalConfig, registry: CollectorRegistry) -> Any:
+    started = ProcessWriter(reactor, backend_for(config), metrics=JournalMetrics(registry), max_batch=64,
+                            max_queue=1000)
+    await started.start(migrate)
+    yield started
+    await started.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_write_commits_or_fails_alone(writer: ProcessWriter, config: JournalConfig,
+                                                 registry: CollectorRegistry) -> None:
+    names = [f"n{i}" for i in range(40)]
+    results = [writer.submit(insert(name)) for name in names]
+    twice = writer.submit(insert("n3"))  # the same key again, in the same batch or the next
+    assert await defer.gatherResults(results) == [1] * 40
+    assert isinstance(await failure_of(twice), StorageError)
+    assert counted(config) == set(names)
+    backend = config.backend
+    assert sample(registry, "kswitch_journal_writes_total", backend=backend, outcome="committed") == 40
+    assert sample(registry, "kswitch_journal_writes_total", backend=backend, outcome="refused") == 1
+    assert sample(registry, "kswitch_journal_commits_total", backend=backend) >= 1
+    assert sample(registry, "kswitch_journal_queue_depth", backend=backend) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_write_that_cannot_cross_to_the_process_is_refused_alone(writer: ProcessWriter,
+                                                                         config: JournalConfig) -> None:
+    refused = await failure_of(writer.submit(lambda db: db.execute(_INSERT, {"name": "closure"})))
+    assert isinstance(refused, StorageError)
+    assert "cannot be sent to the writer process" in str(refused)
+    assert await writer.submit(insert("after")) == 1
+    assert counted(config) == {"after"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_commits_what_was_queued_then_refuses(writer: ProcessWriter, config: JournalConfig) -> None:
+    queued = [writer.submit(insert(f"q{i}")) for i in range(50)]
+    await writer.stop()
+    assert await defer.gatherResults(queued) == [1] * 50
+    assert len(counted(config)) == 50
+    assert isinstance(await failure_of(writer.submit(insert("late"))), JournalClosed)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest_twisted.ensureDeferred
+async def test_a_killed_writer_process_is_replaced(writer: ProcessWriter, config: JournalConfig) -> None:
+    """What was handed to the process may or may not have committed: its callers hear so, and nothing is
+    sent twice. What comes while no process runs goes to the one started in its place, and commits."""
+    handed = [writer.submit(Call(Db.one, _SLOW)), writer.submit(insert("handed"))]
+    writer._flush()
+    first = writer._transport.pid
+    os.kill(first, signal.SIGKILL)
+    for failed in handed:
+        assert isinstance(await failure_of(failed), CommitOutcomeUnknown)
+    assert writer._transport is None  # gone, not yet replaced
+    waiting = [writer.submit(insert(f"w{i}")) for i in range(5)]
+    assert await defer.gatherResults(waiting) == [1] * 5
+    assert writer._transport.pid != first
+    assert await writer.submit(insert("later")) == 1
+    assert counted(config) == {f"w{i}" for i in range(5)} | {"later"}
+
+
+_PARENT = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from prometheus_client import CollectorRegistry
+    from twisted.internet import reactor
+    from switch.journal.metrics import JournalMetrics
+    from switch.journal.process import ProcessWriter
+    from switch.journal.schema import migrate
+    from switch.journal.sqlite import SQLiteBackend
+
+    writer = ProcessWriter(reactor, SQLiteBackend(Path(sys.argv[1])), metrics=JournalMetrics(CollectorRegistry()),
+                           max_batch=64, max_queue=100)
+    def started(_):
+        print(writer._transport.pid, flush=True)
+    reactor.callWhenRunning(lambda: writer.start(migrate).addCallback(started))
+    reactor.run()
+""")
+
+
+def test_the_writer_process_ends_when_the_switch_is_killed(tmp_path: Path) -> None:
+    """A switch killed outright closes the pipe the writer process reads; it ends rather than linger
+    holding the journal's database."""
+    script = tmp_path / "parent.py"
+    script.write_text(_PARENT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")]))}
+    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path / "journal.sqlite3")], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert _running(child)
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while _running(child):
+            assert time.monotonic() < deadline, "the writer process outlived the switch"
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for a parent that is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_journal_on_a_writer_process_records_a_payment(config: JournalConfig,
+                                                               registry: CollectorRegistry) -> None:
+    """The journal's own writes (units of `switch.journal.units`) run in the process unchanged."""
+    journal = await open_journal(dataclasses.replace(config, writer="process"), reactor, registry=registry)
+    try:
+        assert isinstance(journal._writer, ProcessWriter)
+        txn = await journal.create_transaction(NewTransaction(
+            kind=Kind.SALE, merchant_id="m1", connector="bank_a", amount=1250, currency="EUR", order_id="o-1",
+            stan="000123", transmission_datetime="1123113400"))
+        moved = await journal.transition(txn.txn_id, expected_from=(Status.PENDING,), to=Status.APPROVED,
+                                         response_code="00", auth_code="A1B2C3")
+        assert (moved.status, moved.version, moved.auth_code) == (Status.APPROVED, 2, "A1B2C3")
+        assert (await journal.get_transaction(txn.txn_id)).status is Status.APPROVED
+    finally:
+        await journal.close()
