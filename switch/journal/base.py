@@ -17,6 +17,7 @@ import structlog
 from twisted.internet import defer
 
 from switch.journal import schema
+from switch.journal.adaptive import AdaptiveWriter
 from switch.journal.config import JournalConfig
 from switch.journal.db import Db
 from switch.journal.metrics import JournalMetrics
@@ -74,14 +75,7 @@ class JournalBase:
         self._config = config
         self._metrics = metrics
         self._clock = clock
-        self._writer: GroupCommitWriter | ProcessWriter
-        if config.writer == "process":
-            self._writer = ProcessWriter(reactor, backend, metrics=metrics, max_batch=config.max_batch,
-                                         max_queue=config.max_queue, log_format=config.log_format,
-                                         log_level=config.log_level)
-        else:
-            self._writer = GroupCommitWriter(reactor, backend.open_writer, metrics=metrics, backend=backend.name,
-                                             max_batch=config.max_batch, max_queue=config.max_queue)
+        self._writer = _writer(reactor, backend, config, metrics)
         self._writer.share(FEES, config.fees)
         self._readers = ReaderPool(reactor, backend.open_reader, size=config.reader_threads, backend=backend.name)
         self._shutdown_trigger: object | None = None
@@ -141,6 +135,24 @@ class JournalBase:
 
     def _now(self) -> int:
         return int(self._clock() * 1_000_000)
+
+
+def _writer(reactor: Any, backend: Backend, config: JournalConfig, metrics: JournalMetrics
+            ) -> GroupCommitWriter | ProcessWriter | AdaptiveWriter:
+    """The writer ``config.writer`` names (`switch.journal.config.JournalConfig`)."""
+    def thread() -> GroupCommitWriter:
+        return GroupCommitWriter(reactor, backend.open_writer, metrics=metrics, backend=backend.name,
+                                 max_batch=config.max_batch, max_queue=config.max_queue)
+
+    def process() -> ProcessWriter:
+        return ProcessWriter(reactor, backend, metrics=metrics, max_batch=config.max_batch,
+                             max_queue=config.max_queue, log_format=config.log_format, log_level=config.log_level)
+
+    if config.writer == "thread":
+        return thread()
+    if config.writer == "process":
+        return process()
+    return AdaptiveWriter(thread(), process(), metrics=metrics, backend=backend.name)
 
 
 def microseconds(delta: timedelta) -> int:

@@ -12,7 +12,7 @@ from switch.domain.fees import NO_FEES, FeeSchedule
 from switch.journal.errors import KeyConfigError
 
 Backend = Literal["sqlite", "postgresql"]
-Writer = Literal["thread", "process"]
+Writer = Literal["thread", "process", "auto"]
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -64,9 +64,10 @@ class JournalConfig:
     fees
         The fee plans applied when a payment settles (`switch.journal.feebook`); none by default.
     writer
-        ``"thread"`` (the group commit on a thread beside the reactor) or ``"process"`` (in a process of
-        its own, `switch.journal.process`). The library's default is the thread, which needs no
-        process spawning; the switch's config file defaults to the process, which is faster.
+        ``"thread"`` (the group commit on a thread beside the reactor), ``"process"`` (in a process of
+        its own, `switch.journal.process`) or ``"auto"`` (the thread for payments one at a time, the
+        process once they come together: `switch.journal.adaptive`). The library's default is the
+        thread, which spawns nothing; the switch's config file defaults to ``auto``.
     log_format, log_level
         How a writer process logs (as the switch does: its standard error is the switch's).
     """
@@ -88,8 +89,8 @@ class JournalConfig:
     log_level: str = "info"
 
     def __post_init__(self) -> None:
-        if self.writer not in ("thread", "process"):
-            raise ValueError(f"journal writer must be 'thread' or 'process', got {self.writer!r}")
+        if self.writer not in ("thread", "process", "auto"):
+            raise ValueError(f"journal writer must be 'thread', 'process' or 'auto', got {self.writer!r}")
         if self.backend not in ("sqlite", "postgresql"):
             raise ValueError(f"journal backend must be 'sqlite' or 'postgresql', got {self.backend!r}")
         if not _SCHEMA_NAME.fullmatch(self.pg_schema):

@@ -47,7 +47,13 @@ class JournalMetrics(MetricBundle):
             registry=registry,
         )
         self.queue_depth = Gauge(
-            "kswitch_journal_queue_depth", "Writes waiting for the journal writer thread", ["backend"], registry=registry
+            "kswitch_journal_queue_depth", "Writes waiting for the journal's writer", ["backend"], registry=registry
+        )
+        self.writer_in_process = Gauge(
+            "kswitch_journal_writer_in_process",
+            "1 while the journal's writes go to its writer process, 0 while they go to its thread (writer = auto)",
+            ["backend"],
+            registry=registry,
         )
         self.saf_depth = Gauge(
             "kswitch_saf_depth", "Store-and-forward items waiting to be sent", ["connector"], registry=registry

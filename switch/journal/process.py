@@ -138,7 +138,7 @@ class ProcessWriter:
         deferred: defer.Deferred[T] = defer.Deferred()
         self._waiting[uid] = (deferred, time.monotonic())
         self._unsent.append((uid, data))
-        if len(self._unsent) >= self._flush_every:
+        if not self._sent or len(self._unsent) >= self._flush_every:  # an idle child starts at once
             self._flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True

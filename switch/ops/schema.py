@@ -133,9 +133,10 @@ class JournalSection(Section):
                                                  "32+ bytes); relative to `state_dir`")
     pan_hash_secret_env: str | None = option(None, "or: environment variable holding it")
     dev_keys: bool = option(False, "generate both secrets into `state_dir/keys/` on first run: development only")
-    writer: Literal["process", "thread"] = option(
-        "process", "`process`: the group commit runs in a process of its own, beside the reactor rather than "
-        "sharing its interpreter (faster; README: Performance); `thread`: on a thread of the switch's process")
+    writer: Literal["auto", "process", "thread"] = option(
+        "auto", "where the group commit runs: `thread` (in the switch's process: the least latency for one "
+        "payment at a time), `process` (a process of its own: the most throughput), `auto` (the thread, and the "
+        "process while several writes wait at once; README: Performance)")
     max_batch: int = option(_default(JournalConfig, "max_batch"),
                             "most writes in one group commit; the socket API stops reading requests while "
                             "max_batch writes wait (README: Flow control)", ge=1)
