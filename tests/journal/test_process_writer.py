@@ -35,6 +35,7 @@ from switch.journal.process import ProcessWriter
 from switch.journal.schema import migrate
 from switch.journal.units import Call
 from tests.journal.conftest import raw_connect, sample
+from tests.journal.test_journal import failure_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -61,14 +62,6 @@ async def until(condition: Callable[[], bool], what: str, seconds: float = 20.0)
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await task.deferLater(reactor, 0.02, lambda: None)
-
-
-async def failure_of(d: defer.Deferred[Any]) -> BaseException:
-    try:
-        await d
-    except BaseException as exc:  # noqa: BLE001 - the test inspects whatever came back
-        return exc
-    raise AssertionError("expected the Deferred to fail")
 
 
 @pytest_twisted.async_yield_fixture
