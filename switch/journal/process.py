@@ -7,7 +7,8 @@ break that, because it starts a batch only once the reactor lets go of the GIL. 
 go to it as soon as a few are ready (``flush_every``), so it commits the first payments of a group
 while the reactor is still reading the rest (`switch.journal.writerproc` for the child's side).
 
-What it costs: each unit is pickled on the way out and each outcome on the way back, on the reactor.
+What it costs: the units are pickled on the way out (the ones sent together in one pickle, so the rows they
+share the shape of share their column names) and the outcomes on the way back, on the reactor.
 
 Semantics, as the thread writer's (`switch.journal.writer.GroupCommitWriter`): a Deferred fires once
 its unit is durably committed, or fails with the unit's error. If the child dies, what had been handed
@@ -99,8 +100,8 @@ class ProcessWriter:
         self._next_uid = 0
         self._waiting: dict[int, tuple[defer.Deferred[Any], float]] = {}
         """Every unit not answered yet: its caller and when it was submitted."""
-        self._unsent: list[tuple[int, bytes]] = []
-        """Units (pickled) not handed to a child yet: a child started after one that died gets them."""
+        self._unsent: list[tuple[int, Callable[[Db], Any]]] = []
+        """Units not handed to a child yet: a child started after one that died gets them."""
         self._sent: deque[int] = deque()
         """Units handed to the child and not answered yet, in order: the order it answers them in."""
         self._flush_scheduled = False
@@ -129,15 +130,11 @@ class ProcessWriter:
         if self.backlog() >= self._max_queue:
             self._metrics.writes["failed"].inc()
             return defer.fail(JournalOverloaded(f"{self._max_queue} journal writes already waiting"))
-        try:
-            data = pickle.dumps(unit, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # a closure, say: a programming error, refused before anything is queued
-            return defer.fail(StorageError(f"a journal write that cannot be sent to the writer process: {exc}"))
         self._next_uid += 1
         uid = self._next_uid
         deferred: defer.Deferred[T] = defer.Deferred()
         self._waiting[uid] = (deferred, time.monotonic())
-        self._unsent.append((uid, data))
+        self._unsent.append((uid, unit))
         if not self._sent or len(self._unsent) >= self._flush_every:  # an idle child starts at once
             self._flush()
         elif not self._flush_scheduled:
@@ -277,7 +274,28 @@ class ProcessWriter:
         if not units or not self._ready:
             return
         self._unsent = []
-        self._sent.extend(uid for uid, _ in units)
+        try:
+            payload = pickle.dumps([unit for _, unit in units], protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            units, payload = self._picklable(units)
+            if not units:
+                return
+        uids = [uid for uid, _ in units]
+        self._sent.extend(uids)
         pipe = self._transport.pipes[0]
-        pipe.write(frame(("units", units)))
+        pipe.write(frame(("units", uids, payload)))
         pipe.doWrite()  # at once, not at the end of the reactor's turn: that is the point of this writer
+
+    def _picklable(self, units: list[tuple[int, Callable[[Db], Any]]]
+                   ) -> tuple[list[tuple[int, Callable[[Db], Any]]], bytes]:
+        """The units that pickle, pickled; each that does not (a closure, say: a programming error) fails."""
+        kept = []
+        for uid, unit in units:
+            try:
+                pickle.dumps(unit, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:
+                deferred, _ = self._waiting.pop(uid)
+                deferred.errback(StorageError(f"a journal write that cannot be sent to the writer process: {exc}"))
+            else:
+                kept.append((uid, unit))
+        return kept, pickle.dumps([unit for _, unit in kept], protocol=pickle.HIGHEST_PROTOCOL)

@@ -7,7 +7,9 @@ so the batch's time adds to the reactor's instead of overlapping it (`switch.jou
 `switch.journal.process.ProcessWriter` starts ``python -m switch.journal.writerproc``. What it sends
 on the child's standard input, and what comes back on file descriptor 3, is a stream of frames: a
 4-byte big-endian length and a pickle. In: ``("start", backend, prepare, shared, max_batch,
-log_format, log_level)`` first, then ``("share", key, value)`` and ``("units", [(uid, unit), ...])``.
+log_format, log_level)`` first, then ``("share", key, value)`` and ``("units", [uid, ...], pickled
+[unit, ...])``: the units of a frame in a pickle of their own, so a frame this process cannot read fails
+its own writes, named by their uids, and nothing else.
 Out: ``("started", ok, result)``, then for each batch ``("batch", [(uid, ok, value), ...], committed,
 seconds)`` once it is durable (or failed). The end of
 standard input means stop: what was read is committed, the connection closed, the process exits.
@@ -43,7 +45,7 @@ class _Inbox:
         self._fd = fd
         self._shared = shared
         self._frames = Frames()
-        self._units: deque[tuple[int, bytes]] = deque()
+        self._units: deque[tuple[int, Callable[[Any], Any]]] = deque()
         self.ended = False
 
     def first(self) -> Any:
@@ -59,7 +61,7 @@ class _Inbox:
             if self.ended:
                 raise SystemExit(0)
 
-    def take(self, most: int) -> list[tuple[int, bytes]]:
+    def take(self, most: int) -> list[tuple[int, Callable[[Any], Any]]]:
         """Up to ``most`` units in the order sent: waits for the first, then takes what has arrived."""
         while not self._units and not self.ended:
             self._read_in(block=True)
@@ -74,7 +76,7 @@ class _Inbox:
 
     def _take_in(self, message: Any) -> None:
         if message[0] == "units":
-            self._units.extend(message[1])
+            self._units.extend(zip(message[1], _units(message[2], len(message[1]))))
         elif message[0] == "share":
             self._shared[message[1]] = message[2]
 
@@ -114,14 +116,16 @@ def _portable(outcomes: list[Outcome], uids: list[int]) -> list[tuple[int, bool,
     return sent
 
 
-def _unit(data: bytes) -> Callable[[Any], Any]:
-    """A unit as sent; one this process cannot read fails alone (its batch is replayed without it)."""
+def _units(payload: bytes, count: int) -> list[Callable[[Any], Any]]:
+    """A frame's units as sent. If this process cannot read them (code the switch has and it has not: it
+    never happens to one installation), every write of the frame fails, and its batch is replayed without
+    them."""
     try:
-        unit: Callable[[Any], Any] = pickle.loads(data)
+        units: list[Callable[[Any], Any]] = pickle.loads(payload)
     except Exception as exc:
         error = StorageError(f"the journal writer process cannot read this write: {type(exc).__name__}: {exc}")
-        return functools.partial(_refuse, error)
-    return unit
+        return [functools.partial(_refuse, error)] * count
+    return units
 
 
 def _refuse(error: Exception, db: Any) -> None:
@@ -145,7 +149,7 @@ def serve(backend: Any, prepare: Callable[[Any], Any], shared: dict[Any, Any], m
             if not units:
                 return
             began = time.monotonic()
-            outcomes, committed = committer.commit([_unit(data) for _, data in units])
+            outcomes, committed = committer.commit([unit for _, unit in units])
             _send(("batch", _portable(outcomes, [uid for uid, _ in units]), committed, time.monotonic() - began))
     finally:
         committer.close()

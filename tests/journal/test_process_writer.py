@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,32 @@ async def test_a_write_that_cannot_cross_to_the_process_is_refused_alone(writer:
     assert isinstance(refused, StorageError)
     assert "cannot be sent to the writer process" in str(refused)
     assert await writer.submit(insert("after")) == 1
+    assert counted(config) == {"after"}
+
+
+def _only_here(db: Db) -> int:
+    return 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_write_the_process_cannot_read_fails_with_its_frame_alone(writer: ProcessWriter,
+                                                                         config: JournalConfig) -> None:
+    """Code the switch has and its writer process has not (a module that exists only in this process)."""
+    module = types.ModuleType("kswitch_only_in_the_test_process")
+    module._only_here = _only_here  # type: ignore[attr-defined]
+    _only_here.__module__ = module.__name__
+    sys.modules[module.__name__] = module
+    try:
+        unreadable = writer.submit(Call(_only_here))
+        writer._flush()
+        after = writer.submit(insert("after"))
+        refused = await failure_of(unreadable)
+    finally:
+        del sys.modules[module.__name__]
+        _only_here.__module__ = __name__
+    assert isinstance(refused, StorageError)
+    assert "cannot read this write" in str(refused)
+    assert await after == 1
     assert counted(config) == {"after"}
 
 
