@@ -25,12 +25,14 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
 from twisted.internet import defer, protocol
 from twisted.python.failure import Failure
 
+import switch
 from switch.journal.batch import REOPEN_BACKOFF_SECONDS
 from switch.journal.db import Db
 from switch.journal.errors import (
@@ -258,7 +260,7 @@ class ProcessWriter:
         self._started_at = time.monotonic()
         executable = sys.executable
         self._transport = self._reactor.spawnProcess(
-            child, executable, [executable, "-m", "switch.journal.writerproc"], env=os.environ,
+            child, executable, [executable, "-m", "switch.journal.writerproc"], env=child_environment(),
             childFDs={0: "w", 1: 1, 2: 2, RESULTS_FD: "r"},
         )
         self._transport.write(frame(("start", self._backend, self._prepare, self._shared, self._max_batch,
@@ -299,3 +301,12 @@ class ProcessWriter:
             else:
                 kept.append((uid, unit))
         return kept, pickle.dumps([unit for _, unit in kept], protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def child_environment() -> dict[str, str]:
+    """The switch's environment, with the directory its own ``switch`` package came from first on the
+    child's path: ``bin/kswitch`` runs a checkout by putting it on ``sys.path``, which a child does not
+    inherit, and the writer process must run the same code as the switch (it unpickles the switch's units)."""
+    root = str(Path(switch.__file__).resolve().parent.parent)
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([root, path] if path else [root])}

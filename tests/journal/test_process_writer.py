@@ -32,7 +32,7 @@ from switch.journal import (
 from switch.journal.db import Db
 from switch.journal.journal import backend_for
 from switch.journal.metrics import JournalMetrics
-from switch.journal.process import ProcessWriter
+from switch.journal.process import ProcessWriter, child_environment
 from switch.journal.schema import migrate
 from switch.journal.units import Call
 from tests.journal.conftest import raw_connect, sample
@@ -160,7 +160,7 @@ _PARENT = textwrap.dedent("""
     from prometheus_client import CollectorRegistry
     from twisted.internet import reactor
     from switch.journal.metrics import JournalMetrics
-    from switch.journal.process import ProcessWriter
+    from switch.journal.process import ProcessWriter, child_environment
     from switch.journal.schema import migrate
     from switch.journal.sqlite import SQLiteBackend
 
@@ -221,3 +221,12 @@ async def test_a_journal_on_a_writer_process_records_a_payment(config: JournalCo
         assert (await journal.get_transaction(txn.txn_id)).status is Status.APPROVED
     finally:
         await journal.close()
+
+
+def test_the_writer_process_runs_the_switchs_own_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bin/kswitch`` puts its checkout on ``sys.path``; the child inherits only the environment."""
+    import switch
+
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    path = child_environment()["PYTHONPATH"].split(os.pathsep)
+    assert path == [str(Path(switch.__file__).resolve().parent.parent), "/elsewhere"]
