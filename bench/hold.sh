@@ -8,7 +8,8 @@
 # 20000; then bin/bench --hold N --pid PID --settle S --warm W prints the growth per pending payment:
 # "cold" from the switch's start over all W + N held, "warm" over the N held after the first W
 # (HOLD_WARM=W, default 1000; HOLD_WARM=0 for the cold figure over N alone, as trees before --warm did).
-# HOLD_KEYS=with|without runs one of the two. For a closer look: HOLD_WRAPPER=script.py runs kswitch as
+# HOLD_KEYS=with|without runs one of the two. HOLD_WRITER= sets [journal] writer (default auto); the
+# journal's writer process, when there is one, holds no payment, but its growth is printed too. For a closer look: HOLD_WRAPPER=script.py runs kswitch as
 # `python script.py bin/kswitch run ...` (e.g. one that starts tracemalloc and dumps a snapshot on
 # SIGUSR1), HOLD_BEFORE / HOLD_AFTER commands get the switch's pid before sending and after settling.
 set -euo pipefail
@@ -44,6 +45,7 @@ listen = "tcp:$admin:interface=127.0.0.1"
 backend = "sqlite"
 sqlite_path = "journal.sqlite3"
 dev_keys = true
+writer = "${HOLD_WRITER:-auto}"
 
 [[clients]]
 name = "bench"
@@ -85,11 +87,20 @@ TOML
   sleep 2  # the link to the bank comes up
   echo "== $label"
   ${HOLD_BEFORE:-true} "$sw"
+  local writer_before; writer_before=$(writer_rss "$sw")
   (cd "$here" && "$py" bin/bench --connect "127.0.0.1:$api" --client bench --token bench-token-not-for-production \
       --merchant M1 --store S1 --hold "$n" --pid "$sw" --settle "$settle" \
       $([ "$warm" = 0 ] || echo --warm "$warm") "$@")
   ${HOLD_AFTER:-true} "$sw"
+  local writer_after; writer_after=$(writer_rss "$sw")
+  [ "$writer_before" = 0 ] || awk -v a="$writer_before" -v b="$writer_after" -v n="$n" \
+    'BEGIN { printf "  writer process RSS %.1f MB -> %.1f MB, %.2f KB per pending payment\n", a/1024, b/1024, (b-a)/n }'
   kill -KILL "$sw" "$banksim" 2>/dev/null || true; wait "$sw" "$banksim" 2>/dev/null || true  # payments held: no graceful stop
+}
+
+writer_rss() {  # kB: the journal's writer process under switch pid $1 (0 if it has none: writer = "thread")
+  local child; child=$(pgrep -P "$1" -f switch.journal.writerproc | head -n 1)
+  [ -n "$child" ] && awk '/^VmRSS:/ { print $2 }' "/proc/$child/status" || echo 0
 }
 
 [ "${HOLD_KEYS:-both}" = without ] || run "with idempotency keys"
