@@ -43,3 +43,15 @@ class IdempotencyConflict(DomainError):
 
 class Busy(DomainError):
     """The switch cannot take the request now (a bank at its in-flight limit); retrying later may work."""
+
+
+class NotRecorded(Exception):
+    """A mark, not a refusal: the journal could not confirm it recorded a request (its database unreachable
+    or far behind, its writer process gone mid-batch), so the request may or may not have been recorded,
+    and was not carried further than what was. The web tier is told ``busy``: the same request again,
+    with the same idempotency key, is answered with what became of it. Its message is the journal's, for
+    the logs; the web tier gets `NOT_RECORDED_MESSAGE`."""
+
+
+NOT_RECORDED_MESSAGE = ("the switch could not confirm it recorded this request; send it again shortly with the same "
+                        "idempotency_key: the answer then says what became of it")

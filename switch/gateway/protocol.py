@@ -25,7 +25,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from switch.domain.errors import DomainError
+from switch.domain.errors import NOT_RECORDED_MESSAGE, DomainError, NotRecorded
 from switch.gateway.answers import STATUSES
 from switch.gateway.config import ApiConfig
 from switch.gateway.errors import ApiError, ErrorCode, from_domain
@@ -266,6 +266,9 @@ class ApiProtocol(Protocol):
             error = reason.value
         elif reason.check(DomainError):
             error = from_domain(reason.value)
+        elif reason.check(NotRecorded):
+            log.warning("api_not_recorded", op=exchange.op, peer=self.session.peer, error=str(reason.value))
+            error = ApiError(ErrorCode.BUSY, NOT_RECORDED_MESSAGE)
         else:
             error = self._internal_error(exchange, reason.getTraceback())
         self._answer(exchange, failure(exchange.request_id, error), error)

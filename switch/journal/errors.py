@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from switch.domain.errors import NotRecorded
 from switch.domain.panscan import safe_repr
 
 
@@ -134,11 +135,11 @@ class JournalClosed(JournalError):
     """A write or read was submitted after the journal was closed."""
 
 
-class JournalOverloaded(JournalError):
+class JournalOverloaded(JournalError, NotRecorded):
     """The write queue is full; the database is not keeping up. Nothing was written."""
 
 
-class JournalUnavailable(JournalError):
+class JournalUnavailable(JournalError, NotRecorded):
     """The database could not be reached or failed before commit. Nothing was written."""
 
 
@@ -146,7 +147,7 @@ class StorageError(JournalError):
     """The database refused a statement for a reason the journal does not model (a bug, or a broken disk)."""
 
 
-class CommitOutcomeUnknown(JournalError):
+class CommitOutcomeUnknown(JournalError, NotRecorded):
     """COMMIT itself failed: the write may or may not be durable.
 
     Treat like a bank timeout: do not answer approved, and reconcile (reverse) later.

@@ -25,6 +25,7 @@ from switch.domain.model import AuthorizeRequest
 from switch.gateway.config import ApiConfig, ApiLimits, ClientConfig
 from switch.gateway.listen import listen
 from switch.gateway.protocol import ApiFactory
+from switch.journal.errors import CommitOutcomeUnknown
 
 PAN = "4111111111111111"
 CVV = "123"
@@ -59,6 +60,7 @@ class FakePaymentService:
 
     ``hold-*`` waits until `release` is called, ``boom-*`` raises an unexpected
     exception, ``decline-*`` declines, ``conflict-*`` raises IdempotencyConflict,
+    ``unrecorded-*`` fails as a journal that cannot confirm its commit does,
     ``garbage-*`` answers something the spec does not allow; anything else is approved.
     """
 
@@ -77,6 +79,9 @@ class FakePaymentService:
             raise RuntimeError("kaboom: internal detail the client must not see")
         if order.startswith("conflict"):
             raise IdempotencyConflict("key reused for another request", field="idempotency_key")
+        if order.startswith("unrecorded"):
+            answer_to.errback(CommitOutcomeUnknown("the journal writer process ended during a batch: signal 9"))
+            return
         if order.startswith("garbage"):
             answer_to.callback({"status": "maybe"})
             return

@@ -11,6 +11,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
+from switch.domain.errors import NOT_RECORDED_MESSAGE
 from switch.domain.model import PingRequest
 from switch.gateway.config import ApiLimits
 from switch.gateway.ops import Operation
@@ -281,6 +282,21 @@ def test_the_service_can_refuse_with_its_own_error(server):
     yield client.hello()
     answer = yield client.request(authorize_request(id=1, order_id="conflict-1", idempotency_key="k"))
     assert error_of(answer) == ("idempotency_conflict", "idempotency_key")
+
+
+@inline
+def test_a_request_the_journal_could_not_confirm_is_busy_and_says_to_send_it_again(server):
+    """Its writer process died mid-batch, say: the payment may or may not be recorded, and its key tells."""
+    client = yield server.connect()
+    yield client.hello()
+    with capture_logs() as logs:
+        answer = yield client.request(authorize_request(id=1, order_id="unrecorded-1", idempotency_key="k1"))
+    assert error_of(answer) == ("busy", None)
+    assert answer["error"]["message"] == NOT_RECORDED_MESSAGE
+    assert "signal 9" not in json.dumps(answer)
+    [logged] = [entry for entry in logs if entry["event"] == "api_not_recorded"]
+    assert "signal 9" in logged["error"]
+    assert not [entry for entry in logs if entry["event"] == "api_internal_error"]
 
 
 @inline
