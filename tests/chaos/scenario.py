@@ -7,7 +7,8 @@ several connections; and, for the length of the load, at seeded random moments:
 * each bank switching between calm, answers later than the switch's timeout, answers
   just inside it, and dropped answers (the bank moved the money, the answer is lost);
 * each bank host going down and coming back on the same port with the same ledger;
-* the switch SIGKILLed and restarted at once.
+* the switch SIGKILLed and restarted at once;
+* the journal's writer process SIGKILLed alone (the switch starts another).
 
 Then the load stops (every request has its answer), faults go off, store-and-forward
 drains, every order's ``status`` is read, the switch stops with SIGTERM, and
@@ -77,6 +78,8 @@ class ChaosOptions:
     kills: int = 4
     bank_restarts: int = 2  # per bank
     journal: str = "sqlite"  # or "postgresql"
+    writer: str = "process"  # [journal] writer: "process" (each writer kill then lands on a working writer) or "auto"
+    writer_kills: int = 3  # SIGKILLs of the journal's writer process alone
     request_timeout: float = 1.0
     drain_cap: float = 60.0
 
@@ -134,6 +137,15 @@ class _Run:
             self.restarts.append(await switch.wait_ready(READY_TIMEOUT))
             assert not web.crashes, f"web tier worker crashed: {web.crashes}"
 
+    async def writer_kill_schedule(self, switch: SwitchProcess, at: list[float], began: float) -> None:
+        """The journal's writer process dies on its own (the OOM killer, say): its batch's payments hear
+        `CommitOutcomeUnknown`, the switch starts another."""
+        for moment in at:
+            await sleep(max(0.0, began + moment - time.monotonic()))
+            if self.stopping:
+                return
+            switch.kill_writer()
+
     async def bank_schedule(self, banks: Banks, bank: str, at: list[float], began: float) -> None:
         for moment in at:
             await sleep(max(0.0, began + moment - time.monotonic()))
@@ -161,7 +173,7 @@ async def run(options: ChaosOptions, workdir: Path) -> ChaosResult:
     banks = await Banks.start(accounts, state / "pki", ledger_dir=workdir)
     for i, bank in enumerate(BANKS):
         banks.set_faults(bank, seed=options.seed + i)
-    journal_table = journal_toml(options.journal, PG_DSN, r.pg_schema)
+    journal_table = journal_toml(options.journal, PG_DSN, r.pg_schema, writer=options.writer)
     cfg_file = workdir / "kswitch.toml"
     cfg_file.write_text(config_toml(state, r.run_dir, banks.ports, options.request_timeout, journal_table))
     switch = SwitchProcess(cfg_file, workdir, r.run_dir / "admin.sock")
@@ -178,6 +190,7 @@ async def run(options: ChaosOptions, workdir: Path) -> ChaosResult:
         schedules += [
             ensureDeferred(r.faults_schedule(banks)),
             ensureDeferred(r.kill_schedule(switch, web, r.moments(options.kills), load_began)),
+            ensureDeferred(r.writer_kill_schedule(switch, r.moments(options.writer_kills), load_began)),
             *(ensureDeferred(r.bank_schedule(banks, bank, r.moments(options.bank_restarts), load_began))
               for bank in BANKS),
         ]
@@ -217,7 +230,8 @@ async def run(options: ChaosOptions, workdir: Path) -> ChaosResult:
         timings["checked"] = time.monotonic() - began
         summary = {
             "seed": options.seed, "journal": options.journal, "seconds": options.seconds, "workers": options.workers,
-            "kills": switch.kills, "restart_seconds": [round(s, 2) for s in r.restarts],
+            "kills": switch.kills, "writer": options.writer, "writer_kills": switch.writer_kills,
+            "restart_seconds": [round(s, 2) for s in r.restarts],
             "bank_restarts": dict(r.bank_restarts), "faults_injected": dict(r.faults),
             "saf_backlog_after_load": backlog, **checked.summary,
             "violations": {k: len(v) for k, v in sorted(report.violations.items())},

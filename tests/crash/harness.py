@@ -70,11 +70,13 @@ def accounts_toml() -> str:
     return "".join(parts)
 
 
-def journal_toml(backend: str = "sqlite", pg_dsn: str | None = None, pg_schema: str | None = None) -> str:
+def journal_toml(backend: str = "sqlite", pg_dsn: str | None = None, pg_schema: str | None = None,
+                 writer: str = "auto") -> str:
     """The ``[journal]`` table: SQLite in the state directory, or a PostgreSQL schema of its own."""
+    common = f'dev_keys = true\nwriter = "{writer}"\n'
     if backend == "sqlite":
-        return 'backend = "sqlite"\ndev_keys = true\n'
-    return f'backend = "postgresql"\npostgres_dsn = "{pg_dsn}"\npostgres_schema = "{pg_schema}"\ndev_keys = true\n'
+        return 'backend = "sqlite"\n' + common
+    return f'backend = "postgresql"\npostgres_dsn = "{pg_dsn}"\npostgres_schema = "{pg_schema}"\n' + common
 
 
 def config_toml(
@@ -231,6 +233,7 @@ class SwitchProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.logs: list[Path] = []
         self.kills = 0
+        self.writer_kills = 0
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "the previous switch is still running"
@@ -273,6 +276,21 @@ class SwitchProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
         self.kills += 1
+
+    def kill_writer(self) -> bool:
+        """SIGKILL the switch's journal writer process, if it has one; True when one was killed."""
+        assert self.proc is not None
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                text = status.read_text()
+                cmdline = (status.parent / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if f"\nPPid:\t{self.proc.pid}\n" in text and b"switch.journal.writerproc" in cmdline:
+                os.kill(int(status.parent.name), signal.SIGKILL)
+                self.writer_kills += 1
+                return True
+        return False
 
     async def terminate(self, timeout: float) -> int:
         """SIGTERM and wait for the graceful shutdown; returns the exit code."""
