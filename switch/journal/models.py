@@ -8,9 +8,10 @@ database (the one representation both backends compare and sort the same way).
 from __future__ import annotations
 
 import enum
+import operator
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple, TypedDict, TypeVar
 
@@ -348,6 +349,21 @@ class Transaction:
     @property
     def in_flight(self) -> bool:
         return self.status in IN_FLIGHT_STATUSES
+
+    def __reduce__(self) -> tuple[object, tuple[tuple[object, ...]]]:
+        """Its values in field order, without the names: a payment's rows come back from the journal's writer
+        process pickled (`switch.journal.process`), and a row with its 34 names took twice as long to read."""
+        return _transaction, (_TRANSACTION_VALUES(self.__dict__),)
+
+
+def _transaction(values: tuple[object, ...]) -> Transaction:
+    txn = object.__new__(Transaction)
+    txn.__dict__.update(zip(_TRANSACTION_FIELDS, values))
+    return txn
+
+
+_TRANSACTION_FIELDS = tuple(f.name for f in fields(Transaction))
+_TRANSACTION_VALUES = operator.itemgetter(*_TRANSACTION_FIELDS)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ path): what it builds must be the very object the dataclass would, field for fie
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import pytest
 
@@ -46,3 +47,16 @@ def test_columns_are_converted() -> None:
 def test_an_unknown_status_is_refused() -> None:
     with pytest.raises(ValueError):
         transaction_from_row(_row(status="nonsense"))
+
+
+@pytest.mark.parametrize("overrides", [{}, {"pan_key_id": None, "pan_ciphertext": None, "sent_at": None,
+                                           "pan_hash": None, "kind": "refund", "status": "pending"}])
+def test_a_transaction_crosses_pickle_whole_and_without_its_field_names(overrides: dict[str, object]) -> None:
+    """As it comes back from the journal's writer process: every field, and the same frozen object."""
+    txn = transaction_from_row(_row(**overrides))
+    sent = pickle.dumps(txn, protocol=pickle.HIGHEST_PROTOCOL)
+    back = pickle.loads(sent)
+    assert back == txn and vars(back) == vars(txn) and type(back) is Transaction
+    assert b"amount_refund_pending" not in sent
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        back.status = Status.DECLINED  # type: ignore[misc]
