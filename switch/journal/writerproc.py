@@ -96,24 +96,34 @@ class _Inbox:
 
 
 def _send(message: object) -> None:
-    data = frame(message)
+    _write(frame(message))
+
+
+def _write(data: bytes) -> None:
     view = memoryview(data)
     while view:
         written = os.write(RESULTS_FD, view)
         view = view[written:]
 
 
-def _portable(outcomes: list[Outcome], uids: list[int]) -> list[tuple[int, bool, Any]]:
-    """What goes back: results as they are, failures as their exception (a traceback does not cross)."""
-    sent = []
-    for uid, (ok, value) in zip(uids, outcomes):
-        item = value if ok else value.value
-        try:
-            pickle.dumps(item)
-        except Exception as exc:  # never the batch's fault: this unit alone answers with a journal error
-            ok, item = False, JournalError(f"the writer could not send back a {type(item).__name__}: {exc}")
-        sent.append((uid, ok, item))
-    return sent
+def _send_batch(outcomes: list[Outcome], uids: list[int], committed: bool, seconds: float) -> None:
+    """A batch's results as they are, failures as their exception (a traceback does not cross), in one pickle:
+    only if that fails is each result pickled alone to find the one that cannot go."""
+    results = [(uid, ok, value if ok else value.value) for uid, (ok, value) in zip(uids, outcomes)]
+    try:
+        data = frame(("batch", results, committed, seconds))
+    except Exception:
+        data = frame(("batch", [_portable(result) for result in results], committed, seconds))
+    _write(data)
+
+
+def _portable(result: tuple[int, bool, Any]) -> tuple[int, bool, Any]:
+    uid, ok, item = result
+    try:
+        pickle.dumps(item)
+    except Exception as exc:  # never the batch's fault: this unit alone answers with a journal error
+        return uid, False, JournalError(f"the writer could not send back a {type(item).__name__}: {exc}")
+    return result
 
 
 def _units(payload: bytes, count: int) -> list[Callable[[Any], Any]]:
@@ -150,7 +160,7 @@ def serve(backend: Any, prepare: Callable[[Any], Any], shared: dict[Any, Any], m
                 return
             began = time.monotonic()
             outcomes, committed = committer.commit([unit for _, unit in units])
-            _send(("batch", _portable(outcomes, [uid for uid, _ in units]), committed, time.monotonic() - began))
+            _send_batch(outcomes, [uid for uid, _ in units], committed, time.monotonic() - began)
     finally:
         committer.close()
 

@@ -126,6 +126,25 @@ async def test_a_write_the_process_cannot_read_fails_with_its_frame_alone(writer
     assert counted(config) == {"after"}
 
 
+def _inserted_then_unsendable(db: Db, name: str) -> object:
+    db.execute(_INSERT, {"name": name})
+    return (n for n in range(1))  # a generator: no pickle takes it back to the switch
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_result_that_cannot_come_back_fails_alone_and_its_batch_commits(writer: ProcessWriter,
+                                                                               config: JournalConfig) -> None:
+    """The batch's results go back in one pickle; one that cannot is answered as an error and the others
+    as they are, in the same batch."""
+    before = writer.submit(insert("before"))
+    odd = writer.submit(Call(_inserted_then_unsendable, "odd"))
+    after = writer.submit(insert("after"))
+    refused = await failure_of(odd)
+    assert "could not send back a generator" in str(refused)
+    assert [await before, await after] == [1, 1]
+    assert counted(config) == {"before", "odd", "after"}  # its write committed; only its result was lost
+
+
 @pytest_twisted.ensureDeferred
 async def test_stop_commits_what_was_queued_then_refuses(writer: ProcessWriter, config: JournalConfig) -> None:
     queued = [writer.submit(insert(f"q{i}")) for i in range(50)]
