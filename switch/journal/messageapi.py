@@ -2,7 +2,8 @@
 
 A payment's request is journalled in the commit that creates it and the bank's answer in the commit of
 the outcome it decides (`Received`), so neither commit can exist without its message; a message that
-belongs to no such commit (an unsolicited advice, a late answer) is appended on its own.
+belongs to no such commit (an unsolicited advice, a late answer) is appended on its own. A message's
+fields are checked for card data and encoded by the writer (`switch.journal.guard.guard_later`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from twisted.python.failure import Failure
 from switch.journal import store
 from switch.journal.base import JournalBase, fails_as_deferred, log
 from switch.journal.errors import JournalError, TransitionRefused, VersionConflict
-from switch.journal.guard import dump_fields
+from switch.journal.guard import guard_later
 from switch.journal.models import Direction, MessageRecord, Received, require_enum, require_id, require_mti, to_us
 from switch.journal.units import Call
 
@@ -55,13 +56,14 @@ class MessageApi(JournalBase):
             "mti": require_mti(mti),
             "stan": _field(fields, "11"),
             "response_code": _field(fields, "39"),
-            "fields": dump_fields("fields", fields),
+            "fields": guard_later("fields", fields),
             "at": to_us(at) if at is not None else self._now(),
         }
 
     def _received_row(self, txn_id: str, received: Received) -> dict[str, Any] | None:
         """The answer's row for its transition's commit, or None (logged) when the answer cannot be journalled:
-        an answer the journal cannot keep must not hold back the outcome it decides."""
+        an answer the journal cannot keep must not hold back the outcome it decides (nor can its fields,
+        which the writer checks: `switch.journal.txnunits.append_answer`)."""
         try:
             return self._message_row(txn_id, Direction.IN, received.connector, received.mti, received.fields, None)
         except JournalError as e:

@@ -11,14 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import structlog
+
 from switch.domain.status import Kind, Status
 from switch.journal import cards, events, feebook, operations, saf_queue, store
 from switch.journal.db import Db, Later
-from switch.journal.errors import InvalidRecord, TransactionNotFound
+from switch.journal.errors import CardDataRefused, InvalidRecord, TransactionNotFound
 from switch.journal.guard import dump_fields
 from switch.journal.models import EventDraft, Transaction
 from switch.journal.risk import RiskLedger, Screened, ScreeningLedger
 from switch.journal.units import FEES, shared
+
+log = structlog.get_logger("kswitch.journal")
 
 S = TypeVar("S", bound=Screened)
 Row = dict[str, Any]
@@ -29,6 +33,17 @@ Announced = tuple[str, str]
 def announced(event: EventDraft | None) -> Announced | None:
     """``event`` as a unit takes it: its payload dumped (and checked) on the caller's thread."""
     return (event.type, dump_fields("payload", event.payload)) if event is not None else None
+
+
+def append_answer(db: Db, answer: Row | None) -> None:
+    """The bank's answer with the outcome it decides, unless its fields cannot be journalled (the writer checks
+    them when it binds the row, before any statement): logged then, and the outcome commits without it."""
+    if answer is None:
+        return
+    try:
+        store.append_message(db, answer)
+    except (CardDataRefused, InvalidRecord) as e:
+        log.error("response_not_journalled", txn_id=answer["txn_id"], connector=answer["connector"], error=str(e))
 
 
 def _announce(db: Db, txn: Transaction, event: Announced | None, now: int) -> None:
@@ -82,8 +97,7 @@ def transition(
     """`Journal.transition`'s unit: the moved transaction, with what ``risk`` returned when there is one
     (it ran on the writer's copy of it, so what it has to say comes back here)."""
     fees = shared(db, FEES)
-    if answer is not None:
-        store.append_message(db, answer)
+    append_answer(db, answer)
     if later and db.pipelining:  # a payment's outcome: its row comes with the batch's others
         moved = store.transition_later(db, txn_id, expected_from=next(iter(expected)), to=target,
                                        changes=changes, forget_card=forget_card, now=now)
@@ -125,8 +139,7 @@ def finish_operation(db: Db, child_id: str, *, expected: frozenset[Status], targ
                      changes: Mapping[str, object], forget_card: bool, event: Announced | None,
                      saf_row: Row | None, answer: Row | None, now: int) -> tuple[Transaction, Transaction]:
     """`Journal.finish_operation`'s unit."""
-    if answer is not None:
-        store.append_message(db, answer)
+    append_answer(db, answer)
     child = store.transition(db, child_id, expected_from=expected, to=target, changes=changes,
                              expected_version=None, forget_card=forget_card, now=now)
     if child.parent_txn_id is None:
