@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import functools
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import iso8583
 from iso8583.decoder import DecodeError
 from iso8583.encoder import EncodeError
+
+from switch.iso.codec import Codec, compile_codec
 
 Message = dict[str, str]
 """A message as pyiso8583 documents it: ``{"t": "0200", "2": "4111...", "3": "000000"}``.
@@ -105,6 +107,11 @@ class Dialect:
     source: str
     spec: Mapping[str, Any]
     _numeric: frozenset[str]
+    _codec: Codec | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Compiled from the spec at construction, so `dataclasses.replace` cannot leave a stale codec.
+        object.__setattr__(self, "_codec", compile_codec(self.spec, self._numeric))
 
     @property
     def sensitive(self) -> frozenset[str]:
@@ -126,7 +133,16 @@ class Dialect:
         return f.name if f else "unknown"
 
     def encode(self, message: Mapping[str, str]) -> bytes:
-        """Encode; raises `MessageError` naming the offending field."""
+        """Encode; raises `MessageError` naming the offending field.  The compiled codec encodes a
+        well-formed message; anything else goes to pyiso8583, which decides the error."""
+        if self._codec is not None:
+            raw = self._codec.encode(message)
+            if raw is not None:
+                return raw
+        return self._slow_encode(message)
+
+    def _slow_encode(self, message: Mapping[str, str]) -> bytes:
+        """`encode` by pyiso8583 alone: the reference the compiled codec must match byte for byte."""
         doc = dict(message)
         doc.pop("p", None)
         doc.pop("1", None)
@@ -142,7 +158,16 @@ class Dialect:
         return bytes(raw)
 
     def decode(self, data: bytes) -> Message:
-        """Decode; raises `MessageError` with the field and byte offset of the problem."""
+        """Decode; raises `MessageError` with the field and byte offset of the problem.  The compiled
+        codec decodes a well-formed message; anything else goes to pyiso8583, which decides the error."""
+        if self._codec is not None:
+            doc = self._codec.decode(data)
+            if doc is not None:
+                return doc
+        return self._slow_decode(data)
+
+    def _slow_decode(self, data: bytes) -> Message:
+        """`decode` by pyiso8583 alone: the reference the compiled codec must match."""
         try:
             doc, _ = iso8583.decode(data, self.spec)
         except DecodeError as e:
