@@ -134,7 +134,7 @@ class Codec:
             if len(mti) != 4 or not mti.isdigit():
                 return None
             bitmap = b""
-            for _ in range(2):
+            for _ in range(2):  # the primary bitmap, then the secondary if the primary has field 1
                 j = i + self._bitmap_width
                 if j > end:
                     return None
@@ -198,13 +198,15 @@ def compile_codec(spec: _Spec, numeric: frozenset[str]) -> Codec | None:
         return None
     if bitmap_enc != "b" and not _hex_digits_round_trip(bitmap_enc):
         return None
+    if mti_enc != "b" and not _is_charset(mti_enc):
+        return None
     by_key: dict[str, _EncodeEntry | None] = {"t": None, "p": None, "1": None}
     decode_entries: dict[int, _DecodeEntry] = {}
     tables: dict[tuple[str, int, int], tuple[tuple[bytes, ...], dict[bytes, int]] | None] = {}
     for key, field_spec in spec.items():
         if not (key.isdigit() and key == str(int(key)) and 2 <= int(key) <= 128) or key == "65":
             continue  # pyiso8583 treats field 65 as the tertiary bitmap's flag
-        compiled = _field(field_spec, key in numeric, tables)
+        compiled = _field(field_spec, tables)
         if compiled is None:
             continue
         number = int(key)
@@ -215,6 +217,15 @@ def compile_codec(spec: _Spec, numeric: frozenset[str]) -> Codec | None:
     return Codec(
         None if mti_enc == "b" else mti_enc, None if bitmap_enc == "b" else bitmap_enc, by_key, by_byte
     )
+
+
+def _is_charset(charset: str) -> bool:
+    """Whether text can be encoded with it at all: pyiso8583 turns a bad name into an error, the codec must not."""
+    try:
+        "0".encode(charset)
+    except (LookupError, TypeError):
+        return False
+    return True
 
 
 def _hex_digits_round_trip(charset: str) -> bool:
@@ -228,7 +239,6 @@ def _hex_digits_round_trip(charset: str) -> bool:
 
 def _field(
     field_spec: Mapping[str, Any],
-    numeric: bool,
     tables: dict[tuple[str, int, int], tuple[tuple[bytes, ...], dict[bytes, int]] | None],
 ) -> tuple[int, str, int, int, tuple[bytes, ...] | None, dict[bytes, int]] | None:
     """(kind, charset, max_len, prefix width, encode table, decode table), or None if not handled."""
@@ -238,7 +248,7 @@ def _field(
         if nibbles and (field_spec.get("left_pad", "")[:1] != "0"):
             return None
         kind, charset = (_NIBBLES if nibbles else _BINARY), ""
-    elif nibbles:
+    elif nibbles or not _is_charset(data_enc):
         return None
     else:
         kind, charset = _TEXT, data_enc

@@ -251,3 +251,10 @@ def test_a_field_shape_it_does_not_know_goes_to_pyiso8583():
     assert codec.encode({"t": "0200", "2": "4111"}) is None
     assert codec.encode({"t": "0200", "3": "000000"}) is not None
     assert codec.decode(bytes.fromhex("0200" "4000000000000000" "02" "4111")) is None
+
+
+def test_an_unknown_charset_is_left_to_pyiso8583():
+    d = load_dialect("iso87ascii")
+    assert compile_codec({**d.spec, "t": {**d.spec["t"], "data_enc": "nosuch"}}, d._numeric) is None
+    codec = compile_codec({**d.spec, "43": {**d.spec["43"], "data_enc": "nosuch"}}, d._numeric)
+    assert codec is not None and codec.encode({"t": "0200", "43": "x" * 40}) is None
