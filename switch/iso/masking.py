@@ -54,15 +54,13 @@ def mask_message(message: Mapping[str, str], dialect: Dialect | None = None) -> 
     """A copy of an ISO message that is safe to log or journal: sensitive fields masked, and card
     data found in any other field masked as well."""
     styles = dialect.mask_styles if dialect is not None else _ALWAYS_SENSITIVE_STYLES
-    out = {}
+    out = dict(message)  # most fields are copied as they are: only the few long enough to hide a PAN are scanned
     for number, value in message.items():
         style = styles.get(number)
         if style is not None:
             out[number] = _STYLES[style](value)
-        elif isinstance(value, str) and number != "t":
+        elif isinstance(value, str) and len(value) >= SCAN_MIN_DIGITS and number != "t":
             out[number] = mask_card_data(value)
-        else:
-            out[number] = value
     return out
 
 
