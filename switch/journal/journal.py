@@ -105,7 +105,10 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
         with ``refused_reason``, nothing to send and its card not kept; ``apart`` writes nothing more
         (the decision went into a row of its own; the request must be built again, the caller journals
         it next).  One writer unit: counters, decision and payment commit together, so
-        a rejected insert (a duplicate idempotency key) takes its counts back with it."""
+        a rejected insert (a duplicate idempotency key) takes its counts back with it. Fires with the declined
+        transaction for ``refuse`` (the caller answers from it) and None otherwise, with the verdict: a payment
+        sent goes on from what its caller holds, and a transaction not needed does not cross back from a writer
+        process."""
         now = self._now()
         row = self._transaction_row(new, now)
         message = self._message_row(new.txn_id, Direction.OUT, new.connector, request[0], request[1], None)

@@ -75,7 +75,7 @@ def create_screened(db: Db, row: Row, message: Row, cutoff: int, screen: Callabl
     row["risk"] = ledger.row  # the row is this unit's own: set again if the batch is replayed
     txn = store.create_transaction(db, row, idempotency_cutoff=cutoff)
     store.append_message(db, {**message, "txn_id": txn.txn_id})
-    return txn, verdict
+    return None, verdict
 
 
 def transition(

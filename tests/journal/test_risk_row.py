@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from twisted.internet import defer, reactor
 
 from switch.journal import JournalConfig, open_journal
+from switch.journal.ids import new_txn_id
 from switch.journal.refusals import DuplicateIdempotencyKey
 from switch.journal.risk import Decision, Window
 from switch.journal.riskmemo import _SCAN
@@ -57,8 +58,12 @@ def _counted(name: str, ledger: Any) -> tuple[int, int]:
 
 
 async def pay(journal: Any, name: str, **overrides: Any) -> Any:
-    txn, _ = await journal.create_screened(sale(**overrides), ("0200", {"3": "000000"}), screen(name), "risk_declined")
-    return txn
+    """A payment screened and sent: the commit answers None for it (the caller holds what it needs), so it is
+    read back."""
+    new = sale(txn_id=new_txn_id(), **overrides)
+    sent, _ = await journal.create_screened(new, ("0200", {"3": "000000"}), screen(name), "risk_declined")
+    assert sent is None
+    return await journal.get_transaction(new.txn_id)
 
 
 @pytest_twisted.ensureDeferred
