@@ -52,6 +52,10 @@ log = structlog.get_logger("kswitch.journal")
 FLUSH_EVERY = 16
 """Units sent to the child together at most: it starts on them while the reactor builds the next."""
 
+START_ATTEMPTS = 3
+"""Children started before `start` gives up on one that dies before it reports (killed, say, as a restarted switch
+starts it); a child that reports it cannot start (a database it cannot reach) fails `start` at once."""
+
 
 class _Child(protocol.ProcessProtocol):
     """One writer process, as the reactor sees it."""
@@ -94,6 +98,7 @@ class ProcessWriter:
         self._transport: Any = None
         self._ready = False
         self._starting: defer.Deferred[Any] | None = None
+        self._start_attempts = 0
         self._started_at = 0.0
         self._accepting = False
         self._stopping = False
@@ -114,6 +119,7 @@ class ProcessWriter:
         self._prepare = prepare
         started: defer.Deferred[T] = defer.Deferred()
         self._starting = started
+        self._start_attempts = 1
         self._spawn()
         return started
 
@@ -161,6 +167,9 @@ class ProcessWriter:
         waiter: defer.Deferred[None] = defer.Deferred()
         self._stop_waiters.append(waiter)
         if self._child is None:  # never started, or between a child that ended and the next
+            starting, self._starting = self._starting, None
+            if starting is not None:
+                starting.errback(Failure(JournalClosed("the journal was closed before its writer process started")))
             self._stopped()
             return waiter
         if self._ready:
@@ -225,6 +234,12 @@ class ProcessWriter:
             error = CommitOutcomeUnknown(f"the {self._backend.name} journal writer process ended during a batch: "
                                          f"{reason.value}; its writes may or may not be durable")
             deliver(lost, [(False, Failure(error))] * len(lost))
+        if self._starting is not None and not self._stopping and self._start_attempts < START_ATTEMPTS:
+            self._start_attempts += 1
+            log.error("journal_writer_process_ended", backend=self._backend.name, reason=str(reason.value),
+                      starting=True, attempt=self._start_attempts)
+            self._reactor.callLater(REOPEN_BACKOFF_SECONDS, self._start_again)
+            return
         starting, self._starting = self._starting, None
         if starting is not None:
             starting.errback(Failure(JournalUnavailable(
@@ -242,6 +257,10 @@ class ProcessWriter:
         waiters, self._stop_waiters = self._stop_waiters, []
         for waiter in waiters:
             waiter.callback(None)
+
+    def _start_again(self) -> None:
+        if self._starting is not None:  # not stopped meanwhile
+            self._spawn()
 
     def _respawn(self) -> None:
         if self._accepting and self._child is None:

@@ -25,6 +25,7 @@ from switch.journal import (
     CommitOutcomeUnknown,
     JournalClosed,
     JournalConfig,
+    JournalUnavailable,
     NewTransaction,
     StorageError,
     open_journal,
@@ -171,6 +172,48 @@ async def test_a_killed_writer_process_is_replaced(writer: ProcessWriter, config
     assert writer._transport.pid != first
     assert await writer.submit(insert("later")) == 1
     assert counted(config) == {f"w{i}" for i in range(5)} | {"later"}
+
+
+def _new_writer(config: JournalConfig, registry: CollectorRegistry) -> ProcessWriter:
+    return ProcessWriter(reactor, backend_for(config), metrics=JournalMetrics(registry), max_batch=64, max_queue=1000)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_writer_process_killed_before_it_started_is_started_again(config: JournalConfig,
+                                                                          registry: CollectorRegistry) -> None:
+    """Killed as it starts (by a chaos schedule, the OOM killer): start waits for the one started in its place."""
+    writer = _new_writer(config, registry)
+    started = writer.start(migrate)
+    first = writer._transport.pid
+    os.kill(first, signal.SIGKILL)
+    try:
+        await started
+        assert writer._transport.pid != first
+        assert await writer.submit(insert("after")) == 1
+    finally:
+        await writer.stop()
+    assert counted(config) == {"after"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_start_gives_up_on_writer_processes_that_keep_dying(config: JournalConfig,
+                                                                  registry: CollectorRegistry,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = _new_writer(config, registry)
+    spawn = writer._spawn
+    killed = []
+
+    def spawn_and_kill() -> None:
+        spawn()
+        killed.append(writer._transport.pid)
+        os.kill(killed[-1], signal.SIGKILL)
+
+    monkeypatch.setattr(writer, "_spawn", spawn_and_kill)
+    refused = await failure_of(writer.start(migrate))
+    assert isinstance(refused, JournalUnavailable)
+    assert "ended before it started" in str(refused)
+    assert len(killed) == 3
+    await writer.stop()
 
 
 _PARENT = textwrap.dedent("""
