@@ -15,9 +15,11 @@ from typing import Any
 
 import structlog
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from switch.domain.answering import Answerable
+from switch.domain.errors import NotRecorded
 from switch.domain.model import AuthorizeRequest
 from switch.domain.status import Kind, Status
 from switch.engine.bank import Bank
@@ -41,7 +43,11 @@ from switch.engine.status import API_STATUS, answer
 from switch.iso.dialect import Message
 from switch.iso.translate import sealed_instrument
 from switch.journal import Journal
+from switch.journal.errors import TransactionNotFound, TransitionRefused, VersionConflict
 from switch.journal.models import EventDraft, Received
+
+JOURNAL_UNAVAILABLE = "journal_unavailable"
+UNRECORDED_RETRY_SECONDS = 1.0
 
 log = structlog.get_logger("kswitch.payments")
 
@@ -218,6 +224,30 @@ class PaymentOutcomes:
                                        forget_card=True, received=received, **answer_columns(a, sent.get("37")))
         self.saf.kick(bank.name)
         return result
+
+    def fail_unrecorded(self, txn_id: str, kind: Kind, bank: Bank, screening: Screening | None) -> Deferred[None]:
+        """End a payment whose first commit the journal could not confirm (`NotRecorded`: its writer process died
+        with the batch, say) and that was therefore never written to its bank: if that commit happened, the
+        payment is ``failed`` (``journal_unavailable``) with its risk counts given back, as one never sent is;
+        tried again every `UNRECORDED_RETRY_SECONDS` while the journal cannot say. Until then a replay of its
+        idempotency key is answered ``busy``, and the web tier's next replay learns the outcome."""
+        return ensureDeferred(self._fail_unrecorded(txn_id, kind, bank, screening))
+
+    async def _fail_unrecorded(self, txn_id: str, kind: Kind, bank: Bank, screening: Screening | None) -> None:
+        while True:
+            try:
+                await self.finish(txn_id, kind, bank, Status.FAILED, screening, reason=JOURNAL_UNAVAILABLE,
+                                  forget_card=True)
+            except NotRecorded:
+                await deferLater(self.engine.clock, UNRECORDED_RETRY_SECONDS, lambda: None)
+                continue
+            except TransactionNotFound:
+                log.info("unrecorded_payment_absent", txn_id=txn_id, connector=bank.name)
+            except (TransitionRefused, VersionConflict):  # ended meanwhile (the stale-pending sweep)
+                log.info("unrecorded_payment_ended_elsewhere", txn_id=txn_id, connector=bank.name)
+            else:
+                log.warning("unrecorded_payment_failed", txn_id=txn_id, connector=bank.name)
+            return
 
     async def finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, screening: Screening | None,
                      **changes: Any) -> dict[str, Any]:

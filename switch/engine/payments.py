@@ -39,7 +39,7 @@ from twisted.python.failure import Failure
 
 from connectors.base import ConnectorPlugin, PaymentContext
 from switch.domain.answering import Answerable
-from switch.domain.errors import Busy, IdempotencyConflict, InvalidRequest, NotFound
+from switch.domain.errors import Busy, IdempotencyConflict, InvalidRequest, NotFound, NotRecorded
 from switch.domain.merchant import MerchantConfig, StoreConfig
 from switch.domain.model import AuthorizeRequest, BankAccountInstrument, CardInstrument, LifecycleRequest
 from switch.domain.status import Kind, Status
@@ -65,6 +65,8 @@ from switch.journal.refusals import DuplicateIdempotencyKey
 
 log = structlog.get_logger("kswitch.payments")
 RISK_DECLINED = "risk_declined"
+STILL_IN_PROGRESS = ("the earlier request with this idempotency_key is still in progress; send it again shortly "
+                     "to learn its outcome")
 
 def request_hash(req: AuthorizeRequest, pan_hash: bytes) -> bytes:
     """What makes two requests 'the same' for idempotency; the PAN or account only as its keyed hash."""
@@ -161,6 +163,8 @@ class PaymentService:
     async def _replay(self, earlier: Transaction) -> dict[str, Any]:
         if earlier.parent_txn_id is not None:  # the key names an operation: never the same request
             check_same(None, b"")
+        if API_STATUS[earlier.status] == "pending":  # in flight on another node, or being ended here
+            raise Busy(STILL_IN_PROGRESS)
         self.metrics.replays.inc()
         return await self._answer(earlier)
 
@@ -275,8 +279,10 @@ class PaymentService:
                                           verdict.action == "step_up")
                     encoded = self.engine.check_encodes(bank, message)
                     await self._journal_request(req, h, kind, bank, txn_id, message, pan_hash)
-        except BaseException:
+        except BaseException as e:
             bank.release_stan(stan)
+            if isinstance(e, NotRecorded):  # recorded or not, never sent: it is ended here, not left pending
+                self.outcomes.fail_unrecorded(txn_id, kind, bank, screening)
             raise
         payment = InFlightPayment(txn_id, bank, req, message, screening, answered, self.outcomes)
         self.engine.send_to(payment, bank, message, encoded=encoded)
