@@ -55,6 +55,7 @@ _FULLY_MASKED = re.compile(r"\[\d{1,4} masked\]")
 _PAN_KEYS = frozenset({"2", "pan", "card_number"})
 _MASK_CHARS = frozenset("*Xx#")
 _PLAIN = frozenset({str, int, bool, type(None)})
+_CARD_KEYS = FORBIDDEN_KEYS | _PAN_KEYS
 
 
 class Guarded(str):
@@ -130,7 +131,7 @@ def checked_params(params: Mapping[str, object]) -> dict[str, object]:
             bound[name] = dump_fields(value.where, value.fields)
             continue
         if isinstance(value, enum.Enum):
-            value = bound[name] = value.value
+            value = bound[name] = value._value_  # the member's value without the property's descriptor call
         check_value(name, value)
     return bound
 
@@ -146,7 +147,10 @@ def dump_fields(where: str, fields: Mapping[Any, Any]) -> Guarded:
     if not isinstance(fields, Mapping):
         raise InvalidRecord(f"{where} must be a mapping, got {type(fields).__name__}")
     clean = _clean(where, fields)
-    text = orjson.dumps(clean, option=orjson.OPT_SORT_KEYS).decode()
+    try:
+        text = orjson.dumps(clean, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError as e:  # an integer beyond 64 bits, a lone surrogate
+        raise InvalidRecord(f"{where}: cannot be stored as JSON ({e})") from None
     if may_hold_card_number(text):  # most messages and payloads hold no 13-digit run at all
         _locate(where, clean)
     return Guarded(text)
@@ -190,18 +194,15 @@ def load_fields(text: str | None) -> dict[str, Any]:
 
 
 def _clean(where: str, value: Any) -> Any:
+    if type(value) is dict and (flat := _clean_flat(where, value)) is not None:
+        return flat
     if isinstance(value, Mapping):
         clean: dict[str, Any] = {}
         for key, item in value.items():
             name = key if type(key) is str else _key(where, key)
             lowered = name.lower()
-            if lowered in FORBIDDEN_KEYS and not (isinstance(item, str) and _FULLY_MASKED.fullmatch(item)):
-                raise CardDataRefused(
-                    f"{where}.{name}: sensitive authentication data (CVV, track data, PIN block) is never stored; "
-                    "drop the field or mask it with switch.iso.masking before journaling"
-                )
-            if lowered in _PAN_KEYS and item is not None:
-                _require_masked(f"{where}.{name}", item)
+            if lowered in _CARD_KEYS:
+                _check_card_key(where, name, lowered, item)
             # A message is a flat dict of strings: plain values need no path and no recursion.
             clean[name] = item if type(item) in _PLAIN else _clean(f"{where}.{name}", item)
         return clean
@@ -214,6 +215,30 @@ def _clean(where: str, value: Any) -> Any:
     if isinstance(value, (str, int)):
         return value
     raise InvalidRecord(f"{where}: cannot store a value of type {type(value).__name__}")
+
+
+def _clean_flat(where: str, value: dict[Any, Any]) -> dict[str, Any] | None:
+    """A message as it is: a flat dict of plain values under keys of text in lower case (field numbers), checked
+    with set operations rather than key by key (two per payment on the journal's writer); None for any other."""
+    try:
+        keys = "".join(value)
+    except TypeError:  # a key that is not text
+        return None
+    if keys != keys.lower() or not _PLAIN.issuperset(map(type, value.values())):
+        return None
+    for name in _CARD_KEYS.intersection(value):
+        _check_card_key(where, name, name, value[name])
+    return value
+
+
+def _check_card_key(where: str, name: str, lowered: str, item: object) -> None:
+    if lowered in FORBIDDEN_KEYS and not (isinstance(item, str) and _FULLY_MASKED.fullmatch(item)):
+        raise CardDataRefused(
+            f"{where}.{name}: sensitive authentication data (CVV, track data, PIN block) is never stored; "
+            "drop the field or mask it with switch.iso.masking before journaling"
+        )
+    if lowered in _PAN_KEYS and item is not None:
+        _require_masked(f"{where}.{name}", item)
 
 
 def _key(where: str, key: object) -> str:
