@@ -60,6 +60,12 @@ _LATER_COLUMNS = {"bank_fee": 0, "merchant_fee": 0, "reversal_business_date": No
 
 
 def create_transaction(db: Db, row: Mapping[str, object], *, idempotency_cutoff: int) -> Transaction:
+    """`insert_transaction`, and the transaction as inserted."""
+    insert_transaction(db, row, idempotency_cutoff=idempotency_cutoff)
+    return transaction_from_row({**_LATER_COLUMNS, **row})  # the row as inserted: no RETURNING to read back
+
+
+def insert_transaction(db: Db, row: Mapping[str, object], *, idempotency_cutoff: int) -> None:
     """Insert a transaction and its first transition; bind its idempotency key if it has one.
 
     An idempotency key younger than ``idempotency_cutoff`` (microseconds) makes
@@ -80,7 +86,6 @@ def create_transaction(db: Db, row: Mapping[str, object], *, idempotency_cutoff:
         _claim_idempotency_key(db, row, idempotency_cutoff)
         raise StorageError(f"idempotency key of transaction {row['txn_id']} changed hands during the insert; retry")
     record_transition(db, row["txn_id"], None, row["status"], row["created_at"], row["reason"], {})
-    return transaction_from_row({**_LATER_COLUMNS, **row})  # the row as inserted: no RETURNING to read back
 
 
 def _inserted(db: Db, insert: _Insert, params: Mapping[str, object]) -> bool:

@@ -73,8 +73,8 @@ def create_screened(db: Db, row: Row, message: Row, cutoff: int, screen: Callabl
                    "transmission_datetime": None, "risk": ledger.row, **cards.card_columns(None)}
         return store.create_transaction(db, refused, idempotency_cutoff=cutoff), verdict
     row["risk"] = ledger.row  # the row is this unit's own: set again if the batch is replayed
-    txn = store.create_transaction(db, row, idempotency_cutoff=cutoff)
-    store.append_message(db, {**message, "txn_id": txn.txn_id})
+    store.insert_transaction(db, row, idempotency_cutoff=cutoff)
+    store.append_message(db, {**message, "txn_id": row["txn_id"]})
     return None, verdict
 
 
