@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, NamedTuple
 
 import orjson
@@ -226,7 +226,10 @@ def _clean_flat(where: str, value: dict[Any, Any]) -> dict[str, Any] | None:
         return None
     if keys != keys.lower() or not _PLAIN.issuperset(map(type, value.values())):
         return None
-    for name in _CARD_KEYS.intersection(value):
+    special: Collection[str] = _CARD_KEYS.intersection(value)
+    if len(special) > 1:  # in the message's order, so the first refused is the one the general path names
+        special = [name for name in value if name in special]
+    for name in special:
         _check_card_key(where, name, name, value[name])
     return value
 
