@@ -14,40 +14,8 @@ import argparse
 import timeit
 from typing import Callable
 
-from switch.iso.dialect import SPECS_DIR, Dialect, load_dialect
-
-REQUEST = {
-    "2": "4111111111111111", "3": "000000", "4": "000000012500", "7": "1123120000", "11": "000123",
-    "12": "261123120000", "13": "1123", "14": "3012", "18": "5999", "22": "A10101A01001", "24": "100",
-    "25": "00", "32": "123456", "37": "633012000001", "41": "TERM0001", "42": "MERCHANT0000001",
-    "43": "KSWITCH BENCH SHOP       BERLIN      DE", "48": "123", "49": "840",
-}
-ANSWER = {"38": "A1B2C3", "39": "000", "54": "1002840C000000012500"}
-ANSWER_ECHOES = ("2", "3", "4", "7", "11", "12", "13", "18", "22", "24", "25", "32", "37", "41", "42", "43", "49")
-
-
-def shaped(dialect: Dialect, values: dict[str, str]) -> dict[str, str]:
-    """The values cut or padded to this dialect's definition of each field it has."""
-    message = {}
-    for number, value in values.items():
-        f = dialect.fields.get(number)
-        if f is None:
-            continue
-        if "LL" in f.cls:
-            message[number] = value[: f.length]
-        elif number in dialect._numeric:
-            message[number] = value[-f.length:].rjust(f.length, "0")
-        else:
-            message[number] = value[: f.length].ljust(f.length)
-    return message
-
-
-def authorization(dialect: Dialect) -> tuple[dict[str, str], dict[str, str]]:
-    """A typical authorization request and its approval, shaped to the dialect."""
-    mti = "1100" if dialect.version == 1993 else "0100"
-    request = {"t": mti, **shaped(dialect, REQUEST)}
-    answer = {"t": mti[:2] + "10", **{n: request[n] for n in ANSWER_ECHOES if n in request}, **shaped(dialect, ANSWER)}
-    return request, answer
+from switch.iso.dialect import SPECS_DIR, load_dialect
+from switch.tools.bench.link import authorization
 
 
 def microseconds(call: Callable[[], object], number: int, repeat: int) -> float:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from switch.iso import dialect as dialect_module
 from switch.iso.codec import compile_codec
 from switch.iso.dialect import SPECS_DIR, Dialect, MessageError, load_dialect
+from switch.tools.bench.link import authorization
 
 SHIPPED = sorted(p.stem for p in SPECS_DIR.glob("*.toml"))
 EBCDIC = 'name = "ebcdic"\nextends = "iso87ascii"\ncharset = "cp500"\n'
@@ -195,37 +196,10 @@ def test_unusual_encodings_decode_as_pyiso8583_decodes(name, data, fast):
     assert outcome(d.decode, data) == outcome(d._slow_decode, data)
 
 
-REQUEST = {
-    "2": "4111111111111111", "3": "000000", "4": "000000012500", "7": "1123120000", "11": "000123",
-    "12": "261123120000", "13": "1123", "14": "3012", "22": "A10101A01001", "24": "100", "25": "00",
-    "32": "123456", "37": "633012000001", "41": "TERM0001", "42": "MERCHANT0000001",
-    "43": "KSWITCH SHOP             BERLIN      DE", "48": "123", "49": "840",
-}
-ANSWER_FIELDS = ("2", "3", "4", "7", "11", "12", "32", "37", "41", "49")
-
-
-def _shaped(d: Dialect, values: dict[str, str]) -> dict[str, str]:
-    """The values cut or padded to this dialect's definition of each field it has."""
-    message = {}
-    for number, value in values.items():
-        f = d.fields.get(number)
-        if f is None:
-            continue
-        if "LL" in f.cls:
-            message[number] = value[: f.length]
-        elif number in d._numeric:
-            message[number] = value[-f.length:].rjust(f.length, "0")
-        else:
-            message[number] = value[: f.length].ljust(f.length)
-    return message
-
-
 @pytest.mark.parametrize("name", SHIPPED)
 def test_fast_path_is_taken_for_an_authorization(name, monkeypatch):
     d = load_dialect(name)
-    mti = "1100" if d.version == 1993 else "0100"
-    request = {"t": mti, **_shaped(d, REQUEST)}
-    answer = {"t": mti[:2] + "10", **{n: request[n] for n in ANSWER_FIELDS}, **_shaped(d, {"38": "A1B2C3", "39": "000"})}
+    request, answer = authorization(d)
     raw, answer_raw = d.encode(request), d.encode(answer)
 
     def refuse(*args: Any) -> None:

@@ -43,6 +43,7 @@ SAMPLE = {
     "13": "1123", "14": "3012", "18": "5999", "22": "812", "32": "123456", "37": "633012000001",
     "41": "TERM0001", "42": "MERCHANT0000001", "43": "KSWITCH BENCH SHOP       BERLIN      DE", "49": "840",
 }
+APPROVAL = {"38": "A1B2C3", "39": "000"}
 
 
 def fit(value: str, field: FieldDef) -> str:
@@ -60,6 +61,14 @@ def purchase(dialect: Dialect) -> dict[str, str]:
     message = {"t": "1200" if dialect.version == 1993 else "0200"}
     message.update({n: fit(v, dialect.fields[n]) for n, v in SAMPLE.items() if n in dialect.fields})
     return message
+
+
+def authorization(dialect: Dialect) -> tuple[dict[str, str], dict[str, str]]:
+    """An authorization request and its approval (the request's echoes, an approval code, field 39): the two
+    messages one payment costs the codec (`bench/codec.py`, `tests/iso/test_codec.py`)."""
+    request = {**purchase(dialect), "t": "1100" if dialect.version == 1993 else "0100"}
+    approval = {n: fit(v, dialect.fields[n]) for n, v in APPROVAL.items() if n in dialect.fields}
+    return request, {**request, "t": request["t"][:2] + "10", **approval}
 
 
 def codec_rates(seconds: float) -> list[tuple[str, int, float]]:
