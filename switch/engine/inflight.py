@@ -11,15 +11,14 @@ exchange, or the idempotency key's entry) after the outcome is durably committed
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import structlog
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from switch.domain.answering import Answerable
-from switch.domain.errors import NotRecorded
 from switch.domain.model import AuthorizeRequest
 from switch.domain.status import Kind, Status
 from switch.engine.bank import Bank
@@ -36,6 +35,7 @@ from switch.engine.engine import (
     resolution_draft,
     settlement_column,
 )
+from switch.engine.recommit import commit_outcome
 from switch.engine.risk import Verdict
 from switch.engine.risk.stage import Screening
 from switch.engine.saf import StoreAndForward
@@ -44,10 +44,9 @@ from switch.iso.dialect import Message
 from switch.iso.translate import sealed_instrument
 from switch.journal import Journal
 from switch.journal.errors import TransactionNotFound, TransitionRefused, VersionConflict
-from switch.journal.models import EventDraft, Received
+from switch.journal.models import EventDraft, Received, Transaction
 
 JOURNAL_UNAVAILABLE = "journal_unavailable"
-UNRECORDED_RETRY_SECONDS = 1.0
 
 log = structlog.get_logger("kswitch.payments")
 
@@ -229,32 +228,30 @@ class PaymentOutcomes:
         """End a payment whose first commit the journal could not confirm (`NotRecorded`: its writer process died
         with the batch, say) and that was therefore never written to its bank: if that commit happened, the
         payment is ``failed`` (``journal_unavailable``) with its risk counts given back, as one never sent is;
-        tried again every `UNRECORDED_RETRY_SECONDS` while the journal cannot say. Until then a replay of its
+        committed again while the journal cannot say (`switch.engine.recommit`). Until then a replay of its
         idempotency key is answered ``busy``, and the web tier's next replay learns the outcome."""
         return ensureDeferred(self._fail_unrecorded(txn_id, kind, bank, screening))
 
     async def _fail_unrecorded(self, txn_id: str, kind: Kind, bank: Bank, screening: Screening | None) -> None:
-        while True:
-            try:
-                await self.finish(txn_id, kind, bank, Status.FAILED, screening, reason=JOURNAL_UNAVAILABLE,
-                                  forget_card=True)
-            except NotRecorded:
-                await deferLater(self.engine.clock, UNRECORDED_RETRY_SECONDS, lambda: None)
-                continue
-            except TransactionNotFound:
-                log.info("unrecorded_payment_absent", txn_id=txn_id, connector=bank.name)
-            except (TransitionRefused, VersionConflict):  # ended meanwhile (the stale-pending sweep)
-                log.info("unrecorded_payment_ended_elsewhere", txn_id=txn_id, connector=bank.name)
-            else:
-                log.warning("unrecorded_payment_failed", txn_id=txn_id, connector=bank.name)
-            return
+        try:  # `finish` commits again while the journal cannot say (`switch.engine.recommit`)
+            await self.finish(txn_id, kind, bank, Status.FAILED, screening, reason=JOURNAL_UNAVAILABLE,
+                              forget_card=True)
+        except TransactionNotFound:
+            log.info("unrecorded_payment_absent", txn_id=txn_id, connector=bank.name)
+        except (TransitionRefused, VersionConflict):  # ended meanwhile (the stale-pending sweep)
+            log.info("unrecorded_payment_ended_elsewhere", txn_id=txn_id, connector=bank.name)
+        else:
+            log.warning("unrecorded_payment_failed", txn_id=txn_id, connector=bank.name)
 
     async def finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, screening: Screening | None,
                      **changes: Any) -> dict[str, Any]:
         """Journal the payment's outcome, with the risk stage's part of it and the bank's answer (``received``)
         in the same commit."""
         risk = screening.closing(API_STATUS[status]) if screening is not None else None
-        moved = await self.journal.transition(txn_id, expected_from=(Status.PENDING,), to=status, risk=risk, **changes)
+        moved = await commit_outcome(
+            self.engine.clock, self.journal, txn_id,
+            lambda: self.journal.transition(txn_id, expected_from=(Status.PENDING,), to=status, risk=risk, **changes),
+            functools.partial(_landed, risk is not None))
         if risk is None:
             txn = moved
         else:  # the holds the closing put come back with the payment (it ran on the writer's copy)
@@ -262,3 +259,8 @@ class PaymentOutcomes:
             risk.log_holds(held)
         self.metrics.child(self.metrics.outcomes, bank.name, kind.value, API_STATUS[status]).inc()
         return answer(txn)
+
+
+async def _landed(with_risk: bool, txn: Transaction) -> Transaction | tuple[Transaction, tuple[()]]:
+    """An outcome found committed after its commit was unknown: the holds its risk closing put are not known here."""
+    return (txn, ()) if with_risk else txn

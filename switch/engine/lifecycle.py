@@ -22,7 +22,6 @@ request: ``idempotency_conflict``).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -52,6 +51,7 @@ from switch.engine.engine import (
     void_draft,
 )
 from switch.engine.idempotency import KeyedOnce, check_same
+from switch.engine.recommit import commit_outcome
 from switch.engine.status import API_STATUS, answer
 from switch.iso.dialect import Message
 from switch.iso.masking import mask_message
@@ -264,7 +264,13 @@ class Lifecycle:
     ) -> tuple[Transaction, Transaction]:
         """Send the journalled operation and journal its outcome with the parent's totals."""
         outcome, received = await self.engine.exchange(child.txn_id, bank, message)
-        finish = functools.partial(self.journal.finish_operation, received=received)  # the answer in the commit
+
+        async def finish(txn_id: str, **result: Any) -> tuple[Transaction, Transaction]:
+            """The outcome with the answer in its commit, committed again while the journal cannot say."""
+            return await commit_outcome(
+                self.engine.clock, self.journal, txn_id,
+                lambda: self.journal.finish_operation(txn_id, received=received, **result), self._with_parent)
+
         if isinstance(outcome, NotSent):
             return await finish(child.txn_id, to=Status.FAILED, reason=outcome.reason, forget_card=True)
         if isinstance(outcome, Answered):
@@ -284,6 +290,10 @@ class Lifecycle:
                     resolution=draft.kind.value)
         self.engine.saf.kick(bank.name)
         return result
+
+    async def _with_parent(self, child: Transaction) -> tuple[Transaction, Transaction]:
+        assert child.parent_txn_id is not None
+        return await self.journal.get_transaction(child.parent_txn_id), child
 
     # -- void ---------------------------------------------------------------------------
 

@@ -73,3 +73,57 @@ async def test_a_replay_of_a_payment_still_pending_is_busy_not_internal(env, mon
     assert (await env.journal.get_transaction(txn_id)).status is Status.PENDING
     again = await c.call(authorize(2, idempotency_key="k-pending", order_id="order-1"))
     assert (again["error"]["code"], again["error"]["message"]) == ("busy", STILL_IN_PROGRESS)
+
+
+def outcome_unknown_once(env: Any, monkeypatch: pytest.MonkeyPatch, name: str, committed: bool) -> list[str]:
+    """The first outcome commit through ``name`` (``transition`` or ``finish_operation``) happens or not
+    (``committed``), and its caller hears `CommitOutcomeUnknown` either way."""
+    real = getattr(env.journal, name)
+    hit: list[str] = []
+
+    def unknown(txn_id: str, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+        if hit or kwargs.get("received") is None:  # only an outcome decided by a bank's answer
+            return real(txn_id, *args, **kwargs)
+        hit.append(txn_id)
+        done = real(txn_id, *args, **kwargs) if committed else defer.succeed(None)
+
+        def lost(_: object) -> None:
+            raise CommitOutcomeUnknown("the sqlite journal writer process ended during a batch")
+
+        return done.addCallback(lost)
+
+    monkeypatch.setattr(env.journal, name, unknown)
+    return hit
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["landed", "lost"])
+@pytest_twisted.ensureDeferred
+async def test_an_approval_whose_commit_is_unknown_is_answered_once_it_is_known(env, monkeypatch, committed) -> None:
+    """The writer died with the outcome's batch: the switch looks again, commits it again if it was lost, and the
+    web tier gets the approval, not ``busy``; the journal holds it once, with one copy of the bank's answer."""
+    hit = outcome_unknown_once(env, monkeypatch, "transition", committed)
+    c = await env.connect()
+    answer = await c.call(authorize(1))
+    assert hit == [answer["txn_id"]]
+    assert (answer["status"], answer["reason"]) == ("approved", "approved")
+    txn = await env.journal.get_transaction(answer["txn_id"])
+    assert (txn.status, txn.amount_captured) == (Status.APPROVED, 1250)
+    assert [(m.mti, m.direction.value) for m in await env.journal.messages(txn.txn_id)] == [
+        ("0200", "out"), ("0210", "in")]
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["landed", "lost"])
+@pytest_twisted.ensureDeferred
+async def test_a_capture_whose_commit_is_unknown_is_answered_once_it_is_known(env, monkeypatch, committed) -> None:
+    """Found by the chaos test (seed 31337, PostgreSQL): a capture answered ``busy`` stayed ``pending`` after its
+    bank had booked it, its parent never captured, until the stale-pending sweep."""
+    c = await env.connect()
+    preauth = await c.call(authorize(1, amount=5000, capture=False))
+    hit = outcome_unknown_once(env, monkeypatch, "finish_operation", committed)
+    cap = await c.call({"id": 2, "op": "capture", "txn_id": preauth["txn_id"], "amount": 4000})
+    assert hit == [cap["operation"]["txn_id"]]
+    assert (cap["status"], cap["amount_captured"], cap["operation"]["status"]) == ("captured", 4000, "approved")
+    parent = await env.journal.get_transaction(preauth["txn_id"])
+    assert (parent.status, parent.amount_captured) == (Status.CAPTURED, 4000)
+    assert [m.mti for m in await env.journal.messages(cap["operation"]["txn_id"])] == ["0220", "0230"]
+    assert env.sims["bank_a"].received["0220"] == 1

@@ -1,0 +1,60 @@
+"""An outcome whose commit the journal could not confirm, committed again until it can.
+
+Why: the journal answers `NotRecorded` (`CommitOutcomeUnknown`, `JournalUnavailable`) when its writer process
+dies with a batch or its database goes away: the commit may or may not have happened. For a payment's or an
+operation's outcome, after its bank has answered (or not), that left it ``pending`` with no owner until the
+stale-pending sweep, a minute or more later, and its web tier with ``busy``: found by the chaos test's writer
+kills. The engine owns the outcome, so it settles it: it reads the transaction once the journal answers again,
+and commits the outcome again while it is still ``pending`` (a compare-and-set from ``pending``, so it can never
+land twice); its caller then answers as if the first commit had been confirmed.
+
+May use: the journal's API and the domain's statuses.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+
+from switch.domain.errors import NotRecorded
+from switch.domain.status import Status
+from switch.journal import Journal
+from switch.journal.models import Transaction
+
+T = TypeVar("T")
+log = structlog.get_logger("kswitch.payments")
+
+RETRY_SECONDS = 1.0
+"""Between two looks at a transaction whose outcome's commit is unknown (a writer process is replaced within one)."""
+
+
+async def commit_outcome(
+    clock: IReactorTime, journal: Journal, txn_id: str, commit: Callable[[], Deferred[T]],
+    landed: Callable[[Transaction], Awaitable[T]],
+) -> T:
+    """What ``commit`` (an outcome of ``txn_id``, moving it from ``pending``) returns; if the journal cannot say
+    whether it committed, what ``landed`` makes of the transaction once it has left ``pending`` (the commit
+    happened, or another owner ended it), ``commit`` being tried again meanwhile while it is still ``pending``."""
+    attempt: Callable[[], Awaitable[T]] = commit
+    while True:
+        try:
+            return await attempt()
+        except NotRecorded as e:
+            log.warning("outcome_commit_unknown", txn_id=txn_id, error=str(e))
+        await deferLater(clock, RETRY_SECONDS, lambda: None)
+        attempt = functools.partial(_again, journal, txn_id, commit, landed)
+
+
+async def _again(journal: Journal, txn_id: str, commit: Callable[[], Deferred[T]],
+                 landed: Callable[[Transaction], Awaitable[T]]) -> T:
+    txn = await journal.get_transaction(txn_id)
+    if txn.status is not Status.PENDING:
+        log.info("outcome_commit_found", txn_id=txn_id, status=txn.status.value)
+        return await landed(txn)
+    return await commit()
