@@ -42,11 +42,13 @@ async def commit_outcome(
     whether it committed, what ``landed`` makes of the transaction once it has left ``pending`` (the commit
     happened, or another owner ended it), ``commit`` being tried again meanwhile while it is still ``pending``."""
     attempt: Callable[[], Awaitable[T]] = commit
+    tries = 0
     while True:
         try:
             return await attempt()
-        except NotRecorded as e:
-            log.warning("outcome_commit_unknown", txn_id=txn_id, error=str(e))
+        except NotRecorded as e:  # logged once a payment, not once a second while a database is down
+            (log.warning if tries == 0 else log.debug)("outcome_commit_unknown", txn_id=txn_id, error=str(e))
+        tries += 1
         await deferLater(clock, RETRY_SECONDS, lambda: None)
         attempt = functools.partial(_again, journal, txn_id, commit, landed)
 

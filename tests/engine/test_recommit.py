@@ -1,0 +1,71 @@
+"""`commit_outcome`, on the clock: an outcome whose commit is unknown is read back once a second and committed
+again only while its transaction is still pending."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer, task
+
+from switch.domain.status import Status
+from switch.engine.recommit import RETRY_SECONDS, commit_outcome
+from switch.journal import CommitOutcomeUnknown, JournalUnavailable
+
+
+class Journal:
+    """The journal as `commit_outcome` reads it: one transaction, whose status the test sets."""
+
+    def __init__(self, status: Status) -> None:
+        self.status = status
+        self.reads = 0
+
+    def get_transaction(self, txn_id: str) -> defer.Deferred[Any]:
+        self.reads += 1
+        if self.status is None:
+            return defer.fail(JournalUnavailable("database unreachable"))
+        return defer.succeed(type("Txn", (), {"txn_id": txn_id, "status": self.status})())
+
+
+def committing(*outcomes: object) -> tuple[list[int], Any]:
+    calls: list[int] = []
+
+    def commit() -> defer.Deferred[Any]:
+        calls.append(1)
+        outcome = outcomes[len(calls) - 1]
+        return defer.fail(outcome) if isinstance(outcome, Exception) else defer.succeed(outcome)
+
+    return calls, commit
+
+
+async def landed(txn: Any) -> str:
+    return f"found {txn.status.value}"
+
+
+def test_a_lost_commit_is_made_again_a_second_later_while_the_transaction_is_pending() -> None:
+    clock, journal = task.Clock(), Journal(Status.PENDING)
+    calls, commit = committing(CommitOutcomeUnknown("writer died"), "committed")
+    result = defer.ensureDeferred(commit_outcome(clock, journal, "T1", commit, landed))
+    assert (len(calls), journal.reads, result.called) == (1, 0, False)
+    clock.advance(RETRY_SECONDS)
+    assert (len(calls), journal.reads) == (2, 1)
+    assert result.result == "committed"
+
+
+def test_a_commit_that_landed_is_not_made_twice() -> None:
+    clock, journal = task.Clock(), Journal(Status.PENDING)
+    calls, commit = committing(CommitOutcomeUnknown("writer died"))
+    result = defer.ensureDeferred(commit_outcome(clock, journal, "T1", commit, landed))
+    journal.status = Status.APPROVED  # it had committed
+    clock.advance(RETRY_SECONDS)
+    assert (len(calls), result.result) == (1, "found approved")
+
+
+def test_while_the_journal_cannot_answer_it_keeps_looking_once_a_second() -> None:
+    clock, journal = task.Clock(), Journal(None)  # type: ignore[arg-type]
+    calls, commit = committing(CommitOutcomeUnknown("writer died"), "committed")
+    result = defer.ensureDeferred(commit_outcome(clock, journal, "T1", commit, landed))
+    clock.pump([RETRY_SECONDS] * 3)
+    assert (len(calls), journal.reads, result.called) == (1, 3, False)
+    journal.status = Status.PENDING
+    clock.advance(RETRY_SECONDS)
+    assert (len(calls), result.result) == (2, "committed")
