@@ -146,9 +146,12 @@ class Dialect:
         doc = dict(message)
         doc.pop("p", None)
         doc.pop("1", None)
-        for number in self._numeric.intersection(doc):
-            if not doc[number].isdigit():
-                raise MessageError(f"expected digits only, got {len(doc[number])} other characters", number)
+        for number in sorted(self._numeric.intersection(doc), key=int):  # the first in field order, every run
+            value = doc[number]
+            if not isinstance(value, str):  # a plugin's int: an error naming the field, not an AttributeError
+                raise MessageError(f"expected a string of digits, got {type(value).__name__}", number)
+            if not value.isdigit():
+                raise MessageError("expected digits only", number)
         try:
             raw, _ = iso8583.encode(doc, self.spec)
         except EncodeError as e:

@@ -57,6 +57,19 @@ def test_numeric_field_rejects_letters():
     assert e.value.field == "4"
 
 
+def test_numeric_fields_that_are_not_text_or_not_digits_are_named_first_in_field_order():
+    """A plugin that puts an int in a numeric field gets a `MessageError` naming it (`Engine.check_encodes` turns
+    that into ``message_not_encodable``), not an AttributeError; of several, the first by number, whatever the
+    hash seed."""
+    d = load_dialect("iso87ascii")
+    with pytest.raises(MessageError) as e:
+        d.encode({"t": "0200", "4": 1250})  # type: ignore[dict-item]
+    assert (e.value.field, e.value.reason) == ("4", "expected a string of digits, got int")
+    with pytest.raises(MessageError) as e:
+        d.encode({"t": "0200", "49": "U$D", "11": "00012X", "4": "00000000012A"})
+    assert e.value.field == "4"
+
+
 def test_truncated_message_names_field_and_offset():
     with pytest.raises(MessageError) as e:
         load_dialect("iso87ascii").decode(PUBLIC_VECTOR[:-3])
