@@ -240,6 +240,8 @@ class PaymentOutcomes:
             log.info("unrecorded_payment_absent", txn_id=txn_id, connector=bank.name)
         except (TransitionRefused, VersionConflict):  # ended meanwhile (the stale-pending sweep)
             log.info("unrecorded_payment_ended_elsewhere", txn_id=txn_id, connector=bank.name)
+        except Exception:  # nobody awaits this: the stale-pending sweep ends it later
+            log.exception("unrecorded_payment_not_ended", txn_id=txn_id, connector=bank.name)
         else:
             log.warning("unrecorded_payment_failed", txn_id=txn_id, connector=bank.name)
 
