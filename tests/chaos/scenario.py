@@ -111,6 +111,9 @@ class _Run:
         self.stopping = False
         self.faults: Counter[str] = Counter()
         self.restarts: list[float] = []
+        self.restarting = False
+        """A SIGKILLed switch is starting again: its start-up's own journal writes are not repeated after a writer
+        death (it exits, for its supervisor to restart), so the writer-kill schedule waits for it to be up."""
         self.bank_restarts: Counter[str] = Counter()
         self.longest_bank_outage: dict[str, float] = {}
         self.pg_schema = f"kswitch_chaos_{uuid.uuid4().hex[:12]}" if options.journal == "postgresql" else None
@@ -131,10 +134,12 @@ class _Run:
             await sleep(max(0.0, began + moment - time.monotonic()))
             if self.stopping:
                 return
+            self.restarting = True
             switch.kill()
             await sleep(self.rng.uniform(0.0, 0.3))  # the web tier finds the switch gone
             switch.start()
             self.restarts.append(await switch.wait_ready(READY_TIMEOUT))
+            self.restarting = False
             assert not web.crashes, f"web tier worker crashed: {web.crashes}"
 
     async def writer_kill_schedule(self, switch: SwitchProcess, at: list[float], began: float) -> None:
@@ -142,6 +147,8 @@ class _Run:
         `CommitOutcomeUnknown`, the switch starts another."""
         for moment in at:
             await sleep(max(0.0, began + moment - time.monotonic()))
+            while self.restarting and not self.stopping:
+                await sleep(0.05)
             if self.stopping:
                 return
             switch.kill_writer()
