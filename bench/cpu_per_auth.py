@@ -4,7 +4,8 @@ Throughput on a shared machine swings with its load; the CPU time a payment cost
 it is what the reactor and the journal writer share (one GIL). Runs kswitch from perf_ratio's
 template (or --template) against perf_ratio's bank and load generator, warms up for 2 s, then
 prints one JSON line per run: throughput, and user/system microseconds per authorization of the
-reactor thread, the journal writer and the rest (reader threads). --both runs two trees at the same
+reactor thread, the journal writer thread and the rest (reader threads), then of the journal's writer
+process and, with --pg, of the PostgreSQL backend that serves it. --both runs two trees at the same
 time, so both see the same machine (each still gets its own bank, switch and load):
 
     PYTHONPATH=$PWD .tox/py3/bin/python bench/cpu_per_auth.py --runs 3 [--pg] [--seconds 8] [--py-spy F.raw]
@@ -51,13 +52,51 @@ def thread_times(pid: int) -> dict[str, list[float]]:
     return {str(tid): times for tid, times in by_thread.items()} | {"main": by_thread.get(pid, [0.0, 0.0])}
 
 
+def process_times(pid: int) -> list[float]:
+    """User and system seconds of a whole process (0, 0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return [0.0, 0.0]
+    return [int(fields[11]) / TICK, int(fields[12]) / TICK]
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
+def postgres_writer() -> int | None:
+    """The PostgreSQL backend serving the journal writer's connection, if one is open."""
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
+        row = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'kswitch-journal-writer'").fetchone()
+    return row[0] if row else None
+
+
+def all_times(pid: int, pg: bool) -> dict[str, list[float]]:
+    """`thread_times` of the switch, and the whole of its writer process and PostgreSQL backend: on a
+    small machine every one of them takes CPU the others could have used."""
+    times = thread_times(pid)
+    times["writer process"] = [sum(column) for column in zip([0.0, 0.0], *map(process_times, children(pid)))]
+    backend = postgres_writer() if pg else None
+    if backend is not None:
+        times["postgres backend"] = process_times(backend)
+    return times
+
+
 def per_auth(before: dict[str, list[float]], after: dict[str, list[float]], pid: int, n: int) -> dict[str, list[int]]:
+    aside = ("main", str(pid), "writer process", "postgres backend")
     spent = {tid: [a - b for a, b in zip(times, before.get(tid, [0.0, 0.0]))] for tid, times in after.items()
-             if tid not in ("main", str(pid))}
+             if tid not in aside}
     writer = max(spent, key=lambda tid: sum(spent[tid]), default=None)
     rest = [sum(times[i] for tid, times in spent.items() if tid != writer) for i in (0, 1)]
     reactor = [a - b for a, b in zip(after["main"], before["main"])]
     rows = {"reactor": reactor, "writer": spent.get(writer, [0.0, 0.0]), "other threads": rest}
+    for name in aside[2:]:
+        if name in after:
+            rows[name] = [a - b for a, b in zip(after[name], before.get(name, [0.0, 0.0]))]
     return {name: [round(value / n * 1e6) for value in times] for name, times in rows.items()}
 
 
@@ -124,11 +163,11 @@ def run(args: argparse.Namespace, state: Path) -> dict[str, object]:
                 time.sleep(0.3)
             states: dict[str, float] = {}
             sampler = threading.Thread(target=lambda: states.update(sample_states(switch.pid, args.seconds - 1)))
-            before = thread_times(switch.pid)
+            before = all_times(switch.pid, args.pg)
             if args.states:
                 sampler.start()
             out = perf_ratio.load(api, args.seconds, args.conns, args.depth, hello)
-            after = thread_times(switch.pid)
+            after = all_times(switch.pid, args.pg)
             if spy is not None:
                 spy.wait()
             if args.states:
