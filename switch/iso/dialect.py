@@ -259,6 +259,10 @@ def _field_def(path: Path, number: str, raw: Mapping[str, Any]) -> FieldDef:
     length = raw.get("length")
     if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length <= 9999:
         raise DialectError(f"{where}.length: got {length!r}; expected an integer from 1 to 9999")
+    _, len_enc, prefix, _, _ = _CLASSES[cls]
+    stated = 10 ** (prefix * 2 if len_enc == "bcd" else prefix) - 1  # the most a length prefix can say
+    if prefix and length > stated:
+        raise DialectError(f"{where}.length: {length} does not fit the {cls} length prefix, which says at most {stated}")
     name = raw.get("name", f"Field {number}")
     if not isinstance(name, str):
         raise DialectError(f"{where}.name: expected a string")
