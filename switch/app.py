@@ -174,7 +174,7 @@ class Switch:
             bank.connector.mux.on_late_response = self._late_response_hook(bank)
             bank.connector.on_inbound_request = self._inbound_request_hook(bank, self.service.plugin(bank))
             bank.connector.on_network_request = bank.plugin.network
-        recovered = await recover(self.journal, self.banks, self.saf, self.registry, self.confirmations)
+        recovered = await recover(self.reactor, self.journal, self.banks, self.saf, self.registry, self.confirmations)
         if recovered:
             log.warning("recovered_in_flight", count=recovered)
         for bank in self.banks.values():

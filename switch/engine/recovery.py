@@ -10,6 +10,9 @@ ones already have their item queued; if it was acknowledged just before the cras
 outcome is settled now through store-and-forward's settle hook (the engine's).  One
 ``pending_customer_action`` is not uncertain yet: the customer may still confirm, so its expiry is re-armed (with
 whatever time it had left) and it is reversed only if that expiry passes.
+
+Resolving one transaction reads it afresh first, so it is made again when the journal cannot say whether its
+commit happened (`switch.journal.again`): a writer process dying during recovery does not stop the start.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
+from twisted.internet.interfaces import IReactorTime
 
 from switch.domain.status import Kind, Status
 from switch.engine.engine import reversal_draft
 from switch.engine.saf import StoreAndForward
 from switch.iso.mti import response_mti
 from switch.journal import Journal
+from switch.journal.again import until_known
 from switch.journal.models import SafState, Transaction
 from switch.observe.metrics import MetricBundle
 
@@ -46,16 +51,17 @@ class RecoveryMetrics(MetricBundle):
 
 
 async def recover(
-    journal: Journal, banks: Mapping[str, Any], saf: StoreAndForward, registry: CollectorRegistry,
+    clock: IReactorTime, journal: Journal, banks: Mapping[str, Any], saf: StoreAndForward, registry: CollectorRegistry,
     confirmations: Confirmations | None = None,
 ) -> int:
     """Queue reversals for everything left in flight (re-arm the expiry of payments awaiting
     the customer); returns how many transactions were recovered."""
     metrics = RecoveryMetrics.on(registry)
-    found = await journal.in_flight()
+    found = await until_known(clock, "recovery: in_flight", journal.in_flight)
     for txn in found:
         metrics.recovered.labels(txn.connector, txn.status.value).inc()
-        await _give_owner(journal, banks, saf, confirmations, txn)
+        await until_known(clock, f"recovery: {txn.txn_id}",
+                          lambda txn=txn: _give_owner(journal, banks, saf, confirmations, txn))
     return len(found)
 
 

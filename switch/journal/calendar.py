@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 from twisted.internet import defer
 
+from switch.journal.again import until_known
 from switch.journal.base import JournalBase, fails_as_deferred, log
 from switch.journal.db import Db, Row
 from switch.journal.errors import CutoverRefused, InvalidRecord
@@ -96,15 +97,17 @@ class CalendarApi(JournalBase):
 
     @fails_as_deferred
     def open_business_days(self, initial: Mapping[str, str]) -> defer.Deferred[dict[str, str]]:
-        """Open ``initial[connector]`` for each connector that has no open date; fires with every open date."""
+        """Open ``initial[connector]`` for each connector that has no open date; fires with every open date.
+        Opened again if the journal cannot say whether they were (`until_known`): a date opens once."""
         dates = {connector: require_date(f"business date of {connector}", d) for connector, d in initial.items()}
-        now = self._now()
 
         def loaded(open_dates: dict[str, str]) -> dict[str, str]:
             self._open_dates.update(open_dates)
             return dict(self._open_dates)
 
-        return self._writer.submit(Call(_open_missing, dates, now)).addCallback(loaded)
+        opened = until_known(self._reactor, "open_business_days",
+                             lambda: self._writer.submit(Call(_open_missing, dates, self._now())))
+        return defer.ensureDeferred(opened).addCallback(loaded)
 
     def business_date(self, connector: str) -> str | None:
         """The date a row of ``connector`` created now is stamped with (None before `open_business_days`)."""

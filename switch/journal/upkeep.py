@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from twisted.internet import defer
 
 from switch.journal import cards, counters, lease, store
+from switch.journal.again import until_known
 from switch.journal.base import JournalBase, log, microseconds
 from switch.journal.units import Call
 
@@ -46,9 +47,12 @@ class UpkeepApi(JournalBase):
     # One node per journal, persisted counters
 
     def acquire_lease(self, me: lease.LeaseHolder, seconds: float) -> defer.Deferred[lease.Taken]:
-        """Take the journal's node lease for ``seconds`` (`lease.LeaseHeld` if a live node has it)."""
-        now, ttl = self._now(), int(seconds * 1_000_000)
-        return self._writer.submit(Call(lease.acquire, me, now=now, ttl=ttl))
+        """Take the journal's node lease for ``seconds`` (`lease.LeaseHeld` if a live node has it); taken
+        again if the journal cannot say whether it was (`until_known`: a lease already ``me``'s is renewed)."""
+        ttl = int(seconds * 1_000_000)
+        return defer.ensureDeferred(until_known(
+            self._reactor, "acquire_lease",
+            lambda: self._writer.submit(Call(lease.acquire, me, now=self._now(), ttl=ttl))))
 
     def renew_lease(self, owner: str, seconds: float) -> defer.Deferred[None]:
         now, ttl = self._now(), int(seconds * 1_000_000)
@@ -58,5 +62,7 @@ class UpkeepApi(JournalBase):
         return self._writer.submit(Call(lease.release, owner))
 
     def reserve_numbers(self, name: str, count: int) -> defer.Deferred[int]:
-        """Durably take ``count`` numbers of counter ``name``; fires with the first (see `counters`)."""
-        return self._writer.submit(Call(counters.reserve, name, count))
+        """Durably take ``count`` numbers of counter ``name``; fires with the first (see `counters`). A block
+        the journal cannot say it reserved is left unused and another reserved (`until_known`)."""
+        return defer.ensureDeferred(until_known(
+            self._reactor, f"reserve_numbers {name}", lambda: self._writer.submit(Call(counters.reserve, name, count))))

@@ -111,9 +111,6 @@ class _Run:
         self.stopping = False
         self.faults: Counter[str] = Counter()
         self.restarts: list[float] = []
-        self.restarting = False
-        """A SIGKILLed switch is starting again: its start-up's own journal writes are not repeated after a writer
-        death (it exits, for its supervisor to restart), so the writer-kill schedule waits for it to be up."""
         self.bank_restarts: Counter[str] = Counter()
         self.longest_bank_outage: dict[str, float] = {}
         self.pg_schema = f"kswitch_chaos_{uuid.uuid4().hex[:12]}" if options.journal == "postgresql" else None
@@ -134,21 +131,30 @@ class _Run:
             await sleep(max(0.0, began + moment - time.monotonic()))
             if self.stopping:
                 return
-            self.restarting = True
             switch.kill()
             await sleep(self.rng.uniform(0.0, 0.3))  # the web tier finds the switch gone
             switch.start()
+            if self.rng.random() < 0.5:
+                await self.kill_writer_while_starting(switch)
             self.restarts.append(await switch.wait_ready(READY_TIMEOUT))
-            self.restarting = False
             assert not web.crashes, f"web tier worker crashed: {web.crashes}"
+
+    async def kill_writer_while_starting(self, switch: SwitchProcess) -> None:
+        """The restarted switch's writer process dies soon after it appears: before it reports itself started,
+        or with one of the start-up's own writes (lease, business days, RRN blocks, recovery), which are made
+        again (`switch.journal.again`) instead of ending the start."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not switch.writer_pid() and time.monotonic() < deadline:
+            await sleep(0.01)
+        await sleep(self.rng.uniform(0.0, 0.6))
+        if switch.kill_writer():
+            self.faults["writer killed while starting"] += 1
 
     async def writer_kill_schedule(self, switch: SwitchProcess, at: list[float], began: float) -> None:
         """The journal's writer process dies on its own (the OOM killer, say): its batch's payments hear
         `CommitOutcomeUnknown`, the switch starts another."""
         for moment in at:
             await sleep(max(0.0, began + moment - time.monotonic()))
-            while self.restarting and not self.stopping:
-                await sleep(0.05)
             if self.stopping:
                 return
             switch.kill_writer()
@@ -240,6 +246,8 @@ async def run(options: ChaosOptions, workdir: Path) -> ChaosResult:
             "kills": switch.kills, "writer": options.writer, "writer_kills": switch.writer_kills,
             "restart_seconds": [round(s, 2) for s in r.restarts],
             "bank_restarts": dict(r.bank_restarts), "faults_injected": dict(r.faults),
+            "writes_made_again": sum(path.read_text(errors="replace").count('"journal_write_made_again"')
+                                     for path in switch.logs if path.exists()),
             "saf_backlog_after_load": backlog, **checked.summary,
             "violations": {k: len(v) for k, v in sorted(report.violations.items())},
             "timings": {k: round(v, 1) for k, v in timings.items()},

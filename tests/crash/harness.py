@@ -277,8 +277,8 @@ class SwitchProcess:
         self.proc.wait(timeout=10)
         self.kills += 1
 
-    def kill_writer(self) -> bool:
-        """SIGKILL the switch's journal writer process, if it has one; True when one was killed."""
+    def writer_pid(self) -> int | None:
+        """The switch's journal writer process, if it has one."""
         assert self.proc is not None
         for status in Path("/proc").glob("[0-9]*/status"):
             try:
@@ -287,10 +287,20 @@ class SwitchProcess:
             except OSError:
                 continue
             if f"\nPPid:\t{self.proc.pid}\n" in text and b"switch.journal.writerproc" in cmdline:
-                os.kill(int(status.parent.name), signal.SIGKILL)
-                self.writer_kills += 1
-                return True
-        return False
+                return int(status.parent.name)
+        return None
+
+    def kill_writer(self) -> bool:
+        """SIGKILL the switch's journal writer process, if it has one; True when one was killed."""
+        pid = self.writer_pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return False
+        self.writer_kills += 1
+        return True
 
     async def terminate(self, timeout: float) -> int:
         """SIGTERM and wait for the graceful shutdown; returns the exit code."""

@@ -6,6 +6,7 @@ and ``status`` lists a payment's operations."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -14,6 +15,7 @@ from twisted.internet import reactor
 from switch.domain.carddata import CardData
 from switch.domain.status import Kind, Status
 from switch.engine.recovery import recover
+from switch.journal import CommitOutcomeUnknown, again
 from switch.journal.models import Direction, NewTransaction, SafDraft, SafKind, SafState, utc_from_seconds
 from switch.tools.banksim import ORIGINAL_KINDS
 from tests.e2e.harness import TOKEN, authorize, eventually, start_env, stop_env
@@ -213,7 +215,37 @@ async def test_recovery_settles_an_acknowledged_advice_whose_outcome_was_not_jou
         connector="bank_a", kind=SafKind.ADVICE, mti="0221", fields={"11": "000321"}, due_at=later))
     item = (await journal.saf_items(cap.txn_id))[0]
     await journal.saf_complete(item.saf_id, response_code="00")
-    assert await recover(journal, fast.switch.banks, fast.switch.saf, fast.registry) == 1
+    assert await recover(reactor, journal, fast.switch.banks, fast.switch.saf, fast.registry) == 1
     parent, child = await _txn(fast, pre["txn_id"]), await _txn(fast, cap.txn_id)
     assert (parent.status, parent.amount_captured, parent.amount_capture_pending) == (Status.CAPTURED, 2000, 0)
     assert child.status is Status.APPROVED and child.card is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_recovery_whose_commit_is_unknown_resolves_the_payment_once(fast, monkeypatch):
+    """The writer process dies with recovery's batch (it committed): recovery reads the payment again and leaves
+    it to the reversal it queued, instead of stopping the start (found by the chaos test's writer kills)."""
+    journal = fast.journal
+    monkeypatch.setattr(again, "SECONDS", 0.01)
+    pending = await journal.create_transaction(
+        NewTransaction(kind=Kind.AUTHORIZATION, merchant_id="M100", connector="bank_a", amount=700, currency="USD",
+                       card=CardData(VISA, "3012"), stan="000654"),
+        request=("0100", {"3": "000000", "4": "000000000700", "11": "000654", "41": "TERM0001"}))
+    real, lost = journal.transition, []
+
+    def unknown(_: object) -> None:
+        raise CommitOutcomeUnknown("the sqlite journal writer process ended during a batch")
+
+    def unknown_once(*args: Any, **kwargs: Any) -> Any:
+        done = real(*args, **kwargs)
+        if not lost:
+            lost.append(args[0])
+            done.addCallback(unknown)
+        return done
+
+    monkeypatch.setattr(journal, "transition", unknown_once)
+    assert await recover(reactor, journal, fast.switch.banks, fast.switch.saf, fast.registry) == 1
+    assert lost == [pending.txn_id]
+    assert (await _txn(fast, pending.txn_id)).status is Status.TIMEOUT
+    items = await journal.saf_items(pending.txn_id)
+    assert [(i.kind, i.mti) for i in items] == [(SafKind.REVERSAL, "0400")], "one reversal, not two"
