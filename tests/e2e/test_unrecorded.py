@@ -1,6 +1,7 @@
 """A payment whose first commit the journal could not confirm (its writer process died with the batch): the web
 tier hears ``busy``, the payment is never sent to its bank, and it ends ``failed`` rather than staying
-``pending`` with no owner; replays of its key say so, and never ``internal`` (found by the chaos test)."""
+``pending`` with no owner; replays of its key say so, and never ``internal`` (found by the chaos test). An outcome
+whose commit was unknown is read back and committed again; a switch whose start-up writes were unknown starts."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
+from switch import app
 from switch.domain.status import Status
 from switch.engine.inflight import JOURNAL_UNAVAILABLE
 from switch.engine.payments import STILL_IN_PROGRESS
-from switch.journal import CommitOutcomeUnknown
-from tests.e2e.harness import authorize
+from switch.journal import CommitOutcomeUnknown, again
+from tests.e2e.harness import authorize, start_env, stop_env
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -127,3 +129,41 @@ async def test_a_capture_whose_commit_is_unknown_is_answered_once_it_is_known(en
     assert (parent.status, parent.amount_captured) == (Status.CAPTURED, 4000)
     assert [m.mti for m in await env.journal.messages(cap["operation"]["txn_id"])] == ["0220", "0230"]
     assert env.sims["bank_a"].received["0220"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_switch_whose_start_up_writes_are_unknown_once_starts_and_serves(tmp_path, monkeypatch) -> None:
+    """The writer process dies with each of the start-up's own writes (the lease, the business days, an RRN block;
+    each committed): the switch makes each again and starts, where it used to exit 1 (CI at 92c70ce)."""
+    monkeypatch.setattr(again, "SECONDS", 0.01)
+    lost: list[str] = []
+    real_open = app.open_journal
+
+    async def opened(*args: Any, **kwargs: Any) -> Any:
+        journal = await real_open(*args, **kwargs)
+        real_submit = journal._writer.submit
+
+        def submit(call: Any) -> defer.Deferred[Any]:
+            done = real_submit(call)
+            name = call.fn.__name__
+            if name in ("acquire", "_open_missing", "reserve") and name not in lost:
+                lost.append(name)
+
+                def unknown(_: object) -> None:
+                    raise CommitOutcomeUnknown("the sqlite journal writer process ended during a batch")
+
+                done.addCallback(unknown)
+            return done
+
+        monkeypatch.setattr(journal._writer, "submit", submit)
+        return journal
+
+    monkeypatch.setattr(app, "open_journal", opened)
+    env = await start_env(tmp_path)
+    try:
+        assert sorted(lost) == ["_open_missing", "acquire", "reserve"]
+        c = await env.connect()
+        approved = await c.call(authorize(1))
+        assert approved["status"] == "approved" and len(approved["rrn"]) == 12
+    finally:
+        await stop_env(env)
