@@ -18,6 +18,7 @@ from switch.engine.inflight import JOURNAL_UNAVAILABLE
 from switch.engine.payments import STILL_IN_PROGRESS
 from switch.journal import CommitOutcomeUnknown, again
 from tests.e2e.harness import authorize, start_env, stop_env
+from tests.journal.test_again import unknown_once
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -136,31 +137,18 @@ async def test_a_switch_whose_start_up_writes_are_unknown_once_starts_and_serves
     """The writer process dies with each of the start-up's own writes (the lease, the business days, an RRN block;
     each committed): the switch makes each again and starts, where it used to exit 1 (CI at 92c70ce)."""
     monkeypatch.setattr(again, "SECONDS", 0.01)
-    lost: list[str] = []
+    made: list[list[str]] = []
     real_open = app.open_journal
 
     async def opened(*args: Any, **kwargs: Any) -> Any:
         journal = await real_open(*args, **kwargs)
-        real_submit = journal._writer.submit
-
-        def submit(call: Any) -> defer.Deferred[Any]:
-            done = real_submit(call)
-            name = call.fn.__name__
-            if name in ("acquire", "_open_missing", "reserve") and name not in lost:
-                lost.append(name)
-
-                def unknown(_: object) -> None:
-                    raise CommitOutcomeUnknown("the sqlite journal writer process ended during a batch")
-
-                done.addCallback(unknown)
-            return done
-
-        monkeypatch.setattr(journal._writer, "submit", submit)
+        made.append(unknown_once(journal, monkeypatch, "acquire", "_open_missing", "reserve"))
         return journal
 
     monkeypatch.setattr(app, "open_journal", opened)
     env = await start_env(tmp_path)
     try:
+        [lost] = made
         assert sorted(lost) == ["_open_missing", "acquire", "reserve"]
         c = await env.connect()
         approved = await c.call(authorize(1))

@@ -23,24 +23,26 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(again, "SECONDS", 0.01)
 
 
-def unknown_once(journal: Any, monkeypatch: pytest.MonkeyPatch, unit: str) -> list[str]:
-    """The first write of writer unit ``unit`` commits, and its caller hears `CommitOutcomeUnknown`."""
+def unknown_once(journal: Any, monkeypatch: pytest.MonkeyPatch, *units: str) -> list[str]:
+    """The first write of each writer unit named in ``units`` commits, and its caller hears `CommitOutcomeUnknown`;
+    the names of those written so far, in order."""
     real = journal._writer.submit
     lost: list[str] = []
 
     def submit(call: Any) -> defer.Deferred[Any]:
         done = real(call)
-        if call.fn.__name__ == unit and not lost:
-            lost.append(unit)
-
-            def unknown(_: object) -> None:
-                raise CommitOutcomeUnknown("the sqlite journal writer process ended during a batch")
-
-            done.addCallback(unknown)
+        name = call.fn.__name__
+        if name in units and name not in lost:
+            lost.append(name)
+            done.addCallback(_unknown)
         return done
 
     monkeypatch.setattr(journal._writer, "submit", submit)
     return lost
+
+
+def _unknown(_: object) -> None:
+    raise CommitOutcomeUnknown("the sqlite journal writer process ended during a batch")
 
 
 def rows(config: Any, sql: str) -> list[tuple[Any, ...]]:
