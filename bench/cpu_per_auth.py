@@ -66,23 +66,27 @@ def children(pid: int) -> list[int]:
             for child in (task / "children").read_text().split()]
 
 
-def postgres_writer() -> int | None:
-    """The PostgreSQL backend serving the journal writer's connection, if one is open."""
+def postgres_writers() -> list[int]:
+    """The PostgreSQL backends serving the journal's writer connections (the writer thread's and the writer
+    process's: the adaptive writer keeps both)."""
     import psycopg
 
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
-        row = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'kswitch-journal-writer'").fetchone()
-    return row[0] if row else None
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'kswitch-journal-writer'")
+        return [row[0] for row in rows.fetchall()]
+
+
+def _summed(pids: list[int]) -> list[float]:
+    return [sum(column) for column in zip([0.0, 0.0], *map(process_times, pids))]
 
 
 def all_times(pid: int, pg: bool) -> dict[str, list[float]]:
     """`thread_times` of the switch, and the whole of its writer process and PostgreSQL backend: on a
     small machine every one of them takes CPU the others could have used."""
     times = thread_times(pid)
-    times["writer process"] = [sum(column) for column in zip([0.0, 0.0], *map(process_times, children(pid)))]
-    backend = postgres_writer() if pg else None
-    if backend is not None:
-        times["postgres backend"] = process_times(backend)
+    times["writer process"] = _summed(children(pid))
+    if pg:
+        times["postgres backend"] = _summed(postgres_writers())
     return times
 
 
