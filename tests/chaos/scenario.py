@@ -140,13 +140,18 @@ class _Run:
             assert not web.crashes, f"web tier worker crashed: {web.crashes}"
 
     async def kill_writer_while_starting(self, switch: SwitchProcess) -> None:
-        """The restarted switch's writer process dies soon after it appears: before it reports itself started,
-        or with one of the start-up's own writes (lease, business days, RRN blocks, recovery), which are made
-        again (`switch.journal.again`) instead of ending the start."""
+        """The restarted switch's writer process dies while the switch starts: soon after it appears (mostly before
+        it reports itself started), or as soon as the switch has taken its lease, with the start-up's next writes
+        (business days, RRN blocks, recovery), which are made again (`switch.journal.again`) instead of ending
+        the start."""
         deadline = time.monotonic() + READY_TIMEOUT
-        while not switch.writer_pid() and time.monotonic() < deadline:
-            await sleep(0.01)
-        await sleep(self.rng.uniform(0.0, 0.6))
+        if self.rng.random() < 0.5:
+            while not switch.writer_pid() and time.monotonic() < deadline:
+                await sleep(0.01)
+            await sleep(self.rng.uniform(0.0, 0.6))
+        else:
+            while '"journal_lease_taken"' not in switch.log_text() and time.monotonic() < deadline:
+                await sleep(0.005)
         if switch.kill_writer():
             self.faults["writer killed while starting"] += 1
 

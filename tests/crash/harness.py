@@ -245,6 +245,12 @@ class SwitchProcess:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
             )
 
+    def log_text(self) -> str:
+        """What the current run of the switch has logged so far."""
+        if not self.logs or not self.logs[-1].exists():
+            return ""
+        return self.logs[-1].read_text(errors="replace")
+
     def log_tail(self, lines: int = 15) -> str:
         if not self.logs:
             return "(no log)"
