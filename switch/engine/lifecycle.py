@@ -29,9 +29,9 @@ from dataclasses import replace
 from typing import Any
 
 import structlog
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, ensureDeferred
 
-from switch.domain.errors import DomainError, InvalidRequest, InvalidState, NotFound
+from switch.domain.errors import DomainError, InvalidRequest, InvalidState, NotFound, NotRecorded
 from switch.domain.merchant import MerchantConfig
 from switch.domain.model import LifecycleRequest
 from switch.domain.status import Kind, Status
@@ -51,6 +51,7 @@ from switch.engine.engine import (
     void_draft,
 )
 from switch.engine.idempotency import KeyedOnce, check_same
+from switch.engine.inflight import JOURNAL_UNAVAILABLE
 from switch.engine.recommit import commit_outcome
 from switch.engine.status import API_STATUS, answer
 from switch.iso.dialect import Message
@@ -62,7 +63,7 @@ from switch.iso.translate import (
     original_data_elements,
     reversal_request,
 )
-from switch.journal.errors import TransactionNotFound
+from switch.journal.errors import TransactionNotFound, TransitionRefused, VersionConflict
 from switch.journal.ids import new_txn_id
 from switch.journal.models import NewTransaction, SafKind, Transaction
 from switch.journal.refusals import DuplicateIdempotencyKey, ReservationRefused
@@ -229,8 +230,10 @@ class Lifecycle:
         except ReservationRefused as e:
             bank.release_stan(message["11"])
             raise await self._refusal(e.parent.txn_id, req) from None
-        except BaseException:
+        except BaseException as e:
             bank.release_stan(message["11"])
+            if isinstance(e, NotRecorded):  # recorded or not, never sent: ended here, not left pending
+                ensureDeferred(self._fail_unrecorded(new.txn_id))
             raise
         parent, child = await self._outcome(bank, child, message, card)
         self.metrics.outcomes.labels(bank.name, kind.value, operation_view(child)["status"]).inc()
@@ -290,6 +293,27 @@ class Lifecycle:
                     resolution=draft.kind.value)
         self.engine.saf.kick(bank.name)
         return result
+
+    async def _fail_unrecorded(self, txn_id: str) -> None:
+        """End an operation whose first commit the journal could not confirm (`NotRecorded`: its writer process died
+        with the batch) and that was therefore never written to its bank: if that commit happened, the operation is
+        ``failed`` (``journal_unavailable``) and its reservation on the parent given back in the same commit,
+        committed again while the journal cannot say (`switch.engine.recommit`). Left pending, it held the parent's
+        amount until the stale-pending sweep (found by the chaos test: a capture answered ``busy``)."""
+        try:
+            await commit_outcome(
+                self.engine.clock, self.journal, txn_id,
+                lambda: self.journal.finish_operation(txn_id, to=Status.FAILED, reason=JOURNAL_UNAVAILABLE,
+                                                      forget_card=True),
+                self._with_parent)
+        except TransactionNotFound:
+            log.info("unrecorded_operation_absent", txn_id=txn_id)
+        except (TransitionRefused, VersionConflict):  # ended meanwhile (the stale-pending sweep)
+            log.info("unrecorded_operation_ended_elsewhere", txn_id=txn_id)
+        except Exception:  # nobody awaits this: the stale-pending sweep ends it later
+            log.exception("unrecorded_operation_not_ended", txn_id=txn_id)
+        else:
+            log.warning("unrecorded_operation_failed", txn_id=txn_id)
 
     async def _with_parent(self, child: Transaction) -> tuple[Transaction, Transaction]:
         assert child.parent_txn_id is not None

@@ -155,3 +155,32 @@ async def test_a_switch_whose_start_up_writes_are_unknown_once_starts_and_serves
         assert approved["status"] == "approved" and len(approved["rrn"]) == 12
     finally:
         await stop_env(env)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_capture_whose_first_commit_is_unknown_ends_failed_and_gives_its_amount_back(env, monkeypatch) -> None:
+    """The capture's first commit (the operation and its reservation on the pre-authorization) happens and its caller
+    hears `CommitOutcomeUnknown`: the web tier is told ``busy``, nothing goes to the bank, and the operation ends
+    ``failed`` with the reservation given back, instead of holding it until the stale-pending sweep (chaos seed 7114)."""
+    c = await env.connect()
+    pre = await c.call(authorize(1, amount=2000, capture=False))
+    real, lost = env.journal.begin_operation, []
+
+    def committed(*args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+        def unknown(moved: Any) -> None:
+            lost.append(moved[1].txn_id)
+            raise CommitOutcomeUnknown("the sqlite journal writer process ended during a batch")
+
+        return real(*args, **kwargs).addCallback(unknown) if not lost else real(*args, **kwargs)
+
+    monkeypatch.setattr(env.journal, "begin_operation", committed)
+    busy = await c.call({"id": 2, "op": "capture", "txn_id": pre["txn_id"], "amount": 500, "idempotency_key": "cap-1"})
+    assert busy["error"]["code"] == "busy"
+    [child_id] = lost
+    await until_status(env, child_id, Status.FAILED)
+    child, parent = await env.journal.get_transaction(child_id), await env.journal.get_transaction(pre["txn_id"])
+    assert child.reason == JOURNAL_UNAVAILABLE and child.card is None
+    assert (parent.status, parent.amount_captured, parent.amount_capture_pending) == (Status.APPROVED, 0, 0)
+    assert [mti for sim in env.sims.values() for mti in sim.received if mti.startswith("02")] == [], "no capture sent"
+    again = await c.call({"id": 3, "op": "capture", "txn_id": pre["txn_id"], "amount": 500, "idempotency_key": "cap-2"})
+    assert (again["status"], again["amount_captured"], again["operation"]["status"]) == ("captured", 500, "approved")
