@@ -35,7 +35,7 @@ from switch.engine.engine import (
     resolution_draft,
     settlement_column,
 )
-from switch.engine.recommit import commit_outcome
+from switch.engine.recommit import commit_outcome, end_unrecorded
 from switch.engine.risk import Verdict
 from switch.engine.risk.stage import Screening
 from switch.engine.saf import StoreAndForward
@@ -43,7 +43,6 @@ from switch.engine.status import API_STATUS, answer
 from switch.iso.dialect import Message
 from switch.iso.translate import sealed_instrument
 from switch.journal import Journal
-from switch.journal.errors import TransactionNotFound, TransitionRefused, VersionConflict
 from switch.journal.models import EventDraft, Received, Transaction
 
 JOURNAL_UNAVAILABLE = "journal_unavailable"
@@ -233,17 +232,10 @@ class PaymentOutcomes:
         return ensureDeferred(self._fail_unrecorded(txn_id, kind, bank, screening))
 
     async def _fail_unrecorded(self, txn_id: str, kind: Kind, bank: Bank, screening: Screening | None) -> None:
-        try:  # `finish` commits again while the journal cannot say (`switch.engine.recommit`)
-            await self.finish(txn_id, kind, bank, Status.FAILED, screening, reason=JOURNAL_UNAVAILABLE,
-                              forget_card=True)
-        except TransactionNotFound:
-            log.info("unrecorded_payment_absent", txn_id=txn_id, connector=bank.name)
-        except (TransitionRefused, VersionConflict):  # ended meanwhile (the stale-pending sweep)
-            log.info("unrecorded_payment_ended_elsewhere", txn_id=txn_id, connector=bank.name)
-        except Exception:  # nobody awaits this: the stale-pending sweep ends it later
-            log.exception("unrecorded_payment_not_ended", txn_id=txn_id, connector=bank.name)
-        else:
-            log.warning("unrecorded_payment_failed", txn_id=txn_id, connector=bank.name)
+        await end_unrecorded(  # `finish` commits again while the journal cannot say (`switch.engine.recommit`)
+            "payment", lambda: self.finish(txn_id, kind, bank, Status.FAILED, screening, reason=JOURNAL_UNAVAILABLE,
+                                           forget_card=True),
+            txn_id=txn_id, connector=bank.name)
 
     async def finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, screening: Screening | None,
                      **changes: Any) -> dict[str, Any]:

@@ -52,7 +52,7 @@ from switch.engine.engine import (
 )
 from switch.engine.idempotency import KeyedOnce, check_same
 from switch.engine.inflight import JOURNAL_UNAVAILABLE
-from switch.engine.recommit import commit_outcome
+from switch.engine.recommit import commit_outcome, end_unrecorded
 from switch.engine.status import API_STATUS, answer
 from switch.iso.dialect import Message
 from switch.iso.masking import mask_message
@@ -63,7 +63,7 @@ from switch.iso.translate import (
     original_data_elements,
     reversal_request,
 )
-from switch.journal.errors import TransactionNotFound, TransitionRefused, VersionConflict
+from switch.journal.errors import TransactionNotFound
 from switch.journal.ids import new_txn_id
 from switch.journal.models import NewTransaction, SafKind, Transaction
 from switch.journal.refusals import DuplicateIdempotencyKey, ReservationRefused
@@ -300,20 +300,10 @@ class Lifecycle:
         ``failed`` (``journal_unavailable``) and its reservation on the parent given back in the same commit,
         committed again while the journal cannot say (`switch.engine.recommit`). Left pending, it held the parent's
         amount until the stale-pending sweep (found by the chaos test: a capture answered ``busy``)."""
-        try:
-            await commit_outcome(
-                self.engine.clock, self.journal, txn_id,
-                lambda: self.journal.finish_operation(txn_id, to=Status.FAILED, reason=JOURNAL_UNAVAILABLE,
-                                                      forget_card=True),
-                self._with_parent)
-        except TransactionNotFound:
-            log.info("unrecorded_operation_absent", txn_id=txn_id)
-        except (TransitionRefused, VersionConflict):  # ended meanwhile (the stale-pending sweep)
-            log.info("unrecorded_operation_ended_elsewhere", txn_id=txn_id)
-        except Exception:  # nobody awaits this: the stale-pending sweep ends it later
-            log.exception("unrecorded_operation_not_ended", txn_id=txn_id)
-        else:
-            log.warning("unrecorded_operation_failed", txn_id=txn_id)
+        await end_unrecorded("operation", lambda: commit_outcome(
+            self.engine.clock, self.journal, txn_id,
+            lambda: self.journal.finish_operation(txn_id, to=Status.FAILED, reason=JOURNAL_UNAVAILABLE, forget_card=True),
+            self._with_parent), txn_id=txn_id)
 
     async def _with_parent(self, child: Transaction) -> tuple[Transaction, Transaction]:
         assert child.parent_txn_id is not None

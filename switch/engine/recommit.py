@@ -25,6 +25,7 @@ from twisted.internet.task import deferLater
 from switch.domain.errors import NotRecorded
 from switch.domain.status import Status
 from switch.journal import Journal
+from switch.journal.errors import TransactionNotFound, TransitionRefused, VersionConflict
 from switch.journal.models import Transaction
 
 T = TypeVar("T")
@@ -60,3 +61,19 @@ async def _again(journal: Journal, txn_id: str, commit: Callable[[], Deferred[T]
         log.info("outcome_commit_found", txn_id=txn_id, status=txn.status.value)
         return await landed(txn)
     return await commit()
+
+
+async def end_unrecorded(what: str, end: Callable[[], Awaitable[object]], **context: object) -> None:
+    """Run ``end``, the ``failed`` outcome of a ``what`` (payment, operation) whose first commit the journal could not
+    confirm and that never reached its bank, and log how it went: nobody awaits it, and if it cannot be ended now
+    the stale-pending sweep ends it later."""
+    try:
+        await end()
+    except TransactionNotFound:  # the first commit never happened
+        log.info(f"unrecorded_{what}_absent", **context)
+    except (TransitionRefused, VersionConflict):  # ended meanwhile (the stale-pending sweep)
+        log.info(f"unrecorded_{what}_ended_elsewhere", **context)
+    except Exception:
+        log.exception(f"unrecorded_{what}_not_ended", **context)
+    else:
+        log.warning(f"unrecorded_{what}_failed", **context)
