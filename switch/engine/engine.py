@@ -50,7 +50,7 @@ from switch.domain.businessday import nearest_date
 from switch.domain.carddata import CardData
 from switch.domain.status import Status
 from switch.engine.bank import Bank
-from switch.engine.saf import REVERSIBLE, StoreAndForward
+from switch.engine.saf import REVERSIBLE, StoreAndForward, acknowledged
 from switch.engine.status import API_STATUS
 from switch.iso.dialect import Message, MessageError
 from switch.iso.masking import mask_message
@@ -336,6 +336,7 @@ class Engine:
             txn = await self._settle(item, response, code)
         except TransitionRefused as e:
             log.info("saf_outcome_already_recorded", txn_id=item.txn_id, detail=str(e))
+            await self.saf.complete_alone(item, code)
             txn = await self.journal.get_transaction(item.txn_id)
         for waiter in self._waiters.pop(item.txn_id, []):
             waiter.callback(txn)
@@ -343,6 +344,7 @@ class Engine:
                  response_code=code)
 
     async def _settle(self, item: SafItem, response: Message, code: str) -> Transaction:
+        ack = acknowledged(item, code)
         txn = await self.journal.get_transaction(item.txn_id)
         if txn.parent_txn_id is None:
             reversed_ = item.kind is SafKind.REVERSAL
@@ -350,20 +352,21 @@ class Engine:
                                {"txn_id": txn.txn_id, "reversal_response_code": code})
             return await self.journal.transition(txn.txn_id, expected_from=REVERSIBLE,
                                                  to=Status.REVERSED if reversed_ else Status.VOIDED,
-                                                 forget_card=True, event=event)
+                                                 forget_card=True, event=event, acknowledged=ack)
         resolving = (Status.PENDING, Status.TIMEOUT)
         if item.kind is SafKind.VOID:
             event = EventDraft("payment.voided", {"txn_id": txn.parent_txn_id, "operation_txn_id": txn.txn_id,
                                                   "reversal_response_code": code})
             _, child = await self.journal.finish_operation(txn.txn_id, expected_from=resolving, to=Status.APPROVED,
-                                                           forget_card=True, event=event, response_code=code or None)
+                                                           forget_card=True, event=event, response_code=code or None,
+                                                           acknowledged=ack)
             return child
         if item.kind is SafKind.REVERSAL:
             event = EventDraft("payment.refund_reversed", {"txn_id": txn.parent_txn_id, "operation_txn_id": txn.txn_id,
                                                            "reversal_response_code": code})
             _, child = await self.journal.finish_operation(txn.txn_id, expected_from=resolving, to=Status.REVERSED,
                                                            forget_card=True, reason="reversed_after_timeout",
-                                                           event=event)
+                                                           event=event, acknowledged=ack)
             return child
         bank = self.banks[item.connector]
         request: Message = {**item.fields, "t": item.mti}
@@ -374,7 +377,7 @@ class Engine:
         columns = answer_columns(answer, request.get("37"))
         _, child = await self.journal.finish_operation(
             txn.txn_id, expected_from=resolving, to=status, forget_card=True, event=event, reason=answer.reason,
-            response_code=columns["response_code"], auth_code=columns["auth_code"],
+            response_code=columns["response_code"], auth_code=columns["auth_code"], acknowledged=ack,
             **settlement_column(self.journal, bank.name, answer),
         )
         return child

@@ -14,6 +14,11 @@ After ``max_attempts`` the item is dead-lettered with its reason (visible in met
 ``saf.dead_letter`` event, and ``kswitch saf list``), never dropped silently.  What is not
 an attempt: no ready link, or the connector at its own ``max_in_flight`` (nothing was
 written and nothing was wrong with the item); the item stays due and goes at the next poll.
+
+A final answer completes the item in the commit of the outcome it settles (`SafAcknowledged`): the
+reversal or void journalled, the operation finished with its parent's totals. If that commit fails, the item
+is still queued and goes again, as a repeat; had the item been completed by a commit of its own, a failure
+of the next would have left its payment ``timeout`` with nothing left to settle it.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from switch.iso.masking import mask_message
 from switch.iso.translate import reversal_request
 from switch.journal import Journal
 from switch.journal.errors import TransitionRefused
-from switch.journal.models import Direction, EventDraft, SafItem, SafKind, utc_from_seconds
+from switch.journal.models import Direction, EventDraft, SafAcknowledged, SafItem, SafKind, SafState, utc_from_seconds
 from switch.observe.metrics import MetricBundle
 
 log = structlog.get_logger("kswitch.saf")
@@ -108,6 +113,8 @@ class StoreAndForward:
         """Per connector: saf_id -> txn_id of the items being delivered."""
         self._finished: set[int] = set()
         """Items whose delivery ended while the current ready-read ran (that read may be stale for them)."""
+        self._answered_unsettled: set[int] = set()
+        """Items the bank answered whose outcome's commit failed: the bank has seen them, so they go again as repeats."""
         self._deliveries: set[Deferred[None]] = set()
         self._polling = False
         self._poll_again = False
@@ -230,7 +237,7 @@ class StoreAndForward:
         stan = bank.reserve_stan()
         message: Message | None = None
         try:
-            message = self.build(bank, item, stan, item.attempts > 0)
+            message = self.build(bank, item, stan, item.attempts > 0 or item.saf_id in self._answered_unsettled)
             await self.journal.append_message(
                 txn_id=item.txn_id, direction=Direction.OUT, connector=item.connector, mti=message["t"],
                 fields=mask_message(message, bank.profile.dialect),
@@ -263,9 +270,13 @@ class StoreAndForward:
         if answer.retryable:
             await self._retry_later(bank, item, "retryable", response_code=code)
             return True
-        await self.journal.saf_complete(item.saf_id, response_code=code)
+        try:
+            await self.settle(item, response)  # completes the item in the commit of its outcome (`acknowledged`)
+        except Exception:
+            self._answered_unsettled.add(item.saf_id)  # queued still, unless that commit happened: sent as a repeat
+            raise
+        self._answered_unsettled.discard(item.saf_id)
         self.metrics.acknowledged.labels(item.connector, item.kind.value).inc()
-        await self.settle(item, response)
         return True
 
     async def settle_reversal(self, item: SafItem, response: Message) -> None:
@@ -282,6 +293,12 @@ class StoreAndForward:
         log.warning("saf_attempt_failed", connector=item.connector, saf_id=item.saf_id, txn_id=item.txn_id,
                     attempts=updated.attempts, state=updated.state.value, cause=cause, **outcome)
 
+    async def complete_alone(self, item: SafItem, code: str) -> None:
+        """Complete an acknowledged item whose transaction had its outcome already (its settling transition
+        was refused, and with it the item's completion)."""
+        if item.state is not SafState.DONE:
+            await self.journal.saf_complete(item.saf_id, response_code=code)
+
     async def mark_reversed(self, item: SafItem, code: str) -> None:
         """The transaction is reversed: journal it with a notification for the web tier."""
         event = EventDraft("payment.reversed" if item.kind is SafKind.REVERSAL else "payment.voided",
@@ -290,12 +307,19 @@ class StoreAndForward:
             await self.journal.transition(
                 item.txn_id, expected_from=REVERSIBLE,
                 to=Status.REVERSED if item.kind is SafKind.REVERSAL else Status.VOIDED,
-                forget_card=True, event=event,
+                forget_card=True, event=event, acknowledged=acknowledged(item, code),
             )
         except TransitionRefused as e:
             log.info("saf_reversal_already_recorded", txn_id=item.txn_id, detail=str(e))
+            await self.complete_alone(item, code)
         log.info("saf_acknowledged", connector=item.connector, txn_id=item.txn_id, kind=item.kind.value,
                  response_code=code)
+
+
+def acknowledged(item: SafItem, code: str) -> SafAcknowledged | None:
+    """What completes ``item`` in the commit of the outcome its answer settles; None for an item completed
+    already (acknowledged by a run that crashed before settling it: recovery settles it)."""
+    return None if item.state is SafState.DONE else SafAcknowledged(item.saf_id, code)
 
 
 def _describe(error: Exception) -> str:

@@ -36,6 +36,7 @@ from switch.journal.models import (
     EventDraft,
     NewTransaction,
     Received,
+    SafAcknowledged,
     SafDraft,
     SafItem,
     Transaction,
@@ -128,6 +129,7 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
         saf: SafDraft | None = None,
         risk: Callable[[RiskLedger, Transaction], R] | None = None,
         received: Received | None = None,
+        acknowledged: SafAcknowledged | None = None,
         **changes: Unpack[TxnChanges],
     ) -> defer.Deferred[Transaction] | defer.Deferred[tuple[Transaction, R]]:
         """Move a transaction to ``to`` only if it is in one of ``expected_from`` (compare-and-set).
@@ -140,7 +142,8 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
         given back, a decline counted); it runs on the writer's copy of it, so what it
         has to tell the caller (the holds it put) is its result: with ``risk`` the
         Deferred fires with (transaction, that result). ``received`` is the bank's answer that decided it,
-        journalled in the same commit (on its own if the transition is refused).
+        journalled in the same commit (on its own if the transition is refused). ``acknowledged`` is the
+        store-and-forward item whose answer this settles, completed in the same commit (not if refused).
         """
         statuses = (expected_from,) if isinstance(expected_from, str) else expected_from
         expected = frozenset(require_enum(Status, status, "expected_from") for status in statuses)
@@ -153,11 +156,11 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
         saf_row = self._saf_row(txn_id, saf, now) if saf is not None else None
         answer = self._received_row(txn_id, received) if received is not None else None
         later = (len(expected) == 1 and expected_version is None and event is None and saf is None and risk is None
-                 and feebook.writes_nothing_after(target, prepared))
+                 and acknowledged is None and feebook.writes_nothing_after(target, prepared))
         moved = self._writer.submit(Call(
             txnunits.transition, txn_id, expected=expected, target=target, changes=prepared,
             expected_version=expected_version, forget_card=forget_card, event=announce, saf_row=saf_row, risk=risk,
-            answer=answer, later=later, now=now))
+            answer=answer, acknowledged=acknowledged, later=later, now=now))
         return moved if answer is None else moved.addErrback(self._journal_apart, answer)
 
     @fails_as_deferred
@@ -208,6 +211,7 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
         event: EventDraft | None = None,
         saf: SafDraft | None = None,
         received: Received | None = None,
+        acknowledged: SafAcknowledged | None = None,
         **changes: Unpack[TxnChanges],
     ) -> defer.Deferred[tuple[Transaction, Transaction]]:
         """Record an operation's outcome, the bank's answer (``received``, as for `transition`) and its
@@ -216,7 +220,8 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
         The child moves to ``to`` (compare-and-set, as `transition`); approved settles its
         reservation into the parent (captured, refunded, voided), declined/failed/reversed
         releases it, pending/timeout keeps it (``saf`` then queues the repeat or reversal
-        that will resolve it, in the same commit; ``event`` is the parent's). Fires with (parent, child).
+        that will resolve it, in the same commit; ``event`` is the parent's; ``acknowledged`` as for
+        `transition`). Fires with (parent, child).
         """
         statuses = (expected_from,) if isinstance(expected_from, str) else expected_from
         expected = frozenset(require_enum(Status, status, "expected_from") for status in statuses)
@@ -230,7 +235,8 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
         answer = self._received_row(child_id, received) if received is not None else None
         finished = self._writer.submit(Call(
             txnunits.finish_operation, child_id, expected=expected, target=target, changes=prepared,
-            forget_card=forget_card, event=announce, saf_row=saf_row, answer=answer, now=now))
+            forget_card=forget_card, event=announce, saf_row=saf_row, answer=answer, acknowledged=acknowledged,
+            now=now))
         return finished if answer is None else finished.addErrback(self._journal_apart, answer)
 
     def saf_items(self, txn_id: str) -> defer.Deferred[list[SafItem]]:

@@ -227,6 +227,24 @@ class Received(NamedTuple):
 
 
 @dataclass(frozen=True)
+class SafAcknowledged:
+    """A store-and-forward item the bank acknowledged, completed in the commit of the outcome it settles.
+
+    Why in that commit: an item completed by a commit of its own, and its outcome by the next, left the
+    transaction unsettled for good when the second commit failed or its outcome was unknown (nothing
+    sends a completed item again). In one commit both happen or neither does, and an item still queued
+    is sent again."""
+
+    saf_id: int
+    response_code: str
+
+    def __post_init__(self) -> None:
+        if isinstance(self.saf_id, bool) or not isinstance(self.saf_id, int):
+            raise InvalidRecord(f"saf_id must be an int, got {self.saf_id!r}")
+        require_response_code(self.response_code)
+
+
+@dataclass(frozen=True)
 class SafDraft:
     """A store-and-forward item to enqueue in the same database transaction as a state change.
 

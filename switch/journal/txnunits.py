@@ -18,7 +18,7 @@ from switch.journal import cards, events, feebook, operations, saf_queue, store
 from switch.journal.db import Db, Later
 from switch.journal.errors import CardDataRefused, InvalidRecord, TransactionNotFound
 from switch.journal.guard import dump_fields
-from switch.journal.models import EventDraft, Transaction
+from switch.journal.models import EventDraft, SafAcknowledged, Transaction
 from switch.journal.risk import RiskLedger, Screened, ScreeningLedger
 from switch.journal.units import FEES, shared
 
@@ -91,6 +91,7 @@ def transition(
     saf_row: Row | None,
     risk: Callable[[RiskLedger, Transaction], object] | None,
     answer: Row | None,
+    acknowledged: SafAcknowledged | None,
     later: bool,
     now: int,
 ) -> Transaction | Later[Transaction] | tuple[Transaction, object]:
@@ -116,6 +117,7 @@ def transition(
     _announce(db, txn, event, now)
     if saf_row is not None:
         saf_queue.enqueue(db, saf_row)
+    _complete(db, acknowledged, now)
     if risk is not None:
         return txn, risk(RiskLedger(db, now), txn)
     return txn
@@ -137,7 +139,8 @@ def begin_operation(db: Db, parent_id: str, *, kind: Kind, amount: int, allowed:
 
 def finish_operation(db: Db, child_id: str, *, expected: frozenset[Status], target: Status,
                      changes: Mapping[str, object], forget_card: bool, event: Announced | None,
-                     saf_row: Row | None, answer: Row | None, now: int) -> tuple[Transaction, Transaction]:
+                     saf_row: Row | None, answer: Row | None, acknowledged: SafAcknowledged | None,
+                     now: int) -> tuple[Transaction, Transaction]:
     """`Journal.finish_operation`'s unit."""
     append_answer(db, answer)
     child = store.transition(db, child_id, expected_from=expected, to=target, changes=changes,
@@ -150,5 +153,11 @@ def finish_operation(db: Db, child_id: str, *, expected: frozenset[Status], targ
     child = feebook.after_operation(db, parent, child, shared(db, FEES), now)
     if saf_row is not None:
         saf_queue.enqueue(db, saf_row)
+    _complete(db, acknowledged, now)
     _announce(db, parent, event, now)
     return parent, child
+
+
+def _complete(db: Db, acknowledged: SafAcknowledged | None, now: int) -> None:
+    if acknowledged is not None:
+        saf_queue.complete(db, acknowledged.saf_id, now=now, response_code=acknowledged.response_code)

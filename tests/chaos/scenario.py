@@ -8,7 +8,9 @@ several connections; and, for the length of the load, at seeded random moments:
   just inside it, and dropped answers (the bank moved the money, the answer is lost);
 * each bank host going down and coming back on the same port with the same ledger;
 * the switch SIGKILLed and restarted at once;
-* the journal's writer process SIGKILLed alone (the switch starts another).
+* the journal's writer process SIGKILLed alone (the switch starts another);
+* on a PostgreSQL journal, the server ending the switch's connections (`tests.chaos.pgfaults`): the
+  writer's alone (its batch in flight is lost or its COMMIT's outcome unknown), or the readers' too.
 
 Then the load stops (every request has its answer), faults go off, store-and-forward
 drains, every order's ``status`` is read, the switch stops with SIGTERM, and
@@ -36,6 +38,7 @@ from switch.gateway.client import BlockingClient, KSwitchConnectionError, KSwitc
 from switch.journal.journal import open_journal
 from switch.ops.config import load_config
 from tests.chaos.invariants import check
+from tests.chaos.pgfaults import terminate_backends
 from tests.chaos.webtier import CLIENT_TIMEOUT, LifecycleWebTier, Order
 from tests.crash.harness import (
     BANKS,
@@ -80,6 +83,7 @@ class ChaosOptions:
     journal: str = "sqlite"  # or "postgresql"
     writer: str = "process"  # [journal] writer: "process" (each writer kill then lands on a working writer) or "auto"
     writer_kills: int = 3  # SIGKILLs of the journal's writer process alone
+    pg_terminations: int = 4  # PostgreSQL journal only: times the server ends the switch's connections
     request_timeout: float = 1.0
     drain_cap: float = 60.0
 
@@ -110,6 +114,7 @@ class _Run:
         self.run_dir = short_run_dir()
         self.stopping = False
         self.faults: Counter[str] = Counter()
+        self.pg_backends_ended = 0
         self.restarts: list[float] = []
         self.bank_restarts: Counter[str] = Counter()
         self.longest_bank_outage: dict[str, float] = {}
@@ -164,6 +169,19 @@ class _Run:
                 return
             switch.kill_writer()
 
+    async def pg_schedule(self, switch: SwitchProcess, at: list[float], began: float) -> None:
+        """PostgreSQL ends the switch's journal connections: the writer's alone, or the readers' with them."""
+        for moment in at:
+            await sleep(max(0.0, began + moment - time.monotonic()))
+            if self.stopping:
+                return
+            pids = [pid for pid in (switch.pid(), switch.writer_pid()) if pid is not None]
+            writer_only = self.rng.random() < 0.6
+            ended = await deferToThread(terminate_backends, PG_DSN, pids, writer_only)
+            self.pg_backends_ended += ended
+            if ended:
+                self.faults["pg writer connection ended" if writer_only else "pg connections ended"] += 1
+
     async def bank_schedule(self, banks: Banks, bank: str, at: list[float], began: float) -> None:
         for moment in at:
             await sleep(max(0.0, began + moment - time.monotonic()))
@@ -212,6 +230,8 @@ async def run(options: ChaosOptions, workdir: Path) -> ChaosResult:
             *(ensureDeferred(r.bank_schedule(banks, bank, r.moments(options.bank_restarts), load_began))
               for bank in BANKS),
         ]
+        if options.journal == "postgresql":
+            schedules.append(ensureDeferred(r.pg_schedule(switch, r.moments(options.pg_terminations), load_began)))
         await sleep(options.seconds)
         r.stopping = True
         await gatherResults(schedules, consumeErrors=True)
@@ -251,6 +271,7 @@ async def run(options: ChaosOptions, workdir: Path) -> ChaosResult:
             "kills": switch.kills, "writer": options.writer, "writer_kills": switch.writer_kills,
             "restart_seconds": [round(s, 2) for s in r.restarts],
             "bank_restarts": dict(r.bank_restarts), "faults_injected": dict(r.faults),
+            "pg_backends_ended": r.pg_backends_ended,
             "writes_made_again": sum(path.read_text(errors="replace").count('"journal_write_made_again"')
                                      for path in switch.logs if path.exists()),
             "saf_backlog_after_load": backlog, **checked.summary,

@@ -3,7 +3,8 @@
 Set-up and faults: see `tests.chaos.scenario` (the real kswitch process, two in-process
 banksims, a web tier taking sales and pre-authorizations through full and partial
 captures, voids and refunds with idempotent retries; late and dropped bank answers, bank
-restarts, SIGKILLs of the switch and of its journal writer process).  ``bin/soak`` runs the same scenario for longer.
+restarts, SIGKILLs of the switch and of its journal writer process, and on PostgreSQL the server ending
+the journal's connections).  ``bin/soak`` runs the same scenario for longer.
 
 Invariants, checked after the load stops, faults go off and store-and-forward drains
 (`tests.chaos.invariants`; a failure lists every violation by invariant, each naming
@@ -68,6 +69,8 @@ async def test_lifecycles_under_chaos_keep_money_invariants(tmp_path):
         pytest.fail(result.failure(), pytrace=False)
     assert result.summary["kills"] >= 3
     assert result.summary["writer_kills"] >= 1, f"no writer process was there to kill: {result.summary}"
+    if JOURNAL == "postgresql":
+        assert result.summary["pg_backends_ended"] >= 1, f"no journal connection was ended: {result.summary}"
     ops = result.summary["ops"]
     for needed in ("capture:approved", "refund:approved", "void:reversed", "authorize:timeout"):
         assert ops.get(needed, 0) > 0, f"the load never produced {needed} (seed {SEED}): {ops}"

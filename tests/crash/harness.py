@@ -283,6 +283,10 @@ class SwitchProcess:
         self.proc.wait(timeout=10)
         self.kills += 1
 
+    def pid(self) -> int | None:
+        """The running switch's process id."""
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
     def writer_pid(self) -> int | None:
         """The switch's journal writer process, if it has one."""
         assert self.proc is not None

@@ -15,15 +15,19 @@ from switch.journal import (
     InvalidRecord,
     Journal,
     Kind,
+    SafAcknowledged,
     SafDraft,
     SafItemNotFound,
     SafKind,
     SafState,
     SafStateError,
+    Status,
+    TransitionRefused,
     UnknownEvent,
 )
 from tests.journal.conftest import sample
 from tests.journal.test_journal import AMEX, failure_of, sale
+from tests.journal.test_operations import approved, child
 
 # Store-and-forward
 
@@ -76,6 +80,37 @@ async def test_saf_ready_keeps_order_only_within_one_payment(journal: Journal) -
     queued = await journal.saf_list(connector="bank_a", states={SafState.QUEUED})
     assert [i.saf_id for i in queued] == [s2.saf_id, s4.saf_id]
     assert isinstance(await failure_of(journal.saf_ready("bank_a", due_by=now, limit=0)), InvalidRecord)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_acknowledged_item_is_completed_with_its_outcome_or_not_at_all(journal: Journal) -> None:
+    """The item and the outcome it settles share one commit: a refused outcome leaves the item queued."""
+    (payment,) = await transactions(journal, 1)
+    timed_out = await journal.transition(payment, expected_from={Status.PENDING}, to=Status.TIMEOUT,
+                                         saf=reversal())
+    [item] = await journal.saf_items(timed_out.txn_id)
+    refused = journal.transition(payment, expected_from={Status.PENDING}, to=Status.REVERSED,
+                                 acknowledged=SafAcknowledged(item.saf_id, "00"))
+    assert isinstance(await failure_of(refused), TransitionRefused)
+    assert [i.state for i in await journal.saf_items(payment)] == [SafState.QUEUED], "completed without its outcome"
+
+    reversed_ = await journal.transition(payment, expected_from={Status.TIMEOUT}, to=Status.REVERSED,
+                                         acknowledged=SafAcknowledged(item.saf_id, "00"))
+    [done] = await journal.saf_items(payment)
+    assert (reversed_.status, done.state, done.response_code) == (Status.REVERSED, SafState.DONE, "00")
+
+    preauth = await approved(journal, Kind.AUTHORIZATION, 5000)
+    _, capture = await journal.begin_operation(preauth, child(preauth, Kind.CAPTURE, 4000), allowed=(Status.APPROVED,))
+    await journal.finish_operation(capture.txn_id, to=Status.TIMEOUT, saf=reversal(kind=SafKind.ADVICE, mti="0220"))
+    [advice] = await journal.saf_items(capture.txn_id)
+    parent, done_capture = await journal.finish_operation(capture.txn_id, expected_from={Status.TIMEOUT},
+                                                          to=Status.APPROVED,
+                                                          acknowledged=SafAcknowledged(advice.saf_id, "00"))
+    assert (parent.amount_captured, done_capture.status) == (4000, Status.APPROVED)
+    assert (await journal.saf_items(capture.txn_id))[0].state is SafState.DONE
+    assert isinstance(await failure_of(journal.transition(  # an item completed already is not completed again
+        payment, expected_from={Status.REVERSED}, to=Status.REVERSED, acknowledged=SafAcknowledged(item.saf_id, "00"))),
+        SafStateError)
 
 
 @pytest_twisted.ensureDeferred
