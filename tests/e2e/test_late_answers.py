@@ -10,14 +10,7 @@ from switch.domain.carddata import CardData
 from switch.domain.status import Kind, Status
 from switch.journal.ids import new_txn_id
 from switch.journal.models import Direction, NewTransaction
-from tests.e2e.harness import authorize, eventually, http_get, start_env, stop_env
-
-
-@pytest_twisted.async_yield_fixture
-async def fast(tmp_path):
-    e = await start_env(tmp_path, request_timeout=0.5)
-    yield e
-    await stop_env(e)
+from tests.e2e.harness import authorize, eventually, http_get
 
 
 async def late_answers(env, outcome: str) -> float:

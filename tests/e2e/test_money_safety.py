@@ -6,16 +6,9 @@ import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 
 from switch.journal.models import SafState
-from tests.e2e.harness import authorize, eventually, http_get, start_env, stop_env
+from tests.e2e.harness import authorize, eventually, http_get
 
 VISA = "4111111111111111"
-
-
-@pytest_twisted.async_yield_fixture
-async def fast(tmp_path):
-    e = await start_env(tmp_path, request_timeout=0.5)
-    yield e
-    await stop_env(e)
 
 
 async def _status(env, txn_id):

@@ -10,17 +10,10 @@ from twisted.internet import reactor
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import deferLater
 
-from tests.e2e.harness import Env, LineClient, authorize, eventually, start_env, stop_env
+from tests.e2e.harness import Env, LineClient, authorize, eventually
 
 OTHER_TOKEN = "e2e-token-0123456789-other"
 PUSH_WAIT = 10.0
-
-
-@pytest_twisted.async_yield_fixture
-async def fast(tmp_path):
-    e = await start_env(tmp_path, request_timeout=0.5)
-    yield e
-    await stop_env(e)
 
 
 class Inbox:

@@ -7,16 +7,9 @@ from __future__ import annotations
 import pytest_twisted
 
 from switch.journal import CardData, Kind, NewTransaction, SafDraft, SafKind, SafState, Status
-from tests.e2e.harness import authorize, eventually, start_env, stop_env
+from tests.e2e.harness import authorize, eventually
 
 VISA = "4111111111111111"
-
-
-@pytest_twisted.async_yield_fixture
-async def fast(tmp_path):
-    e = await start_env(tmp_path, request_timeout=0.5)
-    yield e
-    await stop_env(e)
 
 
 @pytest_twisted.ensureDeferred

@@ -16,17 +16,10 @@ from twisted.internet import defer
 
 from switch.domain.status import Status
 from switch.journal import JournalUnavailable, SafState
-from tests.e2e.harness import authorize, eventually, start_env, stop_env
+from tests.e2e.harness import authorize, eventually
 
 pytestmark = pytest.mark.timeout(60)
 VISA = "4111111111111111"
-
-
-@pytest_twisted.async_yield_fixture
-async def fast(tmp_path):
-    e = await start_env(tmp_path, request_timeout=0.5)
-    yield e
-    await stop_env(e)
 
 
 def not_written_once(journal: Any, monkeypatch: pytest.MonkeyPatch, unit: str, target: Status) -> list[str]:
