@@ -36,6 +36,22 @@ system call, while the batch - and every payment waiting on it - stands still. P
 only makes the reactor hand the GIL over sooner, never run less."""
 
 
+CONNECTION_DEFAULTS = {
+    "connect_timeout": "10",
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "15000",
+}
+"""libpq options every journal connection takes unless its DSN sets them. Why: a server that vanishes without
+a word (a network partition, a frozen host) otherwise holds the writer's batch, and every payment waiting on
+it, for the kernel's retransmission timeout (about 15 minutes on Linux). With them a connection whose data goes
+unacknowledged fails after 15 s, an idle one after 25 s, a connect after 10 s: the batch's payments hear the
+journal unavailable or their commit unknown, as when the server ends a connection, and the writer connects
+again. A healthy server's kernel acknowledges at once, however long a statement runs."""
+
+
 class PostgresDialect(Dialect):
     name = "postgresql"
     begin_sql = "BEGIN"
@@ -146,7 +162,10 @@ class PostgresBackend:
 
     def _connect(self, application_name: str) -> Db:
         try:
-            conn = psycopg.connect(self.dsn, autocommit=True, row_factory=dict_row, application_name=application_name)
+            given = psycopg.conninfo.conninfo_to_dict(self.dsn)
+            unset = {key: value for key, value in CONNECTION_DEFAULTS.items() if key not in given}
+            conn = psycopg.connect(self.dsn, autocommit=True, row_factory=dict_row, application_name=application_name,
+                                   **unset)
         except psycopg.Error as exc:
             raise JournalUnavailable(f"cannot connect to PostgreSQL ({self.describe()}): {exc}") from None
         return Db(conn, self.dialect)
