@@ -17,8 +17,9 @@ written and nothing was wrong with the item); the item stays due and goes at the
 
 A final answer completes the item in the commit of the outcome it settles (`SafAcknowledged`): the
 reversal or void journalled, the operation finished with its parent's totals. If that commit fails, the item
-is still queued and goes again, as a repeat; had the item been completed by a commit of its own, a failure
-of the next would have left its payment ``timeout`` with nothing left to settle it.
+is still queued and goes again, as a repeat, after an attempt counted (cause ``unsettled``) when the journal
+can count it; had the item been completed by a commit of its own, a failure of the next would have left its
+payment ``timeout`` with nothing left to settle it.
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ class SafMetrics(MetricBundle):
         self.failed = Counter(
             "kswitch_saf_failed_attempts_total",
             "Store-and-forward attempts without a final answer: not_sent (could not be built, encoded or "
-            "journalled), no_answer, retryable (a response code asking to repeat)",
+            "journalled), no_answer, retryable (a response code asking to repeat), unreadable_answer, unsettled "
+            "(answered, its outcome not journalled)",
             ["connector", "kind", "cause"], registry=registry,
         )
 
@@ -272,9 +274,11 @@ class StoreAndForward:
             return True
         try:
             await self.settle(item, response)  # completes the item in the commit of its outcome (`acknowledged`)
-        except Exception:
-            self._answered_unsettled.add(item.saf_id)  # queued still, unless that commit happened: sent as a repeat
-            raise
+        except Exception as e:  # queued still, unless that commit happened: it goes again, as a repeat
+            self._answered_unsettled.add(item.saf_id)
+            await self._retry_later(bank, item, "unsettled", error=f"answered {code}; outcome not journalled: "
+                                                                   f"{_describe(e)}")
+            return True
         self._answered_unsettled.discard(item.saf_id)
         self.metrics.acknowledged.labels(item.connector, item.kind.value).inc()
         return True
