@@ -28,14 +28,15 @@ def test_a_postgres_writer_gets_the_gil_back_within_its_switch_interval() -> Non
 
 
 def test_journal_connections_give_up_on_a_silent_server_unless_the_dsn_says_otherwise() -> None:
-    """Keepalives and a TCP user timeout bound how long a vanished server can hold a batch; a DSN's own
-    values win."""
+    """Keepalives and a TCP user timeout bound how long a vanished server can hold a batch, and the server's
+    keepalives how long a vanished switch's session holds its locks; a DSN's own values win."""
     require_postgres()
     schema = f"kswitch_test_{uuid.uuid4().hex[:16]}"
     separator = "&" if "?" in PG_DSN else "?"
     try:
         writer = PostgresBackend(PG_DSN, schema).open_writer()
-        reader = PostgresBackend(f"{PG_DSN}{separator}keepalives_idle=30", schema).open_reader()
+        reader = PostgresBackend(f"{PG_DSN}{separator}keepalives_idle=30&options=-c%20tcp_keepalives_idle%3D20",
+                                 schema).open_reader()
         try:
             for db in (writer, reader):
                 given = db.conn.info.get_parameters()
@@ -44,6 +45,9 @@ def test_journal_connections_give_up_on_a_silent_server_unless_the_dsn_says_othe
                     "connect_timeout": CONNECTION_DEFAULTS["connect_timeout"]}
             assert writer.conn.info.get_parameters()["keepalives_idle"] == CONNECTION_DEFAULTS["keepalives_idle"]
             assert reader.conn.info.get_parameters()["keepalives_idle"] == "30"
+            server = [(db.one("SHOW tcp_keepalives_idle")["tcp_keepalives_idle"],
+                       db.one("SHOW tcp_keepalives_count")["tcp_keepalives_count"]) for db in (writer, reader)]
+            assert server == [("10", "3"), ("20", "3")], "the server probes a silent client too; the DSN's options win"
         finally:
             writer.close()
             reader.close()
