@@ -1,0 +1,120 @@
+"""Where a payment's time goes in perf_ratio's open loop: the switch's own histograms around the load.
+
+perf_ratio.py says how long the web tier waited (p50, p99); this says what for. It runs kswitch from a
+template (as perf_ratio's --template) against perf_ratio's bank and load generator at a fixed rate, reads
+/metrics before and after the measured seconds, and prints the load's figures and, for the same
+seconds, the API's request duration, the journal's write time (submission to durable: two a payment),
+its commit time and batch size (the buckets' bounds: histograms keep no more), and the CPU share of the
+reactor thread, the whole switch, its writer process and the bank:
+
+    PYTHONPATH=$PWD .tox/py3/bin/python bench/open_loop.py --rate 675 --seconds 12 [--template F] [--pg]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+PERF_RATIO = Path(os.environ.get("PERF_RATIO", Path(__file__).resolve().parents[2] / "shared/bench/perf_ratio.py"))
+sys.path.insert(0, str(PERF_RATIO.parent))
+import perf_ratio  # noqa: E402
+
+HISTOGRAMS = ("kswitch_api_request_duration_seconds", "kswitch_journal_write_seconds",
+              "kswitch_journal_commit_seconds", "kswitch_journal_batch_size")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def histogram(text: str, name: str) -> tuple[dict[float, float], float, float]:
+    """Cumulative bucket counts (summed over labels), sum and count of ``name`` in a /metrics page."""
+    buckets: dict[float, float] = {}
+    total = count = 0.0
+    for line in text.splitlines():
+        if m := re.match(name + r'_bucket\{.*le="([^"]+)".*\} (\S+)', line):
+            bound = float(m.group(1))
+            buckets[bound] = buckets.get(bound, 0.0) + float(m.group(2))
+        elif m := re.match(name + r"_sum\{.*\} (\S+)", line):
+            total += float(m.group(1))
+        elif m := re.match(name + r"_count\{.*\} (\S+)", line):
+            count += float(m.group(1))
+    return buckets, total, count
+
+
+def between(before: str, after: str, name: str) -> dict[str, float | None]:
+    """Mean and the bucket bounds holding p50, p90 and p99 of what ``name`` observed between the pages."""
+    b0, s0, c0 = histogram(before, name)
+    b1, s1, c1 = histogram(after, name)
+    n = c1 - c0
+    if not n:
+        return {"n": 0}
+    bound = {q: next((le for le in sorted(b1) if b1[le] - b0.get(le, 0.0) >= q * n), None) for q in (0.5, 0.9, 0.99)}
+    return {"n": n, "mean": round((s1 - s0) / n, 5), "p50_le": bound[0.5], "p90_le": bound[0.9], "p99_le": bound[0.99]}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def reactor_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, required=True, help="authorizations a second, offered")
+    parser.add_argument("--seconds", type=float, default=12)
+    parser.add_argument("--template", help="kswitch config template, as perf_ratio's --template")
+    parser.add_argument("--pg", action="store_true")
+    args = parser.parse_args()
+    state = Path(tempfile.mkdtemp(prefix="kopen-"))
+    bank_port, api, admin = perf_ratio.free_port(), perf_ratio.free_port(), perf_ratio.free_port()
+    schema = f'postgres_schema = "open{os.getpid()}"' if args.pg else ""
+    template = Path(args.template).read_text() if args.template else perf_ratio.CONFIG
+    config = state / "kswitch.toml"
+    config.write_text(template.format(state=state, api=api, admin=admin, bank=bank_port,
+                                      backend="postgresql" if args.pg else "sqlite", schema=schema))
+    bank = subprocess.Popen([perf_ratio.PY, str(perf_ratio.RELAY), "bank", "--port", str(bank_port)])
+    perf_ratio.wait_port(bank_port, 20)
+    with open(state / "kswitch.log", "wb") as log:
+        switch = subprocess.Popen(perf_ratio.kswitch_command() + ["run", "--config", str(config)], stdout=log,
+                                  stderr=subprocess.STDOUT)
+    try:
+        if not perf_ratio.wait_port(api, 90):
+            raise SystemExit(f"kswitch did not listen; see {state / 'kswitch.log'}")
+        hello = ("bench", "bench-token-not-for-production")
+        perf_ratio.load(api, 2, 8, 16, hello, rate=args.rate)  # warm up
+        page = lambda: urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()  # noqa: E731
+        processes = {"switch": switch.pid, "bank": bank.pid, **{"writer process": p for p in children(switch.pid)}}
+        before, cpu0, reactor0, began = page(), {k: cpu_seconds(p) for k, p in processes.items()}, \
+            reactor_seconds(switch.pid), time.monotonic()
+        load = perf_ratio.load(api, args.seconds, 8, 16, hello, rate=args.rate)
+        took = time.monotonic() - began
+        after = page()
+        busy = {"reactor": round((reactor_seconds(switch.pid) - reactor0) / took, 2),
+                **{k: round((cpu_seconds(p) - cpu0[k]) / took, 2) for k, p in processes.items()}}
+        print(json.dumps({"rate": args.rate, **load, "cpu_share": busy}))
+        for name in HISTOGRAMS:
+            print(json.dumps({"histogram": name, **between(before, after, name)}))
+    finally:
+        perf_ratio.stop(switch)
+        perf_ratio.stop(bank)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
