@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 PERF_RATIO = Path(os.environ.get("PERF_RATIO", Path(__file__).resolve().parents[2] / "shared/bench/perf_ratio.py"))
@@ -37,6 +39,7 @@ sys.path.insert(0, str(PERF_RATIO.parent))
 import perf_ratio  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+HELLO = ("bench", "bench-token-not-for-production")
 
 
 def thread_times(pid: int) -> dict[str, list[float]]:
@@ -134,54 +137,62 @@ def py_spy() -> str:
     return str(beside) if beside.exists() else "py-spy"
 
 
-def run(args: argparse.Namespace, state: Path) -> dict[str, object]:
+@contextlib.contextmanager
+def started(template: str | None, pg: bool, state: Path
+            ) -> Iterator[tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int, int]]:
+    """kswitch from ``template`` (perf_ratio's own when None) against perf_ratio's bank, once /readyz says so:
+    (the switch's process, the bank's, the switch's API port, its admin port); both stop on the way out."""
     bank_port, api, admin = perf_ratio.free_port(), perf_ratio.free_port(), perf_ratio.free_port()
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
-    schema = f'postgres_schema = "cpu{os.getpid()}{time.time_ns() % 100000}"' if args.pg else ""
-    template = Path(args.template).read_text() if args.template else perf_ratio.CONFIG
+    schema = f'postgres_schema = "cpu{os.getpid()}{time.time_ns() % 100000}"' if pg else ""
+    text = Path(template).read_text() if template else perf_ratio.CONFIG
     config = state / "kswitch.toml"
-    config.write_text(template.format(state=state, api=api, admin=admin, bank=bank_port,
-                                      backend="postgresql" if args.pg else "sqlite", schema=schema))
+    config.write_text(text.format(state=state, api=api, admin=admin, bank=bank_port,
+                                  backend="postgresql" if pg else "sqlite", schema=schema))
     bank = subprocess.Popen([perf_ratio.PY, str(perf_ratio.RELAY), "bank", "--port", str(bank_port)])
     perf_ratio.wait_port(bank_port, 20)
     with open(state / "kswitch.log", "wb") as log:
         switch = subprocess.Popen(perf_ratio.kswitch_command() + ["run", "--config", str(config)], stdout=log,
                                   stderr=subprocess.STDOUT)
-        try:
-            if not perf_ratio.wait_port(api, 90):
-                raise SystemExit(f"kswitch did not listen; see {state / 'kswitch.log'}")
-            for _ in range(100):
-                try:
-                    if urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=2).status == 200:
-                        break
-                except OSError:
-                    time.sleep(0.2)
-            hello = ("bench", "bench-token-not-for-production")
-            perf_ratio.load(api, 2, args.conns, args.depth, hello)  # warm up
-            spy = None
-            if args.py_spy:  # records the measured window, for bench/pyspy_stages.py
-                spy = subprocess.Popen([py_spy(), "record", "--nonblocking", "-r", "250", "--format", "raw", "--threads",
-                                        "-o", args.py_spy, "-d", str(int(args.seconds)), "-p", str(switch.pid)],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                time.sleep(0.3)
-            states: dict[str, float] = {}
-            sampler = threading.Thread(target=lambda: states.update(sample_states(switch.pid, args.seconds - 1)))
-            before = all_times(switch.pid, args.pg)
-            if args.states:
-                sampler.start()
-            out = perf_ratio.load(api, args.seconds, args.conns, args.depth, hello)
-            after = all_times(switch.pid, args.pg)
-            if spy is not None:
-                spy.wait()
-            if args.states:
-                sampler.join()
-            n = int(out["n"]) or 1
-            return {"tps": out["tps"], "n": n, "errors": out["errors"],
-                    "us_per_auth_user_sys": per_auth(before, after, switch.pid, n)} | ({"states": states} if states else {})
-        finally:
-            perf_ratio.stop(switch)
-            perf_ratio.stop(bank)
+    try:
+        if not perf_ratio.wait_port(api, 90):
+            raise SystemExit(f"kswitch did not listen; see {state / 'kswitch.log'}")
+        for _ in range(100):
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        yield switch, bank, api, admin
+    finally:
+        perf_ratio.stop(switch)
+        perf_ratio.stop(bank)
+
+
+def run(args: argparse.Namespace, state: Path) -> dict[str, object]:
+    with started(args.template, args.pg, state) as (switch, _, api, _):
+        perf_ratio.load(api, 2, args.conns, args.depth, HELLO)  # warm up
+        spy = None
+        if args.py_spy:  # records the measured window, for bench/pyspy_stages.py
+            spy = subprocess.Popen([py_spy(), "record", "--nonblocking", "-r", "250", "--format", "raw", "--threads",
+                                    "-o", args.py_spy, "-d", str(int(args.seconds)), "-p", str(switch.pid)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.3)
+        states: dict[str, float] = {}
+        sampler = threading.Thread(target=lambda: states.update(sample_states(switch.pid, args.seconds - 1)))
+        before = all_times(switch.pid, args.pg)
+        if args.states:
+            sampler.start()
+        out = perf_ratio.load(api, args.seconds, args.conns, args.depth, HELLO)
+        after = all_times(switch.pid, args.pg)
+        if spy is not None:
+            spy.wait()
+        if args.states:
+            sampler.join()
+        n = int(out["n"]) or 1
+        return {"tps": out["tps"], "n": n, "errors": out["errors"],
+                "us_per_auth_user_sys": per_auth(before, after, switch.pid, n)} | ({"states": states} if states else {})
 
 
 def main() -> None:

@@ -18,15 +18,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-PERF_RATIO = Path(os.environ.get("PERF_RATIO", Path(__file__).resolve().parents[2] / "shared/bench/perf_ratio.py"))
-sys.path.insert(0, str(PERF_RATIO.parent))
-import perf_ratio  # noqa: E402
+from cpu_per_auth import HELLO, perf_ratio, started  # beside this script; it finds perf_ratio
 
 HISTOGRAMS = ("kswitch_api_request_duration_seconds", "kswitch_journal_write_seconds",
               "kswitch_journal_commit_seconds", "kswitch_journal_batch_size")
@@ -82,39 +79,23 @@ def main() -> None:
     parser.add_argument("--pg", action="store_true")
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="kopen-"))
-    bank_port, api, admin = perf_ratio.free_port(), perf_ratio.free_port(), perf_ratio.free_port()
-    schema = f'postgres_schema = "open{os.getpid()}"' if args.pg else ""
-    template = Path(args.template).read_text() if args.template else perf_ratio.CONFIG
-    config = state / "kswitch.toml"
-    config.write_text(template.format(state=state, api=api, admin=admin, bank=bank_port,
-                                      backend="postgresql" if args.pg else "sqlite", schema=schema))
-    bank = subprocess.Popen([perf_ratio.PY, str(perf_ratio.RELAY), "bank", "--port", str(bank_port)])
-    perf_ratio.wait_port(bank_port, 20)
-    with open(state / "kswitch.log", "wb") as log:
-        switch = subprocess.Popen(perf_ratio.kswitch_command() + ["run", "--config", str(config)], stdout=log,
-                                  stderr=subprocess.STDOUT)
     try:
-        if not perf_ratio.wait_port(api, 90):
-            raise SystemExit(f"kswitch did not listen; see {state / 'kswitch.log'}")
-        hello = ("bench", "bench-token-not-for-production")
-        perf_ratio.load(api, 2, 8, 16, hello, rate=args.rate)  # warm up
-        page = lambda: urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()  # noqa: E731
-        processes = {"switch": switch.pid, "bank": bank.pid, **{"writer process": p for p in children(switch.pid)}}
-        before, cpu0, reactor0, began = page(), {k: cpu_seconds(p) for k, p in processes.items()}, \
-            reactor_seconds(switch.pid), time.monotonic()
-        load = perf_ratio.load(api, args.seconds, 8, 16, hello, rate=args.rate)
-        took = time.monotonic() - began
-        after = page()
-        busy = {"reactor": round((reactor_seconds(switch.pid) - reactor0) / took, 2),
-                **{k: round((cpu_seconds(p) - cpu0[k]) / took, 2) for k, p in processes.items()}}
+        with started(args.template, args.pg, state / "k") as (switch, bank, api, admin):
+            perf_ratio.load(api, 2, 8, 16, HELLO, rate=args.rate)  # warm up
+            page = lambda: urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()  # noqa: E731
+            processes = {"switch": switch.pid, "bank": bank.pid, **{"writer process": p for p in children(switch.pid)}}
+            before, reactor0, began = page(), reactor_seconds(switch.pid), time.monotonic()
+            cpu0 = {k: cpu_seconds(p) for k, p in processes.items()}
+            load = perf_ratio.load(api, args.seconds, 8, 16, HELLO, rate=args.rate)
+            took = time.monotonic() - began
+            after = page()
+            busy = {"reactor": round((reactor_seconds(switch.pid) - reactor0) / took, 2),
+                    **{k: round((cpu_seconds(p) - cpu0[k]) / took, 2) for k, p in processes.items()}}
         print(json.dumps({"rate": args.rate, **load, "cpu_share": busy}))
         for name in HISTOGRAMS:
             print(json.dumps({"histogram": name, **between(before, after, name)}))
     finally:
-        perf_ratio.stop(switch)
-        perf_ratio.stop(bank)
         shutil.rmtree(state, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()
