@@ -51,13 +51,13 @@ unacknowledged fails after 15 s, an idle one after 25 s, a connect after 10 s: t
 journal unavailable or their commit unknown, as when the server ends a connection, and the writer connects
 again. A healthy server's kernel acknowledges at once, however long a statement runs."""
 
-SERVER_KEEPALIVES = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
-"""The server's side of the same: its session settings, sent first in each connection's startup ``options``
-(the DSN's own ``options`` come after them, so they win). Why: when a partition ends a connection on the
-switch's side, the server's backend still waits on it, inside the batch's transaction, holding its row locks
-(the risk memo's ``risk_changes`` row among them); the next writer's batches then wait on those locks for good
-(the server probes an idle client after two hours by default). With these the backend is ended 25 s after its
-client went silent, and its locks with it."""
+SERVER_KEEPALIVES = {"tcp_keepalives_idle": 10, "tcp_keepalives_interval": 5, "tcp_keepalives_count": 3}
+"""The server's side of the same: session settings each connection makes once it is open, unless the DSN's own
+``options`` name them. Why: when a partition ends a connection on the switch's side, the server's backend still
+waits on it, inside the batch's transaction, holding its row locks (the risk memo's ``risk_changes`` row among
+them); the next writer's batches then wait on those locks for good (the server probes an idle client after two
+hours by default). With these the backend is ended 25 s after its client went silent, and its locks with it.
+Set by statements, not in the startup packet's ``options``, which a connection pooler may refuse."""
 
 
 class PostgresDialect(Dialect):
@@ -172,9 +172,11 @@ class PostgresBackend:
         try:
             given = psycopg.conninfo.conninfo_to_dict(self.dsn)
             unset = {key: value for key, value in CONNECTION_DEFAULTS.items() if key not in given}
-            options = f"{SERVER_KEEPALIVES} {given.get('options', '')}".strip()
             conn = psycopg.connect(self.dsn, autocommit=True, row_factory=dict_row, application_name=application_name,
-                                   options=options, **unset)
+                                   **unset)
+            for name, value in SERVER_KEEPALIVES.items():
+                if name not in str(given.get("options", "")):
+                    conn.execute(f"SET {name} TO {int(value)}")
         except psycopg.Error as exc:
             raise JournalUnavailable(f"cannot connect to PostgreSQL ({self.describe()}): {exc}") from None
         return Db(conn, self.dialect)
