@@ -44,6 +44,7 @@ from switch.journal.errors import (
 )
 from switch.journal.frames import RESULTS_FD, Frames, frame
 from switch.journal.metrics import JournalMetrics
+from switch.journal.pipe import PipeOut
 from switch.journal.writer import BatchMetrics, deliver
 
 T = TypeVar("T")
@@ -96,6 +97,8 @@ class ProcessWriter:
         self._prepare: Callable[[Db], Any] | None = None
         self._child: _Child | None = None
         self._transport: Any = None
+        self._pipe: PipeOut | None = None
+        """Where units go to the child (not the transport's stdin: `switch.journal.pipe` says why)."""
         self._ready = False
         self._starting: defer.Deferred[Any] | None = None
         self._start_attempts = 0
@@ -129,7 +132,7 @@ class ProcessWriter:
         self._shared[key] = value
         if self._ready:
             self._flush()
-            self._transport.write(frame(("share", key, value)))
+            self._pipe.write(frame(("share", key, value)))
 
     def submit(self, unit: Callable[[Db], T]) -> defer.Deferred[T]:
         """Queue a write; the Deferred fires once it is durably committed."""
@@ -174,7 +177,7 @@ class ProcessWriter:
             return waiter
         if self._ready:
             self._flush()
-            self._transport.closeStdin()
+            self._pipe.close()
         return waiter
 
     # -- the child's messages ------------------------------------------------------------------
@@ -191,7 +194,7 @@ class ProcessWriter:
     def _started(self, ok: bool, result: Any) -> None:
         starting, self._starting = self._starting, None
         if not ok:
-            self._transport.closeStdin()
+            self._pipe.close()
             if starting is not None:
                 starting.errback(Failure(result))
                 return
@@ -201,7 +204,7 @@ class ProcessWriter:
             return
         self._ready = True
         if self._stopping:
-            self._transport.closeStdin()
+            self._pipe.close()
         else:
             self._accepting = True
             self._flush()
@@ -227,6 +230,7 @@ class ProcessWriter:
         if child is not self._child:
             return
         self._child = self._transport = None
+        self._pipe.abort()
         self._ready = False
         lost = [self._waiting.pop(uid)[0] for uid in self._sent]
         self._sent.clear()
@@ -278,11 +282,19 @@ class ProcessWriter:
         self._child = child
         self._started_at = time.monotonic()
         executable = sys.executable
-        self._transport = self._reactor.spawnProcess(
-            child, executable, [executable, "-m", "switch.journal.writerproc"], env=child_environment(),
-            childFDs={0: "w", 1: 1, 2: 2, RESULTS_FD: "r"},
-        )
-        self._transport.write(frame(("start", self._backend, self._prepare, self._shared, self._max_batch,
+        units_in, units_out = os.pipe()
+        try:
+            self._transport = self._reactor.spawnProcess(
+                child, executable, [executable, "-m", "switch.journal.writerproc"], env=child_environment(),
+                childFDs={0: units_in, 1: 1, 2: 2, RESULTS_FD: "r"},
+            )
+        except BaseException:
+            os.close(units_out)
+            raise
+        finally:
+            os.close(units_in)
+        self._pipe = PipeOut(self._reactor, units_out)
+        self._pipe.write(frame(("start", self._backend, self._prepare, self._shared, self._max_batch,
                                      *self._log)))
 
     def _flush_later(self) -> None:
@@ -303,9 +315,7 @@ class ProcessWriter:
                 return
         uids = [uid for uid, _ in units]
         self._sent.extend(uids)
-        pipe = self._transport.pipes[0]
-        pipe.write(frame(("units", uids, payload)))
-        pipe.doWrite()  # at once, not at the end of the reactor's turn: that is the point of this writer
+        self._pipe.write(frame(("units", uids, payload)))  # at once: the child starts while the reactor goes on
 
     def _picklable(self, units: list[tuple[int, Callable[[Db], Any]]]
                    ) -> tuple[list[tuple[int, Callable[[Db], Any]]], bytes]:
