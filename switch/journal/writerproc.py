@@ -35,7 +35,10 @@ from switch.journal.db import run
 from switch.journal.errors import JournalError, StorageError
 from switch.journal.frames import RESULTS_FD, Frames, frame
 
-_READ = 1 << 20
+_READ = 1 << 16
+"""Bytes read from the pipe at a time: what a pipe holds by default. A larger request costs every read an mmap,
+an mremap and a munmap (glibc maps a buffer that large, and Python shrinks it to what came): with 1 MiB, under
+strace, each of the writer's reads came with those three calls."""
 
 
 class _Inbox:

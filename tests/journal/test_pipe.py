@@ -4,11 +4,15 @@ through the reactor only while it is full, in order, and closed only once the ch
 from __future__ import annotations
 
 import os
+import pickle
+import threading
 
 import pytest
 from twisted.internet.testing import MemoryReactor
 
+from switch.journal.frames import frame
 from switch.journal.pipe import PipeOut
+from switch.journal.writerproc import _READ, _Inbox
 
 
 @pytest.fixture
@@ -85,3 +89,25 @@ def test_a_pipe_whose_reader_is_gone_drops_what_is_written_without_raising():
     out.write(b"more")
     out.close()
     assert reactor.getWriters() == []
+
+
+def test_the_writer_process_reads_a_frame_larger_than_one_read_whole_and_in_order():
+    """The child reads the pipe a pipe's worth at a time (`writerproc._READ`); a frame of units longer
+    than that, sent behind a share, arrives whole and after it."""
+    read_end, write_end = os.pipe()
+    shared: dict[object, object] = {}
+    inbox = _Inbox(read_end, shared)
+    units = [("unit", f"{n:04d}" + "x" * 996, n) for n in range(300)]  # about 300 KB pickled
+    payload = pickle.dumps(units, protocol=pickle.HIGHEST_PROTOCOL)
+    assert len(payload) > 4 * _READ
+    data = frame(("share", "fees", "schedule")) + frame(("units", list(range(1, 301)), payload))
+    writer = threading.Thread(target=lambda: (os.write(write_end, data), os.close(write_end)))
+    writer.start()
+    taken = []
+    while len(taken) < 300:
+        taken += inbox.take(64)
+    writer.join(timeout=10)
+    os.close(read_end)
+    assert shared == {"fees": "schedule"}
+    assert [uid for uid, _ in taken] == list(range(1, 301))
+    assert [unit for _, unit in taken] == units
