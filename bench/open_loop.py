@@ -5,7 +5,8 @@ template (as perf_ratio's --template) against perf_ratio's bank and load generat
 /metrics before and after the measured seconds, and prints the load's figures and, for the same
 seconds, the API's request duration, the journal's write time (submission to durable: two a payment),
 its commit time and batch size (the buckets' bounds: histograms keep no more), and the CPU share of the
-reactor thread, the whole switch, its writer process and the bank:
+reactor thread, the whole switch, its writer process and the bank, in cores, with how busy the machine's
+cores were on average (``machine``: 1.0 is every core busy; the load generator's share is in it):
 
     PYTHONPATH=$PWD .tox/py3/bin/python bench/open_loop.py --rate 675 --seconds 12 [--template F] [--pg]
 """
@@ -66,6 +67,12 @@ def reactor_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, all) clock ticks of every core since boot, from /proc/stat (idle and iowait are not busy)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(values) - values[3] - values[4], sum(values)
+
+
 def children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
@@ -86,11 +93,14 @@ def main() -> None:
             processes = {"switch": switch.pid, "bank": bank.pid, **{"writer process": p for p in children(switch.pid)}}
             before, reactor0, began = page(), reactor_seconds(switch.pid), time.monotonic()
             cpu0 = {k: cpu_seconds(p) for k, p in processes.items()}
+            machine0 = machine_ticks()
             load = perf_ratio.load(api, args.seconds, 8, 16, HELLO, rate=args.rate)
             took = time.monotonic() - began
             after = page()
+            machine1 = machine_ticks()
             busy = {"reactor": round((reactor_seconds(switch.pid) - reactor0) / took, 2),
-                    **{k: round((cpu_seconds(p) - cpu0[k]) / took, 2) for k, p in processes.items()}}
+                    **{k: round((cpu_seconds(p) - cpu0[k]) / took, 2) for k, p in processes.items()},
+                    "machine": round((machine1[0] - machine0[0]) / (machine1[1] - machine0[1]), 2)}
         print(json.dumps({"rate": args.rate, **load, "cpu_share": busy}))
         for name in HISTOGRAMS:
             print(json.dumps({"histogram": name, **between(before, after, name)}))
