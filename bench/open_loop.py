@@ -9,6 +9,7 @@ reactor thread, the whole switch, its writer process and the bank, in cores, wit
 cores were on average (``machine``: 1.0 is every core busy; the load generator's share is in it):
 
     PYTHONPATH=$PWD .tox/py3/bin/python bench/open_loop.py --rate 675 --seconds 12 [--template F] [--pg]
+    ... bench/open_loop.py --rate 500 --template bench/perf-template.toml --trees TREE_A TREE_B [--rounds 3]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -78,13 +80,32 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def alternate(args: argparse.Namespace) -> None:
+    """Two checkouts compared in the open loop, where one run is worth little on a shared machine: each tree
+    runs this script in turn, ``--rounds`` times, so drift over the minutes falls on both alike."""
+    forwarded = ["--rate", str(args.rate), "--seconds", str(args.seconds), *(["--pg"] if args.pg else []),
+                 *(["--template", args.template] if args.template else [])]
+    for _ in range(args.rounds):
+        for tree in args.trees:
+            done = subprocess.run([sys.executable, str(Path(__file__).resolve()), *forwarded], cwd=tree,
+                                  env={**os.environ, "PYTHONPATH": tree}, capture_output=True, text=True)
+            lines = done.stdout.strip().splitlines() or [json.dumps({"error": done.stderr.strip()[-300:]})]
+            print(tree, lines[0], flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, required=True, help="authorizations a second, offered")
     parser.add_argument("--seconds", type=float, default=12)
     parser.add_argument("--template", help="kswitch config template, as perf_ratio's --template")
     parser.add_argument("--pg", action="store_true")
+    parser.add_argument("--trees", nargs="+", metavar="TREE",
+                        help="run each tree in turn (from it, first on the path), --rounds times: the load's line of each")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.trees:
+        alternate(args)
+        return
     state = Path(tempfile.mkdtemp(prefix="kopen-"))
     try:
         with started(args.template, args.pg, state / "k") as (switch, bank, api, admin):
