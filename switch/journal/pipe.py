@@ -63,10 +63,6 @@ class PipeOut:
         self._queued.clear()
         self._close_now()
 
-    def pending(self) -> int:
-        """Bytes the pipe has not taken yet."""
-        return len(self._queued)
-
     def _close_now(self) -> None:
         if self._fd < 0:
             return
@@ -80,16 +76,15 @@ class PipeOut:
         try:
             written = os.write(self._fd, self._queued)
         except BlockingIOError:
-            return None
+            return
         except OSError:
             self.abort()
-            return None
+            return
         del self._queued[:written]
         if not self._queued:
             self._reactor.removeWriter(self)
             if self._closing:
                 self._close_now()
-        return None
 
     def fileno(self) -> int:
         return self._fd
