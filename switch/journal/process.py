@@ -295,7 +295,7 @@ class ProcessWriter:
             os.close(units_in)
         self._pipe = PipeOut(self._reactor, units_out)
         self._pipe.write(frame(("start", self._backend, self._prepare, self._shared, self._max_batch,
-                                     *self._log)))
+                                *self._log)))
 
     def _flush_later(self) -> None:
         self._flush_scheduled = False
