@@ -145,7 +145,8 @@ def started(template: str | None, pg: bool, state: Path
     bank_port, api, admin = perf_ratio.free_port(), perf_ratio.free_port(), perf_ratio.free_port()
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
-    schema = f'postgres_schema = "cpu{os.getpid()}{time.time_ns() % 100000}"' if pg else ""
+    name = f"cpu{os.getpid()}{time.time_ns() % 100000}"
+    schema = f'postgres_schema = "{name}"' if pg else ""
     text = Path(template).read_text() if template else perf_ratio.CONFIG
     config = state / "kswitch.toml"
     config.write_text(text.format(state=state, api=api, admin=admin, bank=bank_port,
@@ -168,6 +169,16 @@ def started(template: str | None, pg: bool, state: Path
     finally:
         perf_ratio.stop(switch)
         perf_ratio.stop(bank)
+        if pg:
+            drop_schema(name)
+
+
+def drop_schema(name: str) -> None:
+    """The run's journal schema is the run's own: gone with it, so runs do not pile up in the test database."""
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 def run(args: argparse.Namespace, state: Path) -> dict[str, object]:
