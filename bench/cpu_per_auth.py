@@ -39,6 +39,8 @@ sys.path.insert(0, str(PERF_RATIO.parent))
 import perf_ratio  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+"""The server bench/perf-template.toml's journal uses: its writer backends are measured, its run schemas dropped."""
 HELLO = ("bench", "bench-token-not-for-production")
 
 
@@ -74,7 +76,7 @@ def postgres_writers() -> list[int]:
     process's: the adaptive writer keeps both)."""
     import psycopg
 
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
         rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'kswitch-journal-writer'")
         return [row[0] for row in rows.fetchall()]
 
@@ -177,7 +179,7 @@ def drop_schema(name: str) -> None:
     """The run's journal schema is the run's own: gone with it, so runs do not pile up in the test database."""
     import psycopg
 
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
