@@ -187,9 +187,9 @@ def run(args: argparse.Namespace, state: Path) -> dict[str, object]:
     with started(args.template, args.pg, state) as (switch, _, api, _):
         perf_ratio.load(api, 2, args.conns, args.depth, HELLO)  # warm up
         spy = None
-        if args.py_spy:  # records the measured window, for bench/pyspy_stages.py
+        if args.py_spy:  # records the measured window, writer process included, for bench/pyspy_stages.py
             spy = subprocess.Popen([py_spy(), "record", "--nonblocking", "-r", "250", "--format", "raw", "--threads",
-                                    "-o", args.py_spy, "-d", str(int(args.seconds)), "-p", str(switch.pid)],
+                                    "--subprocesses", "-o", args.py_spy, "-d", str(int(args.seconds)), "-p", str(switch.pid)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.3)
         states: dict[str, float] = {}

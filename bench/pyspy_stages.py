@@ -1,7 +1,11 @@
 """Aggregate a py-spy raw profile of kswitch by stage of a payment, in microseconds per authorization.
 
-    py-spy record --nonblocking -r 250 --format raw --threads -o prof.raw -d 8 -p PID   # under load
+    py-spy record --nonblocking -r 250 --format raw --threads --subprocesses -o prof.raw -d 8 -p PID   # under load
     python bench/pyspy_stages.py prof.raw AUTHORIZATIONS [--rate 250]
+
+(`bench/cpu_per_auth.py --py-spy prof.raw` records that way.) With ``--subprocesses`` the journal's writer
+process is in the profile too: its samples fall in the "journal writer" rows and the table ends with
+each process's subtotal.
 
 Each sample goes to the stage of the innermost frame that names one (first rule that matches,
 from the innermost frame out); a journal-writer sample naming none is "journal writer: other", a
@@ -21,6 +25,8 @@ RULES = (
     ("log lines (render, card-number scan, write)", r"switch/observe/logs\.py|structlog/"),
     ("ISO encode", r"Dialect\.encode|check_encodes"),
     ("ISO decode", r"Dialect\.decode"),
+    ("writer process: units read and unpickled, results sent",
+     r"(_Inbox\.\w+|_units|_send\w*|_write) \(switch/journal/writerproc\.py"),
     ("units to the writer process (pickle, pipe write)", r"ProcessWriter\._flush|PipeOut\."),
     ("the writer process's answers (read, unpickle, fire)", r"_Child\.childDataReceived|ProcessWriter\._answered"),
     ("journal writer: COMMIT (fsync wait included)", r"Db\.commit \("),
@@ -74,18 +80,29 @@ def main() -> None:
     args = parser.parse_args()
     rules = [(name, re.compile(pattern)) for name, pattern in RULES]
     samples: collections.Counter[str] = collections.Counter()
+    switch_samples: collections.Counter[str] = collections.Counter()
+    writer_samples: collections.Counter[str] = collections.Counter()
     with open(args.profile) as profile:
         for line in profile:
             stack, _, count = line.rstrip().rpartition(" ")
             if not count.isdigit():  # a sample py-spy could not unwind
                 continue
             thread, *frames = stack.split(";")
-            samples[stage(thread, frames, rules)] += int(count)
+            process = ""
+            while thread.startswith("process ") and frames:  # --subprocesses: the parents, then the process
+                process, thread, *frames = thread, *frames
+            writer_process = "writerproc" in process
+            name = stage("writer process" if writer_process else thread, frames, rules)
+            samples[name] += int(count)
+            (writer_samples if writer_process else switch_samples)[name] += int(count)
     us = 1e6 / args.rate / args.authorizations
     print("| stage | µs per authorization |\n|---|---:|")
     for name in [name for name, _ in RULES] + [WRITER_OTHER, OTHER, WAKING]:
         if samples[name]:
             print(f"| {name} | {samples[name] * us:.0f} |")
+    if writer_samples:
+        print(f"| switch process | {sum(switch_samples.values()) * us:.0f} |")
+        print(f"| writer process | {sum(writer_samples.values()) * us:.0f} |")
     print(f"| **total** | **{sum(samples.values()) * us:.0f}** |")
 
 
