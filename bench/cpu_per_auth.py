@@ -189,7 +189,8 @@ def run(args: argparse.Namespace, state: Path) -> dict[str, object]:
         spy = None
         if args.py_spy:  # records the measured window, writer process included, for bench/pyspy_stages.py
             spy = subprocess.Popen([py_spy(), "record", "--nonblocking", "-r", "250", "--format", "raw", "--threads",
-                                    "--subprocesses", "-o", args.py_spy, "-d", str(int(args.seconds)), "-p", str(switch.pid)],
+                                    "--subprocesses", "-o", args.py_spy, "-d", str(int(args.seconds)),
+                                    "-p", str(switch.pid)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.3)
         states: dict[str, float] = {}
