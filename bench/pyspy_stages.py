@@ -79,7 +79,6 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=250, help="py-spy's sampling rate (-r)")
     args = parser.parse_args()
     rules = [(name, re.compile(pattern)) for name, pattern in RULES]
-    samples: collections.Counter[str] = collections.Counter()
     switch_samples: collections.Counter[str] = collections.Counter()
     writer_samples: collections.Counter[str] = collections.Counter()
     with open(args.profile) as profile:
@@ -93,8 +92,8 @@ def main() -> None:
                 process, thread, *frames = thread, *frames
             writer_process = "writerproc" in process
             name = stage("writer process" if writer_process else thread, frames, rules)
-            samples[name] += int(count)
             (writer_samples if writer_process else switch_samples)[name] += int(count)
+    samples = switch_samples + writer_samples
     us = 1e6 / args.rate / args.authorizations
     print("| stage | µs per authorization |\n|---|---:|")
     for name in [name for name, _ in RULES] + [WRITER_OTHER, OTHER, WAKING]:
