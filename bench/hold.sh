@@ -9,7 +9,8 @@
 # "cold" from the switch's start over all W + N held, "warm" over the N held after the first W
 # (HOLD_WARM=W, default 1000; HOLD_WARM=0 for the cold figure over N alone, as trees before --warm did).
 # HOLD_KEYS=with|without runs one of the two. HOLD_WRITER= sets [journal] writer (default auto); the
-# journal's writer process, when there is one, holds no payment, but its growth is printed too. For a closer look: HOLD_WRAPPER=script.py runs kswitch as
+# journal's writer process, when there is one, holds no payment, but its growth is printed too: read before
+# the first W and after the N, so it is per each of the W + N, as the switch's cold figure is. For a closer look: HOLD_WRAPPER=script.py runs kswitch as
 # `python script.py bin/kswitch run ...` (e.g. one that starts tracemalloc and dumps a snapshot on
 # SIGUSR1), HOLD_BEFORE / HOLD_AFTER commands get the switch's pid before sending and after settling.
 set -euo pipefail
@@ -93,7 +94,7 @@ TOML
       $([ "$warm" = 0 ] || echo --warm "$warm") "$@")
   ${HOLD_AFTER:-true} "$sw"
   local writer_after; writer_after=$(writer_rss "$sw")
-  [ "$writer_before" = 0 ] || awk -v a="$writer_before" -v b="$writer_after" -v n="$n" \
+  [ "$writer_before" = 0 ] || awk -v a="$writer_before" -v b="$writer_after" -v n="$((n + warm))" \
     'BEGIN { printf "  writer process RSS %.1f MB -> %.1f MB, %.2f KB per pending payment\n", a/1024, b/1024, (b-a)/n }'
   kill -KILL "$sw" "$banksim" 2>/dev/null || true; wait "$sw" "$banksim" 2>/dev/null || true  # payments held: no graceful stop
 }
