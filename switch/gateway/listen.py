@@ -57,9 +57,8 @@ def split_description(description: str) -> list[str]:
     return parts
 
 
-def _load_certificates(path: str) -> list[crypto.X509]:
-    certificates = x509.load_pem_x509_certificates(FilePath(path).getContent())
-    return [crypto.X509.from_cryptography(certificate) for certificate in certificates]
+def _load_certificates(path: str) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(FilePath(path).getContent())
 
 
 def tls_endpoint(reactor: object, description: str) -> SSL4ServerEndpoint:
@@ -77,12 +76,14 @@ def tls_endpoint(reactor: object, description: str) -> SSL4ServerEndpoint:
     identity = ssl.PrivateCertificate.loadPEM(pem)
     chain = _load_certificates(settings["extraCertChain"]) if "extraCertChain" in settings else None
     client_cas = _load_certificates(settings["caCerts"]) if "caCerts" in settings else None
+    # The key and certificates as cryptography's objects: pyOpenSSL deprecates being handed its own
+    # (a DeprecationWarning at every start), but its certificate store still takes only its X509.
     context = ssl.CertificateOptions(
-        privateKey=identity.privateKey.original,
-        certificate=identity.original,
-        extraCertChain=chain,
+        privateKey=identity.privateKey.original.to_cryptography_key(),
+        certificate=identity.original.to_cryptography(),
+        extraCertChain=chain,  # type: ignore[arg-type]  # Twisted types it as X509; pyOpenSSL takes either
         verify=client_cas is not None,
-        caCerts=client_cas,
+        caCerts=[crypto.X509.from_cryptography(ca) for ca in client_cas] if client_cas is not None else None,
         requireCertificate=client_cas is not None,
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
     )

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import pytest_twisted
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from twisted.internet import reactor, ssl
 from twisted.internet.endpoints import SSL4ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
 from switch.gateway.config import ApiConfig, ClientConfig
-from switch.gateway.listen import ListenError, listen, split_description
+from switch.gateway.listen import ListenError, listen, split_description, tls_endpoint
 from switch.ops import devcerts
 
 from .conftest import WEB1_TOKEN, WEB2_TOKEN, authorize_request, make_config
@@ -39,14 +43,28 @@ def pki(tmp_path):
 
 
 def tls_client(pki, port: int, identity: str | None) -> SSL4ClientEndpoint:
-    certificate = None
+    extra = {}
     if identity is not None:
         pair = pki[identity]
-        certificate = ssl.PrivateCertificate.loadPEM(pair.cert.read_bytes() + pair.key.read_bytes())
+        extra = {"certificate": x509.load_pem_x509_certificate(pair.cert.read_bytes()),
+                 "privateKey": serialization.load_pem_private_key(pair.key.read_bytes(), None)}
     options = ssl.optionsForClientTLS(
-        "localhost", trustRoot=ssl.Certificate.loadPEM(pki["ca"].cert.read_bytes()), clientCertificate=certificate
+        "localhost", trustRoot=ssl.Certificate.loadPEM(pki["ca"].cert.read_bytes()), extraCertificateOptions=extra
     )
     return SSL4ClientEndpoint(reactor, "127.0.0.1", port, options)
+
+
+def test_a_tls_listener_starts_without_pyopenssl_deprecation_warnings(pki):
+    """Operators run with warnings shown (``python -W default``): a start must not warn that the switch hands
+    pyOpenSSL objects it deprecates. Building the TLS context is what hands them over."""
+    description = (
+        f"tls:0:interface=127.0.0.1:certKey={pki['server'].cert}:privateKey={pki['server'].key}"
+        f":caCerts={pki['ca'].cert}:extraCertChain={pki['ca'].cert}"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        context = tls_endpoint(reactor, description)._sslContextFactory.getContext()
+    assert context.get_cert_store() is not None
 
 
 def tls_server(make_server, pki):
