@@ -16,8 +16,10 @@ that caused it, and only that one.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import structlog
@@ -39,6 +41,58 @@ class _ConnectionLost(Exception):
     """The connection failed outside any unit, before COMMIT: nothing of the batch was written."""
 
 
+class Watchdog:
+    """Gives up a batch its server holds past the dialect's `Dialect.batch_deadline`, from a thread of its own
+    (the writer's own thread is the one waiting): `Dialect.abandon` breaks the connection under the batch.
+
+    One thread for the writer's life, woken only when it has nothing to watch and a batch starts: a batch's
+    deadline is never before the one the thread already sleeps until, so arming costs a lock, not a wake-up.
+    It abandons while holding the lock, and `watching` takes the lock before the batch goes on: the writer
+    never closes the connection while the thread still works on it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._armed: tuple[Db, float] | None = None
+        self._idle = True
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def watching(self, db: Db) -> Iterator[None]:
+        deadline = db.dialect.batch_deadline
+        if deadline is None:
+            yield
+            return
+        with self._lock:
+            self._armed = (db, time.monotonic() + deadline)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="kswitch-journal-deadline", daemon=True)
+                self._thread.start()
+            elif self._idle:
+                self._lock.notify()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._armed = None
+
+    def _watch(self) -> None:
+        with self._lock:
+            while True:
+                armed = self._armed
+                self._idle = armed is None
+                if armed is None:
+                    self._lock.wait()
+                    continue
+                db, due = armed
+                left = due - time.monotonic()
+                if left > 0:
+                    self._lock.wait(left)
+                    continue
+                self._armed = None
+                log.error("journal_batch_overdue", backend=db.dialect.name, deadline=db.dialect.batch_deadline)
+                db.dialect.abandon(db.conn)
+
+
 class Committer:
     """The writer's connection and what it does with a batch: open (and reopen after a loss, at most
     once a second), run, replay unit by unit on a failure, commit."""
@@ -49,6 +103,7 @@ class Committer:
         self._shared = shared
         self._db: Db | None = None
         self._last_open_failure = -REOPEN_BACKOFF_SECONDS
+        self._watchdog = Watchdog()
 
     def open(self) -> Db:
         """Open the connection now (start-up: a failure is the caller's to report)."""
@@ -56,19 +111,22 @@ class Committer:
         return self._db
 
     def commit(self, units: Sequence[Unit]) -> tuple[list[Outcome], bool]:
-        """Run and commit ``units``; a connection lost before COMMIT is retried once on a new one.
-        The flag is True when the batch committed."""
+        """Run and commit ``units``; a connection lost before COMMIT (or given up by the `Watchdog`) is retried
+        once on a new one. The flag is True when the batch committed."""
         for attempt in (1, 2):
             db = self._connection()
             if db is None:
                 break
             try:
-                outcomes = self._run(db, units)
+                with self._watchdog.watching(db):
+                    outcomes, committed = self._finish(db, units, self._run(db, units))
             except _ConnectionLost as lost:
                 log.warning("journal_batch_connection_lost", backend=self._backend, attempt=attempt, error=str(lost))
                 self.close()
                 continue
-            return self._finish(db, units, outcomes)
+            if not committed:
+                self.close()
+            return outcomes, committed
         error = JournalUnavailable(f"the {self._backend} journal database is unreachable; nothing was written")
         return [(False, Failure(error)) for _ in units], False
 
@@ -126,7 +184,6 @@ class Committer:
             db.commit()
         except Exception as exc:
             log.error("journal_commit_failed", backend=self._backend, writes=len(units), error=str(exc))
-            self.close()
             error = CommitOutcomeUnknown(
                 f"{self._backend} COMMIT failed, the writes may or may not be durable: {exc}"
             )

@@ -34,9 +34,14 @@ class Dialect:
     begin_sql: str = "BEGIN"
     snapshot_sql: str = "BEGIN"
     ddl_tokens: Mapping[str, str] = {}
+    batch_deadline: float | None = None
+    """Seconds a writer batch may take before the writer gives it up (`abandon`); None: never."""
 
     def sql(self, text: str) -> str:
         return text
+
+    def abandon(self, conn: Any) -> None:
+        """Make a statement that ``conn`` waits on fail at once, from another thread (`batch_deadline`)."""
 
     def ddl(self, text: str) -> str:
         return text.format_map(self.ddl_tokens)
