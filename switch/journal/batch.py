@@ -12,6 +12,9 @@ reads (`Db.send`) go out without a round trip of their own, so a payment costs t
 it reads back, not of every statement. Such a statement's failure surfaces at the next read, possibly
 in another unit; since any failure sends the batch to the unpipelined replay, it still reaches the unit
 that caused it, and only that one.
+
+A batch whose server does not answer within the dialect's deadline is given up (`Watchdog`), and fails as
+one whose connection was lost.
 """
 
 from __future__ import annotations
