@@ -72,6 +72,11 @@ STOP_WAITS = {"links": 5.0, "journal": 5.0, "simulators": 3.0}
 SIMULATOR_KILL_WAIT = 1.0
 
 
+def _logged(failure: Failure, event: str) -> None:
+    """A background task's failure as one error line: what failed, and where."""
+    log.error(event, error=failure.getErrorMessage(), traceback=failure.getTraceback())
+
+
 def ensure_dev_keys(keys_dir: Path) -> None:
     """Development PAN keys, created once with owner-only permissions. Never for production."""
     keys_dir.mkdir(parents=True, exist_ok=True)
@@ -183,9 +188,9 @@ class Switch:
         self.saf.start()
         self.day_end.start()
         self._housekeeping.clock = self.reactor
-        self._housekeeping.start(3600, now=True).addErrback(lambda f: log.failure("housekeeping_failed", failure=f))
+        self._housekeeping.start(3600, now=True).addErrback(_logged, "housekeeping_failed")
         self._sweeper.clock = self.reactor
-        self._sweeper.start(SWEEP_INTERVAL, now=False).addErrback(lambda f: log.failure("sweeper_failed", failure=f))
+        self._sweeper.start(SWEEP_INTERVAL, now=False).addErrback(_logged, "sweeper_failed")
         self.api_factory = NotifyingApiFactory(self.notifier, self.service, cfg.api, reactor=self.reactor,
                                                registry=self.registry,
                                                operations=register_lifecycle(default_operations()))
@@ -221,11 +226,14 @@ class Switch:
             timedelta(seconds=longest + SWEEP_INTERVAL),
         ))
 
-    def _purge_idempotency_keys(self) -> Deferred[int]:
-        """Idempotency keys are kept 24 hours (the journal's ``idempotency_ttl``), not forever."""
+    def _purge_idempotency_keys(self) -> Deferred[None]:
+        """Idempotency keys are kept 24 hours (the journal's ``idempotency_ttl``), not forever. A purge that
+        fails (the journal unreachable for a while) is logged and tried again at the next hour: a failure
+        returned to the `LoopingCall` would end the housekeeping until the switch restarts."""
         assert self.journal is not None
-        self.journal.purge_risk_counters().addErrback(lambda f: log.failure("risk_purge_failed", failure=f))
-        return self.journal.purge_idempotency_keys()
+        self.journal.purge_risk_counters().addErrback(_logged, "risk_purge_failed")
+        return self.journal.purge_idempotency_keys().addCallbacks(lambda _: None, _logged,
+                                                                   errbackArgs=("idempotency_purge_failed",))
 
     def reload_risk(self) -> bool:
         """SIGHUP: take the config file's ``[risk]`` rules; a file that does not load keeps the rules in

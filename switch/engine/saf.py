@@ -134,7 +134,7 @@ class StoreAndForward:
 
     def start(self) -> None:
         self._loop.start(self._poll_interval, now=True).addErrback(
-            lambda f: log.failure("saf_loop_failed", failure=f)
+            lambda f: log.error("saf_loop_failed", error=f.getErrorMessage(), traceback=f.getTraceback())
         )
 
     def stop(self) -> None:

@@ -147,7 +147,7 @@ class _SettlementReport(Resource):
 
         def failed(failure: Failure) -> None:
             if not failure.check(UnknownBank):
-                log.failure("admin_report_failed", failure=failure)
+                log.error("admin_report_failed", error=failure.getErrorMessage(), traceback=failure.getTraceback())
             if gone:
                 return
             if failure.check(UnknownBank):

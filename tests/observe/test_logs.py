@@ -95,3 +95,27 @@ def test_lines_logged_on_the_reactor_thread_go_out_at_the_end_of_its_turn_in_one
     assert stream.getvalue().splitlines()[-2:] == ['{"event": "four"}', '{"event": "five"}']
     clock.advance(0)  # the turn-end write scheduled before the stop finds nothing left
     assert stream.getvalue().count('"four"') == 1
+
+
+def test_every_log_call_in_the_switch_names_a_method_its_logger_has() -> None:
+    """The switch's loggers are structlog's filtering bound loggers (`logs.configure`): a call to a method they
+    lack (Twisted's ``log.failure``, say) raises where a failure was to be logged, inside an errback, so the
+    line never appears and the Deferred's error goes unhandled. Read from the source: those calls run only
+    when something has gone wrong."""
+    import re
+    from pathlib import Path
+
+    import switch
+
+    bound = structlog.make_filtering_bound_logger(20)
+    root = Path(switch.__file__).parent
+    structlogged = [path for path in root.rglob("*.py")  # a module's own logger, or one imported as ``log``
+                    if re.search(r"^log = structlog\.get_logger|^from switch\S* import .*\blog\b", path.read_text(), re.M)]
+    calls = {
+        f"{path.relative_to(root)}:{number}": name
+        for path in structlogged
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        for name in re.findall(r"\blog\.(\w+)\(", line)
+    }
+    assert calls, "the scan found no log calls at all"
+    assert {where: name for where, name in calls.items() if not hasattr(bound, name)} == {}
