@@ -358,8 +358,13 @@ def messages(db: Db, txn_id: str) -> list[MessageRecord]:
     ]
 
 
-def purge_idempotency_keys(db: Db, cutoff: int) -> int:
-    return db.execute("DELETE FROM idempotency_keys WHERE created_at < :cutoff", {"cutoff": cutoff})
+def purge_idempotency_keys(db: Db, cutoff: int, limit: int) -> int:
+    """Release at most ``limit`` keys older than ``cutoff``, oldest first; how many went."""
+    return db.execute(
+        "DELETE FROM idempotency_keys WHERE (merchant_id, idempotency_key) IN (SELECT merchant_id, idempotency_key "
+        "FROM idempotency_keys WHERE created_at < :cutoff ORDER BY created_at LIMIT :limit)",
+        {"cutoff": cutoff, "limit": limit},
+    )
 
 
 _KINDS = {kind.value: kind for kind in Kind}

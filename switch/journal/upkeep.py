@@ -12,12 +12,23 @@ from switch.journal.again import until_known
 from switch.journal.base import JournalBase, log, microseconds
 from switch.journal.units import Call
 
+PURGE_CHUNK = 10_000
+"""Idempotency keys released by one writer unit. Why: an hour's keys at a busy gateway are millions of rows, and
+the payments batched with one DELETE of them all would wait for it, past the writer's deadline on PostgreSQL
+(`switch.journal.postgres.BATCH_DEADLINE`); in chunks each unit takes a fraction of a second."""
+
 
 class UpkeepApi(JournalBase):
-    def purge_idempotency_keys(self) -> defer.Deferred[int]:
-        """Release idempotency keys older than ``idempotency_ttl``; fires with how many."""
+    def purge_idempotency_keys(self, chunk: int = PURGE_CHUNK) -> defer.Deferred[int]:
+        """Release idempotency keys older than ``idempotency_ttl``, ``chunk`` a writer unit; fires with how many."""
         cutoff = self._now() - microseconds(self._config.idempotency_ttl)
-        return self._writer.submit(Call(store.purge_idempotency_keys, cutoff))
+        return defer.ensureDeferred(self._purge_idempotency_keys(cutoff, chunk))
+
+    async def _purge_idempotency_keys(self, cutoff: int, chunk: int) -> int:
+        total = 0
+        while (gone := await self._writer.submit(Call(store.purge_idempotency_keys, cutoff, chunk))) == chunk:
+            total += gone
+        return total + gone
 
     def key_usage(self) -> defer.Deferred[Mapping[str, int]]:
         """Stored PAN ciphertexts per key id: a retired key can leave the ring once it reads 0."""

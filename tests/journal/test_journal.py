@@ -299,6 +299,22 @@ async def test_idempotency_keys(journal: Journal, clock: Any) -> None:
     assert (await journal.get_transaction(first.txn_id)).idempotency_key == "idem-1"
     clock.advance(timedelta(hours=25).total_seconds())
     assert await journal.purge_idempotency_keys() == 2
+    assert (await journal.find_by_idempotency_key("m2", "idem-1")) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_idempotency_keys_are_purged_a_chunk_a_unit_until_none_is_left(journal: Journal, clock: Any) -> None:
+    """A purge is many small writer units, not one DELETE the payments batched with it wait for; the keys
+    still inside their time to live stay bound."""
+    body = b"\x02" * 32
+    for n in range(7):
+        await journal.create_transaction(sale(idempotency_key=f"old-{n}", request_hash=body))
+    clock.advance(timedelta(hours=25).total_seconds())
+    kept = await journal.create_transaction(sale(idempotency_key="new", request_hash=body))
+    assert await journal.purge_idempotency_keys(chunk=3) == 7
+    assert [await journal.find_by_idempotency_key("m1", f"old-{n}") for n in range(7)] == [None] * 7
+    assert (await journal.find_by_idempotency_key("m1", "new")) == kept
+    assert await journal.purge_idempotency_keys(chunk=3) == 0
 
 
 @pytest_twisted.ensureDeferred
