@@ -17,6 +17,17 @@ Writer = Literal["thread", "process", "auto"]
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
+PG_BATCH_DEADLINE = 30.0
+"""Seconds a PostgreSQL writer batch may wait on the server before the writer gives it up
+(`switch.journal.postgres.PostgresDialect.abandon`). Why: the connection's TCP timeouts
+(`switch.journal.postgres.CONNECTION_DEFAULTS`) end a connection whose data goes unacknowledged, but a server
+whose host still acknowledges while the server itself does not answer holds a batch, and every payment waiting
+on it, for as long as that lasts: a backend stopped (SIGSTOP, a paused container), an fsync stuck on failed
+storage, a statement waiting on a lock a tool holds. Given up, the batch fails as when the server ends the
+connection (`switch.journal.batch`): run again once on a new connection, or answered unavailable, or its
+COMMIT's outcome unknown. A healthy batch takes milliseconds; this leaves room for a checkpoint's stall."""
+
+
 @dataclass(frozen=True)
 class SecretSource:
     """Where a secret lives: a file (preferred; mode 0600) or an environment variable.
@@ -46,6 +57,8 @@ class JournalConfig:
         working directory, so the config loader should make it absolute under the state directory.
     pg_dsn, pg_schema
         libpq connection string and the schema the journal's tables live in (created if missing).
+    pg_batch_deadline
+        Seconds a writer batch may wait on PostgreSQL before it is given up (`PG_BATCH_DEADLINE`).
     pan_keys
         The AES-256 key ring for PANs kept for later messages: entries ``key_id:base64key``
         separated by commas or whitespace.
@@ -76,6 +89,7 @@ class JournalConfig:
     sqlite_path: Path = Path("var/journal.sqlite3")
     pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/kswitch"
     pg_schema: str = "kswitch"
+    pg_batch_deadline: float = PG_BATCH_DEADLINE
     pan_keys: SecretSource = field(default=SecretSource(env="KSWITCH_PAN_KEYS"))
     pan_current_key_id: str | None = None
     pan_hash_secret: SecretSource = field(default=SecretSource(env="KSWITCH_PAN_HASH_SECRET"))
@@ -95,6 +109,8 @@ class JournalConfig:
             raise ValueError(f"journal backend must be 'sqlite' or 'postgresql', got {self.backend!r}")
         if not _SCHEMA_NAME.fullmatch(self.pg_schema):
             raise ValueError(f"pg_schema must be a lower-case SQL identifier, got {self.pg_schema!r}")
+        if not self.pg_batch_deadline > 0:
+            raise ValueError(f"pg_batch_deadline must be more than 0 seconds, got {self.pg_batch_deadline!r}")
         for name in ("max_batch", "max_queue", "reader_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -368,7 +368,7 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
 
 def backend_for(config: JournalConfig) -> Backend:
     if config.backend == "postgresql":
-        return PostgresBackend(config.pg_dsn, config.pg_schema)
+        return PostgresBackend(config.pg_dsn, config.pg_schema, config.pg_batch_deadline)
     return SQLiteBackend(config.sqlite_path)
 
 

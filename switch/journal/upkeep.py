@@ -15,7 +15,7 @@ from switch.journal.units import Call
 PURGE_CHUNK = 10_000
 """Idempotency keys released by one writer unit. Why: an hour's keys at a busy gateway are millions of rows, and
 the payments batched with one DELETE of them all would wait for it, past the writer's deadline on PostgreSQL
-(`switch.journal.postgres.BATCH_DEADLINE`); in chunks each unit takes a fraction of a second."""
+(`switch.journal.config.PG_BATCH_DEADLINE`); in chunks each unit takes a fraction of a second."""
 
 
 class UpkeepApi(JournalBase):

@@ -234,6 +234,7 @@ def _journal(file: Path, j: schema.JournalSection, state_dir: Path) -> JournalCo
         sqlite_path=_path(j.sqlite_path, state_dir),
         pg_dsn=j.postgres_dsn,
         pg_schema=j.postgres_schema,
+        pg_batch_deadline=j.postgres_batch_deadline,
         pan_keys=_secret(file, j, "pan_keys", state_dir, "pan-keys"),
         pan_current_key_id=j.pan_current_key_id,
         pan_hash_secret=_secret(file, j, "pan_hash_secret", state_dir, "pan-hash-secret"),

@@ -124,6 +124,10 @@ class JournalSection(Section):
     postgres_schema: Annotated[str, Expect("a lower-case SQL identifier")] = option(
         _default(JournalConfig, "pg_schema"), "the schema the journal's tables live in (created if missing)",
         pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    postgres_batch_deadline: Seconds = option(
+        _default(JournalConfig, "pg_batch_deadline"),
+        "how long a writer batch may wait on a server that takes it but does not answer (a stopped backend, a stuck "
+        "fsync) before it is given up: run again on a new connection, or its payments answered `busy`", gt=0)
     pan_keys_file: FilePath | None = option(None, "file holding the PAN encryption key ring (`key_id:base64key`, ...); "
                                           "relative to `state_dir`")
     pan_keys_env: str | None = option(None, "or: environment variable holding the key ring")

@@ -8,15 +8,19 @@ import signal
 import sys
 import threading
 import time
+import tomllib
 import uuid
 
 import psycopg
 import pytest
 
 from switch.journal.batch import Committer
+from switch.journal.config import PG_BATCH_DEADLINE
 from switch.journal.db import Db
 from switch.journal.errors import CommitOutcomeUnknown
+from switch.journal.journal import backend_for
 from switch.journal.postgres import CONNECTION_DEFAULTS, WRITER_SWITCH_INTERVAL, PostgresBackend
+from switch.ops.config import DEFAULT_CONFIG, from_document
 from tests.journal.conftest import PG_DSN, require_postgres
 
 
@@ -72,8 +76,7 @@ def stoppable_writer():
     not answer. Whatever was stopped is resumed afterwards."""
     require_postgres()
     schema = f"kswitch_test_{uuid.uuid4().hex[:16]}"
-    backend = PostgresBackend(PG_DSN, schema)
-    backend.dialect.batch_deadline = 0.5
+    backend = PostgresBackend(PG_DSN, schema, batch_deadline=0.5)
     committer = Committer(backend.open_writer, backend.name, {})
     committer.open()
     assert committer.commit([lambda db: db.execute("CREATE TABLE t (n INTEGER)")])[1]
@@ -162,3 +165,15 @@ def test_a_commit_its_server_holds_past_the_deadline_is_unknown_and_not_run_agai
             break
         time.sleep(0.05)
     assert rows_of(schema) == [2]
+
+
+def test_the_batch_deadline_is_the_configs() -> None:
+    """``[journal] postgres_batch_deadline`` reaches the writer's dialect; 30 s when left out; none on SQLite."""
+    def deadline(journal: dict) -> object:
+        doc = tomllib.loads(DEFAULT_CONFIG.read_text())
+        doc["journal"] = {**doc["journal"], **journal}
+        return backend_for(from_document(DEFAULT_CONFIG, doc).journal).dialect.batch_deadline
+
+    assert deadline({"backend": "postgresql", "postgres_batch_deadline": 2.5}) == 2.5
+    assert deadline({"backend": "postgresql"}) == PG_BATCH_DEADLINE == 30.0
+    assert deadline({}) is None
