@@ -52,6 +52,7 @@ from switch.journal.journal import open_journal
 from switch.journal.lease import LeaseLost, NodeLease
 from switch.journal.models import utc_from_seconds
 from switch.journal.vault import generate_key
+from switch.observe import logs
 from switch.ops.admin import OperatorError, admin_site
 from switch.ops.config import SwitchConfig, load_config
 from switch.ops.devcerts import make_dev_pki
@@ -73,8 +74,7 @@ SIMULATOR_KILL_WAIT = 1.0
 
 
 def _logged(failure: Failure, event: str) -> None:
-    """A background task's failure as one error line: what failed, and where."""
-    log.error(event, error=failure.getErrorMessage(), traceback=failure.getTraceback())
+    logs.failed(log, event, failure)
 
 
 def ensure_dev_keys(keys_dir: Path) -> None:

@@ -44,6 +44,7 @@ from switch.iso.translate import reversal_request
 from switch.journal import Journal
 from switch.journal.errors import TransitionRefused
 from switch.journal.models import Direction, EventDraft, SafAcknowledged, SafItem, SafKind, SafState, utc_from_seconds
+from switch.observe import logs
 from switch.observe.metrics import MetricBundle
 
 log = structlog.get_logger("kswitch.saf")
@@ -134,7 +135,7 @@ class StoreAndForward:
 
     def start(self) -> None:
         self._loop.start(self._poll_interval, now=True).addErrback(
-            lambda f: log.error("saf_loop_failed", error=f.getErrorMessage(), traceback=f.getTraceback())
+            lambda f: logs.failed(log, "saf_loop_failed", f)
         )
 
     def stop(self) -> None:

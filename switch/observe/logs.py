@@ -104,6 +104,12 @@ class LineWriter:
         self._stream.flush()
 
 
+def failed(logger: Any, event: str, failure: Any) -> None:
+    """A background task's Twisted ``Failure`` as one error line: its message and where it came from.
+    (structlog's loggers have no ``failure`` method, unlike Twisted's.)"""
+    logger.error(event, error=failure.getErrorMessage(), traceback=failure.getTraceback())
+
+
 def processors(fmt: Literal["json", "console"], colors: bool = False) -> list[structlog.typing.Processor]:
     """The processor chain `configure` installs, ending in the renderer for ``fmt``."""
     renderer: structlog.typing.Processor

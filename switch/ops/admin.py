@@ -27,6 +27,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from switch.domain.settlementfile import parse_date
+from switch.observe import logs
 from switch.ops.reports.build import SettlementReport, UnknownBank
 from switch.ops.reports.render import CONTENT_TYPES, render
 
@@ -147,7 +148,7 @@ class _SettlementReport(Resource):
 
         def failed(failure: Failure) -> None:
             if not failure.check(UnknownBank):
-                log.error("admin_report_failed", error=failure.getErrorMessage(), traceback=failure.getTraceback())
+                logs.failed(log, "admin_report_failed", failure)
             if gone:
                 return
             if failure.check(UnknownBank):
