@@ -27,9 +27,12 @@ _GROUP = re.compile(r"[0-9]+", re.ASCII)
 # A necessary condition, checked first because most text has no such run: 13 digits in a row,
 # single spaces or dashes allowed between them.
 _CANDIDATE = re.compile(r"[0-9](?:[ -]?[0-9]){12}", re.ASCII)
-# Weaker still and several times faster on digit-rich text (an ISO message as JSON, a log line):
-# every `_CANDIDATE` match is a digit followed by twelve digits, spaces or dashes.
-_QUICK = re.compile(r"[0-9][0-9 -]{12}", re.ASCII)
+# Weaker still, and tested without the regex engine, which tries a character class at every digit of a
+# digit-rich text (a log line, an ISO message as JSON) at some 12 ns a character: every `_CANDIDATE` match
+# lies in 13 or more consecutive digits, spaces or dashes. `_shape` spells each of those "0" and every other
+# character "x", one byte per character, so `bytes.find` locates such stretches and nothing else.
+_RUN_SHAPE = bytes(0x30 if chr(code) in "0123456789 -" else 0x78 for code in range(256))
+_STRETCH = b"0" * SCAN_MIN_DIGITS
 # A digit's value, and the digit sum of its double (Luhn), by ASCII code.
 _DIGIT_VALUES = bytes.maketrans(b"0123456789", bytes(range(10)))
 _DOUBLED_DIGITS = bytes.maketrans(b"0123456789", bytes((0, 2, 4, 6, 8, 1, 3, 5, 7, 9)))
@@ -124,34 +127,44 @@ def _digits(text: str, spans: Spans) -> str:
     return "".join(text[start:end] for start, end in spans)
 
 
+def _shape(text: str) -> bytes:
+    """``text`` with one byte a character: "0" where a card number's run may go on (a digit, space or
+    dash), "x" elsewhere. Non-ASCII characters become "?" first, which keeps the offsets a character each."""
+    return text.encode("ascii", "replace").translate(_RUN_SHAPE)
+
+
 def _long_runs(text: str) -> Iterator[re.Match[str]]:
-    """The `_GROUPED_DIGITS` runs of ``text`` with 13 digits or more. The leftmost `_CANDIDATE` match
-    always starts such a run (one digit earlier would match too), and none starts before the leftmost
-    `_QUICK` match: the scan passes the many short runs of a log line or a message inside the regex
-    engine, with the quicker pattern first, instead of one Python step each."""
+    """The `_GROUPED_DIGITS` runs of ``text`` with 13 digits or more: each starts at a `_candidate`."""
+    shape = _shape(text)
     position = 0
-    while (quick := _QUICK.search(text, position)) is not None:
-        candidate = _CANDIDATE.search(text, quick.start())
-        run = _GROUPED_DIGITS.match(text, candidate.start()) if candidate is not None else None
-        if run is None:  # no candidate left (a run always follows a candidate's first digit)
-            return
+    while (candidate := _candidate(text, shape, position)) is not None:
+        run = _GROUPED_DIGITS.match(text, candidate.start())
+        assert run is not None, "a candidate starts a run"
         yield run
         position = run.end()
 
 
+def _candidate(text: str, shape: bytes, position: int) -> re.Match[str] | None:
+    """The leftmost `_CANDIDATE` match from ``position`` on, searched only in stretches of 13 or more digits,
+    spaces or dashes. It starts a run: one digit earlier would match too, and a stretch starts after a
+    character that is none of these, or at ``position`` where the last run ended, at a character no digit."""
+    while (start := shape.find(_STRETCH, position)) >= 0:
+        end = shape.find(b"x", start)
+        end = len(text) if end < 0 else end
+        if (candidate := _CANDIDATE.search(text, start, end)) is not None:
+            return candidate
+        position = end
+    return None
+
+
 def may_hold_card_number(text: str) -> bool:
-    """A quick test that is False for most text: True when 13 digits could form a run `card_numbers` finds.
-    The slower pattern starts where the quicker one matched (no candidate starts before), not at the
-    start of a text that may be a whole message of short digit runs."""
-    if len(text) < SCAN_MIN_DIGITS:
-        return False
-    quick = _QUICK.search(text)
-    return quick is not None and _CANDIDATE.search(text, quick.start()) is not None
+    """A quick test that is False for most text: True when 13 digits could form a run `card_numbers` finds."""
+    return len(text) >= SCAN_MIN_DIGITS and _candidate(text, _shape(text), 0) is not None
 
 
 def card_numbers(text: str) -> Iterator[str]:
     """The digits of every Luhn-valid 13-19 digit run in ``text``, unbroken or grouped by spaces or dashes."""
-    for spans in _card_number_spans(text):  # its first search is `may_hold_card_number`'s
+    for spans in _card_number_spans(text):
         yield _digits(text, spans)
 
 
