@@ -10,6 +10,12 @@ A lease is taken over when it has expired (its holder stopped renewing it: SIGKI
 power cut, a hung host) or at once when its holder ran on this host and its process
 is gone (so a switch restarted after a crash does not wait for the expiry).  Takeover
 is a compare-and-set on the row, so of two processes starting together one wins.
+
+A holder that cannot renew (its database unreachable or stalled: a partition) steps down
+by itself once `RENEW_DEADLINE` of the lease has passed since the last renewal it sent,
+before the lease can expire and a node on the other side of the partition take it over.
+Without that it would learn only at its next successful heartbeat, after the partition,
+and two nodes would have written one journal meanwhile.
 Times are the journal clock's microseconds; hosts sharing a PostgreSQL journal need
 clocks within a fraction of the lease time of each other.
 """
@@ -25,7 +31,7 @@ from typing import Any
 
 import structlog
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 
 from switch.journal.db import Db, Row
@@ -36,6 +42,10 @@ log = structlog.get_logger("kswitch.journal")
 LEASE = "journal"
 LEASE_SECONDS = 15.0
 """How long a lease outlives its last heartbeat; heartbeats come every third of it."""
+
+RENEW_DEADLINE = 2 / 3
+"""The part of the lease after the last renewal a node sent by which the next must have succeeded, or the node
+steps down: two heartbeats may fail, and a third of the lease is left for the hosts' clocks to differ."""
 
 
 @dataclass(frozen=True)
@@ -147,8 +157,10 @@ def release(db: Db, owner: str) -> bool:
 class NodeLease:
     """This process's lease on ``journal``: `acquire` at start-up, heartbeats, `release` on stop.
 
-    ``on_lost`` is called once if a heartbeat finds the lease taken by another node
-    (this node stalled past the expiry): the switch must stop at once.
+    ``on_lost`` is called once if a heartbeat finds the lease taken by another node (this node
+    stalled past the expiry), or if no renewal has succeeded for `RENEW_DEADLINE` of the lease
+    (the step-down is timed on ``clock``, not by the heartbeats, which wait for a renewal stuck
+    in a stalled database): the switch must stop at once.
     """
 
     def __init__(self, journal: Any, clock: IReactorTime, on_lost: Callable[[LeaseLost], object], *,
@@ -156,16 +168,21 @@ class NodeLease:
         self.journal = journal
         self.me = me or LeaseHolder.this_process()
         self.seconds = seconds
+        self._clock = clock
         self._on_lost = on_lost
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = clock
+        self._deadline: IDelayedCall | None = None
+        self._lost = False
 
     def acquire(self) -> Deferred[Taken]:
         """Take the lease (`LeaseHeld` if a live node has it) and start the heartbeat."""
         return ensureDeferred(self._acquire())
 
     async def _acquire(self) -> Taken:
+        sent = self._clock.seconds()
         taken = await self.journal.acquire_lease(self.me, self.seconds)
+        self._renewed(sent)
         self._heartbeat.start(self.seconds / 3, now=False)
         if taken.previous is not None:
             log.warning("journal_lease_taken_over", reason=taken.reason,
@@ -175,21 +192,51 @@ class NodeLease:
 
     def release(self) -> Deferred[bool]:
         """Stop the heartbeat and give the lease up, so the next start need not wait."""
-        if self._heartbeat.running:
-            self._heartbeat.stop()
+        self._stop()
         return self.journal.release_lease(self.me.owner)
 
     def _beat(self) -> Deferred[None]:
+        sent = self._clock.seconds()
+
         def failed(failure: Any) -> None:
             if failure.check(LeaseLost):
-                if self._heartbeat.running:
-                    self._heartbeat.stop()
-                log.error("journal_lease_lost", error=failure.getErrorMessage())
-                self._on_lost(failure.value)
-            else:  # the database is unreachable for now: the next beat tries again
+                self._step_down(failure.value)
+            else:  # the database is unreachable for now: the next beat tries again, until the deadline
                 log.warning("journal_lease_renewal_failed", error=failure.getErrorMessage())
 
-        return self.journal.renew_lease(self.me.owner, self.seconds).addErrback(failed)
+        return self.journal.renew_lease(self.me.owner, self.seconds).addCallbacks(
+            lambda _: self._renewed(sent), failed)
+
+    def _renewed(self, sent: float) -> None:
+        """A renewal sent at ``sent`` succeeded: the lease holds until at least ``sent`` plus its seconds."""
+        if self._lost:
+            return
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        delay = max(0.0, sent + self.seconds * RENEW_DEADLINE - self._clock.seconds())
+        self._deadline = self._clock.callLater(delay, self._overdue, sent)
+
+    def _overdue(self, sent: float) -> None:
+        self._deadline = None
+        self._step_down(LeaseLost(
+            f"this node ({self.me.owner}) could not renew the journal lease for "
+            f"{self._clock.seconds() - sent:.0f}s of its {self.seconds:.0f}s (the journal's database is unreachable "
+            "or stalled); it steps down before another node may take the lease over"))
+
+    def _step_down(self, error: LeaseLost) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._stop()
+        log.error("journal_lease_lost", error=str(error))
+        self._on_lost(error)
+
+    def _stop(self) -> None:
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
 
 
 def _columns(me: LeaseHolder) -> dict[str, object]:

@@ -8,11 +8,12 @@ import os
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock as ReactorClock
 
 from switch.bank.numbering import RrnAllocator
 from switch.journal import open_journal
-from switch.journal.lease import LeaseHeld, LeaseHolder, NodeLease
+from switch.journal.lease import LeaseHeld, LeaseHolder, LeaseLost, NodeLease, Taken
 
 
 async def second_journal(config, registry, clock):
@@ -142,3 +143,72 @@ async def test_rrns_stay_unique_across_a_restart_of_the_journal_at_a_high_rate(j
         await restarted.close()
     assert len(set(before)) == len(before) and len(set(after)) == len(after)
     assert not set(before) & set(after)
+
+
+class StalledJournal:
+    """A journal whose database took the lease and then stops answering: each renewal is a Deferred the
+    test fires (or never does), as a renewal stuck behind a partition or a stopped server is."""
+
+    def __init__(self) -> None:
+        self.renewals: list[Deferred] = []
+
+    def acquire_lease(self, me: LeaseHolder, seconds: float) -> Deferred:
+        return succeed(Taken(me))
+
+    def renew_lease(self, owner: str, seconds: float) -> Deferred:
+        self.renewals.append(Deferred())
+        return self.renewals[-1]
+
+    def release_lease(self, owner: str) -> Deferred:
+        return succeed(True)
+
+
+def stalled_lease() -> tuple[NodeLease, StalledJournal, ReactorClock, list]:
+    clock, journal, lost = ReactorClock(), StalledJournal(), []
+    lease = NodeLease(journal, clock, on_lost=lost.append, seconds=15.0, me=holder("first"))
+    lease.acquire()
+    return lease, journal, clock, lost
+
+
+def test_a_node_whose_renewals_hang_steps_down_before_its_lease_can_expire():
+    """A partition longer than the lease: the renewals never come back, so the heartbeat (which waits for
+    each) cannot notice. The node steps down at two thirds of the lease, while the lease is still its own."""
+    lease, journal, clock, lost = stalled_lease()
+    clock.advance(5.0)
+    assert len(journal.renewals) == 1  # sent, and stuck
+    clock.advance(4.9)
+    assert lost == []
+    clock.advance(0.1)
+    assert len(lost) == 1 and isinstance(lost[0], LeaseLost)
+    assert "could not renew the journal lease for 10s of its 15s" in str(lost[0])
+    clock.advance(60.0)
+    assert len(lost) == 1 and len(journal.renewals) == 1  # the heartbeat stopped with it
+
+
+def test_a_renewal_that_succeeds_moves_the_step_down_to_two_thirds_of_a_lease_after_it_was_sent():
+    lease, journal, clock, lost = stalled_lease()
+    clock.advance(5.0)
+    clock.advance(3.0)
+    journal.renewals[0].callback(None)  # sent at 5 s: the lease holds until 20 s, the deadline is 15 s
+    clock.advance(5.0)  # 13 s: the next beat went at 10 s and is stuck
+    journal.renewals[1].errback(ConnectionError("server closed the connection"))
+    assert lost == []
+    clock.advance(1.9)
+    assert lost == []
+    clock.advance(0.1)
+    assert len(lost) == 1 and "could not renew the journal lease for 10s" in str(lost[0])
+
+
+def test_a_late_answer_after_the_step_down_does_not_report_the_loss_twice():
+    lease, journal, clock, lost = stalled_lease()
+    clock.advance(10.0)
+    journal.renewals[0].errback(LeaseLost("this node (first) lost the journal lease; it is now held by nobody"))
+    journal.renewals.clear()
+    assert len(lost) == 1 and "could not renew" in str(lost[0])
+
+
+def test_a_released_lease_does_not_step_down_afterwards():
+    lease, journal, clock, lost = stalled_lease()
+    lease.release()
+    clock.advance(60.0)
+    assert lost == [] and journal.renewals == []
