@@ -111,6 +111,8 @@ class Switch:
         self.registry = registry or CollectorRegistry()
         self.journal: Journal | None = None
         self.lease: NodeLease | None = None
+        self.lease_lost: LeaseLost | None = None
+        """Why the switch stopped itself, if it did: its journal's lease is no longer its own."""
         self.banks: dict[str, Bank] = {}
         self.saf: StoreAndForward | None = None
         self.confirmations: Confirmations | None = None
@@ -250,6 +252,7 @@ class Switch:
 
     def _lease_lost(self, error: LeaseLost) -> None:
         """Another node took this journal over (this one stalled past its lease): stop serving now."""
+        self.lease_lost = error
         log.error("switch_stopping_lease_lost", error=str(error))
         self.stop().addBoth(lambda _: self.reactor.stop())
 

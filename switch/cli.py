@@ -27,6 +27,9 @@ from switch.ops.settings import ConfigError
 log = structlog.get_logger("kswitch.switch")
 
 SAF_STATES = ("queued", "dead", "done", "dropped")
+LEASE_LOST_EXIT = 3
+"""`kswitch run`'s exit status when it stopped itself because its journal's lease was no longer its own (taken over,
+or not renewed in time): not 0, so a supervisor that restarts a failed service restarts it."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -179,7 +182,7 @@ def _run(cfg: SwitchConfig) -> int:
         reactor.run()
     finally:
         lines.close()
-    return status["code"]
+    return LEASE_LOST_EXIT if switch.lease_lost is not None else status["code"]
 
 
 def _emit(*lines: str) -> None:

@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,6 +30,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from switch.app import STOP_WAITS, Switch
+from switch.cli import LEASE_LOST_EXIT
 from switch.heap import GEN0_THRESHOLD, TRIM_INTERVAL
 from switch.ops.config import load_config
 from tests.crash.harness import SwitchProcess, remove_dir, short_run_dir, sleep
@@ -148,6 +150,31 @@ def test_a_step_that_runs_out_of_time_is_logged_and_the_stop_goes_on():
         ("shutdown_waiting", "journal"), ("shutdown_step_done", "journal"),
     ]
     assert logs[-1]["event"] == "switch_stopped"
+
+
+@pytest.mark.timeout(100)
+@pytest_twisted.ensureDeferred
+async def test_a_switch_whose_journal_lease_is_taken_over_stops_with_its_own_exit_status(tmp_path):
+    """Another node took the journal over (this one stalled past its lease, seen from the database): at its
+    next heartbeat the switch stops, and exits with a status a supervisor restarts it on, not 0."""
+    run_dir = short_run_dir()
+    cfg_file = demo_config(tmp_path, run_dir)
+    bound = Switch(load_config(cfg_file), reactor).stop_bound()
+    switch = SwitchProcess(cfg_file, tmp_path, run_dir / "admin.sock")
+    try:
+        switch.start()
+        await switch.wait_ready(30.0)
+        with sqlite3.connect(tmp_path / "state" / "journal.sqlite3", timeout=10) as journal:
+            taken = journal.execute("UPDATE node_lease SET owner = 'other-node', host = 'host-b'").rowcount
+        assert taken == 1
+        code = await exit_code(switch, 5.0 + bound + EXIT_MARGIN)  # a heartbeat every 5 s, then the stop
+        assert code == LEASE_LOST_EXIT != 0, f"kswitch exit code {code}\n{switch.log_tail(30)}"
+        log = {e["event"]: e for e in events(switch.logs[-1])}
+        assert "now held by kswitch node other-node (host host-b" in log["journal_lease_lost"]["error"]
+        assert "switch_stopping_lease_lost" in log and "switch_stopped" in log
+    finally:
+        switch.abort()
+        remove_dir(run_dir)
 
 
 @pytest_twisted.ensureDeferred
