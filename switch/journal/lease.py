@@ -16,6 +16,7 @@ by itself once `RENEW_DEADLINE` of the lease has passed since the last renewal i
 before the lease can expire and a node on the other side of the partition take it over.
 Without that it would learn only at its next successful heartbeat, after the partition,
 and two nodes would have written one journal meanwhile.
+
 Times are the journal clock's microseconds; hosts sharing a PostgreSQL journal need
 clocks within a fraction of the lease time of each other.
 """
