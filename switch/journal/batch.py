@@ -15,6 +15,10 @@ that caused it, and only that one.
 
 A batch whose server does not answer within the dialect's deadline is given up (`Watchdog`), and fails as
 one whose connection was lost.
+
+A batch may be fenced: a check sent first in its transaction (`Fence`: the node lease's,
+`switch.journal.lease.fence`) that, when it refuses, rolls the whole batch back and fails every unit
+with its error, whatever the units did; nothing of the batch is written, and nothing is replayed.
 """
 
 from __future__ import annotations
@@ -23,12 +27,12 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 from twisted.python.failure import Failure
 
-from switch.journal.db import Db, resolved, run
+from switch.journal.db import Db, Later, resolved, run
 from switch.journal.errors import CommitOutcomeUnknown, JournalUnavailable
 
 log = structlog.get_logger("kswitch.journal")
@@ -36,12 +40,23 @@ log = structlog.get_logger("kswitch.journal")
 Outcome = tuple[bool, Any]
 """(True, the unit's result) or (False, a `Failure`)."""
 Unit = Callable[[Db], Any]
+Fence = Callable[[Db], "Later[Exception | None] | None"]
+"""Sends a batch's check at the start of its transaction (or nothing: None); what it returns resolves to the error
+the whole batch fails with, or None to let it commit."""
 
 REOPEN_BACKOFF_SECONDS = 1.0
 
 
 class _ConnectionLost(Exception):
     """The connection failed outside any unit, before COMMIT: nothing of the batch was written."""
+
+
+class _Refused(Exception):
+    """The batch's `Fence` refused it, and it was rolled back: ``error`` is every unit's."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Watchdog:
@@ -98,12 +113,14 @@ class Watchdog:
 
 class Committer:
     """The writer's connection and what it does with a batch: open (and reopen after a loss, at most
-    once a second), run, replay unit by unit on a failure, commit."""
+    once a second), fence, run, replay unit by unit on a failure, commit."""
 
-    def __init__(self, open_db: Callable[[], Db], backend: str, shared: dict[Any, Any]) -> None:
+    def __init__(self, open_db: Callable[[], Db], backend: str, shared: dict[Any, Any],
+                 fence: Fence | None = None) -> None:
         self._open_db = open_db
         self._backend = backend
         self._shared = shared
+        self._fence = fence
         self._db: Db | None = None
         self._last_open_failure = -REOPEN_BACKOFF_SECONDS
         self._watchdog = Watchdog()
@@ -127,6 +144,9 @@ class Committer:
                 log.warning("journal_batch_connection_lost", backend=self._backend, attempt=attempt, error=str(lost))
                 self.close()
                 continue
+            except _Refused as refused:  # the connection is sound: kept for the next batch
+                log.error("journal_batch_fenced", backend=self._backend, writes=len(units), error=str(refused))
+                return [(False, Failure(refused.error)) for _ in units], False
             if not committed:
                 self.close()
             return outcomes, committed
@@ -154,13 +174,18 @@ class Committer:
         try:
             with db.pipelined():  # PostgreSQL: what no unit reads back rides with the next read
                 db.begin()
+                fence = self._fenced(db)  # first: on PostgreSQL its row lock is held before any unit runs
                 results = [run(db, unit) for unit in units]
                 pipelined = db.pipelining
-            if pipelined:  # rows the pipeline has answered (`Later`)
-                results = [run(db, lambda _, r=r: resolved(r)) for r in results]
-            run(db, _flush)  # after the pipeline: PostgreSQL sends the queued rows by COPY, which it excludes
+            refused = run(db, lambda _: resolved(fence))
+            if refused is None:
+                if pipelined:  # rows the pipeline has answered (`Later`)
+                    results = [run(db, lambda _, r=r: resolved(r)) for r in results]
+                run(db, _flush)  # after the pipeline: PostgreSQL sends the queued rows by COPY, which it excludes
         except Exception:
             return self._replay_isolated(db, units)
+        if refused is not None:
+            self._refuse(db, refused)
         return [(True, result) for result in results]
 
     def _replay_isolated(self, db: Db, units: Sequence[Unit]) -> list[Outcome]:
@@ -168,19 +193,34 @@ class Committer:
         try:
             db.rollback()
             db.begin()
-            for unit in units:
-                db.savepoint("unit")
-                try:
-                    result = resolved(run(db, unit))  # unpipelined: resolved already
-                    run(db, _flush)  # the unit's queued rows fail with the unit
-                    outcomes.append((True, result))
-                except Exception:
-                    outcomes.append((False, Failure()))
-                    db.rollback_to("unit")
-                db.release("unit")
+            refused = resolved(self._fenced(db))  # unpipelined: read already
+            if refused is None:
+                for unit in units:
+                    db.savepoint("unit")
+                    try:
+                        result = resolved(run(db, unit))  # unpipelined: resolved already
+                        run(db, _flush)  # the unit's queued rows fail with the unit
+                        outcomes.append((True, result))
+                    except Exception:
+                        outcomes.append((False, Failure()))
+                        db.rollback_to("unit")
+                    db.release("unit")
         except Exception as exc:
             raise _ConnectionLost(str(exc)) from exc
+        if refused is not None:
+            self._refuse(db, refused)
         return outcomes
+
+    def _fenced(self, db: Db) -> Later[Exception | None] | None:
+        return self._fence(db) if self._fence is not None else None
+
+    def _refuse(self, db: Db, error: Exception) -> NoReturn:
+        """Roll the batch back (`_Refused`): nothing of it is written."""
+        try:
+            db.rollback()
+        except Exception as exc:
+            raise _ConnectionLost(str(exc)) from exc
+        raise _Refused(error)
 
     def _finish(self, db: Db, units: Sequence[Unit], outcomes: list[Outcome]) -> tuple[list[Outcome], bool]:
         try:

@@ -36,6 +36,9 @@ class Dialect:
     ddl_tokens: Mapping[str, str] = {}
     batch_deadline: float | None = None
     """Seconds a writer batch may take before the writer gives it up (`abandon`); None: never."""
+    share_lock: str = ""
+    """What a SELECT ends with to hold the rows it reads, until COMMIT, against other connections' changes
+    (`switch.journal.lease.fence`); nothing where the writer's `begin_sql` already holds the whole database."""
 
     def sql(self, text: str) -> str:
         return text

@@ -152,3 +152,15 @@ class CommitOutcomeUnknown(JournalError, NotRecorded):
 
     Treat like a bank timeout: do not answer approved, and reconcile (reverse) later.
     """
+
+
+class LeaseLost(JournalError, NotRecorded):
+    """This node's journal lease row is gone or belongs to another node (`switch.journal.lease`).
+
+    Raised by a renewal that finds the row taken, and by every unit of a writer batch the lease fence refused
+    (`switch.journal.lease.fence`): that batch was rolled back, so nothing of it was written, and nothing more
+    will be by this node. It is `NotRecorded` for the web tier (``busy``: the same request again, with its
+    idempotency key, sent to the node that holds the journal now, is answered with what became of it once that
+    node's recovery has settled what this one left); unlike the others it is never worth trying again here
+    (`switch.engine.recommit`, `switch.journal.again`).
+    """

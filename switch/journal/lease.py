@@ -17,26 +17,34 @@ before the lease can expire and a node on the other side of the partition take i
 Without that it would learn only at its next successful heartbeat, after the partition,
 and two nodes would have written one journal meanwhile.
 
+Stepping down is a graceful stop, which takes seconds, and the writer commits whatever it is
+handed meanwhile; so the database itself keeps a node that lost the lease from writing: once the
+lease is taken, every writer batch first checks, in its own transaction, that the row is still this
+node's (`fence`), and a batch that finds it taken is rolled back whole, each of its writes failing
+with `LeaseLost`.
+
 Times are the journal clock's microseconds; hosts sharing a PostgreSQL journal need
 clocks within a fraction of the lease time of each other.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 
-from switch.journal.db import Db, Row
-from switch.journal.errors import JournalError
+from switch.journal.db import Db, Later, Row
+from switch.journal.errors import JournalError, LeaseLost
 
 log = structlog.get_logger("kswitch.journal")
 
@@ -47,6 +55,10 @@ LEASE_SECONDS = 15.0
 RENEW_DEADLINE = 2 / 3
 """The part of the lease after the last renewal a node sent by which the next must have succeeded, or the node
 steps down: two heartbeats may fail, and a third of the lease is left for the hosts' clocks to differ."""
+
+SHARED_OWNER = "lease_owner"
+"""The key under which the journal hands its writer this node's owner id once it has taken the lease
+(`switch.journal.units.shared`): from then on every batch the writer commits is fenced with it (`fence`)."""
 
 
 @dataclass(frozen=True)
@@ -86,10 +98,6 @@ class LeaseHeld(JournalError):
             f"the journal is in use by kswitch {holder.describe(now)}; one kswitch per journal: "
             "stop that one first (a crashed one is taken over once its lease expires)"
         )
-
-
-class LeaseLost(JournalError):
-    """This node's lease row is gone or belongs to another node."""
 
 
 def pid_alive(pid: int) -> bool:
@@ -145,14 +153,44 @@ def renew(db: Db, owner: str, *, now: int, ttl: int) -> None:
         "UPDATE node_lease SET heartbeat_at = :now, expires_at = :expires WHERE name = :name AND owner = :owner",
         {"name": LEASE, "owner": owner, "now": now, "expires": now + ttl},
     ) != 1:
-        row = db.one("SELECT * FROM node_lease WHERE name = :name", {"name": LEASE})
-        holder = f"kswitch {_holder(row).describe(now)}" if row is not None else "nobody"
-        raise LeaseLost(f"this node ({owner}) lost the journal lease; it is now held by {holder}")
+        raise _lost(owner, db.one("SELECT * FROM node_lease WHERE name = :name", {"name": LEASE}), now)
 
 
 def release(db: Db, owner: str) -> bool:
     return db.execute("DELETE FROM node_lease WHERE name = :name AND owner = :owner",
                       {"name": LEASE, "owner": owner}) == 1
+
+
+def fence(db: Db) -> Later[LeaseLost | None] | None:
+    """A writer batch's lease check (`switch.journal.batch.Committer`), sent first in its transaction: it resolves
+    to the `LeaseLost` the whole batch fails with if the lease row is gone or another node's, else to None. None
+    (nothing sent) until the journal has shared this node's owner id (`SHARED_OWNER`): migrations and the
+    acquiring itself run before there is a lease to check.
+
+    Why in every batch: a node that lost the lease stops gracefully, and until its writer stops it would commit
+    payments' outcomes, store-and-forward items and RRN blocks into a journal another node now runs. On
+    PostgreSQL the row is read ``FOR SHARE`` (`Dialect.share_lock`): a takeover's UPDATE waits until the batch has
+    committed, and a batch that reads after a takeover committed sees the new owner. On SQLite the batch's
+    ``BEGIN IMMEDIATE`` holds every other writer off already. One indexed single-row read a batch: on PostgreSQL it
+    rides the batch's pipeline (`Db.one_later`) and is read with the units' results, without a round trip of its own.
+    """
+    owner = db.shared.get(SHARED_OWNER)
+    if owner is None:
+        return None
+    read = db.one_later(f"SELECT * FROM node_lease WHERE name = :name{db.dialect.share_lock}", {"name": LEASE})
+    return Later(read, functools.partial(_fenced, owner))
+
+
+def _fenced(owner: str, row: Row | None) -> LeaseLost | None:
+    if row is not None and row["owner"] == owner:
+        return None
+    # The writer has no journal clock; the wall clock is the one the journal's is in a running switch.
+    return _lost(owner, row, int(time.time() * 1_000_000), "; nothing of this write was committed")
+
+
+def _lost(owner: str, row: Row | None, now: int, then: str = "") -> LeaseLost:
+    holder = f"kswitch {_holder(row).describe(now)}" if row is not None else "nobody"
+    return LeaseLost(f"this node ({owner}) lost the journal lease; it is now held by {holder}{then}")
 
 
 class NodeLease:
@@ -161,7 +199,7 @@ class NodeLease:
     ``on_lost`` is called once if a heartbeat finds the lease taken by another node (this node
     stalled past the expiry), or if no renewal has succeeded for `RENEW_DEADLINE` of the lease
     (the step-down is timed on ``clock``, not by the heartbeats, which wait for a renewal stuck
-    in a stalled database): the switch must stop at once.
+    in a stalled database): the switch must stop at once. Never after `release`.
     """
 
     def __init__(self, journal: Any, clock: IReactorTime, on_lost: Callable[[LeaseLost], object], *,
@@ -174,7 +212,8 @@ class NodeLease:
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = clock
         self._deadline: IDelayedCall | None = None
-        self._lost = False
+        self._ended = False
+        """Lost or released: nothing more is renewed or reported."""
 
     def acquire(self) -> Deferred[Taken]:
         """Take the lease (`LeaseHeld` if a live node has it) and start the heartbeat."""
@@ -192,9 +231,13 @@ class NodeLease:
         return taken
 
     def release(self) -> Deferred[bool]:
-        """Stop the heartbeat and give the lease up, so the next start need not wait."""
+        """Stop the heartbeat and give the lease up, so the next start need not wait; False if it was no longer
+        this node's (lost: the writer's fence refuses the release too, and nothing is left to give up)."""
+        lost, self._ended = self._ended, True
         self._stop()
-        return self.journal.release_lease(self.me.owner)
+        if lost:
+            return succeed(False)
+        return self.journal.release_lease(self.me.owner).addErrback(_not_ours)
 
     def _beat(self) -> Deferred[None]:
         sent = self._clock.seconds()
@@ -210,7 +253,7 @@ class NodeLease:
 
     def _renewed(self, sent: float) -> None:
         """A renewal sent at ``sent`` succeeded: the lease holds until at least ``sent`` plus its seconds."""
-        if self._lost:
+        if self._ended:
             return
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
@@ -225,9 +268,9 @@ class NodeLease:
             "or stalled); it steps down before another node may take the lease over"))
 
     def _step_down(self, error: LeaseLost) -> None:
-        if self._lost:
+        if self._ended:
             return
-        self._lost = True
+        self._ended = True
         self._stop()
         log.error("journal_lease_lost", error=str(error))
         self._on_lost(error)
@@ -238,6 +281,11 @@ class NodeLease:
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
+
+
+def _not_ours(failure: Any) -> bool:
+    failure.trap(LeaseLost)
+    return False
 
 
 def _columns(me: LeaseHolder) -> dict[str, object]:

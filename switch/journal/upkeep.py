@@ -59,11 +59,17 @@ class UpkeepApi(JournalBase):
 
     def acquire_lease(self, me: lease.LeaseHolder, seconds: float) -> defer.Deferred[lease.Taken]:
         """Take the journal's node lease for ``seconds`` (`lease.LeaseHeld` if a live node has it); taken
-        again if the journal cannot say whether it was (`until_known`: a lease already ``me``'s is renewed)."""
-        ttl = int(seconds * 1_000_000)
-        return defer.ensureDeferred(until_known(
+        again if the journal cannot say whether it was (`until_known`: a lease already ``me``'s is renewed).
+        Once taken, every writer batch is fenced with it (`lease.fence`): none commits after another node took
+        the lease over."""
+        return defer.ensureDeferred(self._acquire_lease(me, int(seconds * 1_000_000)))
+
+    async def _acquire_lease(self, me: lease.LeaseHolder, ttl: int) -> lease.Taken:
+        taken: lease.Taken = await until_known(
             self._reactor, "acquire_lease",
-            lambda: self._writer.submit(Call(lease.acquire, me, now=self._now(), ttl=ttl))))
+            lambda: self._writer.submit(Call(lease.acquire, me, now=self._now(), ttl=ttl)))
+        self._writer.share(lease.SHARED_OWNER, me.owner)
+        return taken
 
     def renew_lease(self, owner: str, seconds: float) -> defer.Deferred[None]:
         now, ttl = self._now(), int(seconds * 1_000_000)

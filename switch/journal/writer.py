@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from switch.journal import lease
 from switch.journal.batch import Committer, Outcome
 from switch.journal.db import Db, run
 from switch.journal.errors import JournalClosed, JournalOverloaded
@@ -98,7 +99,7 @@ class GroupCommitWriter:
         self._max_queue = max_queue
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._shared: dict[Any, Any] = {}
-        self._committer = Committer(open_db, backend, self._shared)
+        self._committer = Committer(open_db, backend, self._shared, fence=lease.fence)
         self._accepting = False
         self._stop_requested = False
         self._finished = False

@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from switch.journal import lease
 from switch.journal.batch import Committer, Outcome
 from switch.journal.db import run
 from switch.journal.errors import JournalError, StorageError
@@ -148,7 +149,7 @@ def _refuse(error: Exception, db: Any) -> None:
 def serve(backend: Any, prepare: Callable[[Any], Any], shared: dict[Any, Any], max_batch: int,
           inbox: _Inbox) -> None:
     """Open, prepare, then commit batches until standard input ends."""
-    committer = Committer(backend.open_writer, backend.name, shared)
+    committer = Committer(backend.open_writer, backend.name, shared, fence=lease.fence)
     try:
         result = run(committer.open(), prepare)
     except Exception as exc:
