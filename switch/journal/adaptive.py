@@ -22,7 +22,7 @@ import structlog
 from twisted.internet import defer
 
 from switch.journal.db import Db
-from switch.journal.errors import JournalClosed
+from switch.journal.errors import JournalClosed, LeaseLost
 from switch.journal.metrics import JournalMetrics
 from switch.journal.process import ProcessWriter
 from switch.journal.writer import GroupCommitWriter
@@ -104,6 +104,10 @@ class AdaptiveWriter:
     def after_batches(self, callback: Callable[[], None]) -> None:
         self._thread.after_batches(callback)
         self._process.after_batches(callback)
+
+    def when_fenced(self, callback: Callable[[LeaseLost], None]) -> None:
+        self._thread.when_fenced(callback)
+        self._process.when_fenced(callback)
 
     def stop(self) -> defer.Deferred[None]:
         """Stop both writers: each commits what it holds first (what a switch held goes nowhere)."""

@@ -20,6 +20,7 @@ from switch.journal import schema
 from switch.journal.adaptive import AdaptiveWriter
 from switch.journal.config import JournalConfig
 from switch.journal.db import Db
+from switch.journal.errors import LeaseLost
 from switch.journal.metrics import JournalMetrics
 from switch.journal.process import ProcessWriter
 from switch.journal.readers import ReaderPool
@@ -109,6 +110,11 @@ class JournalBase:
         after reads were answered (`ReaderPool.after_reads`): whenever the backlog may have shrunk."""
         self._writer.after_batches(callback)
         self._readers.after_reads(callback)
+
+    def when_fenced(self, callback: Callable[[LeaseLost], None]) -> None:
+        """Call ``callback`` on the reactor with the `LeaseLost` of each writer batch the node lease's fence refused
+        (`switch.journal.lease.fence`): the lease is no longer this node's, and nothing of that batch was written."""
+        self._writer.when_fenced(callback)
 
     def start(self) -> defer.Deferred[Self]:
         """Open the database, migrate it, and start the writer and readers; fires with the journal."""

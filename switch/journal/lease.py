@@ -21,7 +21,8 @@ Stepping down is a graceful stop, which takes seconds, and the writer commits wh
 handed meanwhile; so the database itself keeps a node that lost the lease from writing: once the
 lease is taken, every writer batch first checks, in its own transaction, that the row is still this
 node's (`fence`), and a batch that finds it taken is rolled back whole, each of its writes failing
-with `LeaseLost`.
+with `LeaseLost`. The first such batch makes the node step down at once, as a heartbeat finding the
+lease taken does.
 
 Times are the journal clock's microseconds; hosts sharing a PostgreSQL journal need
 clocks within a fraction of the lease time of each other.
@@ -196,10 +197,11 @@ def _lost(owner: str, row: Row | None, now: int, then: str = "") -> LeaseLost:
 class NodeLease:
     """This process's lease on ``journal``: `acquire` at start-up, heartbeats, `release` on stop.
 
-    ``on_lost`` is called once if a heartbeat finds the lease taken by another node (this node
-    stalled past the expiry), or if no renewal has succeeded for `RENEW_DEADLINE` of the lease
-    (the step-down is timed on ``clock``, not by the heartbeats, which wait for a renewal stuck
-    in a stalled database): the switch must stop at once. Never after `release`.
+    ``on_lost`` is called once if a heartbeat, or any write (the writer's `fence`), finds the lease
+    taken by another node (this node stalled past the expiry), or if no renewal has succeeded for
+    `RENEW_DEADLINE` of the lease (the step-down is timed on ``clock``, not by the heartbeats, which
+    wait for a renewal stuck in a stalled database): the switch must stop at once. Never after
+    `release`.
     """
 
     def __init__(self, journal: Any, clock: IReactorTime, on_lost: Callable[[LeaseLost], object], *,
@@ -222,6 +224,7 @@ class NodeLease:
     async def _acquire(self) -> Taken:
         sent = self._clock.seconds()
         taken = await self.journal.acquire_lease(self.me, self.seconds)
+        self.journal.when_fenced(self._step_down)  # a write found the lease taken: step down now, not at a heartbeat
         self._renewed(sent)
         self._heartbeat.start(self.seconds / 3, now=False)
         if taken.previous is not None:

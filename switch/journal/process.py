@@ -40,12 +40,13 @@ from switch.journal.errors import (
     JournalClosed,
     JournalOverloaded,
     JournalUnavailable,
+    LeaseLost,
     StorageError,
 )
 from switch.journal.frames import RESULTS_FD, Frames, frame
 from switch.journal.metrics import JournalMetrics
 from switch.journal.pipe import PipeOut
-from switch.journal.writer import BatchMetrics, deliver
+from switch.journal.writer import BatchMetrics, deliver, tell_fenced
 
 T = TypeVar("T")
 log = structlog.get_logger("kswitch.journal")
@@ -107,6 +108,7 @@ class ProcessWriter:
         self._stopping = False
         self._stop_waiters: list[defer.Deferred[None]] = []
         self._delivered: list[Callable[[], None]] = []
+        self._fenced: list[Callable[[LeaseLost], None]] = []
         self._next_uid = 0
         self._waiting: dict[int, tuple[defer.Deferred[Any], float]] = {}
         """Every unit not answered yet: its caller and when it was submitted."""
@@ -162,6 +164,10 @@ class ProcessWriter:
     def after_batches(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` after each batch's Deferreds have fired (flow control)."""
         self._delivered.append(callback)
+
+    def when_fenced(self, callback: Callable[[LeaseLost], None]) -> None:
+        """Call ``callback`` with the `LeaseLost` of each batch the lease fence refused."""
+        self._fenced.append(callback)
 
     def stop(self) -> defer.Deferred[None]:
         """Commit what is queued, let the child close its connection and exit; fires once it has."""
@@ -222,6 +228,7 @@ class ProcessWriter:
             submitted.append(at)
             outcomes.append((ok, value if ok else Failure(value)))
         self._metrics.batch_done(submitted, outcomes, committed, seconds, done)
+        tell_fenced(self._fenced, outcomes, committed)
         deliver(deferreds, outcomes)
         for callback in self._delivered:
             callback()

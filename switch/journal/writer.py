@@ -20,16 +20,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+import structlog
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from switch.journal import lease
 from switch.journal.batch import Committer, Outcome
 from switch.journal.db import Db, run
-from switch.journal.errors import JournalClosed, JournalOverloaded
+from switch.journal.errors import JournalClosed, JournalOverloaded, LeaseLost
 from switch.journal.metrics import JournalMetrics
 
 T = TypeVar("T")
+log = structlog.get_logger("kswitch.journal")
 
 
 class Reactor(Protocol):
@@ -105,6 +107,7 @@ class GroupCommitWriter:
         self._finished = False
         self._stop_waiters: list[defer.Deferred[None]] = []
         self._delivered: list[Callable[[], None]] = []
+        self._fenced: list[Callable[[LeaseLost], None]] = []
         self._metrics = BatchMetrics(metrics, backend, self.backlog)
 
     def start(self, prepare: Callable[[Db], T]) -> defer.Deferred[T]:
@@ -142,6 +145,10 @@ class GroupCommitWriter:
         """Call ``callback`` on the reactor after each batch's Deferreds have fired (flow control)."""
         self._delivered.append(callback)
 
+    def when_fenced(self, callback: Callable[[LeaseLost], None]) -> None:
+        """Call ``callback`` on the reactor with the `LeaseLost` of each batch the lease fence refused."""
+        self._fenced.append(callback)
+
     def stop(self) -> defer.Deferred[None]:
         """Commit what is queued, close the connection, and fire when the thread is done."""
         self._accepting = False
@@ -154,7 +161,8 @@ class GroupCommitWriter:
         self._stop_waiters.append(waiter)
         return waiter
 
-    def _deliver(self, batch: list[_Pending], outcomes: list[Outcome]) -> None:
+    def _deliver(self, batch: list[_Pending], outcomes: list[Outcome], committed: bool) -> None:
+        tell_fenced(self._fenced, outcomes, committed)
         deliver([pending.deferred for pending in batch], outcomes)
         for callback in self._delivered:
             callback()
@@ -204,7 +212,7 @@ class GroupCommitWriter:
         self._metrics.batch_done([pending.submitted for pending in batch], outcomes, committed, done - began, done)
         if CHECK_PICKLABLE:
             outcomes = [_sent_back(outcome) for outcome in outcomes]
-        self._reactor.callFromThread(self._deliver, batch, outcomes)
+        self._reactor.callFromThread(self._deliver, batch, outcomes, committed)
 
 
 def deliver(deferreds: Sequence[defer.Deferred[Any]], outcomes: Sequence[Outcome]) -> None:
@@ -214,6 +222,21 @@ def deliver(deferreds: Sequence[defer.Deferred[Any]], outcomes: Sequence[Outcome
             deferred.callback(value)
         else:
             deferred.errback(value)
+
+
+def tell_fenced(callbacks: Sequence[Callable[[LeaseLost], None]], outcomes: Sequence[Outcome], committed: bool) -> None:
+    """If the lease fence refused this batch (`switch.journal.lease.fence`: every unit failed with one `LeaseLost`,
+    nothing committed), tell ``callbacks``, so the node steps down now rather than at its next heartbeat (before the
+    callers hear of it: what they do next happens on a node that is stopping)."""
+    if committed or not callbacks or not outcomes:
+        return
+    ok, value = outcomes[0]
+    if not ok and isinstance(value.value, LeaseLost):
+        for callback in callbacks:
+            try:
+                callback(value.value)
+            except Exception:  # the batch's callers must still hear of it
+                log.exception("journal_fenced_callback_failed")
 
 
 def _sent_back(outcome: Outcome) -> Outcome:

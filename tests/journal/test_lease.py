@@ -162,6 +162,9 @@ class StalledJournal:
     def release_lease(self, owner: str) -> Deferred:
         return succeed(True)
 
+    def when_fenced(self, callback) -> None:
+        pass
+
 
 def stalled_lease() -> tuple[NodeLease, StalledJournal, ReactorClock, list]:
     clock, journal, lost = ReactorClock(), StalledJournal(), []

@@ -1,6 +1,6 @@
 """The lease fence (`switch.journal.lease.fence`): once another node holds the journal's lease, no batch of this
-node's writer commits, whichever writer (thread or process), on SQLite and PostgreSQL; and on PostgreSQL a
-takeover waits for a batch in progress."""
+node's writer commits, whichever writer (thread or process), on SQLite and PostgreSQL; on PostgreSQL a takeover
+waits for a batch in progress; and the node steps down at the first refused batch."""
 
 from __future__ import annotations
 
@@ -69,7 +69,8 @@ def txn_ids(config: Any) -> set[str]:
 
 @pytest.mark.parametrize("writer", ["thread", "process"])
 @pytest_twisted.ensureDeferred
-async def test_after_a_takeover_no_write_of_this_node_commits(config, registry, clock, writer):
+async def test_after_a_takeover_no_write_of_this_node_commits_and_it_steps_down_at_once(config, registry, clock,
+                                                                                         writer):
     journal = await open_journal(dataclasses.replace(config, writer=writer), reactor, registry=registry, clock=clock)
     lost: list[LeaseLost] = []
     lease = NodeLease(journal, ReactorClock(), on_lost=lost.append, me=holder("first"))  # no heartbeat runs
@@ -90,6 +91,7 @@ async def test_after_a_takeover_no_write_of_this_node_commits(config, registry, 
             assert conn.execute("SELECT value FROM counters WHERE name = 'rrn:bank_a'").fetchall() == [(100,)]
         finally:
             conn.close()
+        assert len(lost) == 1 and "now held by kswitch node other-node" in str(lost[0])  # no heartbeat was needed
         assert await lease.release() is False  # nothing to give up, and no error from the writer's fence
     finally:
         await journal.close()
