@@ -8,6 +8,10 @@ kills. The engine owns the outcome, so it settles it: it reads the transaction o
 and commits the outcome again while it is still ``pending`` (a compare-and-set from ``pending``, so it can never
 land twice); its caller then answers as if the first commit had been confirmed.
 
+Not after `LeaseLost`: the journal's lease fence refused the commit, so it certainly did not happen, and this node
+will commit nothing more (it is stopping; another node runs the journal now). The error goes to the caller at
+once (the web tier hears ``busy``), and what was not committed stays for the new holder's recovery.
+
 May use: the journal's API and the domain's statuses.
 """
 
@@ -25,7 +29,7 @@ from twisted.internet.task import deferLater
 from switch.domain.errors import NotRecorded
 from switch.domain.status import Status
 from switch.journal import Journal
-from switch.journal.errors import TransactionNotFound, TransitionRefused, VersionConflict
+from switch.journal.errors import LeaseLost, TransactionNotFound, TransitionRefused, VersionConflict
 from switch.journal.models import Transaction
 
 T = TypeVar("T")
@@ -47,6 +51,8 @@ async def commit_outcome(
     while True:
         try:
             return await attempt()
+        except LeaseLost:  # not committed, and never will be by this node: no use trying again
+            raise
         except NotRecorded as e:  # logged once a payment, not once a second while a database is down
             (log.warning if tries == 0 else log.debug)("outcome_commit_unknown", txn_id=txn_id, error=str(e))
         tries += 1
@@ -73,6 +79,8 @@ async def end_unrecorded(what: str, end: Callable[[], Awaitable[object]], **cont
         log.info(f"unrecorded_{what}_absent", **context)
     except (TransitionRefused, VersionConflict):  # ended meanwhile (the stale-pending sweep)
         log.info(f"unrecorded_{what}_ended_elsewhere", **context)
+    except LeaseLost as e:  # another node runs the journal now: its recovery ends it, if it was recorded
+        log.warning(f"unrecorded_{what}_left_to_new_lease_holder", error=str(e), **context)
     except Exception:
         log.exception(f"unrecorded_{what}_not_ended", **context)
     else:

@@ -7,9 +7,10 @@ opening business days, reserving an RRN block, resolving what a crash left in fl
 start it again: found by the chaos test's writer kills. Each of those writes can be made again: the lease is
 already this node's, a business day opens once, an RRN block nobody used is only a gap, and recovery reads a
 transaction afresh before it resolves it. So they are made again, a few times, a second apart; if the journal
-still cannot say, the error is the caller's, as before.
+still cannot say, the error is the caller's, as before. Not after `LeaseLost`: the write certainly did not happen,
+and this node will write nothing more.
 
-May use: the domain's errors and Twisted's clock.
+May use: the domain's and the journal's errors, and Twisted's clock.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
 from switch.domain.errors import NotRecorded
+from switch.journal.errors import LeaseLost
 
 T = TypeVar("T")
 log = structlog.get_logger("kswitch.journal")
@@ -38,6 +40,8 @@ async def until_known(clock: IReactorTime, what: str, write: Callable[[], Awaita
     for attempt in range(1, ATTEMPTS):
         try:
             return await write()
+        except LeaseLost:
+            raise
         except NotRecorded as e:
             log.warning("journal_write_made_again", what=what, attempt=attempt, error=str(e))
         await deferLater(clock, SECONDS, lambda: None)

@@ -11,7 +11,7 @@ import pytest_twisted
 from twisted.internet import defer, task
 
 from switch.journal import CommitOutcomeUnknown, JournalUnavailable, again
-from switch.journal.errors import StorageError
+from switch.journal.errors import LeaseLost, StorageError
 from tests.journal.conftest import raw_connect
 from tests.journal.test_lease import holder
 
@@ -129,4 +129,20 @@ def test_until_known_does_not_repeat_a_refusal() -> None:
     clock.pump([0.01] * 5)
     assert tries == [1]
     assert result.result.check(StorageError)
+    result.addErrback(lambda _: None)
+
+
+def test_until_known_does_not_repeat_a_write_the_lease_fence_refused() -> None:
+    """`LeaseLost` is `NotRecorded` for the web tier, but certain: the write did not happen and never will here."""
+    clock = task.Clock()
+    tries: list[int] = []
+
+    def write() -> defer.Deferred[str]:
+        tries.append(1)
+        return defer.fail(LeaseLost("this node lost the journal lease"))
+
+    result = defer.ensureDeferred(again.until_known(clock, "test", write))
+    clock.pump([0.01] * 5)
+    assert tries == [1]
+    assert result.result.check(LeaseLost)
     result.addErrback(lambda _: None)
