@@ -31,6 +31,7 @@ from twisted.internet.task import Clock
 
 from switch.app import STOP_WAITS, Switch
 from switch.cli import LEASE_LOST_EXIT
+from switch.gateway.client import BlockingClient, KSwitchError
 from switch.heap import GEN0_THRESHOLD, TRIM_INTERVAL
 from switch.ops.config import load_config
 from tests.crash.harness import SwitchProcess, remove_dir, short_run_dir, sleep
@@ -156,25 +157,45 @@ def test_a_step_that_runs_out_of_time_is_logged_and_the_stop_goes_on():
 @pytest_twisted.ensureDeferred
 async def test_a_switch_whose_journal_lease_is_taken_over_stops_with_its_own_exit_status(tmp_path):
     """Another node took the journal over (this one stalled past its lease, seen from the database): at its
-    next heartbeat the switch stops, and exits with a status a supervisor restarts it on, not 0."""
+    next write (the journal's lease fence) or heartbeat the switch stops, and exits with a status a supervisor
+    restarts it on, not 0. A payment sent after the takeover is not committed: the web tier hears ``busy``
+    (or, if the heartbeat came first, finds the switch closing)."""
     run_dir = short_run_dir()
     cfg_file = demo_config(tmp_path, run_dir)
     bound = Switch(load_config(cfg_file), reactor).stop_bound()
     switch = SwitchProcess(cfg_file, tmp_path, run_dir / "admin.sock")
+    journal_file = tmp_path / "state" / "journal.sqlite3"
     try:
         switch.start()
         await switch.wait_ready(30.0)
-        with sqlite3.connect(tmp_path / "state" / "journal.sqlite3", timeout=10) as journal:
-            taken = journal.execute("UPDATE node_lease SET owner = 'other-node', host = 'host-b'").rowcount
-        assert taken == 1
+        with BlockingClient(unix_path=str(run_dir / "api.sock"), client="demo", token=DEMO_TOKEN, timeout=10) as web:
+            assert web.authorize(**demo_payment("before"))["status"] == "approved"
+            with sqlite3.connect(journal_file, timeout=10) as journal:
+                taken = journal.execute("UPDATE node_lease SET owner = 'other-node', host = 'host-b'").rowcount
+            assert taken == 1
+            with pytest.raises(KSwitchError) as refused:
+                web.authorize(**demo_payment("after"))
+        assert refused.value.code in ("busy", "connection_lost", "connect_failed"), refused.value
         code = await exit_code(switch, 5.0 + bound + EXIT_MARGIN)  # a heartbeat every 5 s, then the stop
         assert code == LEASE_LOST_EXIT != 0, f"kswitch exit code {code}\n{switch.log_tail(30)}"
         log = {e["event"]: e for e in events(switch.logs[-1])}
         assert "now held by kswitch node other-node (host host-b" in log["journal_lease_lost"]["error"]
         assert "switch_stopping_lease_lost" in log and "switch_stopped" in log
+        assert "api_internal_error" not in log, switch.log_tail(30)
+        with sqlite3.connect(journal_file, timeout=10) as journal:
+            orders = journal.execute("SELECT order_id, status FROM transactions ORDER BY order_id").fetchall()
+        assert orders == [("before", "approved")], orders
     finally:
         switch.abort()
         remove_dir(run_dir)
+
+
+DEMO_TOKEN = "demo-token-not-for-production"  # config/kswitch.toml's demo web tier
+
+
+def demo_payment(order_id: str) -> dict[str, Any]:
+    return {"merchant_id": "M100", "store_id": "web", "order_id": order_id, "amount": 1250, "currency": "USD",
+            "pan": "4111111111111111", "expiry": "3012", "cvv": "123"}
 
 
 @pytest_twisted.ensureDeferred
