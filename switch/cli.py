@@ -20,6 +20,7 @@ from switch.engine.router import RouteQuery
 from switch.heap import HeapTrim, c_heap_trim, freeze_startup_heap
 from switch.iso.dialect import DialectError
 from switch.observe import logs
+from switch.observe.logchild import LogChild
 from switch.ops import cutover, riskadmin, settlementcli
 from switch.ops.config import DEFAULT_CONFIG, SwitchConfig, load_config
 from switch.ops.settings import ConfigError
@@ -143,7 +144,7 @@ def _run(cfg: SwitchConfig) -> int:
     from switch.app import Switch
 
     lines = logs.configure(cfg.log_format, level=cfg.log_level,  # type: ignore[arg-type]
-                           call_soon=lambda f: reactor.callLater(0, f))
+                           call_later=reactor.callLater, start_child=LogChild)
     switch = Switch(cfg, reactor)
     status = {"code": 0}
     trim = HeapTrim(reactor, c_heap_trim())

@@ -25,14 +25,12 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
 from twisted.internet import defer, protocol
 from twisted.python.failure import Failure
 
-import switch
 from switch.journal.batch import REOPEN_BACKOFF_SECONDS
 from switch.journal.db import Db
 from switch.journal.errors import (
@@ -47,6 +45,7 @@ from switch.journal.frames import RESULTS_FD, Frames, frame
 from switch.journal.metrics import JournalMetrics
 from switch.journal.pipe import PipeOut
 from switch.journal.writer import BatchMetrics, deliver, tell_fenced
+from switch.observe.logchild import child_environment
 
 T = TypeVar("T")
 log = structlog.get_logger("kswitch.journal")
@@ -337,12 +336,3 @@ class ProcessWriter:
             else:
                 kept.append((uid, unit))
         return kept, pickle.dumps([unit for _, unit in kept], protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def child_environment() -> dict[str, str]:
-    """The switch's environment, with the directory its own ``switch`` package came from first on the
-    child's path: ``bin/kswitch`` runs a checkout by putting it on ``sys.path``, which a child does not
-    inherit, and the writer process must run the same code as the switch (it unpickles the switch's units)."""
-    root = str(Path(switch.__file__).resolve().parent.parent)
-    path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([root, path] if path else [root])}

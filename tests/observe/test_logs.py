@@ -23,10 +23,14 @@ class Unprintable:
 
 
 def render(fmt: str, **fields: object) -> str:
+    """The line as written: rendered here (json, console), or encoded raw and finished as the log
+    child finishes it (child)."""
     stream = io.StringIO()
-    logger = structlog.wrap_logger(structlog.PrintLogger(stream), processors=logs.processors(fmt))
+    chain = logs.raw_processors() if fmt == "child" else logs.processors(fmt)  # type: ignore[arg-type]
+    logger = structlog.wrap_logger(structlog.PrintLogger(stream), processors=chain)
     logger.info("event", **fields)
-    return stream.getvalue()
+    line = stream.getvalue()
+    return logs.safe_line(line.rstrip("\n")) + "\n" if fmt == "child" else line
 
 
 HOSTILE = {
@@ -42,7 +46,7 @@ HOSTILE = {
 }
 
 
-@pytest.mark.parametrize("fmt", ["json", "console"])
+@pytest.mark.parametrize("fmt", ["json", "console", "child"])
 def test_card_numbers_are_masked_in_any_field_of_any_type(fmt):
     line = render(fmt, **HOSTILE)
     assert problems(line) == []
@@ -50,8 +54,9 @@ def test_card_numbers_are_masked_in_any_field_of_any_type(fmt):
     line.encode("utf-8")  # writable to any UTF-8 stream
 
 
-def test_json_lines_stay_json_with_masked_numbers_as_strings():
-    event = json.loads(render("json", **HOSTILE))
+@pytest.mark.parametrize("fmt", ["json", "child"])
+def test_json_lines_stay_json_with_masked_numbers_as_strings(fmt):
+    event = json.loads(render(fmt, **HOSTILE))
     assert event["request_id"] == "401288******1881"
     assert event["float_id"] == "401288******1881.0"
     assert event["bank_fields"] == {"2": "401288******1881", "48": "order:401288******1881", "401288******1881": "as a key"}
@@ -59,8 +64,9 @@ def test_json_lines_stay_json_with_masked_numbers_as_strings():
     assert event["unprintable"] == "<unprintable Unprintable>"
 
 
-def test_ordinary_numbers_are_left_alone():
-    event = json.loads(render("json", amount=1250, rrn="000000000042", field_90="0" * 42, txn_id="01JDXYZ"))
+@pytest.mark.parametrize("fmt", ["json", "child"])
+def test_ordinary_numbers_are_left_alone(fmt):
+    event = json.loads(render(fmt, amount=1250, rrn="000000000042", field_90="0" * 42, txn_id="01JDXYZ"))
     assert (event["amount"], event["rrn"], event["field_90"], event["txn_id"]) == (1250, "000000000042", "0" * 42, "01JDXYZ")
 
 
