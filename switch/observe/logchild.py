@@ -3,7 +3,8 @@
 Why: the one line a request writes cost the reactor about 35 µs in place, a ninth of its time per
 payment (README, Performance): most of it the Python of rendering the line, scanning it for card
 numbers and writing it. With a log child, the reactor only encodes each event as JSON (orjson) and
-hands the lines of its turn over in one pipe write; the child scans them, masks any that holds a
+hands its lines over in one pipe write every `switch.observe.logs.CHILD_BATCH_SECONDS`; the child
+scans them, masks any that holds a
 card number (`switch.observe.logs.safe_line`) and writes them to the switch's standard error. The
 JSON that crosses the pipe may hold a card number, as a journal unit may: it goes between two
 processes of one installation and is never stored.
