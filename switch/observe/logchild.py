@@ -4,10 +4,9 @@ Why: the one line a request writes cost the reactor about 35 µs in place, a nin
 payment (README, Performance): most of it the Python of rendering the line, scanning it for card
 numbers and writing it. With a log child, the reactor only encodes each event as JSON (orjson) and
 hands its lines over in one pipe write every `switch.observe.logs.CHILD_BATCH_SECONDS`; the child
-scans them, masks any that holds a
-card number (`switch.observe.logs.safe_line`) and writes them to the switch's standard error. The
-JSON that crosses the pipe may hold a card number, as a journal unit may: it goes between two
-processes of one installation and is never stored.
+scans them, masks any that holds a card number (`switch.observe.logs.safe_line`) and writes them to
+the switch's standard error. The JSON that crosses the pipe may hold a card number, as a journal
+unit may: it goes between two processes of one installation and is never stored.
 
 The child ends when its input ends: when the switch closes the pipe (`LogChild.close`, which waits
 for it) or dies. A line cut off by the switch's death is dropped, never written unfinished. If the
