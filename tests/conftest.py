@@ -19,17 +19,21 @@ LOG_FILE = Path(os.environ.get("KSWITCH_TEST_LOG", Path(tempfile.gettempdir()) /
 
 
 class _Tee:
-    """Writes to the suite log file and to whatever sys.stdout is now (pytest's capture)."""
+    """Writes to the suite log file and to whatever sys.stdout is now (pytest's capture). The file is closed
+    once the session's scan has read it; what is logged after that (the reactor's shutdown, at exit) goes to
+    sys.stdout alone, instead of failing on the closed file."""
 
     def __init__(self, path: Path) -> None:
         self.file = path.open("w", encoding="utf-8")
 
     def write(self, text: str) -> int:
-        self.file.write(text)
+        if not self.file.closed:
+            self.file.write(text)
         return sys.stdout.write(text)
 
     def flush(self) -> None:
-        self.file.flush()
+        if not self.file.closed:
+            self.file.flush()
         sys.stdout.flush()
 
     def isatty(self) -> bool:
