@@ -152,7 +152,8 @@ def _writer(reactor: Any, backend: Backend, config: JournalConfig, metrics: Jour
 
     def process() -> ProcessWriter:
         return ProcessWriter(reactor, backend, metrics=metrics, max_batch=config.max_batch,
-                             max_queue=config.max_queue, log_format=config.log_format, log_level=config.log_level)
+                             max_queue=config.max_queue, log_format=config.log_format, log_level=config.log_level,
+                             nice=config.writer_nice)
 
     if config.writer == "thread":
         return thread()

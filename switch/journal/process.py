@@ -7,6 +7,9 @@ break that, because it starts a batch only once the reactor lets go of the GIL. 
 go to it as soon as a few are ready (``flush_every``), so it commits the first payments of a group
 while the reactor is still reading the rest (`switch.journal.writerproc` for the child's side).
 
+The child runs at a lower CPU priority than the switch (``nice``, `switch.journal.config.WRITER_NICE`): on a
+machine whose cores are all busy, the reactor every payment waits on gets one first.
+
 What it costs: the units are pickled on the way out (the ones sent together in one pickle, so the rows they
 share the shape of share their column names) and the outcomes on the way back, on the reactor.
 
@@ -86,6 +89,7 @@ class ProcessWriter:
         log_format: str = "json",
         log_level: str = "info",
         flush_every: int = FLUSH_EVERY,
+        nice: int = 0,
     ) -> None:
         self._reactor = reactor
         self._backend = backend
@@ -93,6 +97,7 @@ class ProcessWriter:
         self._max_queue = max_queue
         self._log = (log_format, log_level)
         self._flush_every = flush_every
+        self._nice = nice
         self._shared: dict[Any, Any] = {}
         self._prepare: Callable[[Db], Any] | None = None
         self._child: _Child | None = None
@@ -301,7 +306,7 @@ class ProcessWriter:
             os.close(units_in)
         self._pipe = PipeOut(self._reactor, units_out)
         self._pipe.write(frame(("start", self._backend, self._prepare, self._shared, self._max_batch,
-                                *self._log)))
+                                *self._log, self._nice)))
 
     def _flush_later(self) -> None:
         self._flush_scheduled = False

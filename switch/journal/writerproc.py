@@ -7,7 +7,8 @@ so the batch's time adds to the reactor's instead of overlapping it (`switch.jou
 `switch.journal.process.ProcessWriter` starts ``python -m switch.journal.writerproc``. What it sends
 on the child's standard input, and what comes back on file descriptor 3, is a stream of frames: a
 4-byte big-endian length and a pickle. In: ``("start", backend, prepare, shared, max_batch,
-log_format, log_level)`` first, then ``("share", key, value)`` and ``("units", [uid, ...], pickled
+log_format, log_level, nice)`` first (``nice``: how much the child lowers its own CPU priority,
+`switch.journal.config.WRITER_NICE`), then ``("share", key, value)`` and ``("units", [uid, ...], pickled
 [unit, ...])``: the units of a frame in a pickle of their own, so a frame this process cannot read fails
 its own writes, named by their uids, and nothing else.
 Out: ``("started", ok, result)``, then for each batch ``("batch", [(uid, ok, value), ...], committed,
@@ -176,7 +177,8 @@ def main() -> None:
         signal.signal(signum, signal.SIG_IGN)
     shared: dict[Any, Any] = {}
     inbox = _Inbox(sys.stdin.fileno(), shared)
-    _, backend, prepare, _, max_batch, log_format, log_level = inbox.first()
+    _, backend, prepare, _, max_batch, log_format, log_level, nice = inbox.first()
+    os.nice(nice)
     logs.configure(log_format, level=log_level)
     serve(backend, prepare, shared, max_batch, inbox)
 

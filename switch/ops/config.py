@@ -240,6 +240,7 @@ def _journal(file: Path, j: schema.JournalSection, state_dir: Path) -> JournalCo
         pan_hash_secret=_secret(file, j, "pan_hash_secret", state_dir, "pan-hash-secret"),
         max_batch=j.max_batch,
         writer=j.writer,
+        writer_nice=j.writer_nice,
     )
 
 

@@ -141,6 +141,10 @@ class JournalSection(Section):
         "auto", "where the group commit runs: `thread` (in the switch's process: the least latency for one "
         "payment at a time), `process` (a process of its own: the most throughput), `auto` (the thread, and the "
         "process while several writes wait at once; README: Performance)")
+    writer_nice: int = option(_default(JournalConfig, "writer_nice"),
+                              "how much lower the writer process's CPU priority is than the switch's (a nice "
+                              "increment): the reactor, which every payment waits on, gets a busy machine's cores "
+                              "first; 0 keeps them equal (README: The writer: thread or process)", ge=0, le=19)
     max_batch: int = option(_default(JournalConfig, "max_batch"),
                             "most writes in one group commit; the socket API stops reading requests while "
                             "max_batch writes wait (README: Flow control)", ge=1)

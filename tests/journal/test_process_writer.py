@@ -178,6 +178,27 @@ def _new_writer(config: JournalConfig, registry: CollectorRegistry) -> ProcessWr
     return ProcessWriter(reactor, backend_for(config), metrics=JournalMetrics(registry), max_batch=64, max_queue=1000)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest_twisted.ensureDeferred
+async def test_the_writer_process_runs_at_a_lower_cpu_priority(config: JournalConfig,
+                                                               registry: CollectorRegistry) -> None:
+    """Its niceness is the switch's plus ``nice`` (Linux caps it at 19), and so is its replacement's."""
+    writer = ProcessWriter(reactor, backend_for(config), metrics=JournalMetrics(registry), max_batch=64,
+                           max_queue=1000, nice=7)
+    expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 7)
+    await writer.start(migrate)
+    try:
+        assert await writer.submit(insert("first")) == 1
+        first = writer._transport.pid
+        assert os.getpriority(os.PRIO_PROCESS, first) == expected
+        os.kill(first, signal.SIGKILL)
+        await until(lambda: writer._transport is not None and writer._transport.pid != first, "a new writer process")
+        assert await writer.submit(insert("second")) == 1
+        assert os.getpriority(os.PRIO_PROCESS, writer._transport.pid) == expected
+    finally:
+        await writer.stop()
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_writer_process_killed_before_it_started_is_started_again(config: JournalConfig,
                                                                           registry: CollectorRegistry) -> None:

@@ -34,6 +34,11 @@ def test_the_shipped_default_config_loads():
     assert [(sim.connector, sim.ledger) for sim in cfg.simulators] == [("bank_a", True), ("bank_b", True)]
 
 
+def test_the_writer_process_yields_the_cpu_to_the_reactor_unless_told_otherwise(tmp_path):
+    assert load_config().journal.writer_nice == 5
+    assert load_config(_variant(tmp_path, "dev_keys = true", "dev_keys = true\nwriter_nice = 0")).journal.writer_nice == 0
+
+
 def test_connection_timeouts_come_from_the_api_table(tmp_path):
     limits = load_config(_variant(tmp_path, "line_timeout = 30.0", "line_timeout = 5\nhello_timeout = 7")).api.limits
     assert (limits.line_timeout, limits.hello_timeout, limits.idle_timeout) == (5.0, 7.0, 300.0)
@@ -62,6 +67,10 @@ def test_connection_timeouts_come_from_the_api_table(tmp_path):
         ('merchants = ["M100"]', 'merchants = ["M999"]', "clients[0].merchants: unknown merchant 'M999'; configured: M100"),
         ('name = "bank_b"', 'name = "bank_a"', "connectors[1].name: connector 'bank_a' is configured twice"),
         ('backend = "sqlite"', 'backend = "oracle"', "journal.backend: got 'oracle'; expected one of sqlite, postgresql"),
+        ('dev_keys = true', 'dev_keys = true\nwriter_nice = 20',
+         "journal.writer_nice: got 20; expected an integer from 0 to 19"),
+        ('dev_keys = true', 'dev_keys = true\nwriter_nice = -5',
+         "journal.writer_nice: got -5; expected an integer from 0 to 19"),
         ("idle_timeout = 300.0", "idle_timeout = -1", "api.idle_timeout: got -1; expected a number of seconds >= 0"),
         # a wrong type is refused, never converted
         ('request_timeout = 10.0', 'request_timeout = "10"',
