@@ -19,6 +19,7 @@ from switch.journal import (
     Status,
     StorageError,
     open_journal,
+    store,
 )
 from switch.journal.db import Db, run
 from switch.journal.journal import backend_for
@@ -75,6 +76,36 @@ async def test_older_database_is_upgraded_and_keeps_its_data(config: JournalConf
         await journal.close()
     with writer_connection(config) as db:
         assert versions(db) == list(range(1, LATEST + 1))
+
+
+def test_the_parent_index_holds_operations_only_and_still_finds_them(db: Db) -> None:
+    """Step 15: a payment (no parent) no longer enters the parent index, so its commit writes one page less;
+    the look-ups by parent still find an operation through it."""
+    migrate(db, MIGRATIONS[:14])
+    db.begin()
+    for txn_id, parent in (("pay-1", None), ("cap-1", "pay-1")):
+        db.execute(
+            "INSERT INTO transactions (txn_id, kind, parent_txn_id, merchant_id, connector, status, version, amount, "
+            "currency, amount_authorized, amount_captured, amount_refunded, created_at, updated_at) "
+            "VALUES (:txn_id, 'sale', :parent, 'm1', 'bank_a', 'approved', 1, 500, 'EUR', 500, 500, 0, 1, 1)",
+            {"txn_id": txn_id, "parent": parent},
+        )
+    db.commit()
+    assert migrate(db) == MigrationResult(from_version=14, to_version=LATEST)
+    if db.dialect.name == "sqlite":
+        (index,) = db.all("SELECT partial FROM pragma_index_list('transactions') WHERE name = 'transactions_parent'")
+        assert index["partial"] == 1
+        plan = " ".join(str(row["detail"]) for row in db.all(
+            "EXPLAIN QUERY PLAN SELECT txn_id FROM transactions WHERE parent_txn_id = 'pay-1'"))
+        assert "transactions_parent" in plan
+    else:
+        (index,) = db.all("SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+                          "AND indexname = 'transactions_parent'")
+        assert index["indexdef"].endswith("WHERE (parent_txn_id IS NOT NULL)")
+    assert [t.txn_id for t in store.children(db, "pay-1")] == ["cap-1"]
+    found = store.with_operations(db, "pay-1")
+    assert found is not None
+    assert (found[0].txn_id, [t.txn_id for t in found[1]]) == ("pay-1", ["cap-1"])
 
 
 @pytest_twisted.ensureDeferred
