@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import Counter
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from switch.bank.linkparts import Backoff, LinkOptions, LinkProtocol, LinkState
 from switch.iso.dialect import Message
 from switch.iso.mti import approved_code, network_request
+from switch.observe.metrics import Counter
 
 
 class SignOnAndEcho:

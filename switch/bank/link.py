@@ -21,7 +21,7 @@ from typing import Callable, Protocol
 
 import structlog
 from OpenSSL import SSL
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client import REGISTRY, CollectorRegistry
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -44,6 +44,7 @@ from switch.iso.dialect import Message, MessageError
 from switch.iso.framing import Frame, FramingError, swap_tpdu
 from switch.iso.masking import mask_message
 from switch.iso.mti import is_network, is_request, network_kind, network_response
+from switch.observe.metrics import Counter
 
 # Network-management requests from the bank that the link answers itself.
 _ANSWERED_NETWORK_KINDS = ("echo", "sign_on", "sign_off")

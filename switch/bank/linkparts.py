@@ -12,7 +12,7 @@ from enum import Enum
 from typing import Protocol
 
 from OpenSSL import SSL
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
@@ -21,7 +21,7 @@ from zope.interface import implementer
 from switch.bank.tls import TlsClientOptions
 from switch.iso.dialect import Dialect
 from switch.iso.framing import Frame, FramedProtocol, Framing
-from switch.observe.metrics import MetricBundle
+from switch.observe.metrics import Counter, Gauge, MetricBundle
 
 
 class LinkState(str, Enum):

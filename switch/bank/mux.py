@@ -31,7 +31,7 @@ from heapq import heapify, heappop, heappush
 from typing import Callable, ClassVar
 
 import structlog
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
@@ -44,7 +44,7 @@ from switch.domain.answering import Answerable
 from switch.iso.dialect import Dialect, Message
 from switch.iso.masking import mask_message
 from switch.iso.mti import is_request
-from switch.observe.metrics import LATENCY_BUCKETS, MetricBundle
+from switch.observe.metrics import LATENCY_BUCKETS, Counter, Gauge, Histogram, MetricBundle
 
 LateResponseHook = Callable[[Message], object]
 

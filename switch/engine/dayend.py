@@ -23,7 +23,7 @@ from datetime import date, time
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
@@ -39,7 +39,7 @@ from switch.iso.totals import DATE_FIELD
 from switch.journal import Journal
 from switch.journal.dayend import ExceptionDraft
 from switch.journal.models import EventDraft
-from switch.observe.metrics import MetricBundle
+from switch.observe.metrics import Counter, Gauge, MetricBundle
 
 log = structlog.get_logger("kswitch.dayend")
 GRACE = 5.0

@@ -38,7 +38,7 @@ from datetime import date
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
@@ -60,7 +60,7 @@ from switch.iso.translate import restore_instrument, reversal_request
 from switch.journal import Journal
 from switch.journal.errors import TransitionRefused
 from switch.journal.models import Direction, EventDraft, Received, SafDraft, SafItem, SafKind, Transaction
-from switch.observe.metrics import MetricBundle
+from switch.observe.metrics import Counter, MetricBundle
 
 log = structlog.get_logger("kswitch.engine")
 

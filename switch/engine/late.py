@@ -16,13 +16,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
 from switch.engine.bank import Bank
 from switch.iso.dialect import Message
 from switch.iso.mti import is_request, response_mti
 from switch.journal import Direction, Journal, Transaction
-from switch.observe.metrics import MetricBundle
+from switch.observe.metrics import Counter, MetricBundle
 
 log = structlog.get_logger("kswitch.late")
 

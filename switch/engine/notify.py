@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass, field
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 
 from switch.domain.events import Event
 from switch.journal import Journal
-from switch.observe.metrics import MetricBundle
+from switch.observe.metrics import Counter, Gauge, MetricBundle
 
 log = structlog.get_logger("kswitch.notify")
 

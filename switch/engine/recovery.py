@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Mapping
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 from twisted.internet.interfaces import IReactorTime
 
 from switch.domain.status import Kind, Status
@@ -31,7 +31,7 @@ from switch.iso.mti import response_mti
 from switch.journal import Journal
 from switch.journal.again import until_known
 from switch.journal.models import SafState, Transaction
-from switch.observe.metrics import MetricBundle
+from switch.observe.metrics import Counter, MetricBundle
 
 if TYPE_CHECKING:
     from switch.engine.confirmation import Confirmations

@@ -30,7 +30,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -45,7 +45,7 @@ from switch.journal import Journal
 from switch.journal.errors import TransitionRefused
 from switch.journal.models import Direction, EventDraft, SafAcknowledged, SafItem, SafKind, SafState, utc_from_seconds
 from switch.observe import logs
-from switch.observe.metrics import MetricBundle
+from switch.observe.metrics import Counter, MetricBundle
 
 log = structlog.get_logger("kswitch.saf")
 

@@ -7,9 +7,9 @@ request at all, so a client cannot grow the metric cardinality.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
-from switch.observe.metrics import LATENCY_BUCKETS, MetricBundle
+from switch.observe.metrics import LATENCY_BUCKETS, Counter, Gauge, Histogram, MetricBundle
 
 
 class ApiMetrics(MetricBundle):

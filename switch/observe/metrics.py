@@ -1,16 +1,26 @@
-"""Prometheus metric bundles.
+"""Prometheus metric bundles, and the metric kinds of the reactor thread.
 
 Each component declares its metrics as a `MetricBundle` subclass and gets the
 bundle with ``Bundle.on(registry)``. A bundle is created once per registry, so
 many links or connectors share one set of labelled metrics, and every switch
 instance (or test) can use its own `CollectorRegistry` without name clashes.
+
+`Counter`, `Gauge` and `Histogram` here are prometheus_client's, exposed the same way, for metrics that
+only the reactor thread changes (the socket API, the engine, the bank links): their values take no lock.
+prometheus_client guards each value with a mutex, so an increment cost about 0.9 µs and an
+observation 2.2 µs (two locks and a loop over the buckets), some 4 % of the reactor's time per payment
+in the closed loop, for metrics no other thread touches (/metrics is rendered on the reactor too). A
+metric that another thread changes (the journal's, which its writer thread counts) keeps
+prometheus_client's own classes.
 """
 
 from __future__ import annotations
 
 import weakref
+from bisect import bisect_left
 from typing import Any, ClassVar, TypeVar
 
+import prometheus_client
 from prometheus_client import CollectorRegistry, disable_created_metrics
 from prometheus_client.metrics import MetricWrapperBase
 
@@ -51,3 +61,73 @@ class MetricBundle:
             bundle = cls(registry)
             cls._instances[registry] = bundle
         return bundle
+
+
+class _Unlocked:
+    """`prometheus_client.values.MutexValue`'s interface without its mutex: a value only the reactor thread
+    changes, read by the reactor thread when /metrics is rendered."""
+
+    __slots__ = ("value", "_exemplar")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self._exemplar: Any = None
+
+    def inc(self, amount: float) -> None:
+        self.value += amount
+
+    def set(self, value: float, timestamp: float | None = None) -> None:
+        self.value = value
+
+    def get(self) -> float:
+        return self.value
+
+    def set_exemplar(self, exemplar: Any) -> None:
+        self._exemplar = exemplar
+
+    def get_exemplar(self) -> Any:
+        return self._exemplar
+
+
+class Counter(prometheus_client.Counter):
+    """prometheus_client's counter, changed on the reactor thread only (see the module docstring)."""
+
+    def _metric_init(self) -> None:
+        super()._metric_init()
+        self._value = _Unlocked()
+
+    def inc(self, amount: float = 1, exemplar: dict[str, str] | None = None) -> None:
+        if amount < 0 or exemplar or not self._is_child:
+            super().inc(amount, exemplar)  # its errors, and exemplars, as prometheus_client has them
+            return
+        self._value.value += amount
+
+    @property
+    def _is_child(self) -> bool:
+        return not self._labelnames or bool(self._labelvalues)
+
+
+class Gauge(prometheus_client.Gauge):
+    """prometheus_client's gauge, changed on the reactor thread only (see the module docstring)."""
+
+    def _metric_init(self) -> None:
+        super()._metric_init()
+        self._value = _Unlocked()
+
+
+class Histogram(prometheus_client.Histogram):
+    """prometheus_client's histogram, changed on the reactor thread only (see the module docstring): an
+    observation finds its bucket by bisection, as prometheus_client's loop would (the first upper bound
+    not below it)."""
+
+    def _metric_init(self) -> None:
+        super()._metric_init()
+        self._sum = _Unlocked()
+        self._buckets = [_Unlocked() for _ in self._upper_bounds]  # type: ignore[misc]
+
+    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
+        if exemplar or amount != amount or (self._labelnames and not self._labelvalues):  # NaN: in no bucket
+            super().observe(amount, exemplar)
+            return
+        self._sum.value += amount  # type: ignore[attr-defined]
+        self._buckets[bisect_left(self._upper_bounds, amount)].value += 1  # type: ignore[attr-defined]

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 from twisted.internet.interfaces import IReactorTime
 
 from switch.domain.model import AuthorizeRequest, CardInstrument
@@ -42,7 +42,7 @@ from switch.iso.translate import sealed_instrument
 from switch.journal import Journal
 from switch.journal.guard import Derived
 from switch.journal.risk import Decision, Reservation, RiskLedger
-from switch.observe.metrics import MetricBundle
+from switch.observe.metrics import Counter, MetricBundle
 
 log = structlog.get_logger("kswitch.risk")
 
