@@ -92,19 +92,18 @@ class _Unlocked:
 class Counter(prometheus_client.Counter):
     """prometheus_client's counter, changed on the reactor thread only (see the module docstring)."""
 
-    def _metric_init(self) -> None:
+    def _metric_init(self) -> None:  # run for an observable metric only: a child, or one without labels
         super()._metric_init()
-        self._value = _Unlocked()
+        self._value = self._unlocked = _Unlocked()
 
     def inc(self, amount: float = 1, exemplar: dict[str, str] | None = None) -> None:
-        if amount < 0 or exemplar or not self._is_child:
-            super().inc(amount, exemplar)  # its errors, and exemplars, as prometheus_client has them
-            return
-        self._value.value += amount
-
-    @property
-    def _is_child(self) -> bool:
-        return not self._labelnames or bool(self._labelvalues)
+        if amount >= 0 and not exemplar:
+            try:
+                self._unlocked.value += amount
+                return
+            except AttributeError:  # a labelled metric's parent: prometheus_client's error
+                pass
+        super().inc(amount, exemplar)
 
 
 class Gauge(prometheus_client.Gauge):
@@ -112,7 +111,25 @@ class Gauge(prometheus_client.Gauge):
 
     def _metric_init(self) -> None:
         super()._metric_init()
-        self._value = _Unlocked()
+        self._value = self._unlocked = _Unlocked()
+
+    def inc(self, amount: float = 1) -> None:
+        try:
+            self._unlocked.value += amount
+        except AttributeError:
+            super().inc(amount)
+
+    def dec(self, amount: float = 1) -> None:
+        try:
+            self._unlocked.value -= amount
+        except AttributeError:
+            super().dec(amount)
+
+    def set(self, value: float) -> None:
+        try:
+            self._unlocked.value = float(value)
+        except AttributeError:
+            super().set(value)
 
 
 class Histogram(prometheus_client.Histogram):
@@ -122,12 +139,16 @@ class Histogram(prometheus_client.Histogram):
 
     def _metric_init(self) -> None:
         super()._metric_init()
-        self._sum = _Unlocked()
+        self._sum = self._unlocked = _Unlocked()
         self._buckets = [_Unlocked() for _ in self._upper_bounds]  # type: ignore[misc]
 
     def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
-        if exemplar or amount != amount or (self._labelnames and not self._labelvalues):  # NaN: in no bucket
-            super().observe(amount, exemplar)
-            return
-        self._sum.value += amount  # type: ignore[attr-defined]
-        self._buckets[bisect_left(self._upper_bounds, amount)].value += 1  # type: ignore[attr-defined]
+        if not exemplar and amount == amount:  # NaN goes in no bucket, as prometheus_client has it
+            try:
+                self._unlocked.value += amount
+            except AttributeError:
+                pass
+            else:
+                self._buckets[bisect_left(self._upper_bounds, amount)].value += 1  # type: ignore[attr-defined]
+                return
+        super().observe(amount, exemplar)
