@@ -94,14 +94,14 @@ class Counter(prometheus_client.Counter):
 
     def _metric_init(self) -> None:  # run for an observable metric only: a child, or one without labels
         super()._metric_init()
-        self._value = self._unlocked = _Unlocked()
+        self._value = _Unlocked()
 
     def inc(self, amount: float = 1, exemplar: dict[str, str] | None = None) -> None:
         if amount >= 0 and not exemplar:
             try:
-                self._unlocked.value += amount
+                self._value.value += amount  # type: ignore[attr-defined]
                 return
-            except AttributeError:  # a labelled metric's parent: prometheus_client's error
+            except AttributeError:  # a labelled metric's parent has no value: prometheus_client's error
                 pass
         super().inc(amount, exemplar)
 
@@ -111,23 +111,23 @@ class Gauge(prometheus_client.Gauge):
 
     def _metric_init(self) -> None:
         super()._metric_init()
-        self._value = self._unlocked = _Unlocked()
+        self._value = _Unlocked()
 
     def inc(self, amount: float = 1) -> None:
         try:
-            self._unlocked.value += amount
+            self._value.value += amount  # type: ignore[attr-defined]
         except AttributeError:
             super().inc(amount)
 
     def dec(self, amount: float = 1) -> None:
         try:
-            self._unlocked.value -= amount
+            self._value.value -= amount  # type: ignore[attr-defined]
         except AttributeError:
             super().dec(amount)
 
     def set(self, value: float) -> None:
         try:
-            self._unlocked.value = float(value)
+            self._value.value = float(value)  # type: ignore[attr-defined]
         except AttributeError:
             super().set(value)
 
@@ -139,13 +139,13 @@ class Histogram(prometheus_client.Histogram):
 
     def _metric_init(self) -> None:
         super()._metric_init()
-        self._sum = self._unlocked = _Unlocked()
+        self._sum = _Unlocked()
         self._buckets = [_Unlocked() for _ in self._upper_bounds]  # type: ignore[misc]
 
     def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
         if not exemplar and amount == amount:  # NaN goes in no bucket, as prometheus_client has it
             try:
-                self._unlocked.value += amount
+                self._value.value += amount  # type: ignore[attr-defined]
             except AttributeError:
                 pass
             else:
