@@ -145,8 +145,8 @@ class Histogram(prometheus_client.Histogram):
     def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
         if not exemplar and amount == amount:  # NaN goes in no bucket, as prometheus_client has it
             try:
-                self._value.value += amount  # type: ignore[attr-defined]
-            except AttributeError:
+                self._sum.value += amount  # type: ignore[attr-defined]
+            except AttributeError:  # a labelled metric's parent has no sum: prometheus_client's error
                 pass
             else:
                 self._buckets[bisect_left(self._upper_bounds, amount)].value += 1  # type: ignore[attr-defined]

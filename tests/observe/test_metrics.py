@@ -76,3 +76,23 @@ def test_the_hot_paths_metrics_take_no_lock() -> None:
     values = [api.requests.labels("authorize", "approved")._value, mux.response_seconds.labels("bank")._sum,
               *mux.response_seconds.labels("bank")._buckets, api.in_flight._value]
     assert values and all(not hasattr(value, "_lock") for value in values)
+
+
+def test_a_childs_changes_never_fall_back_to_prometheus_clients_locked_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def locked(*_: object, **__: object) -> None:
+        raise AssertionError("fell back to prometheus_client's own code")
+
+    for kind, method in ((prometheus_client.Counter, "inc"), (prometheus_client.Gauge, "inc"),
+                         (prometheus_client.Gauge, "dec"), (prometheus_client.Gauge, "set"),
+                         (prometheus_client.Histogram, "observe")):
+        monkeypatch.setattr(kind, method, locked)
+    registry = CollectorRegistry()
+    metrics.Counter("k_things", "Things.", ["side"], registry=registry).labels("a").inc(2)
+    gauge = metrics.Gauge("k_level", "Level.", registry=registry)
+    gauge.inc(3)
+    gauge.dec(1)
+    gauge.set(5)
+    metrics.Histogram("k_seconds", "Seconds.", ["side"], buckets=(0.1, 1.0), registry=registry).labels("a").observe(0.5)
+    assert registry.get_sample_value("k_things_total", {"side": "a"}) == 2
+    assert registry.get_sample_value("k_level") == 5
+    assert registry.get_sample_value("k_seconds_bucket", {"side": "a", "le": "1.0"}) == 1
