@@ -1,14 +1,17 @@
-"""Prometheus metrics of the journal and of the store-and-forward queues it holds."""
+"""Prometheus metrics of the journal and of the store-and-forward queues it holds.
+
+Every one of them is changed on the reactor thread (a batch is counted when its outcomes are delivered there,
+whichever writer ran it), so they are `switch.observe.metrics`' kinds, whose values take no lock."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from switch.journal.models import SafStats
-from switch.observe.metrics import LATENCY_BUCKETS, MetricBundle
+from switch.observe.metrics import LATENCY_BUCKETS, Counter, Gauge, Histogram, MetricBundle
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 

@@ -57,7 +57,7 @@ class BatchMetrics:
     otherwise), and what one batch adds to them."""
 
     def __init__(self, metrics: JournalMetrics, backend: str, backlog: Callable[[], int]) -> None:
-        # Read when scraped: an inc per submit and a dec per batch were a lock each, on both threads.
+        # Read when scraped: an inc per submit and a dec per batch were work on both threads.
         metrics.queue_depth.labels(backend).set_function(backlog)
         self._commit_seconds = metrics.commit_seconds.labels(backend)
         self._batch_size = metrics.batch_size.labels(backend)
@@ -161,7 +161,10 @@ class GroupCommitWriter:
         self._stop_waiters.append(waiter)
         return waiter
 
-    def _deliver(self, batch: list[_Pending], outcomes: list[Outcome], committed: bool) -> None:
+    def _deliver(self, batch: list[_Pending], outcomes: list[Outcome], committed: bool, seconds: float,
+                 done: float) -> None:
+        # Counted here, on the reactor, not on the writer thread: the journal's metrics then take no lock.
+        self._metrics.batch_done([pending.submitted for pending in batch], outcomes, committed, seconds, done)
         tell_fenced(self._fenced, outcomes, committed)
         deliver([pending.deferred for pending in batch], outcomes)
         for callback in self._delivered:
@@ -209,10 +212,9 @@ class GroupCommitWriter:
         began = time.monotonic()
         outcomes, committed = self._committer.commit([pending.unit for pending in batch])
         done = time.monotonic()
-        self._metrics.batch_done([pending.submitted for pending in batch], outcomes, committed, done - began, done)
         if CHECK_PICKLABLE:
             outcomes = [_sent_back(outcome) for outcome in outcomes]
-        self._reactor.callFromThread(self._deliver, batch, outcomes, committed)
+        self._reactor.callFromThread(self._deliver, batch, outcomes, committed, done - began, done)
 
 
 def deliver(deferreds: Sequence[defer.Deferred[Any]], outcomes: Sequence[Outcome]) -> None:

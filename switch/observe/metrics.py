@@ -6,12 +6,11 @@ many links or connectors share one set of labelled metrics, and every switch
 instance (or test) can use its own `CollectorRegistry` without name clashes.
 
 `Counter`, `Gauge` and `Histogram` here are prometheus_client's, exposed the same way, for metrics that
-only the reactor thread changes (the socket API, the engine, the bank links): their values take no lock.
-prometheus_client guards each value with a mutex, so an increment cost about 0.9 µs and an
-observation 2.2 µs (two locks and a loop over the buckets), some 4 % of the reactor's time per payment
-in the closed loop, for metrics no other thread touches (/metrics is rendered on the reactor too). A
-metric that another thread changes (the journal's, which its writer thread counts) keeps
-prometheus_client's own classes.
+only the reactor thread changes (the socket API, the engine, the bank links, the journal's counts of its
+batches): their values take no lock. prometheus_client guards each value with a mutex, so an increment cost
+about 0.9 µs and an observation 2.2 µs (two locks and a loop over the buckets), some 4 % of the reactor's
+time per payment in the closed loop, for metrics no other thread touches (/metrics is rendered on the
+reactor too). A metric that another thread changes must keep prometheus_client's own classes.
 """
 
 from __future__ import annotations

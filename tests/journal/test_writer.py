@@ -14,7 +14,7 @@ from switch.journal import CommitOutcomeUnknown, JournalOverloaded, JournalUnava
 from switch.journal.db import Dialect
 from switch.journal.metrics import JournalMetrics
 from switch.journal.units import Call, shared
-from switch.journal.writer import GroupCommitWriter
+from switch.journal.writer import BatchMetrics, GroupCommitWriter
 
 
 class ScriptedDb:
@@ -177,3 +177,22 @@ async def test_stop_commits_what_is_queued() -> None:
     assert await defer.gatherResults(pending) == list(range(10))
     assert db.calls[-1] == "close"
     assert await writer.stop() is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_batch_is_counted_on_the_reactor_thread_so_its_metrics_need_no_lock(monkeypatch) -> None:
+    counted_on: list[threading.Thread] = []
+    original = BatchMetrics.batch_done
+
+    def batch_done(self: BatchMetrics, *args: Any) -> None:
+        counted_on.append(threading.current_thread())
+        original(self, *args)
+
+    monkeypatch.setattr(BatchMetrics, "batch_done", batch_done)
+    writer, registry = start_writer(ScriptedDb())
+    await writer.start(lambda db: None)
+    assert await writer.submit(Call(value, "written")) == "written"
+    assert counted_on == [threading.main_thread()]
+    assert registry.get_sample_value("kswitch_journal_writes_total", {"backend": "scripted", "outcome": "committed"}) == 1
+    assert registry.get_sample_value("kswitch_journal_write_seconds_count", {"backend": "scripted"}) == 1
+    await writer.stop()

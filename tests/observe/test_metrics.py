@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from switch.bank.mux import MuxMetrics
 from switch.gateway.metrics import ApiMetrics
+from switch.journal.metrics import JournalMetrics
 from switch.observe import metrics
 from switch.observe.metrics import LATENCY_BUCKETS
 
@@ -72,9 +73,11 @@ def test_an_exemplar_is_kept_as_prometheus_client_keeps_it() -> None:
 
 def test_the_hot_paths_metrics_take_no_lock() -> None:
     registry = CollectorRegistry()
-    api, mux = ApiMetrics.on(registry), MuxMetrics.on(registry)
+    api, mux, journal = ApiMetrics.on(registry), MuxMetrics.on(registry), JournalMetrics.on(registry)
     values = [api.requests.labels("authorize", "approved")._value, mux.response_seconds.labels("bank")._sum,
-              *mux.response_seconds.labels("bank")._buckets, api.in_flight._value]
+              *mux.response_seconds.labels("bank")._buckets, api.in_flight._value,
+              journal.writes.labels("sqlite", "committed")._value, journal.write_seconds.labels("sqlite")._sum,
+              *journal.batch_size.labels("sqlite")._buckets]
     assert values and all(not hasattr(value, "_lock") for value in values)
 
 
