@@ -31,6 +31,7 @@ TRANSACTION_FIELDS = (
     "currency",
 )
 _REQUIRED_TEXT = ("txn_id", "reason")
+_TYPES = tuple((name, int if name == "amount" else str) for name in TRANSACTION_FIELDS)
 
 
 class ServiceContractError(TypeError):
@@ -39,7 +40,7 @@ class ServiceContractError(TypeError):
 
 def transaction_answer(raw: Any, statuses: frozenset[str] = frozenset(STATUSES)) -> dict[str, Any]:
     """The service's answer with every transaction field present (None when not applicable)."""
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):  # an ABC's check costs more than the exact type's
         raise ServiceContractError(f"expected a mapping from the payment service, got {type(raw).__name__}")
     answer = {name: raw.get(name) for name in TRANSACTION_FIELDS}
     answer.update((key, value) for key, value in raw.items() if key not in answer)
@@ -48,9 +49,9 @@ def transaction_answer(raw: Any, statuses: frozenset[str] = frozenset(STATUSES))
     for name in _REQUIRED_TEXT:
         if not isinstance(answer[name], str) or not answer[name]:
             raise ServiceContractError(f"{name} must be a non-empty string")
-    for name in TRANSACTION_FIELDS:
+    for name, wanted in _TYPES:
         value = answer[name]
-        wanted = int if name == "amount" else str
-        if value is not None and (isinstance(value, bool) or not isinstance(value, wanted)):
+        # The exact type is the common case, and a bool's type is never int: isinstance only for the rest.
+        if value is not None and type(value) is not wanted and (isinstance(value, bool) or not isinstance(value, wanted)):
             raise ServiceContractError(f"{name} must be {wanted.__name__} or None, got {type(value).__name__}")
     return answer
