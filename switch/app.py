@@ -52,6 +52,7 @@ from switch.journal.journal import open_journal
 from switch.journal.lease import LeaseLost, NodeLease
 from switch.journal.models import utc_from_seconds
 from switch.journal.vault import generate_key
+from switch.net import turnwrites
 from switch.observe import logs
 from switch.ops.admin import OperatorError, admin_site
 from switch.ops.config import SwitchConfig, load_config
@@ -389,7 +390,7 @@ class Switch:
         if self._api_in_flight():
             log.warning("shutdown_grace_expired", in_flight=self._api_in_flight())
         for protocol in list(self.api_factory.connections if self.api_factory else ()):
-            protocol.transport.loseConnection()
+            turnwrites.lose_connection(protocol.transport)  # after the answers this turn wrote
         for loop in (self._housekeeping, self._sweeper):
             if loop.running:
                 loop.stop()

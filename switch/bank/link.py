@@ -44,6 +44,7 @@ from switch.iso.dialect import Message, MessageError
 from switch.iso.framing import Frame, FramingError, swap_tpdu
 from switch.iso.masking import mask_message
 from switch.iso.mti import is_network, is_request, network_kind, network_response
+from switch.net import turnwrites
 from switch.observe.metrics import Counter
 
 # Network-management requests from the bank that the link answers itself.
@@ -213,7 +214,7 @@ class Link(SignOnAndEcho):
         if protocol is not self._protocol or protocol.transport is None:
             return
         self._drop_reason = "stopped"
-        protocol.transport.loseConnection()
+        turnwrites.lose_connection(protocol.transport)  # after the frames this turn wrote
         self._cancel_timers()
         self._timer = self._clock.callLater(self.options.echo_timeout, protocol.transport.abortConnection)
 

@@ -25,6 +25,7 @@ from switch.gateway.protocol import ApiFactory, ApiProtocol
 from switch.gateway.session import Session
 from switch.gateway.validate import ENVELOPE_FIELDS, IDENTIFIER, IDENTIFIER_EXPECTED, Fields, invalid, json_type
 from switch.gateway.wire import encode
+from switch.net import turnwrites
 
 MAX_IDS = 500
 MAX_EVENT_ID = 2**63 - 1
@@ -137,7 +138,7 @@ class NotifyingApiFactory(ApiFactory):
             return wanted & current.merchant_ids
 
         def send(event: Event) -> None:
-            protocol.transport.write(encode(push_line(event)))
+            turnwrites.write(protocol.transport, encode(push_line(event)))  # in order with the answers
 
         subscribed = self.notifier.subscribe(protocol, name, scope, send)
         return subscribed.addCallback(

@@ -35,6 +35,7 @@ from switch.gateway.ops import OpContext, Operation, OperationRegistry, Request,
 from switch.gateway.service import IPaymentService
 from switch.gateway.session import Session, describe_address
 from switch.gateway.wire import RequestId, decode_line, encode, failure, op_name, request_id, request_object, success
+from switch.net import turnwrites
 
 log = structlog.get_logger("kswitch.api")
 
@@ -293,12 +294,12 @@ class ApiProtocol(Protocol):
             data = encode(answer)
         delivered = self._connected
         if delivered:
-            self.transport.write(data)
+            turnwrites.write(self.transport, data)  # with the turn's other answers to this client
         self._record(exchange, answer, error, delivered)
         if self.session.close_requested:
             self._close_when_idle()
         elif self._closing and not self._in_flight and self._connected:
-            self.transport.loseConnection()
+            turnwrites.lose_connection(self.transport)
 
     def _record(self, exchange: _Exchange, answer: dict[str, Any], error: ApiError | None, delivered: bool) -> None:
         metrics = self.factory.metrics
@@ -413,7 +414,7 @@ class ApiProtocol(Protocol):
             self._buffer = bytearray()
             self.transport.pauseProducing()
         if not self._in_flight and self._connected:
-            self.transport.loseConnection()
+            turnwrites.lose_connection(self.transport)
 
     def _start_hello_timer(self) -> None:
         hello_timeout = self.factory.config.limits.hello_timeout

@@ -27,6 +27,8 @@ import structlog
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
+from switch.net import turnwrites
+
 TPDU_LENGTH = 5
 DEFAULT_MAX_FRAME = 8192
 
@@ -196,7 +198,7 @@ class FramedProtocol(Protocol):
         raise NotImplementedError
 
     def sendFrame(self, payload: bytes, tpdu: bytes | None = None) -> None:
-        self.transport.write(self.framing.frame(payload, tpdu))
+        turnwrites.write(self.transport, self.framing.frame(payload, tpdu))  # with the turn's other frames on this link
 
     def connectionLost(self, reason: Failure) -> None:
         self._decoder = self.framing.decoder()

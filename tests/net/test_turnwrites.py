@@ -1,0 +1,99 @@
+"""A reactor turn's writes (`switch.net.turnwrites`), on real sockets on 127.0.0.1: they reach the peer in
+order, straight from the socket without Twisted watching it for writing; what the kernel does not take goes
+through Twisted, still in order; and a connection closed in the turn it was written to still delivers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.task import deferLater
+from twisted.internet.testing import StringTransport
+
+from switch.net import turnwrites
+
+
+class Peer(protocol.Protocol):
+    """The far end: keeps what it reads, and says when the connection ends."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.ended: defer.Deferred[bytes] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.ended.callback(bytes(self.received))
+
+
+async def connected() -> tuple[protocol.Protocol, Peer, Any]:
+    """A connection on 127.0.0.1: (our side, the peer, the listening port)."""
+    peer = Peer()
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(protocol.Factory.forProtocol(lambda: peer))
+    ours = await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, timeout=5).connect(
+        protocol.Factory.forProtocol(protocol.Protocol))
+    return ours, peer, port
+
+
+async def until(check: Any, seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if check():
+            return
+        await deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError("not within the time allowed")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_turns_writes_go_into_the_socket_in_order_and_twisted_never_watches_it() -> None:
+    ours, peer, port = await connected()
+    watched = []
+    original = ours.transport.startWriting
+    ours.transport.startWriting = lambda: (watched.append(True), original())
+    for chunk in (b"one ", b"two ", b"three"):
+        turnwrites.write(ours.transport, chunk)
+    assert peer.received == b""  # at the end of the turn, not before
+    await until(lambda: peer.received == b"one two three")
+    assert watched == [] and ours.transport not in reactor.getWriters()
+    ours.transport.loseConnection()
+    await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_the_kernel_does_not_take_goes_through_twisted_and_later_writes_follow_it() -> None:
+    ours, peer, port = await connected()
+    peer.transport.pauseProducing()  # the peer reads nothing yet: the kernel's buffers fill
+    big = bytes(range(256)) * 40_000  # 10 MB, far more than both sockets' buffers
+    turnwrites.write(ours.transport, big)
+    await deferLater(reactor, 0.05, lambda: None)
+    assert ours.transport in reactor.getWriters()  # Twisted holds the rest and waits for room
+    turnwrites.write(ours.transport, b"END")  # must come after all of it, not straight into the socket
+    peer.transport.resumeProducing()
+    await until(lambda: len(peer.received) == len(big) + 3, seconds=30)
+    assert peer.received == big + b"END"
+    ours.transport.loseConnection()
+    await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_closed_by_a_timer_in_the_turn_it_was_written_to_delivers_first() -> None:
+    ours, peer, port = await connected()
+
+    def answer_and_close() -> None:  # as the socket API's line timeout does: an error line, then close
+        turnwrites.write(ours.transport, b'{"error": "line_timeout"}\n')
+        turnwrites.lose_connection(ours.transport)
+
+    reactor.callLater(0, answer_and_close)
+    assert await peer.ended == b'{"error": "line_timeout"}\n'
+    await port.stopListening()
+
+
+def test_a_transport_it_cannot_write_into_gets_its_write_at_once() -> None:
+    transport = StringTransport()
+    turnwrites.write(transport, b"at once")
+    turnwrites.write(transport, b"")
+    assert transport.value() == b"at once"
+    turnwrites.lose_connection(transport)
+    assert transport.disconnecting
