@@ -13,9 +13,10 @@ What stays as Twisted has it: the order of a socket's writes (once Twisted holds
 everything after it goes to Twisted too); back-pressure (a streaming producer registered on the transport
 is paused when Twisted's buffer fills, as before); a connection closed in the turn it was written to
 (its writes reach Twisted first: close it with `lose_connection`, since a turn's writes made by a timer
-would otherwise reach it only after Twisted had closed the socket); an aborted one drops what waits. A
-transport this cannot write into directly (TLS, a test's ``StringTransport``) gets ``transport.write`` at
-once.
+would otherwise reach it only after Twisted had closed the socket); an aborted one drops what waits.
+
+Any other transport gets ``transport.write`` at once: a TLS connection (Twisted's `BufferingTLSTransport`
+already joins a turn's small writes into one TLS record), a Unix socket, a test's ``StringTransport``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from twisted.internet import tcp
 from twisted.internet.interfaces import ITransport
 
 _DIRECT = (tcp.Server, tcp.Client)
-"""Transports whose socket this sends on itself (TCP and, by inheritance, Unix sockets)."""
+"""Transports whose socket this sends on itself: plain TCP, these exact types (a subclass may write otherwise:
+a Unix socket passes descriptors, an ``ssl:`` connection encrypts)."""
 
 
 class _Turn:
@@ -62,6 +64,11 @@ class _Turn:
             _send(transport, b"".join(chunks))
 
 
+def _reactor(transport: Any) -> Any:
+    """The reactor whose turn ``transport``'s writes wait for, or None when this does not write into it."""
+    return transport.reactor if type(transport) in _DIRECT and not transport.TLS else None
+
+
 _turns: weakref.WeakKeyDictionary[Any, _Turn] = weakref.WeakKeyDictionary()
 
 
@@ -69,10 +76,10 @@ def write(transport: ITransport, data: bytes) -> None:
     """``transport.write(data)``, sent at the end of this reactor turn with the turn's other writes to it."""
     if not data:
         return
-    if type(transport) not in _DIRECT:
+    reactor = _reactor(transport)
+    if reactor is None:
         transport.write(data)
         return
-    reactor = transport.reactor  # type: ignore[attr-defined]
     turn = _turns.get(reactor)
     if turn is None:
         turn = _turns[reactor] = _Turn(reactor)
@@ -81,7 +88,8 @@ def write(transport: ITransport, data: bytes) -> None:
 
 def lose_connection(transport: ITransport) -> None:
     """``transport.loseConnection()`` after what this turn wrote to it: Twisted sends it, then closes."""
-    turn = _turns.get(getattr(transport, "reactor", None)) if type(transport) in _DIRECT else None
+    reactor = _reactor(transport)
+    turn = _turns.get(reactor) if reactor is not None else None
     if turn is not None:
         turn.send_now(transport)
     transport.loseConnection()

@@ -1,18 +1,28 @@
 """A reactor turn's writes (`switch.net.turnwrites`), on real sockets on 127.0.0.1: they reach the peer in
 order, straight from the socket without Twisted watching it for writing; what the kernel does not take goes
-through Twisted, still in order; and a connection closed in the turn it was written to still delivers."""
+through Twisted, still in order; a connection closed in the turn it was written to still delivers; and a TLS
+connection, never written into directly, gets its writes in order."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.endpoints import (
+    SSL4ClientEndpoint,
+    SSL4ServerEndpoint,
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    wrapClientTLS,
+)
 from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
 
+from switch.bank.tls import TlsClientOptions, client_connection_creator, server_tls_options
 from switch.net import turnwrites
+from switch.ops.devcerts import make_dev_pki
 
 
 class Peer(protocol.Protocol):
@@ -97,3 +107,28 @@ def test_a_transport_it_cannot_write_into_gets_its_write_at_once() -> None:
     assert transport.value() == b"at once"
     turnwrites.lose_connection(transport)
     assert transport.disconnecting
+
+
+@pytest.mark.parametrize("tls", ["ssl endpoint (the API's tls: listener)", "wrapClientTLS (the bank links)"])
+@pytest_twisted.ensureDeferred
+async def test_a_tls_connection_is_written_by_twisted_in_order_and_closed_after_its_writes(tmp_path, tls: str) -> None:
+    pki = make_dev_pki(tmp_path / "pki")
+    peer = Peer()
+    port = await SSL4ServerEndpoint(reactor, 0, server_tls_options(pki.server.cert, pki.server.key, pki.ca.cert),
+                                    interface="127.0.0.1").listen(protocol.Factory.forProtocol(lambda: peer))
+    creator = client_connection_creator(TlsClientOptions(pki.ca.cert, pki.client.cert, pki.client.key), "127.0.0.1")
+    if tls.startswith("ssl"):
+        endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, creator, timeout=5)
+    else:
+        endpoint = wrapClientTLS(creator, TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, timeout=5))
+    ours = await endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
+    given = []
+    original = ours.transport.write
+    ours.transport.write = lambda data: (given.append(data), original(data))  # TLS itself joins a turn's writes
+    for chunk in (b"one ", b"two ", b"three"):
+        turnwrites.write(ours.transport, chunk)
+    assert given == [b"one ", b"two ", b"three"]
+    turnwrites.write(ours.transport, b" and closed")
+    turnwrites.lose_connection(ours.transport)
+    assert await peer.ended == b"one two three and closed"
+    await port.stopListening()
