@@ -57,7 +57,7 @@ class BatchMetrics:
     otherwise), and what one batch adds to them."""
 
     def __init__(self, metrics: JournalMetrics, backend: str, backlog: Callable[[], int]) -> None:
-        # Read when scraped: an inc per submit and a dec per batch were work on both threads.
+        # Read when scraped: an inc per submit and a dec per batch were a lock each, on both threads.
         metrics.queue_depth.labels(backend).set_function(backlog)
         self._commit_seconds = metrics.commit_seconds.labels(backend)
         self._batch_size = metrics.batch_size.labels(backend)
