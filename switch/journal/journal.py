@@ -47,7 +47,6 @@ from switch.journal.models import (
     require_id,
     to_us,
 )
-from switch.journal.postgres import PostgresBackend
 from switch.journal.risk import RiskApi, RiskLedger, Screened
 from switch.journal.safapi import SafApi
 from switch.journal.sqlite import SQLiteBackend
@@ -368,6 +367,10 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
 
 def backend_for(config: JournalConfig) -> Backend:
     if config.backend == "postgresql":
+        # Imported here: psycopg takes a tenth of a second to import, and a switch on SQLite (every `kswitch`
+        # command run against one) never needs it.
+        from switch.journal.postgres import PostgresBackend
+
         return PostgresBackend(config.pg_dsn, config.pg_schema, config.pg_batch_deadline)
     return SQLiteBackend(config.sqlite_path)
 
