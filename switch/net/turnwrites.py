@@ -56,7 +56,7 @@ class _Turn:
         self._scheduled = False
         waiting, self._waiting = self._waiting, {}
         for transport, chunks in waiting.items():
-            _send(transport, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            _send(transport, b"".join(chunks))  # one chunk is returned as it is, not copied
 
     def send_now(self, transport: Any) -> None:
         chunks = self._waiting.pop(transport, None)
