@@ -178,12 +178,16 @@ class Fields:
 def refuse_card_number(path: str, reference: str, pan: str | None = None) -> None:
     """Refuse a reference that plausibly is a card number: it holds ``pan`` (the payment's own card
     number) or a run that passes Luhn with a card scheme's prefix and length, bare or grouped."""
-    if (pan is not None and pan in reference) or holds_card_number(reference):
+    if _holds_card_data(reference, pan):
         raise invalid(
             path,
             "looks like a card number (the payment's own, or a Luhn-valid number with a card scheme's prefix "
             "and length); a reference must not hold card data",
         )
+
+
+def _holds_card_data(reference: str, pan: str | None) -> bool:
+    return (pan is not None and pan in reference) or holds_card_number(reference)
 
 
 def request_fields(obj: Mapping[str, Any]) -> Fields:
@@ -216,7 +220,49 @@ def parse_status(obj: Mapping[str, Any]) -> StatusRequest:
     return StatusRequest(merchant_id=merchant_id, order_id=order_id)
 
 
+_PLAIN_AUTHORIZE_FIELDS = ENVELOPE_FIELDS | {"merchant_id", "store_id", "order_id", "amount", "currency", "capture",
+                                             "instrument", "bank", "idempotency_key"}
+_PLAIN_CARD_FIELDS = frozenset({"type", "pan", "expiry", "cvv"})
+
+
+def _plain_card_authorize(obj: Mapping[str, Any]) -> AuthorizeRequest | None:
+    """The request when it is the common shape, a card payment without customer data that passes every
+    check, read in one pass; None for anything else, which `parse_authorize`'s field-by-field reading then
+    accepts or refuses with its precise error. Why: that reading costs about 23 µs of the reactor a payment,
+    this about 7. It accepts exactly what that reading accepts (tests/gateway/test_validate_plain.py)."""
+    if not _PLAIN_AUTHORIZE_FIELDS.issuperset(obj):
+        return None
+    merchant_id, store_id, order_id = obj.get("merchant_id"), obj.get("store_id"), obj.get("order_id")
+    amount, code, capture, card = obj.get("amount"), obj.get("currency"), obj.get("capture"), obj.get("instrument")
+    bank, key = obj.get("bank"), obj.get("idempotency_key")
+    if not (type(merchant_id) is str and type(store_id) is str and type(order_id) is str and type(amount) is int
+            and type(code) is str and type(capture) is bool and type(card) is dict
+            and 0 < amount <= MAX_AMOUNT and _PLAIN_CARD_FIELDS.issuperset(card) and card.get("type") == "card"
+            and IDENTIFIER.fullmatch(merchant_id) and IDENTIFIER.fullmatch(store_id) and REFERENCE.fullmatch(order_id)
+            and (bank is None or (type(bank) is str and IDENTIFIER.fullmatch(bank)))
+            and (key is None or (type(key) is str and IDEMPOTENCY_KEY.fullmatch(key)))):
+        return None
+    pan, expiry, cvv = card.get("pan"), card.get("expiry"), card.get("cvv")
+    if not (type(pan) is str and type(expiry) is str and pan.isascii() and pan.isdigit() and cardcheck.valid_pan(pan)
+            and cardcheck.valid_expiry(expiry) and (cvv is None or (type(cvv) is str and CVV.fullmatch(cvv)))):
+        return None
+    currency = by_alpha(code)
+    if currency is None or _holds_card_data(order_id, pan) or (key is not None and _holds_card_data(key, pan)):
+        return None
+    return AuthorizeRequest(
+        merchant_id=sys.intern(merchant_id), store_id=sys.intern(store_id), order_id=order_id, amount=amount,
+        currency=currency, capture=capture,
+        instrument=CardInstrument(pan=pan, expiry=sys.intern(expiry), cvv=sys.intern(cvv) if cvv is not None else None),
+        bank=bank, idempotency_key=key, customer=None,
+    )
+
+
 def parse_authorize(obj: Mapping[str, Any]) -> AuthorizeRequest:
+    plain = _plain_card_authorize(obj)
+    return plain if plain is not None else _read_authorize(obj)
+
+
+def _read_authorize(obj: Mapping[str, Any]) -> AuthorizeRequest:
     fields = request_fields(obj)
     # The same few merchant and store ids come in every payment: interned, every payment waiting on its
     # bank shares one string of each instead of keeping its own copy.
