@@ -7,8 +7,9 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from switch.domain.cardcheck import luhn_check_digit
+from switch.domain.cardcheck import card_numbers, luhn_check_digit
 from switch.domain.panscan import looks_like_pan
+from switch.iso import masking
 from switch.iso.dialect import load_dialect
 from switch.iso.masking import mask_card_data, mask_message
 from switch.journal.guard import dump_fields
@@ -54,3 +55,24 @@ def test_no_pan_survives_masking_wherever_it_sits(before, pan, after):
     masked = mask_card_data(before + pan + after)
     assert not looks_like_pan(masked)
     assert not looks_like_pan(json.dumps(mask_message({"t": "0110", "63": before + pan + after}, ISO87)))
+
+
+@given(st.lists(st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=13, max_size=40) | pans(),
+                min_size=1, max_size=8))
+def test_a_value_masks_the_same_the_second_time_and_only_values_without_card_data_are_remembered(values):
+    """`mask_card_data` remembers long values that hold no card data (a merchant's name and location come in
+    every message): whatever it has seen, a value masks as a first scan masks it, and what it keeps holds
+    no card number."""
+    masking._clean.clear()  # eight values at most: none is dropped by the bound while the test runs
+    firsts = [mask_card_data(value) for value in values]
+    for _ in range(2):
+        assert [mask_card_data(value) for value in values] == firsts
+    assert not any(next(card_numbers(value), None) for value in masking._clean)
+    assert all(value in masking._clean for value, first in zip(values, firsts) if first == value)
+    assert not any(value in masking._clean for value, first in zip(values, firsts) if first != value)
+
+
+def test_the_values_remembered_are_bounded():
+    for number in range(masking._CLEAN_VALUES_KEPT * 3):
+        mask_card_data(f"BENCH SHOP {number:08d}")
+    assert 0 < len(masking._clean) <= masking._CLEAN_VALUES_KEPT
