@@ -192,3 +192,18 @@ def test_a_message_dict_is_checked_exactly_as_any_other_mapping(fields: dict[obj
     """A plain dict of a message takes a quicker path (`_clean_flat`): it stores and refuses what the general
     path does for the same fields in another kind of mapping."""
     assert _outcome(fields) == _outcome(MappingProxyType(fields))
+
+
+@given(before=st.binary(max_size=40), pan=visa_numbers, after=st.binary(max_size=40), with_pan=st.booleans())
+def test_bytes_parameters_are_refused_exactly_when_check_value_refuses_them(before: bytes, pan: str, after: bytes,
+                                                                            with_pan: bool) -> None:
+    """`checked_params` skips the scan of bytes that cannot hold 13 digits (a sealed card, a keyed hash):
+    what it passes and refuses is still what `check_value` does."""
+    value = before + (pan.encode() if with_pan else b"") + after
+    try:
+        check_value("pan_ciphertext", value)
+    except CardDataRefused:
+        with pytest.raises(CardDataRefused, match="pan_ciphertext"):
+            checked_params({"pan_ciphertext": value})
+    else:
+        assert checked_params({"pan_ciphertext": value}) == {"pan_ciphertext": value}
