@@ -20,3 +20,9 @@ def test_the_message_as_sent_comes_back_whole_and_its_field_names_are_shared() -
     assert a._names is b._names  # one tuple of names for every message built alike
     other = _payment({"t": "0100", "2": "4111111111111111", "14": "3012"})
     assert other.message == {"t": "0100", "2": "4111111111111111", "14": "3012"} and other._names is not a._names
+
+
+def test_one_field_as_sent_is_read_without_the_whole_message() -> None:
+    payment = _payment({"t": "0200", "11": "000001", "37": "333411000001"})
+    assert payment.sent("37") == "333411000001"
+    assert payment.sent("38") is None
