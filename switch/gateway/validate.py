@@ -227,8 +227,8 @@ _PLAIN_CARD_FIELDS = frozenset({"type", "pan", "expiry", "cvv"})
 
 def _plain_card_authorize(obj: Mapping[str, Any]) -> AuthorizeRequest | None:
     """The request when it is the common shape, a card payment without customer data that passes every
-    check, read in one pass; None for anything else, which `parse_authorize`'s field-by-field reading then
-    accepts or refuses with its precise error. Why: that reading costs about 23 µs of the reactor a payment,
+    check, read in one pass; None for anything else, which the field-by-field reading (`_read_authorize`) then
+    accepts or refuses with its precise error. Why: that reading costs about 13 µs of the reactor a payment,
     this about 7. It accepts exactly what that reading accepts (tests/gateway/test_validate_plain.py)."""
     if not _PLAIN_AUTHORIZE_FIELDS.issuperset(obj):
         return None
@@ -243,7 +243,7 @@ def _plain_card_authorize(obj: Mapping[str, Any]) -> AuthorizeRequest | None:
             and (key is None or (type(key) is str and IDEMPOTENCY_KEY.fullmatch(key)))):
         return None
     pan, expiry, cvv = card.get("pan"), card.get("expiry"), card.get("cvv")
-    if not (type(pan) is str and type(expiry) is str and pan.isascii() and pan.isdigit() and cardcheck.valid_pan(pan)
+    if not (type(pan) is str and type(expiry) is str and cardcheck.valid_pan(pan)
             and cardcheck.valid_expiry(expiry) and (cvv is None or (type(cvv) is str and CVV.fullmatch(cvv)))):
         return None
     currency = by_alpha(code)

@@ -118,8 +118,8 @@ def checked_params(params: Mapping[str, object]) -> dict[str, object]:
     """Query parameters as the driver gets them: enum members as their values, each value checked as
     `check_value` does. Every parameter of every journal statement passes here on the writer thread,
     whose Python time the reactor waits for (one GIL): ints, None and scanned text cost a type look-up,
-    plain text a length test, bytes one search, instead of two function calls each (a transaction's row:
-    13 -> 5 µs). An `Unguarded` dict is dumped here."""
+    plain text a length test, bytes one deletion, instead of two function calls each (a transaction's row:
+    7.6 -> 4.2 µs). An `Unguarded` dict is dumped here."""
     bound = dict(params)
     for name, value in bound.items():
         kind = type(value)
