@@ -68,22 +68,31 @@ def _write(db: Db, txn: Transaction, bank_fee: int, merchant_fee: int, now: int)
     return transaction_from_row(row)
 
 
+FEE_COLUMNS = frozenset({"bank_fee", "merchant_fee"})
+
+
+def sets_fees(changes: Mapping[str, object]) -> bool:
+    """True when a transition sets both fee columns itself: its caller charged the sale (`Journal.sale_fees`,
+    from the schedule the writer holds too), so nothing is charged after it, even where both fees are zero."""
+    return FEE_COLUMNS <= changes.keys()
+
+
 def writes_nothing_after(to: str, changes: Mapping[str, object]) -> bool:
     """True when `after_transition` of a move to ``to`` that sets ``changes`` writes nothing, whatever the
-    transaction: a move to anything but an approval or a reversal, or an approval that charged a fee."""
+    transaction: a move to anything but an approval or a reversal, or an approval that sets its fees."""
     if to == Status.REVERSED:
         return False
     if to == Status.APPROVED:
-        return bool(changes.get("bank_fee") or changes.get("merchant_fee"))
+        return sets_fees(changes)
     return True
 
 
-def after_transition(db: Db, txn: Transaction, schedule: FeeSchedule, now: int) -> Transaction:
-    """Charge an approved sale that its transition did not charge, or give back the fees of a sale that was
-    reversed. A sale whose fees both come to zero is computed again, and not written."""
+def after_transition(db: Db, txn: Transaction, schedule: FeeSchedule, now: int, fees_set: bool = False) -> Transaction:
+    """Charge an approved sale that neither its transition (``fees_set``: `sets_fees`) nor an earlier one charged,
+    or give back the fees of a sale that was reversed."""
     if txn.kind is not Kind.SALE:
         return txn
-    if txn.status is Status.APPROVED and txn.bank_fee == 0 and txn.merchant_fee == 0:
+    if txn.status is Status.APPROVED and not fees_set and txn.bank_fee == 0 and txn.merchant_fee == 0:
         fees = sale_fees(schedule, txn.connector, txn.merchant_id, txn.currency, txn.masked_pan, txn.amount_captured)
         return _write(db, txn, *fees, now)
     if txn.status is Status.REVERSED:

@@ -98,11 +98,12 @@ def transition(
     """`Journal.transition`'s unit: the moved transaction, with what ``risk`` returned when there is one
     (it ran on the writer's copy of it, so what it has to say comes back here)."""
     fees = shared(db, FEES)
+    fees_set = feebook.sets_fees(changes)
     append_answer(db, answer)
     if later and db.pipelining:  # a payment's outcome: its row comes with the batch's others
         moved = store.transition_later(db, txn_id, expected_from=next(iter(expected)), to=target,
                                        changes=changes, forget_card=forget_card, now=now)
-        return moved.then(lambda txn: feebook.after_transition(db, txn, fees, now))
+        return moved.then(lambda txn: feebook.after_transition(db, txn, fees, now, fees_set))
     txn = store.transition(
         db,
         txn_id,
@@ -113,7 +114,7 @@ def transition(
         forget_card=forget_card,
         now=now,
     )
-    txn = feebook.after_transition(db, txn, fees, now)
+    txn = feebook.after_transition(db, txn, fees, now, fees_set)
     _announce(db, txn, event, now)
     if saf_row is not None:
         saf_queue.enqueue(db, saf_row)

@@ -9,7 +9,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from switch.domain.fees import FeePlan, FeeSchedule, RefundEffect
-from switch.journal import CardData, Journal, JournalConfig, Kind, Status, open_journal
+from switch.journal import CardData, Journal, JournalConfig, Kind, Status, feebook, open_journal
 from tests.journal.conftest import raw_connect
 from tests.journal.test_journal import sale
 from tests.journal.test_operations import approved, child
@@ -106,3 +106,17 @@ async def test_fees_passed_with_the_approval_are_the_ones_charged_after_it_and_a
     assert _committed(config, done.txn_id) == [("sale", "approved", 20, 53)]
     audit = (await fees_journal.transitions(done.txn_id))[-1]
     assert (audit.to_status, audit.changes["bank_fee"], audit.changes["merchant_fee"]) == (Status.APPROVED, 20, 53)
+
+
+@pytest_twisted.ensureDeferred
+async def test_fees_a_transition_sets_are_not_charged_again_even_when_zero(fees_journal, config):
+    """The caller's fees are the sale's (`Journal.sale_fees` reads the schedule the writer holds): the writer does
+    not compute them again, so an approval's outcome needs no second statement, whatever its fees come to."""
+    card = CardData("5555555555554444", "2712")
+    txn = await fees_journal.create_transaction(sale(amount=2000, card=card))
+    done = await fees_journal.transition(txn.txn_id, expected_from=(Status.PENDING,), to=Status.APPROVED,
+                                         amount_authorized=2000, amount_captured=2000, bank_fee=0, merchant_fee=0)
+    assert (done.bank_fee, done.merchant_fee) == (0, 0)
+    assert _committed(config, done.txn_id) == [("sale", "approved", 0, 0)]
+    assert feebook.writes_nothing_after(Status.APPROVED, {"bank_fee": 0, "merchant_fee": 0})
+    assert not feebook.writes_nothing_after(Status.APPROVED, {"amount_captured": 2000})
