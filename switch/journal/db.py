@@ -155,12 +155,21 @@ class Db:
         rows: list[Row] = self._run(sql, params).fetchall()
         return rows
 
-    def insert_later(self, sql: str, params: Params) -> None:
+    def insert_later(self, sql: str, params: Params, *, referenced: bool = False) -> None:
         """Queue an INSERT whose result nobody needs until COMMIT; `flush` sends the queue.
 
-        The guard checks the row now, so a refused value fails the unit that wrote it.
+        The guard checks the row now, so a refused value fails the unit that wrote it. A ``referenced`` row
+        (one that other rows name by a foreign key: a new transaction) goes out before the rows queued
+        before it, which may name it.
         """
-        self._later.setdefault(sql, []).append(self._bind(params))
+        row = self._bind(params)
+        rows = self._later.get(sql)
+        if rows is not None:
+            rows.append(row)
+        elif referenced:
+            self._later = {sql: [row], **self._later}
+        else:
+            self._later[sql] = [row]
 
     def flush(self) -> None:
         """Send the queued inserts, statement by statement in the order they were queued: by the dialect's

@@ -59,32 +59,43 @@ _LATER_COLUMNS = {"bank_fee": 0, "merchant_fee": 0, "reversal_business_date": No
 """The columns a new transaction is not inserted with, as the table's defaults leave them."""
 
 
-def create_transaction(db: Db, row: Mapping[str, object], *, idempotency_cutoff: int) -> Transaction:
+def create_transaction(db: Db, row: Mapping[str, object], *, idempotency_cutoff: int,
+                       queued: bool = False) -> Transaction:
     """`insert_transaction`, and the transaction as inserted."""
-    insert_transaction(db, row, idempotency_cutoff=idempotency_cutoff)
+    insert_transaction(db, row, idempotency_cutoff=idempotency_cutoff, queued=queued)
     return transaction_from_row({**_LATER_COLUMNS, **row})  # the row as inserted: no RETURNING to read back
 
 
-def insert_transaction(db: Db, row: Mapping[str, object], *, idempotency_cutoff: int) -> None:
+def insert_transaction(db: Db, row: Mapping[str, object], *, idempotency_cutoff: int, queued: bool = False) -> None:
     """Insert a transaction and its first transition; bind its idempotency key if it has one.
 
     An idempotency key younger than ``idempotency_cutoff`` (microseconds) makes
     this raise `DuplicateIdempotencyKey` with the transaction it already names; an
     older one is released and rebound.
+
+    ``queued``: the caller's unit sends no statement of its own that names the new row, so in a pipelined
+    batch the row (and its key) may wait for the batch's COPY (`Db.insert_later`) instead of a statement
+    each: a new payment's most expensive part of the writer's time on PostgreSQL. A key or id already
+    taken then fails the COPY, and so the batch, whose unpipelined replay gets here again and answers the
+    unit that took it.
     """
     key = row["idempotency_key"]
     if key is not None:
         _claim_idempotency_key(db, row, idempotency_cutoff)
     if row["parent_txn_id"] is not None and get_transaction(db, str(row["parent_txn_id"])) is None:
         raise TransactionNotFound(str(row["parent_txn_id"]))
-    if not _inserted(db, _INSERT_TRANSACTION, row):
-        raise TransactionExists(str(row["txn_id"]))
-    if key is not None and not _inserted(
-        db, _BIND_KEY, {k: row[k] for k in ("merchant_id", "idempotency_key", "txn_id", "created_at")}
-    ):
-        # Another switch process bound the key since the check above.
-        _claim_idempotency_key(db, row, idempotency_cutoff)
-        raise StorageError(f"idempotency key of transaction {row['txn_id']} changed hands during the insert; retry")
+    bound = {k: row[k] for k in ("merchant_id", "idempotency_key", "txn_id", "created_at")} if key is not None else None
+    if queued and db.pipelining:
+        db.insert_later(_INSERT_TRANSACTION.plain, row, referenced=True)
+        if bound is not None:
+            db.insert_later(_BIND_KEY.plain, bound)
+    else:
+        if not _inserted(db, _INSERT_TRANSACTION, row):
+            raise TransactionExists(str(row["txn_id"]))
+        if bound is not None and not _inserted(db, _BIND_KEY, bound):
+            # Another switch process bound the key since the check above.
+            _claim_idempotency_key(db, row, idempotency_cutoff)
+            raise StorageError(f"idempotency key of transaction {row['txn_id']} changed hands during the insert; retry")
     record_transition(db, row["txn_id"], None, row["status"], row["created_at"], row["reason"], {})
 
 

@@ -53,7 +53,7 @@ def _announce(db: Db, txn: Transaction, event: Announced | None, now: int) -> No
 
 def create(db: Db, row: Row, cutoff: int, event: Announced | None, message: Row | None, now: int) -> Transaction:
     """`Journal.create_transaction`'s unit."""
-    txn = store.create_transaction(db, row, idempotency_cutoff=cutoff)
+    txn = store.create_transaction(db, row, idempotency_cutoff=cutoff, queued=True)
     _announce(db, txn, event, now)
     if message is not None:
         store.append_message(db, {**message, "txn_id": txn.txn_id})
@@ -71,9 +71,9 @@ def create_screened(db: Db, row: Row, message: Row, cutoff: int, screen: Callabl
     if how == "refuse":
         refused = {**row, "status": Status.DECLINED, "reason": refused_reason, "stan": None, "rrn": None,
                    "transmission_datetime": None, "risk": ledger.row, **cards.card_columns(None)}
-        return store.create_transaction(db, refused, idempotency_cutoff=cutoff), verdict
+        return store.create_transaction(db, refused, idempotency_cutoff=cutoff, queued=True), verdict
     row["risk"] = ledger.row  # the row is this unit's own: set again if the batch is replayed
-    store.insert_transaction(db, row, idempotency_cutoff=cutoff)
+    store.insert_transaction(db, row, idempotency_cutoff=cutoff, queued=True)
     store.append_message(db, {**message, "txn_id": row["txn_id"]})
     return None, verdict
 

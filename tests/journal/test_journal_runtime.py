@@ -337,3 +337,41 @@ async def test_outcomes_in_one_batch_with_one_refused_commit_the_others_whole(jo
     for i in (0, 1, 3):
         await _approved_alone_once(journal, txns[i], results[i])
     assert len(await journal.transitions(txns[2].txn_id)) == 2  # its first approval only
+
+
+@pytest_twisted.ensureDeferred
+async def test_new_payments_wait_for_their_batchs_copy_ahead_of_the_audit_rows_that_name_them(
+        journal: Journal, config: Any, backend: str) -> None:
+    """On PostgreSQL a new payment's row is not a statement of its own but a row of its batch's COPY, sent
+    before the audit rows queued ahead of it (an outcome's first, then the new payments' own, which name
+    it): a batch of an outcome and new payments commits whole, with no replay (no ROLLBACK)."""
+    if backend != "postgresql":
+        pytest.skip("SQLite sends each statement as it comes: nothing is pipelined")
+    earlier = await journal.create_transaction(sale(order_id="c-0"))
+    db = journal._writer._committer.db
+    sent: list[str] = []
+    rolled_back: list[bool] = []
+    run, rollback = db._run, db.rollback
+    db._run = lambda sql, params: (sent.append(sql), run(sql, params))[1]
+    db.rollback = lambda: (rolled_back.append(True), rollback())[1]
+
+    def moving() -> list[Any]:
+        return [journal.transition(earlier.txn_id, expected_from={Status.PENDING}, to=Status.APPROVED,
+                                   response_code="00", amount_authorized=1250, bank_fee=0, merchant_fee=0),
+                *(journal.create_transaction(sale(order_id=f"c-{n}")) for n in (1, 2))]
+    moving.refused = ()  # type: ignore[attr-defined]
+    try:
+        moved, *created = await _in_one_batch(journal, moving)
+    finally:
+        del db._run, db.rollback
+    assert not [sql for sql in sent if sql.startswith("INSERT INTO transactions")]
+    assert rolled_back == []
+    assert moved.status == Status.APPROVED
+    conn = raw_connect(config)
+    try:
+        for txn in created:
+            row = conn.execute("SELECT t.status, r.to_status FROM transactions t JOIN transitions r USING (txn_id) "
+                               "WHERE txn_id = %s", (txn.txn_id,)).fetchall()
+            assert row == [("pending", "pending")]
+    finally:
+        conn.close()
