@@ -4,10 +4,11 @@ SQL in the journal uses ``:name`` parameters and ``{id_pk}`` / ``{bytes}`` DDL
 tokens; a `Dialect` turns them into what its driver expects. Every text and
 bytes parameter passes the card-data guard here, whichever query sends it.
 
-Append-only rows nobody reads back in the same transaction (transition audit rows,
-messages) go through `Db.insert_later`: they are sent together when the batch is
-flushed, instead of one statement each: one ``executemany`` per statement on SQLite,
-one ``COPY`` per table on PostgreSQL (`Dialect.insert_many`).
+Rows nobody reads back in the same transaction (transition audit rows, messages, and in
+a pipelined batch a new payment's own row: `switch.journal.store.insert_transaction`) go
+through `Db.insert_later`: they are sent together when the batch is flushed, instead of one
+statement each: one ``executemany`` per statement on SQLite, one ``COPY`` per table on
+PostgreSQL (`Dialect.insert_many`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ Where fees land (columns ``bank_fee`` and ``merchant_fee``, minor units, signed)
 
 * an approved sale: the fees on the amount captured, on the sale's own row; a caller that knows
   the sale (the payment service) computes them with `Journal.sale_fees` and passes them with the
-  transition, so they are set by its one UPDATE; otherwise they are charged here after it;
+  transition, so they are set by its one UPDATE (and not computed again, even where they come to zero:
+  `sets_fees`); otherwise they are charged here after it;
 * an approved capture: the fees on the captured amount, on the capture's row (a bare
   pre-authorization carries none: no money moved);
 * an approved refund: minus its proportional share (`switch.domain.fees.reversal`), on the
