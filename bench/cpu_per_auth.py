@@ -66,9 +66,27 @@ def process_times(pid: int) -> list[float]:
     return [int(fields[11]) / TICK, int(fields[12]) / TICK]
 
 
+CHILD_ROLES = {b"switch.journal.writerproc": "writer process", b"switch.observe.logchild": "log child"}
+"""The switch's children, told apart by the module each runs (``python -m``): only the writer process does a
+payment's journal work, so the log child's CPU is its own row, not part of the writer's."""
+
+
 def children(pid: int) -> list[int]:
     return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
             for child in (task / "children").read_text().split()]
+
+
+def child_roles(pid: int) -> dict[str, list[int]]:
+    """The switch's child processes by role (`CHILD_ROLES`; any other child is an "other child")."""
+    roles: dict[str, list[int]] = {}
+    for child in children(pid):
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:  # ended since it was listed
+            continue
+        role = next((name for module, name in CHILD_ROLES.items() if module in argv), "other child")
+        roles.setdefault(role, []).append(child)
+    return roles
 
 
 def postgres_writers() -> list[int]:
@@ -86,17 +104,17 @@ def _summed(pids: list[int]) -> list[float]:
 
 
 def all_times(pid: int, pg: bool) -> dict[str, list[float]]:
-    """`thread_times` of the switch, and the whole of its writer process and PostgreSQL backend: on a
-    small machine every one of them takes CPU the others could have used."""
+    """`thread_times` of the switch, and the whole of each of its child processes (`child_roles`) and of the
+    PostgreSQL backend: on a small machine every one of them takes CPU the others could have used."""
     times = thread_times(pid)
-    times["writer process"] = _summed(children(pid))
+    times |= {role: _summed(pids) for role, pids in child_roles(pid).items()}
     if pg:
         times["postgres backend"] = _summed(postgres_writers())
     return times
 
 
 def per_auth(before: dict[str, list[float]], after: dict[str, list[float]], pid: int, n: int) -> dict[str, list[int]]:
-    aside = ("main", str(pid), "writer process", "postgres backend")
+    aside = ("main", str(pid), *CHILD_ROLES.values(), "other child", "postgres backend")
     spent = {tid: [a - b for a, b in zip(times, before.get(tid, [0.0, 0.0]))] for tid, times in after.items()
              if tid not in aside}
     writer = max(spent, key=lambda tid: sum(spent[tid]), default=None)

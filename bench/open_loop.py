@@ -5,8 +5,8 @@ template (as perf_ratio's --template) against perf_ratio's bank and load generat
 /metrics before and after the measured seconds, and prints the load's figures and, for the same
 seconds, the API's request duration, the journal's write time (submission to durable: two a payment),
 its commit time and batch size (the buckets' bounds: histograms keep no more), and the CPU share of the
-reactor thread, the whole switch, its writer process and the bank, in cores, with how busy the machine's
-cores were on average (``machine``: 1.0 is every core busy; the load generator's share is in it):
+reactor thread, the whole switch, its writer process, its log child and the bank, in cores, with how busy
+the machine's cores were on average (``machine``: 1.0 is every core busy; the load generator's share is in it):
 
     PYTHONPATH=$PWD .tox/py3/bin/python bench/open_loop.py --rate 675 --seconds 12 [--template F] [--pg]
     ... bench/open_loop.py --rate 500 --template bench/perf-template.toml --trees TREE_A TREE_B [--rounds 3]
@@ -26,7 +26,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from cpu_per_auth import HELLO, perf_ratio, started  # beside this script; it finds perf_ratio
+from cpu_per_auth import HELLO, child_roles, perf_ratio, started  # beside this script; it finds perf_ratio
 
 HISTOGRAMS = ("kswitch_api_request_duration_seconds", "kswitch_journal_write_seconds",
               "kswitch_journal_commit_seconds", "kswitch_journal_batch_size")
@@ -59,9 +59,13 @@ def between(before: str, after: str, name: str) -> dict[str, float | None]:
     return {"n": n, "mean": round((s1 - s0) / n, 5), "p50_le": bound[0.5], "p90_le": bound[0.9], "p99_le": bound[0.99]}
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system seconds of the processes together."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
 
 
 def reactor_seconds(pid: int) -> float:
@@ -73,11 +77,6 @@ def machine_ticks() -> tuple[int, int]:
     """(busy, all) clock ticks of every core since boot, from /proc/stat (idle and iowait are not busy)."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     return sum(values) - values[3] - values[4], sum(values)
-
-
-def children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
 
 
 def alternate(args: argparse.Namespace) -> None:
@@ -111,7 +110,7 @@ def main() -> None:
         with started(args.template, args.pg, state / "k") as (switch, bank, api, admin):
             perf_ratio.load(api, 2, 8, 16, HELLO, rate=args.rate)  # warm up
             page = lambda: urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()  # noqa: E731
-            processes = {"switch": switch.pid, "bank": bank.pid, **{"writer process": p for p in children(switch.pid)}}
+            processes = {"switch": [switch.pid], "bank": [bank.pid], **child_roles(switch.pid)}
             before, reactor0, began = page(), reactor_seconds(switch.pid), time.monotonic()
             cpu0 = {k: cpu_seconds(p) for k, p in processes.items()}
             machine0 = machine_ticks()
