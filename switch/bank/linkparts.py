@@ -21,6 +21,7 @@ from zope.interface import implementer
 from switch.bank.tls import TlsClientOptions
 from switch.iso.dialect import Dialect
 from switch.iso.framing import Frame, FramedProtocol, Framing
+from switch.net import turnwrites
 from switch.observe.metrics import Counter, Gauge, MetricBundle
 
 
@@ -172,9 +173,7 @@ class LinkProtocol(FramedProtocol):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if no_delay is not None:
-            no_delay(True)  # a small request must not wait for Nagle's algorithm to fill a packet
+        turnwrites.no_delay(self.transport)  # a request must not wait for the bank's delayed acknowledgement
         if not self.link.tls:
             self.link.connection_made(self)
 

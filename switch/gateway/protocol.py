@@ -101,6 +101,7 @@ class ApiProtocol(Protocol):
         self._connected = True
         self._last_activity = self.factory.reactor.seconds()
         self.session.peer = describe_address(self.transport.getPeer())
+        turnwrites.no_delay(self.transport)  # an answer must not wait for the client's delayed acknowledgement
         self.factory.connection_made(self)
         self.transport.registerProducer(self, True)
         self._start_hello_timer()

@@ -32,6 +32,7 @@ from switch.gateway.clientcore import (
     encode_request,
     parse_connect,
 )
+from switch.net import turnwrites
 
 
 class KSwitchProtocol(LineOnlyReceiver):
@@ -46,6 +47,9 @@ class KSwitchProtocol(LineOnlyReceiver):
         self._connection_error: KSwitchError | None = None
         self.connected_deferred: Deferred[None] = Deferred()
         self.lost: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        turnwrites.no_delay(self.transport)  # a pipelined request must not wait for the switch's delayed ACK
 
     def send(self, op: str, fields: dict[str, Any]) -> Deferred[Answer]:
         if self._connection_error is not None or not self.connected:

@@ -95,6 +95,19 @@ def lose_connection(transport: ITransport) -> None:
     transport.loseConnection()
 
 
+def no_delay(transport: ITransport) -> None:
+    """Turn Nagle's algorithm off on ``transport``'s TCP socket (TLS over TCP too; nothing for other kinds).
+
+    Why: a turn's writes to a socket already go out in one ``send``, so Nagle has nothing left to join. What it
+    still does is hold a small write while the peer has not acknowledged the previous one, and a peer that sends
+    nothing back (a web tier waiting on a burst of its payments, a bank between requests) delays that
+    acknowledgement for Linux's 40 ms. Measured on the socket API, bursts of 16 authorizations on one connection:
+    some answers were held 41-42 ms with Nagle on, none more than 10 ms with it off (`bench/burst.py`)."""
+    set_no_delay = getattr(transport, "setTcpNoDelay", None)
+    if set_no_delay is not None:
+        set_no_delay(True)
+
+
 def _send(transport: Any, data: bytes) -> None:
     # Twisted's own write once it holds any of this socket's data, or the connection is closing or gone: the
     # order is kept, and a close or an abort does with the data what it does with Twisted's.

@@ -13,6 +13,7 @@ from switch.iso.dialect import load_dialect
 from switch.iso.framing import Framing
 from tests.bank.isohost import eventually, sleep
 from tests.bank.support import events, sale, sample
+from tests.sockets import nagle_off
 
 ISO93 = load_dialect("iso93ascii")
 ISO87_ECHO = {"t": "0800", "7": "0101120000", "11": "000779", "70": "301"}
@@ -31,6 +32,7 @@ async def test_sign_on_before_traffic(harness):
     answer = await connector.request(sale())
     assert answer["39"] == "00"
     assert [m["t"] for m in host.requests()] == ["0800", "0200"]
+    assert nagle_off(connector.links[0]._protocol.transport)  # a request never waits for the bank's late ACK
 
 
 @pytest_twisted.ensureDeferred

@@ -10,6 +10,7 @@ from switch.bank.tls import server_tls_options
 from switch.ops.devcerts import issue, make_ca
 from tests.bank.isohost import eventually, sleep
 from tests.bank.support import events, sale, sample
+from tests.sockets import nagle_off
 
 
 def client_tls(pki, **kw):
@@ -25,6 +26,7 @@ async def test_mutual_tls_round_trip(harness, pki, logs):
     connected = events(logs, "link_connected")[0]
     assert connected["tls_version"] in ("TLSv1.2", "TLSv1.3")
     assert not events(logs, "link_plaintext")
+    assert nagle_off(connector.links[0]._protocol.transport)  # a request never waits for the bank's late ACK
 
 
 async def never_ready(connector, registry, seconds=0.5):

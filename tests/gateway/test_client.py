@@ -20,6 +20,7 @@ from switch.gateway.client import (
     parse_connect,
 )
 from switch.gateway.config import ApiLimits
+from tests.sockets import nagle_off
 
 from .conftest import PAN, WEB1_TOKEN
 
@@ -38,6 +39,7 @@ def closed_port():
 @inline
 def test_twisted_client_pipelines_and_matches_answers(server):
     client = yield KSwitchClient.connect(reactor, f"tcp:127.0.0.1:{server.port}", "web-1", WEB1_TOKEN)
+    assert nagle_off(client.protocol.transport)  # pipelined requests never wait for the switch's late ACK
     slow = client.authorize(order_id="hold-slow", **SALE)
     quick = client.authorize(order_id="quick", **SALE)
     pong = yield client.ping()

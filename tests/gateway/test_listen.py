@@ -15,6 +15,7 @@ from twisted.internet.protocol import Factory, Protocol
 from switch.gateway.config import ApiConfig, ClientConfig
 from switch.gateway.listen import ListenError, listen, split_description, tls_endpoint
 from switch.ops import devcerts
+from tests.sockets import nagle_off
 
 from .conftest import WEB1_TOKEN, WEB2_TOKEN, authorize_request, make_config
 
@@ -96,6 +97,19 @@ def test_tls_with_client_certificates_binds_a_certificate_to_its_client(make_ser
     assert refused["error"]["code"] == "unauthenticated"
     unbound = yield wrong.hello("web-2", WEB2_TOKEN)
     assert unbound["ok"] is True
+
+
+@pytest.mark.parametrize("kind", ["tcp", "tls"])
+@inline
+def test_an_accepted_connection_does_not_hold_answers_for_nagle(make_server, pki, kind):
+    """A client that waits on a burst of its payments sends nothing back, so it acknowledges late (Linux's
+    delayed ACK, 40 ms): with Nagle's algorithm on, each answer after the first would wait for that."""
+    server = tls_server(make_server, pki) if kind == "tls" else make_server()
+    client = yield server.connect(tls_client(pki, server.port, "web-1") if kind == "tls" else None)
+    answer = yield client.hello()
+    assert answer["ok"] is True
+    (accepted,) = server.factory.connections
+    assert nagle_off(accepted.transport)
 
 
 @inline

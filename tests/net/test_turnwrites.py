@@ -1,7 +1,8 @@
 """A reactor turn's writes (`switch.net.turnwrites`), on real sockets on 127.0.0.1: they reach the peer in
 order, straight from the socket without Twisted watching it for writing; what the kernel does not take goes
 through Twisted, still in order; a connection closed in the turn it was written to still delivers; and a TLS
-connection, never written into directly, gets its writes in order."""
+connection, never written into directly, gets its writes in order. `turnwrites.no_delay` turns Nagle's algorithm
+off on TCP, under TLS too."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from twisted.internet.testing import StringTransport
 from switch.bank.tls import TlsClientOptions, client_connection_creator, server_tls_options
 from switch.net import turnwrites
 from switch.ops.devcerts import make_dev_pki
+from tests.sockets import nagle_off
 
 
 class Peer(protocol.Protocol):
@@ -132,3 +134,32 @@ async def test_a_tls_connection_is_written_by_twisted_in_order_and_closed_after_
     turnwrites.lose_connection(ours.transport)
     assert await peer.ended == b"one two three and closed"
     await port.stopListening()
+
+
+@pytest.mark.parametrize("kind", ["tcp", "ssl endpoint (the API's tls: listener)", "wrapClientTLS (the bank links)"])
+@pytest_twisted.ensureDeferred
+async def test_no_delay_turns_nagle_off_on_tcp_and_under_tls(tmp_path, kind: str) -> None:
+    if kind == "tcp":
+        ours, _, port = await connected()
+    else:
+        pki = make_dev_pki(tmp_path / "pki")
+        port = await SSL4ServerEndpoint(reactor, 0, server_tls_options(pki.server.cert, pki.server.key, pki.ca.cert),
+                                        interface="127.0.0.1").listen(protocol.Factory.forProtocol(Peer))
+        creator = client_connection_creator(TlsClientOptions(pki.ca.cert, pki.client.cert, pki.client.key), "127.0.0.1")
+        if kind.startswith("ssl"):
+            endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, creator, timeout=5)
+        else:
+            endpoint = wrapClientTLS(creator, TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, timeout=5))
+        ours = await endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
+    assert not nagle_off(ours.transport)  # Twisted leaves it on
+    turnwrites.no_delay(ours.transport)
+    assert nagle_off(ours.transport)
+    ours.transport.loseConnection()
+    await port.stopListening()
+
+
+def test_no_delay_leaves_a_transport_without_tcp_alone() -> None:
+    transport = StringTransport()
+    turnwrites.no_delay(transport)
+    turnwrites.write(transport, b"still written")
+    assert transport.value() == b"still written"
