@@ -111,19 +111,27 @@ def test_a_transport_it_cannot_write_into_gets_its_write_at_once() -> None:
     assert transport.disconnecting
 
 
-@pytest.mark.parametrize("tls", ["ssl endpoint (the API's tls: listener)", "wrapClientTLS (the bank links)"])
-@pytest_twisted.ensureDeferred
-async def test_a_tls_connection_is_written_by_twisted_in_order_and_closed_after_its_writes(tmp_path, tls: str) -> None:
+TLS_KINDS = ["ssl endpoint (the API's tls: listener)", "wrapClientTLS (the bank links)"]
+
+
+async def connected_tls(tmp_path: Any, kind: str) -> tuple[protocol.Protocol, Peer, Any]:
+    """A mutually authenticated TLS connection on 127.0.0.1, of one of `TLS_KINDS`: (our side, the peer, the port)."""
     pki = make_dev_pki(tmp_path / "pki")
     peer = Peer()
     port = await SSL4ServerEndpoint(reactor, 0, server_tls_options(pki.server.cert, pki.server.key, pki.ca.cert),
                                     interface="127.0.0.1").listen(protocol.Factory.forProtocol(lambda: peer))
     creator = client_connection_creator(TlsClientOptions(pki.ca.cert, pki.client.cert, pki.client.key), "127.0.0.1")
-    if tls.startswith("ssl"):
+    if kind.startswith("ssl"):
         endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, creator, timeout=5)
     else:
         endpoint = wrapClientTLS(creator, TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, timeout=5))
-    ours = await endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
+    return await endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol)), peer, port
+
+
+@pytest.mark.parametrize("tls", TLS_KINDS)
+@pytest_twisted.ensureDeferred
+async def test_a_tls_connection_is_written_by_twisted_in_order_and_closed_after_its_writes(tmp_path, tls: str) -> None:
+    ours, peer, port = await connected_tls(tmp_path, tls)
     given = []
     original = ours.transport.write
     ours.transport.write = lambda data: (given.append(data), original(data))  # TLS itself joins a turn's writes
@@ -136,21 +144,10 @@ async def test_a_tls_connection_is_written_by_twisted_in_order_and_closed_after_
     await port.stopListening()
 
 
-@pytest.mark.parametrize("kind", ["tcp", "ssl endpoint (the API's tls: listener)", "wrapClientTLS (the bank links)"])
+@pytest.mark.parametrize("kind", ["tcp", *TLS_KINDS])
 @pytest_twisted.ensureDeferred
 async def test_no_delay_turns_nagle_off_on_tcp_and_under_tls(tmp_path, kind: str) -> None:
-    if kind == "tcp":
-        ours, _, port = await connected()
-    else:
-        pki = make_dev_pki(tmp_path / "pki")
-        port = await SSL4ServerEndpoint(reactor, 0, server_tls_options(pki.server.cert, pki.server.key, pki.ca.cert),
-                                        interface="127.0.0.1").listen(protocol.Factory.forProtocol(Peer))
-        creator = client_connection_creator(TlsClientOptions(pki.ca.cert, pki.client.cert, pki.client.key), "127.0.0.1")
-        if kind.startswith("ssl"):
-            endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, creator, timeout=5)
-        else:
-            endpoint = wrapClientTLS(creator, TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, timeout=5))
-        ours = await endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
+    ours, _, port = await (connected() if kind == "tcp" else connected_tls(tmp_path, kind))
     assert not nagle_off(ours.transport)  # Twisted leaves it on
     turnwrites.no_delay(ours.transport)
     assert nagle_off(ours.transport)
