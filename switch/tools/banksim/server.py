@@ -27,6 +27,7 @@ from switch.iso.dialect import Dialect, Message, MessageError
 from switch.iso.framing import TPDU_LENGTH, Frame, FramedProtocol, Framing, swap_tpdu
 from switch.iso.masking import mask_message
 from switch.iso.mti import is_network, is_request, network_kind, transmission_time
+from switch.net import turnwrites
 from switch.tools.banksim import codes
 from switch.tools.banksim.accounts import Account
 from switch.tools.banksim.day import BankDay
@@ -93,6 +94,7 @@ class BankSimProtocol(FramedProtocol):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        turnwrites.no_delay(self.transport)  # an answer must not wait for the switch's delayed acknowledgement
         peer = self.transport.getPeer()
         self.peer_name = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
         self.sim.connected(self)

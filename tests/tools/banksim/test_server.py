@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred, TimeoutError
 from switch.iso.dialect import MessageError, load_dialect
 from switch.iso.framing import Framing
 from switch.tools.banksim.faults import Faults
+from tests.sockets import nagle_off
 from tests.tools.banksim.wire import (
     BLOCKED,
     DO_NOT_HONOUR,
@@ -78,6 +79,17 @@ def test_balance_debited_then_restored_once_by_reversal(banks, dialect):
     assert first["t"] == repeat["t"] == ("0410" if v == 1987 else "1430")
     assert bank.sim.balance(VISA) == 1000000
     assert bank.sim.received[sale["t"]] == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_bank_answers_without_waiting_for_nagle(banks):
+    """A switch that sends nothing more acknowledges an answer late (Linux's delayed ACK, 40 ms): with Nagle's
+    algorithm on, the simulator's next answer on the link would wait for that, as a real host's should not."""
+    bank = yield banks("iso87binary")
+    client = yield bank.connect()
+    yield client.exchange(request("sale", 1987, amount=500))
+    (connection,) = bank.sim._connections
+    assert nagle_off(connection.transport)
 
 
 @pytest_twisted.inlineCallbacks
