@@ -17,6 +17,9 @@ would otherwise reach it only after Twisted had closed the socket); an aborted o
 
 Any other transport gets ``transport.write`` at once: a TLS connection (Twisted's `BufferingTLSTransport`
 already joins a turn's small writes into one TLS record), a Unix socket, a test's ``StringTransport``.
+
+Beside it, `no_delay`: since a turn's writes are already joined here, Nagle's algorithm has nothing left to
+join on the switch's sockets, only acknowledgements to wait for; every TCP endpoint turns it off through it.
 """
 
 from __future__ import annotations
