@@ -8,7 +8,8 @@ Rows nobody reads back in the same transaction (transition audit rows, messages,
 a pipelined batch a new payment's own row: `switch.journal.store.insert_transaction`) go
 through `Db.insert_later`: they are sent together when the batch is flushed, instead of one
 statement each: one ``executemany`` per statement on SQLite, one ``COPY`` per table on
-PostgreSQL (`Dialect.insert_many`).
+PostgreSQL (`Dialect.insert_many`). Likewise a pipelined batch's payment outcomes: rows of one
+UPDATE each (`Db.update_later`), sent as one statement for all of them.
 """
 
 from __future__ import annotations
@@ -81,6 +82,34 @@ class Dialect:
     def lock_event_order(self, db: Db) -> None:
         """Hold, until COMMIT, the right to take the next event ids, so ids become visible in order."""
 
+    groups_updates: bool = False
+    """True where one statement can update many rows given as a JSON array (`Db.update_later`, `update_many`)."""
+
+    def update_many(self, conn: Any, sql: str, rows: list[dict[str, object]]) -> Any:
+        """Send a grouped UPDATE (`Db.update_later`) with ``rows`` as its ``:rows``; its cursor."""
+        raise NotImplementedError(f"{self.name}: no grouped updates")
+
+
+class _Grouped:
+    """The rows queued for one grouped statement (`Db.update_later`) and, once it is sent, what it returned."""
+
+    __slots__ = ("key", "rows", "keys", "cursor", "returned")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.rows: list[dict[str, object]] = []
+        self.keys: set[object] = set()
+        self.cursor: Any = None
+        self.returned: dict[object, Row] | None = None
+
+    def read(self, key: object) -> Row | None:
+        """The row the statement returned for ``key``, None when it updated none."""
+        if self.returned is None:
+            if self.cursor is None:
+                raise StorageError("a grouped update was read before it was sent")
+            self.returned = {row[self.key]: row for row in self.cursor.fetchall()}
+        return self.returned.get(key)
+
 
 class Db:
     def __init__(self, conn: Any, dialect: Dialect) -> None:
@@ -88,6 +117,7 @@ class Db:
         self.dialect = dialect
         self._event_order_locked = False
         self._later: dict[str, list[dict[str, object]]] = {}
+        self._grouped: dict[str, _Grouped] = {}
         self.shared: dict[Any, Any] = {}
         """What the journal handed its writer once for many units (`switch.journal.units.shared`)."""
         self.memo: dict[str, Any] = {}
@@ -135,6 +165,7 @@ class Db:
             self._pipeline = pipeline
             try:
                 yield
+                self._send_grouped()  # before the pipeline's last answers are awaited
             finally:
                 self._pipeline = None
 
@@ -151,6 +182,33 @@ class Db:
             return lambda: row
         fetch: Callable[[], Row | None] = cursor.fetchone
         return fetch
+
+    def update_later(self, sql: str, key: str, params: Params) -> Callable[[], Row | None]:
+        """Queue one row of a grouped UPDATE: ``sql`` takes every row queued for it as one JSON array (``:rows``)
+        and returns each row it updated (``RETURNING``). What this returns reads the row updated for this one
+        (matched on its ``key`` column) once the statement has been answered, or None if it updated none.
+
+        Why: a pipelined batch's payment outcomes were an UPDATE each, and the statement, not its row, was
+        most of what one cost the writer and the server. The guard checks ``params`` now, so a refused value
+        fails the unit that queued it. The rows go out before any other statement runs (`_run`), so every
+        statement still sees what the units before it did; a second update of a row queued already sends the
+        queue first, so one statement never updates a row twice."""
+        row = self._bind(params)
+        value = row[key]
+        if any(value in group.keys for group in self._grouped.values()):
+            self._send_grouped()
+        group = self._grouped.get(sql)
+        if group is None:
+            group = self._grouped[sql] = _Grouped(key)
+        group.rows.append(row)
+        group.keys.add(value)
+        return functools.partial(group.read, value)
+
+    def _send_grouped(self) -> None:
+        """Send the grouped updates queued (`update_later`): their rows were checked by the guard as they came."""
+        grouped, self._grouped = self._grouped, {}
+        for sql, group in grouped.items():
+            group.cursor = self.dialect.update_many(self.conn, sql, group.rows)
 
     def all(self, sql: str, params: Params | None = None) -> list[Row]:
         rows: list[Row] = self._run(sql, params).fetchall()
@@ -176,6 +234,8 @@ class Db:
         """Send the queued inserts, statement by statement in the order they were queued: by the dialect's
         `Dialect.insert_many` (PostgreSQL: COPY), or by ``executemany`` inside a pipeline, which COPY
         cannot join (a unit flushing mid-batch)."""
+        if self._grouped:
+            self._send_grouped()
         later, self._later = self._later, {}
         for sql, rows in later.items():
             if self._pipeline is None:
@@ -195,7 +255,7 @@ class Db:
 
     def begin(self) -> None:
         self._event_order_locked = False
-        self._later = {}
+        self._later, self._grouped = {}, {}
         self.undo, self._undo_marks = [], []
         self.began += 1
         self.conn.execute(self.dialect.begin_sql)
@@ -213,7 +273,7 @@ class Db:
 
     def rollback(self) -> None:
         self._event_order_locked = False
-        self._later = {}
+        self._later, self._grouped = {}, {}
         self._take_back(0)
         self._undo_marks = []
         self.conn.execute("ROLLBACK")
@@ -231,7 +291,7 @@ class Db:
     def rollback_to(self, name: str) -> None:
         # A lock taken after the savepoint is released by rolling back to it.
         self._event_order_locked = False
-        self._later = {}
+        self._later, self._grouped = {}, {}
         self._take_back(self._undo_marks[-1] if self._undo_marks else 0)
         self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
 
@@ -245,6 +305,8 @@ class Db:
         self.conn.close()
 
     def _run(self, sql: str, params: Params | None) -> Any:
+        if self._grouped:  # what the units before this one updated, first
+            self._send_grouped()
         return self.conn.execute(self.dialect.sql(sql), self._bind(params or {}))
 
     @staticmethod

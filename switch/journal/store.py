@@ -7,6 +7,7 @@ rows already masked, hashed and sealed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping
 from typing import NamedTuple
 
@@ -165,8 +166,13 @@ def transition_later(
     """`transition` from one status, its row read once the batch's pipeline has answered (`Db.one_later`); the
     transition's row is queued now, from the one status it can have moved from. A refusal is found when it
     is resolved, and fails the batch, whose unit-by-unit replay refuses this unit alone."""
-    sql, params = _transition_statement(txn_id, (expected_from,), to, changes, None, forget_card, now)
-    read = db.one_later(sql, params)
+    if db.dialect.groups_updates and _groupable(to, changes):
+        read = db.update_later(_grouped_transition(tuple(changes), forget_card), "txn_id",
+                               {**changes, "txn_id": txn_id, "previous_status": expected_from, "status": to,
+                                "updated_at": now})
+    else:
+        sql, params = _transition_statement(txn_id, (expected_from,), to, changes, None, forget_card, now)
+        read = db.one_later(sql, params)
     _record(db, txn_id, expected_from, to, changes, forget_card, now)
 
     def moved(updated: Row | None) -> Transaction:
@@ -192,6 +198,36 @@ def _transition_statement(
     return (f"UPDATE transactions SET {', '.join(assignments)} "
             f"WHERE txn_id = :txn_id AND status IN {statuses}{version_check} RETURNING *",
             {**changes, **status_params, "to": to, "now": now, "txn_id": txn_id, "expected_version": expected_version})
+
+
+_GROUP_KEYS = frozenset({"txn_id", "previous_status", "status", "updated_at", "version"})
+"""A grouped transition's own columns in its rows (`_grouped_transition`): no change may name one."""
+
+
+def _groupable(to: str, changes: Mapping[str, object]) -> bool:
+    """True when the transition can be a row of its batch's grouped UPDATE: each value goes as JSON as it is
+    (text, a 64-bit integer, NULL), and nothing is computed by SQL from another table (a reversal's date)."""
+    if to == Status.REVERSED or not _GROUP_KEYS.isdisjoint(changes):
+        return False
+    for value in changes.values():
+        kind = type(value)
+        if not (value is None or isinstance(value, str) or (kind is int and -(1 << 63) <= value < 1 << 63)):
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=64)
+def _grouped_transition(columns: tuple[str, ...], forget_card: bool) -> str:
+    """`_transition_statement` for every row of a batch that sets ``columns`` (`Db.update_later`): each row
+    names the payment, the one status it moves from (``previous_status``), the one it moves to (``status``),
+    the time (``updated_at``) and its changes, typed as the table's own columns."""
+    assignments = ["previous_status = t.status", "status = v.status", "version = t.version + 1",
+                   "updated_at = v.updated_at", *(f"{column} = v.{column}" for column in columns)]
+    if forget_card:
+        assignments += ["pan_key_id = NULL", "pan_ciphertext = NULL"]
+    return (f"UPDATE transactions AS t SET {', '.join(assignments)} "
+            "FROM jsonb_populate_recordset(NULL::transactions, CAST(:rows AS jsonb)) AS v "
+            "WHERE t.txn_id = v.txn_id AND t.status = v.previous_status RETURNING t.*")
 
 
 def _record(db: Db, txn_id: str, previous: str, to: str, changes: Mapping[str, object], forget_card: bool,
