@@ -163,8 +163,9 @@ def transition(
 def transition_later(
     db: Db, txn_id: str, *, expected_from: str, to: str, changes: Mapping[str, object], forget_card: bool, now: int,
 ) -> Later[Transaction]:
-    """`transition` from one status, its row read once the batch's pipeline has answered (`Db.one_later`); the
-    transition's row is queued now, from the one status it can have moved from. A refusal is found when it
+    """`transition` from one status, its row read once the batch's pipeline has answered: a row of the batch's
+    grouped UPDATE where the backend has one and the change fits (`Db.update_later`), else a statement of its own
+    (`Db.one_later`). The transition's audit row is queued now, from the one status it can have moved from. A refusal is found when it
     is resolved, and fails the batch, whose unit-by-unit replay refuses this unit alone."""
     if db.dialect.groups_updates and _groupable(to, changes):
         read = db.update_later(_grouped_transition(tuple(changes), forget_card), "txn_id",
@@ -183,6 +184,10 @@ def transition_later(
     return Later(read, moved)
 
 
+_FORGET_CARD = ("pan_key_id = NULL", "pan_ciphertext = NULL")
+"""What a transition that forgets the card sets, alone or grouped."""
+
+
 def _transition_statement(
     txn_id: str, expected_from: Collection[str], to: str, changes: Mapping[str, object], expected_version: int | None,
     forget_card: bool, now: int,
@@ -191,7 +196,7 @@ def _transition_statement(
     assignments = ["previous_status = status", "status = :to", "version = version + 1", "updated_at = :now"]
     assignments += [f"{column} = :{column}" for column in changes]
     if forget_card:
-        assignments += ["pan_key_id = NULL", "pan_ciphertext = NULL"]
+        assignments += _FORGET_CARD
     if to == Status.REVERSED:
         assignments.append(_REVERSAL_DATE)
     version_check = " AND version = :expected_version" if expected_version is not None else ""
@@ -224,7 +229,7 @@ def _grouped_transition(columns: tuple[str, ...], forget_card: bool) -> str:
     assignments = ["previous_status = t.status", "status = v.status", "version = t.version + 1",
                    "updated_at = v.updated_at", *(f"{column} = v.{column}" for column in columns)]
     if forget_card:
-        assignments += ["pan_key_id = NULL", "pan_ciphertext = NULL"]
+        assignments += _FORGET_CARD
     return (f"UPDATE transactions AS t SET {', '.join(assignments)} "
             "FROM jsonb_populate_recordset(NULL::transactions, CAST(:rows AS jsonb)) AS v "
             "WHERE t.txn_id = v.txn_id AND t.status = v.previous_status RETURNING t.*")
