@@ -56,6 +56,9 @@ from switch.journal.vault import PanVault
 
 S = TypeVar("S", bound=Screened)
 R = TypeVar("R")
+_Move = tuple[frozenset[Status], Status, dict[str, object], int, txnunits.Announced | None, dict[str, object] | None,
+              dict[str, Any] | None]
+"""`Journal._move`'s result: expected statuses, target, prepared changes, now, event row, SAF row, answer row."""
 
 
 class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, DayEndApi):
@@ -144,16 +147,8 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
         journalled in the same commit (on its own if the transition is refused). ``acknowledged`` is the
         store-and-forward item whose answer this settles, completed in the same commit (not if refused).
         """
-        statuses = (expected_from,) if isinstance(expected_from, str) else expected_from
-        expected = frozenset(require_enum(Status, status, "expected_from") for status in statuses)
-        if not expected:
-            raise InvalidRecord("expected_from must name at least one status")
-        target = require_enum(Status, to, "to")
-        prepared = prepare_changes(changes)
-        now = self._now()
-        announce = txnunits.announced(event)
-        saf_row = self._saf_row(txn_id, saf, now) if saf is not None else None
-        answer = self._received_row(txn_id, received) if received is not None else None
+        expected, target, prepared, now, announce, saf_row, answer = self._move(
+            txn_id, expected_from, to, changes, event, saf, received)
         later = (len(expected) == 1 and expected_version is None and event is None and saf is None and risk is None
                  and acknowledged is None and feebook.writes_nothing_after(target, prepared))
         moved = self._writer.submit(Call(
@@ -222,6 +217,18 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
         that will resolve it, in the same commit; ``event`` is the parent's; ``acknowledged`` as for
         `transition`). Fires with (parent, child).
         """
+        expected, target, prepared, now, announce, saf_row, answer = self._move(
+            child_id, expected_from, to, changes, event, saf, received)
+        finished = self._writer.submit(Call(
+            txnunits.finish_operation, child_id, expected=expected, target=target, changes=prepared,
+            forget_card=forget_card, event=announce, saf_row=saf_row, answer=answer, acknowledged=acknowledged,
+            now=now))
+        return finished if answer is None else finished.addErrback(self._journal_apart, answer)
+
+    def _move(self, txn_id: str, expected_from: Iterable[Status], to: Status, changes: Mapping[str, Any],
+              event: EventDraft | None, saf: SafDraft | None, received: Received | None) -> _Move:
+        """What a move of a payment or an operation checks and builds on the reactor before its unit goes to the
+        writer: the same for `transition` and `finish_operation`, so both refuse the same bad arguments alike."""
         statuses = (expected_from,) if isinstance(expected_from, str) else expected_from
         expected = frozenset(require_enum(Status, status, "expected_from") for status in statuses)
         if not expected:
@@ -229,14 +236,9 @@ class Journal(MessageApi, SafApi, EventApi, UpkeepApi, RiskApi, CalendarApi, Day
         target = require_enum(Status, to, "to")
         prepared = prepare_changes(changes)
         now = self._now()
-        announce = txnunits.announced(event)
-        saf_row = self._saf_row(child_id, saf, now) if saf is not None else None
-        answer = self._received_row(child_id, received) if received is not None else None
-        finished = self._writer.submit(Call(
-            txnunits.finish_operation, child_id, expected=expected, target=target, changes=prepared,
-            forget_card=forget_card, event=announce, saf_row=saf_row, answer=answer, acknowledged=acknowledged,
-            now=now))
-        return finished if answer is None else finished.addErrback(self._journal_apart, answer)
+        saf_row = self._saf_row(txn_id, saf, now) if saf is not None else None
+        answer = self._received_row(txn_id, received) if received is not None else None
+        return expected, target, prepared, now, txnunits.announced(event), saf_row, answer
 
     def saf_items(self, txn_id: str) -> defer.Deferred[list[SafItem]]:
         """Every store-and-forward item of one transaction, oldest first, whatever its state."""
