@@ -250,7 +250,7 @@ class PaymentService:
         if self.risk is not None and self.risk.rules.rules:  # no rules: no stage, nothing journalled for it
             step_up = self.plugin(bank).step_up and self.confirmations is not None
             screening = self.risk.screening(txn_id, req, step_up, pan_hash)
-            pan_hash = screening.facts.pan_hash
+            pan_hash = screening.pan_hash
         stan = bank.reserve_stan()
         try:
             message = self._build(req, bank, merchant, store, stan, bank.next_rrn(),

@@ -211,22 +211,31 @@ class Screening:
       rule reading counters decided something else than a block) is journalled apart, the caller
       building and journalling the request again;
     * `closing`, inside the commit that journals the outcome (`Journal.transition`'s ``risk``).
+
+    Once decided, a screening keeps its request and the card's keyed hash, not the facts: a payment waits
+    at its bank with its screening, and the facts (their tuple, the unit carrying them, the BIN and masked
+    PAN strings) were a quarter of its memory (`bench/hold.sh`).  The rare outcome whose closing needs them
+    (counts to give back, a decline to count) builds them again from the same request and hash, under the
+    rules of that moment, as the closing itself runs.
     """
 
-    __slots__ = ("stage", "facts", "step_up", "decide", "verdict")
+    __slots__ = ("stage", "request", "pan_hash", "step_up", "decide", "verdict")
 
-    def __init__(self, stage: RiskStage, txn_id: str, facts: Facts, can_step_up: bool) -> None:
+    def __init__(self, stage: RiskStage, txn_id: str, request: AuthorizeRequest, facts: Facts,
+                 can_step_up: bool) -> None:
         self.stage = stage
-        self.facts = facts
+        self.request = request
+        self.pan_hash = facts.pan_hash
         plan = stage.rules.plan(facts)
         self.step_up = can_step_up and plan.guess is not None and plan.guess(facts)
         # the rules of the moment, should a reload come before the unit runs
-        self.decide = Judging(stage.rules_key, facts, txn_id, can_step_up, self.step_up)
+        self.decide: Judging | None = Judging(stage.rules_key, facts, txn_id, can_step_up, self.step_up)
         self.verdict: Verdict | None = None
 
     def decided(self, txn_id: str, verdict: Verdict) -> None:
-        """Count and log a verdict, once its commit is durable."""
+        """Count and log a verdict, once its commit is durable; the facts go with the unit that decided."""
         self.verdict = verdict
+        self.decide = None
         self.stage.decided(txn_id, verdict)
 
     def closing(self, status: str) -> Closing | None:
@@ -234,7 +243,7 @@ class Screening:
         verdict = self.verdict
         if verdict is None or (not verdict.reserved and status != "declined"):  # most payments: nothing to do
             return None
-        return self.stage.closing(self.facts, verdict, status)
+        return self.stage.closing(self.stage.facts(self.request, self.pan_hash), verdict, status)
 
 
 Held = tuple[tuple[str, int], ...]
@@ -339,7 +348,7 @@ class RiskStage:
                   pan_hash: bytes | None = None) -> Screening:
         """Payment ``txn_id``'s screening (see `Screening`); ``can_step_up``: its connector can ask the
         customer to confirm, so a step_up rule steps up instead of acting as its ``otherwise``."""
-        return Screening(self, txn_id, self.facts(req, pan_hash), can_step_up)
+        return Screening(self, txn_id, req, self.facts(req, pan_hash), can_step_up)
 
     async def evaluate(self, txn_id: str, facts: Facts, step_up: bool = False) -> Verdict:
         """Evaluate, count and journal the decision for payment ``txn_id`` in a commit of its own (what
