@@ -212,25 +212,29 @@ class Screening:
       building and journalling the request again;
     * `closing`, inside the commit that journals the outcome (`Journal.transition`'s ``risk``).
 
-    Once decided, a screening keeps its request and the card's keyed hash, not the facts: a payment waits
-    at its bank with its screening, and the facts (their tuple, the unit carrying them, the BIN and masked
-    PAN strings) were a quarter of its memory (`bench/hold.sh`).  The rare outcome whose closing needs them
-    (counts to give back, a decline to count) builds them again from the same request and hash, under the
-    rules of that moment, as the closing itself runs.
+    Once decided, a screening keeps its request (which its payment holds anyway), not the facts: a payment
+    waits at its bank with its screening, and the facts (their tuple, the unit carrying them, the card's keyed
+    hash, the BIN and masked PAN strings) were a quarter of its memory (`bench/hold.sh`).  The rare outcome
+    whose closing needs them (counts to give back, a decline to count) builds them again from the request,
+    under the rules of that moment, as the closing itself runs: one keyed hash more, for such an outcome only.
     """
 
-    __slots__ = ("stage", "request", "pan_hash", "step_up", "decide", "verdict")
+    __slots__ = ("stage", "request", "step_up", "decide", "verdict")
 
     def __init__(self, stage: RiskStage, txn_id: str, request: AuthorizeRequest, facts: Facts,
                  can_step_up: bool) -> None:
         self.stage = stage
         self.request = request
-        self.pan_hash = facts.pan_hash
         plan = stage.rules.plan(facts)
         self.step_up = can_step_up and plan.guess is not None and plan.guess(facts)
         # the rules of the moment, should a reload come before the unit runs
         self.decide: Judging | None = Judging(stage.rules_key, facts, txn_id, can_step_up, self.step_up)
         self.verdict: Verdict | None = None
+
+    @property
+    def pan_hash(self) -> bytes | None:
+        """The card's keyed hash the facts spell, until decided: the payment's row takes it from here."""
+        return self.decide.facts.pan_hash if self.decide is not None else None
 
     def decided(self, txn_id: str, verdict: Verdict) -> None:
         """Count and log a verdict, once its commit is durable; the facts go with the unit that decided."""
@@ -243,7 +247,7 @@ class Screening:
         verdict = self.verdict
         if verdict is None or (not verdict.reserved and status != "declined"):  # most payments: nothing to do
             return None
-        return self.stage.closing(self.stage.facts(self.request, self.pan_hash), verdict, status)
+        return self.stage.closing(self.stage.facts(self.request), verdict, status)
 
 
 Held = tuple[tuple[str, int], ...]
