@@ -36,8 +36,7 @@ from switch.engine.engine import (
     settlement_column,
 )
 from switch.engine.recommit import commit_outcome, end_unrecorded
-from switch.engine.risk import Verdict
-from switch.engine.risk.stage import Screening
+from switch.engine.risk import RiskStage, Verdict
 from switch.engine.saf import StoreAndForward
 from switch.engine.status import API_STATUS, answer
 from switch.iso.dialect import Message
@@ -71,31 +70,28 @@ class InFlightPayment:
     ``answered`` is who waits on the payment (the socket API's exchange, the idempotency key's entry, a
     Deferred); `message` the request as sent (the plugin
     checks the answer's echoes against it, and an uncertain outcome's reversal is built from it),
-    kept as its values beside a shared tuple of field names: a third of the dict's size.
+    kept as its values beside a shared tuple of field names: a third of the dict's size. ``verdict`` is the
+    risk stage's decision journalled with the request (None without risk rules): of its screening, all the
+    outcome needs (`RiskStage.outcome_closing`).
     """
 
-    # No slot for what the request or the screening already holds (kind, verdict): 16 bytes a payment waiting.
-    __slots__ = ("txn_id", "bank", "request", "_names", "_values", "screening", "answered", "outcomes")
+    # No slot for what the request already holds (kind): 8 bytes a payment waiting.
+    __slots__ = ("txn_id", "bank", "request", "_names", "_values", "verdict", "answered", "outcomes")
 
     def __init__(self, txn_id: str, bank: Bank, request: AuthorizeRequest, message: Message,
-                 screening: Screening | None, answered: Answerable[dict[str, Any]], outcomes: PaymentOutcomes) -> None:
+                 verdict: Verdict | None, answered: Answerable[dict[str, Any]], outcomes: PaymentOutcomes) -> None:
         self.txn_id = txn_id
         self.bank = bank
         self.request = request
         self._names = _shape(message)
         self._values = tuple(message.values())
-        self.screening = screening
+        self.verdict = verdict
         self.answered = answered
         self.outcomes = outcomes
 
     @property
     def kind(self) -> Kind:
         return Kind.SALE if self.request.capture else Kind.AUTHORIZATION
-
-    @property
-    def verdict(self) -> Verdict | None:
-        """The risk stage's decision, journalled with the request (`Screening.decided`)."""
-        return self.screening.verdict if self.screening is not None else None
 
     @property
     def message(self) -> Message:
@@ -145,12 +141,13 @@ class PaymentOutcomes:
     the fees of a sale), declined, failed, awaiting the customer, or uncertain with its reversal queued."""
 
     def __init__(self, engine: Engine, journal: Journal, saf: StoreAndForward, metrics: PaymentMetrics,
-                 confirmations: Confirmations | None) -> None:
+                 confirmations: Confirmations | None, risk: RiskStage | None = None) -> None:
         self.engine = engine
         self.journal = journal
         self.saf = saf
         self.metrics = metrics
         self.confirmations = confirmations
+        self.risk = risk
 
     def conclude(self, outcome: Outcome, p: InFlightPayment, received: Received | None = None
                  ) -> Deferred[dict[str, Any]]:
@@ -159,7 +156,7 @@ class PaymentOutcomes:
 
     async def _conclude(self, outcome: Outcome, p: InFlightPayment, received: Received | None) -> dict[str, Any]:
         if isinstance(outcome, NotSent):
-            result = await self.finish(p.txn_id, p.kind, p.bank, Status.FAILED, p.screening, reason=outcome.reason,
+            result = await self.finish(p.txn_id, p.kind, p.bank, Status.FAILED, p.request, p.verdict, reason=outcome.reason,
                                        forget_card=True)
         elif isinstance(outcome, Uncertain):
             result = await self._uncertain(p, outcome, received)
@@ -196,7 +193,7 @@ class PaymentOutcomes:
             status = Status.APPROVED
         else:
             status = Status.DECLINED if a.status == "declined" else Status.FAILED
-        return await self.finish(p.txn_id, p.kind, bank, status, p.screening, reason=a.reason,
+        return await self.finish(p.txn_id, p.kind, bank, status, req, p.verdict, reason=a.reason,
                                  forget_card=status is not Status.APPROVED, received=received, **changes)
 
     async def _awaiting_customer(self, p: InFlightPayment, response: Message, url: str,
@@ -221,34 +218,36 @@ class PaymentOutcomes:
         saf = resolution_draft(bank, sent, sealed_instrument(p.request.instrument))
         a = outcome.answer
         if a is None:
-            result = await self.finish(p.txn_id, p.kind, bank, Status.TIMEOUT, p.screening, reason="issuer_timeout",
+            result = await self.finish(p.txn_id, p.kind, bank, Status.TIMEOUT, p.request, p.verdict, reason="issuer_timeout",
                                        saf=saf, received=received)  # an answer its plugin could not read
         else:
             status = Status.DECLINED if a.status == "declined" else Status.FAILED
-            result = await self.finish(p.txn_id, p.kind, bank, status, p.screening, reason=a.reason, saf=saf,
+            result = await self.finish(p.txn_id, p.kind, bank, status, p.request, p.verdict, reason=a.reason, saf=saf,
                                        forget_card=True, received=received, **answer_columns(a, sent.get("37")))
         self.saf.kick(bank.name)
         return result
 
-    def fail_unrecorded(self, txn_id: str, kind: Kind, bank: Bank, screening: Screening | None) -> Deferred[None]:
+    def fail_unrecorded(self, txn_id: str, kind: Kind, bank: Bank, req: AuthorizeRequest,
+                        verdict: Verdict | None) -> Deferred[None]:
         """End a payment whose first commit the journal could not confirm (`NotRecorded`: its writer process died
         with the batch, say) and that was therefore never written to its bank: if that commit happened, the
         payment is ``failed`` (``journal_unavailable``) with its risk counts given back, as one never sent is;
         committed again while the journal cannot say (`switch.engine.recommit`). Until then a replay of its
         idempotency key is answered ``busy``, and the web tier's next replay learns the outcome."""
-        return ensureDeferred(self._fail_unrecorded(txn_id, kind, bank, screening))
+        return ensureDeferred(self._fail_unrecorded(txn_id, kind, bank, req, verdict))
 
-    async def _fail_unrecorded(self, txn_id: str, kind: Kind, bank: Bank, screening: Screening | None) -> None:
+    async def _fail_unrecorded(self, txn_id: str, kind: Kind, bank: Bank, req: AuthorizeRequest,
+                               verdict: Verdict | None) -> None:
         await end_unrecorded(  # `finish` commits again while the journal cannot say (`switch.engine.recommit`)
-            "payment", lambda: self.finish(txn_id, kind, bank, Status.FAILED, screening, reason=JOURNAL_UNAVAILABLE,
+            "payment", lambda: self.finish(txn_id, kind, bank, Status.FAILED, req, verdict, reason=JOURNAL_UNAVAILABLE,
                                            forget_card=True),
             txn_id=txn_id, connector=bank.name)
 
-    async def finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, screening: Screening | None,
-                     **changes: Any) -> dict[str, Any]:
+    async def finish(self, txn_id: str, kind: Kind, bank: Bank, status: Status, req: AuthorizeRequest,
+                     verdict: Verdict | None, **changes: Any) -> dict[str, Any]:
         """Journal the payment's outcome, with the risk stage's part of it and the bank's answer (``received``)
         in the same commit."""
-        risk = screening.closing(API_STATUS[status]) if screening is not None else None
+        risk = self.risk.outcome_closing(req, verdict, API_STATUS[status]) if self.risk is not None else None
         moved = await commit_outcome(
             self.engine.clock, self.journal, txn_id,
             lambda: self.journal.transition(txn_id, expected_from=(Status.PENDING,), to=status, risk=risk, **changes),

@@ -111,7 +111,7 @@ class PaymentService:
         self.lifecycle = Lifecycle(self.engine, self.metrics, self.keyed, banks, merchants, void_after_capture or {})
         self.confirmations = confirmations
         self.risk = risk
-        self.outcomes = PaymentOutcomes(self.engine, journal, saf, self.metrics, confirmations)
+        self.outcomes = PaymentOutcomes(self.engine, journal, saf, self.metrics, confirmations, risk)
 
     def plugin(self, bank: Bank) -> ConnectorPlugin:
         """The bank's plugin, or the no-op base behaviour for a bank without one."""
@@ -250,7 +250,7 @@ class PaymentService:
         if self.risk is not None and self.risk.rules.rules:  # no rules: no stage, nothing journalled for it
             step_up = self.plugin(bank).step_up and self.confirmations is not None
             screening = self.risk.screening(txn_id, req, step_up, pan_hash)
-            pan_hash = screening.pan_hash
+            pan_hash = screening.facts.pan_hash
         stan = bank.reserve_stan()
         try:
             message = self._build(req, bank, merchant, store, stan, bank.next_rrn(),
@@ -282,9 +282,10 @@ class PaymentService:
         except BaseException as e:
             bank.release_stan(stan)
             if isinstance(e, NotRecorded):  # recorded or not, never sent: it is ended here, not left pending
-                self.outcomes.fail_unrecorded(txn_id, kind, bank, screening)
+                self.outcomes.fail_unrecorded(txn_id, kind, bank, req, screening.verdict if screening else None)
             raise
-        payment = InFlightPayment(txn_id, bank, req, message, screening, answered, self.outcomes)
+        payment = InFlightPayment(txn_id, bank, req, message, screening.verdict if screening else None, answered,
+                                  self.outcomes)
         self.engine.send_to(payment, bank, message, encoded=encoded)
         return None
 

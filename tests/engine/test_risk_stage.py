@@ -18,7 +18,6 @@ from switch.domain.model import AuthorizeRequest, CardInstrument
 from switch.domain.panscan import holds_card_number
 from switch.engine.risk import Facts, RiskRules, RiskStage, Rule, Scope, Verdict, tag
 from switch.engine.risk.rules import Remembered
-from switch.engine.risk.stage import Judging
 from tests.journal.conftest import backend, clock, config, journal, key_files, pg_schema, registry  # noqa: F401
 
 VISA = "4111111111111111"
@@ -62,19 +61,17 @@ async def test_a_hold_starts_at_the_third_decline_in_the_window_and_ends_after_h
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_decided_screening_keeps_no_facts_and_its_closing_still_counts_the_decline(journal):
-    """A payment waits at its bank with its screening: once decided, it holds the request, not the facts
-    nor the unit that carried them nor the card's keyed hash, and a decline still counts for card testing."""
+async def test_an_outcome_s_closing_is_built_from_the_request_and_its_verdict(journal):
+    """A payment waits at its bank with its verdict only: the stage's part of its outcome comes from its request
+    (the facts built again) and that verdict, so a bank's decline still counts for card testing."""
     risk, now = stage(journal, GUARD)
     for n in range(3):
         screening = risk.screening(f"t{n}", request(), can_step_up=False)
         verdict = await journal.risk_unit(screening.decide, now.seconds())
-        screening.decided(f"t{n}", verdict)
         assert verdict.action == "allow"
-        kept = [getattr(screening, name) for name in type(screening).__slots__]
-        assert not any(isinstance(value, (Facts, Judging, bytes)) for value in kept)
-        assert screening.closing("approved") is None
-        await journal.risk_unit(screening.closing("declined"), now.seconds())
+        assert risk.outcome_closing(request(), verdict, "approved") is None
+        assert risk.outcome_closing(request(), None, "declined") is None  # never decided: nothing to close
+        await journal.risk_unit(risk.outcome_closing(request(), verdict, "declined"), now.seconds())
     verdict = await risk.evaluate("t3", risk.facts(request()))
     assert (verdict.action, verdict.rule) == ("block", "card-testing")
 

@@ -201,7 +201,8 @@ def judge(ledger: RiskLedger, plan: Plan, screen: Screen, horizon_us: int, facts
 
 
 class Screening:
-    """One authorization's pass through the stage, in the payment's own commits (no commit of its own):
+    """One authorization's pass through the stage before its request is sent, in the payment's own commit (no
+    commit of its own):
 
     * on the reactor, before the request is built: the payment's facts, and whether to build the
       request asking for a step-up (`Plan.guess`);
@@ -209,45 +210,27 @@ class Screening:
       (`Journal.create_screened`): counts, decides and journals the decision; a block journals the
       payment declined instead, and a verdict that disagrees with the request as built (an enforced
       rule reading counters decided something else than a block) is journalled apart, the caller
-      building and journalling the request again;
-    * `closing`, inside the commit that journals the outcome (`Journal.transition`'s ``risk``).
+      building and journalling the request again.
 
-    Once decided, a screening keeps its request (which its payment holds anyway), not the facts: a payment
-    waits at its bank with its screening, and the facts (their tuple, the unit carrying them, the card's keyed
-    hash, the BIN and masked PAN strings) were a quarter of its memory (`bench/hold.sh`).  The rare outcome
-    whose closing needs them (counts to give back, a decline to count) builds them again from the request,
-    under the rules of that moment, as the closing itself runs: one keyed hash more, for such an outcome only.
+    The payment keeps only the verdict once sent: the stage's part of its outcome (`RiskStage.outcome_closing`,
+    inside the commit that journals the outcome) is built from the request and the verdict.
     """
 
-    __slots__ = ("stage", "request", "step_up", "decide", "verdict")
+    __slots__ = ("stage", "facts", "step_up", "decide", "verdict")
 
-    def __init__(self, stage: RiskStage, txn_id: str, request: AuthorizeRequest, facts: Facts,
-                 can_step_up: bool) -> None:
+    def __init__(self, stage: RiskStage, txn_id: str, facts: Facts, can_step_up: bool) -> None:
         self.stage = stage
-        self.request = request
+        self.facts = facts
         plan = stage.rules.plan(facts)
         self.step_up = can_step_up and plan.guess is not None and plan.guess(facts)
         # the rules of the moment, should a reload come before the unit runs
-        self.decide: Judging | None = Judging(stage.rules_key, facts, txn_id, can_step_up, self.step_up)
+        self.decide = Judging(stage.rules_key, facts, txn_id, can_step_up, self.step_up)
         self.verdict: Verdict | None = None
 
-    @property
-    def pan_hash(self) -> bytes | None:
-        """The card's keyed hash the facts spell, until decided: the payment's row takes it from here."""
-        return self.decide.facts.pan_hash if self.decide is not None else None
-
     def decided(self, txn_id: str, verdict: Verdict) -> None:
-        """Count and log a verdict, once its commit is durable; the facts go with the unit that decided."""
+        """Count and log a verdict, once its commit is durable."""
         self.verdict = verdict
-        self.decide = None
         self.stage.decided(txn_id, verdict)
-
-    def closing(self, status: str) -> Closing | None:
-        """The stage's part of the payment's outcome ``status`` (an API status), None when it has none."""
-        verdict = self.verdict
-        if verdict is None or (not verdict.reserved and status != "declined"):  # most payments: nothing to do
-            return None
-        return self.stage.closing(self.stage.facts(self.request), verdict, status)
 
 
 Held = tuple[tuple[str, int], ...]
@@ -352,7 +335,7 @@ class RiskStage:
                   pan_hash: bytes | None = None) -> Screening:
         """Payment ``txn_id``'s screening (see `Screening`); ``can_step_up``: its connector can ask the
         customer to confirm, so a step_up rule steps up instead of acting as its ``otherwise``."""
-        return Screening(self, txn_id, req, self.facts(req, pan_hash), can_step_up)
+        return Screening(self, txn_id, self.facts(req, pan_hash), can_step_up)
 
     async def evaluate(self, txn_id: str, facts: Facts, step_up: bool = False) -> Verdict:
         """Evaluate, count and journal the decision for payment ``txn_id`` in a commit of its own (what
@@ -383,6 +366,18 @@ class RiskStage:
         verdict: Verdict = await self.journal.risk_dry_run(
             lambda ledger: judge(ledger, plan, plan.explain, rules.horizon_us, facts, "explain", True, False), now)
         return verdict
+
+    def outcome_closing(self, req: AuthorizeRequest, verdict: Verdict | None, status: str) -> Closing | None:
+        """The stage's part of the outcome ``status`` (an API status) of a payment sent with ``verdict`` (None:
+        it was never decided), None when it has none, as most have.
+
+        Why from the request: a payment waits at its bank with its verdict only.  Its facts (their tuple, the
+        unit that carried them, the card's keyed hash, the BIN and masked PAN strings) were a quarter of its
+        memory there (`bench/hold.sh`); the rare outcome that needs them (counts to give back, a decline to
+        count) builds them again, one keyed hash more, under the rules of that moment."""
+        if verdict is None or (not verdict.reserved and status != "declined"):
+            return None
+        return self.closing(self.facts(req), verdict, status)
 
     def closing(self, facts: Facts, verdict: Verdict, status: str) -> Closing | None:
         """The stage's part of a payment's outcome ``status`` (see `Closing`), None when it has none."""
