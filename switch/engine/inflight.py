@@ -38,6 +38,7 @@ from switch.engine.engine import (
 from switch.engine.recommit import commit_outcome, end_unrecorded
 from switch.engine.risk import RiskStage, Verdict
 from switch.engine.saf import StoreAndForward
+from switch.engine.sent import field, pack, unpack
 from switch.engine.status import API_STATUS, answer
 from switch.iso.dialect import Message
 from switch.iso.translate import sealed_instrument
@@ -49,42 +50,26 @@ JOURNAL_UNAVAILABLE = "journal_unavailable"
 log = structlog.get_logger("kswitch.payments")
 
 
-_SHAPES: dict[tuple[str, ...], tuple[str, ...]] = {}
-_MAX_SHAPES = 1024
-
-
-def _shape(message: Message) -> tuple[str, ...]:
-    """The message's field names as one tuple shared by every message built alike."""
-    names = tuple(message)
-    shared = _SHAPES.get(names)
-    if shared is None:
-        if len(_SHAPES) >= _MAX_SHAPES:
-            return names
-        shared = _SHAPES[names] = names
-    return shared
-
-
 class InFlightPayment:
     """What a payment written to its bank needs to commit its outcome and answer the web tier: no more.
 
     ``answered`` is who waits on the payment (the socket API's exchange, the idempotency key's entry, a
     Deferred); `message` the request as sent (the plugin
     checks the answer's echoes against it, and an uncertain outcome's reversal is built from it),
-    kept as its values beside a shared tuple of field names: a third of the dict's size. ``verdict`` is the
+    kept as the values that differ from messages built alike (`switch.engine.sent`). ``verdict`` is the
     risk stage's decision journalled with the request (None without risk rules): of its screening, all the
     outcome needs (`RiskStage.outcome_closing`).
     """
 
     # No slot for what the request already holds (kind): 8 bytes a payment waiting.
-    __slots__ = ("txn_id", "bank", "request", "_names", "_values", "verdict", "answered", "outcomes")
+    __slots__ = ("txn_id", "bank", "request", "_layout", "_kept", "verdict", "answered", "outcomes")
 
     def __init__(self, txn_id: str, bank: Bank, request: AuthorizeRequest, message: Message,
                  verdict: Verdict | None, answered: Answerable[dict[str, Any]], outcomes: PaymentOutcomes) -> None:
         self.txn_id = txn_id
         self.bank = bank
         self.request = request
-        self._names = _shape(message)
-        self._values = tuple(message.values())
+        self._layout, self._kept = pack(message)
         self.verdict = verdict
         self.answered = answered
         self.outcomes = outcomes
@@ -95,14 +80,11 @@ class InFlightPayment:
 
     @property
     def message(self) -> Message:
-        return dict(zip(self._names, self._values))
+        return unpack(self._layout, self._kept)
 
     def sent(self, number: str) -> str | None:
         """One field of the request as sent, without building the whole `message` (an approval needs field 37)."""
-        try:
-            return self._values[self._names.index(number)]
-        except ValueError:
-            return None
+        return field(self._layout, self._kept, number)
 
     def callback(self, response: Message) -> None:
         """The bank's answer (the mux tells the payment itself, `switch.domain.answering.Answerable`): commit the
