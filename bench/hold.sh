@@ -9,10 +9,9 @@
 # "cold" from the switch's start over all W + N held, "warm" over the N held after the first W
 # (HOLD_WARM=W, default 1000; HOLD_WARM=0 for the cold figure over N alone, as trees before --warm did).
 # HOLD_KEYS=with|without runs one of the two. Every feature is on, as the targets ask: the fee plans and
-# risk rules of bench/perf-template.toml (a held payment keeps its risk screening); HOLD_FEATURES=none leaves
-# them out. HOLD_WRITER= sets [journal] writer (default auto); the journal's writer process, when there is
-# one, holds no payment, but its growth is printed too: read before the first W and after the N, so it is per
-# each of the W + N, as the switch's cold figure is. For a closer look: HOLD_WRAPPER=script.py runs kswitch as
+# risk rules of bench/perf-template.toml; HOLD_FEATURES=none leaves them out. HOLD_WRITER= sets [journal]
+# writer (default auto); the journal's writer process, when there is one, holds no payment, but its growth is
+# printed too (bin/bench --writer-pid), cold and warm as the switch's, and the two together. For a closer look: HOLD_WRAPPER=script.py runs kswitch as
 # `python script.py bin/kswitch run ...` (e.g. one that starts tracemalloc and dumps a snapshot on
 # SIGUSR1), HOLD_BEFORE / HOLD_AFTER commands get the switch's pid before sending and after settling.
 set -euo pipefail
@@ -93,20 +92,12 @@ TOML
   sleep 2  # the link to the bank comes up
   echo "== $label$([ "$features" = none ] && echo ", no fee plans or risk rules" || echo ", fee plans and risk rules on")"
   ${HOLD_BEFORE:-true} "$sw"
-  local writer_before; writer_before=$(writer_rss "$sw")
+  local writer; writer=$(pgrep -P "$sw" -f switch.journal.writerproc | head -n 1 || true)
   (cd "$here" && "$py" bin/bench --connect "127.0.0.1:$api" --client bench --token bench-token-not-for-production \
-      --merchant M1 --store S1 --hold "$n" --pid "$sw" --settle "$settle" \
+      --merchant M1 --store S1 --hold "$n" --pid "$sw" ${writer:+--writer-pid "$writer"} --settle "$settle" \
       $([ "$warm" = 0 ] || echo --warm "$warm") "$@")
   ${HOLD_AFTER:-true} "$sw"
-  local writer_after; writer_after=$(writer_rss "$sw")
-  [ "$writer_before" = 0 ] || awk -v a="$writer_before" -v b="$writer_after" -v n="$((n + warm))" \
-    'BEGIN { printf "  writer process RSS %.1f MB -> %.1f MB, %.2f KB per pending payment\n", a/1024, b/1024, (b-a)/n }'
   kill -KILL "$sw" "$banksim" 2>/dev/null || true; wait "$sw" "$banksim" 2>/dev/null || true  # payments held: no graceful stop
-}
-
-writer_rss() {  # kB: the journal's writer process under switch pid $1 (0 if it has none: writer = "thread")
-  local child; child=$(pgrep -P "$1" -f switch.journal.writerproc | head -n 1)
-  [ -n "$child" ] && awk '/^VmRSS:/ { print $2 }' "/proc/$child/status" || echo 0
 }
 
 [ "${HOLD_KEYS:-both}" = without ] || run "with idempotency keys"

@@ -92,6 +92,15 @@ def test_hold_with_warm_holds_w_first_then_n_and_reports_the_ns_growth_apart() -
     assert "for the last 30" in out and out.count("KB per pending payment") == 2
 
 
+def test_hold_reports_the_writer_process_apart_and_both_together() -> None:
+    api = FakeApi(answer=False)
+    out = bench(api, "--hold", "30", "--warm", "20", "--pid", str(os.getpid()), "--writer-pid", str(os.getppid()),
+                "--settle", "0.5")
+    assert "switch RSS" in out and "writer RSS" in out and out.count("KB per pending payment") == 5
+    together = next(line for line in out.splitlines() if line.strip().startswith("together"))
+    assert "warm" in together
+
+
 def test_hold_needs_the_switch_pid() -> None:
     done = subprocess.run([sys.executable, str(BENCH), "--hold", "5"], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "--pid" in done.stderr

@@ -1,7 +1,7 @@
 """Load generator for a running kswitch: throughput and latency of `authorize` over the socket API.
 
     kswitch-bench [--connect HOST:PORT] [--connections 8] [--duration 20] (--rate 500 | --window 32)
-    kswitch-bench --hold 10000 --pid PID [--settle 5] [--warm 1000]
+    kswitch-bench --hold 10000 --pid PID [--writer-pid PID] [--settle 5] [--warm 1000]
 
 ``--rate R`` offers R authorizations per second in total (spread over the connections,
 sent on a fixed schedule whether or not answers keep up: latency then includes
@@ -16,7 +16,9 @@ much the resident memory of the switch process ``--pid`` grew per pending paymen
 bank must not answer meanwhile (``banksim --delay``), and the connector's
 ``request_timeout`` and ``max_in_flight`` and the API's ``max_in_flight`` must allow N (+ W).
 ``--warm W`` holds W payments first and reports also the growth per each of the N that
-followed: what a pending payment costs a switch that has already been busy.
+followed: what a pending payment costs a switch that has already been busy. ``--writer-pid``
+reports the journal's writer process alike (it holds no payment, but remembers each one's risk
+counts, and its database page cache fills as the journal grows).
 """
 
 from __future__ import annotations
@@ -104,34 +106,42 @@ class Run:
         again before the N are sent: the warm figure is what each of the N added, leaving out what the
         switch takes once whatever its load (its database connections' page caches filling, its threads'
         malloc arenas, the allocator arenas a first burst leaves behind)."""
-        start = resident_kib(self.args.pid)
+        start = self._resident()
         if not self.args.warm:
             self._hold_then_report(start, start)
             return
         self._send_held(self.args.warm)
-        reactor.callLater(self.args.settle, lambda: self._hold_then_report(start, resident_kib(self.args.pid)))
+        reactor.callLater(self.args.settle, lambda: self._hold_then_report(start, self._resident()))
+
+    def _resident(self) -> dict[str, int]:
+        pids = {"switch": self.args.pid, "writer": self.args.writer_pid}
+        return {name: resident_kib(pid) for name, pid in pids.items() if pid is not None}
 
     def _send_held(self, n: int) -> None:
         for _ in range(n):
             self.clients[next(self.held) % len(self.clients)].send()
 
-    def _hold_then_report(self, start: int, warmed: int) -> None:
+    def _hold_then_report(self, start: dict[str, int], warmed: dict[str, int]) -> None:
         self._send_held(self.args.hold)
 
         def report() -> None:
             self.ending = True
-            after = resident_kib(self.args.pid)
+            after = self._resident()
             answered = sum(self.outcomes.values())
             n, warm = self.args.hold, self.args.warm
             print(f"kswitch bench: {n} authorizations held at the bank for {self.args.settle:g} s"
                   + (f", after {warm} held first" if warm else "") + f" ({answered} answered meanwhile)",
                   file=sys.stdout)
-            pending = max(1, n + warm - answered)
-            print(f"  switch RSS  {start / 1024:.1f} MB -> {after / 1024:.1f} MB, "
-                  f"{(after - start) / pending:.2f} KB per pending payment", file=sys.stdout)
-            if warm:
-                print(f"  warm        {warmed / 1024:.1f} MB -> {after / 1024:.1f} MB for the last {n}, "
-                      f"{(after - warmed) / max(1, n - answered):.2f} KB per pending payment", file=sys.stdout)
+            cold, hot = max(1, n + warm - answered), max(1, n - answered)
+            for name in after:
+                print(f"  {name + ' RSS':<11} {start[name] / 1024:.1f} MB -> {after[name] / 1024:.1f} MB, "
+                      f"{(after[name] - start[name]) / cold:.2f} KB per pending payment", file=sys.stdout)
+                if warm:
+                    print(f"  {'warm':<11} {warmed[name] / 1024:.1f} MB -> {after[name] / 1024:.1f} MB for the last {n}, "
+                          f"{(after[name] - warmed[name]) / hot:.2f} KB per pending payment", file=sys.stdout)
+            if len(after) > 1:
+                print(f"  {'together':<11} {sum(after[k] - start[k] for k in after) / cold:.2f} KB per pending payment"
+                      + (f", warm {sum(after[k] - warmed[k] for k in after) / hot:.2f}" if warm else ""), file=sys.stdout)
             print("  outcomes    " + ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())), file=sys.stdout)
             reactor.stop()
 
@@ -194,6 +204,7 @@ def main() -> None:
     p.add_argument("--no-keys", dest="keys", action="store_false", help="send no idempotency keys")
     p.add_argument("--hold", type=int, metavar="N", help="hold N payments pending and report memory (needs --pid)")
     p.add_argument("--pid", type=int, help="the switch's process id, for --hold")
+    p.add_argument("--writer-pid", type=int, help="with --hold: the journal's writer process, measured alike")
     p.add_argument("--settle", type=float, default=5.0, help="seconds to wait after sending --hold payments")
     p.add_argument("--warm", type=int, default=0, metavar="W",
                    help="with --hold: hold W payments first and report also what each of the N added after them")
