@@ -11,9 +11,9 @@
 # HOLD_KEYS=with|without runs one of the two. Every feature is on, as the targets ask: the fee plans and
 # risk rules of bench/perf-template.toml; HOLD_FEATURES=none leaves them out. HOLD_WRITER= sets [journal]
 # writer (default auto); the journal's writer process, when there is one, holds no payment, but its growth is
-# printed too (bin/bench --writer-pid), cold and warm as the switch's, and the two together. For a closer look: HOLD_WRAPPER=script.py runs kswitch as
-# `python script.py bin/kswitch run ...` (e.g. one that starts tracemalloc and dumps a snapshot on
-# SIGUSR1), HOLD_BEFORE / HOLD_AFTER commands get the switch's pid before sending and after settling.
+# printed too (bin/bench --writer-pid), cold and warm as the switch's, and the two together. For a closer
+# look: HOLD_WRAPPER=script.py runs kswitch as `python script.py bin/kswitch run ...` (e.g. one that starts
+# tracemalloc and dumps a snapshot on SIGUSR1), HOLD_BEFORE / HOLD_AFTER commands get the switch's pid before sending and after settling.
 set -euo pipefail
 n=${1:-10000}; settle=${2:-20}; warm=${HOLD_WARM:-1000}; features=${HOLD_FEATURES:-all}
 own=$(cd "$(dirname "$0")/.." && pwd)
