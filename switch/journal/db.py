@@ -57,9 +57,17 @@ class Dialect:
         SQLite's AUTOINCREMENT counter already follows the largest id inserted.
         """
 
+    def bound(self, sql: str, params: dict[str, object]) -> tuple[str, Any]:
+        """The statement and its parameters as the driver takes them: here, as written (named)."""
+        return self.sql(sql), params
+
+    def bound_many(self, sql: str, rows: list[dict[str, object]]) -> tuple[str, Iterable[Any]]:
+        """`bound` for the rows of one ``executemany``."""
+        return self.sql(sql), rows
+
     def insert_many(self, conn: Any, sql: str, rows: list[dict[str, object]]) -> None:
         """Send queued INSERTs of one statement (`Db.insert_later`), outside any pipeline."""
-        conn.cursor().executemany(self.sql(sql), rows)
+        conn.cursor().executemany(*self.bound_many(sql, rows))
 
     def pipeline(self, conn: Any) -> contextlib.AbstractContextManager[Any]:
         """A context in which statements whose answers nobody reads yet go out without waiting for them
@@ -307,7 +315,7 @@ class Db:
     def _run(self, sql: str, params: Params | None) -> Any:
         if self._grouped:  # what the units before this one updated, first
             self._send_grouped()
-        return self.conn.execute(self.dialect.sql(sql), self._bind(params or {}))
+        return self.conn.execute(*self.dialect.bound(sql, self._bind(params or {})))
 
     @staticmethod
     def _bind(params: Params) -> dict[str, object]:
