@@ -4,8 +4,9 @@ Why it exists: a payment held at its bank keeps its message as sent (its plugin 
 against it; an uncertain outcome's reversal is built from it). Most of a message's values are the same
 objects in every message its dialect builds for a merchant and store (processing code, acceptor fields,
 currency, entry mode), so a payment keeps only the values that are not those objects: typically the card
-number, amount, times, STAN and RRN, a tuple of 5 to 8 where the whole message is 15 to 20. With 10,000
-payments held that is about 100 bytes less each (issue 13's memory target).
+number, amount, times, STAN and RRN, a tuple of 5 to 8 where the whole message is 15 to 20: about 50 bytes
+less a payment held (tracemalloc), 30 to 50 of the switch's resident memory (`bench/hold.sh`; issue 13's
+memory target).
 
 A message's "shape" is its tuple of field names in order; the first message of a shape is its base, less its
 card data (`ALWAYS_SENSITIVE`: a card number must not outlive its payment in a module's cache). A
@@ -65,7 +66,7 @@ def pack(message: Message) -> tuple[Layout, tuple[str, ...]]:
         if len(shape.layouts) >= _MAX_LAYOUTS:
             return Layout(shape, tuple(range(len(names)))), values
         layout = shape.layouts[differs] = Layout(shape, tuple(compress(range(len(names)), differs)))
-    return layout, tuple(list(compress(values, differs)))  # from an iterator a tuple keeps its first guess's block
+    return layout, tuple(compress(values, differs))
 
 
 def unpack(layout: Layout, kept: tuple[str, ...]) -> Message:

@@ -370,7 +370,11 @@ def in_list(prefix: str, values: Sequence[object]) -> tuple[str, dict[str, objec
     return "(" + ", ".join(f":{name}" for name in params) + ")", params
 
 
+NAMED_PARAMETER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
+"""A ``:name`` parameter as the journal's SQL writes it for every backend (not a ``::`` cast)."""
+
+
 @functools.lru_cache(maxsize=512)
 def named_to_pyformat(sql: str) -> str:
     """``:name`` to ``%(name)s``, escaping literal ``%`` (psycopg's parameter style)."""
-    return re.sub(r"(?<![:\w]):([a-z_][a-z0-9_]*)", r"%(\1)s", sql.replace("%", "%%"))
+    return NAMED_PARAMETER.sub(r"%(\1)s", sql.replace("%", "%%"))

@@ -9,14 +9,13 @@ for. Group commit is what keeps FULL affordable: one fsync per batch.
 from __future__ import annotations
 
 import functools
-import re
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from switch.journal.db import Db, Dialect
+from switch.journal.db import NAMED_PARAMETER, Db, Dialect
 from switch.journal.errors import JournalUnavailable
 
 _MIN_VERSION = (3, 35, 0)  # RETURNING
@@ -29,17 +28,11 @@ class SQLiteDialect(Dialect):
 
     def bound(self, sql: str, params: dict[str, object]) -> tuple[str, Any]:
         text, take = positional(sql)
-        try:
-            return text, take(params)
-        except KeyError as missing:
-            raise sqlite3.ProgrammingError(f"no value for the parameter :{missing.args[0]}") from None
+        return text, _values(take, params)
 
     def bound_many(self, sql: str, rows: list[dict[str, object]]) -> tuple[str, Iterable[Any]]:
         text, take = positional(sql)
-        try:
-            return text, [take(row) for row in rows]
-        except KeyError as missing:
-            raise sqlite3.ProgrammingError(f"no value for the parameter :{missing.args[0]}") from None
+        return text, [_values(take, row) for row in rows]
 
     def risk_version(self, db: Db, claim: bool) -> object:
         """SQLite's count of commits by other connections (any table: the writer holds the whole file from
@@ -98,10 +91,6 @@ def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
     return {column[0]: value for column, value in zip(cursor.description, row)}
 
 
-_NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
-"""A ``:name`` parameter, as the journal's SQL writes them for every backend (`named_to_pyformat`'s pattern)."""
-
-
 @functools.lru_cache(maxsize=1024)
 def positional(sql: str) -> tuple[str, Callable[[Mapping[str, object]], tuple[object, ...]]]:
     """``sql`` with ``?`` for each ``:name``, and what takes a statement's values, in order, from its named parameters.
@@ -109,11 +98,18 @@ def positional(sql: str) -> tuple[str, Callable[[Mapping[str, object]], tuple[ob
     Why: the sqlite3 module binds a named parameter by asking SQLite for its name, making a string of it and
     looking that up in the dict, about 0.3 µs each on the writer process; a transaction's INSERT has 37
     (47-52 µs named against 37-39 positional, on a copy of a live journal)."""
-    names = _NAMED.findall(sql)
-    text = _NAMED.sub("?", sql)
+    names = NAMED_PARAMETER.findall(sql)
+    text = NAMED_PARAMETER.sub("?", sql)
     if len(names) > 1:
         return text, itemgetter(*names)
     if names:
         name = names[0]
         return text, lambda params: (params[name],)
     return text, lambda params: ()
+
+
+def _values(take: Callable[[Mapping[str, object]], tuple[object, ...]], params: Mapping[str, object]) -> tuple[object, ...]:
+    try:
+        return take(params)
+    except KeyError as missing:  # as the named binding said it: a statement its caller gave no value for
+        raise sqlite3.ProgrammingError(f"no value for the parameter :{missing.args[0]}") from None
