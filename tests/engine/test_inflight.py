@@ -69,3 +69,16 @@ def test_any_messages_packed_come_back_as_they_were(messages: list[dict[str, str
         assert sent.unpack(layout, kept) == message and list(sent.unpack(layout, kept)) == list(message)
         for number in ("t", "2", "11", "99"):
             assert sent.field(layout, kept, number) == message.get(number)
+
+
+def test_past_its_bound_of_layouts_a_shape_keeps_messages_whole_and_they_still_come_back() -> None:
+    names = ["t", "3", "22", "25", "32", "49", "41", "42"]
+    base = {n: f"base-{n}-{'y' * 3}" for n in names}  # strings of their own, as a config's are
+    sent.pack(base)
+    messages = []
+    for pattern in range(1, 100):  # 99 patterns of which positions differ from the base's objects
+        messages.append({n: "".join(["new-", n]) if pattern >> i & 1 else base[n] for i, n in enumerate(names)})
+    packed = [sent.pack(m) for m in messages]
+    assert len(packed[0][0].shape.layouts) == sent._MAX_LAYOUTS
+    assert all(sent.unpack(layout, kept) == m for m, (layout, kept) in zip(messages, packed))
+    assert len(packed[-1][1]) == len(names)  # the last ones past the bound: kept whole
