@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from datetime import datetime, timezone
 
 import pytest
@@ -51,12 +52,55 @@ def test_a_stan_written_without_its_zeros_is_the_same_number_and_a_held_one_is_k
     stans = StanAllocator(start=42)
     held = stans.allocate()
     assert held == "000042" and "42" in stans
-    assert [k for k in stans._in_use if k is held] == [held]  # the request's own string: no int kept beside it
     stans.claim("42")
     stans.release("000042")
     assert held in stans
     stans.release("42")
     assert held not in stans and len(stans) == 0
+
+
+def test_numbers_held_cost_the_allocator_no_memory_each():
+    """10,000 payments waiting on a bank hold 10,000 STANs: the allocator's own memory must not grow with them."""
+    stans = StanAllocator(start=500_000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        held = [stans.allocate() for _ in range(20_000)]
+        with_allocator = tracemalloc.get_traced_memory()[0] - before
+        del held
+        before = tracemalloc.get_traced_memory()[0]
+        alone = [f"{n:06d}" for n in range(500_000, 520_000)]
+        strings_alone = tracemalloc.get_traced_memory()[0] - before
+        del alone
+    finally:
+        tracemalloc.stop()
+    assert len(stans) == 20_000
+    assert with_allocator - strings_alone < 4096
+
+
+@pytest.mark.parametrize("stan", ["", "12a", "²", "１２", " 12", "-5"])
+def test_what_is_not_a_stan_is_refused_by_claim_and_release_and_never_held(stan):
+    stans = StanAllocator()
+    with pytest.raises(ValueError):
+        stans.claim(stan)
+    with pytest.raises(ValueError):
+        stans.release(stan)
+    assert stan not in stans and len(stans) == 0
+
+
+@pytest.mark.parametrize("stan", ["0", "000000", "1000000"])
+def test_a_number_outside_the_stan_range_is_held_when_claimed_and_never_handed_out(stan):
+    stans = StanAllocator(start=STAN_MAX)
+    stans.release(stan)  # held by nobody: nothing to give back
+    assert stan not in stans and len(stans) == 0
+    stans.claim(stan)
+    stans.claim(stan)
+    assert stan in stans and len(stans) == 1
+    assert [stans.allocate() for _ in range(2)] == ["999999", "000001"]
+    stans.release(stan)
+    assert stan in stans and len(stans) == 3
+    stans.release(stan)
+    assert stan not in stans and len(stans) == 2
 
 
 def test_stan_never_reused_while_pending():
