@@ -330,7 +330,7 @@ class Mux:
             stan = self.stans.allocate()
         # The caller's message is not modified; with its own reserved STAN it is sent as it is.
         outbound = message if message.get("11") == stan else {**message, "11": stan}
-        key = self._keys.key(outbound)
+        key = self._keys.filing(outbound)
         failure: Exception | None = None
         if key in self._pending:
             failure = MuxBusy(self.connector, stan, f"a request with match key {key} is already pending")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+import tracemalloc
 from dataclasses import dataclass
 
 import pytest
 
 from switch.bank.connector import ConnectorOptions, LinkOptions, TlsClientOptions
 from switch.bank.linkparts import Backoff
-from switch.bank.matching import MatchKeys
+from switch.bank.matching import PREFIXES_MAX, MatchKeys
 from switch.bank.pool import LinkPool
 from switch.bank.tls import TlsConfigError, client_connection_creator
 from switch.iso.framing import Framing
@@ -24,14 +25,17 @@ from tests.bank.support import FRAMING, ISO87
 def test_request_and_response_share_a_key(request_mti, response_mti):
     keys = MatchKeys()
     request = {"t": request_mti, "11": "000042", "41": "TERM0001"}
-    assert keys.key(request) == keys.key({"t": response_mti, "11": "000042", "41": "TERM0001", "39": "00"})
+    response = {"t": response_mti, "11": "000042", "41": "TERM0001", "39": "00"}
+    assert keys.key(request) == keys.key(response)  # neither filed: the key's parts
+    assert keys.filing(request) == keys.key(response)  # filed: one int, the same for the answer
 
 
 @pytest.mark.parametrize("other", [{"t": "0210", "11": "000043"}, {"t": "0110", "11": "000042"}, {"t": "0210", "11": "000042", "41": "TERM0002"}])
 def test_different_stan_class_or_terminal_do_not_match(other):
     keys = MatchKeys()
     base = {"t": "0200", "11": "000042", "41": "TERM0001"}
-    assert keys.key(base) != keys.key({"41": "TERM0001", **other})
+    assert keys.filing(base) != keys.key({"41": "TERM0001", **other})
+    assert keys.filing(base) != keys.filing({"41": "TERM0001", **other})
 
 
 def test_key_values_are_normalised():
@@ -39,6 +43,61 @@ def test_key_values_are_normalised():
     assert keys.key({"t": "0200", "11": "000042", "41": "00001234"}) == keys.key({"t": "0210", "11": "42", "41": " 1234 "})
     assert keys.key({"t": "0200", "11": "000000"}) == keys.key({"t": "0210", "11": "0"})
     assert keys.key({"t": "0200", "11": "1", "41": "TERM01  "}) == ("021", "TERM01", 1)  # a number as an int
+
+
+def test_a_filed_key_is_one_small_int_for_10000_requests_waiting():
+    """10,000 payments held at a bank are 10,000 keys in the mux: each must cost one int, not a tuple and an int."""
+    keys = MatchKeys()
+    requests = [{"t": "0200", "11": f"{stan:06d}", "41": "STORE001"} for stan in range(1, 20_001)]
+    filed: list[object] = [None] * len(requests)
+    traced = []
+    tracemalloc.start()
+    try:
+        for i, request in enumerate(requests):
+            if i in (10_000, 20_000 - 1):
+                traced.append(tracemalloc.get_traced_memory()[0])
+            filed[i] = keys.filing(request)
+    finally:
+        tracemalloc.stop()
+    # the second 10,000 alone: the first fill what is made once (the prefix's number, CPython's spare tuples)
+    assert (traced[1] - traced[0]) / 9_999 <= 36  # a tuple of three and an int took 92
+    assert len(set(filed)) == 20_000
+    assert all(keys.key({"t": "0210", "11": str(stan), "41": "STORE001"}) == key for stan, key in enumerate(filed, 1))
+
+
+def test_answers_never_fill_the_table_of_prefixes_and_past_its_bound_keys_stay_tuples_that_still_match():
+    keys = MatchKeys()
+    for terminal in range(PREFIXES_MAX + 10):  # a bank answering with terminals nobody sent
+        assert isinstance(keys.key({"t": "0210", "11": "000001", "41": f"T{terminal}"}), tuple)
+    requests = [{"t": "0200", "11": "000001", "41": f"S{store}"} for store in range(PREFIXES_MAX + 3)]
+    filed = [keys.filing(request) for request in requests]
+    assert all(isinstance(key, int) for key in filed[:PREFIXES_MAX])
+    assert all(isinstance(key, tuple) for key in filed[PREFIXES_MAX:])
+    assert len(set(filed)) == len(filed)
+    for request, key in zip(requests, filed):
+        assert keys.key({**request, "t": "0210", "11": "1"}) == key
+
+
+@pytest.mark.parametrize("config, request_, response", [
+    ({"default": ("mti", "37")}, {"t": "0200", "37": "123456789012"}, {"t": "0210", "37": "123456789012"}),
+    ({"default": ("11", "mti")}, {"t": "0200", "11": "000007"}, {"t": "0210", "11": "7"}),
+    ({"default": ("mti", "11", "70")}, {"t": "0800", "11": "000007", "70": "301"}, {"t": "0810", "11": "7", "70": "301"}),
+    ({"default": ("mti", "41", "11")}, {"t": "0200", "11": "ABC123", "41": "T1"}, {"t": "0210", "11": "ABC123", "41": "T1"}),
+    ({"default": ("mti", "41", "11")}, {"t": "0200", "11": "9" * 13, "41": "T1"}, {"t": "0210", "11": "9" * 13, "41": "T1"}),
+])
+def test_keys_that_do_or_do_not_pack_match_their_answers_alone(config, request_, response):
+    keys = MatchKeys(config)
+    filed = keys.filing(request_)
+    assert keys.key(response) == filed
+    assert keys.key({**response, "t": "0110"}) != filed
+    other = {name: ("000008" if name == "11" else value) for name, value in request_.items()}
+    assert other == request_ or keys.filing(other) != filed
+
+
+def test_a_key_of_the_mti_alone_tells_pairs_apart():
+    keys = MatchKeys({"default": ("mti",)})
+    assert keys.filing({"t": "0800", "11": "1"}) == keys.key({"t": "0810", "11": "2"}) == ("081",)
+    assert keys.key({"t": "0210"}) != keys.filing({"t": "0800"})
 
 
 def test_match_keys_per_mti_and_default():
