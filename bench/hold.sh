@@ -21,6 +21,9 @@ here=$(cd "${TREE:-$own}" && pwd)  # TREE=/other/checkout measures that tree
 py=${PYTHON:-$own/.tox/py3/bin/python}
 tmp=$(mktemp -d)
 pids=()
+# Bytecode first, as an installed switch has it: a process that compiles its modules as it starts (a fresh
+# checkout, PYTHONDONTWRITEBYTECODE) starts megabytes bigger, which moved the writer's cold figure by a tenth of a KB.
+"$py" -m compileall -q "$here/switch" "$here/connectors" > /dev/null || true
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
