@@ -68,10 +68,9 @@ class MatchKeys:
                 continue
             if not is_mti(name):
                 raise ValueError(f"match_keys: {name!r} is neither \"default\" nor a four-digit MTI")
-            cls = _mti_class(name)
-            if cls in self._by_class and self._by_class[cls] != _layout(key):
+            cls, layout = _mti_class(name), _layout(key)
+            if self._by_class.setdefault(cls, layout) != layout:
                 raise ValueError(f"match_keys.{name}: conflicts with another MTI of the same pair ({cls}x)")
-            self._by_class[cls] = _layout(key)
         self._prefixes: dict[tuple[str | int, ...], int] = {}
 
     def key(self, message: Mapping[str, str]) -> MatchKey:
