@@ -26,7 +26,6 @@ journal write failed).
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
 from typing import Callable, ClassVar
 
@@ -112,19 +111,39 @@ class MuxMetrics(MetricBundle):
         )
 
 
-@dataclass(eq=False, slots=True)  # one per request awaiting its answer: no per-instance __dict__
 class _Pending:
-    key: MatchKey
-    stan: str
-    mti: str
-    link: Link
-    answer_to: Answerable[Message]
-    routed: bool  # a caller's request (counts toward max_in_flight), not a link's own echo or sign-on
-    timeout: float
-    deadline: float  # sent at deadline - timeout: one float fewer per request waiting
+    """A caller's request awaiting its answer with the mux's own timeout, as nearly every payment is.
+
+    A request with another timeout, or a link's own (sign-on, echo: not routed), is a `_Timed`. Keeping those
+    two values out of the common case takes a request from 96 bytes to 80, one of every payment held
+    (`bench/hold.sh`, issue 13's memory target)."""
+
+    __slots__ = ("key", "stan", "mti", "link", "answer_to", "deadline")
+    routed = True  # counts toward max_in_flight; `_Timed` says for itself
+
+    def __init__(self, key: MatchKey, stan: str, mti: str, link: Link, answer_to: Answerable[Message],
+                 deadline: float) -> None:
+        self.key = key
+        self.stan = stan
+        self.mti = mti
+        self.link = link
+        self.answer_to = answer_to
+        self.deadline = deadline  # sent at deadline - timeout: one float fewer per request waiting
 
     def __lt__(self, other: _Pending) -> bool:  # the mux's deadline heap
         return self.deadline < other.deadline
+
+
+class _Timed(_Pending):
+    """A request with a timeout of its own (a repeat's `response_timeout`), or a link's network request."""
+
+    __slots__ = ("routed", "timeout")
+
+    def __init__(self, key: MatchKey, stan: str, mti: str, link: Link, answer_to: Answerable[Message],
+                 deadline: float, routed: bool, timeout: float) -> None:
+        super().__init__(key, stan, mti, link, answer_to, deadline)
+        self.routed = routed
+        self.timeout = timeout
 
 
 class Mux:
@@ -286,7 +305,7 @@ class Mux:
                 self._stop_sweeping()
             self.stans.release(pending.stan)
             if pending.routed:
-                self._latency.observe(self._clock.seconds() - (pending.deadline - pending.timeout))
+                self._latency.observe(self._clock.seconds() - (pending.deadline - self._timeout_of(pending)))
             self._finished(pending, "answered")
             pending.answer_to.callback(message)
             return
@@ -335,7 +354,11 @@ class Mux:
         if key in self._pending:
             failure = MuxBusy(self.connector, stan, f"a request with match key {key} is already pending")
         else:
-            pending = _Pending(key, stan, outbound["t"], link, answer_to, routed, timeout, self._clock.seconds() + timeout)
+            deadline = self._clock.seconds() + timeout
+            if routed and timeout == self._timeout:
+                pending = _Pending(key, stan, outbound["t"], link, answer_to, deadline)
+            else:
+                pending = _Timed(key, stan, outbound["t"], link, answer_to, deadline, routed, timeout)
             self._pending[key] = pending
             try:
                 link.send(outbound, encoded if outbound is message else None)
@@ -397,12 +420,15 @@ class Mux:
         self._arm_sweep()
 
     def _timed_out(self, pending: _Pending) -> None:
-        timeout = pending.timeout
+        timeout = self._timeout_of(pending)
         self._log.warning("mux_timeout", link=pending.link.name, mti=pending.mti, stan=pending.stan, after=timeout)
         self._give_up(pending, "timeout")
         pending.answer_to.errback(
             RequestTimeout(self.connector, pending.stan, f"no response within {timeout}s", pending.link.name)
         )
+
+    def _timeout_of(self, pending: _Pending) -> float:
+        return pending.timeout if isinstance(pending, _Timed) else self._timeout
 
     def _cancelled(self, deferred: Deferred[Message]) -> None:
         """The caller cancelled the Deferred: treat as given up (the request was written)."""
