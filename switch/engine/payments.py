@@ -47,7 +47,7 @@ from switch.engine.bank import Bank
 from switch.engine.confirmation import Confirmations
 from switch.engine.engine import NOT_ENCODABLE, Engine, NotEncodable, PaymentMetrics, operation_view
 from switch.engine.idempotency import KeyedOnce, check_same
-from switch.engine.inflight import InFlightPayment, PaymentOutcomes
+from switch.engine.inflight import InFlightPayment, PaymentOutcomes, payments_to
 from switch.engine.late import match_late
 from switch.engine.lifecycle import Lifecycle
 from switch.engine.risk import RiskStage
@@ -112,6 +112,7 @@ class PaymentService:
         self.confirmations = confirmations
         self.risk = risk
         self.outcomes = PaymentOutcomes(self.engine, journal, saf, self.metrics, confirmations, risk)
+        self._payments: dict[str, type[InFlightPayment]] = {}  # by bank name: `payments_to`
 
     def plugin(self, bank: Bank) -> ConnectorPlugin:
         """The bank's plugin, or the no-op base behaviour for a bank without one."""
@@ -284,10 +285,15 @@ class PaymentService:
             if isinstance(e, NotRecorded):  # recorded or not, never sent: it is ended here, not left pending
                 self.outcomes.fail_unrecorded(txn_id, kind, bank, req, screening.verdict if screening else None)
             raise
-        payment = InFlightPayment(txn_id, bank, req, message, screening.verdict if screening else None, answered,
-                                  self.outcomes)
+        payment = self._payments_to(bank)(txn_id, req, message, screening.verdict if screening else None, answered)
         self.engine.send_to(payment, bank, message, encoded=encoded)
         return None
+
+    def _payments_to(self, bank: Bank) -> type[InFlightPayment]:
+        payments = self._payments.get(bank.name)
+        if payments is None or payments.bank is not bank:  # a bank object replaced: its own class
+            payments = self._payments[bank.name] = payments_to(bank, self.outcomes)
+        return payments
 
     async def _refused(self, req: AuthorizeRequest, h: bytes | None, kind: Kind, connector: str, reason: str) -> dict[str, Any]:
         txn = await self.journal.create_transaction(
