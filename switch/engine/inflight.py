@@ -43,6 +43,7 @@ from switch.engine.status import API_STATUS, answer
 from switch.iso.dialect import Message
 from switch.iso.translate import sealed_instrument
 from switch.journal import Journal
+from switch.journal.ids import txn_text
 from switch.journal.models import EventDraft, Received, Transaction
 
 JOURNAL_UNAVAILABLE = "journal_unavailable"
@@ -66,17 +67,22 @@ class InFlightPayment:
     """
 
     # No slot for what the request already holds (kind), nor for what its class holds (bank, outcomes).
-    __slots__ = ("txn_id", "request", "_layout", "_kept", "verdict", "answered")
+    __slots__ = ("_txn", "request", "_layout", "_kept", "verdict", "answered")
     bank: Bank
     outcomes: PaymentOutcomes
 
-    def __init__(self, txn_id: str, request: AuthorizeRequest, message: Message, verdict: Verdict | None,
+    def __init__(self, txn: str | int, request: AuthorizeRequest, message: Message, verdict: Verdict | None,
                  answered: Answerable[dict[str, Any]]) -> None:
-        self.txn_id = txn_id
+        self._txn = txn  # the id, or the number it spells (`switch.journal.ids.new_txn`): 48 bytes, not 80
         self.request = request
         self._layout, self._kept = pack(message)
         self.verdict = verdict
         self.answered = answered
+
+    @property
+    def txn_id(self) -> str:
+        txn = self._txn
+        return txn_text(txn) if type(txn) is int else txn  # type: ignore[return-value]
 
     @property
     def kind(self) -> Kind:

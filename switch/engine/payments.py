@@ -59,7 +59,7 @@ from switch.iso.masking import mask_message
 from switch.iso.translate import Acceptor, carries_accounts, financial_request, sealed_instrument
 from switch.journal import Journal
 from switch.journal.errors import TransactionNotFound
-from switch.journal.ids import new_txn_id
+from switch.journal.ids import new_txn
 from switch.journal.models import Direction, EventDraft, NewTransaction, Transaction
 from switch.journal.refusals import DuplicateIdempotencyKey
 
@@ -246,7 +246,7 @@ class PaymentService:
         sends nothing; a step-up asks the bank to have the customer confirm it, which only a connector
         whose plugin can ask and that waits for customers is offered) and learns the outcome in the
         commit that journals it (declines feed card-testing rules, failures give limits back)."""
-        txn_id = new_txn_id()
+        txn_id, txn_number = new_txn()
         screening = None
         if self.risk is not None and self.risk.rules.rules:  # no rules: no stage, nothing journalled for it
             step_up = self.plugin(bank).step_up and self.confirmations is not None
@@ -285,7 +285,7 @@ class PaymentService:
             if isinstance(e, NotRecorded):  # recorded or not, never sent: it is ended here, not left pending
                 self.outcomes.fail_unrecorded(txn_id, kind, bank, req, screening.verdict if screening else None)
             raise
-        payment = self._payments_to(bank)(txn_id, req, message, screening.verdict if screening else None, answered)
+        payment = self._payments_to(bank)(txn_number, req, message, screening.verdict if screening else None, answered)
         self.engine.send_to(payment, bank, message, encoded=encoded)
         return None
 

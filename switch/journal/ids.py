@@ -28,10 +28,22 @@ def new_txn_id() -> str:
     An id that happens to hold a Luhn-valid run of 13-19 digits would look like a card
     number to the journal's guard (and to any log scanner), so such a value is skipped.
     """
+    return new_txn()[0]
+
+
+def new_txn() -> tuple[str, int]:
+    """A `new_txn_id` and the 128 bits it spells: what holds many ids for long keeps the number, 48 bytes
+    where the text takes 80, and spells it again with `txn_text` (a payment held at its bank, issue 13)."""
     while True:
-        candidate = _next_id()
+        value = _next_value()
+        candidate = txn_text(value)
         if not looks_like_pan(candidate):
-            return candidate
+            return candidate, value
+
+
+def txn_text(value: int) -> str:
+    """The id that 128-bit ``value`` spells (`new_txn`)."""
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
 def _forget_last() -> None:
@@ -43,7 +55,7 @@ def _forget_last() -> None:
 os.register_at_fork(after_in_child=_forget_last)
 
 
-def _next_id() -> str:
+def _next_value() -> int:
     global _last_ms, _last_random
     with _lock:
         now_ms = time.time_ns() // 1_000_000
@@ -55,5 +67,4 @@ def _next_id() -> str:
         else:
             _last_random = int.from_bytes(random_bytes(_RANDOM_BYTES), "big") >> 1
         _last_ms = now_ms
-        value = (now_ms << _RANDOM_BITS) | _last_random
-    return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])
+        return (now_ms << _RANDOM_BITS) | _last_random

@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred
 
 from switch.engine import sent
 from switch.engine.inflight import InFlightPayment, payments_to
+from switch.journal.ids import new_txn
 
 
 def _payment(message: dict[str, str]) -> InFlightPayment:
@@ -26,6 +27,15 @@ def test_a_payment_held_keeps_its_bank_and_outcomes_in_its_class() -> None:
     assert payment.bank is bank and payment.outcomes is outcomes
     assert isinstance(payment, InFlightPayment)
     assert sys.getsizeof(payment) <= 80
+
+
+def test_a_payment_held_keeps_its_id_as_the_number_it_spells() -> None:
+    """A payment held keeps `new_txn`'s number (48 bytes) and spells its id when its outcome comes."""
+    text, number = new_txn()
+    payment = InFlightPayment(number, None, _build("4111111111111111", 1, 1), None, Deferred())  # type: ignore[arg-type]
+    assert payment.txn_id == text
+    assert sys.getsizeof(payment._txn) <= 48 < sys.getsizeof(text)
+    assert _payment({"t": "0200"}).txn_id == "T1"  # an id new_txn did not make is kept as it is
 
 
 def _build(pan: str, amount: int, stan: int, acceptor: str = "SHOP 1") -> dict[str, str]:

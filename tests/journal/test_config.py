@@ -97,10 +97,16 @@ def test_txn_ids_never_look_like_a_card_number(monkeypatch):
     from switch.domain.panscan import looks_like_pan
     from switch.journal import ids
 
-    produced = iter(["01M8A4111111111111111BCDEF", "01M847YWW98KWGQ6807FC4XE44"])
-    monkeypatch.setattr(ids, "_next_id", lambda: next(produced))
-    assert looks_like_pan("01M8A4111111111111111BCDEF")
-    assert ids.new_txn_id() == "01M847YWW98KWGQ6807FC4XE44"
+    def number(text: str) -> int:
+        return int(text.translate(str.maketrans(ids._ALPHABET, "0123456789abcdefghijklmnopqrstuv")), 32)
+
+    texts = ["01M8A4111111111111111BCDEF", "01M847YWW98KWGQ6807FC4XE44"] * 2
+    produced = iter([number(text) for text in texts])
+    monkeypatch.setattr(ids, "_next_value", lambda: next(produced))
+    assert looks_like_pan(texts[0])
+    assert ids.new_txn_id() == texts[1]
+    assert ids.new_txn() == (texts[1], number(texts[1]))  # the number a payment held keeps, and its text
+    assert ids.txn_text(number(texts[1])) == texts[1]
 
 
 def test_a_forked_child_draws_its_own_id_randomness():
