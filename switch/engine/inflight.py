@@ -82,7 +82,9 @@ class InFlightPayment:
     @property
     def txn_id(self) -> str:
         txn = self._txn
-        return txn_text(txn) if type(txn) is int else txn  # type: ignore[return-value]
+        if type(txn) is int:  # spelled once, when the outcome comes: the payment is about to end
+            txn = self._txn = txn_text(txn)
+        return txn  # type: ignore[return-value]
 
     @property
     def kind(self) -> Kind:

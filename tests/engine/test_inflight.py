@@ -33,8 +33,9 @@ def test_a_payment_held_keeps_its_id_as_the_number_it_spells() -> None:
     """A payment held keeps `new_txn`'s number (48 bytes) and spells its id when its outcome comes."""
     text, number = new_txn()
     payment = InFlightPayment(number, None, _build("4111111111111111", 1, 1), None, Deferred())  # type: ignore[arg-type]
-    assert payment.txn_id == text
     assert sys.getsizeof(payment._txn) <= 48 < sys.getsizeof(text)
+    assert payment.txn_id == text
+    assert payment.txn_id is payment.txn_id  # spelled once, when its outcome comes
     assert _payment({"t": "0200"}).txn_id == "T1"  # an id new_txn did not make is kept as it is
 
 
