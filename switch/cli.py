@@ -17,8 +17,9 @@ from typing import Any, Awaitable, Callable, NoReturn, Sequence
 import structlog
 
 from switch.engine.router import RouteQuery
-from switch.heap import HeapTrim, c_heap_trim, freeze_startup_heap
+from switch.heap import HeapTrim, freeze_startup_heap
 from switch.iso.dialect import DialectError
+from switch.libc import c_heap_trim
 from switch.observe import logs
 from switch.observe.logchild import LogChild
 from switch.ops import cutover, riskadmin, settlementcli

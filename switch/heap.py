@@ -9,7 +9,7 @@ months and takes bursts:
   sight once the switch runs.
 * glibc keeps what a burst freed in its arenas (the tables of dicts a burst grew, read buffers,
   SQLite's scratch space), so the resident size stays at the burst's peak. `HeapTrim` hands the
-  whole free pages back every `TRIM_INTERVAL` seconds (`malloc_trim`, under a millisecond with
+  whole free pages back every `TRIM_INTERVAL` seconds (`switch.libc`, under a millisecond with
   10,000 payments held at a bank: 0.08 KB less per payment held, `bench/hold.sh`). Python's own
   allocator returns its arenas by itself once they are empty; this is about the C heap under it.
 
@@ -18,8 +18,6 @@ May use: nothing of the switch; wired by `switch.cli`.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 from collections.abc import Callable
 
@@ -27,13 +25,12 @@ import structlog
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
+from switch.libc import TRIM_INTERVAL
+
 log = structlog.get_logger("kswitch.switch")
 
 GEN0_THRESHOLD = 10_000
 """New container objects between collections of the youngest generation, once the switch runs."""
-
-TRIM_INTERVAL = 10.0
-"""Seconds between two hand-backs of the C heap's free pages."""
 
 
 def freeze_startup_heap() -> None:
@@ -50,19 +47,6 @@ def freeze_startup_heap() -> None:
     gc.freeze()
     gc.set_threshold(GEN0_THRESHOLD, *gc.get_threshold()[1:])
     log.info("startup_heap_frozen", objects=gc.get_freeze_count(), gen0_threshold=GEN0_THRESHOLD)
-
-
-def c_heap_trim() -> Callable[[], int] | None:
-    """glibc's ``malloc_trim(0)``: every whole free page of every arena back to the system. None where the
-    C library has no such call (musl, macOS): there the trim is simply not done."""
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return lambda: trim(0)
 
 
 class HeapTrim:

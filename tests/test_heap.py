@@ -10,7 +10,8 @@ import pytest
 from structlog.testing import capture_logs
 from twisted.internet.task import Clock
 
-from switch.heap import HeapTrim, c_heap_trim
+from switch.heap import HeapTrim
+from switch.libc import c_heap_trim
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
 

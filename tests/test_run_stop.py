@@ -32,7 +32,8 @@ from twisted.internet.task import Clock
 from switch.app import STOP_WAITS, Switch
 from switch.cli import LEASE_LOST_EXIT
 from switch.gateway.client import BlockingClient, KSwitchError
-from switch.heap import GEN0_THRESHOLD, TRIM_INTERVAL
+from switch.heap import GEN0_THRESHOLD
+from switch.libc import TRIM_INTERVAL
 from switch.ops.config import load_config
 from tests.crash.harness import SwitchProcess, remove_dir, short_run_dir, sleep
 from tests.e2e.harness import authorize, eventually, start_env
