@@ -105,6 +105,35 @@ async def test_per_request_timeout_override(harness):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_request_with_its_own_timeout_is_a_callers_request_like_any_other(harness, registry, logs):
+    """The mux keeps such a request apart (`_Timed`, issue 13's memory target): it still counts in flight, times out
+    at its own timeout, is counted and logged with it, and its late answer still reaches the hook."""
+    host = harness.host()
+    held = []
+    host.handler = lambda m, p: held.append((m, p)) if m["t"] == "0200" else approve(host, m)
+    clock = Clock()
+    late = []
+    connector = harness.connector(host.port, clock=clock, request_timeout=30.0)
+    connector.mux.on_late_response = late.append
+    await connector.when_ready()
+    pending = connector.request(sale(), timeout=5.0)
+    await eventually(lambda: held)
+    assert connector.mux.in_flight == 1
+    clock.advance(4.9)
+    assert not pending.called
+    clock.advance(0.1)
+    error = await failure_of(pending)
+    assert isinstance(error, RequestTimeout) and "within 5.0s" in str(error)
+    assert connector.mux.in_flight == 0
+    assert sample(registry, "kswitch_mux_requests_total", connector="bank", outcome="timeout") == 1
+    assert events(logs, "mux_timeout")[0]["after"] == 5.0
+    message, protocol = held[0]
+    protocol.send(approve(host, message))
+    await eventually(lambda: late)
+    assert late[0]["11"] == error.stan
+
+
+@pytest_twisted.ensureDeferred
 async def test_disconnect_mid_flight_fails_pending_at_once(harness, registry):
     host = harness.host()
     host.handler = silent_for("0200")
